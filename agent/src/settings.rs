@@ -1,0 +1,108 @@
+//! The agent's configuration: one serde struct with defaults. Lookup order is
+//! flag > environment (`ROBOKU_*`) > config file (`/etc/roboku/robokud.toml`) > default.
+//! Every path the agent uses is a method here, never a constant elsewhere.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// What happens to running dynos when the agent itself exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExit {
+    /// Leave dynos running; the next agent re-adopts them (production default).
+    Leave,
+    /// Stop every dyno (SIGTERM, grace, kill) before exiting (developer mode default).
+    Stop,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where the store, slugs, logs and the socket live.
+    pub data_dir: PathBuf,
+    /// The local API socket; defaults to `<data_dir>/robokud.sock`.
+    pub socket: Option<PathBuf>,
+    /// Dyno ports are taken from this inclusive range (keep it below the ephemeral range).
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Seconds between SIGTERM and SIGKILL when stopping a dyno (per app overridable).
+    pub grace_secs: u64,
+    /// Crash restart backoff: first delay, cap, and how long a run must last to reset it.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    pub backoff_reset_secs: u64,
+    /// The user dynos run as unless an app asks otherwise.
+    pub dyno_user: String,
+    /// Name of roboku's subtree in each cgroup hierarchy.
+    pub cgroup_name: String,
+    /// Mount point of the cgroup filesystem(s).
+    pub cgroup_mount: PathBuf,
+    /// Turn cgroups off entirely (limits are then stored and flagged, not enforced).
+    pub cgroups: bool,
+    /// Log storage quota per app, bytes (app.log + one rotated file).
+    pub log_quota_bytes: u64,
+    /// Seconds between resource samples for `ps` (memory, CPU).
+    pub sample_secs: u64,
+    pub on_exit: OnExit,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: PathBuf::from("/var/lib/roboku"),
+            socket: None,
+            port_min: 20000,
+            port_max: 29999,
+            grace_secs: 30,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 60_000,
+            backoff_reset_secs: 60,
+            dyno_user: "roboku-dyno".into(),
+            cgroup_name: "roboku".into(),
+            cgroup_mount: PathBuf::from("/sys/fs/cgroup"),
+            cgroups: true,
+            log_quota_bytes: 16 * 1024 * 1024,
+            sample_secs: 5,
+            on_exit: OnExit::Leave,
+        }
+    }
+}
+
+impl Settings {
+    /// Developer mode: data in `./.roboku`, dynos stopped when the agent exits.
+    pub fn developer() -> Self {
+        Settings {
+            data_dir: PathBuf::from(".roboku"),
+            on_exit: OnExit::Stop,
+            grace_secs: 5,
+            ..Settings::default()
+        }
+    }
+
+    /// Reads a TOML file; unknown keys are an error naming the key and the line.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Settings, String> {
+        toml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket.clone().unwrap_or_else(|| self.data_dir.join("robokud.sock"))
+    }
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("roboku.db")
+    }
+    pub fn slugs_dir(&self) -> PathBuf {
+        self.data_dir.join("slugs")
+    }
+    pub fn apps_dir(&self) -> PathBuf {
+        self.data_dir.join("apps")
+    }
+    pub fn app_dir(&self, app: &str) -> PathBuf {
+        self.apps_dir().join(app)
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.data_dir.join("tmp")
+    }
+}

@@ -1,0 +1,1 @@
+//! Dyno processes: spawn, exit watching, restart policy.

@@ -1,0 +1,391 @@
+//! Wire types shared by `robokud` (the agent) and `roboku` (the CLI).
+//!
+//! This crate is the one place where the local API's requests, responses and errors are written
+//! down. It holds data only: no IO, no validation beyond what serde does. Times on the wire are
+//! unix milliseconds (`u64`), sizes are bytes, CPU is in cores (0.5 = half a core).
+//!
+//! Routes (HTTP/1.1 + JSON over the unix socket, all under `/v1`):
+//!
+//! | method + path                              | request            | response                 |
+//! |--------------------------------------------|--------------------|--------------------------|
+//! | GET    /v1/status                          |                    | [`Status`]               |
+//! | GET    /v1/apps                            |                    | `Vec<AppInfo>`           |
+//! | POST   /v1/apps                            | [`CreateApp`]      | [`AppInfo`]              |
+//! | GET    /v1/apps/{app}                      |                    | [`AppInfo`]              |
+//! | PATCH  /v1/apps/{app}                      | [`UpdateApp`]      | [`AppInfo`]              |
+//! | DELETE /v1/apps/{app}?confirm={app}        |                    | [`Done`]                 |
+//! | POST   /v1/apps/{app}/deploy               | [`DeployRequest`]  | [`ReleaseInfo`]          |
+//! | GET    /v1/apps/{app}/ps                   |                    | `Vec<DynoInfo>`          |
+//! | GET    /v1/apps/{app}/formation            |                    | `Vec<FormationEntry>`    |
+//! | POST   /v1/apps/{app}/scale                | [`ScaleRequest`]   | `Vec<FormationEntry>`    |
+//! | POST   /v1/apps/{app}/resize               | [`ResizeRequest`]  | `Vec<FormationEntry>`    |
+//! | POST   /v1/apps/{app}/restart              | [`TargetRequest`]  | [`Done`]                 |
+//! | POST   /v1/apps/{app}/stop                 | [`TargetRequest`]  | [`Done`]                 |
+//! | GET    /v1/apps/{app}/config               |                    | `BTreeMap<String,String>`|
+//! | PATCH  /v1/apps/{app}/config               | [`ConfigChange`]   | [`ReleaseInfo`]          |
+//! | GET    /v1/apps/{app}/releases             |                    | `Vec<ReleaseInfo>`       |
+//! | POST   /v1/apps/{app}/rollback             | [`RollbackRequest`]| [`ReleaseInfo`]          |
+//! | POST   /v1/apps/{app}/run                  | [`RunRequest`]     | [`RunSpec`]              |
+//! | GET    /v1/apps/{app}/logs?n=&tail=&dyno=&source= |             | JSON lines of [`LogLine`]|
+//! | GET    /v1/events?app=&n=                  |                    | `Vec<EventInfo>`         |
+//!
+//! Every error is `{"error": {"code", "message"}}` ([`ErrorBody`]) with a matching HTTP status.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// API version prefix of every route.
+pub const API_PREFIX: &str = "/v1";
+
+/// Header that names the door a request came through (`cli`, `api`, `mqtt`, `git`), recorded in events.
+pub const DOOR_HEADER: &str = "x-roboku-door";
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    pub error: ApiError,
+}
+
+/// A machine-readable `code` plus a message a person can act on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApiError {
+    /// One of the `code` constants in [`codes`].
+    pub code: String,
+    pub message: String,
+}
+
+/// Error codes and the HTTP status each goes with.
+pub mod codes {
+    /// 400: the request was malformed (bad JSON, bad scale spec, bad limit value, bad Procfile).
+    pub const BAD_REQUEST: &str = "bad_request";
+    /// 404: the app, dyno, release or route does not exist.
+    pub const NOT_FOUND: &str = "not_found";
+    /// 409: the request conflicts with the current state (app exists, confirmation mismatch).
+    pub const CONFLICT: &str = "conflict";
+    /// 422: the app's own files are wrong (malformed Procfile, .env).
+    pub const INVALID_APP: &str = "invalid_app";
+    /// 500: the agent failed (disk, store, cgroup); the message says which path and operation.
+    pub const INTERNAL: &str = "internal";
+    /// 503: the agent is shutting down.
+    pub const UNAVAILABLE: &str = "unavailable";
+}
+
+/// A plain acknowledgement for requests with nothing else to say.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Done {
+    pub message: String,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    pub data_dir: String,
+    pub socket: String,
+    pub started_at: u64,
+    /// How limits are enforced on this host.
+    pub cgroup: CgroupStatus,
+    /// The user dynos run as by default (`root` only when asked, or when the agent is not root).
+    pub dyno_user: String,
+    /// Why dynos cannot run as `dyno_user` on this host, if they cannot.
+    pub dyno_user_note: Option<String>,
+    pub apps: usize,
+    pub dynos_running: usize,
+    pub dynos_desired: usize,
+    /// Resident memory of the agent itself, bytes.
+    pub agent_rss: u64,
+}
+
+/// Which cgroup hierarchy is in use and whether limits are enforced.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CgroupStatus {
+    /// `v1`, `v2` or `none`.
+    pub mode: String,
+    /// The root of roboku's subtree (v2) or its name inside each v1 hierarchy.
+    pub root: String,
+    pub enforced: bool,
+    /// When not enforced: why, and what to do about it.
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/apps`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CreateApp {
+    pub name: String,
+}
+
+/// `PATCH /v1/apps/{app}`: per-app settings; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UpdateApp {
+    /// The user this app's dynos run as (`root` must be asked for explicitly).
+    pub user: Option<String>,
+    /// Seconds between SIGTERM and killing the dyno's whole cgroup.
+    pub grace_secs: Option<u64>,
+}
+
+/// One app as `roboku apps` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AppInfo {
+    pub name: String,
+    pub created_at: u64,
+    /// Current release version, if anything has been deployed.
+    pub release: Option<u32>,
+    pub user: String,
+    pub grace_secs: u64,
+    pub dynos_running: usize,
+    pub dynos_desired: usize,
+}
+
+/// `POST /v1/apps/{app}/deploy`: a directory (or `.tar.gz`) on the robot's filesystem holding a
+/// Procfile. The CLI makes the path absolute before sending it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeployRequest {
+    pub source: String,
+    /// Free text recorded on the release ("Deploy <source>" when empty).
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Resource limits for one process type. `None` means unlimited / host default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Limits {
+    /// Hard memory limit in bytes (OOM kill above it).
+    pub memory_max: Option<u64>,
+    /// Soft memory limit in bytes (reclaim pressure above it; v2 only, v1 soft limit).
+    pub memory_high: Option<u64>,
+    /// CPU quota in cores (0.5 = half a core).
+    pub cpu: Option<f64>,
+    /// Maximum number of tasks (processes + threads) in the dyno's cgroup.
+    pub pids: Option<u64>,
+    /// CPUs the dyno may run on, in kernel list syntax (`0-1,3`).
+    pub cpuset: Option<String>,
+    /// Nice value for the dyno's processes (-20..19).
+    pub nice: Option<i32>,
+}
+
+/// One process type's row of the formation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FormationEntry {
+    pub ptype: String,
+    /// The command from the current release's Procfile (`None` if the type is not in it).
+    pub command: Option<String>,
+    pub count: u32,
+    pub limits: Limits,
+}
+
+/// `POST /v1/apps/{app}/scale`: `web=3 worker=1` as a map.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScaleRequest {
+    pub counts: BTreeMap<String, u32>,
+}
+
+/// `POST /v1/apps/{app}/resize`: set limits of one process type. Fields left `None` are kept;
+/// names in `clear` (`memory_max`, `memory_high`, `cpu`, `pids`, `cpuset`, `nice`) are reset.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResizeRequest {
+    pub ptype: String,
+    pub limits: Limits,
+    #[serde(default)]
+    pub clear: Vec<String>,
+}
+
+/// `POST /v1/apps/{app}/restart` and `/stop`: a process type (`web`), a dyno (`web.2`) or,
+/// when `None`, every dyno of the app.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TargetRequest {
+    pub target: Option<String>,
+}
+
+/// Where a dyno is in its life.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum DynoState {
+    Starting,
+    Up,
+    Crashed,
+    Backoff,
+    Stopping,
+    Down,
+}
+
+impl DynoState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DynoState::Starting => "starting",
+            DynoState::Up => "up",
+            DynoState::Crashed => "crashed",
+            DynoState::Backoff => "backoff",
+            DynoState::Stopping => "stopping",
+            DynoState::Down => "down",
+        }
+    }
+}
+
+/// How a dyno's process ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExitInfo {
+    pub at: u64,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Killed by the kernel's OOM killer inside the dyno's cgroup (R14/R15).
+    pub oom: bool,
+    /// A short human description: `exit 1`, `killed by SIGKILL`, `OOM-killed (memory limit 64M)`.
+    pub reason: String,
+}
+
+/// One dyno as `roboku ps` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DynoInfo {
+    /// `web.1`
+    pub name: String,
+    pub ptype: String,
+    pub index: u32,
+    pub state: DynoState,
+    pub pid: Option<u32>,
+    pub port: u16,
+    pub release: u32,
+    /// When the current process started (or the state was entered, for non-running states).
+    pub since: u64,
+    pub restarts: u32,
+    pub last_exit: Option<ExitInfo>,
+    /// When a dyno in backoff will be started again.
+    pub next_retry_at: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    /// CPU use over the last sampling interval, percent of one core.
+    pub cpu_percent: Option<f64>,
+    pub pids: Option<u64>,
+    pub oom_kills: u64,
+    pub user: String,
+}
+
+/// `PATCH /v1/apps/{app}/config`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConfigChange {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub unset: Vec<String>,
+}
+
+/// One release as `roboku releases` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReleaseInfo {
+    pub version: u32,
+    pub created_at: u64,
+    pub description: String,
+    /// sha256 of the slug.
+    pub slug: String,
+    /// Process types and commands of this release.
+    pub process_types: BTreeMap<String, String>,
+    /// Config var names of this release (values via `roboku config`).
+    pub config_keys: Vec<String>,
+    pub current: bool,
+    /// `succeeded` or `failed`.
+    pub status: String,
+    pub door: String,
+}
+
+/// `POST /v1/apps/{app}/rollback`: to `version`, or the release before the current one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RollbackRequest {
+    pub version: Option<u32>,
+}
+
+/// `POST /v1/apps/{app}/run`: ask for everything needed to run a one-off dyno.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunRequest {
+    pub command: Vec<String>,
+}
+
+/// The one-off dyno's environment: the CLI runs `argv` in `cwd` with exactly `env`, attached to
+/// the terminal, and passes the exit code through. One-off dynos are never restarted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunSpec {
+    pub name: String,
+    pub cwd: String,
+    pub env: BTreeMap<String, String>,
+    /// `/bin/sh -c '<profile.d sourcing>; exec "$@"' ...`
+    pub argv: Vec<String>,
+    pub release: u32,
+}
+
+/// Where a log line came from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSource {
+    /// The dyno's own stdout/stderr.
+    App,
+    /// roboku itself: starts, exits, crashes, OOM kills, releases.
+    Roboku,
+}
+
+/// One log line; `GET .../logs` streams these as JSON lines.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogLine {
+    pub ts: u64,
+    pub app: String,
+    /// `web.1`, or `roboku` / `api` for system lines.
+    pub dyno: String,
+    pub source: LogSource,
+    pub line: String,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventInfo {
+    pub id: i64,
+    pub ts: u64,
+    pub app: Option<String>,
+    /// `cli`, `api`, `mqtt`, `git`, `agent`.
+    pub door: String,
+    pub action: String,
+    pub result: String,
+}
+
+/// Checks an app name against `[a-z][a-z0-9-]{0,29}`; the error says what is wrong.
+pub fn check_app_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    match chars.next() {
+        None => return Err("app name is empty".into()),
+        Some(c) if !c.is_ascii_lowercase() => {
+            return Err(format!("app name {name:?} must start with a lowercase letter"))
+        }
+        _ => {}
+    }
+    if name.len() > 30 {
+        return Err(format!("app name {name:?} is longer than 30 characters"));
+    }
+    if let Some(bad) = chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+        return Err(format!(
+            "app name {name:?} contains {bad:?}; use lowercase letters, digits and '-'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_names() {
+        assert!(check_app_name("demo").is_ok());
+        assert!(check_app_name("nav-2").is_ok());
+        assert!(check_app_name("").is_err());
+        assert!(check_app_name("2nav").is_err());
+        assert!(check_app_name("Nav").is_err());
+        assert!(check_app_name("na_v").is_err());
+        assert!(check_app_name(&"a".repeat(31)).is_err());
+        assert!(check_app_name(&"a".repeat(30)).is_ok());
+    }
+
+    #[test]
+    fn error_body_shape() {
+        let e = ErrorBody {
+            error: ApiError { code: codes::NOT_FOUND.into(), message: "no app x".into() },
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["error"]["code"], "not_found");
+    }
+}
