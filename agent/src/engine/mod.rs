@@ -1,1 +1,241 @@
-//! The engine: the one owner of state.
+//! The engine: the one owner of mutable state (the store handle, the dyno table, the app cache).
+//!
+//! Doors (the local API, later MQTT and the dashboard) send [`Command`]s through an
+//! [`EngineHandle`] and await a reply; exit watchers and timers feed it internal events. Nothing
+//! else touches the store or the processes, so a deploy from MQTT and one from the CLI are the same
+//! code. The loop never blocks on a slow client, on log storage, or on killing a cgroup (those
+//! run in their own tasks), so supervision always goes on.
+
+mod apps;
+mod command;
+pub mod deploy;
+mod dyno;
+pub mod reconcile;
+mod supervise;
+
+pub use command::{Command, Door, EngineError, Reply};
+
+use crate::cgroup::CgroupDriver;
+use crate::logs::LogHandle;
+use crate::settings::{OnExit, Settings};
+use crate::store::{ReleaseRow, Store};
+use crate::supervisor::backoff::BackoffPolicy;
+use crate::supervisor::spawn::RunAs;
+use crate::supervisor::watch::Exit;
+use dyno::{Dyno, DynoKey};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// A request from a door, with the channel its answer goes back on.
+struct Request {
+    door: Door,
+    cmd: Command,
+    reply: oneshot::Sender<Result<Reply, EngineError>>,
+}
+
+/// Events from the engine's own helpers (exit watchers).
+enum Internal {
+    Exited { key: DynoKey, instance: u64, exit: Exit },
+}
+
+/// Doors hold this; cloning is cheap. Dropping every handle ends the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl EngineHandle {
+    /// Sends `cmd` and waits for the engine's answer.
+    pub async fn call(&self, door: Door, cmd: Command) -> Result<Reply, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request { door, cmd, reply })
+            .await
+            .map_err(|_| EngineError::Unavailable("robokud is shutting down".into()))?;
+        rx.await.map_err(|_| EngineError::Unavailable("robokud is shutting down".into()))?
+    }
+}
+
+/// What the engine knows about one app between commands (refreshed from the store on change).
+#[derive(Debug, Clone)]
+struct AppCache {
+    release: Option<ReleaseRow>,
+    slug_dir: Option<PathBuf>,
+    /// The slug's `.env`, as defaults under the config vars.
+    dotenv: BTreeMap<String, String>,
+    formation: Vec<crate::store::FormationRow>,
+    run_as: Result<Option<RunAs>, String>,
+    user_name: String,
+    grace: Duration,
+}
+
+pub struct Engine {
+    settings: Settings,
+    store: Store,
+    cgroups: Box<dyn CgroupDriver>,
+    logs: LogHandle,
+    dynos: BTreeMap<DynoKey, Dyno>,
+    apps: BTreeMap<String, AppCache>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    policy: BackoffPolicy,
+    dirty: BTreeSet<DynoKey>,
+    gone: Vec<DynoKey>,
+    rng: SmallRng,
+    started_at: u64,
+    next_instance: u64,
+    next_sample: Instant,
+    /// Set while stopping every dyno before exit; answered when the last one is down.
+    shutdown: Option<(Instant, oneshot::Sender<Result<Reply, EngineError>>)>,
+}
+
+/// Starts the engine task: opens nothing itself (the caller passes the store, cgroups and logs),
+/// re-adopts dynos that are still running, reconciles every app, then serves commands.
+/// The returned oneshot fires once the formation is reconciled (systemd READY=1 waits on it).
+pub fn start(
+    settings: Settings,
+    store: Store,
+    cgroups: Box<dyn CgroupDriver>,
+    logs: LogHandle,
+) -> (EngineHandle, tokio::task::JoinHandle<()>, oneshot::Receiver<()>) {
+    let (tx, rx) = mpsc::channel(256);
+    let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let policy = BackoffPolicy {
+        initial: Duration::from_millis(settings.backoff_initial_ms),
+        max: Duration::from_millis(settings.backoff_max_ms),
+        reset_after: Duration::from_secs(settings.backoff_reset_secs),
+    };
+    let sample = Duration::from_secs(settings.sample_secs.max(1));
+    let engine = Engine {
+        settings,
+        store,
+        cgroups,
+        logs,
+        dynos: BTreeMap::new(),
+        apps: BTreeMap::new(),
+        internal_tx,
+        policy,
+        dirty: BTreeSet::new(),
+        gone: Vec::new(),
+        rng: SmallRng::from_entropy(),
+        started_at: crate::util::now_ms(),
+        next_instance: crate::util::now_ms(),
+        next_sample: Instant::now() + sample,
+        shutdown: None,
+    };
+    let task = tokio::spawn(engine.run(rx, internal_rx, ready_tx));
+    (EngineHandle { tx }, task, ready_rx)
+}
+
+impl Engine {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Request>,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+        ready: oneshot::Sender<()>,
+    ) {
+        self.adopt_and_reconcile();
+        self.flush();
+        let _ = ready.send(());
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                req = rx.recv() => match req {
+                    Some(req) => self.handle(req),
+                    None => break,
+                },
+                Some(ev) = internal.recv() => self.internal(ev),
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+            // Drain whatever else is ready so a burst (100 exits) costs one store transaction.
+            while let Ok(ev) = internal.try_recv() {
+                self.internal(ev);
+            }
+            self.on_timers(Instant::now());
+            self.flush();
+            if self.shutdown_done() {
+                break;
+            }
+        }
+        self.flush();
+    }
+
+    fn handle(&mut self, req: Request) {
+        if self.shutdown.is_some() {
+            let _ = req.reply.send(Err(EngineError::Unavailable("robokud is shutting down".into())));
+            return;
+        }
+        if let Command::Shutdown = req.cmd {
+            self.begin_shutdown(req.reply);
+            return;
+        }
+        let result = self.dispatch(req.door, req.cmd);
+        let _ = req.reply.send(result);
+    }
+
+    fn internal(&mut self, ev: Internal) {
+        match ev {
+            Internal::Exited { key, instance, exit } => self.on_exit(key, instance, exit),
+        }
+    }
+
+    fn begin_shutdown(&mut self, reply: oneshot::Sender<Result<Reply, EngineError>>) {
+        let deadline = Instant::now() + Duration::from_secs(self.settings.grace_secs + 5);
+        if self.settings.on_exit == OnExit::Stop {
+            let keys: Vec<DynoKey> = self.dynos.keys().cloned().collect();
+            for key in keys {
+                self.stop_dyno(&key, dyno::Want::Stop);
+            }
+            tracing::info!("stopping every dyno before exit");
+        } else {
+            tracing::info!(dynos = self.dynos.len(), "leaving dynos running for the next robokud");
+        }
+        self.shutdown = Some((deadline, reply));
+    }
+
+    fn shutdown_done(&mut self) -> bool {
+        let Some((deadline, _)) = &self.shutdown else { return false };
+        let all_down = self.settings.on_exit == OnExit::Leave
+            || self.dynos.values().all(|d| d.proc.is_none());
+        if all_down || Instant::now() >= *deadline {
+            if let Some((_, reply)) = self.shutdown.take() {
+                let _ = reply.send(Ok(Reply::Done(roboku_wire::Done { message: "stopped".into() })));
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Persists every changed dyno row in one transaction. A failing store is logged, never fatal:
+    /// supervision goes on with the state in memory (and tries again on the next change).
+    fn flush(&mut self) {
+        if self.dirty.is_empty() && self.gone.is_empty() {
+            return;
+        }
+        let rows: Vec<_> = self.dirty.iter().filter_map(|k| self.dynos.get(k)).map(Dyno::row).collect();
+        match self.store.save_dynos(&rows, &self.gone) {
+            Ok(()) => {
+                self.dirty.clear();
+                self.gone.clear();
+            }
+            Err(e) => tracing::error!(error = %e, "saving dyno state failed; will retry"),
+        }
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut wake = self.next_sample;
+        for d in self.dynos.values() {
+            for t in [d.retry_at, d.stop_deadline].into_iter().flatten() {
+                wake = wake.min(t);
+            }
+        }
+        if let Some((deadline, _)) = &self.shutdown {
+            wake = wake.min(*deadline);
+        }
+        wake
+    }
+}

@@ -22,7 +22,7 @@
 //! | POST   /v1/apps/{app}/restart              | [`TargetRequest`]  | [`Done`]                 |
 //! | POST   /v1/apps/{app}/stop                 | [`TargetRequest`]  | [`Done`]                 |
 //! | GET    /v1/apps/{app}/config               |                    | `BTreeMap<String,String>`|
-//! | PATCH  /v1/apps/{app}/config               | [`ConfigChange`]   | [`ReleaseInfo`]          |
+//! | PATCH  /v1/apps/{app}/config               | [`ConfigChange`]   | [`ConfigChanged`]        |
 //! | GET    /v1/apps/{app}/releases             |                    | `Vec<ReleaseInfo>`       |
 //! | POST   /v1/apps/{app}/rollback             | [`RollbackRequest`]| [`ReleaseInfo`]          |
 //! | POST   /v1/apps/{app}/run                  | [`RunRequest`]     | [`RunSpec`]              |
@@ -172,6 +172,8 @@ pub struct FormationEntry {
     pub command: Option<String>,
     pub count: u32,
     pub limits: Limits,
+    /// False when this host cannot enforce limits (no cgroups): they are stored, not applied.
+    pub limits_enforced: bool,
 }
 
 /// `POST /v1/apps/{app}/scale`: `web=3 worker=1` as a map.
@@ -266,6 +268,14 @@ pub struct ConfigChange {
     pub set: BTreeMap<String, String>,
     #[serde(default)]
     pub unset: Vec<String>,
+}
+
+/// The answer to `PATCH /v1/apps/{app}/config`: the new config, and the release it made
+/// (`None` before the first deploy: the vars wait for it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConfigChanged {
+    pub config: BTreeMap<String, String>,
+    pub release: Option<ReleaseInfo>,
 }
 
 /// One release as `roboku releases` shows it.

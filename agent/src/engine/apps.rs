@@ -1,0 +1,241 @@
+//! Command dispatch and the handlers for apps, status, events and one-off dynos.
+//! Release, config and formation handlers live in `releases.rs` and `formation.rs`.
+
+use super::command::{Command, Door, EngineError, Reply};
+use super::dyno::Want;
+use super::{AppCache, Engine};
+use crate::supervisor::{procfs, spawn};
+use crate::util::now_ms;
+use roboku_wire as wire;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub(super) type Result<T> = std::result::Result<T, EngineError>;
+
+impl Engine {
+    pub(super) fn dispatch(&mut self, door: Door, cmd: Command) -> Result<Reply> {
+        match cmd {
+            Command::Status => Ok(Reply::Status(self.status())),
+            Command::ListApps => self.list_apps().map(Reply::Apps),
+            Command::CreateApp { name } => self.create_app(door, &name).map(Reply::App),
+            Command::AppInfo { app } => self.app_info(&app).map(Reply::App),
+            Command::CheckApp { app } => self.app_info(&app).map(Reply::App),
+            Command::UpdateApp { app, update } => self.update_app(door, &app, update).map(Reply::App),
+            Command::DestroyApp { app, confirm } => self.destroy_app(door, &app, &confirm).map(Reply::Done),
+            Command::Release { app, slug, dotenv, description } => {
+                self.release(door, &app, slug, dotenv, description).map(Reply::Release)
+            }
+            Command::Ps { app } => self.ps(&app).map(Reply::Dynos),
+            Command::Formation { app } => self.formation(&app).map(Reply::Formation),
+            Command::Scale { app, counts } => self.scale(door, &app, counts).map(Reply::Formation),
+            Command::Resize { app, req } => self.resize(door, &app, req).map(Reply::Formation),
+            Command::Restart { app, target } => self.restart(door, &app, target).map(Reply::Done),
+            Command::Stop { app, target } => self.stop(door, &app, target).map(Reply::Done),
+            Command::GetConfig { app } => self.get_config(&app).map(Reply::Config),
+            Command::ChangeConfig { app, change } => self.change_config(door, &app, change).map(Reply::ConfigChanged),
+            Command::Releases { app } => self.releases(&app).map(Reply::Releases),
+            Command::Rollback { app, version } => self.rollback(door, &app, version).map(Reply::Release),
+            Command::Run { app, command } => self.one_off(door, &app, command).map(Reply::Run),
+            Command::Events { app, n } => self.events(app.as_deref(), n).map(Reply::Events),
+            Command::Shutdown => Err(EngineError::BadRequest("shutdown is handled by the loop".into())),
+        }
+    }
+
+    /// Records an audit event; a failing store is logged, never fatal to the command.
+    pub(super) fn event(&mut self, door: Door, app: Option<&str>, action: &str, result: &str) {
+        if let Err(e) = self.store.add_event(now_ms(), app, door.as_str(), action, result) {
+            tracing::warn!(error = %e, action, "recording an event failed");
+        }
+    }
+
+    /// The app's cache, or a not-found error a person can act on.
+    pub(super) fn cache(&self, app: &str) -> Result<&AppCache> {
+        self.apps
+            .get(app)
+            .ok_or_else(|| EngineError::NotFound(format!("no app {app:?} (see `roboku apps`)")))
+    }
+
+    /// Reloads what the engine keeps about `app` from the store.
+    pub(super) fn refresh_app(&mut self, app: &str) {
+        let row = match self.store.app(app) {
+            Ok(Some(row)) => row,
+            Ok(None) => {
+                self.apps.remove(app);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(app, error = %e, "reading app failed");
+                return;
+            }
+        };
+        let release = row.current_release.and_then(|v| self.store.release(app, v).ok().flatten());
+        let slug_dir = release.as_ref().map(|r| self.settings.slugs_dir().join(&r.slug));
+        let dotenv = slug_dir.as_ref().map(|d| read_dotenv(&d.join(".env"))).unwrap_or_default();
+        let formation = self.store.formation(app).unwrap_or_default();
+        let user_name = row.user.clone().unwrap_or_else(|| self.settings.dyno_user.clone());
+        let (user_name, run_as) = self.resolve_user(&user_name);
+        let grace = Duration::from_secs(row.grace_secs.unwrap_or(self.settings.grace_secs));
+        let cache = AppCache { release, slug_dir, dotenv, formation, run_as, user_name, grace };
+        self.apps.insert(app.to_string(), cache);
+    }
+
+    /// Which user dynos of an app run as: the named one when robokud is root (falling back from
+    /// the default `roboku-dyno` to `nobody` when that user was not created), else robokud's own.
+    fn resolve_user(&self, name: &str) -> (String, std::result::Result<Option<spawn::RunAs>, String>) {
+        if !nix::unistd::geteuid().is_root() {
+            let me = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten();
+            return (me.map(|u| u.name).unwrap_or_else(|| "self".into()), Ok(None));
+        }
+        match spawn::lookup_user(name) {
+            Ok(r) => (name.to_string(), Ok(Some(r))),
+            Err(e) if name == self.settings.dyno_user => match spawn::lookup_user("nobody") {
+                Ok(r) => ("nobody".into(), Ok(Some(r))),
+                Err(_) => (name.to_string(), Err(e)),
+            },
+            Err(e) => (name.to_string(), Err(e)),
+        }
+    }
+
+    fn status(&self) -> wire::Status {
+        let (dyno_user, run_as) = self.resolve_user(&self.settings.dyno_user);
+        let dyno_user_note = match run_as {
+            Ok(None) => Some("robokud is not root: dynos run as robokud's own user".to_string()),
+            Ok(Some(_)) if dyno_user != self.settings.dyno_user => Some(format!(
+                "user {:?} does not exist; dynos run as {dyno_user:?} (create it with the systemd sysusers entry)",
+                self.settings.dyno_user
+            )),
+            Ok(Some(_)) => None,
+            Err(e) => Some(e),
+        };
+        wire::Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            data_dir: self.settings.data_dir.display().to_string(),
+            socket: self.settings.socket_path().display().to_string(),
+            started_at: self.started_at,
+            cgroup: self.cgroups.status(),
+            dyno_user,
+            dyno_user_note,
+            apps: self.apps.len(),
+            dynos_running: self.dynos.values().filter(|d| d.proc.is_some()).count(),
+            dynos_desired: self.dynos.values().filter(|d| d.want == Want::Run).count(),
+            agent_rss: procfs::rss_bytes(std::process::id() as i32).unwrap_or(0),
+        }
+    }
+
+    fn app_info(&self, app: &str) -> Result<wire::AppInfo> {
+        let row = self.store.app(app)?.ok_or_else(|| crate::store::StoreError::NoApp(app.into()))?;
+        let cache = self.cache(app)?;
+        Ok(wire::AppInfo {
+            name: row.name,
+            created_at: row.created_at,
+            release: row.current_release,
+            user: cache.user_name.clone(),
+            grace_secs: cache.grace.as_secs(),
+            dynos_running: self.dynos.values().filter(|d| d.app == app && d.proc.is_some()).count(),
+            dynos_desired: self.dynos.values().filter(|d| d.app == app && d.want == Want::Run).count(),
+        })
+    }
+
+    fn list_apps(&self) -> Result<Vec<wire::AppInfo>> {
+        self.store.apps()?.iter().map(|a| self.app_info(&a.name)).collect()
+    }
+
+    fn create_app(&mut self, door: Door, name: &str) -> Result<wire::AppInfo> {
+        wire::check_app_name(name).map_err(EngineError::BadRequest)?;
+        self.store.create_app(name, now_ms())?;
+        self.refresh_app(name);
+        self.event(door, Some(name), "create app", "ok");
+        self.app_info(name)
+    }
+
+    fn update_app(&mut self, door: Door, app: &str, update: wire::UpdateApp) -> Result<wire::AppInfo> {
+        self.cache(app)?;
+        if let Some(user) = &update.user {
+            if nix::unistd::geteuid().is_root() {
+                spawn::lookup_user(user).map_err(EngineError::BadRequest)?;
+            }
+        }
+        if update.grace_secs.is_some_and(|g| g > 3600) {
+            return Err(EngineError::BadRequest("grace must be at most 3600 seconds".into()));
+        }
+        self.store.update_app(app, update.user.as_deref(), update.grace_secs)?;
+        self.refresh_app(app);
+        self.event(door, Some(app), "update app", &format!("{update:?}"));
+        self.app_info(app)
+    }
+
+    fn destroy_app(&mut self, door: Door, app: &str, confirm: &str) -> Result<wire::Done> {
+        self.cache(app)?;
+        if confirm != app {
+            return Err(EngineError::Conflict(format!(
+                "destroying {app:?} needs --confirm {app} (got {confirm:?})"
+            )));
+        }
+        let keys: Vec<_> = self.dynos.keys().filter(|k| k.0 == app).cloned().collect();
+        for key in &keys {
+            self.stop_dyno(key, Want::Remove);
+        }
+        self.store.delete_app(app)?;
+        self.apps.remove(app);
+        self.logs.remove_app(app);
+        self.event(door, Some(app), "destroy app", "ok");
+        Ok(wire::Done { message: format!("Destroyed {app} (stopping {} dynos)", keys.len()) })
+    }
+
+    fn events(&self, app: Option<&str>, n: usize) -> Result<Vec<wire::EventInfo>> {
+        Ok(self
+            .store
+            .events(app, n.clamp(1, 10_000))?
+            .into_iter()
+            .map(|e| wire::EventInfo {
+                id: e.id,
+                ts: e.ts,
+                app: e.app,
+                door: e.door,
+                action: e.action,
+                result: e.result,
+            })
+            .collect())
+    }
+
+    /// Everything the CLI needs to run a one-off dyno attached to the terminal.
+    fn one_off(&mut self, door: Door, app: &str, command: Vec<String>) -> Result<wire::RunSpec> {
+        let cache = self.cache(app)?.clone();
+        let (Some(release), Some(slug_dir)) = (cache.release, cache.slug_dir) else {
+            return Err(EngineError::Conflict(format!("app {app:?} has no release yet; deploy first")));
+        };
+        if command.is_empty() {
+            return Err(EngineError::BadRequest("roboku run needs a command".into()));
+        }
+        self.next_instance += 1;
+        let name = format!("run.{}", self.next_instance % 10_000);
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
+        env.extend(cache.dotenv);
+        env.extend(release.config.clone());
+        let port = self.store.port_for(app, "run", self.settings.port_min, self.settings.port_max)?;
+        env.insert("PORT".into(), port.to_string());
+        env.insert("DYNO".into(), name.clone());
+        env.insert("ROBOKU_APP".into(), app.to_string());
+        env.insert("ROBOKU_RELEASE".into(), format!("v{}", release.version));
+        env.insert("HOME".into(), slug_dir.display().to_string());
+        self.event(door, Some(app), &format!("run {}", command.join(" ")), "started");
+        Ok(wire::RunSpec {
+            name,
+            cwd: slug_dir.display().to_string(),
+            env,
+            argv: spawn::one_off_argv(&command),
+            release: release.version,
+        })
+    }
+}
+
+/// The slug's `.env` (validated at deploy time, so a failure here only means it is gone).
+fn read_dotenv(path: &std::path::Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| crate::procfile::parse_dotenv(&t).ok())
+        .map(|pairs| pairs.into_iter().collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,136 @@
+//! The engine's vocabulary: every request any door can make, every answer, every error.
+
+use crate::build::Slug;
+use roboku_wire as wire;
+use roboku_wire::codes;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Which door a request came through; recorded with every event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    Cli,
+    Api,
+    Mqtt,
+    Git,
+    Agent,
+}
+
+impl Door {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::Cli => "cli",
+            Door::Api => "api",
+            Door::Mqtt => "mqtt",
+            Door::Git => "git",
+            Door::Agent => "agent",
+        }
+    }
+    pub fn parse(s: &str) -> Door {
+        match s {
+            "cli" => Door::Cli,
+            "mqtt" => Door::Mqtt,
+            "git" => Door::Git,
+            _ => Door::Api,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Command {
+    Status,
+    ListApps,
+    CreateApp { name: String },
+    AppInfo { app: String },
+    UpdateApp { app: String, update: wire::UpdateApp },
+    DestroyApp { app: String, confirm: String },
+    /// A slug has been built (off the engine); make it the app's new release.
+    Release { app: String, slug: Slug, dotenv: BTreeMap<String, String>, description: String },
+    Ps { app: String },
+    Formation { app: String },
+    Scale { app: String, counts: BTreeMap<String, u32> },
+    Resize { app: String, req: wire::ResizeRequest },
+    Restart { app: String, target: Option<String> },
+    Stop { app: String, target: Option<String> },
+    GetConfig { app: String },
+    ChangeConfig { app: String, change: wire::ConfigChange },
+    Releases { app: String },
+    Rollback { app: String, version: Option<u32> },
+    Run { app: String, command: Vec<String> },
+    Events { app: Option<String>, n: usize },
+    /// Checks that the app exists (doors call this before slow work such as a build).
+    CheckApp { app: String },
+    /// Stop (or leave, per settings) every dyno and end the engine.
+    Shutdown,
+}
+
+/// Every answer; serialised as the inner value.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    Status(wire::Status),
+    Apps(Vec<wire::AppInfo>),
+    App(wire::AppInfo),
+    Release(wire::ReleaseInfo),
+    Releases(Vec<wire::ReleaseInfo>),
+    Dynos(Vec<wire::DynoInfo>),
+    Formation(Vec<wire::FormationEntry>),
+    Config(BTreeMap<String, String>),
+    Run(wire::RunSpec),
+    Events(Vec<wire::EventInfo>),
+    Done(wire::Done),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    InvalidApp(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl EngineError {
+    /// The wire error code, which also fixes the HTTP status.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::NotFound(_) => codes::NOT_FOUND,
+            EngineError::BadRequest(_) => codes::BAD_REQUEST,
+            EngineError::Conflict(_) => codes::CONFLICT,
+            EngineError::InvalidApp(_) => codes::INVALID_APP,
+            EngineError::Internal(_) => codes::INTERNAL,
+            EngineError::Unavailable(_) => codes::UNAVAILABLE,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for EngineError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError as S;
+        match e {
+            S::NoApp(app) => EngineError::NotFound(format!("no app {app:?} (see `roboku apps`)")),
+            S::AppExists(app) => EngineError::Conflict(format!("app {app:?} already exists")),
+            e @ S::NoRelease { .. } => EngineError::NotFound(e.to_string()),
+            e => EngineError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::build::BuildError> for EngineError {
+    fn from(e: crate::build::BuildError) -> Self {
+        use crate::build::BuildError as B;
+        match e {
+            e @ (B::NoProcfile { .. } | B::Procfile { .. } | B::UnsafeEntry { .. }) => {
+                EngineError::InvalidApp(e.to_string())
+            }
+            e => EngineError::Internal(e.to_string()),
+        }
+    }
+}

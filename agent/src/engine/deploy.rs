@@ -1,0 +1,55 @@
+//! The deploy pipeline as the doors call it: check the app, build the slug off the engine (a
+//! blocking task: copying and hashing must never stall supervision), validate `.env`, then hand
+//! the slug to the engine, which cuts the release and restarts the dynos.
+
+use super::{Command, Door, EngineError, EngineHandle, Reply};
+use crate::build::{self, ArchiveLimits};
+use crate::settings::Settings;
+use roboku_wire as wire;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub async fn deploy(
+    engine: &EngineHandle,
+    settings: &Settings,
+    door: Door,
+    app: &str,
+    req: wire::DeployRequest,
+) -> Result<wire::ReleaseInfo, EngineError> {
+    engine.call(door, Command::CheckApp { app: app.to_string() }).await?;
+    let source = PathBuf::from(&req.source);
+    if !source.is_absolute() {
+        return Err(EngineError::BadRequest(format!("deploy source {:?} must be an absolute path", req.source)));
+    }
+    if !source.exists() {
+        return Err(EngineError::BadRequest(format!("deploy source {}: no such file or directory", source.display())));
+    }
+    let (tmp, slugs) = (settings.tmp_dir(), settings.slugs_dir());
+    let built = tokio::task::spawn_blocking(move || {
+        let slug = build::prepare_slug(&source, &tmp, &slugs, ArchiveLimits::default())?;
+        let dotenv = read_env(&slug.path)?;
+        Ok::<_, EngineError>((slug, dotenv))
+    })
+    .await
+    .map_err(|e| EngineError::Internal(format!("build task failed: {e}")))??;
+    let (slug, dotenv) = built;
+    let description = req.description.filter(|d| !d.is_empty()).unwrap_or_else(|| {
+        format!("Deploy {} ({})", req.source, &slug.sha256[..12.min(slug.sha256.len())])
+    });
+    match engine.call(door, Command::Release { app: app.to_string(), slug, dotenv, description }).await? {
+        Reply::Release(r) => Ok(r),
+        other => Err(EngineError::Internal(format!("unexpected engine reply {other:?}"))),
+    }
+}
+
+/// The slug's `.env`, if any; a malformed one fails the deploy with the line named.
+fn read_env(slug: &std::path::Path) -> Result<BTreeMap<String, String>, EngineError> {
+    let path = slug.join(".env");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => crate::procfile::parse_dotenv(&text)
+            .map(|pairs| pairs.into_iter().collect())
+            .map_err(|e| EngineError::InvalidApp(format!(".env {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(EngineError::Internal(format!("read {}: {e}", path.display()))),
+    }
+}

@@ -1,0 +1,156 @@
+//! One dyno as the engine tracks it: what it should be doing, what its process is, and the
+//! numbers `roboku ps` shows.
+
+use crate::store::DynoRow;
+use roboku_wire::{DynoInfo, DynoState, ExitInfo};
+use std::time::Instant;
+
+/// `(app, dyno name)`.
+pub type DynoKey = (String, String);
+
+/// What the engine wants of a dyno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Keep it running (restart it whenever it stops).
+    Run,
+    /// Stop it and keep the row (`ps:stop`, shutdown).
+    Stop,
+    /// Stop it and forget it (scaled down, app destroyed).
+    Remove,
+}
+
+/// The running process of a dyno.
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub pid: i32,
+    pub start_time: Option<u64>,
+    /// Relative cgroup path of this instance (`demo/web.1@17`), `None` if not in a cgroup.
+    pub cgroup: Option<String>,
+    pub instance: u64,
+    pub started: Instant,
+    pub started_ms: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    pub memory: Option<u64>,
+    pub cpu_percent: Option<f64>,
+    pub pids: Option<u64>,
+    pub oom_kills: u64,
+    pub last_cpu: Option<(u64, Instant)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dyno {
+    pub app: String,
+    pub name: String,
+    pub ptype: String,
+    pub index: u32,
+    pub state: DynoState,
+    pub want: Want,
+    pub release: u32,
+    pub port: u16,
+    pub proc: Option<Proc>,
+    pub restarts: u32,
+    /// Consecutive crashes (drives the backoff; reset by a stable run or a new release).
+    pub crashes: u32,
+    pub last_exit: Option<ExitInfo>,
+    pub retry_at: Option<Instant>,
+    pub retry_at_ms: Option<u64>,
+    pub stop_deadline: Option<Instant>,
+    /// The dyno is being restarted: start it again as soon as it is down.
+    pub restart_after_stop: bool,
+    pub since: u64,
+    pub user: String,
+    pub sample: Sample,
+    /// OOM kills counted in earlier instances (each instance has a fresh cgroup).
+    pub oom_total: u64,
+}
+
+impl Dyno {
+    pub fn new(app: &str, ptype: &str, index: u32, port: u16, release: u32, now: u64) -> Dyno {
+        Dyno {
+            app: app.to_string(),
+            name: format!("{ptype}.{index}"),
+            ptype: ptype.to_string(),
+            index,
+            state: DynoState::Starting,
+            want: Want::Run,
+            release,
+            port,
+            proc: None,
+            restarts: 0,
+            crashes: 0,
+            last_exit: None,
+            retry_at: None,
+            retry_at_ms: None,
+            stop_deadline: None,
+            restart_after_stop: false,
+            since: now,
+            user: String::new(),
+            sample: Sample::default(),
+            oom_total: 0,
+        }
+    }
+
+    pub fn key(&self) -> DynoKey {
+        (self.app.clone(), self.name.clone())
+    }
+
+    pub fn info(&self) -> DynoInfo {
+        DynoInfo {
+            name: self.name.clone(),
+            ptype: self.ptype.clone(),
+            index: self.index,
+            state: self.state,
+            pid: self.proc.as_ref().map(|p| p.pid as u32),
+            port: self.port,
+            release: self.release,
+            since: self.since,
+            restarts: self.restarts,
+            last_exit: self.last_exit.clone(),
+            next_retry_at: self.retry_at_ms,
+            memory_bytes: self.sample.memory,
+            cpu_percent: self.sample.cpu_percent,
+            pids: self.sample.pids,
+            oom_kills: self.oom_total + self.sample.oom_kills,
+            user: self.user.clone(),
+        }
+    }
+
+    pub fn row(&self) -> DynoRow {
+        DynoRow {
+            app: self.app.clone(),
+            name: self.name.clone(),
+            pid: self.proc.as_ref().map(|p| p.pid),
+            pid_start: self.proc.as_ref().and_then(|p| p.start_time),
+            cgroup: self.proc.as_ref().and_then(|p| p.cgroup.clone()),
+            release: self.release,
+            port: self.port,
+            restarts: self.restarts,
+            started_at: self.since,
+            last_exit: self.last_exit.clone(),
+        }
+    }
+}
+
+/// Splits `web.2` into `("web", 2)`.
+pub fn parse_name(name: &str) -> Option<(&str, u32)> {
+    let (ptype, idx) = name.rsplit_once('.')?;
+    let idx: u32 = idx.parse().ok()?;
+    (idx >= 1 && !ptype.is_empty()).then_some((ptype, idx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(parse_name("web.2"), Some(("web", 2)));
+        assert_eq!(parse_name("my.worker.10"), Some(("my.worker", 10)));
+        assert_eq!(parse_name("web"), None);
+        assert_eq!(parse_name("web.0"), None);
+        assert_eq!(parse_name(".1"), None);
+    }
+}

@@ -1,0 +1,174 @@
+//! Releases, config vars and rollback. A deploy, a config change and a rollback each create a new
+//! immutable release; the current pointer moves in the same transaction, then dynos restart.
+
+use super::apps::Result;
+use super::command::{Door, EngineError};
+use super::Engine;
+use crate::build::Slug;
+use crate::store::{FormationRow, NewRelease, ReleaseRow};
+use crate::util::now_ms;
+use roboku_wire as wire;
+use std::collections::BTreeMap;
+
+impl Engine {
+    pub(super) fn release_info(&self, app: &str, r: &ReleaseRow) -> wire::ReleaseInfo {
+        let current = self.apps.get(app).and_then(|c| c.release.as_ref()).map(|c| c.version);
+        wire::ReleaseInfo {
+            version: r.version,
+            created_at: r.created_at,
+            description: r.description.clone(),
+            slug: r.slug.clone(),
+            process_types: r.process_types.clone(),
+            config_keys: r.config.keys().cloned().collect(),
+            current: current == Some(r.version),
+            status: r.status.clone(),
+            door: r.door.clone(),
+        }
+    }
+
+    /// Makes a new release current and restarts the app's dynos onto it.
+    fn cut_release(&mut self, door: Door, app: &str, new: NewRelease) -> Result<wire::ReleaseInfo> {
+        let types = new.process_types.clone();
+        let row = self.store.create_release(app, new)?;
+        // New process types join the formation: web at 1 (as Heroku does), others at 0.
+        let known: Vec<String> = self.store.formation(app)?.into_iter().map(|f| f.ptype).collect();
+        let added: Vec<FormationRow> = types
+            .keys()
+            .filter(|t| !known.contains(t))
+            .map(|t| FormationRow { ptype: t.clone(), count: u32::from(t == "web"), limits: Default::default() })
+            .collect();
+        if !added.is_empty() {
+            self.store.save_formation(app, &added)?;
+        }
+        self.refresh_app(app);
+        // A new release resets crash backoff: it may well fix the crash.
+        for d in self.dynos.values_mut().filter(|d| d.app == app) {
+            d.crashes = 0;
+        }
+        self.reconcile(app);
+        self.event(door, Some(app), &format!("release v{}", row.version), &row.description);
+        self.logs.system(app, "roboku", format!("Release v{} created: {}", row.version, row.description));
+        Ok(self.release_info(app, &row))
+    }
+
+    pub(super) fn release(
+        &mut self,
+        door: Door,
+        app: &str,
+        slug: Slug,
+        dotenv: BTreeMap<String, String>,
+        description: String,
+    ) -> Result<wire::ReleaseInfo> {
+        self.cache(app)?;
+        let _ = dotenv; // read again from the slug by refresh_app; validated by the door
+        let config = self.store.config(app)?;
+        let process_types = slug.process_types.into_iter().collect();
+        let new = NewRelease { slug: slug.sha256, process_types, config, description, door: door.as_str().into(), now: now_ms() };
+        self.cut_release(door, app, new)
+    }
+
+    pub(super) fn get_config(&self, app: &str) -> Result<BTreeMap<String, String>> {
+        self.cache(app)?;
+        Ok(self.store.config(app)?)
+    }
+
+    pub(super) fn change_config(&mut self, door: Door, app: &str, change: wire::ConfigChange) -> Result<wire::ConfigChanged> {
+        self.cache(app)?;
+        for key in change.set.keys().chain(change.unset.iter()) {
+            check_env_name(key)?;
+        }
+        if change.set.is_empty() && change.unset.is_empty() {
+            return Err(EngineError::BadRequest("nothing to change: give KEY=VALUE pairs or keys to unset".into()));
+        }
+        let mut config = self.store.config(app)?;
+        for key in &change.unset {
+            config.remove(key);
+        }
+        config.extend(change.set.clone());
+        self.store.replace_config(app, &config)?;
+        let mut parts = Vec::new();
+        if !change.set.is_empty() {
+            parts.push(format!("Set {}", change.set.keys().cloned().collect::<Vec<_>>().join(", ")));
+        }
+        if !change.unset.is_empty() {
+            parts.push(format!("Remove {}", change.unset.join(", ")));
+        }
+        let description = format!("{} config vars", parts.join("; "));
+        let current = self.cache(app)?.release.clone();
+        let release = match current {
+            Some(cur) => {
+                let new = NewRelease {
+                    slug: cur.slug,
+                    process_types: cur.process_types,
+                    config: config.clone(),
+                    description,
+                    door: door.as_str().into(),
+                    now: now_ms(),
+                };
+                Some(self.cut_release(door, app, new)?)
+            }
+            None => {
+                self.event(door, Some(app), "config", &description);
+                None
+            }
+        };
+        Ok(wire::ConfigChanged { config, release })
+    }
+
+    pub(super) fn releases(&self, app: &str) -> Result<Vec<wire::ReleaseInfo>> {
+        self.cache(app)?;
+        Ok(self.store.releases(app)?.iter().map(|r| self.release_info(app, r)).collect())
+    }
+
+    /// Rolls back to `version` (or the release before the current one) as a new release that
+    /// restores that release's code and config.
+    pub(super) fn rollback(&mut self, door: Door, app: &str, version: Option<u32>) -> Result<wire::ReleaseInfo> {
+        let current = self.cache(app)?.release.clone().ok_or_else(|| {
+            EngineError::Conflict(format!("app {app:?} has no releases to roll back"))
+        })?;
+        let target_version = match version {
+            Some(v) => v,
+            None => self
+                .store
+                .releases(app)?
+                .into_iter()
+                .find(|r| r.version < current.version && r.status == "succeeded")
+                .map(|r| r.version)
+                .ok_or_else(|| EngineError::Conflict(format!("app {app:?} has no earlier release")))?,
+        };
+        let target = self
+            .store
+            .release(app, target_version)?
+            .ok_or(crate::store::StoreError::NoRelease { app: app.into(), version: target_version })?;
+        if !self.settings.slugs_dir().join(&target.slug).is_dir() {
+            return Err(EngineError::Conflict(format!(
+                "the slug of v{target_version} is gone (garbage-collected); cannot roll back to it"
+            )));
+        }
+        self.store.replace_config(app, &target.config)?;
+        let new = NewRelease {
+            slug: target.slug,
+            process_types: target.process_types,
+            config: target.config,
+            description: format!("Rollback to v{target_version}"),
+            door: door.as_str().into(),
+            now: now_ms(),
+        };
+        self.cut_release(door, app, new)
+    }
+}
+
+/// Config var names: `[A-Za-z_][A-Za-z0-9_]*`, and not one roboku sets itself.
+fn check_env_name(key: &str) -> Result<()> {
+    let ok = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        return Err(EngineError::BadRequest(format!(
+            "config var name {key:?} is not valid: use letters, digits and '_', not starting with a digit"
+        )));
+    }
+    if ["PORT", "DYNO", "ROBOKU_APP", "ROBOKU_RELEASE"].contains(&key) {
+        return Err(EngineError::BadRequest(format!("{key} is set by roboku for each dyno and cannot be a config var")));
+    }
+    Ok(())
+}

@@ -1,0 +1,416 @@
+//! Supervision: starting, stopping and restarting dynos, reacting to their exits, timers, and
+//! resource samples. Slow work (killing what is left of a cgroup, removing it) runs in a blocking
+//! task so the loop is free to start the replacement at once.
+
+use super::dyno::{Dyno, DynoKey, Proc, Want};
+use super::{Engine, Internal};
+use crate::supervisor::procfs;
+use crate::supervisor::spawn::{self, SpawnSpec};
+use crate::supervisor::watch::{self, Exit};
+use crate::util::now_ms;
+use rand::Rng;
+use roboku_wire::{DynoState, ExitInfo};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+impl Engine {
+    /// Starts the dyno's process now. A failure to start counts as a crash (and is retried).
+    pub(super) fn start_dyno(&mut self, key: &DynoKey) {
+        let Some(cache) = self.apps.get(&key.0).cloned() else { return };
+        let (Some(release), Some(slug_dir)) = (cache.release.clone(), cache.slug_dir.clone()) else {
+            return;
+        };
+        let Some(d) = self.dynos.get(key) else { return };
+        let Some(command) = release.process_types.get(&d.ptype).cloned() else { return };
+        let (app, name, ptype, port) = (d.app.clone(), d.name.clone(), d.ptype.clone(), d.port);
+        let limits = cache
+            .formation
+            .iter()
+            .find(|f| f.ptype == ptype)
+            .map(|f| f.limits.clone())
+            .unwrap_or_default();
+        self.next_instance += 1;
+        let instance = self.next_instance;
+
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
+        env.extend(cache.dotenv.clone());
+        env.extend(release.config.clone());
+        env.insert("PORT".into(), port.to_string());
+        env.insert("DYNO".into(), name.clone());
+        env.insert("ROBOKU_APP".into(), app.clone());
+        env.insert("ROBOKU_RELEASE".into(), format!("v{}", release.version));
+        env.insert("HOME".into(), slug_dir.display().to_string());
+
+        let rel = format!("{app}/{name}@{instance}");
+        let cgroup = match self.cgroups.create(&rel, &limits) {
+            Ok(()) => Some(rel),
+            Err(e) => {
+                self.logs.system(&app, &name, format!("cgroup setup failed ({e}); running without limits"));
+                None
+            }
+        };
+        let join = match &cgroup {
+            Some(rel) => self.cgroups.join_files(rel).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot open cgroup join files");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        let run_as = cache.run_as.clone().unwrap_or(None);
+        let result = crate::logs::open_spool(&self.settings.logs_dir(), &app, &name)
+            .map_err(|e| e.to_string())
+            .and_then(|spool| {
+                spawn::spawn(SpawnSpec {
+                    command: command.clone(),
+                    cwd: slug_dir.clone(),
+                    env,
+                    run_as,
+                    spool,
+                    join,
+                    nice: limits.nice,
+                })
+                .map_err(|e| format!("cannot start `{command}`: {e}"))
+            });
+        let now = now_ms();
+        let d = self.dynos.get_mut(key).expect("dyno checked above");
+        d.retry_at = None;
+        d.retry_at_ms = None;
+        d.user = cache.user_name.clone();
+        d.release = release.version;
+        d.sample = Default::default();
+        self.dirty.insert(key.clone());
+        match result {
+            Ok(spawned) => {
+                d.proc = Some(Proc {
+                    pid: spawned.pid,
+                    start_time: spawned.start_time,
+                    cgroup,
+                    instance,
+                    started: Instant::now(),
+                    started_ms: now,
+                });
+                d.state = DynoState::Up;
+                d.since = now;
+                self.logs.watch(&app, &name);
+                self.logs.system(
+                    &app,
+                    &name,
+                    format!("Starting process with command `{command}` (pid {})", spawned.pid),
+                );
+                self.watch_exit(key.clone(), instance, spawned.pid, spawned.pidfd);
+            }
+            Err(reason) => {
+                self.logs.system(&app, &name, reason.clone());
+                if let Some(rel) = cgroup {
+                    self.cleanup_cgroup(rel);
+                }
+                let exit = ExitInfo { at: now, code: None, signal: None, oom: false, reason };
+                self.crashed(key, exit, Duration::ZERO);
+            }
+        }
+    }
+
+    pub(super) fn watch_exit(&self, key: DynoKey, instance: u64, pid: i32, fd: std::os::fd::OwnedFd) {
+        let tx = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let exit = watch::wait_exit(pid, fd).await;
+            let _ = tx.send(Internal::Exited { key, instance, exit });
+        });
+    }
+
+    /// Kills whatever is left in an instance's cgroup and removes it, off the engine loop.
+    fn cleanup_cgroup(&self, rel: String) {
+        let driver = self.cgroups.clone_box();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = driver.kill_all(&rel).and_then(|()| driver.remove(&rel)) {
+                tracing::warn!(cgroup = %rel, error = %e, "cleaning up a dyno cgroup failed");
+            }
+        });
+    }
+
+    pub(super) fn on_exit(&mut self, key: DynoKey, instance: u64, exit: Exit) {
+        let Some(d) = self.dynos.get_mut(&key) else { return };
+        if d.proc.as_ref().map(|p| p.instance) != Some(instance) {
+            return;
+        }
+        let Some(proc) = d.proc.take() else { return };
+        let ran_for = proc.started.elapsed();
+        // Whatever the dyno forked dies with it (Heroku kills the whole dyno).
+        spawn::signal_group(proc.pid, libc::SIGKILL);
+        let oom_kills = proc
+            .cgroup
+            .as_ref()
+            .and_then(|rel| self.cgroups.stats(rel).ok())
+            .map(|s| s.oom_kills)
+            .unwrap_or(0);
+        d.oom_total += oom_kills.max(d.sample.oom_kills);
+        d.sample = Default::default();
+        let limit = self
+            .apps
+            .get(&key.0)
+            .and_then(|c| c.formation.iter().find(|f| f.ptype == d.ptype))
+            .and_then(|f| f.limits.memory_max);
+        let oom = oom_kills > 0;
+        let mut reason = exit.describe();
+        if oom {
+            reason = match limit {
+                Some(l) => format!("OOM-killed (memory limit {})", human_bytes(l)),
+                None => "OOM-killed".into(),
+            };
+        }
+        let info = ExitInfo {
+            at: now_ms(),
+            code: if let Exit::Code(c) = exit { Some(c) } else { None },
+            signal: if let Exit::Signal(s) = exit { Some(s) } else { None },
+            oom,
+            reason: reason.clone(),
+        };
+        let (app, name, want, was) = (d.app.clone(), d.name.clone(), d.want, d.state);
+        if let Some(rel) = proc.cgroup {
+            self.cleanup_cgroup(rel);
+        }
+        if oom {
+            self.logs.system(&app, &name, format!("Error R14 (Memory quota exceeded): {reason}"));
+            let _ = self.store.add_event(now_ms(), Some(&app), "agent", &format!("{name} oom-killed"), &reason);
+        }
+        self.logs.system(&app, &name, format!("Process {reason}"));
+        let d = self.dynos.get_mut(&key).expect("present above");
+        d.last_exit = Some(info.clone());
+        d.stop_deadline = None;
+        self.dirty.insert(key.clone());
+        match want {
+            Want::Run if was == DynoState::Stopping && d.restart_after_stop => {
+                d.restart_after_stop = false;
+                d.crashes = 0;
+                d.state = DynoState::Starting;
+                self.start_dyno(&key);
+            }
+            Want::Run => self.crashed(&key, info, ran_for),
+            Want::Stop => {
+                d.state = DynoState::Down;
+                d.since = now_ms();
+                self.logs.system(&app, &name, "State changed to down".into());
+            }
+            Want::Remove => {
+                self.dynos.remove(&key);
+                self.dirty.remove(&key);
+                self.gone.push(key);
+            }
+        }
+    }
+
+    /// Records a crash and schedules the restart (at once for a first crash).
+    fn crashed(&mut self, key: &DynoKey, info: ExitInfo, ran_for: Duration) {
+        let jitter: f64 = self.rng.gen();
+        let Some(d) = self.dynos.get_mut(key) else { return };
+        d.restarts = d.restarts.saturating_add(1);
+        d.crashes = self.policy.next_count(d.crashes, ran_for);
+        d.last_exit = Some(info);
+        let delay = self.policy.delay(d.crashes, jitter);
+        self.dirty.insert(key.clone());
+        if delay.is_zero() {
+            d.state = DynoState::Starting;
+            self.start_dyno(key);
+        } else {
+            d.state = DynoState::Backoff;
+            d.since = now_ms();
+            d.retry_at = Some(Instant::now() + delay);
+            d.retry_at_ms = Some(now_ms() + delay.as_millis() as u64);
+            let msg = format!("State changed to crashed; restarting in {:.1}s", delay.as_secs_f64());
+            let (app, name) = key.clone();
+            self.logs.system(&app, &name, msg);
+        }
+    }
+
+    /// Stops a dyno: SIGTERM to its group now, SIGKILL to its cgroup after the app's grace.
+    pub(super) fn stop_dyno(&mut self, key: &DynoKey, want: Want) {
+        let grace = self.apps.get(&key.0).map(|c| c.grace).unwrap_or(Duration::from_secs(self.settings.grace_secs));
+        let Some(d) = self.dynos.get_mut(key) else { return };
+        d.want = want;
+        d.restart_after_stop = false;
+        d.retry_at = None;
+        d.retry_at_ms = None;
+        self.dirty.insert(key.clone());
+        match &d.proc {
+            Some(p) if d.state != DynoState::Stopping => {
+                spawn::signal_group(p.pid, libc::SIGTERM);
+                d.state = DynoState::Stopping;
+                d.stop_deadline = Some(Instant::now() + grace);
+                let msg = format!("Stopping process with SIGTERM ({}s grace)", grace.as_secs());
+                self.logs.system(&key.0, &key.1, msg);
+            }
+            Some(_) => {}
+            None => {
+                if want == Want::Remove {
+                    self.dynos.remove(key);
+                    self.dirty.remove(key);
+                    self.gone.push(key.clone());
+                } else {
+                    d.state = DynoState::Down;
+                }
+            }
+        }
+    }
+
+    /// Restarts a dyno: stop (with grace), then start again at once with the current release.
+    pub(super) fn restart_dyno(&mut self, key: &DynoKey) {
+        let Some(d) = self.dynos.get(key) else { return };
+        if d.proc.is_some() {
+            self.stop_dyno(key, Want::Run);
+            if let Some(d) = self.dynos.get_mut(key) {
+                d.restart_after_stop = true;
+            }
+        } else if let Some(d) = self.dynos.get_mut(key) {
+            d.want = Want::Run;
+            d.crashes = 0;
+            d.state = DynoState::Starting;
+            self.start_dyno(key);
+        }
+    }
+
+    /// Backoffs that are due, stop deadlines that passed, resource samples.
+    pub(super) fn on_timers(&mut self, now: Instant) {
+        let due: Vec<DynoKey> = self
+            .dynos
+            .iter()
+            .filter(|(_, d)| d.retry_at.is_some_and(|t| t <= now) && d.want == Want::Run)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            if let Some(d) = self.dynos.get_mut(&key) {
+                d.state = DynoState::Starting;
+            }
+            self.start_dyno(&key);
+        }
+        let overdue: Vec<DynoKey> = self
+            .dynos
+            .iter()
+            .filter(|(_, d)| d.stop_deadline.is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in overdue {
+            let Some(d) = self.dynos.get_mut(&key) else { continue };
+            d.stop_deadline = None;
+            if let Some(p) = &d.proc {
+                spawn::signal_group(p.pid, libc::SIGKILL);
+                if let Some(rel) = p.cgroup.clone() {
+                    self.cleanup_cgroup(rel);
+                }
+                let msg = "Error R12 (Exit timeout): did not exit after SIGTERM; killed with SIGKILL".into();
+                self.logs.system(&key.0, &key.1, msg);
+            }
+        }
+        if now >= self.next_sample {
+            self.sample();
+            self.next_sample = now + Duration::from_secs(self.settings.sample_secs.max(1));
+        }
+    }
+
+    /// Memory, CPU and pids of every running dyno, from its cgroup or else from /proc.
+    pub(super) fn sample(&mut self) {
+        let now = Instant::now();
+        let enforced = self.cgroups.status().enforced;
+        for d in self.dynos.values_mut() {
+            let Some(p) = &d.proc else { continue };
+            let stats = p.cgroup.as_ref().filter(|_| enforced).and_then(|rel| self.cgroups.stats(rel).ok());
+            let (mem, cpu_ns, pids, ooms) = match stats {
+                Some(s) => (Some(s.memory_bytes), Some(s.cpu_usage_ns), Some(s.pids), s.oom_kills),
+                None => (procfs::rss_bytes(p.pid), procfs::cpu_ns(p.pid), None, 0),
+            };
+            if ooms > d.sample.oom_kills {
+                let msg = "Error R14 (Memory quota exceeded): a process of this dyno was OOM-killed".into();
+                self.logs.system(&d.app, &d.name, msg);
+            }
+            d.sample.memory = mem;
+            d.sample.pids = pids;
+            d.sample.oom_kills = ooms;
+            if let Some(ns) = cpu_ns {
+                if let Some((prev, at)) = d.sample.last_cpu {
+                    let wall = now.duration_since(at).as_nanos().max(1) as f64;
+                    d.sample.cpu_percent = Some(ns.saturating_sub(prev) as f64 * 100.0 / wall);
+                }
+                d.sample.last_cpu = Some((ns, now));
+            }
+        }
+    }
+
+    /// Re-adopts dynos that outlived the previous robokud (same pid, same start time), marks the
+    /// rest for restart, then reconciles every app.
+    pub(super) fn adopt_and_reconcile(&mut self) {
+        let apps = match self.store.apps() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list apps at start");
+                return;
+            }
+        };
+        for app in &apps {
+            self.refresh_app(&app.name);
+        }
+        let rows = self.store.dynos().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read dyno records; starting fresh");
+            Vec::new()
+        });
+        let mut adopted = 0;
+        for row in rows {
+            let key = (row.app.clone(), row.name.clone());
+            let Some((ptype, index)) = super::dyno::parse_name(&row.name) else { continue };
+            if !self.apps.contains_key(&row.app) {
+                self.gone.push(key);
+                continue;
+            }
+            let mut d = Dyno::new(&row.app, ptype, index, row.port, row.release, row.started_at);
+            d.restarts = row.restarts;
+            d.last_exit = row.last_exit.clone();
+            d.user = self.apps.get(&row.app).map(|c| c.user_name.clone()).unwrap_or_default();
+            let alive = row.pid.filter(|&pid| row.pid_start.is_some() && procfs::start_time(pid) == row.pid_start);
+            match alive.map(|pid| (pid, spawn::pidfd_open(pid))) {
+                Some((pid, Ok(fd))) => {
+                    self.next_instance += 1;
+                    let instance = self.next_instance;
+                    d.proc = Some(Proc {
+                        pid,
+                        start_time: row.pid_start,
+                        cgroup: row.cgroup.clone(),
+                        instance,
+                        started: Instant::now(),
+                        started_ms: row.started_at,
+                    });
+                    d.state = DynoState::Up;
+                    self.logs.watch(&row.app, &row.name);
+                    self.logs.system(&row.app, &row.name, format!("Re-adopted running process (pid {pid})"));
+                    self.watch_exit(key.clone(), instance, pid, fd);
+                    adopted += 1;
+                }
+                _ => {
+                    if let Some(rel) = row.cgroup.clone() {
+                        self.cleanup_cgroup(rel);
+                    }
+                }
+            }
+            self.dynos.insert(key.clone(), d);
+            self.dirty.insert(key);
+        }
+        tracing::info!(adopted, "re-adopted dynos from the previous robokud");
+        for app in apps {
+            self.reconcile(&app.name);
+        }
+    }
+}
+
+/// `67108864` -> `64M`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
+    for (u, size) in UNITS {
+        if b >= size && b % size == 0 {
+            return format!("{}{u}", b / size);
+        }
+    }
+    for (u, size) in UNITS {
+        if b >= size {
+            return format!("{:.1}{u}", b as f64 / size as f64);
+        }
+    }
+    format!("{b}B")
+}

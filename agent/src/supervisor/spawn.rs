@@ -1,0 +1,133 @@
+//! Starting one dyno process: `/bin/sh -c` after sourcing `.profile.d/*.sh`, in its own session
+//! and process group, inside its cgroup from its very first instruction (it joins between fork and
+//! exec, so nothing it forks can escape), as the dyno user, with stdout and stderr on its spool.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// Who a dyno runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub struct SpawnSpec {
+    /// The Procfile command, run by `/bin/sh -c`.
+    pub command: String,
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
+    /// `None`: run as the agent's own user.
+    pub run_as: Option<RunAs>,
+    /// The dyno's spool: stdout and stderr.
+    pub spool: File,
+    /// `cgroup.procs` files to write `0` to between fork and exec.
+    pub join: Vec<File>,
+    pub nice: Option<i32>,
+}
+
+/// A started process: its pid, a pidfd to watch it, and its start time (pid reuse guard).
+pub struct Spawned {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    pub start_time: Option<u64>,
+}
+
+/// The shell script a dyno runs: source `.profile.d/*.sh` (as Heroku does), then the command.
+pub fn shell_script(command: &str) -> String {
+    format!("for f in .profile.d/*.sh; do [ -r \"$f\" ] && . \"./$f\"; done; unset f\n{command}")
+}
+
+/// The argv of a one-off dyno: same profile sourcing, then `exec "$@"` so arguments need no quoting.
+pub fn one_off_argv(args: &[String]) -> Vec<String> {
+    let mut argv = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        shell_script("exec \"$@\""),
+        "sh".to_string(),
+    ];
+    argv.extend(args.iter().cloned());
+    argv
+}
+
+pub fn spawn(spec: SpawnSpec) -> std::io::Result<Spawned> {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(shell_script(&spec.command))
+        .env_clear()
+        .envs(&spec.env)
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(spec.spool.try_clone()?))
+        .stderr(Stdio::from(spec.spool));
+    let join: Vec<i32> = spec.join.iter().map(|f| f.as_raw_fd()).collect();
+    let nice = spec.nice;
+    let ids = spec.run_as.as_ref().map(|r| (r.uid, r.gid));
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls
+    // (setsid, write, setpriority, setgroups, setgid, setuid) on values prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for fd in &join {
+                if libc::write(*fd, b"0".as_ptr().cast(), 1) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(n) = nice {
+                if libc::setpriority(libc::PRIO_PROCESS, 0, n) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some((uid, gid)) = ids {
+                let groups = [gid];
+                if libc::setgroups(1, groups.as_ptr()) < 0
+                    || libc::setgid(gid) < 0
+                    || libc::setuid(uid) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(spec.join);
+    let pid = child.id() as i32;
+    // The child is reaped by the exit watcher through waitpid; std's Child is not needed further.
+    drop(child);
+    let pidfd = pidfd_open(pid)?;
+    Ok(Spawned { pid, pidfd, start_time: super::procfs::start_time(pid) })
+}
+
+/// A pidfd for `pid` (Linux 5.3+): readable once the process has exited.
+pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Sends `signal` to the dyno's whole process group (its pid is the group id: it called setsid).
+pub fn signal_group(pid: i32, signal: i32) -> bool {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(-pid, signal) == 0 }
+}
+
+/// Looks up the user dynos run as. `Err` says why it cannot be used.
+pub fn lookup_user(name: &str) -> Result<RunAs, String> {
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => Ok(RunAs { name: name.to_string(), uid: u.uid.as_raw(), gid: u.gid.as_raw() }),
+        Ok(None) => Err(format!("no user {name:?} on this host")),
+        Err(e) => Err(format!("looking up user {name:?}: {e}")),
+    }
+}
