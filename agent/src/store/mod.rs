@@ -1,15 +1,43 @@
 //! The SQLite store: the only code that writes SQL. One connection, owned by the engine.
-//! WAL, `synchronous=FULL`, migrations keyed on `user_version`.
-//! (Stub: the contract below is fixed; the implementation lands with its tests.)
+//!
+//! It owns the durable state that must survive an agent restart: apps, their immutable releases,
+//! config vars, formation, the port each dyno was given, what the agent knew about each running
+//! dyno, and the append-only event log. WAL with `synchronous=FULL`, because a release that was
+//! reported as committed must still be there after a power cut; migrations are keyed on
+//! `PRAGMA user_version` (see `schema.rs`).
+//!
+//! Nothing here decides policy (which release runs, how many dynos); callers pass in the facts,
+//! including the time, so the store stays deterministic under test.
 
+mod apps;
+mod dynos;
+mod events;
+mod formation;
+mod releases;
+mod schema;
+
+use crate::util::{IoContext, PathError};
 use roboku_wire::{ExitInfo, Limits};
+use rusqlite::types::Type;
+use rusqlite::{Connection, Row};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {path}: {op}: {source}")]
-    Sqlite { path: String, op: &'static str, #[source] source: rusqlite::Error },
+    Sqlite {
+        path: String,
+        op: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database's directory could not be created.
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("no app {0:?}")]
     NoApp(String),
     #[error("app {0:?} already exists")]
@@ -18,8 +46,14 @@ pub enum StoreError {
     NoRelease { app: String, version: u32 },
     #[error("no free port in {min}-{max}")]
     NoPort { min: u16, max: u16 },
-    #[error("store {path}: database is from a newer robokud (schema {found}, this one knows {known})")]
-    TooNew { path: String, found: i64, known: i64 },
+    #[error(
+        "store {path}: database is from a newer robokud (schema {found}, this one knows {known})"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,37 +122,254 @@ pub struct EventRow {
 }
 
 pub struct Store {
-    _private: (),
+    conn: Connection,
+    path: PathBuf,
 }
+
+/// How long a statement waits on a lock held by another connection (e.g. `sqlite3` run by an
+/// operator) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 
 impl Store {
     /// Opens (creating if needed) the database and runs migrations.
-    pub fn open(path: &Path) -> Result<Store, StoreError> { let _ = path; todo!() }
-    pub fn create_app(&mut self, name: &str, now: u64) -> Result<AppRow, StoreError> { let _ = (name, now); todo!() }
-    pub fn app(&self, name: &str) -> Result<Option<AppRow>, StoreError> { let _ = name; todo!() }
-    pub fn apps(&self) -> Result<Vec<AppRow>, StoreError> { todo!() }
-    pub fn update_app(&mut self, name: &str, user: Option<&str>, grace_secs: Option<u64>) -> Result<AppRow, StoreError> { let _ = (name, user, grace_secs); todo!() }
-    /// Deletes the app and everything of it (releases, config, formation, ports, dynos; events stay).
-    pub fn delete_app(&mut self, name: &str) -> Result<(), StoreError> { let _ = name; todo!() }
-    /// Creates release v(max+1) and makes it current, in one transaction.
-    pub fn create_release(&mut self, app: &str, new: NewRelease) -> Result<ReleaseRow, StoreError> { let _ = (app, new); todo!() }
-    /// Newest first.
-    pub fn releases(&self, app: &str) -> Result<Vec<ReleaseRow>, StoreError> { let _ = app; todo!() }
-    pub fn release(&self, app: &str, version: u32) -> Result<Option<ReleaseRow>, StoreError> { let _ = (app, version); todo!() }
-    pub fn set_current_release(&mut self, app: &str, version: u32) -> Result<(), StoreError> { let _ = (app, version); todo!() }
-    pub fn set_release_status(&mut self, app: &str, version: u32, status: &str) -> Result<(), StoreError> { let _ = (app, version, status); todo!() }
-    /// Config vars that the next release will snapshot.
-    pub fn config(&self, app: &str) -> Result<BTreeMap<String, String>, StoreError> { let _ = app; todo!() }
-    pub fn replace_config(&mut self, app: &str, config: &BTreeMap<String, String>) -> Result<(), StoreError> { let _ = (app, config); todo!() }
-    pub fn formation(&self, app: &str) -> Result<Vec<FormationRow>, StoreError> { let _ = app; todo!() }
-    /// Upserts each row (count and limits), in one transaction.
-    pub fn save_formation(&mut self, app: &str, rows: &[FormationRow]) -> Result<(), StoreError> { let _ = (app, rows); todo!() }
-    /// The dyno's recorded port, or the lowest port in range not recorded for any dyno of any app.
-    pub fn port_for(&mut self, app: &str, dyno: &str, min: u16, max: u16) -> Result<u16, StoreError> { let _ = (app, dyno, min, max); todo!() }
-    pub fn dynos(&self) -> Result<Vec<DynoRow>, StoreError> { todo!() }
-    /// Upserts rows and deletes `(app, name)` pairs in `gone`, in one transaction.
-    pub fn save_dynos(&mut self, rows: &[DynoRow], gone: &[(String, String)]) -> Result<(), StoreError> { let _ = (rows, gone); todo!() }
-    pub fn add_event(&mut self, ts: u64, app: Option<&str>, door: &str, action: &str, result: &str) -> Result<(), StoreError> { let _ = (ts, app, door, action, result); todo!() }
-    /// Newest last, at most `n`.
-    pub fn events(&self, app: Option<&str>, n: usize) -> Result<Vec<EventRow>, StoreError> { let _ = (app, n); todo!() }
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).at("create dir", dir)?;
+        }
+        let conn = Connection::open(path).at("open", path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .at("set busy_timeout", path)?;
+        // `journal_mode` answers with the mode it ended up in; anything but WAL (e.g. a
+        // filesystem without shared memory) would silently lose the durability we rely on.
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .at("set journal_mode", path)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Sqlite {
+                path: path.display().to_string(),
+                op: "set journal_mode",
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("journal_mode is {mode}, not wal")),
+                ),
+            });
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .at("set synchronous", path)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .at("set foreign_keys", path)?;
+        // Every statement the store runs is cached; keep them all.
+        conn.set_prepared_statement_cache_capacity(64);
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        schema::migrate(&mut store.conn, &store.path, schema::MIGRATIONS)?;
+        Ok(store)
+    }
+
+    /// The database file this store was opened on.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `NoApp` unless the app exists. Works on a transaction too (it derefs to a connection).
+    fn require_app(conn: &Connection, path: &Path, app: &str) -> Result<(), StoreError> {
+        let found: Option<i64> = conn
+            .prepare_cached("SELECT 1 FROM apps WHERE name = ?1")
+            .and_then(|mut st| optional(st.query_row([app], |r| r.get(0))))
+            .at("look up app", path)?;
+        match found {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NoApp(app.to_string())),
+        }
+    }
+}
+
+/// Wraps a rusqlite error with the database path and the operation, as `IoContext` does for IO.
+trait SqlContext<T> {
+    fn at(self, op: &'static str, path: &Path) -> Result<T, StoreError>;
+}
+
+impl<T> SqlContext<T> for rusqlite::Result<T> {
+    fn at(self, op: &'static str, path: &Path) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Sqlite {
+            path: path.display().to_string(),
+            op,
+            source,
+        })
+    }
+}
+
+/// `query_row` that treats "no row" as `None`.
+fn optional<T>(r: rusqlite::Result<T>) -> rusqlite::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Serializes a value for a JSON text column.
+fn to_json<T: Serialize>(v: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+/// Reads a JSON text column; a column that does not parse is a conversion error naming the column.
+fn json_col<T: DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    serde_json::from_str(&text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
+}
+
+/// Reads a nullable JSON text column.
+fn json_col_opt<T: DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(idx)?;
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
+    })
+    .transpose()
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::Store;
+
+    /// A store in a fresh temp dir; keep the dir alive as long as the store.
+    pub fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("roboku.db")).expect("open store");
+        (dir, store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_creates_parent_dirs_and_sets_pragmas() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/roboku.db");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.path(), path);
+        assert!(path.exists());
+        let mode: String = store
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = store
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "FULL");
+        let fk: i64 = store
+            .conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+        let version: i64 = store
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, schema::MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn open_names_the_dir_it_could_not_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let err = Store::open(&file.join("sub/roboku.db"))
+            .err()
+            .expect("open must fail");
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::Io(_)), "{msg}");
+        assert!(
+            msg.contains("create dir") && msg.contains(&*file.to_string_lossy()),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn sqlite_errors_name_path_and_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roboku.db");
+        std::fs::write(&path, b"this is not a sqlite database, not at all, no").unwrap();
+        let err = Store::open(&path).err().expect("open must fail");
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::Sqlite { .. }), "{msg}");
+        assert!(msg.contains(&*path.to_string_lossy()), "{msg}");
+    }
+
+    #[test]
+    fn reopen_finds_everything_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roboku.db");
+        let config: BTreeMap<String, String> = [("A".to_string(), "1".to_string())].into();
+        let limits = Limits {
+            memory_max: Some(64 << 20),
+            cpu: Some(0.5),
+            ..Limits::default()
+        };
+        let dyno = DynoRow {
+            app: "demo".into(),
+            name: "web.1".into(),
+            pid: Some(42),
+            pid_start: Some(123456),
+            release: 1,
+            port: 5000,
+            restarts: 2,
+            started_at: 10,
+            last_exit: Some(ExitInfo {
+                at: 9,
+                code: Some(1),
+                signal: None,
+                oom: false,
+                reason: "exit 1".into(),
+            }),
+        };
+        let (app, release, formation) = {
+            let mut s = Store::open(&path).unwrap();
+            s.create_app("demo", 1).unwrap();
+            s.update_app("demo", Some("robot"), Some(7)).unwrap();
+            s.replace_config("demo", &config).unwrap();
+            let release = s
+                .create_release(
+                    "demo",
+                    NewRelease {
+                        slug: "abc".into(),
+                        process_types: [("web".to_string(), "./run".to_string())].into(),
+                        config: config.clone(),
+                        description: "Deploy abc".into(),
+                        door: "git".into(),
+                        now: 5,
+                    },
+                )
+                .unwrap();
+            let formation = vec![FormationRow {
+                ptype: "web".into(),
+                count: 2,
+                limits: limits.clone(),
+            }];
+            s.save_formation("demo", &formation).unwrap();
+            assert_eq!(s.port_for("demo", "web.1", 5000, 5010).unwrap(), 5000);
+            s.save_dynos(std::slice::from_ref(&dyno), &[]).unwrap();
+            s.add_event(11, Some("demo"), "cli", "deploy", "ok")
+                .unwrap();
+            (s.app("demo").unwrap().unwrap(), release, formation)
+        };
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(s.app("demo").unwrap(), Some(app));
+        assert_eq!(s.releases("demo").unwrap(), vec![release]);
+        assert_eq!(s.config("demo").unwrap(), config);
+        assert_eq!(s.formation("demo").unwrap(), formation);
+        assert_eq!(s.dynos().unwrap(), vec![dyno]);
+        assert_eq!(s.port_for("demo", "web.2", 5000, 5010).unwrap(), 5001);
+        let events = s.events(Some("demo"), 10).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].action, "deploy");
+    }
 }

@@ -1,0 +1,245 @@
+//! The schema and its migrations, keyed on `PRAGMA user_version`.
+//!
+//! `MIGRATIONS[i]` takes a database from version `i` to `i + 1`. Each runs in its own transaction
+//! together with the `user_version` bump, so an agent killed mid-migration leaves the database at
+//! the previous version, never half-migrated. Never edit a migration that has shipped; append one.
+//! (`PRAGMA foreign_keys` cannot be changed inside a transaction: a future migration that rebuilds
+//! a table must be written so the foreign keys still hold at commit.)
+
+use super::{SqlContext, StoreError};
+use rusqlite::{Connection, TransactionBehavior};
+use std::path::Path;
+
+pub(super) struct Migration {
+    /// The operation name errors carry: `migrate to N`.
+    pub op: &'static str,
+    pub sql: &'static str,
+}
+
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
+    op: "migrate to 1",
+    sql: V1,
+}];
+
+/// Version 1. Everything an app owns cascades away with it; events keep the app name as plain text
+/// because the audit log must outlive the app it talks about.
+const V1: &str = "
+CREATE TABLE apps (
+    name            TEXT PRIMARY KEY NOT NULL,
+    created_at      INTEGER NOT NULL,
+    user            TEXT,
+    grace_secs      INTEGER,
+    current_release INTEGER
+) STRICT;
+
+CREATE TABLE releases (
+    app           TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    version       INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    description   TEXT NOT NULL,
+    slug          TEXT NOT NULL,
+    process_types TEXT NOT NULL,
+    config        TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    door          TEXT NOT NULL,
+    PRIMARY KEY (app, version)
+) STRICT;
+
+-- A release is a historical fact: only its status may change (a deploy that fails after the row
+-- was written is marked failed).
+CREATE TRIGGER releases_immutable
+BEFORE UPDATE OF app, version, created_at, description, slug, process_types, config, door ON releases
+BEGIN
+    SELECT RAISE(ABORT, 'releases are immutable except status');
+END;
+
+CREATE TABLE config (
+    app   TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    key   TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (app, key)
+) STRICT;
+
+CREATE TABLE formation (
+    app    TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    ptype  TEXT NOT NULL,
+    count  INTEGER NOT NULL,
+    limits TEXT NOT NULL,
+    PRIMARY KEY (app, ptype)
+) STRICT;
+
+CREATE TABLE ports (
+    app  TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    dyno TEXT NOT NULL,
+    port INTEGER NOT NULL UNIQUE,
+    PRIMARY KEY (app, dyno)
+) STRICT;
+
+CREATE TABLE dynos (
+    app        TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    name       TEXT NOT NULL,
+    pid        INTEGER,
+    pid_start  INTEGER,
+    release    INTEGER NOT NULL,
+    port       INTEGER NOT NULL,
+    restarts   INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    last_exit  TEXT,
+    PRIMARY KEY (app, name)
+) STRICT;
+
+CREATE TABLE events (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts     INTEGER NOT NULL,
+    app    TEXT,
+    door   TEXT NOT NULL,
+    action TEXT NOT NULL,
+    result TEXT NOT NULL
+) STRICT;
+
+CREATE INDEX events_by_app ON events(app, id);
+";
+
+/// Brings the database up to `migrations.len()`, one committed step at a time.
+pub(super) fn migrate(
+    conn: &mut Connection,
+    path: &Path,
+    migrations: &[Migration],
+) -> Result<(), StoreError> {
+    let known = migrations.len() as i64;
+    loop {
+        // IMMEDIATE takes the write lock before reading the version, so two agents racing on one
+        // file cannot both run the same step.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .at("begin migration", path)?;
+        let found: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .at("read user_version", path)?;
+        if found > known {
+            return Err(StoreError::TooNew {
+                path: path.display().to_string(),
+                found,
+                known,
+            });
+        }
+        // A negative version was never written by us; treat it like an unknown newer schema.
+        let Ok(idx) = usize::try_from(found) else {
+            return Err(StoreError::TooNew {
+                path: path.display().to_string(),
+                found,
+                known,
+            });
+        };
+        let Some(step) = migrations.get(idx) else {
+            return Ok(()); // up to date; dropping `tx` ends the empty transaction
+        };
+        tx.execute_batch(step.sql).at(step.op, path)?;
+        tx.pragma_update(None, "user_version", found + 1)
+            .at(step.op, path)?;
+        tx.commit().at(step.op, path)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn version(conn: &Connection) -> i64 {
+        conn.pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn too_new_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roboku.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 999)
+            .unwrap();
+        match Store::open(&path) {
+            Err(StoreError::TooNew {
+                found: 999,
+                known,
+                path: p,
+            }) => {
+                assert_eq!(known, MIGRATIONS.len() as i64);
+                assert!(p.contains("roboku.db"));
+            }
+            other => panic!("expected TooNew, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn v1_database_migrates_forward_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roboku.db");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn, &path, &MIGRATIONS[..1]).unwrap();
+        assert_eq!(version(&conn), 1);
+        conn.execute("INSERT INTO apps (name, created_at) VALUES ('demo', 1)", [])
+            .unwrap();
+
+        const V2: &str = "ALTER TABLE apps ADD COLUMN note TEXT NOT NULL DEFAULT 'none';";
+        let list = [
+            Migration {
+                op: "migrate to 1",
+                sql: V1,
+            },
+            Migration {
+                op: "migrate to 2",
+                sql: V2,
+            },
+        ];
+        migrate(&mut conn, &path, &list).unwrap();
+        assert_eq!(version(&conn), 2);
+        let note: String = conn
+            .query_row("SELECT note FROM apps WHERE name = 'demo'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(note, "none");
+        // Running again is a no-op.
+        migrate(&mut conn, &path, &list).unwrap();
+        assert_eq!(version(&conn), 2);
+    }
+
+    #[test]
+    fn failed_migration_leaves_previous_version_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roboku.db");
+        let mut conn = Connection::open(&path).unwrap();
+        let list = [
+            Migration {
+                op: "migrate to 1",
+                sql: V1,
+            },
+            Migration {
+                op: "migrate to 2",
+                sql: "CREATE TABLE extra (x INTEGER); THIS IS NOT SQL;",
+            },
+        ];
+        let err = migrate(&mut conn, &path, &list).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Sqlite {
+                    op: "migrate to 2",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(version(&conn), 1);
+        let extra: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'extra'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(extra, 0, "half of migration 2 must not be committed");
+    }
+}
