@@ -1,1 +1,70 @@
-//! The local API door.
+//! The local API door: HTTP/1.1 + JSON on a unix socket (mode 0660). A thin translation from
+//! routes to engine [`Command`](crate::engine::Command)s; it never touches the store or processes.
+//! Each connection is its own task, so a slow client only slows itself.
+
+mod body;
+mod logs;
+mod routes;
+
+use crate::engine::EngineHandle;
+use crate::logs::LogHandle;
+use crate::settings::Settings;
+use crate::util::{IoContext, PathError};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+
+/// What every request handler can reach.
+pub struct Ctx {
+    pub engine: EngineHandle,
+    pub logs: LogHandle,
+    pub settings: Settings,
+}
+
+/// Binds the socket (replacing a stale one), mode 0660 so the `roboku` group can use it.
+pub fn bind(settings: &Settings) -> Result<UnixListener, PathError> {
+    let path = settings.socket_path();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).at("create socket dir", dir)?;
+    }
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at("remove stale socket", &path),
+        _ => {}
+    }
+    let listener = UnixListener::bind(&path).at("bind socket", &path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).at("chmod socket", &path)?;
+    Ok(listener)
+}
+
+/// Serves connections until `shutdown` turns true; open streams (log follows) end with it.
+pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept on the API socket failed");
+                        continue;
+                    }
+                };
+                let ctx = ctx.clone();
+                let mut stop = shutdown.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| routes::handle(ctx.clone(), req));
+                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        r = conn.as_mut() => if let Err(e) = r { tracing::debug!(error = %e, "API connection ended") },
+                        _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+                    }
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+}

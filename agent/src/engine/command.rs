@@ -76,6 +76,7 @@ pub enum Reply {
     Dynos(Vec<wire::DynoInfo>),
     Formation(Vec<wire::FormationEntry>),
     Config(BTreeMap<String, String>),
+    ConfigChanged(wire::ConfigChanged),
     Run(wire::RunSpec),
     Events(Vec<wire::EventInfo>),
     Done(wire::Done),

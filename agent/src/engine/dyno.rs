@@ -28,7 +28,6 @@ pub struct Proc {
     pub cgroup: Option<String>,
     pub instance: u64,
     pub started: Instant,
-    pub started_ms: u64,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -10,7 +10,9 @@ mod apps;
 mod command;
 pub mod deploy;
 mod dyno;
+mod formation;
 pub mod reconcile;
+mod releases;
 mod supervise;
 
 pub use command::{Command, Door, EngineError, Reply};
@@ -27,6 +29,7 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -76,7 +79,7 @@ struct AppCache {
 pub struct Engine {
     settings: Settings,
     store: Store,
-    cgroups: Box<dyn CgroupDriver>,
+    cgroups: Arc<dyn CgroupDriver>,
     logs: LogHandle,
     dynos: BTreeMap<DynoKey, Dyno>,
     apps: BTreeMap<String, AppCache>,
@@ -98,7 +101,7 @@ pub struct Engine {
 pub fn start(
     settings: Settings,
     store: Store,
-    cgroups: Box<dyn CgroupDriver>,
+    cgroups: Arc<dyn CgroupDriver>,
     logs: LogHandle,
 ) -> (EngineHandle, tokio::task::JoinHandle<()>, oneshot::Receiver<()>) {
     let (tx, rx) = mpsc::channel(256);

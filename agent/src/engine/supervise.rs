@@ -88,7 +88,6 @@ impl Engine {
                     cgroup,
                     instance,
                     started: Instant::now(),
-                    started_ms: now,
                 });
                 d.state = DynoState::Up;
                 d.since = now;
@@ -121,7 +120,7 @@ impl Engine {
 
     /// Kills whatever is left in an instance's cgroup and removes it, off the engine loop.
     fn cleanup_cgroup(&self, rel: String) {
-        let driver = self.cgroups.clone_box();
+        let driver = self.cgroups.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = driver.kill_all(&rel).and_then(|()| driver.remove(&rel)) {
                 tracing::warn!(cgroup = %rel, error = %e, "cleaning up a dyno cgroup failed");
@@ -375,7 +374,6 @@ impl Engine {
                         cgroup: row.cgroup.clone(),
                         instance,
                         started: Instant::now(),
-                        started_ms: row.started_at,
                     });
                     d.state = DynoState::Up;
                     self.logs.watch(&row.app, &row.name);

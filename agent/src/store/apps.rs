@@ -167,6 +167,7 @@ mod tests {
                 name: "web.1".into(),
                 pid: None,
                 pid_start: None,
+                cgroup: None,
                 release: 1,
                 port,
                 restarts: 0,

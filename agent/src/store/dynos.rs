@@ -57,7 +57,7 @@ impl Store {
     pub fn dynos(&self) -> Result<Vec<DynoRow>, StoreError> {
         self.conn
             .prepare_cached(
-                "SELECT app, name, pid, pid_start, release, port, restarts, started_at, last_exit
+                "SELECT app, name, pid, pid_start, release, port, restarts, started_at, last_exit, cgroup
                  FROM dynos ORDER BY app, name",
             )
             .and_then(|mut st| {
@@ -72,6 +72,7 @@ impl Store {
                         restarts: r.get(6)?,
                         started_at: r.get(7)?,
                         last_exit: json_col_opt(r, 8)?,
+                        cgroup: r.get(9)?,
                     })
                 })?
                 .collect()
@@ -91,12 +92,12 @@ impl Store {
         {
             let mut upsert = tx
                 .prepare_cached(
-                    "INSERT INTO dynos (app, name, pid, pid_start, release, port, restarts, started_at, last_exit)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                    "INSERT INTO dynos (app, name, pid, pid_start, release, port, restarts, started_at, last_exit, cgroup)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                      ON CONFLICT (app, name) DO UPDATE SET
                         pid = excluded.pid, pid_start = excluded.pid_start, release = excluded.release,
                         port = excluded.port, restarts = excluded.restarts, started_at = excluded.started_at,
-                        last_exit = excluded.last_exit",
+                        last_exit = excluded.last_exit, cgroup = excluded.cgroup",
                 )
                 .at("upsert dyno", path)?;
             for d in rows {
@@ -116,7 +117,8 @@ impl Store {
                         d.port,
                         d.restarts,
                         d.started_at,
-                        last_exit
+                        last_exit,
+                        d.cgroup
                     ])
                     .at("upsert dyno", path)?;
             }
@@ -143,6 +145,7 @@ mod tests {
             name: name.into(),
             pid: Some(1000),
             pid_start: Some(u64::from(port) * 7),
+            cgroup: None,
             release: 1,
             port,
             restarts: 0,
@@ -241,6 +244,7 @@ mod tests {
         let crashed = DynoRow {
             pid: None,
             pid_start: None,
+            cgroup: None,
             restarts: 3,
             release: 2,
             last_exit: Some(ExitInfo {

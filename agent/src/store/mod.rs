@@ -104,6 +104,8 @@ pub struct DynoRow {
     pub pid: Option<i32>,
     /// Process start time (clock ticks since boot, /proc/pid/stat field 22): guards pid reuse.
     pub pid_start: Option<u64>,
+    /// Relative cgroup path of the running instance (`demo/web.1@17`), to find it again.
+    pub cgroup: Option<String>,
     pub release: u32,
     pub port: u16,
     pub restarts: u32,
@@ -319,6 +321,7 @@ mod tests {
             name: "web.1".into(),
             pid: Some(42),
             pid_start: Some(123456),
+            cgroup: Some("demo/web.1@1".into()),
             release: 1,
             port: 5000,
             restarts: 2,

@@ -80,6 +80,7 @@ CREATE TABLE dynos (
     name       TEXT NOT NULL,
     pid        INTEGER,
     pid_start  INTEGER,
+    cgroup     TEXT,
     release    INTEGER NOT NULL,
     port       INTEGER NOT NULL,
     restarts   INTEGER NOT NULL,

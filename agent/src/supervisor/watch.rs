@@ -32,7 +32,8 @@ pub fn signal_name(sig: i32) -> String {
 
 /// Waits until `pid` has exited; reaps it if it is our child.
 pub async fn wait_exit(pid: i32, pidfd: OwnedFd) -> Exit {
-    match AsyncFd::with_interest(pidfd, tokio::io::Interest::READABLE) {
+    // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open for as long as it is registered.
+    match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
         Ok(fd) => {
             let _ = fd.readable().await;
         }

@@ -1,0 +1,216 @@
+//! Routing: method + path to a handler. Every handler turns the request into an engine
+//! command; errors become `{"error": {code, message}}` with the matching HTTP status.
+
+use super::body::ApiBody;
+use super::Ctx;
+use crate::engine::{deploy, Command, Door, EngineError, Reply};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use roboku_wire as wire;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Request bodies are small JSON documents; anything bigger is refused.
+const MAX_BODY: usize = 1 << 20;
+
+pub type Resp = Response<ApiBody>;
+
+pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Resp, std::convert::Infallible> {
+    let door = req
+        .headers()
+        .get(wire::DOOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(Door::parse)
+        .unwrap_or(Door::Api);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = parse_query(req.uri().query().unwrap_or(""));
+    let result = route(&ctx, door, &method, &path, &query, req).await;
+    Ok(match result {
+        Ok(resp) => resp,
+        Err(e) => error_response(&e),
+    })
+}
+
+async fn route(
+    ctx: &Ctx,
+    door: Door,
+    method: &Method,
+    path: &str,
+    query: &BTreeMap<String, String>,
+    req: Request<Incoming>,
+) -> Result<Resp, EngineError> {
+    let Some(rest) = path.strip_prefix(wire::API_PREFIX) else {
+        return Err(EngineError::NotFound(format!("no route {path} (the API lives under {})", wire::API_PREFIX)));
+    };
+    let parts: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    let call = |cmd| ctx.engine.call(door, cmd);
+    let reply = match (method, parts.as_slice()) {
+        (&Method::GET, ["status"]) => call(Command::Status).await?,
+        (&Method::GET, ["events"]) => {
+            let n = query_num(query, "n", 100)?;
+            call(Command::Events { app: query.get("app").cloned(), n }).await?
+        }
+        (&Method::GET, ["apps"]) => call(Command::ListApps).await?,
+        (&Method::POST, ["apps"]) => {
+            let body: wire::CreateApp = json_body(req).await?;
+            call(Command::CreateApp { name: body.name }).await?
+        }
+        (&Method::GET, ["apps", app]) => call(Command::AppInfo { app: app.to_string() }).await?,
+        (&Method::PATCH, ["apps", app]) => {
+            let update = json_body(req).await?;
+            call(Command::UpdateApp { app: app.to_string(), update }).await?
+        }
+        (&Method::DELETE, ["apps", app]) => {
+            let confirm = query.get("confirm").cloned().unwrap_or_default();
+            call(Command::DestroyApp { app: app.to_string(), confirm }).await?
+        }
+        (&Method::POST, ["apps", app, "deploy"]) => {
+            let body: wire::DeployRequest = json_body(req).await?;
+            Reply::Release(deploy::deploy(&ctx.engine, &ctx.settings, door, app, body).await?)
+        }
+        (&Method::GET, ["apps", app, "ps"]) => call(Command::Ps { app: app.to_string() }).await?,
+        (&Method::GET, ["apps", app, "formation"]) => call(Command::Formation { app: app.to_string() }).await?,
+        (&Method::POST, ["apps", app, "scale"]) => {
+            let body: wire::ScaleRequest = json_body(req).await?;
+            call(Command::Scale { app: app.to_string(), counts: body.counts }).await?
+        }
+        (&Method::POST, ["apps", app, "resize"]) => {
+            let body: wire::ResizeRequest = json_body(req).await?;
+            call(Command::Resize { app: app.to_string(), req: body }).await?
+        }
+        (&Method::POST, ["apps", app, "restart"]) => {
+            let body: wire::TargetRequest = json_body_or_default(req).await?;
+            call(Command::Restart { app: app.to_string(), target: body.target }).await?
+        }
+        (&Method::POST, ["apps", app, "stop"]) => {
+            let body: wire::TargetRequest = json_body_or_default(req).await?;
+            call(Command::Stop { app: app.to_string(), target: body.target }).await?
+        }
+        (&Method::GET, ["apps", app, "config"]) => call(Command::GetConfig { app: app.to_string() }).await?,
+        (&Method::PATCH, ["apps", app, "config"]) => {
+            let change = json_body(req).await?;
+            call(Command::ChangeConfig { app: app.to_string(), change }).await?
+        }
+        (&Method::GET, ["apps", app, "releases"]) => call(Command::Releases { app: app.to_string() }).await?,
+        (&Method::POST, ["apps", app, "rollback"]) => {
+            let body: wire::RollbackRequest = json_body_or_default(req).await?;
+            call(Command::Rollback { app: app.to_string(), version: body.version }).await?
+        }
+        (&Method::POST, ["apps", app, "run"]) => {
+            let body: wire::RunRequest = json_body(req).await?;
+            call(Command::Run { app: app.to_string(), command: body.command }).await?
+        }
+        (&Method::GET, ["apps", app, "logs"]) => {
+            call(Command::CheckApp { app: app.to_string() }).await?;
+            return super::logs::stream(ctx, app, query).await;
+        }
+        _ => return Err(EngineError::NotFound(format!("no route {method} {path}"))),
+    };
+    json_response(StatusCode::OK, &reply)
+}
+
+pub fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Result<Resp, EngineError> {
+    let mut bytes = serde_json::to_vec(value).map_err(|e| EngineError::Internal(format!("encoding reply: {e}")))?;
+    bytes.push(b'\n');
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(ApiBody::Full(Some(Bytes::from(bytes))))
+        .map_err(|e| EngineError::Internal(format!("building reply: {e}")))
+}
+
+fn error_response(e: &EngineError) -> Resp {
+    let status = match e {
+        EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+        EngineError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        EngineError::Conflict(_) => StatusCode::CONFLICT,
+        EngineError::InvalidApp(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        EngineError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let body = wire::ErrorBody { error: wire::ApiError { code: e.code().into(), message: e.to_string() } };
+    json_response(status, &body).unwrap_or_else(|_| {
+        let mut r = Response::new(ApiBody::Full(Some(Bytes::from_static(b"{\"error\":{\"code\":\"internal\",\"message\":\"encoding error\"}}"))));
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, EngineError> {
+    Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| EngineError::BadRequest(format!("reading request body (at most {MAX_BODY} bytes): {e}")))
+}
+
+async fn json_body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, EngineError> {
+    let bytes = read_body(req).await?;
+    serde_json::from_slice(&bytes).map_err(|e| EngineError::BadRequest(format!("request body is not valid JSON for this route: {e}")))
+}
+
+async fn json_body_or_default<T: DeserializeOwned + Default>(req: Request<Incoming>) -> Result<T, EngineError> {
+    let bytes = read_body(req).await?;
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| EngineError::BadRequest(format!("request body is not valid JSON for this route: {e}")))
+}
+
+pub fn query_num(query: &BTreeMap<String, String>, key: &str, default: usize) -> Result<usize, EngineError> {
+    match query.get(key) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| EngineError::BadRequest(format!("query parameter {key}={v:?} is not a number"))),
+    }
+}
+
+/// `a=1&b=x%20y` -> map (percent-decoding; `+` is a space).
+fn parse_query(q: &str) -> BTreeMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+            (b'+', _, _) => out.push(b' '),
+            (b, _, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = parse_query("n=5&dyno=web.1&x=a%20b+c&bad=%zz&end=%4&u=%C3%A9%");
+        assert_eq!(q["n"], "5");
+        assert_eq!(q["dyno"], "web.1");
+        assert_eq!(q["x"], "a b c");
+        assert_eq!(q["bad"], "%zz");
+        assert_eq!(q["end"], "%4");
+        assert_eq!(q["u"], "é%");
+    }
+}
