@@ -1,0 +1,328 @@
+//! cgroup v1: one directory per hierarchy (`<mount>/memory/roboku/demo/web.1`,
+//! `<mount>/pids/roboku/...`). memory and pids are required; cpu, cpuacct (separate or joined
+//! as `cpu,cpuacct`), cpuset and freezer are used when mounted. A dyno joins every hierarchy.
+//!
+//! v1 quirks handled here: a new cpuset group starts with empty `cpus`/`mems` (nothing can join
+//! it until they are copied from the parent), and `memsw` (memory+swap) must stay >= the memory
+//! limit at every step, so the order of the two writes depends on the direction of the change.
+
+use super::files::{self, check_rel, levels};
+use super::limits::{check, Checked, CPU_PERIOD_US};
+use super::{CgroupDriver, CgroupError, CgroupStats, KILL_TIMEOUT};
+use roboku_wire::{CgroupStatus, Limits};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What v1 writes for "no limit" in byte-valued files.
+const UNLIMITED: &str = "-1";
+
+#[derive(Debug, Clone)]
+pub struct V1 {
+    mount: PathBuf,
+    name: String,
+    memory: PathBuf,
+    pids: PathBuf,
+    cpu: Option<PathBuf>,
+    cpuacct: Option<PathBuf>,
+    cpuset: Option<PathBuf>,
+    freezer: Option<PathBuf>,
+    /// Every distinct hierarchy root above, once (a joined `cpu,cpuacct` counts once).
+    hierarchies: Vec<PathBuf>,
+    kill_timeout: Duration,
+}
+
+/// The hierarchy root mounting `controller`, found by its directory and a file only a mounted
+/// hierarchy root has. Joined mounts (`cpu,cpuacct`) and symlinks to them resolve to one path.
+fn hierarchy(mount: &Path, controller: &str, marker: &str) -> Option<PathBuf> {
+    let candidates = [controller, "cpu,cpuacct", "cpuacct,cpu"];
+    let joinable = matches!(controller, "cpu" | "cpuacct");
+    candidates
+        .iter()
+        .take(if joinable { 3 } else { 1 })
+        .map(|dir| mount.join(dir))
+        .find(|dir| dir.join(marker).exists())
+        .map(|dir| dir.canonicalize().unwrap_or(dir))
+}
+
+/// Whether memsw must be written before the memory limit: when the limit grows (or goes away),
+/// raising it first would break memsw >= limit.
+fn memsw_first(current_limit: u64, new_limit: Option<u64>) -> bool {
+    match new_limit {
+        None => true,
+        Some(b) => b >= current_limit,
+    }
+}
+
+impl V1 {
+    /// Finds the hierarchies under `mount`; `None` unless memory and pids are both mounted.
+    pub fn find(mount: &Path, name: &str) -> Option<V1> {
+        let memory = hierarchy(mount, "memory", "memory.limit_in_bytes")?;
+        let pids = hierarchy(mount, "pids", "cgroup.procs")?;
+        let cpu = hierarchy(mount, "cpu", "cpu.cfs_quota_us");
+        let cpuacct = hierarchy(mount, "cpuacct", "cpuacct.usage");
+        let cpuset = hierarchy(mount, "cpuset", "cpuset.cpus");
+        let freezer = hierarchy(mount, "freezer", "cgroup.procs");
+        let mut hierarchies: Vec<PathBuf> = Vec::new();
+        for h in [
+            Some(&memory),
+            Some(&pids),
+            cpu.as_ref(),
+            cpuacct.as_ref(),
+            cpuset.as_ref(),
+            freezer.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !hierarchies.contains(h) {
+                hierarchies.push(h.clone());
+            }
+        }
+        Some(V1 {
+            mount: mount.into(),
+            name: name.into(),
+            memory,
+            pids,
+            cpu,
+            cpuacct,
+            cpuset,
+            freezer,
+            hierarchies,
+            kill_timeout: KILL_TIMEOUT,
+        })
+    }
+
+    /// For tests: how long `kill_all` waits for the cgroup to empty.
+    pub fn with_kill_timeout(mut self, timeout: Duration) -> Self {
+        self.kill_timeout = timeout;
+        self
+    }
+
+    /// Creates roboku's subtree in every hierarchy (detect's "can we write here" check).
+    pub fn create_root(&self) -> Result<(), CgroupError> {
+        for h in &self.hierarchies {
+            self.make_level(h, &h.join(&self.name))?;
+        }
+        Ok(())
+    }
+
+    fn dir(&self, hierarchy: &Path, rel: &str) -> PathBuf {
+        hierarchy.join(&self.name).join(rel)
+    }
+
+    /// mkdir one level; in the cpuset hierarchy also give it its parent's cpus and mems.
+    fn make_level(&self, hierarchy: &Path, dir: &Path) -> Result<(), CgroupError> {
+        files::mkdir(dir)?;
+        if self.cpuset.as_deref() == Some(hierarchy) {
+            let parent = dir.parent().unwrap_or(hierarchy);
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                let own = files::read_optional(&dir.join(file))?.unwrap_or_default();
+                if own.trim().is_empty() {
+                    let inherited = files::read(&parent.join(file))?;
+                    files::write(&dir.join(file), inherited.trim())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, rel: &str, limits: &Checked) -> Result<(), CgroupError> {
+        // Refuse before writing anything, so a refused update changes nothing.
+        if self.cpu.is_none() && limits.cpu_quota_us.is_some() {
+            return Err(self.missing("cpu"));
+        }
+        if self.cpuset.is_none() && limits.cpuset.is_some() {
+            return Err(self.missing("cpuset"));
+        }
+        let mem = self.dir(&self.memory, rel);
+        self.set_memory_max(&mem, limits.memory_max)?;
+        let high = limits.memory_high.map(|b| b.to_string());
+        files::write(
+            &mem.join("memory.soft_limit_in_bytes"),
+            high.as_deref().unwrap_or(UNLIMITED),
+        )?;
+
+        if let Some(cpu) = &self.cpu {
+            let dir = self.dir(cpu, rel);
+            files::write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+            let quota = limits.cpu_quota_us.map(|q| q.to_string());
+            files::write(
+                &dir.join("cpu.cfs_quota_us"),
+                quota.as_deref().unwrap_or("-1"),
+            )?;
+        }
+
+        let pids = limits.pids.map(|n| n.to_string());
+        files::write(
+            &self.dir(&self.pids, rel).join("pids.max"),
+            pids.as_deref().unwrap_or("max"),
+        )?;
+
+        if let Some(cpuset) = &self.cpuset {
+            let dir = self.dir(cpuset, rel);
+            let cpus = match &limits.cpuset {
+                Some(cpus) => cpus.clone(),
+                // Unlimited = everything the parent may use.
+                None => {
+                    let parent = dir.parent().unwrap_or(cpuset);
+                    files::read(&parent.join("cpuset.cpus"))?.trim().to_string()
+                }
+            };
+            files::write(&dir.join("cpuset.cpus"), &cpus)?;
+        }
+        Ok(())
+    }
+
+    /// memory.limit_in_bytes and, when swap accounting exists, memory.memsw.limit_in_bytes to the
+    /// same value so a dyno cannot escape into swap. The kernel keeps memsw >= limit at every
+    /// write: lower the limit first when shrinking, raise memsw first when growing.
+    fn set_memory_max(&self, dir: &Path, max: Option<u64>) -> Result<(), CgroupError> {
+        let limit = dir.join("memory.limit_in_bytes");
+        let memsw = dir.join("memory.memsw.limit_in_bytes");
+        let value = max.map(|b| b.to_string());
+        let value = value.as_deref().unwrap_or(UNLIMITED);
+        if !memsw.exists() {
+            return Ok(files::write(&limit, value)?);
+        }
+        if memsw_first(files::read_u64(&limit)?, max) {
+            files::write(&memsw, value)?;
+            files::write(&limit, value)?;
+        } else {
+            files::write(&limit, value)?;
+            files::write(&memsw, value)?;
+        }
+        Ok(())
+    }
+
+    fn missing(&self, controller: &str) -> CgroupError {
+        CgroupError::Invalid(format!(
+            "a {controller} limit is set but no {controller} hierarchy is mounted under {}",
+            self.mount.display()
+        ))
+    }
+
+    /// `cgroup.procs` of the hierarchies every dyno process is certainly in.
+    fn procs_files(&self, rel: &str) -> Vec<PathBuf> {
+        let mut out = vec![self.dir(&self.memory, rel).join("cgroup.procs")];
+        if self.pids != self.memory {
+            out.push(self.dir(&self.pids, rel).join("cgroup.procs"));
+        }
+        out
+    }
+
+    /// Freezes the cgroup so nothing forks between reading the pid list and killing it, kills
+    /// the frozen set, then thaws (frozen tasks only die once thawed). Best effort: without a
+    /// freezer, or if freezing does not settle in time, the kill loop alone has to do.
+    fn frozen_kill(&self, rel: &str) -> Result<(), CgroupError> {
+        let Some(freezer) = &self.freezer else {
+            return Ok(());
+        };
+        let state = self.dir(freezer, rel).join("freezer.state");
+        if !state.exists() || files::write(&state, "FROZEN").is_err() {
+            return Ok(());
+        }
+        files::wait_for_value(&state, "FROZEN", Duration::from_millis(500));
+        for procs in self.procs_files(rel) {
+            files::sigkill_all(&files::read_pids(&procs).unwrap_or_default());
+        }
+        files::write(&state, "THAWED")?;
+        Ok(())
+    }
+}
+
+impl CgroupDriver for V1 {
+    fn status(&self) -> CgroupStatus {
+        let names: Vec<String> = self
+            .hierarchies
+            .iter()
+            .filter_map(|h| h.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        CgroupStatus {
+            mode: "v1".into(),
+            root: format!(
+                "{}/{{{}}}/{}",
+                self.mount.display(),
+                names.join(","),
+                self.name
+            ),
+            enforced: true,
+            reason: None,
+        }
+    }
+
+    fn create(&self, rel: &str, limits: &Limits) -> Result<(), CgroupError> {
+        check_rel(rel)?;
+        let limits = check(limits)?;
+        for h in &self.hierarchies {
+            for dir in levels(&h.join(&self.name), rel) {
+                self.make_level(h, &dir)?;
+            }
+        }
+        self.apply(rel, &limits)
+    }
+
+    fn update(&self, rel: &str, limits: &Limits) -> Result<(), CgroupError> {
+        check_rel(rel)?;
+        self.apply(rel, &check(limits)?)
+    }
+
+    fn join_files(&self, rel: &str) -> Result<Vec<File>, CgroupError> {
+        check_rel(rel)?;
+        let mut out = Vec::with_capacity(self.hierarchies.len());
+        for h in &self.hierarchies {
+            out.push(files::open_join(&self.dir(h, rel).join("cgroup.procs"))?);
+        }
+        Ok(out)
+    }
+
+    /// memory = usage_in_bytes minus total_inactive_file (the working set, as `docker stats`).
+    /// cpu is 0 when no cpuacct hierarchy is mounted; oom_kills 0 on kernels before 4.13.
+    fn stats(&self, rel: &str) -> Result<CgroupStats, CgroupError> {
+        check_rel(rel)?;
+        let mem = self.dir(&self.memory, rel);
+        let usage = files::read_u64(&mem.join("memory.usage_in_bytes"))?;
+        let stat = files::read(&mem.join("memory.stat"))?;
+        let inactive = files::keyed(&stat, "total_inactive_file")
+            .or_else(|| files::keyed(&stat, "inactive_file"))
+            .unwrap_or(0);
+        let cpu_usage_ns = match &self.cpuacct {
+            Some(h) => files::read_u64(&self.dir(h, rel).join("cpuacct.usage"))?,
+            None => 0,
+        };
+        Ok(CgroupStats {
+            memory_bytes: usage.saturating_sub(inactive),
+            cpu_usage_ns,
+            pids: files::read_u64(&self.dir(&self.pids, rel).join("pids.current"))?,
+            oom_kills: files::read_keyed(&mem.join("memory.oom_control"), "oom_kill")?,
+        })
+    }
+
+    fn pids(&self, rel: &str) -> Result<Vec<i32>, CgroupError> {
+        check_rel(rel)?;
+        files::read_pids(&self.dir(&self.memory, rel).join("cgroup.procs"))
+    }
+
+    fn kill_all(&self, rel: &str) -> Result<(), CgroupError> {
+        check_rel(rel)?;
+        let thawed = self.frozen_kill(rel);
+        files::kill_until_empty(&self.procs_files(rel), self.kill_timeout)?;
+        thawed
+    }
+
+    fn remove(&self, rel: &str) -> Result<(), CgroupError> {
+        check_rel(rel)?;
+        // Try every hierarchy so one busy dir does not leave the others behind.
+        let mut first_err = None;
+        for h in &self.hierarchies {
+            if let Err(e) = files::rmdir(&self.dir(h, rel)) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), |e| Err(e.into()))
+    }
+}
+
+#[cfg(test)]
+#[path = "v1_tests.rs"]
+mod tests;
