@@ -1,1 +1,175 @@
-fn main(){}
+//! `roboku`: the command line for robokud, spoken over its unix socket.
+//!
+//! This file owns the command tree (Heroku's spelling: `ps:scale`, `config:set`), the choice of
+//! socket and the mapping of errors to exit codes: 0 success, 1 the agent said no (or a local
+//! failure), 2 usage, 3 the agent is unreachable. Each command lives in `commands/<group>.rs`.
+
+mod client;
+mod commands;
+mod output;
+mod parse;
+
+use clap::{Parser, Subcommand};
+use commands::{apps, config, deploy, events, logs, ps, releases, run, status, AppArg, Ctx};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "roboku",
+    version,
+    about = "Heroku for one robot: talks to the local robokud"
+)]
+struct Cli {
+    /// Print the agent's JSON answer instead of a table
+    #[arg(long, global = true)]
+    json: bool,
+    /// robokud's socket [default: $ROBOKU_DATA_DIR/robokud.sock, /var/lib/roboku/robokud.sock
+    /// if it exists, else ./.roboku/robokud.sock]
+    #[arg(long, global = true, env = "ROBOKU_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List apps
+    Apps,
+    /// Create an app
+    #[command(name = "apps:create")]
+    AppsCreate(apps::CreateArgs),
+    /// Destroy an app and everything it holds
+    #[command(name = "apps:destroy")]
+    AppsDestroy(apps::DestroyArgs),
+    /// Show an app
+    #[command(name = "apps:info")]
+    AppsInfo(AppArg),
+    /// Change an app's dyno user or stop grace period
+    #[command(name = "apps:update")]
+    AppsUpdate(apps::UpdateArgs),
+    /// Build and release a directory or .tar.gz on this machine
+    Deploy(deploy::DeployArgs),
+    /// List an app's dynos
+    Ps(AppArg),
+    /// Set how many dynos of each process type run
+    #[command(name = "ps:scale")]
+    PsScale(ps::ScaleArgs),
+    /// Set resource limits of a process type
+    #[command(name = "ps:resize")]
+    PsResize(ps::ResizeArgs),
+    /// Restart dynos
+    #[command(name = "ps:restart")]
+    PsRestart(ps::TargetArgs),
+    /// Stop dynos (the formation restarts them on the next release or scale)
+    #[command(name = "ps:stop")]
+    PsStop(ps::StopArgs),
+    /// Show config vars
+    Config(config::ShowArgs),
+    /// Print one config var's value
+    #[command(name = "config:get")]
+    ConfigGet(config::GetArgs),
+    /// Set config vars (makes a new release)
+    #[command(name = "config:set")]
+    ConfigSet(config::SetArgs),
+    /// Remove config vars (makes a new release)
+    #[command(name = "config:unset")]
+    ConfigUnset(config::UnsetArgs),
+    /// List releases, newest first
+    Releases(AppArg),
+    /// Show one release
+    #[command(name = "releases:info")]
+    ReleasesInfo(releases::InfoArgs),
+    /// Roll back to an earlier release (makes a new release)
+    Rollback(releases::RollbackArgs),
+    /// Show or tail logs
+    Logs(logs::LogsArgs),
+    /// Run a one-off dyno attached to this terminal
+    Run(run::RunArgs),
+    /// Show the agent's health
+    Status,
+    /// Show the audit trail, newest last
+    Events(events::EventsArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(dispatch(cli)).unwrap_or_else(|e| report(&e)),
+        Err(e) => report(&anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    std::process::exit(code);
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let socket = cli.socket.unwrap_or_else(|| {
+        let data_dir = std::env::var_os("ROBOKU_DATA_DIR").map(PathBuf::from);
+        default_socket(data_dir, Path::new(SYSTEM_SOCKET).exists())
+    });
+    let ctx = Ctx {
+        client: client::Client::new(socket),
+        json: cli.json,
+    };
+    let ctx = &ctx;
+    match cli.command {
+        Command::Apps => apps::list(ctx).await?,
+        Command::AppsCreate(a) => apps::create(ctx, a).await?,
+        Command::AppsDestroy(a) => apps::destroy(ctx, a).await?,
+        Command::AppsInfo(a) => apps::info(ctx, a).await?,
+        Command::AppsUpdate(a) => apps::update(ctx, a).await?,
+        Command::Deploy(a) => deploy::run(ctx, a).await?,
+        Command::Ps(a) => ps::list(ctx, a).await?,
+        Command::PsScale(a) => ps::scale(ctx, a).await?,
+        Command::PsResize(a) => ps::resize(ctx, a).await?,
+        Command::PsRestart(a) => ps::restart(ctx, a).await?,
+        Command::PsStop(a) => ps::stop(ctx, a).await?,
+        Command::Config(a) => config::show(ctx, a).await?,
+        Command::ConfigGet(a) => config::get(ctx, a).await?,
+        Command::ConfigSet(a) => config::set(ctx, a).await?,
+        Command::ConfigUnset(a) => config::unset(ctx, a).await?,
+        Command::Releases(a) => releases::list(ctx, a).await?,
+        Command::ReleasesInfo(a) => releases::info(ctx, a).await?,
+        Command::Rollback(a) => releases::rollback(ctx, a).await?,
+        Command::Logs(a) => logs::run(ctx, a).await?,
+        Command::Run(a) => return run::run(ctx, a).await,
+        Command::Status => status::run(ctx).await?,
+        Command::Events(a) => events::run(ctx, a).await?,
+    }
+    Ok(0)
+}
+
+/// Where a system-wide robokud listens.
+const SYSTEM_SOCKET: &str = "/var/lib/roboku/robokud.sock";
+
+/// `$ROBOKU_DATA_DIR/robokud.sock`, else the system socket if there is one, else the developer
+/// mode's `./.roboku/robokud.sock` (where `robokud` run from a checkout puts it).
+fn default_socket(data_dir: Option<PathBuf>, system_exists: bool) -> PathBuf {
+    match data_dir {
+        Some(dir) => dir.join("robokud.sock"),
+        None if system_exists => PathBuf::from(SYSTEM_SOCKET),
+        None => PathBuf::from(".roboku/robokud.sock"),
+    }
+}
+
+/// Prints the error as one line and picks the exit code.
+fn report(e: &anyhow::Error) -> i32 {
+    // `roboku logs | head` closing the pipe is how the user said "enough", not a failure.
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        if io.kind() == std::io::ErrorKind::BrokenPipe {
+            return 0;
+        }
+    }
+    eprintln!("roboku: {e:#}");
+    if let Some(c) = e.downcast_ref::<client::ClientError>() {
+        return c.exit_code();
+    }
+    if e.downcast_ref::<commands::UsageError>().is_some() {
+        return 2;
+    }
+    1
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,173 @@
+//! `releases`, `releases:info`, `rollback`.
+
+use super::{app_path, AppArg, Ctx};
+use crate::output::{self, outln};
+use crate::parse;
+use roboku_wire::{ReleaseInfo, RollbackRequest};
+use serde_json::Value;
+
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub app: AppArg,
+    /// Release version: v3 or 3
+    #[arg(value_parser = parse::version)]
+    pub version: u32,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub app: AppArg,
+    /// Release to roll back to (v3 or 3); the one before the current release when left out
+    #[arg(value_parser = parse::version)]
+    pub version: Option<u32>,
+}
+
+pub async fn list(ctx: &Ctx, args: AppArg) -> anyhow::Result<()> {
+    let v: Value = ctx.client.get(&app_path(&args.app, "/releases")).await?;
+    let Some(mut releases) = ctx.typed::<Vec<ReleaseInfo>>(v)? else {
+        return Ok(());
+    };
+    if releases.is_empty() {
+        outln!(
+            "{} has no releases yet. Deploy with `roboku deploy -a {} PATH`.",
+            args.app,
+            args.app
+        )?;
+        return Ok(());
+    }
+    releases.sort_by_key(|r| std::cmp::Reverse(r.version));
+    let now = output::now_ms();
+    let rows: Vec<_> = releases.iter().map(|r| release_row(r, now)).collect();
+    Ok(output::print(&output::table(&rows))?)
+}
+
+pub async fn info(ctx: &Ctx, args: InfoArgs) -> anyhow::Result<()> {
+    let app = &args.app.app;
+    let releases: Vec<Value> = ctx.client.get(&app_path(app, "/releases")).await?;
+    let picked = releases
+        .into_iter()
+        .find(|r| r.get("version").and_then(Value::as_u64) == Some(u64::from(args.version)));
+    let Some(picked) = picked else {
+        anyhow::bail!("{app} has no release v{}", args.version);
+    };
+    let Some(release) = ctx.typed::<ReleaseInfo>(picked)? else {
+        return Ok(());
+    };
+    Ok(output::print(&render_info(
+        app,
+        &release,
+        output::now_ms(),
+    ))?)
+}
+
+pub async fn rollback(ctx: &Ctx, args: RollbackArgs) -> anyhow::Result<()> {
+    let app = &args.app.app;
+    let body = RollbackRequest {
+        version: args.version,
+    };
+    let v: Value = ctx.client.post(&app_path(app, "/rollback"), &body).await?;
+    let Some(release) = ctx.typed::<ReleaseInfo>(v)? else {
+        return Ok(());
+    };
+    let to = args.version.map_or(String::new(), |v| format!(" to v{v}"));
+    outln!(
+        "Rolling back {app}{to}... done, v{} ({})",
+        release.version,
+        release.description
+    )?;
+    Ok(())
+}
+
+/// `v3  Deploy /srv/app  cli  2m ago  current`.
+fn release_row(r: &ReleaseInfo, now: u64) -> Vec<String> {
+    let mut marks = Vec::new();
+    if r.current {
+        marks.push("current");
+    }
+    if r.status != "succeeded" {
+        marks.push(r.status.as_str());
+    }
+    vec![
+        format!("v{}", r.version),
+        r.description.clone(),
+        r.door.clone(),
+        format!("{} ago", output::age(now, r.created_at)),
+        marks.join(", "),
+    ]
+}
+
+fn render_info(app: &str, r: &ReleaseInfo, now: u64) -> String {
+    let status = if r.current {
+        format!("{} (current)", r.status)
+    } else {
+        r.status.clone()
+    };
+    let processes: Vec<String> = r
+        .process_types
+        .iter()
+        .map(|(t, cmd)| format!("{t}: {cmd}"))
+        .collect();
+    let field = |k: &str, v: String| vec![k.to_string(), v];
+    let rows = vec![
+        field("Description:", r.description.clone()),
+        field("Status:", status),
+        field(
+            "Created:",
+            format!(
+                "{} ({} ago)",
+                output::iso8601(r.created_at),
+                output::age(now, r.created_at)
+            ),
+        ),
+        field("Door:", r.door.clone()),
+        field("Slug:", r.slug.clone()),
+        field("Processes:", processes.join("; ")),
+        field("Config:", r.config_keys.join(", ")),
+    ];
+    format!("=== {app} Release v{}\n{}", r.version, output::table(&rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(version: u32, current: bool, status: &str) -> ReleaseInfo {
+        ReleaseInfo {
+            version,
+            created_at: 0,
+            description: "Deploy /srv/app".into(),
+            slug: "ab12".into(),
+            process_types: [("web".to_string(), "./server".to_string())].into(),
+            config_keys: vec!["A".into(), "B".into()],
+            current,
+            status: status.into(),
+            door: "cli".into(),
+        }
+    }
+
+    #[test]
+    fn rows_mark_current_and_failed() {
+        let rows = vec![
+            release_row(&release(4, false, "failed"), 120_000),
+            release_row(&release(3, true, "succeeded"), 120_000),
+        ];
+        assert_eq!(
+            output::table(&rows),
+            "v4  Deploy /srv/app  cli  2m ago  failed\nv3  Deploy /srv/app  cli  2m ago  current\n"
+        );
+    }
+
+    #[test]
+    fn info_block() {
+        let text = render_info("demo", &release(3, true, "succeeded"), 0);
+        assert!(text.starts_with("=== demo Release v3\n"), "{text}");
+        assert!(
+            text.contains("Status:       succeeded (current)\n"),
+            "{text}"
+        );
+        assert!(text.contains("Processes:    web: ./server\n"), "{text}");
+        assert!(text.contains("Config:       A, B\n"), "{text}");
+    }
+}

@@ -1,0 +1,87 @@
+//! `status`: the agent's own health: version, cgroup enforcement, dyno user, counts, memory.
+
+use super::Ctx;
+use crate::output;
+use roboku_wire::{Status, API_PREFIX};
+use serde_json::Value;
+
+pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
+    let v: Value = ctx.client.get(&format!("{API_PREFIX}/status")).await?;
+    let Some(status) = ctx.typed::<Status>(v)? else {
+        return Ok(());
+    };
+    Ok(output::print(&render(&status, output::now_ms()))?)
+}
+
+fn render(s: &Status, now: u64) -> String {
+    let cgroup = match (&s.cgroup.enforced, &s.cgroup.reason) {
+        (true, _) => format!("{}, limits enforced ({})", s.cgroup.mode, s.cgroup.root),
+        (false, Some(reason)) => format!("{}, limits NOT enforced: {reason}", s.cgroup.mode),
+        (false, None) => format!("{}, limits NOT enforced", s.cgroup.mode),
+    };
+    let user = match &s.dyno_user_note {
+        Some(note) => format!("{} ({note})", s.dyno_user),
+        None => s.dyno_user.clone(),
+    };
+    let field = |k: &str, v: String| vec![k.to_string(), v];
+    let rows = vec![
+        field("Data dir:", s.data_dir.clone()),
+        field("Socket:", s.socket.clone()),
+        field("Cgroups:", cgroup),
+        field("Dyno user:", user),
+        field("Apps:", s.apps.to_string()),
+        field(
+            "Dynos:",
+            format!("{}/{} running", s.dynos_running, s.dynos_desired),
+        ),
+        field("Agent RSS:", output::bytes(s.agent_rss)),
+    ];
+    format!(
+        "robokud {} (pid {}, up {})\n{}",
+        s.version,
+        s.pid,
+        output::age(now, s.started_at),
+        output::table(&rows)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roboku_wire::CgroupStatus;
+
+    #[test]
+    fn shows_why_limits_are_not_enforced() {
+        let s = Status {
+            version: "0.1.0".into(),
+            pid: 42,
+            data_dir: "/var/lib/roboku".into(),
+            socket: "/var/lib/roboku/robokud.sock".into(),
+            started_at: 0,
+            cgroup: CgroupStatus {
+                mode: "none".into(),
+                root: String::new(),
+                enforced: false,
+                reason: Some("no writable cgroup".into()),
+            },
+            dyno_user: "root".into(),
+            dyno_user_note: Some("no user dyno".into()),
+            apps: 2,
+            dynos_running: 3,
+            dynos_desired: 4,
+            agent_rss: 12 << 20,
+        };
+        let text = render(&s, 7_200_000);
+        assert!(
+            text.starts_with("robokud 0.1.0 (pid 42, up 2h)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Cgroups:    none, limits NOT enforced: no writable cgroup\n"),
+            "{text}"
+        );
+        assert!(text.contains("Dyno user:  root (no user dyno)\n"), "{text}");
+        assert!(text.contains("Dynos:      3/4 running\n"), "{text}");
+        assert!(text.contains("Agent RSS:  12M\n"), "{text}");
+    }
+}
