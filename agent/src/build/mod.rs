@@ -3,8 +3,22 @@
 //! Archives are extracted safely (regular files and directories only, no absolute paths, no
 //! `..`, no links, no device nodes, no setuid/setgid, size capped) into a fresh directory that
 //! is renamed into place.
-//! (Stub: the contract below is fixed; the implementation lands with its tests.)
+//!
+//! Files: `archive.rs` (safe extraction), `tree.rs` (copy, hash, freeze, remove). This module
+//! only sequences them; nothing half-built ever appears under `slugs/`: a failed build leaves
+//! no trace but its error, and the temporary tree is removed on every error path.
 
+mod archive;
+mod tree;
+
+pub use archive::{sniff, ArchiveKind};
+pub use tree::{copy_dir, hash_tree, make_read_only, remove_tree};
+
+use crate::util::{IoContext, PathError};
+use rand::RngCore;
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -14,9 +28,16 @@ pub enum BuildError {
     #[error("{source_path}: no Procfile at the top of the app")]
     NoProcfile { source_path: String },
     #[error("{source_path}: Procfile {err}")]
-    Procfile { source_path: String, err: crate::procfile::ParseError },
+    Procfile {
+        source_path: String,
+        err: crate::procfile::ParseError,
+    },
     #[error("{archive}: entry {entry:?}: {reason}")]
-    UnsafeEntry { archive: String, entry: String, reason: String },
+    UnsafeEntry {
+        archive: String,
+        entry: String,
+        reason: String,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -40,7 +61,10 @@ pub struct ArchiveLimits {
 
 impl Default for ArchiveLimits {
     fn default() -> Self {
-        ArchiveLimits { max_total_bytes: 2 << 30, max_entries: 200_000 }
+        ArchiveLimits {
+            max_total_bytes: 2 << 30,
+            max_entries: 200_000,
+        }
     }
 }
 
@@ -48,7 +72,130 @@ impl Default for ArchiveLimits {
 /// a fresh dir under `tmp_dir`, checks the Procfile, hashes the tree, and renames it to
 /// `slugs_dir/<sha256>` (reusing an existing slug with the same hash). Files end up read-only
 /// for everybody but readable by all (dynos run as an unprivileged user).
-pub fn prepare_slug(source: &Path, tmp_dir: &Path, slugs_dir: &Path, limits: ArchiveLimits) -> Result<Slug, BuildError> {
-    let _ = (source, tmp_dir, slugs_dir, limits);
-    todo!()
+pub fn prepare_slug(
+    source: &Path,
+    tmp_dir: &Path,
+    slugs_dir: &Path,
+    limits: ArchiveLimits,
+) -> Result<Slug, BuildError> {
+    for dir in [tmp_dir, slugs_dir] {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .at("create dir", dir)?;
+    }
+    let work = TmpTree(tmp_dir.join(format!("slug-{:016x}", rand::rngs::OsRng.next_u64())));
+    tree::create_work_dir(&work.0)?;
+
+    let meta = fs::metadata(source).at("stat", source)?;
+    let root = if meta.is_dir() {
+        let src = fs::canonicalize(source).at("resolve", source)?;
+        if fs::canonicalize(tmp_dir)
+            .at("resolve", tmp_dir)?
+            .starts_with(&src)
+        {
+            return Err(BuildError::Other(format!(
+                "{}: contains the agent's own data directory",
+                source.display()
+            )));
+        }
+        copy_dir(source, &work.0)?;
+        work.0.clone()
+    } else {
+        let kind = sniff(source)?.ok_or_else(|| {
+            BuildError::Other(format!(
+                "{}: neither a directory nor a .tar.gz archive",
+                source.display()
+            ))
+        })?;
+        archive::extract(source, kind, &work.0, limits)?;
+        unwrap_single_dir(&work.0)?
+    };
+
+    let process_types = read_procfile(source, &root)?;
+    let sha256 = hash_tree(&root)?;
+    let path = slugs_dir.join(&sha256);
+    if fs::symlink_metadata(&path).is_err() {
+        make_read_only(&root)?;
+        tree::sync_filesystem(&root)?;
+        match fs::rename(&root, &path) {
+            Ok(()) => tree::sync_dir(slugs_dir)?,
+            // Somebody else put the same slug in place meanwhile: theirs is as good as ours.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) => {}
+            Err(e) => return Err(e).at("rename to", &path).map_err(BuildError::from),
+        }
+    }
+    drop(work);
+    Ok(Slug {
+        sha256,
+        path,
+        process_types,
+    })
 }
+
+/// A work tree under `tmp_dir`, removed when dropped: on every error path, and after success
+/// (by then it is gone or an empty wrapper, or a duplicate of a slug we already had).
+struct TmpTree(PathBuf);
+
+impl Drop for TmpTree {
+    fn drop(&mut self) {
+        if let Err(e) = remove_tree(&self.0) {
+            tracing::warn!(error = %e, "could not remove a temporary slug tree");
+        }
+    }
+}
+
+/// GitHub-style tarballs wrap the app in one top directory (`repo-main/`): if the top has no
+/// Procfile but is exactly one directory that has one, that directory is the app.
+fn unwrap_single_dir(root: &Path) -> Result<PathBuf, PathError> {
+    if exists(&root.join("Procfile"))? {
+        return Ok(root.to_path_buf());
+    }
+    let mut entries = fs::read_dir(root).at("read dir", root)?;
+    let (Some(first), None) = (entries.next(), entries.next()) else {
+        return Ok(root.to_path_buf());
+    };
+    let inner = first.at("read dir", root)?.path();
+    let is_dir = fs::symlink_metadata(&inner).at("stat", &inner)?.is_dir();
+    if is_dir && exists(&inner.join("Procfile"))? {
+        Ok(inner)
+    } else {
+        Ok(root.to_path_buf())
+    }
+}
+
+fn exists(path: &Path) -> Result<bool, PathError> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).at("stat", path),
+    }
+}
+
+/// Reads and parses `root/Procfile` into (name, command) pairs in file order.
+fn read_procfile(source: &Path, root: &Path) -> Result<Vec<(String, String)>, BuildError> {
+    let source_path = source.display().to_string();
+    let path = root.join("Procfile");
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(BuildError::NoProcfile { source_path })
+        }
+        Err(e) => return Err(e).at("read", &path).map_err(BuildError::from),
+    };
+    let text = String::from_utf8(bytes)
+        .map_err(|_| BuildError::Other(format!("{source_path}: Procfile is not UTF-8")))?;
+    let procfile = crate::procfile::parse_procfile(&text)
+        .map_err(|err| BuildError::Procfile { source_path, err })?;
+    Ok(procfile
+        .entries
+        .into_iter()
+        .map(|p| (p.name, p.command))
+        .collect())
+}
+
+#[cfg(test)]
+mod archive_tests;
+#[cfg(test)]
+mod tests;
