@@ -7,6 +7,7 @@ pub mod api;
 pub mod build;
 pub mod cgroup;
 pub mod engine;
+pub mod example;
 pub mod logs;
 pub mod procfile;
 pub mod settings;
@@ -26,7 +27,7 @@ use util::IoContext;
 pub async fn run(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()>,
-    on_ready: impl FnOnce(&Settings),
+    on_ready: impl FnOnce(&Settings, &engine::EngineHandle),
 ) -> anyhow::Result<()> {
     prepare_dirs(&settings)?;
     let store = store::Store::open(&settings.db_path())?;
@@ -43,7 +44,7 @@ pub async fn run(
     let (engine, engine_task, ready) = engine::start(settings.clone(), store, cgroups, logs.clone());
     let _ = ready.await;
     tracing::info!(socket = %settings.socket_path().display(), "robokud ready");
-    on_ready(&settings);
+    on_ready(&settings, &engine);
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = Arc::new(api::Ctx { engine: engine.clone(), logs, settings: settings.clone() });
     let server = tokio::spawn(api::serve(listener, ctx, stop_rx));

@@ -1,1 +1,146 @@
-fn main(){}
+//! `robokud`: flags, tracing, runtime; everything else is `robokud::run`.
+
+use anyhow::Context;
+use clap::Parser;
+use robokud::settings::{OnExit, Settings};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "robokud", version, about = "roboku agent: Heroku for one robot")]
+struct Flags {
+    /// Developer mode: data in ./.roboku, no root needed, dynos stopped on exit, and the
+    /// embedded example app `hello` deployed so there is something to look at.
+    #[arg(long)]
+    dev: bool,
+    /// Config file (default /etc/roboku/robokud.toml when it exists).
+    #[arg(long, env = "ROBOKU_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory: store, slugs, logs, socket.
+    #[arg(long, env = "ROBOKU_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Local API socket (default <data-dir>/robokud.sock).
+    #[arg(long, env = "ROBOKU_SOCKET")]
+    socket: Option<PathBuf>,
+    /// What happens to dynos when robokud exits: leave (re-adopted on start) or stop.
+    #[arg(long, env = "ROBOKU_ON_EXIT", value_parser = ["leave", "stop"])]
+    on_exit: Option<String>,
+    /// Do not use cgroups (limits are stored and flagged, not enforced).
+    #[arg(long, env = "ROBOKU_NO_CGROUPS")]
+    no_cgroups: bool,
+    /// Name of roboku's cgroup subtree.
+    #[arg(long, env = "ROBOKU_CGROUP_NAME")]
+    cgroup_name: Option<String>,
+    /// Dyno port range, e.g. 20000-29999.
+    #[arg(long, env = "ROBOKU_PORT_RANGE")]
+    port_range: Option<String>,
+    /// Seconds between SIGTERM and SIGKILL when stopping a dyno.
+    #[arg(long, env = "ROBOKU_GRACE_SECS")]
+    grace_secs: Option<u64>,
+    /// Crash backoff: first delay (ms), cap (ms).
+    #[arg(long, env = "ROBOKU_BACKOFF_INITIAL_MS")]
+    backoff_initial_ms: Option<u64>,
+    #[arg(long, env = "ROBOKU_BACKOFF_MAX_MS")]
+    backoff_max_ms: Option<u64>,
+    /// Seconds a dyno must run to reset its crash backoff.
+    #[arg(long, env = "ROBOKU_BACKOFF_RESET_SECS")]
+    backoff_reset_secs: Option<u64>,
+    /// User dynos run as by default.
+    #[arg(long, env = "ROBOKU_DYNO_USER")]
+    dyno_user: Option<String>,
+    /// Seconds between resource samples shown by `roboku ps`.
+    #[arg(long, env = "ROBOKU_SAMPLE_SECS")]
+    sample_secs: Option<u64>,
+}
+
+fn settings(flags: &Flags) -> anyhow::Result<Settings> {
+    let default_file = PathBuf::from("/etc/roboku/robokud.toml");
+    let file = flags.config.clone().or_else(|| (!flags.dev && default_file.exists()).then_some(default_file));
+    let mut s = match &file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
+            Settings::from_toml(path, &text).map_err(anyhow::Error::msg)?
+        }
+        None if flags.dev => Settings::developer(),
+        None => Settings::default(),
+    };
+    if flags.dev && file.is_some() {
+        s.data_dir = PathBuf::from(".roboku");
+        s.on_exit = OnExit::Stop;
+    }
+    if let Some(d) = &flags.data_dir {
+        s.data_dir = d.clone();
+    }
+    if flags.socket.is_some() {
+        s.socket = flags.socket.clone();
+    }
+    if let Some(o) = &flags.on_exit {
+        s.on_exit = if o == "stop" { OnExit::Stop } else { OnExit::Leave };
+    }
+    if flags.no_cgroups {
+        s.cgroups = false;
+    }
+    if let Some(n) = &flags.cgroup_name {
+        s.cgroup_name = n.clone();
+    }
+    if let Some(r) = &flags.port_range {
+        let (a, b) = r.split_once('-').context("--port-range must look like 20000-29999")?;
+        s.port_min = a.trim().parse().with_context(|| format!("--port-range: bad port {a:?}"))?;
+        s.port_max = b.trim().parse().with_context(|| format!("--port-range: bad port {b:?}"))?;
+        anyhow::ensure!(s.port_min > 0 && s.port_min <= s.port_max, "--port-range {r}: empty range");
+    }
+    s.grace_secs = flags.grace_secs.unwrap_or(s.grace_secs);
+    s.backoff_initial_ms = flags.backoff_initial_ms.unwrap_or(s.backoff_initial_ms);
+    s.backoff_max_ms = flags.backoff_max_ms.unwrap_or(s.backoff_max_ms);
+    s.backoff_reset_secs = flags.backoff_reset_secs.unwrap_or(s.backoff_reset_secs);
+    s.sample_secs = flags.sample_secs.unwrap_or(s.sample_secs);
+    if let Some(u) = &flags.dyno_user {
+        s.dyno_user = u.clone();
+    }
+    if s.data_dir.is_relative() {
+        s.data_dir = std::env::current_dir().context("current dir")?.join(&s.data_dir);
+    }
+    Ok(s)
+}
+
+fn main() {
+    let flags = Flags::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ROBOKU_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = real_main(flags) {
+        eprintln!("robokud: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main(flags: Flags) -> anyhow::Result<()> {
+    let settings = settings(&flags)?;
+    let dev = flags.dev;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+        .context("start tokio runtime")?;
+    runtime.block_on(async move {
+        let shutdown = async {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                }
+                _ => std::future::pending().await,
+            }
+        };
+        robokud::run(settings, shutdown, |s, engine| {
+            if dev {
+                let (s, engine) = (s.clone(), engine.clone());
+                tokio::spawn(async move { robokud::example::deploy_hello(&s, &engine).await });
+            }
+        })
+        .await
+    })
+}
