@@ -1,0 +1,212 @@
+//! One dyno's spool as the log task sees it: where reading has got to, the partial last line,
+//! the persisted offset, and reclaiming consumed space while the dyno keeps appending.
+//!
+//! Reclaiming: the dyno holds the spool `O_APPEND` and never waits for us, so the file cannot be
+//! rotated under it. Instead consumed ranges are punched out (`FALLOC_FL_PUNCH_HOLE`), which
+//! frees the blocks but keeps offsets stable. Where the filesystem cannot punch holes the spool
+//! is truncated to zero once fully consumed; a line the dyno writes between our size check and
+//! the truncate is lost (a window of microseconds, accepted only on such filesystems).
+//!
+//! Ordering that keeps lines safe across an agent crash: lines are stored first, then the offset
+//! is persisted, then the range is punched. A crash in between duplicates lines, never loses them.
+
+use super::lines::LineSplitter;
+use super::LogError;
+use crate::util::{IoContext, PathError};
+use nix::errno::Errno;
+use nix::fcntl::{fallocate, FallocateFlags};
+use nix::unistd::{lseek, Whence};
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Consumed space is given back in steps of this size.
+const RECLAIM_STEP: u64 = 1024 * 1024;
+/// Bytes read per `read` call.
+const CHUNK: usize = 64 * 1024;
+/// Filesystem block size punches are aligned to, so no consumed-but-unpunched block holds zeros.
+const BLOCK: u64 = 4096;
+
+/// A spool being tailed.
+pub(super) struct Spool {
+    path: PathBuf,
+    offset_path: PathBuf,
+    /// Read-write (fallocate and truncate need a writable fd); we never write data.
+    file: File,
+    /// Next byte to read.
+    read_pos: u64,
+    splitter: LineSplitter,
+    /// `[0, punched)` has been given back already.
+    punched: u64,
+    punch_unsupported: bool,
+    /// The offset last written to `offset_path`.
+    saved: Option<u64>,
+}
+
+/// What one read produced.
+pub(super) struct Batch {
+    pub lines: Vec<String>,
+    /// The read stopped at its budget before the end of the spool.
+    pub more: bool,
+}
+
+impl Spool {
+    /// Opens `<dir>/<dyno>.out` (creating it if the dyno has not yet), resuming at the persisted
+    /// offset, or at its first data when there is none.
+    pub fn open(dir: &Path, dyno: &str) -> Result<Self, LogError> {
+        let path = dir.join(format!("{dyno}.out"));
+        let offset_path = dir.join(format!("{dyno}.offset"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false) // the dyno may have written already
+            .mode(0o640)
+            .open(&path)
+            .at("open spool", &path)?;
+        let size = file.metadata().at("stat spool", &path)?.len();
+        let saved = read_offset(&offset_path)?;
+        let read_pos = match saved {
+            Some(off) if off <= size => off,
+            Some(_) => 0, // truncated by someone: what is there now is all new
+            None => first_data(&file, size).at("find data in", &path)?,
+        };
+        Ok(Spool {
+            path,
+            offset_path,
+            file,
+            read_pos,
+            splitter: LineSplitter::default(),
+            punched: 0,
+            punch_unsupported: false,
+            saved,
+        })
+    }
+
+    /// Offset up to which every line has been handed out.
+    pub fn committed(&self) -> u64 {
+        self.read_pos - self.splitter.pending() as u64
+    }
+
+    /// Reads new data, at most about `budget` bytes, and splits it into lines.
+    pub fn read(&mut self, budget: u64) -> Result<Batch, LogError> {
+        let mut lines = Vec::new();
+        let size = self.file.metadata().at("stat spool", &self.path)?.len();
+        if size < self.read_pos {
+            // Truncated under us: keep what we held, then start over at the new beginning.
+            self.splitter.finish(&mut lines);
+            self.read_pos = 0;
+            self.punched = 0;
+        }
+        let start = self.read_pos;
+        let mut buf = vec![0u8; CHUNK];
+        while self.read_pos - start < budget {
+            let n = read_at(&self.file, &mut buf, self.read_pos).at("read spool", &self.path)?;
+            if n == 0 {
+                return Ok(Batch { lines, more: false });
+            }
+            self.splitter.feed(&buf[..n], &mut lines);
+            self.read_pos += n as u64;
+        }
+        Ok(Batch { lines, more: true })
+    }
+
+    /// The dyno is gone: hand out a final incomplete line too.
+    pub fn finish(&mut self, lines: &mut Vec<String>) {
+        self.splitter.finish(lines);
+    }
+
+    /// Persists the committed offset if it moved (write-then-rename, so it is never torn).
+    pub fn save_offset(&mut self) -> Result<(), LogError> {
+        let off = self.committed();
+        if self.saved == Some(off) {
+            return Ok(());
+        }
+        let tmp = self.offset_path.with_extension("offset.tmp");
+        std::fs::write(&tmp, off.to_string()).at("write", &tmp)?;
+        std::fs::rename(&tmp, &self.offset_path).at("rename", &self.offset_path)?;
+        self.saved = Some(off);
+        Ok(())
+    }
+
+    /// Gives back consumed space; call after [`Spool::save_offset`] (see the module docs).
+    pub fn reclaim(&mut self) -> Result<(), LogError> {
+        let committed = self.committed();
+        if !self.punch_unsupported {
+            let end = committed / BLOCK * BLOCK;
+            if end.saturating_sub(self.punched) < RECLAIM_STEP {
+                return Ok(());
+            }
+            let mode = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+            let (off, len) = (
+                self.punched as libc::off_t,
+                (end - self.punched) as libc::off_t,
+            );
+            match fallocate(self.file.as_raw_fd(), mode, off, len) {
+                Ok(()) => {
+                    self.punched = end;
+                    return Ok(());
+                }
+                Err(Errno::EOPNOTSUPP) => self.punch_unsupported = true,
+                Err(source) => {
+                    return Err(LogError::Sys {
+                        op: "punch hole in",
+                        path: self.path.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        let size = self.file.metadata().at("stat spool", &self.path)?.len();
+        if committed >= RECLAIM_STEP && committed == size {
+            self.file.set_len(0).at("truncate spool", &self.path)?;
+            self.read_pos = 0;
+            self.save_offset()?;
+        }
+        Ok(())
+    }
+}
+
+/// The persisted offset, if there is a readable one.
+fn read_offset(path: &Path) -> Result<Option<u64>, LogError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s.trim().parse().ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(PathError {
+            op: "read",
+            path: path.to_owned(),
+            source,
+        }
+        .into()),
+    }
+}
+
+/// `read_at` that retries when interrupted by a signal.
+fn read_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    loop {
+        match file.read_at(buf, pos) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Where the data of a spool nobody has read (or whose offset was lost) starts: past holes and
+/// past NUL bytes that a punch left in a partial block.
+fn first_data(file: &File, size: u64) -> std::io::Result<u64> {
+    let mut pos = match lseek(file.as_raw_fd(), 0, Whence::SeekData) {
+        Ok(p) => p as u64,
+        Err(Errno::ENXIO) => return Ok(size), // no data at all
+        Err(e) => return Err(e.into()),
+    };
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = read_at(file, &mut buf, pos)?;
+        match buf[..n].iter().position(|&b| b != 0) {
+            Some(i) => return Ok(pos + i as u64),
+            None if n == 0 => return Ok(pos),
+            None => pos += n as u64,
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The log task: the only owner of every app's store and every tailed spool. It sleeps until a
+//! message arrives or inotify reports a spool write (idle CPU is zero), reads what is new, stores
+//! it and fans it out. It must never block a caller and never panic: failures are logged and the
+//! task carries on.
+//!
+//! A spool that grows faster than one read budget is finished on later turns of the loop (after
+//! yielding to the runtime), so one chatty dyno cannot starve the others or the messages.
+
+use super::spool::Spool;
+use super::store::{may_warn, AppStore};
+use super::watcher::{News, Watcher};
+use super::{create_dirs, LogFilter, Msg};
+use crate::util::now_ms;
+use roboku_wire::{LogLine, LogSource};
+use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::Instant;
+use tokio::sync::{broadcast, mpsc};
+
+/// Bytes read from one spool per turn of the loop.
+const READ_BUDGET: u64 = 1024 * 1024;
+
+struct App {
+    store: AppStore,
+    spools: HashMap<String, Spool>,
+    last_warn: Option<Instant>,
+}
+
+pub(super) struct Task {
+    logs_dir: PathBuf,
+    quota_bytes: u64,
+    apps: HashMap<String, App>,
+    watcher: Watcher,
+    /// Spools that had more than a budget to read: `(app, dyno)`.
+    pending: HashSet<(String, String)>,
+    lines: broadcast::Sender<LogLine>,
+}
+
+impl Task {
+    pub fn new(logs_dir: PathBuf, quota_bytes: u64, lines: broadcast::Sender<LogLine>) -> Self {
+        Task {
+            watcher: Watcher::new(),
+            logs_dir,
+            quota_bytes,
+            apps: HashMap::new(),
+            pending: HashSet::new(),
+            lines,
+        }
+    }
+
+    /// Runs until every handle is dropped or a shutdown message arrives.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        loop {
+            tokio::select! {
+                biased;
+                msg = rx.recv() => match msg {
+                    None => break,
+                    Some(msg) => if self.handle(msg).is_break() {
+                        return;
+                    },
+                },
+                news = self.watcher.next() => self.on_news(news),
+                _ = tokio::task::yield_now(), if !self.pending.is_empty() => {
+                    for (app, dyno) in std::mem::take(&mut self.pending) {
+                        self.pump(&app, &dyno, false);
+                    }
+                }
+            }
+        }
+        self.finish();
+    }
+
+    /// Handles one request; breaks on shutdown.
+    fn handle(&mut self, msg: Msg) -> ControlFlow<()> {
+        match msg {
+            Msg::System { app, dyno, line } if valid(&app) => {
+                let line = LogLine {
+                    ts: now_ms(),
+                    app,
+                    dyno,
+                    source: LogSource::Roboku,
+                    line,
+                };
+                let a = self.app(&line.app.clone());
+                a.store.push(line.clone());
+                a.store.flush();
+                let _ = self.lines.send(line);
+            }
+            Msg::Watch { app, dyno } if valid(&app) && valid(&dyno) => self.watch(&app, &dyno),
+            Msg::Unwatch { app, dyno } => {
+                self.pump(&app, &dyno, true);
+                if let Some(a) = self.apps.get_mut(&app) {
+                    a.spools.remove(&dyno);
+                }
+                self.pending.remove(&(app, dyno));
+            }
+            Msg::RemoveApp { app } if valid(&app) => self.remove_app(&app),
+            Msg::Recent {
+                app,
+                n,
+                filter,
+                reply,
+            } => {
+                let _ = reply.send(self.recent(&app, n, &filter));
+            }
+            Msg::Shutdown { done } => {
+                self.finish();
+                let _ = done.send(());
+                return ControlFlow::Break(());
+            }
+            other => tracing::warn!(msg = ?other, "ignoring log request with an invalid name"),
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The state of `app`, opened (and its ring loaded from disk) on first use.
+    fn app(&mut self, app: &str) -> &mut App {
+        let (dir, quota) = (self.logs_dir.join(app), self.quota_bytes);
+        self.apps.entry(app.to_owned()).or_insert_with(|| App {
+            store: AppStore::open(dir, app, quota),
+            spools: HashMap::new(),
+            last_warn: None,
+        })
+    }
+
+    fn watch(&mut self, app: &str, dyno: &str) {
+        let dir = self.logs_dir.join(app).join("spool");
+        if let Err(e) = create_dirs(&dir) {
+            tracing::warn!(app, dyno, error = %e, "cannot watch spool");
+            return;
+        }
+        // Watch the directory before the first read, so no write slips in between.
+        self.watcher.add(app, &dir);
+        let a = self.app(app);
+        if !a.spools.contains_key(dyno) {
+            match Spool::open(&dir, dyno) {
+                Ok(spool) => {
+                    a.spools.insert(dyno.to_owned(), spool);
+                }
+                Err(e) => {
+                    tracing::warn!(app, dyno, error = %e, "cannot open spool");
+                    return;
+                }
+            }
+        }
+        self.pump(app, dyno, false);
+    }
+
+    fn on_news(&mut self, news: Vec<News>) {
+        let mut touched = HashSet::new();
+        for n in news {
+            match n {
+                News::Everything => return self.pump_all(),
+                News::Spool { app, dyno } => {
+                    if self
+                        .apps
+                        .get(&app)
+                        .is_some_and(|a| a.spools.contains_key(&dyno))
+                    {
+                        touched.insert((app, dyno));
+                    }
+                }
+            }
+        }
+        for (app, dyno) in touched {
+            self.pump(&app, &dyno, false);
+        }
+    }
+
+    fn pump_all(&mut self) {
+        let all: Vec<(String, String)> = self
+            .apps
+            .iter()
+            .flat_map(|(app, a)| a.spools.keys().map(move |d| (app.clone(), d.clone())))
+            .collect();
+        for (app, dyno) in all {
+            self.pump(&app, &dyno, false);
+        }
+    }
+
+    /// Reads what is new in a spool (all of it when `to_end`, a final partial line included),
+    /// stores it, then persists the offset and reclaims space, in that order.
+    fn pump(&mut self, app: &str, dyno: &str, to_end: bool) {
+        let Some(a) = self.apps.get_mut(app) else {
+            return;
+        };
+        let Some(spool) = a.spools.get_mut(dyno) else {
+            return;
+        };
+        let ts = now_ms();
+        let mut more;
+        loop {
+            let mut texts = match spool.read(READ_BUDGET) {
+                Ok(batch) => {
+                    more = batch.more;
+                    batch.lines
+                }
+                Err(e) => {
+                    if may_warn(&mut a.last_warn) {
+                        tracing::warn!(app, dyno, error = %e, "cannot read spool");
+                    }
+                    more = false;
+                    Vec::new()
+                }
+            };
+            if to_end && !more {
+                spool.finish(&mut texts);
+            }
+            for line in texts {
+                let line = LogLine {
+                    ts,
+                    app: app.to_owned(),
+                    dyno: dyno.to_owned(),
+                    source: LogSource::App,
+                    line,
+                };
+                a.store.push(line.clone());
+                let _ = self.lines.send(line);
+            }
+            if !(to_end && more) {
+                break;
+            }
+        }
+        a.store.flush();
+        if let Err(e) = spool.save_offset().and_then(|()| spool.reclaim()) {
+            if may_warn(&mut a.last_warn) {
+                tracing::warn!(app, dyno, error = %e, "cannot persist spool offset or reclaim space");
+            }
+        }
+        if more {
+            self.pending.insert((app.to_owned(), dyno.to_owned()));
+        }
+    }
+
+    fn remove_app(&mut self, app: &str) {
+        self.apps.remove(app);
+        self.watcher.remove(app);
+        self.pending.retain(|(a, _)| a != app);
+        let dir = self.logs_dir.join(app);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(app, dir = %dir.display(), error = %e, "cannot delete app logs")
+            }
+        }
+    }
+
+    fn recent(&mut self, app: &str, n: usize, filter: &LogFilter) -> Vec<LogLine> {
+        // Do not create state for an app that has never logged anything.
+        if !valid(app) || (!self.apps.contains_key(app) && !self.logs_dir.join(app).exists()) {
+            return Vec::new();
+        }
+        // Answer with everything written before the request, not only what inotify reported yet.
+        let dynos: Vec<String> = self
+            .apps
+            .get(app)
+            .map(|a| a.spools.keys().cloned().collect())
+            .unwrap_or_default();
+        for dyno in dynos {
+            self.pump(app, &dyno, false);
+        }
+        let a = self.app(app);
+        a.store.flush();
+        a.store.recent(n, filter)
+    }
+
+    /// Stores everything buffered and persists every offset (graceful shutdown).
+    fn finish(&mut self) {
+        for (app, a) in &mut self.apps {
+            a.store.flush();
+            for (dyno, spool) in &mut a.spools {
+                if let Err(e) = spool.save_offset() {
+                    tracing::warn!(app, dyno, error = %e, "cannot persist spool offset");
+                }
+            }
+        }
+    }
+}
+
+/// App and dyno names become path components: refuse anything that could leave `logs_dir`.
+fn valid(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}

@@ -1,0 +1,351 @@
+//! End-to-end tests of the log task: real files, real inotify, real child processes.
+
+use super::*;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn all() -> LogFilter {
+    LogFilter::default()
+}
+
+fn texts(lines: &[LogLine]) -> Vec<String> {
+    lines.iter().map(|l| l.line.clone()).collect()
+}
+
+fn numbered(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
+    range.map(|i| format!("line {i}")).collect()
+}
+
+/// Polls `recent` until the newest stored line of `app` is `last`; returns up to `n` lines.
+async fn wait_last(h: &LogHandle, app: &str, n: usize, last: &str) -> Vec<LogLine> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let lines = h.recent(app, n, all()).await;
+        if lines.last().is_some_and(|l| l.line == last) {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {last:?}; have {:?}",
+            lines.last()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[test]
+fn filters_match_a_dyno_or_its_type() {
+    let line = |dyno: &str, source| LogLine {
+        ts: 0,
+        app: "a".into(),
+        dyno: dyno.into(),
+        source,
+        line: String::new(),
+    };
+    let web = LogFilter {
+        dyno: Some("web".into()),
+        source: None,
+    };
+    assert!(web.matches(&line("web.1", LogSource::App)));
+    assert!(web.matches(&line("web.12", LogSource::Roboku)));
+    assert!(!web.matches(&line("webhook.1", LogSource::App)));
+    assert!(!web.matches(&line("worker.1", LogSource::App)));
+    let one = LogFilter {
+        dyno: Some("web.1".into()),
+        source: Some(LogSource::App),
+    };
+    assert!(one.matches(&line("web.1", LogSource::App)));
+    assert!(!one.matches(&line("web.12", LogSource::App)));
+    assert!(!one.matches(&line("web.1", LogSource::Roboku)));
+}
+
+#[tokio::test]
+async fn a_child_process_output_arrives_in_order_in_recent_and_followers() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path().into(), 16 << 20);
+    let mut follower = h.subscribe();
+    let out = open_spool(dir.path(), "app", "web.1").unwrap();
+    let mode = out.metadata().unwrap().mode() & 0o777;
+    assert_eq!(mode & !0o640, 0, "spool mode {mode:o}");
+    h.watch("app", "web.1");
+    // The child writes while this (single-threaded) runtime is blocked: it never waits on us.
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            "for i in $(seq 1 1000); do echo line $i; done; echo oops >&2",
+        ])
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(out))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut want = numbered(1..=1000);
+    want.push("oops".into());
+
+    let got = wait_last(&h, "app", 2000, "oops").await;
+    assert_eq!(texts(&got), want);
+    assert!(got
+        .iter()
+        .all(|l| l.app == "app" && l.dyno == "web.1" && l.source == LogSource::App));
+
+    let mut followed = Vec::new();
+    while followed.len() < want.len() {
+        let line = tokio::time::timeout(DEADLINE, follower.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        followed.push(line.line);
+    }
+    assert_eq!(followed, want);
+}
+
+#[tokio::test]
+async fn followers_are_woken_by_writes_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path().into(), 16 << 20);
+    let mut follower = h.subscribe();
+    let mut f = open_spool(dir.path(), "app", "web.1").unwrap();
+    h.watch("app", "web.1");
+    // No `recent` calls here (they read spools too): only inotify can deliver these.
+    for i in 1..=20 {
+        writeln!(f, "line {i}").unwrap();
+        let line = tokio::time::timeout(DEADLINE, follower.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(line.line, format!("line {i}"));
+    }
+}
+
+#[tokio::test]
+async fn partial_and_overlong_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path().into(), 16 << 20);
+    let mut f = open_spool(dir.path(), "app", "web.1").unwrap();
+    h.watch("app", "web.1");
+    f.write_all(b"first\nhel").unwrap();
+    wait_last(&h, "app", 10, "first").await; // "hel" has been read and held back
+    f.write_all(b"lo\r\nwor").unwrap();
+    wait_last(&h, "app", 10, "hello").await;
+    f.write_all(b"ld\n").unwrap();
+    let got = wait_last(&h, "app", 10, "world").await;
+    assert_eq!(texts(&got), ["first", "hello", "world"]);
+
+    // 40000 bytes in two writes, then a line that never ends but passes 16 KiB.
+    f.write_all(&[b'x'; 30_000]).unwrap();
+    f.write_all(&[b'x'; 10_000]).unwrap();
+    f.write_all(b"\nshort\n").unwrap();
+    f.write_all(&[b'y'; 20_000]).unwrap();
+    let y = "y".repeat(16 * 1024);
+    let got = wait_last(&h, "app", 10, &y).await;
+    let lens: Vec<usize> = got[3..].iter().map(|l| l.line.len()).collect();
+    assert_eq!(lens, [16384, 16384, 40_000 - 2 * 16384, 5, 16384]);
+    assert!(got[3].line.bytes().all(|b| b == b'x'));
+}
+
+#[tokio::test]
+async fn the_store_stays_within_quota_keeping_the_newest_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let quota = 256 * 1024;
+    let h = start(dir.path().into(), quota);
+    let mut f = open_spool(dir.path(), "app", "web.1").unwrap();
+    h.watch("app", "web.1");
+    let total = 20_000;
+    let mut data = String::new();
+    for i in 1..=total {
+        data.push_str(&format!("line {i}\n"));
+    }
+    f.write_all(data.as_bytes()).unwrap();
+    let last = format!("line {total}");
+    let got = wait_last(&h, "app", 5, &last).await;
+    assert_eq!(texts(&got), numbered(total - 4..=total));
+
+    let stored = store::stored_bytes(&dir.path().join("app"));
+    assert!(stored <= quota, "{stored} bytes stored, quota {quota}");
+    assert!(
+        stored > quota / 2,
+        "{stored} bytes stored: rotation threw away too much"
+    );
+    // More than the ring holds: read back from the files, a contiguous run up to the newest.
+    let kept = h.recent("app", total, all()).await;
+    assert!(
+        kept.len() > store::RING && kept.len() < total,
+        "{} lines kept",
+        kept.len()
+    );
+    assert_eq!(texts(&kept), numbered(total - kept.len() + 1..=total));
+}
+
+#[tokio::test]
+async fn consumed_spool_space_is_punched_out_and_offsets_survive_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path().into(), 64 << 20);
+    let mut f = open_spool(dir.path(), "app", "web.1").unwrap();
+    h.watch("app", "web.1");
+    let pad = "p".repeat(90);
+    let total = 50_000; // about 5 MiB
+    let mut data = String::new();
+    for i in 1..=total {
+        data.push_str(&format!("line {i} {pad}\n"));
+    }
+    f.write_all(data.as_bytes()).unwrap();
+    wait_last(&h, "app", 1, &format!("line {total} {pad}")).await;
+
+    let spool = spool_path(dir.path(), "app", "web.1");
+    let meta = std::fs::metadata(&spool).unwrap();
+    assert_eq!(meta.len(), data.len() as u64);
+    let allocated = meta.blocks() * 512;
+    assert!(
+        allocated <= (1 << 20) + (64 << 10),
+        "{allocated} bytes still allocated of {}",
+        meta.len()
+    );
+    let offset = std::fs::read_to_string(spool.with_extension("offset")).unwrap();
+    assert_eq!(offset, data.len().to_string());
+
+    // The dyno keeps appending to the same fd after the punch.
+    f.write_all(b"after punch\n").unwrap();
+    wait_last(&h, "app", 1, "after punch").await;
+    h.shutdown().await;
+
+    // Offset lost: a new reader starts at the first data, past the holes, reading no NULs.
+    std::fs::remove_file(spool.with_extension("offset")).unwrap();
+    let h = start(dir.path().into(), 64 << 20);
+    h.watch("app", "web.1");
+    f.write_all(b"after restart\n").unwrap();
+    let got = wait_last(&h, "app", 200_000, "after restart").await;
+    let reread: Vec<&LogLine> = got.iter().skip(total + 1).collect();
+    assert!(
+        reread.len() > 2 && reread.len() < 20_000,
+        "{} lines re-read",
+        reread.len()
+    );
+    assert!(reread.iter().all(|l| !l.line.contains('\0')));
+    assert!(reread[1].line.starts_with("line "), "{:?}", reread[1].line);
+}
+
+#[tokio::test]
+async fn a_restarted_task_neither_duplicates_nor_loses_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = open_spool(dir.path(), "app", "web.1").unwrap();
+    let write = |f: &mut File, range: std::ops::RangeInclusive<usize>| {
+        for i in range {
+            writeln!(f, "line {i}").unwrap();
+        }
+    };
+    let h = start(dir.path().into(), 16 << 20);
+    h.watch("app", "web.1");
+    write(&mut f, 1..=300);
+    wait_last(&h, "app", 1, "line 300").await;
+    // Stop while the dyno is mid-stream and mid-line; it carries on writing meanwhile.
+    write(&mut f, 301..=450);
+    f.write_all(b"line 45").unwrap();
+    h.shutdown().await;
+    f.write_all(b"1\n").unwrap();
+    write(&mut f, 452..=600);
+
+    let h = start(dir.path().into(), 16 << 20);
+    h.watch("app", "web.1");
+    write(&mut f, 601..=700);
+    let got = wait_last(&h, "app", 10_000, "line 700").await;
+    assert_eq!(texts(&got), numbered(1..=700));
+}
+
+#[tokio::test]
+async fn recent_filters_by_dyno_type_and_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path().into(), 16 << 20);
+    for dyno in ["web.1", "web.2", "webhook.1", "worker.1"] {
+        let mut f = open_spool(dir.path(), "app", dyno).unwrap();
+        h.watch("app", dyno);
+        writeln!(f, "hello from {dyno}").unwrap();
+        wait_last(&h, "app", 1, &format!("hello from {dyno}")).await;
+    }
+    h.system("app", "web.1", "State changed from up to crashed".into());
+    let get = |dyno: Option<&str>, source| {
+        let filter = LogFilter {
+            dyno: dyno.map(Into::into),
+            source,
+        };
+        let h = h.clone();
+        async move { texts(&h.recent("app", 100, filter).await) }
+    };
+    assert_eq!(
+        get(Some("web"), None).await,
+        [
+            "hello from web.1",
+            "hello from web.2",
+            "State changed from up to crashed"
+        ]
+    );
+    assert_eq!(
+        get(Some("web.1"), Some(LogSource::App)).await,
+        ["hello from web.1"]
+    );
+    assert_eq!(
+        get(None, Some(LogSource::Roboku)).await,
+        ["State changed from up to crashed"]
+    );
+    assert_eq!(get(Some("worker"), None).await, ["hello from worker.1"]);
+    assert_eq!(get(Some("web.1"), None).await.len(), 2);
+}
+
+#[tokio::test]
+async fn system_lines_unwatch_and_remove_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path().into(), 16 << 20);
+    let mut follower = h.subscribe();
+    h.system(
+        "app",
+        "web.1",
+        "Starting process with command `./run`".into(),
+    );
+    // Requests are handled in order, so no waiting is needed for system lines.
+    let got = h.recent("app", 10, all()).await;
+    assert_eq!(texts(&got), ["Starting process with command `./run`"]);
+    assert_eq!(
+        (got[0].source, got[0].dyno.as_str()),
+        (LogSource::Roboku, "web.1")
+    );
+    assert_eq!(follower.recv().await.unwrap(), got[0]);
+
+    // Unwatch drains the spool, an unfinished last line included.
+    let mut f = open_spool(dir.path(), "app", "web.1").unwrap();
+    h.watch("app", "web.1");
+    f.write_all(b"a\nb").unwrap();
+    h.unwatch("app", "web.1");
+    h.system("app", "web.1", "Process exited with status 137".into());
+    let got = h
+        .recent(
+            "app",
+            10,
+            LogFilter {
+                dyno: None,
+                source: Some(LogSource::App),
+            },
+        )
+        .await;
+    assert_eq!(texts(&got), ["a", "b"]);
+
+    // The same dyno name again: it resumes after what was drained.
+    h.watch("app", "web.1");
+    f.write_all(b"c\n").unwrap();
+    let got = wait_last(&h, "app", 10, "c").await;
+    assert_eq!(
+        texts(&got)[1..],
+        ["a", "b", "Process exited with status 137", "c"]
+    );
+
+    h.remove_app("app");
+    assert!(h.recent("app", 10, all()).await.is_empty());
+    assert!(!dir.path().join("app").exists());
+    // Names that would leave the logs dir are refused.
+    h.system("..", "web.1", "escape".into());
+    h.remove_app("..");
+    assert!(h.recent("..", 10, all()).await.is_empty());
+    assert!(dir.path().exists());
+}
