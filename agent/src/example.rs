@@ -19,12 +19,27 @@ pub async fn deploy_hello(settings: &Settings, engine: &EngineHandle) {
 }
 
 async fn try_deploy(settings: &Settings, engine: &EngineHandle) -> anyhow::Result<()> {
-    if let Ok(crate::engine::Reply::App(app)) = engine.call(Door::Agent, Command::AppInfo { app: "hello".into() }).await {
+    if let Ok(crate::engine::Reply::App(app)) = engine
+        .call(
+            Door::Agent,
+            Command::AppInfo {
+                app: "hello".into(),
+            },
+        )
+        .await
+    {
         if app.release.is_some() {
             return Ok(());
         }
     } else {
-        engine.call(Door::Agent, Command::CreateApp { name: "hello".into() }).await?;
+        engine
+            .call(
+                Door::Agent,
+                Command::CreateApp {
+                    name: "hello".into(),
+                },
+            )
+            .await?;
     }
     let dir = settings.tmp_dir().join("example-hello");
     std::fs::create_dir_all(&dir).at("create dir", &dir)?;
@@ -32,9 +47,15 @@ async fn try_deploy(settings: &Settings, engine: &EngineHandle) -> anyhow::Resul
         let path = dir.join(name);
         std::fs::write(&path, text).at("write", &path)?;
     }
-    let req = DeployRequest { source: dir.display().to_string(), description: Some("Deploy the embedded example".into()) };
+    let req = DeployRequest {
+        source: dir.display().to_string(),
+        description: Some("Deploy the embedded example".into()),
+    };
     let release = deploy::deploy(engine, settings, Door::Agent, "hello", req).await?;
     let _ = std::fs::remove_dir_all(&dir);
-    tracing::info!(version = release.version, "example app `hello` deployed: try `roboku ps -a hello`");
+    tracing::info!(
+        version = release.version,
+        "example app `hello` deployed: try `roboku ps -a hello`"
+    );
     Ok(())
 }

@@ -31,26 +31,39 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     prepare_dirs(&settings)?;
     let store = store::Store::open(&settings.db_path())?;
-    let cgroups: Arc<dyn cgroup::CgroupDriver> =
-        Arc::from(cgroup::detect(settings.cgroup_mount.clone(), &settings.cgroup_name, settings.cgroups));
+    let cgroups: Arc<dyn cgroup::CgroupDriver> = Arc::from(cgroup::detect(
+        settings.cgroup_mount.clone(),
+        &settings.cgroup_name,
+        settings.cgroups,
+    ));
     let status = cgroups.status();
     if status.enforced {
         tracing::info!(mode = %status.mode, root = %status.root, "cgroups enforce dyno limits");
     } else {
-        tracing::warn!(reason = status.reason.as_deref().unwrap_or("unknown"), "dyno limits are NOT enforced");
+        tracing::warn!(
+            reason = status.reason.as_deref().unwrap_or("unknown"),
+            "dyno limits are NOT enforced"
+        );
     }
     let logs = logs::start(settings.logs_dir(), settings.log_quota_bytes);
     let listener = api::bind(&settings)?;
-    let (engine, engine_task, ready) = engine::start(settings.clone(), store, cgroups, logs.clone());
+    let (engine, engine_task, ready) =
+        engine::start(settings.clone(), store, cgroups, logs.clone());
     let _ = ready.await;
     tracing::info!(socket = %settings.socket_path().display(), "robokud ready");
     on_ready(&settings, &engine);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let ctx = Arc::new(api::Ctx { engine: engine.clone(), logs, settings: settings.clone() });
+    let ctx = Arc::new(api::Ctx {
+        engine: engine.clone(),
+        logs,
+        settings: settings.clone(),
+    });
     let server = tokio::spawn(api::serve(listener, ctx, stop_rx));
     shutdown.await;
     tracing::info!("shutting down");
-    let _ = engine.call(engine::Door::Agent, engine::Command::Shutdown).await;
+    let _ = engine
+        .call(engine::Door::Agent, engine::Command::Shutdown)
+        .await;
     let _ = stop_tx.send(true);
     let _ = server.await;
     drop(engine);
@@ -62,7 +75,13 @@ pub async fn run(
 /// Creates the data dir layout. Directories dynos must traverse are 0755 (they run unprivileged).
 fn prepare_dirs(settings: &Settings) -> Result<(), util::PathError> {
     use std::os::unix::fs::PermissionsExt;
-    for dir in [settings.data_dir.clone(), settings.slugs_dir(), settings.apps_dir(), settings.logs_dir(), settings.tmp_dir()] {
+    for dir in [
+        settings.data_dir.clone(),
+        settings.slugs_dir(),
+        settings.apps_dir(),
+        settings.logs_dir(),
+        settings.tmp_dir(),
+    ] {
         std::fs::create_dir_all(&dir).at("create dir", &dir)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).at("chmod", &dir)?;
     }

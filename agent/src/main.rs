@@ -6,7 +6,11 @@ use robokud::settings::{OnExit, Settings};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "robokud", version, about = "roboku agent: Heroku for one robot")]
+#[command(
+    name = "robokud",
+    version,
+    about = "roboku agent: Heroku for one robot"
+)]
 struct Flags {
     /// Developer mode: data in ./.roboku, no root needed, dynos stopped on exit, and the
     /// embedded example app `hello` deployed so there is something to look at.
@@ -54,10 +58,14 @@ struct Flags {
 
 fn settings(flags: &Flags) -> anyhow::Result<Settings> {
     let default_file = PathBuf::from("/etc/roboku/robokud.toml");
-    let file = flags.config.clone().or_else(|| (!flags.dev && default_file.exists()).then_some(default_file));
+    let file = flags
+        .config
+        .clone()
+        .or_else(|| (!flags.dev && default_file.exists()).then_some(default_file));
     let mut s = match &file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read config {}", path.display()))?;
             Settings::from_toml(path, &text).map_err(anyhow::Error::msg)?
         }
         None if flags.dev => Settings::developer(),
@@ -74,7 +82,11 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
         s.socket = flags.socket.clone();
     }
     if let Some(o) = &flags.on_exit {
-        s.on_exit = if o == "stop" { OnExit::Stop } else { OnExit::Leave };
+        s.on_exit = if o == "stop" {
+            OnExit::Stop
+        } else {
+            OnExit::Leave
+        };
     }
     if flags.no_cgroups {
         s.cgroups = false;
@@ -83,10 +95,21 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
         s.cgroup_name = n.clone();
     }
     if let Some(r) = &flags.port_range {
-        let (a, b) = r.split_once('-').context("--port-range must look like 20000-29999")?;
-        s.port_min = a.trim().parse().with_context(|| format!("--port-range: bad port {a:?}"))?;
-        s.port_max = b.trim().parse().with_context(|| format!("--port-range: bad port {b:?}"))?;
-        anyhow::ensure!(s.port_min > 0 && s.port_min <= s.port_max, "--port-range {r}: empty range");
+        let (a, b) = r
+            .split_once('-')
+            .context("--port-range must look like 20000-29999")?;
+        s.port_min = a
+            .trim()
+            .parse()
+            .with_context(|| format!("--port-range: bad port {a:?}"))?;
+        s.port_max = b
+            .trim()
+            .parse()
+            .with_context(|| format!("--port-range: bad port {b:?}"))?;
+        anyhow::ensure!(
+            s.port_min > 0 && s.port_min <= s.port_max,
+            "--port-range {r}: empty range"
+        );
     }
     s.grace_secs = flags.grace_secs.unwrap_or(s.grace_secs);
     s.backoff_initial_ms = flags.backoff_initial_ms.unwrap_or(s.backoff_initial_ms);
@@ -97,7 +120,9 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
         s.dyno_user = u.clone();
     }
     if s.data_dir.is_relative() {
-        s.data_dir = std::env::current_dir().context("current dir")?.join(&s.data_dir);
+        s.data_dir = std::env::current_dir()
+            .context("current dir")?
+            .join(&s.data_dir);
     }
     Ok(s)
 }
@@ -106,9 +131,11 @@ fn main() {
     let flags = Flags::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ROBOKU_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("ROBOKU_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = real_main(flags) {
         eprintln!("robokud: {e:#}");
@@ -128,7 +155,10 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = async {
             use tokio::signal::unix::{signal, SignalKind};
-            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
                 (Ok(mut term), Ok(mut int)) => {
                     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
                 }

@@ -85,7 +85,9 @@ impl Settings {
     }
 
     pub fn socket_path(&self) -> PathBuf {
-        self.socket.clone().unwrap_or_else(|| self.data_dir.join("robokud.sock"))
+        self.socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("robokud.sock"))
     }
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("roboku.db")

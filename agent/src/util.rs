@@ -5,7 +5,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// An IO error with the operation and the path it was about: "create dir /x: Permission denied".
@@ -25,6 +28,10 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, op: &'static str, path: &Path) -> Result<T, PathError> {
-        self.map_err(|source| PathError { op, path: path.to_path_buf(), source })
+        self.map_err(|source| PathError {
+            op,
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }

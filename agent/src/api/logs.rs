@@ -13,16 +13,27 @@ use roboku_wire::{LogLine, LogSource};
 use std::collections::BTreeMap;
 use tokio::sync::{broadcast, mpsc};
 
-pub async fn stream(ctx: &Ctx, app: &str, query: &BTreeMap<String, String>) -> Result<Resp, EngineError> {
+pub async fn stream(
+    ctx: &Ctx,
+    app: &str,
+    query: &BTreeMap<String, String>,
+) -> Result<Resp, EngineError> {
     let n = query_num(query, "n", 100)?.min(100_000);
     let follow = matches!(query.get("tail").map(String::as_str), Some("1" | "true"));
     let source = match query.get("source").map(String::as_str) {
         None | Some("") => None,
         Some("app") => Some(LogSource::App),
         Some("roboku") => Some(LogSource::Roboku),
-        Some(other) => return Err(EngineError::BadRequest(format!("unknown log source {other:?} (app or roboku)"))),
+        Some(other) => {
+            return Err(EngineError::BadRequest(format!(
+                "unknown log source {other:?} (app or roboku)"
+            )))
+        }
     };
-    let filter = LogFilter { dyno: query.get("dyno").filter(|d| !d.is_empty()).cloned(), source };
+    let filter = LogFilter {
+        dyno: query.get("dyno").filter(|d| !d.is_empty()).cloned(),
+        source,
+    };
     // Subscribe before reading the backlog so no line falls between the two.
     let mut live = ctx.logs.subscribe();
     let backlog = ctx.logs.recent(app, n, filter.clone()).await;
@@ -30,7 +41,12 @@ pub async fn stream(ctx: &Ctx, app: &str, query: &BTreeMap<String, String>) -> R
     let app = app.to_string();
     tokio::spawn(async move {
         let last_ts = backlog.last().map(|l| l.ts);
-        let seen: Vec<LogLine> = backlog.iter().rev().take_while(|l| Some(l.ts) == last_ts).cloned().collect();
+        let seen: Vec<LogLine> = backlog
+            .iter()
+            .rev()
+            .take_while(|l| Some(l.ts) == last_ts)
+            .cloned()
+            .collect();
         for line in &backlog {
             if tx.send(encode(line)).await.is_err() {
                 return;
@@ -42,7 +58,8 @@ pub async fn stream(ctx: &Ctx, app: &str, query: &BTreeMap<String, String>) -> R
         loop {
             match live.recv().await {
                 Ok(line) => {
-                    let old = last_ts.is_some_and(|t| line.ts < t || (line.ts == t && seen.contains(&line)));
+                    let old = last_ts
+                        .is_some_and(|t| line.ts < t || (line.ts == t && seen.contains(&line)));
                     if line.app != app || !matches(&filter, &line) || old {
                         continue;
                     }
@@ -79,7 +96,13 @@ pub fn matches(filter: &LogFilter, line: &LogLine) -> bool {
     }
     match &filter.dyno {
         None => true,
-        Some(d) => line.dyno == *d || line.dyno.strip_prefix(d.as_str()).is_some_and(|r| r.starts_with('.')),
+        Some(d) => {
+            line.dyno == *d
+                || line
+                    .dyno
+                    .strip_prefix(d.as_str())
+                    .is_some_and(|r| r.starts_with('.'))
+        }
     }
 }
 

@@ -32,11 +32,14 @@ pub fn bind(settings: &Settings) -> Result<UnixListener, PathError> {
         std::fs::create_dir_all(dir).at("create socket dir", dir)?;
     }
     match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at("remove stale socket", &path),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).at("remove stale socket", &path)
+        }
         _ => {}
     }
     let listener = UnixListener::bind(&path).at("bind socket", &path)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).at("chmod socket", &path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
+        .at("chmod socket", &path)?;
     Ok(listener)
 }
 

@@ -18,7 +18,10 @@ const MAX_BODY: usize = 1 << 20;
 
 pub type Resp = Response<ApiBody>;
 
-pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Resp, std::convert::Infallible> {
+pub async fn handle(
+    ctx: Arc<Ctx>,
+    req: Request<Incoming>,
+) -> Result<Resp, std::convert::Infallible> {
     let door = req
         .headers()
         .get(wire::DOOR_HEADER)
@@ -44,7 +47,10 @@ async fn route(
     req: Request<Incoming>,
 ) -> Result<Resp, EngineError> {
     let Some(rest) = path.strip_prefix(wire::API_PREFIX) else {
-        return Err(EngineError::NotFound(format!("no route {path} (the API lives under {})", wire::API_PREFIX)));
+        return Err(EngineError::NotFound(format!(
+            "no route {path} (the API lives under {})",
+            wire::API_PREFIX
+        )));
     };
     let parts: Vec<&str> = rest.trim_matches('/').split('/').collect();
     let call = |cmd| ctx.engine.call(door, cmd);
@@ -52,60 +58,128 @@ async fn route(
         (&Method::GET, ["status"]) => call(Command::Status).await?,
         (&Method::GET, ["events"]) => {
             let n = query_num(query, "n", 100)?;
-            call(Command::Events { app: query.get("app").cloned(), n }).await?
+            call(Command::Events {
+                app: query.get("app").cloned(),
+                n,
+            })
+            .await?
         }
         (&Method::GET, ["apps"]) => call(Command::ListApps).await?,
         (&Method::POST, ["apps"]) => {
             let body: wire::CreateApp = json_body(req).await?;
             call(Command::CreateApp { name: body.name }).await?
         }
-        (&Method::GET, ["apps", app]) => call(Command::AppInfo { app: app.to_string() }).await?,
+        (&Method::GET, ["apps", app]) => {
+            call(Command::AppInfo {
+                app: app.to_string(),
+            })
+            .await?
+        }
         (&Method::PATCH, ["apps", app]) => {
             let update = json_body(req).await?;
-            call(Command::UpdateApp { app: app.to_string(), update }).await?
+            call(Command::UpdateApp {
+                app: app.to_string(),
+                update,
+            })
+            .await?
         }
         (&Method::DELETE, ["apps", app]) => {
             let confirm = query.get("confirm").cloned().unwrap_or_default();
-            call(Command::DestroyApp { app: app.to_string(), confirm }).await?
+            call(Command::DestroyApp {
+                app: app.to_string(),
+                confirm,
+            })
+            .await?
         }
         (&Method::POST, ["apps", app, "deploy"]) => {
             let body: wire::DeployRequest = json_body(req).await?;
             Reply::Release(deploy::deploy(&ctx.engine, &ctx.settings, door, app, body).await?)
         }
-        (&Method::GET, ["apps", app, "ps"]) => call(Command::Ps { app: app.to_string() }).await?,
-        (&Method::GET, ["apps", app, "formation"]) => call(Command::Formation { app: app.to_string() }).await?,
+        (&Method::GET, ["apps", app, "ps"]) => {
+            call(Command::Ps {
+                app: app.to_string(),
+            })
+            .await?
+        }
+        (&Method::GET, ["apps", app, "formation"]) => {
+            call(Command::Formation {
+                app: app.to_string(),
+            })
+            .await?
+        }
         (&Method::POST, ["apps", app, "scale"]) => {
             let body: wire::ScaleRequest = json_body(req).await?;
-            call(Command::Scale { app: app.to_string(), counts: body.counts }).await?
+            call(Command::Scale {
+                app: app.to_string(),
+                counts: body.counts,
+            })
+            .await?
         }
         (&Method::POST, ["apps", app, "resize"]) => {
             let body: wire::ResizeRequest = json_body(req).await?;
-            call(Command::Resize { app: app.to_string(), req: body }).await?
+            call(Command::Resize {
+                app: app.to_string(),
+                req: body,
+            })
+            .await?
         }
         (&Method::POST, ["apps", app, "restart"]) => {
             let body: wire::TargetRequest = json_body_or_default(req).await?;
-            call(Command::Restart { app: app.to_string(), target: body.target }).await?
+            call(Command::Restart {
+                app: app.to_string(),
+                target: body.target,
+            })
+            .await?
         }
         (&Method::POST, ["apps", app, "stop"]) => {
             let body: wire::TargetRequest = json_body_or_default(req).await?;
-            call(Command::Stop { app: app.to_string(), target: body.target }).await?
+            call(Command::Stop {
+                app: app.to_string(),
+                target: body.target,
+            })
+            .await?
         }
-        (&Method::GET, ["apps", app, "config"]) => call(Command::GetConfig { app: app.to_string() }).await?,
+        (&Method::GET, ["apps", app, "config"]) => {
+            call(Command::GetConfig {
+                app: app.to_string(),
+            })
+            .await?
+        }
         (&Method::PATCH, ["apps", app, "config"]) => {
             let change = json_body(req).await?;
-            call(Command::ChangeConfig { app: app.to_string(), change }).await?
+            call(Command::ChangeConfig {
+                app: app.to_string(),
+                change,
+            })
+            .await?
         }
-        (&Method::GET, ["apps", app, "releases"]) => call(Command::Releases { app: app.to_string() }).await?,
+        (&Method::GET, ["apps", app, "releases"]) => {
+            call(Command::Releases {
+                app: app.to_string(),
+            })
+            .await?
+        }
         (&Method::POST, ["apps", app, "rollback"]) => {
             let body: wire::RollbackRequest = json_body_or_default(req).await?;
-            call(Command::Rollback { app: app.to_string(), version: body.version }).await?
+            call(Command::Rollback {
+                app: app.to_string(),
+                version: body.version,
+            })
+            .await?
         }
         (&Method::POST, ["apps", app, "run"]) => {
             let body: wire::RunRequest = json_body(req).await?;
-            call(Command::Run { app: app.to_string(), command: body.command }).await?
+            call(Command::Run {
+                app: app.to_string(),
+                command: body.command,
+            })
+            .await?
         }
         (&Method::GET, ["apps", app, "logs"]) => {
-            call(Command::CheckApp { app: app.to_string() }).await?;
+            call(Command::CheckApp {
+                app: app.to_string(),
+            })
+            .await?;
             return super::logs::stream(ctx, app, query).await;
         }
         _ => return Err(EngineError::NotFound(format!("no route {method} {path}"))),
@@ -113,8 +187,12 @@ async fn route(
     json_response(StatusCode::OK, &reply)
 }
 
-pub fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Result<Resp, EngineError> {
-    let mut bytes = serde_json::to_vec(value).map_err(|e| EngineError::Internal(format!("encoding reply: {e}")))?;
+pub fn json_response<T: serde::Serialize>(
+    status: StatusCode,
+    value: &T,
+) -> Result<Resp, EngineError> {
+    let mut bytes = serde_json::to_vec(value)
+        .map_err(|e| EngineError::Internal(format!("encoding reply: {e}")))?;
     bytes.push(b'\n');
     Response::builder()
         .status(status)
@@ -132,9 +210,16 @@ fn error_response(e: &EngineError) -> Resp {
         EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         EngineError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
-    let body = wire::ErrorBody { error: wire::ApiError { code: e.code().into(), message: e.to_string() } };
+    let body = wire::ErrorBody {
+        error: wire::ApiError {
+            code: e.code().into(),
+            message: e.to_string(),
+        },
+    };
     json_response(status, &body).unwrap_or_else(|_| {
-        let mut r = Response::new(ApiBody::Full(Some(Bytes::from_static(b"{\"error\":{\"code\":\"internal\",\"message\":\"encoding error\"}}"))));
+        let mut r = Response::new(ApiBody::Full(Some(Bytes::from_static(
+            b"{\"error\":{\"code\":\"internal\",\"message\":\"encoding error\"}}",
+        ))));
         *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         r
     })
@@ -145,26 +230,46 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, EngineError> {
         .collect()
         .await
         .map(|c| c.to_bytes())
-        .map_err(|e| EngineError::BadRequest(format!("reading request body (at most {MAX_BODY} bytes): {e}")))
+        .map_err(|e| {
+            EngineError::BadRequest(format!(
+                "reading request body (at most {MAX_BODY} bytes): {e}"
+            ))
+        })
 }
 
 async fn json_body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, EngineError> {
     let bytes = read_body(req).await?;
-    serde_json::from_slice(&bytes).map_err(|e| EngineError::BadRequest(format!("request body is not valid JSON for this route: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        EngineError::BadRequest(format!(
+            "request body is not valid JSON for this route: {e}"
+        ))
+    })
 }
 
-async fn json_body_or_default<T: DeserializeOwned + Default>(req: Request<Incoming>) -> Result<T, EngineError> {
+async fn json_body_or_default<T: DeserializeOwned + Default>(
+    req: Request<Incoming>,
+) -> Result<T, EngineError> {
     let bytes = read_body(req).await?;
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&bytes).map_err(|e| EngineError::BadRequest(format!("request body is not valid JSON for this route: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        EngineError::BadRequest(format!(
+            "request body is not valid JSON for this route: {e}"
+        ))
+    })
 }
 
-pub fn query_num(query: &BTreeMap<String, String>, key: &str, default: usize) -> Result<usize, EngineError> {
+pub fn query_num(
+    query: &BTreeMap<String, String>,
+    key: &str,
+    default: usize,
+) -> Result<usize, EngineError> {
     match query.get(key) {
         None => Ok(default),
-        Some(v) => v.parse().map_err(|_| EngineError::BadRequest(format!("query parameter {key}={v:?} is not a number"))),
+        Some(v) => v.parse().map_err(|_| {
+            EngineError::BadRequest(format!("query parameter {key}={v:?} is not a number"))
+        }),
     }
 }
 
@@ -185,7 +290,11 @@ fn decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
             (b'%', Some(h), Some(l)) => {
                 out.push(h << 4 | l);
                 i += 3;

@@ -20,11 +20,20 @@ impl Engine {
             Command::CreateApp { name } => self.create_app(door, &name).map(Reply::App),
             Command::AppInfo { app } => self.app_info(&app).map(Reply::App),
             Command::CheckApp { app } => self.app_info(&app).map(Reply::App),
-            Command::UpdateApp { app, update } => self.update_app(door, &app, update).map(Reply::App),
-            Command::DestroyApp { app, confirm } => self.destroy_app(door, &app, &confirm).map(Reply::Done),
-            Command::Release { app, slug, dotenv, description } => {
-                self.release(door, &app, slug, dotenv, description).map(Reply::Release)
+            Command::UpdateApp { app, update } => {
+                self.update_app(door, &app, update).map(Reply::App)
             }
+            Command::DestroyApp { app, confirm } => {
+                self.destroy_app(door, &app, &confirm).map(Reply::Done)
+            }
+            Command::Release {
+                app,
+                slug,
+                dotenv,
+                description,
+            } => self
+                .release(door, &app, slug, dotenv, description)
+                .map(Reply::Release),
             Command::Ps { app } => self.ps(&app).map(Reply::Dynos),
             Command::Formation { app } => self.formation(&app).map(Reply::Formation),
             Command::Scale { app, counts } => self.scale(door, &app, counts).map(Reply::Formation),
@@ -32,18 +41,27 @@ impl Engine {
             Command::Restart { app, target } => self.restart(door, &app, target).map(Reply::Done),
             Command::Stop { app, target } => self.stop(door, &app, target).map(Reply::Done),
             Command::GetConfig { app } => self.get_config(&app).map(Reply::Config),
-            Command::ChangeConfig { app, change } => self.change_config(door, &app, change).map(Reply::ConfigChanged),
+            Command::ChangeConfig { app, change } => self
+                .change_config(door, &app, change)
+                .map(Reply::ConfigChanged),
             Command::Releases { app } => self.releases(&app).map(Reply::Releases),
-            Command::Rollback { app, version } => self.rollback(door, &app, version).map(Reply::Release),
+            Command::Rollback { app, version } => {
+                self.rollback(door, &app, version).map(Reply::Release)
+            }
             Command::Run { app, command } => self.one_off(door, &app, command).map(Reply::Run),
             Command::Events { app, n } => self.events(app.as_deref(), n).map(Reply::Events),
-            Command::Shutdown => Err(EngineError::BadRequest("shutdown is handled by the loop".into())),
+            Command::Shutdown => Err(EngineError::BadRequest(
+                "shutdown is handled by the loop".into(),
+            )),
         }
     }
 
     /// Records an audit event; a failing store is logged, never fatal to the command.
     pub(super) fn event(&mut self, door: Door, app: Option<&str>, action: &str, result: &str) {
-        if let Err(e) = self.store.add_event(now_ms(), app, door.as_str(), action, result) {
+        if let Err(e) = self
+            .store
+            .add_event(now_ms(), app, door.as_str(), action, result)
+        {
             tracing::warn!(error = %e, action, "recording an event failed");
         }
     }
@@ -68,23 +86,49 @@ impl Engine {
                 return;
             }
         };
-        let release = row.current_release.and_then(|v| self.store.release(app, v).ok().flatten());
-        let slug_dir = release.as_ref().map(|r| self.settings.slugs_dir().join(&r.slug));
-        let dotenv = slug_dir.as_ref().map(|d| read_dotenv(&d.join(".env"))).unwrap_or_default();
+        let release = row
+            .current_release
+            .and_then(|v| self.store.release(app, v).ok().flatten());
+        let slug_dir = release
+            .as_ref()
+            .map(|r| self.settings.slugs_dir().join(&r.slug));
+        let dotenv = slug_dir
+            .as_ref()
+            .map(|d| read_dotenv(&d.join(".env")))
+            .unwrap_or_default();
         let formation = self.store.formation(app).unwrap_or_default();
-        let user_name = row.user.clone().unwrap_or_else(|| self.settings.dyno_user.clone());
+        let user_name = row
+            .user
+            .clone()
+            .unwrap_or_else(|| self.settings.dyno_user.clone());
         let (user_name, run_as) = self.resolve_user(&user_name);
         let grace = Duration::from_secs(row.grace_secs.unwrap_or(self.settings.grace_secs));
-        let cache = AppCache { release, slug_dir, dotenv, formation, run_as, user_name, grace };
+        let cache = AppCache {
+            release,
+            slug_dir,
+            dotenv,
+            formation,
+            run_as,
+            user_name,
+            grace,
+        };
         self.apps.insert(app.to_string(), cache);
     }
 
     /// Which user dynos of an app run as: the named one when robokud is root (falling back from
     /// the default `roboku-dyno` to `nobody` when that user was not created), else robokud's own.
-    fn resolve_user(&self, name: &str) -> (String, std::result::Result<Option<spawn::RunAs>, String>) {
+    fn resolve_user(
+        &self,
+        name: &str,
+    ) -> (String, std::result::Result<Option<spawn::RunAs>, String>) {
         if !nix::unistd::geteuid().is_root() {
-            let me = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten();
-            return (me.map(|u| u.name).unwrap_or_else(|| "self".into()), Ok(None));
+            let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten();
+            return (
+                me.map(|u| u.name).unwrap_or_else(|| "self".into()),
+                Ok(None),
+            );
         }
         match spawn::lookup_user(name) {
             Ok(r) => (name.to_string(), Ok(Some(r))),
@@ -124,7 +168,10 @@ impl Engine {
     }
 
     fn app_info(&self, app: &str) -> Result<wire::AppInfo> {
-        let row = self.store.app(app)?.ok_or_else(|| crate::store::StoreError::NoApp(app.into()))?;
+        let row = self
+            .store
+            .app(app)?
+            .ok_or_else(|| crate::store::StoreError::NoApp(app.into()))?;
         let cache = self.cache(app)?;
         Ok(wire::AppInfo {
             name: row.name,
@@ -132,13 +179,25 @@ impl Engine {
             release: row.current_release,
             user: cache.user_name.clone(),
             grace_secs: cache.grace.as_secs(),
-            dynos_running: self.dynos.values().filter(|d| d.app == app && d.proc.is_some()).count(),
-            dynos_desired: self.dynos.values().filter(|d| d.app == app && d.want == Want::Run).count(),
+            dynos_running: self
+                .dynos
+                .values()
+                .filter(|d| d.app == app && d.proc.is_some())
+                .count(),
+            dynos_desired: self
+                .dynos
+                .values()
+                .filter(|d| d.app == app && d.want == Want::Run)
+                .count(),
         })
     }
 
     fn list_apps(&self) -> Result<Vec<wire::AppInfo>> {
-        self.store.apps()?.iter().map(|a| self.app_info(&a.name)).collect()
+        self.store
+            .apps()?
+            .iter()
+            .map(|a| self.app_info(&a.name))
+            .collect()
     }
 
     fn create_app(&mut self, door: Door, name: &str) -> Result<wire::AppInfo> {
@@ -149,7 +208,12 @@ impl Engine {
         self.app_info(name)
     }
 
-    fn update_app(&mut self, door: Door, app: &str, update: wire::UpdateApp) -> Result<wire::AppInfo> {
+    fn update_app(
+        &mut self,
+        door: Door,
+        app: &str,
+        update: wire::UpdateApp,
+    ) -> Result<wire::AppInfo> {
         self.cache(app)?;
         if let Some(user) = &update.user {
             if nix::unistd::geteuid().is_root() {
@@ -157,9 +221,12 @@ impl Engine {
             }
         }
         if update.grace_secs.is_some_and(|g| g > 3600) {
-            return Err(EngineError::BadRequest("grace must be at most 3600 seconds".into()));
+            return Err(EngineError::BadRequest(
+                "grace must be at most 3600 seconds".into(),
+            ));
         }
-        self.store.update_app(app, update.user.as_deref(), update.grace_secs)?;
+        self.store
+            .update_app(app, update.user.as_deref(), update.grace_secs)?;
         self.refresh_app(app);
         self.event(door, Some(app), "update app", &format!("{update:?}"));
         self.app_info(app)
@@ -180,7 +247,9 @@ impl Engine {
         self.apps.remove(app);
         self.logs.remove_app(app);
         self.event(door, Some(app), "destroy app", "ok");
-        Ok(wire::Done { message: format!("Destroyed {app} (stopping {} dynos)", keys.len()) })
+        Ok(wire::Done {
+            message: format!("Destroyed {app} (stopping {} dynos)", keys.len()),
+        })
     }
 
     fn events(&self, app: Option<&str>, n: usize) -> Result<Vec<wire::EventInfo>> {
@@ -203,7 +272,9 @@ impl Engine {
     fn one_off(&mut self, door: Door, app: &str, command: Vec<String>) -> Result<wire::RunSpec> {
         let cache = self.cache(app)?.clone();
         let (Some(release), Some(slug_dir)) = (cache.release, cache.slug_dir) else {
-            return Err(EngineError::Conflict(format!("app {app:?} has no release yet; deploy first")));
+            return Err(EngineError::Conflict(format!(
+                "app {app:?} has no release yet; deploy first"
+            )));
         };
         if command.is_empty() {
             return Err(EngineError::BadRequest("roboku run needs a command".into()));
@@ -214,13 +285,20 @@ impl Engine {
         env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
         env.extend(cache.dotenv);
         env.extend(release.config.clone());
-        let port = self.store.port_for(app, "run", self.settings.port_min, self.settings.port_max)?;
+        let port =
+            self.store
+                .port_for(app, "run", self.settings.port_min, self.settings.port_max)?;
         env.insert("PORT".into(), port.to_string());
         env.insert("DYNO".into(), name.clone());
         env.insert("ROBOKU_APP".into(), app.to_string());
         env.insert("ROBOKU_RELEASE".into(), format!("v{}", release.version));
         env.insert("HOME".into(), slug_dir.display().to_string());
-        self.event(door, Some(app), &format!("run {}", command.join(" ")), "started");
+        self.event(
+            door,
+            Some(app),
+            &format!("run {}", command.join(" ")),
+            "started",
+        );
         Ok(wire::RunSpec {
             name,
             cwd: slug_dir.display().to_string(),

@@ -40,26 +40,75 @@ impl Door {
 pub enum Command {
     Status,
     ListApps,
-    CreateApp { name: String },
-    AppInfo { app: String },
-    UpdateApp { app: String, update: wire::UpdateApp },
-    DestroyApp { app: String, confirm: String },
+    CreateApp {
+        name: String,
+    },
+    AppInfo {
+        app: String,
+    },
+    UpdateApp {
+        app: String,
+        update: wire::UpdateApp,
+    },
+    DestroyApp {
+        app: String,
+        confirm: String,
+    },
     /// A slug has been built (off the engine); make it the app's new release.
-    Release { app: String, slug: Slug, dotenv: BTreeMap<String, String>, description: String },
-    Ps { app: String },
-    Formation { app: String },
-    Scale { app: String, counts: BTreeMap<String, u32> },
-    Resize { app: String, req: wire::ResizeRequest },
-    Restart { app: String, target: Option<String> },
-    Stop { app: String, target: Option<String> },
-    GetConfig { app: String },
-    ChangeConfig { app: String, change: wire::ConfigChange },
-    Releases { app: String },
-    Rollback { app: String, version: Option<u32> },
-    Run { app: String, command: Vec<String> },
-    Events { app: Option<String>, n: usize },
+    Release {
+        app: String,
+        slug: Slug,
+        dotenv: BTreeMap<String, String>,
+        description: String,
+    },
+    Ps {
+        app: String,
+    },
+    Formation {
+        app: String,
+    },
+    Scale {
+        app: String,
+        counts: BTreeMap<String, u32>,
+    },
+    Resize {
+        app: String,
+        req: wire::ResizeRequest,
+    },
+    Restart {
+        app: String,
+        target: Option<String>,
+    },
+    Stop {
+        app: String,
+        target: Option<String>,
+    },
+    GetConfig {
+        app: String,
+    },
+    ChangeConfig {
+        app: String,
+        change: wire::ConfigChange,
+    },
+    Releases {
+        app: String,
+    },
+    Rollback {
+        app: String,
+        version: Option<u32>,
+    },
+    Run {
+        app: String,
+        command: Vec<String>,
+    },
+    Events {
+        app: Option<String>,
+        n: usize,
+    },
     /// Checks that the app exists (doors call this before slow work such as a build).
-    CheckApp { app: String },
+    CheckApp {
+        app: String,
+    },
     /// Stop (or leave, per settings) every dyno and end the engine.
     Shutdown,
 }

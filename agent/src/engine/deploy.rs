@@ -16,13 +16,26 @@ pub async fn deploy(
     app: &str,
     req: wire::DeployRequest,
 ) -> Result<wire::ReleaseInfo, EngineError> {
-    engine.call(door, Command::CheckApp { app: app.to_string() }).await?;
+    engine
+        .call(
+            door,
+            Command::CheckApp {
+                app: app.to_string(),
+            },
+        )
+        .await?;
     let source = PathBuf::from(&req.source);
     if !source.is_absolute() {
-        return Err(EngineError::BadRequest(format!("deploy source {:?} must be an absolute path", req.source)));
+        return Err(EngineError::BadRequest(format!(
+            "deploy source {:?} must be an absolute path",
+            req.source
+        )));
     }
     if !source.exists() {
-        return Err(EngineError::BadRequest(format!("deploy source {}: no such file or directory", source.display())));
+        return Err(EngineError::BadRequest(format!(
+            "deploy source {}: no such file or directory",
+            source.display()
+        )));
     }
     let (tmp, slugs) = (settings.tmp_dir(), settings.slugs_dir());
     let built = tokio::task::spawn_blocking(move || {
@@ -33,12 +46,32 @@ pub async fn deploy(
     .await
     .map_err(|e| EngineError::Internal(format!("build task failed: {e}")))??;
     let (slug, dotenv) = built;
-    let description = req.description.filter(|d| !d.is_empty()).unwrap_or_else(|| {
-        format!("Deploy {} ({})", req.source, &slug.sha256[..12.min(slug.sha256.len())])
-    });
-    match engine.call(door, Command::Release { app: app.to_string(), slug, dotenv, description }).await? {
+    let description = req
+        .description
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| {
+            format!(
+                "Deploy {} ({})",
+                req.source,
+                &slug.sha256[..12.min(slug.sha256.len())]
+            )
+        });
+    match engine
+        .call(
+            door,
+            Command::Release {
+                app: app.to_string(),
+                slug,
+                dotenv,
+                description,
+            },
+        )
+        .await?
+    {
         Reply::Release(r) => Ok(r),
-        other => Err(EngineError::Internal(format!("unexpected engine reply {other:?}"))),
+        other => Err(EngineError::Internal(format!(
+            "unexpected engine reply {other:?}"
+        ))),
     }
 }
 
@@ -50,6 +83,9 @@ fn read_env(slug: &std::path::Path) -> Result<BTreeMap<String, String>, EngineEr
             .map(|pairs| pairs.into_iter().collect())
             .map_err(|e| EngineError::InvalidApp(format!(".env {e}"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(EngineError::Internal(format!("read {}: {e}", path.display()))),
+        Err(e) => Err(EngineError::Internal(format!(
+            "read {}: {e}",
+            path.display()
+        ))),
     }
 }

@@ -14,7 +14,12 @@ const MAX_COUNT: u32 = 500;
 impl Engine {
     pub(super) fn ps(&self, app: &str) -> Result<Vec<wire::DynoInfo>> {
         self.cache(app)?;
-        let mut list: Vec<_> = self.dynos.values().filter(|d| d.app == app).map(|d| d.info()).collect();
+        let mut list: Vec<_> = self
+            .dynos
+            .values()
+            .filter(|d| d.app == app)
+            .map(|d| d.info())
+            .collect();
         list.sort_by(|a, b| (&a.ptype, a.index).cmp(&(&b.ptype, b.index)));
         Ok(list)
     }
@@ -22,7 +27,11 @@ impl Engine {
     pub(super) fn formation(&self, app: &str) -> Result<Vec<wire::FormationEntry>> {
         let cache = self.cache(app)?;
         let enforced = self.cgroups.status().enforced;
-        let types = cache.release.as_ref().map(|r| r.process_types.clone()).unwrap_or_default();
+        let types = cache
+            .release
+            .as_ref()
+            .map(|r| r.process_types.clone())
+            .unwrap_or_default();
         let mut rows: Vec<wire::FormationEntry> = cache
             .formation
             .iter()
@@ -38,13 +47,22 @@ impl Engine {
         Ok(rows)
     }
 
-    pub(super) fn scale(&mut self, door: Door, app: &str, counts: BTreeMap<String, u32>) -> Result<Vec<wire::FormationEntry>> {
+    pub(super) fn scale(
+        &mut self,
+        door: Door,
+        app: &str,
+        counts: BTreeMap<String, u32>,
+    ) -> Result<Vec<wire::FormationEntry>> {
         let cache = self.cache(app)?;
         let Some(release) = &cache.release else {
-            return Err(EngineError::Conflict(format!("app {app:?} has no release yet; deploy first")));
+            return Err(EngineError::Conflict(format!(
+                "app {app:?} has no release yet; deploy first"
+            )));
         };
         if counts.is_empty() {
-            return Err(EngineError::BadRequest("nothing to scale: give TYPE=COUNT pairs".into()));
+            return Err(EngineError::BadRequest(
+                "nothing to scale: give TYPE=COUNT pairs".into(),
+            ));
         }
         let mut rows = Vec::new();
         for (ptype, count) in &counts {
@@ -57,10 +75,21 @@ impl Engine {
                 )));
             }
             if *count > MAX_COUNT {
-                return Err(EngineError::BadRequest(format!("{ptype}={count}: at most {MAX_COUNT} dynos per type")));
+                return Err(EngineError::BadRequest(format!(
+                    "{ptype}={count}: at most {MAX_COUNT} dynos per type"
+                )));
             }
-            let limits = cache.formation.iter().find(|f| &f.ptype == ptype).map(|f| f.limits.clone()).unwrap_or_default();
-            rows.push(FormationRow { ptype: ptype.clone(), count: *count, limits });
+            let limits = cache
+                .formation
+                .iter()
+                .find(|f| &f.ptype == ptype)
+                .map(|f| f.limits.clone())
+                .unwrap_or_default();
+            rows.push(FormationRow {
+                ptype: ptype.clone(),
+                count: *count,
+                limits,
+            });
         }
         self.store.save_formation(app, &rows)?;
         self.refresh_app(app);
@@ -70,14 +99,39 @@ impl Engine {
         self.formation(app)
     }
 
-    pub(super) fn resize(&mut self, door: Door, app: &str, req: wire::ResizeRequest) -> Result<Vec<wire::FormationEntry>> {
+    pub(super) fn resize(
+        &mut self,
+        door: Door,
+        app: &str,
+        req: wire::ResizeRequest,
+    ) -> Result<Vec<wire::FormationEntry>> {
         let cache = self.cache(app)?;
-        let mut limits = cache.formation.iter().find(|f| f.ptype == req.ptype).map(|f| f.limits.clone()).ok_or_else(|| {
-            EngineError::NotFound(format!("no process type {:?} in the formation of {app}", req.ptype))
-        })?;
-        let count = cache.formation.iter().find(|f| f.ptype == req.ptype).map(|f| f.count).unwrap_or(0);
+        let mut limits = cache
+            .formation
+            .iter()
+            .find(|f| f.ptype == req.ptype)
+            .map(|f| f.limits.clone())
+            .ok_or_else(|| {
+                EngineError::NotFound(format!(
+                    "no process type {:?} in the formation of {app}",
+                    req.ptype
+                ))
+            })?;
+        let count = cache
+            .formation
+            .iter()
+            .find(|f| f.ptype == req.ptype)
+            .map(|f| f.count)
+            .unwrap_or(0);
         merge_limits(&mut limits, &req)?;
-        self.store.save_formation(app, &[FormationRow { ptype: req.ptype.clone(), count, limits: limits.clone() }])?;
+        self.store.save_formation(
+            app,
+            &[FormationRow {
+                ptype: req.ptype.clone(),
+                count,
+                limits: limits.clone(),
+            }],
+        )?;
         self.refresh_app(app);
         // Applied live: no restart needed to change a running dyno's limits.
         let running: Vec<(i32, Option<String>)> = self
@@ -89,7 +143,11 @@ impl Engine {
         for (pid, cgroup) in running {
             if let Some(rel) = cgroup {
                 if let Err(e) = self.cgroups.update(&rel, &limits) {
-                    self.logs.system(app, "roboku", format!("applying limits to {rel} failed: {e}"));
+                    self.logs.system(
+                        app,
+                        "roboku",
+                        format!("applying limits to {rel} failed: {e}"),
+                    );
                 }
             }
             if let Some(n) = limits.nice {
@@ -97,7 +155,12 @@ impl Engine {
                 unsafe { libc::setpriority(libc::PRIO_PGRP, pid as libc::id_t, n) };
             }
         }
-        self.event(door, Some(app), &format!("resize {}", req.ptype), &format!("{limits:?}"));
+        self.event(
+            door,
+            Some(app),
+            &format!("resize {}", req.ptype),
+            &format!("{limits:?}"),
+        );
         self.formation(app)
     }
 
@@ -116,30 +179,48 @@ impl Engine {
             .map(|d| d.key())
             .collect();
         if keys.is_empty() {
-            let what = target.map(|t| format!("no dyno or process type {t:?}")).unwrap_or_else(|| "no dynos".into());
-            return Err(EngineError::NotFound(format!("{what} in app {app} (see `roboku ps -a {app}`)")));
+            let what = target
+                .map(|t| format!("no dyno or process type {t:?}"))
+                .unwrap_or_else(|| "no dynos".into());
+            return Err(EngineError::NotFound(format!(
+                "{what} in app {app} (see `roboku ps -a {app}`)"
+            )));
         }
         Ok(keys)
     }
 
-    pub(super) fn restart(&mut self, door: Door, app: &str, target: Option<String>) -> Result<wire::Done> {
+    pub(super) fn restart(
+        &mut self,
+        door: Door,
+        app: &str,
+        target: Option<String>,
+    ) -> Result<wire::Done> {
         let keys = self.targets(app, target.as_deref())?;
         for key in &keys {
             self.restart_dyno(key);
         }
         let names: Vec<_> = keys.iter().map(|k| k.1.clone()).collect();
         self.event(door, Some(app), "restart", &names.join(" "));
-        Ok(wire::Done { message: format!("Restarting {}", names.join(", ")) })
+        Ok(wire::Done {
+            message: format!("Restarting {}", names.join(", ")),
+        })
     }
 
-    pub(super) fn stop(&mut self, door: Door, app: &str, target: Option<String>) -> Result<wire::Done> {
+    pub(super) fn stop(
+        &mut self,
+        door: Door,
+        app: &str,
+        target: Option<String>,
+    ) -> Result<wire::Done> {
         let keys = self.targets(app, target.as_deref())?;
         for key in &keys {
             self.stop_dyno(key, Want::Stop);
         }
         let names: Vec<_> = keys.iter().map(|k| k.1.clone()).collect();
         self.event(door, Some(app), "stop", &names.join(" "));
-        Ok(wire::Done { message: format!("Stopping {}", names.join(", ")) })
+        Ok(wire::Done {
+            message: format!("Stopping {}", names.join(", ")),
+        })
     }
 }
 
@@ -149,7 +230,9 @@ pub fn merge_limits(limits: &mut wire::Limits, req: &wire::ResizeRequest) -> Res
     let bad = |m: String| Err(EngineError::BadRequest(m));
     if let Some(m) = l.memory_max {
         if m < 1 << 20 {
-            return bad(format!("memory limit {m} bytes is below 1M: a dyno cannot start in that"));
+            return bad(format!(
+                "memory limit {m} bytes is below 1M: a dyno cannot start in that"
+            ));
         }
         limits.memory_max = Some(m);
     }
@@ -160,8 +243,10 @@ pub fn merge_limits(limits: &mut wire::Limits, req: &wire::ResizeRequest) -> Res
         limits.memory_high = Some(m);
     }
     if let Some(c) = l.cpu {
-        if !(c.is_finite() && c >= 0.01 && c <= 1024.0) {
-            return bad(format!("cpu {c} is not a number of cores between 0.01 and 1024"));
+        if !(c.is_finite() && (0.01..=1024.0).contains(&c)) {
+            return bad(format!(
+                "cpu {c} is not a number of cores between 0.01 and 1024"
+            ));
         }
         limits.cpu = Some(c);
     }
@@ -172,7 +257,9 @@ pub fn merge_limits(limits: &mut wire::Limits, req: &wire::ResizeRequest) -> Res
         limits.pids = Some(p);
     }
     if let Some(s) = &l.cpuset {
-        let ok = !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == ',' || c == '-');
+        let ok = !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_digit() || c == ',' || c == '-');
         if !ok {
             return bad(format!("cpuset {s:?} is not a CPU list like 0-1,3"));
         }
@@ -192,7 +279,9 @@ pub fn merge_limits(limits: &mut wire::Limits, req: &wire::ResizeRequest) -> Res
             "pids" => limits.pids = None,
             "cpuset" => limits.cpuset = None,
             "nice" => limits.nice = None,
-            other => return bad(format!("unknown limit {other:?} to clear (memory, memory-high, cpu, pids, cpuset, nice)")),
+            other => return bad(format!(
+                "unknown limit {other:?} to clear (memory, memory-high, cpu, pids, cpuset, nice)"
+            )),
         }
     }
     Ok(())
@@ -203,23 +292,69 @@ mod tests {
     use super::*;
 
     fn req(limits: wire::Limits, clear: &[&str]) -> wire::ResizeRequest {
-        wire::ResizeRequest { ptype: "web".into(), limits, clear: clear.iter().map(|s| s.to_string()).collect() }
+        wire::ResizeRequest {
+            ptype: "web".into(),
+            limits,
+            clear: clear.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     #[test]
     fn limits_are_checked_and_merged() {
         let mut l = wire::Limits::default();
-        merge_limits(&mut l, &req(wire::Limits { memory_max: Some(64 << 20), cpu: Some(0.5), ..Default::default() }, &[])).unwrap();
+        merge_limits(
+            &mut l,
+            &req(
+                wire::Limits {
+                    memory_max: Some(64 << 20),
+                    cpu: Some(0.5),
+                    ..Default::default()
+                },
+                &[],
+            ),
+        )
+        .unwrap();
         assert_eq!((l.memory_max, l.cpu), (Some(64 << 20), Some(0.5)));
-        merge_limits(&mut l, &req(wire::Limits { pids: Some(64), ..Default::default() }, &["cpu"])).unwrap();
-        assert_eq!((l.memory_max, l.cpu, l.pids), (Some(64 << 20), None, Some(64)));
+        merge_limits(
+            &mut l,
+            &req(
+                wire::Limits {
+                    pids: Some(64),
+                    ..Default::default()
+                },
+                &["cpu"],
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            (l.memory_max, l.cpu, l.pids),
+            (Some(64 << 20), None, Some(64))
+        );
         for bad in [
-            wire::Limits { memory_max: Some(10), ..Default::default() },
-            wire::Limits { cpu: Some(f64::NAN), ..Default::default() },
-            wire::Limits { cpu: Some(0.0), ..Default::default() },
-            wire::Limits { pids: Some(0), ..Default::default() },
-            wire::Limits { cpuset: Some("0;1".into()), ..Default::default() },
-            wire::Limits { nice: Some(40), ..Default::default() },
+            wire::Limits {
+                memory_max: Some(10),
+                ..Default::default()
+            },
+            wire::Limits {
+                cpu: Some(f64::NAN),
+                ..Default::default()
+            },
+            wire::Limits {
+                cpu: Some(0.0),
+                ..Default::default()
+            },
+            wire::Limits {
+                pids: Some(0),
+                ..Default::default()
+            },
+            wire::Limits {
+                cpuset: Some("0;1".into()),
+                ..Default::default()
+            },
+            wire::Limits {
+                nice: Some(40),
+                ..Default::default()
+            },
         ] {
             let before = l.clone();
             assert!(merge_limits(&mut l, &req(bad, &[])).is_err());

@@ -42,7 +42,11 @@ struct Request {
 
 /// Events from the engine's own helpers (exit watchers).
 enum Internal {
-    Exited { key: DynoKey, instance: u64, exit: Exit },
+    Exited {
+        key: DynoKey,
+        instance: u64,
+        exit: Exit,
+    },
 }
 
 /// Doors hold this; cloning is cheap. Dropping every handle ends the engine.
@@ -59,7 +63,8 @@ impl EngineHandle {
             .send(Request { door, cmd, reply })
             .await
             .map_err(|_| EngineError::Unavailable("robokud is shutting down".into()))?;
-        rx.await.map_err(|_| EngineError::Unavailable("robokud is shutting down".into()))?
+        rx.await
+            .map_err(|_| EngineError::Unavailable("robokud is shutting down".into()))?
     }
 }
 
@@ -103,7 +108,11 @@ pub fn start(
     store: Store,
     cgroups: Arc<dyn CgroupDriver>,
     logs: LogHandle,
-) -> (EngineHandle, tokio::task::JoinHandle<()>, oneshot::Receiver<()>) {
+) -> (
+    EngineHandle,
+    tokio::task::JoinHandle<()>,
+    oneshot::Receiver<()>,
+) {
     let (tx, rx) = mpsc::channel(256);
     let (internal_tx, internal_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = oneshot::channel();
@@ -169,7 +178,9 @@ impl Engine {
 
     fn handle(&mut self, req: Request) {
         if self.shutdown.is_some() {
-            let _ = req.reply.send(Err(EngineError::Unavailable("robokud is shutting down".into())));
+            let _ = req.reply.send(Err(EngineError::Unavailable(
+                "robokud is shutting down".into(),
+            )));
             return;
         }
         if let Command::Shutdown = req.cmd {
@@ -182,7 +193,11 @@ impl Engine {
 
     fn internal(&mut self, ev: Internal) {
         match ev {
-            Internal::Exited { key, instance, exit } => self.on_exit(key, instance, exit),
+            Internal::Exited {
+                key,
+                instance,
+                exit,
+            } => self.on_exit(key, instance, exit),
         }
     }
 
@@ -195,18 +210,25 @@ impl Engine {
             }
             tracing::info!("stopping every dyno before exit");
         } else {
-            tracing::info!(dynos = self.dynos.len(), "leaving dynos running for the next robokud");
+            tracing::info!(
+                dynos = self.dynos.len(),
+                "leaving dynos running for the next robokud"
+            );
         }
         self.shutdown = Some((deadline, reply));
     }
 
     fn shutdown_done(&mut self) -> bool {
-        let Some((deadline, _)) = &self.shutdown else { return false };
-        let all_down = self.settings.on_exit == OnExit::Leave
-            || self.dynos.values().all(|d| d.proc.is_none());
+        let Some((deadline, _)) = &self.shutdown else {
+            return false;
+        };
+        let all_down =
+            self.settings.on_exit == OnExit::Leave || self.dynos.values().all(|d| d.proc.is_none());
         if all_down || Instant::now() >= *deadline {
             if let Some((_, reply)) = self.shutdown.take() {
-                let _ = reply.send(Ok(Reply::Done(roboku_wire::Done { message: "stopped".into() })));
+                let _ = reply.send(Ok(Reply::Done(roboku_wire::Done {
+                    message: "stopped".into(),
+                })));
             }
             return true;
         }
@@ -219,7 +241,12 @@ impl Engine {
         if self.dirty.is_empty() && self.gone.is_empty() {
             return;
         }
-        let rows: Vec<_> = self.dirty.iter().filter_map(|k| self.dynos.get(k)).map(Dyno::row).collect();
+        let rows: Vec<_> = self
+            .dirty
+            .iter()
+            .filter_map(|k| self.dynos.get(k))
+            .map(Dyno::row)
+            .collect();
         match self.store.save_dynos(&rows, &self.gone) {
             Ok(()) => {
                 self.dirty.clear();

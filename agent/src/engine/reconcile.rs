@@ -9,7 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 /// One step towards the desired formation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Start { ptype: String, index: u32 },
+    Start {
+        ptype: String,
+        index: u32,
+    },
     /// Running an older release: restart it on the current one.
     Restart(String),
     /// Not wanted any more (scaled down, type gone from the Procfile).
@@ -26,7 +29,10 @@ pub struct Existing {
 }
 
 /// Dyno `(type, index)` pairs the formation asks for, for types the release defines.
-pub fn desired(formation: &[FormationRow], process_types: &BTreeMap<String, String>) -> BTreeSet<(String, u32)> {
+pub fn desired(
+    formation: &[FormationRow],
+    process_types: &BTreeMap<String, String>,
+) -> BTreeSet<(String, u32)> {
     formation
         .iter()
         .filter(|f| process_types.contains_key(&f.ptype))
@@ -39,7 +45,9 @@ pub fn plan(desired: &BTreeSet<(String, u32)>, release: u32, existing: &[Existin
     let mut actions = Vec::new();
     let mut seen = BTreeSet::new();
     for e in existing {
-        let Some((ptype, idx)) = parse_name(&e.name) else { continue };
+        let Some((ptype, idx)) = parse_name(&e.name) else {
+            continue;
+        };
         let key = (ptype.to_string(), idx);
         if desired.contains(&key) {
             seen.insert(key);
@@ -52,7 +60,10 @@ pub fn plan(desired: &BTreeSet<(String, u32)>, release: u32, existing: &[Existin
     }
     for (ptype, index) in desired {
         if !seen.contains(&(ptype.clone(), *index)) {
-            actions.push(Action::Start { ptype: ptype.clone(), index: *index });
+            actions.push(Action::Start {
+                ptype: ptype.clone(),
+                index: *index,
+            });
         }
     }
     actions
@@ -61,7 +72,9 @@ pub fn plan(desired: &BTreeSet<(String, u32)>, release: u32, existing: &[Existin
 impl Engine {
     /// Brings one app's dynos in line with its formation and current release.
     pub(super) fn reconcile(&mut self, app: &str) {
-        let Some(cache) = self.apps.get(app) else { return };
+        let Some(cache) = self.apps.get(app) else {
+            return;
+        };
         let (want, release) = match &cache.release {
             Some(r) => (desired(&cache.formation, &r.process_types), r.version),
             None => (BTreeSet::new(), 0),
@@ -70,13 +83,22 @@ impl Engine {
             .dynos
             .values()
             .filter(|d| d.app == app && d.want != Want::Remove)
-            .map(|d| Existing { name: d.name.clone(), release: d.release, stopped: d.want == Want::Stop })
+            .map(|d| Existing {
+                name: d.name.clone(),
+                release: d.release,
+                stopped: d.want == Want::Stop,
+            })
             .collect();
         for action in plan(&want, release, &existing) {
             match action {
                 Action::Start { ptype, index } => {
                     let name = format!("{ptype}.{index}");
-                    let port = match self.store.port_for(app, &name, self.settings.port_min, self.settings.port_max) {
+                    let port = match self.store.port_for(
+                        app,
+                        &name,
+                        self.settings.port_min,
+                        self.settings.port_max,
+                    ) {
                         Ok(p) => p,
                         Err(e) => {
                             self.logs.system(app, &name, format!("cannot start: {e}"));
@@ -84,7 +106,10 @@ impl Engine {
                         }
                     };
                     let key: DynoKey = (app.to_string(), name);
-                    self.dynos.insert(key.clone(), Dyno::new(app, &ptype, index, port, release, crate::util::now_ms()));
+                    self.dynos.insert(
+                        key.clone(),
+                        Dyno::new(app, &ptype, index, port, release, crate::util::now_ms()),
+                    );
                     self.start_dyno(&key);
                 }
                 Action::Restart(name) => self.restart_dyno(&(app.to_string(), name)),
@@ -99,18 +124,32 @@ mod tests {
     use super::*;
 
     fn row(ptype: &str, count: u32) -> FormationRow {
-        FormationRow { ptype: ptype.into(), count, limits: Default::default() }
+        FormationRow {
+            ptype: ptype.into(),
+            count,
+            limits: Default::default(),
+        }
     }
     fn types(names: &[&str]) -> BTreeMap<String, String> {
-        names.iter().map(|n| (n.to_string(), format!("run-{n}"))).collect()
+        names
+            .iter()
+            .map(|n| (n.to_string(), format!("run-{n}")))
+            .collect()
     }
     fn ex(name: &str, release: u32) -> Existing {
-        Existing { name: name.into(), release, stopped: false }
+        Existing {
+            name: name.into(),
+            release,
+            stopped: false,
+        }
     }
 
     #[test]
     fn desired_skips_types_missing_from_release() {
-        let d = desired(&[row("web", 2), row("worker", 1), row("gone", 3)], &types(&["web", "worker"]));
+        let d = desired(
+            &[row("web", 2), row("worker", 1), row("gone", 3)],
+            &types(&["web", "worker"]),
+        );
         let names: Vec<_> = d.iter().map(|(t, i)| format!("{t}.{i}")).collect();
         assert_eq!(names, ["web.1", "web.2", "worker.1"]);
     }
@@ -120,23 +159,39 @@ mod tests {
         let d = desired(&[row("web", 2)], &types(&["web"]));
         assert_eq!(
             plan(&d, 1, &[ex("web.1", 1)]),
-            [Action::Start { ptype: "web".into(), index: 2 }]
+            [Action::Start {
+                ptype: "web".into(),
+                index: 2
+            }]
         );
         let d1 = desired(&[row("web", 1)], &types(&["web"]));
-        assert_eq!(plan(&d1, 1, &[ex("web.1", 1), ex("web.2", 1)]), [Action::Remove("web.2".into())]);
-        assert_eq!(plan(&d1, 2, &[ex("web.1", 1)]), [Action::Restart("web.1".into())]);
+        assert_eq!(
+            plan(&d1, 1, &[ex("web.1", 1), ex("web.2", 1)]),
+            [Action::Remove("web.2".into())]
+        );
+        assert_eq!(
+            plan(&d1, 2, &[ex("web.1", 1)]),
+            [Action::Restart("web.1".into())]
+        );
         assert_eq!(plan(&d1, 1, &[ex("web.1", 1)]), []);
     }
 
     #[test]
     fn stopped_dynos_stay_down_and_zero_removes_all() {
         let d = desired(&[row("web", 1)], &types(&["web"]));
-        let stopped = Existing { name: "web.1".into(), release: 1, stopped: true };
+        let stopped = Existing {
+            name: "web.1".into(),
+            release: 1,
+            stopped: true,
+        };
         assert_eq!(plan(&d, 2, &[stopped]), []);
         let none = desired(&[row("web", 0)], &types(&["web"]));
         assert_eq!(
             plan(&none, 1, &[ex("web.1", 1), ex("web.2", 1)]),
-            [Action::Remove("web.1".into()), Action::Remove("web.2".into())]
+            [
+                Action::Remove("web.1".into()),
+                Action::Remove("web.2".into())
+            ]
         );
     }
 }

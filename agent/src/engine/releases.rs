@@ -12,7 +12,11 @@ use std::collections::BTreeMap;
 
 impl Engine {
     pub(super) fn release_info(&self, app: &str, r: &ReleaseRow) -> wire::ReleaseInfo {
-        let current = self.apps.get(app).and_then(|c| c.release.as_ref()).map(|c| c.version);
+        let current = self
+            .apps
+            .get(app)
+            .and_then(|c| c.release.as_ref())
+            .map(|c| c.version);
         wire::ReleaseInfo {
             version: r.version,
             created_at: r.created_at,
@@ -31,11 +35,20 @@ impl Engine {
         let types = new.process_types.clone();
         let row = self.store.create_release(app, new)?;
         // New process types join the formation: web at 1 (as Heroku does), others at 0.
-        let known: Vec<String> = self.store.formation(app)?.into_iter().map(|f| f.ptype).collect();
+        let known: Vec<String> = self
+            .store
+            .formation(app)?
+            .into_iter()
+            .map(|f| f.ptype)
+            .collect();
         let added: Vec<FormationRow> = types
             .keys()
             .filter(|t| !known.contains(t))
-            .map(|t| FormationRow { ptype: t.clone(), count: u32::from(t == "web"), limits: Default::default() })
+            .map(|t| FormationRow {
+                ptype: t.clone(),
+                count: u32::from(t == "web"),
+                limits: Default::default(),
+            })
             .collect();
         if !added.is_empty() {
             self.store.save_formation(app, &added)?;
@@ -46,8 +59,17 @@ impl Engine {
             d.crashes = 0;
         }
         self.reconcile(app);
-        self.event(door, Some(app), &format!("release v{}", row.version), &row.description);
-        self.logs.system(app, "roboku", format!("Release v{} created: {}", row.version, row.description));
+        self.event(
+            door,
+            Some(app),
+            &format!("release v{}", row.version),
+            &row.description,
+        );
+        self.logs.system(
+            app,
+            "roboku",
+            format!("Release v{} created: {}", row.version, row.description),
+        );
         Ok(self.release_info(app, &row))
     }
 
@@ -63,7 +85,14 @@ impl Engine {
         let _ = dotenv; // read again from the slug by refresh_app; validated by the door
         let config = self.store.config(app)?;
         let process_types = slug.process_types.into_iter().collect();
-        let new = NewRelease { slug: slug.sha256, process_types, config, description, door: door.as_str().into(), now: now_ms() };
+        let new = NewRelease {
+            slug: slug.sha256,
+            process_types,
+            config,
+            description,
+            door: door.as_str().into(),
+            now: now_ms(),
+        };
         self.cut_release(door, app, new)
     }
 
@@ -72,13 +101,20 @@ impl Engine {
         Ok(self.store.config(app)?)
     }
 
-    pub(super) fn change_config(&mut self, door: Door, app: &str, change: wire::ConfigChange) -> Result<wire::ConfigChanged> {
+    pub(super) fn change_config(
+        &mut self,
+        door: Door,
+        app: &str,
+        change: wire::ConfigChange,
+    ) -> Result<wire::ConfigChanged> {
         self.cache(app)?;
         for key in change.set.keys().chain(change.unset.iter()) {
             check_env_name(key)?;
         }
         if change.set.is_empty() && change.unset.is_empty() {
-            return Err(EngineError::BadRequest("nothing to change: give KEY=VALUE pairs or keys to unset".into()));
+            return Err(EngineError::BadRequest(
+                "nothing to change: give KEY=VALUE pairs or keys to unset".into(),
+            ));
         }
         let mut config = self.store.config(app)?;
         for key in &change.unset {
@@ -88,7 +124,10 @@ impl Engine {
         self.store.replace_config(app, &config)?;
         let mut parts = Vec::new();
         if !change.set.is_empty() {
-            parts.push(format!("Set {}", change.set.keys().cloned().collect::<Vec<_>>().join(", ")));
+            parts.push(format!(
+                "Set {}",
+                change.set.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
         }
         if !change.unset.is_empty() {
             parts.push(format!("Remove {}", change.unset.join(", ")));
@@ -117,12 +156,22 @@ impl Engine {
 
     pub(super) fn releases(&self, app: &str) -> Result<Vec<wire::ReleaseInfo>> {
         self.cache(app)?;
-        Ok(self.store.releases(app)?.iter().map(|r| self.release_info(app, r)).collect())
+        Ok(self
+            .store
+            .releases(app)?
+            .iter()
+            .map(|r| self.release_info(app, r))
+            .collect())
     }
 
     /// Rolls back to `version` (or the release before the current one) as a new release that
     /// restores that release's code and config.
-    pub(super) fn rollback(&mut self, door: Door, app: &str, version: Option<u32>) -> Result<wire::ReleaseInfo> {
+    pub(super) fn rollback(
+        &mut self,
+        door: Door,
+        app: &str,
+        version: Option<u32>,
+    ) -> Result<wire::ReleaseInfo> {
         let current = self.cache(app)?.release.clone().ok_or_else(|| {
             EngineError::Conflict(format!("app {app:?} has no releases to roll back"))
         })?;
@@ -134,12 +183,16 @@ impl Engine {
                 .into_iter()
                 .find(|r| r.version < current.version && r.status == "succeeded")
                 .map(|r| r.version)
-                .ok_or_else(|| EngineError::Conflict(format!("app {app:?} has no earlier release")))?,
+                .ok_or_else(|| {
+                    EngineError::Conflict(format!("app {app:?} has no earlier release"))
+                })?,
         };
-        let target = self
-            .store
-            .release(app, target_version)?
-            .ok_or(crate::store::StoreError::NoRelease { app: app.into(), version: target_version })?;
+        let target = self.store.release(app, target_version)?.ok_or(
+            crate::store::StoreError::NoRelease {
+                app: app.into(),
+                version: target_version,
+            },
+        )?;
         if !self.settings.slugs_dir().join(&target.slug).is_dir() {
             return Err(EngineError::Conflict(format!(
                 "the slug of v{target_version} is gone (garbage-collected); cannot roll back to it"
@@ -160,7 +213,10 @@ impl Engine {
 
 /// Config var names: `[A-Za-z_][A-Za-z0-9_]*`, and not one roboku sets itself.
 fn check_env_name(key: &str) -> Result<()> {
-    let ok = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let ok = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !ok {
         return Err(EngineError::BadRequest(format!(
@@ -168,7 +224,9 @@ fn check_env_name(key: &str) -> Result<()> {
         )));
     }
     if ["PORT", "DYNO", "ROBOKU_APP", "ROBOKU_RELEASE"].contains(&key) {
-        return Err(EngineError::BadRequest(format!("{key} is set by roboku for each dyno and cannot be a config var")));
+        return Err(EngineError::BadRequest(format!(
+            "{key} is set by roboku for each dyno and cannot be a config var"
+        )));
     }
     Ok(())
 }

@@ -16,12 +16,17 @@ use std::time::{Duration, Instant};
 impl Engine {
     /// Starts the dyno's process now. A failure to start counts as a crash (and is retried).
     pub(super) fn start_dyno(&mut self, key: &DynoKey) {
-        let Some(cache) = self.apps.get(&key.0).cloned() else { return };
-        let (Some(release), Some(slug_dir)) = (cache.release.clone(), cache.slug_dir.clone()) else {
+        let Some(cache) = self.apps.get(&key.0).cloned() else {
+            return;
+        };
+        let (Some(release), Some(slug_dir)) = (cache.release.clone(), cache.slug_dir.clone())
+        else {
             return;
         };
         let Some(d) = self.dynos.get(key) else { return };
-        let Some(command) = release.process_types.get(&d.ptype).cloned() else { return };
+        let Some(command) = release.process_types.get(&d.ptype).cloned() else {
+            return;
+        };
         let (app, name, ptype, port) = (d.app.clone(), d.name.clone(), d.ptype.clone(), d.port);
         let limits = cache
             .formation
@@ -46,7 +51,11 @@ impl Engine {
         let cgroup = match self.cgroups.create(&rel, &limits) {
             Ok(()) => Some(rel),
             Err(e) => {
-                self.logs.system(&app, &name, format!("cgroup setup failed ({e}); running without limits"));
+                self.logs.system(
+                    &app,
+                    &name,
+                    format!("cgroup setup failed ({e}); running without limits"),
+                );
                 None
             }
         };
@@ -95,7 +104,10 @@ impl Engine {
                 self.logs.system(
                     &app,
                     &name,
-                    format!("Starting process with command `{command}` (pid {})", spawned.pid),
+                    format!(
+                        "Starting process with command `{command}` (pid {})",
+                        spawned.pid
+                    ),
                 );
                 self.watch_exit(key.clone(), instance, spawned.pid, spawned.pidfd);
             }
@@ -104,17 +116,33 @@ impl Engine {
                 if let Some(rel) = cgroup {
                     self.cleanup_cgroup(rel);
                 }
-                let exit = ExitInfo { at: now, code: None, signal: None, oom: false, reason };
+                let exit = ExitInfo {
+                    at: now,
+                    code: None,
+                    signal: None,
+                    oom: false,
+                    reason,
+                };
                 self.crashed(key, exit, Duration::ZERO);
             }
         }
     }
 
-    pub(super) fn watch_exit(&self, key: DynoKey, instance: u64, pid: i32, fd: std::os::fd::OwnedFd) {
+    pub(super) fn watch_exit(
+        &self,
+        key: DynoKey,
+        instance: u64,
+        pid: i32,
+        fd: std::os::fd::OwnedFd,
+    ) {
         let tx = self.internal_tx.clone();
         tokio::spawn(async move {
             let exit = watch::wait_exit(pid, fd).await;
-            let _ = tx.send(Internal::Exited { key, instance, exit });
+            let _ = tx.send(Internal::Exited {
+                key,
+                instance,
+                exit,
+            });
         });
     }
 
@@ -129,7 +157,9 @@ impl Engine {
     }
 
     pub(super) fn on_exit(&mut self, key: DynoKey, instance: u64, exit: Exit) {
-        let Some(d) = self.dynos.get_mut(&key) else { return };
+        let Some(d) = self.dynos.get_mut(&key) else {
+            return;
+        };
         if d.proc.as_ref().map(|p| p.instance) != Some(instance) {
             return;
         }
@@ -160,8 +190,16 @@ impl Engine {
         }
         let info = ExitInfo {
             at: now_ms(),
-            code: if let Exit::Code(c) = exit { Some(c) } else { None },
-            signal: if let Exit::Signal(s) = exit { Some(s) } else { None },
+            code: if let Exit::Code(c) = exit {
+                Some(c)
+            } else {
+                None
+            },
+            signal: if let Exit::Signal(s) = exit {
+                Some(s)
+            } else {
+                None
+            },
             oom,
             reason: reason.clone(),
         };
@@ -170,8 +208,18 @@ impl Engine {
             self.cleanup_cgroup(rel);
         }
         if oom {
-            self.logs.system(&app, &name, format!("Error R14 (Memory quota exceeded): {reason}"));
-            let _ = self.store.add_event(now_ms(), Some(&app), "agent", &format!("{name} oom-killed"), &reason);
+            self.logs.system(
+                &app,
+                &name,
+                format!("Error R14 (Memory quota exceeded): {reason}"),
+            );
+            let _ = self.store.add_event(
+                now_ms(),
+                Some(&app),
+                "agent",
+                &format!("{name} oom-killed"),
+                &reason,
+            );
         }
         self.logs.system(&app, &name, format!("Process {reason}"));
         let d = self.dynos.get_mut(&key).expect("present above");
@@ -189,7 +237,8 @@ impl Engine {
             Want::Stop => {
                 d.state = DynoState::Down;
                 d.since = now_ms();
-                self.logs.system(&app, &name, "State changed to down".into());
+                self.logs
+                    .system(&app, &name, "State changed to down".into());
             }
             Want::Remove => {
                 self.dynos.remove(&key);
@@ -202,7 +251,9 @@ impl Engine {
     /// Records a crash and schedules the restart (at once for a first crash).
     fn crashed(&mut self, key: &DynoKey, info: ExitInfo, ran_for: Duration) {
         let jitter: f64 = self.rng.gen();
-        let Some(d) = self.dynos.get_mut(key) else { return };
+        let Some(d) = self.dynos.get_mut(key) else {
+            return;
+        };
         d.restarts = d.restarts.saturating_add(1);
         d.crashes = self.policy.next_count(d.crashes, ran_for);
         d.last_exit = Some(info);
@@ -216,7 +267,10 @@ impl Engine {
             d.since = now_ms();
             d.retry_at = Some(Instant::now() + delay);
             d.retry_at_ms = Some(now_ms() + delay.as_millis() as u64);
-            let msg = format!("State changed to crashed; restarting in {:.1}s", delay.as_secs_f64());
+            let msg = format!(
+                "State changed to crashed; restarting in {:.1}s",
+                delay.as_secs_f64()
+            );
             let (app, name) = key.clone();
             self.logs.system(&app, &name, msg);
         }
@@ -224,8 +278,14 @@ impl Engine {
 
     /// Stops a dyno: SIGTERM to its group now, SIGKILL to its cgroup after the app's grace.
     pub(super) fn stop_dyno(&mut self, key: &DynoKey, want: Want) {
-        let grace = self.apps.get(&key.0).map(|c| c.grace).unwrap_or(Duration::from_secs(self.settings.grace_secs));
-        let Some(d) = self.dynos.get_mut(key) else { return };
+        let grace = self
+            .apps
+            .get(&key.0)
+            .map(|c| c.grace)
+            .unwrap_or(Duration::from_secs(self.settings.grace_secs));
+        let Some(d) = self.dynos.get_mut(key) else {
+            return;
+        };
         d.want = want;
         d.restart_after_stop = false;
         d.retry_at = None;
@@ -289,14 +349,18 @@ impl Engine {
             .map(|(k, _)| k.clone())
             .collect();
         for key in overdue {
-            let Some(d) = self.dynos.get_mut(&key) else { continue };
+            let Some(d) = self.dynos.get_mut(&key) else {
+                continue;
+            };
             d.stop_deadline = None;
             if let Some(p) = &d.proc {
                 spawn::signal_group(p.pid, libc::SIGKILL);
                 if let Some(rel) = p.cgroup.clone() {
                     self.cleanup_cgroup(rel);
                 }
-                let msg = "Error R12 (Exit timeout): did not exit after SIGTERM; killed with SIGKILL".into();
+                let msg =
+                    "Error R12 (Exit timeout): did not exit after SIGTERM; killed with SIGKILL"
+                        .into();
                 self.logs.system(&key.0, &key.1, msg);
             }
         }
@@ -312,13 +376,24 @@ impl Engine {
         let enforced = self.cgroups.status().enforced;
         for d in self.dynos.values_mut() {
             let Some(p) = &d.proc else { continue };
-            let stats = p.cgroup.as_ref().filter(|_| enforced).and_then(|rel| self.cgroups.stats(rel).ok());
+            let stats = p
+                .cgroup
+                .as_ref()
+                .filter(|_| enforced)
+                .and_then(|rel| self.cgroups.stats(rel).ok());
             let (mem, cpu_ns, pids, ooms) = match stats {
-                Some(s) => (Some(s.memory_bytes), Some(s.cpu_usage_ns), Some(s.pids), s.oom_kills),
+                Some(s) => (
+                    Some(s.memory_bytes),
+                    Some(s.cpu_usage_ns),
+                    Some(s.pids),
+                    s.oom_kills,
+                ),
                 None => (procfs::rss_bytes(p.pid), procfs::cpu_ns(p.pid), None, 0),
             };
             if ooms > d.sample.oom_kills {
-                let msg = "Error R14 (Memory quota exceeded): a process of this dyno was OOM-killed".into();
+                let msg =
+                    "Error R14 (Memory quota exceeded): a process of this dyno was OOM-killed"
+                        .into();
                 self.logs.system(&d.app, &d.name, msg);
             }
             d.sample.memory = mem;
@@ -354,16 +429,31 @@ impl Engine {
         let mut adopted = 0;
         for row in rows {
             let key = (row.app.clone(), row.name.clone());
-            let Some((ptype, index)) = super::dyno::parse_name(&row.name) else { continue };
+            let Some((ptype, index)) = super::dyno::parse_name(&row.name) else {
+                continue;
+            };
             if !self.apps.contains_key(&row.app) {
                 self.gone.push(key);
                 continue;
             }
-            let mut d = Dyno::new(&row.app, ptype, index, row.port, row.release, row.started_at);
+            let mut d = Dyno::new(
+                &row.app,
+                ptype,
+                index,
+                row.port,
+                row.release,
+                row.started_at,
+            );
             d.restarts = row.restarts;
             d.last_exit = row.last_exit.clone();
-            d.user = self.apps.get(&row.app).map(|c| c.user_name.clone()).unwrap_or_default();
-            let alive = row.pid.filter(|&pid| row.pid_start.is_some() && procfs::start_time(pid) == row.pid_start);
+            d.user = self
+                .apps
+                .get(&row.app)
+                .map(|c| c.user_name.clone())
+                .unwrap_or_default();
+            let alive = row
+                .pid
+                .filter(|&pid| row.pid_start.is_some() && procfs::start_time(pid) == row.pid_start);
             match alive.map(|pid| (pid, spawn::pidfd_open(pid))) {
                 Some((pid, Ok(fd))) => {
                     self.next_instance += 1;
@@ -377,7 +467,11 @@ impl Engine {
                     });
                     d.state = DynoState::Up;
                     self.logs.watch(&row.app, &row.name);
-                    self.logs.system(&row.app, &row.name, format!("Re-adopted running process (pid {pid})"));
+                    self.logs.system(
+                        &row.app,
+                        &row.name,
+                        format!("Re-adopted running process (pid {pid})"),
+                    );
                     self.watch_exit(key.clone(), instance, pid, fd);
                     adopted += 1;
                 }
@@ -401,7 +495,7 @@ impl Engine {
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [(&str, u64); 3] = [("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
     for (u, size) in UNITS {
-        if b >= size && b % size == 0 {
+        if b >= size && b.is_multiple_of(size) {
             return format!("{}{u}", b / size);
         }
     }

@@ -27,7 +27,8 @@ pub fn rss_bytes(pid: i32) -> Option<u64> {
 
 /// Fields after the `(comm)` of `/proc/<pid>/stat`, so field 3 (state) is index 0.
 fn stat_fields(pid: i32) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
+    let text =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
     let after = &text[text.rfind(')')? + 1..];
     Some(after.split_whitespace().map(str::to_owned).collect())
 }

@@ -103,7 +103,11 @@ pub fn spawn(spec: SpawnSpec) -> std::io::Result<Spawned> {
     // The child is reaped by the exit watcher through waitpid; std's Child is not needed further.
     drop(child);
     let pidfd = pidfd_open(pid)?;
-    Ok(Spawned { pid, pidfd, start_time: super::procfs::start_time(pid) })
+    Ok(Spawned {
+        pid,
+        pidfd,
+        start_time: super::procfs::start_time(pid),
+    })
 }
 
 /// A pidfd for `pid` (Linux 5.3+): readable once the process has exited.
@@ -126,7 +130,11 @@ pub fn signal_group(pid: i32, signal: i32) -> bool {
 /// Looks up the user dynos run as. `Err` says why it cannot be used.
 pub fn lookup_user(name: &str) -> Result<RunAs, String> {
     match nix::unistd::User::from_name(name) {
-        Ok(Some(u)) => Ok(RunAs { name: name.to_string(), uid: u.uid.as_raw(), gid: u.gid.as_raw() }),
+        Ok(Some(u)) => Ok(RunAs {
+            name: name.to_string(),
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+        }),
         Ok(None) => Err(format!("no user {name:?} on this host")),
         Err(e) => Err(format!("looking up user {name:?}: {e}")),
     }

@@ -67,14 +67,22 @@ mod tests {
     use super::*;
     use crate::supervisor::spawn::pidfd_open;
 
+    // The children are reaped by wait_exit's waitpid, which clippy cannot see.
+    #[allow(clippy::zombie_processes)]
     #[tokio::test]
     async fn sees_exit_code_and_signal() {
-        let child = std::process::Command::new("/bin/sh").args(["-c", "exit 7"]).spawn().unwrap();
+        let child = std::process::Command::new("/bin/sh")
+            .args(["-c", "exit 7"])
+            .spawn()
+            .unwrap();
         let pid = child.id() as i32;
         let fd = pidfd_open(pid).unwrap();
         assert_eq!(wait_exit(pid, fd).await, Exit::Code(7));
 
-        let child = std::process::Command::new("/bin/sleep").arg("30").spawn().unwrap();
+        let child = std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let pid = child.id() as i32;
         let fd = pidfd_open(pid).unwrap();
         unsafe { libc::kill(pid, libc::SIGKILL) };

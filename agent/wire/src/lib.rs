@@ -359,14 +359,17 @@ pub fn check_app_name(name: &str) -> Result<(), String> {
     match chars.next() {
         None => return Err("app name is empty".into()),
         Some(c) if !c.is_ascii_lowercase() => {
-            return Err(format!("app name {name:?} must start with a lowercase letter"))
+            return Err(format!(
+                "app name {name:?} must start with a lowercase letter"
+            ))
         }
         _ => {}
     }
     if name.len() > 30 {
         return Err(format!("app name {name:?} is longer than 30 characters"));
     }
-    if let Some(bad) = chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+    if let Some(bad) = chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
         return Err(format!(
             "app name {name:?} contains {bad:?}; use lowercase letters, digits and '-'"
         ));
@@ -393,7 +396,10 @@ mod tests {
     #[test]
     fn error_body_shape() {
         let e = ErrorBody {
-            error: ApiError { code: codes::NOT_FOUND.into(), message: "no app x".into() },
+            error: ApiError {
+                code: codes::NOT_FOUND.into(),
+                message: "no app x".into(),
+            },
         };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["error"]["code"], "not_found");

@@ -4,7 +4,7 @@
 use super::{and_list, app_path, AppArg, Ctx};
 use crate::output::{self, outln};
 use crate::parse;
-use roboku_wire::{ConfigChange, ReleaseInfo};
+use roboku_wire::{ConfigChange, ConfigChanged};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -84,14 +84,20 @@ async fn change_config(
     keys: &[String],
 ) -> anyhow::Result<()> {
     let v: Value = ctx.client.patch(&app_path(app, "/config"), &change).await?;
-    let Some(release) = ctx.typed::<ReleaseInfo>(v)? else {
+    let Some(changed) = ctx.typed::<ConfigChanged>(v)? else {
         return Ok(());
     };
-    outln!(
-        "{verb} {} and restarting {app}... done, v{}",
-        and_list(keys),
-        release.version
-    )?;
+    match changed.release {
+        Some(release) => outln!(
+            "{verb} {} and restarting {app}... done, v{}",
+            and_list(keys),
+            release.version
+        )?,
+        None => outln!(
+            "{verb} {} on {app}... done (no release yet: the next deploy uses them)",
+            and_list(keys)
+        )?,
+    }
     Ok(())
 }
 
