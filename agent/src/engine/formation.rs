@@ -279,9 +279,11 @@ pub fn merge_limits(limits: &mut wire::Limits, req: &wire::ResizeRequest) -> Res
             "pids" => limits.pids = None,
             "cpuset" => limits.cpuset = None,
             "nice" => limits.nice = None,
-            other => return bad(format!(
+            other => {
+                return bad(format!(
                 "unknown limit {other:?} to clear (memory, memory-high, cpu, pids, cpuset, nice)"
-            )),
+            ))
+            }
         }
     }
     Ok(())

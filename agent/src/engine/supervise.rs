@@ -82,7 +82,9 @@ impl Engine {
                 .map_err(|e| format!("cannot start `{command}`: {e}"))
             });
         let now = now_ms();
-        let d = self.dynos.get_mut(key).expect("dyno checked above");
+        let Some(d) = self.dynos.get_mut(key) else {
+            return;
+        };
         d.retry_at = None;
         d.retry_at_ms = None;
         d.user = cache.user_name.clone();
@@ -222,7 +224,9 @@ impl Engine {
             );
         }
         self.logs.system(&app, &name, format!("Process {reason}"));
-        let d = self.dynos.get_mut(&key).expect("present above");
+        let Some(d) = self.dynos.get_mut(&key) else {
+            return;
+        };
         d.last_exit = Some(info.clone());
         d.stop_deadline = None;
         self.dirty.insert(key.clone());
@@ -427,6 +431,7 @@ impl Engine {
             Vec::new()
         });
         let mut adopted = 0;
+        let mut dead = Vec::new();
         for row in rows {
             let key = (row.app.clone(), row.name.clone());
             let Some((ptype, index)) = super::dyno::parse_name(&row.name) else {
@@ -479,6 +484,7 @@ impl Engine {
                     if let Some(rel) = row.cgroup.clone() {
                         self.cleanup_cgroup(rel);
                     }
+                    dead.push(key.clone());
                 }
             }
             self.dynos.insert(key.clone(), d);
@@ -487,6 +493,17 @@ impl Engine {
         tracing::info!(adopted, "re-adopted dynos from the previous robokud");
         for app in apps {
             self.reconcile(&app.name);
+        }
+        // Dynos that died while no robokud was watching and that reconcile left alone (same
+        // release, still wanted): start them again.
+        for key in dead {
+            let idle = self
+                .dynos
+                .get(&key)
+                .is_some_and(|d| d.proc.is_none() && d.want == Want::Run);
+            if idle {
+                self.start_dyno(&key);
+            }
         }
     }
 }
