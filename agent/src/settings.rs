@@ -44,6 +44,8 @@ pub struct Settings {
     /// Seconds between resource samples for `ps` (memory, CPU).
     pub sample_secs: u64,
     pub on_exit: OnExit,
+    /// Seconds a new release has to run its release phase and get every dyno healthy.
+    pub deploy_timeout_secs: u64,
 }
 
 impl Default for Settings {
@@ -64,6 +66,7 @@ impl Default for Settings {
             log_quota_bytes: 16 * 1024 * 1024,
             sample_secs: 5,
             on_exit: OnExit::Leave,
+            deploy_timeout_secs: 120,
         }
     }
 }

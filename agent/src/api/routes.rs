@@ -93,7 +93,8 @@ async fn route(
         }
         (&Method::POST, ["apps", app, "deploy"]) => {
             let body: wire::DeployRequest = json_body(req).await?;
-            Reply::Release(deploy::deploy(&ctx.engine, &ctx.settings, door, app, body).await?)
+            let result = deploy::deploy(&ctx.engine, &ctx.settings, door, app, body).await;
+            Reply::Release(with_log_tail(ctx, app, result).await?)
         }
         (&Method::GET, ["apps", app, "ps"]) => {
             call(Command::Ps {
@@ -147,11 +148,11 @@ async fn route(
         }
         (&Method::PATCH, ["apps", app, "config"]) => {
             let change = json_body(req).await?;
-            call(Command::ChangeConfig {
+            let cmd = Command::ChangeConfig {
                 app: app.to_string(),
                 change,
-            })
-            .await?
+            };
+            with_log_tail(ctx, app, call(cmd).await).await?
         }
         (&Method::GET, ["apps", app, "releases"]) => {
             call(Command::Releases {
@@ -161,11 +162,11 @@ async fn route(
         }
         (&Method::POST, ["apps", app, "rollback"]) => {
             let body: wire::RollbackRequest = json_body_or_default(req).await?;
-            call(Command::Rollback {
+            let cmd = Command::Rollback {
                 app: app.to_string(),
                 version: body.version,
-            })
-            .await?
+            };
+            with_log_tail(ctx, app, call(cmd).await).await?
         }
         (&Method::POST, ["apps", app, "run"]) => {
             let body: wire::RunRequest = json_body(req).await?;
@@ -185,6 +186,39 @@ async fn route(
         _ => return Err(EngineError::NotFound(format!("no route {method} {path}"))),
     };
     json_response(StatusCode::OK, &reply)
+}
+
+/// A failed rollout's message gets the last log lines of the app, so the deployer sees why.
+async fn with_log_tail<T>(
+    ctx: &Ctx,
+    app: &str,
+    result: Result<T, EngineError>,
+) -> Result<T, EngineError> {
+    match result {
+        Err(EngineError::DeployFailed(msg)) => {
+            let lines = ctx.logs.recent(app, 20, Default::default()).await;
+            let tail: Vec<String> = lines
+                .iter()
+                .map(|l| {
+                    format!(
+                        "  {} [{}] {}",
+                        l.dyno,
+                        if l.source == wire::LogSource::App {
+                            "app"
+                        } else {
+                            "roboku"
+                        },
+                        l.line
+                    )
+                })
+                .collect();
+            Err(EngineError::DeployFailed(format!(
+                "{msg}\nlast log lines:\n{}",
+                tail.join("\n")
+            )))
+        }
+        other => other,
+    }
 }
 
 pub fn json_response<T: serde::Serialize>(
@@ -209,6 +243,7 @@ fn error_response(e: &EngineError) -> Resp {
         EngineError::InvalidApp(_) => StatusCode::UNPROCESSABLE_ENTITY,
         EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         EngineError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        EngineError::DeployFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
     };
     let body = wire::ErrorBody {
         error: wire::ApiError {

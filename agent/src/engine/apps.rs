@@ -31,9 +31,7 @@ impl Engine {
                 slug,
                 dotenv,
                 description,
-            } => self
-                .release(door, &app, slug, dotenv, description)
-                .map(Reply::Release),
+            } => self.release(door, &app, slug, dotenv, description),
             Command::Ps { app } => self.ps(&app).map(Reply::Dynos),
             Command::Formation { app } => self.formation(&app).map(Reply::Formation),
             Command::Scale { app, counts } => self.scale(door, &app, counts).map(Reply::Formation),
@@ -41,13 +39,9 @@ impl Engine {
             Command::Restart { app, target } => self.restart(door, &app, target).map(Reply::Done),
             Command::Stop { app, target } => self.stop(door, &app, target).map(Reply::Done),
             Command::GetConfig { app } => self.get_config(&app).map(Reply::Config),
-            Command::ChangeConfig { app, change } => self
-                .change_config(door, &app, change)
-                .map(Reply::ConfigChanged),
+            Command::ChangeConfig { app, change } => self.change_config(door, &app, change),
             Command::Releases { app } => self.releases(&app).map(Reply::Releases),
-            Command::Rollback { app, version } => {
-                self.rollback(door, &app, version).map(Reply::Release)
-            }
+            Command::Rollback { app, version } => self.rollback(door, &app, version),
             Command::Run { app, command } => self.one_off(door, &app, command).map(Reply::Run),
             Command::Events { app, n } => self.events(app.as_deref(), n).map(Reply::Events),
             Command::Shutdown => Err(EngineError::BadRequest(
@@ -92,6 +86,11 @@ impl Engine {
         let slug_dir = release
             .as_ref()
             .map(|r| self.settings.slugs_dir().join(&r.slug));
+        let checks = slug_dir
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(d.join("app.json")).ok())
+            .and_then(|t| super::health::parse_app_json(&t).ok())
+            .unwrap_or_default();
         let dotenv = slug_dir
             .as_ref()
             .map(|d| read_dotenv(&d.join(".env")))
@@ -108,6 +107,7 @@ impl Engine {
             slug_dir,
             dotenv,
             formation,
+            checks,
             run_as,
             user_name,
             grace,
@@ -281,18 +281,10 @@ impl Engine {
         }
         self.next_instance += 1;
         let name = format!("run.{}", self.next_instance % 10_000);
-        let mut env: BTreeMap<String, String> = BTreeMap::new();
-        env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
-        env.extend(cache.dotenv);
-        env.extend(release.config.clone());
         let port =
             self.store
                 .port_for(app, "run", self.settings.port_min, self.settings.port_max)?;
-        env.insert("PORT".into(), port.to_string());
-        env.insert("DYNO".into(), name.clone());
-        env.insert("ROBOKU_APP".into(), app.to_string());
-        env.insert("ROBOKU_RELEASE".into(), format!("v{}", release.version));
-        env.insert("HOME".into(), slug_dir.display().to_string());
+        let env = super::supervise::dyno_env(&cache.dotenv, &release, &slug_dir, app, &name, port);
         self.event(
             door,
             Some(app),

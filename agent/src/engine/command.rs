@@ -129,6 +129,10 @@ pub enum Reply {
     Run(wire::RunSpec),
     Events(Vec<wire::EventInfo>),
     Done(wire::Done),
+    /// Internal: the answer comes when the app's rollout ends (never sent to a door).
+    Pending {
+        app: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +149,9 @@ pub enum EngineError {
     Internal(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A release was refused at rollout (release phase, crash, health check, deadline).
+    #[error("{0}")]
+    DeployFailed(String),
 }
 
 impl EngineError {
@@ -157,6 +164,7 @@ impl EngineError {
             EngineError::InvalidApp(_) => codes::INVALID_APP,
             EngineError::Internal(_) => codes::INTERNAL,
             EngineError::Unavailable(_) => codes::UNAVAILABLE,
+            EngineError::DeployFailed(_) => codes::DEPLOY_FAILED,
         }
     }
 }

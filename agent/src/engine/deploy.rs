@@ -41,6 +41,7 @@ pub async fn deploy(
     let built = tokio::task::spawn_blocking(move || {
         let slug = build::prepare_slug(&source, &tmp, &slugs, ArchiveLimits::default())?;
         let dotenv = read_env(&slug.path)?;
+        check_app_json(&slug.path)?;
         Ok::<_, EngineError>((slug, dotenv))
     })
     .await
@@ -72,6 +73,16 @@ pub async fn deploy(
         other => Err(EngineError::Internal(format!(
             "unexpected engine reply {other:?}"
         ))),
+    }
+}
+
+/// The slug's `app.json` health checks must parse: a typo must fail the deploy, not be ignored.
+fn check_app_json(slug: &std::path::Path) -> Result<(), EngineError> {
+    match std::fs::read_to_string(slug.join("app.json")) {
+        Ok(text) => super::health::parse_app_json(&text)
+            .map(|_| ())
+            .map_err(EngineError::InvalidApp),
+        Err(_) => Ok(()),
     }
 }
 

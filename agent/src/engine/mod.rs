@@ -11,8 +11,10 @@ mod command;
 pub mod deploy;
 mod dyno;
 mod formation;
+pub mod health;
 pub mod reconcile;
 mod releases;
+mod rollout;
 mod supervise;
 
 pub use command::{Command, Door, EngineError, Reply};
@@ -47,6 +49,11 @@ enum Internal {
         instance: u64,
         exit: Exit,
     },
+    Health {
+        key: DynoKey,
+        instance: u64,
+        result: Result<(), String>,
+    },
 }
 
 /// Doors hold this; cloning is cheap. Dropping every handle ends the engine.
@@ -76,6 +83,8 @@ struct AppCache {
     /// The slug's `.env`, as defaults under the config vars.
     dotenv: BTreeMap<String, String>,
     formation: Vec<crate::store::FormationRow>,
+    /// The slug's `app.json` health checks, by process type.
+    checks: BTreeMap<String, Vec<health::Check>>,
     run_as: Result<Option<RunAs>, String>,
     user_name: String,
     grace: Duration,
@@ -98,6 +107,8 @@ pub struct Engine {
     next_sample: Instant,
     /// Set while stopping every dyno before exit; answered when the last one is down.
     shutdown: Option<(Instant, oneshot::Sender<Result<Reply, EngineError>>)>,
+    /// Releases being rolled out, by app.
+    rollouts: BTreeMap<String, rollout::Rollout>,
 }
 
 /// Starts the engine task: opens nothing itself (the caller passes the store, cgroups and logs),
@@ -138,6 +149,7 @@ pub fn start(
         next_instance: crate::util::now_ms(),
         next_sample: Instant::now() + sample,
         shutdown: None,
+        rollouts: BTreeMap::new(),
     };
     let task = tokio::spawn(engine.run(rx, internal_rx, ready_tx));
     (EngineHandle { tx }, task, ready_rx)
@@ -187,8 +199,12 @@ impl Engine {
             self.begin_shutdown(req.reply);
             return;
         }
-        let result = self.dispatch(req.door, req.cmd);
-        let _ = req.reply.send(result);
+        match self.dispatch(req.door, req.cmd) {
+            Ok(Reply::Pending { app }) => self.attach_reply(&app, req.reply),
+            result => {
+                let _ = req.reply.send(result);
+            }
+        }
     }
 
     fn internal(&mut self, ev: Internal) {
@@ -197,7 +213,17 @@ impl Engine {
                 key,
                 instance,
                 exit,
+            } if key.1 == "release.1" => self.on_release_phase_exit(&key.0, instance, exit),
+            Internal::Exited {
+                key,
+                instance,
+                exit,
             } => self.on_exit(key, instance, exit),
+            Internal::Health {
+                key,
+                instance,
+                result,
+            } => self.on_health(key, instance, result),
         }
     }
 
@@ -262,6 +288,9 @@ impl Engine {
             for t in [d.retry_at, d.stop_deadline].into_iter().flatten() {
                 wake = wake.min(t);
             }
+        }
+        for r in self.rollouts.values() {
+            wake = wake.min(r.deadline);
         }
         if let Some((deadline, _)) = &self.shutdown {
             wake = wake.min(*deadline);

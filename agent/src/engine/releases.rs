@@ -2,7 +2,9 @@
 //! immutable release; the current pointer moves in the same transaction, then dynos restart.
 
 use super::apps::Result;
+use super::command::Reply;
 use super::command::{Door, EngineError};
+use super::rollout::Answer;
 use super::Engine;
 use crate::build::Slug;
 use crate::store::{FormationRow, NewRelease, ReleaseRow};
@@ -31,7 +33,17 @@ impl Engine {
     }
 
     /// Makes a new release current and restarts the app's dynos onto it.
-    fn cut_release(&mut self, door: Door, app: &str, new: NewRelease) -> Result<wire::ReleaseInfo> {
+    /// The caller waits for the rollout ([`Reply::Pending`]): the release is committed once its
+    /// dynos are healthy, or refused and the previous one restored.
+    fn cut_release(
+        &mut self,
+        door: Door,
+        app: &str,
+        new: NewRelease,
+        answer: Answer,
+    ) -> Result<Reply> {
+        self.ensure_no_rollout(app)?;
+        let previous = self.cache(app)?.release.as_ref().map(|r| r.version);
         let types = new.process_types.clone();
         let row = self.store.create_release(app, new)?;
         // New process types join the formation: web at 1 (as Heroku does), others at 0.
@@ -54,11 +66,6 @@ impl Engine {
             self.store.save_formation(app, &added)?;
         }
         self.refresh_app(app);
-        // A new release resets crash backoff: it may well fix the crash.
-        for d in self.dynos.values_mut().filter(|d| d.app == app) {
-            d.crashes = 0;
-        }
-        self.reconcile(app);
         self.event(
             door,
             Some(app),
@@ -70,7 +77,10 @@ impl Engine {
             "roboku",
             format!("Release v{} created: {}", row.version, row.description),
         );
-        Ok(self.release_info(app, &row))
+        self.begin_rollout(app, row.version, previous, answer);
+        Ok(Reply::Pending {
+            app: app.to_string(),
+        })
     }
 
     pub(super) fn release(
@@ -80,7 +90,7 @@ impl Engine {
         slug: Slug,
         dotenv: BTreeMap<String, String>,
         description: String,
-    ) -> Result<wire::ReleaseInfo> {
+    ) -> Result<Reply> {
         self.cache(app)?;
         let _ = dotenv; // read again from the slug by refresh_app; validated by the door
         let config = self.store.config(app)?;
@@ -93,7 +103,7 @@ impl Engine {
             door: door.as_str().into(),
             now: now_ms(),
         };
-        self.cut_release(door, app, new)
+        self.cut_release(door, app, new, Answer::Release)
     }
 
     pub(super) fn get_config(&self, app: &str) -> Result<BTreeMap<String, String>> {
@@ -106,8 +116,9 @@ impl Engine {
         door: Door,
         app: &str,
         change: wire::ConfigChange,
-    ) -> Result<wire::ConfigChanged> {
+    ) -> Result<Reply> {
         self.cache(app)?;
+        self.ensure_no_rollout(app)?;
         for key in change.set.keys().chain(change.unset.iter()) {
             check_env_name(key)?;
         }
@@ -134,7 +145,7 @@ impl Engine {
         }
         let description = format!("{} config vars", parts.join("; "));
         let current = self.cache(app)?.release.clone();
-        let release = match current {
+        match current {
             Some(cur) => {
                 let new = NewRelease {
                     slug: cur.slug,
@@ -144,14 +155,16 @@ impl Engine {
                     door: door.as_str().into(),
                     now: now_ms(),
                 };
-                Some(self.cut_release(door, app, new)?)
+                self.cut_release(door, app, new, Answer::Config(config))
             }
             None => {
                 self.event(door, Some(app), "config", &description);
-                None
+                Ok(Reply::ConfigChanged(wire::ConfigChanged {
+                    config,
+                    release: None,
+                }))
             }
-        };
-        Ok(wire::ConfigChanged { config, release })
+        }
     }
 
     pub(super) fn releases(&self, app: &str) -> Result<Vec<wire::ReleaseInfo>> {
@@ -171,7 +184,7 @@ impl Engine {
         door: Door,
         app: &str,
         version: Option<u32>,
-    ) -> Result<wire::ReleaseInfo> {
+    ) -> Result<Reply> {
         let current = self.cache(app)?.release.clone().ok_or_else(|| {
             EngineError::Conflict(format!("app {app:?} has no releases to roll back"))
         })?;
@@ -207,7 +220,7 @@ impl Engine {
             door: door.as_str().into(),
             now: now_ms(),
         };
-        self.cut_release(door, app, new)
+        self.cut_release(door, app, new, Answer::Release)
     }
 }
 

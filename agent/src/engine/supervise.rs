@@ -37,15 +37,7 @@ impl Engine {
         self.next_instance += 1;
         let instance = self.next_instance;
 
-        let mut env: BTreeMap<String, String> = BTreeMap::new();
-        env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
-        env.extend(cache.dotenv.clone());
-        env.extend(release.config.clone());
-        env.insert("PORT".into(), port.to_string());
-        env.insert("DYNO".into(), name.clone());
-        env.insert("ROBOKU_APP".into(), app.clone());
-        env.insert("ROBOKU_RELEASE".into(), format!("v{}", release.version));
-        env.insert("HOME".into(), slug_dir.display().to_string());
+        let env = dyno_env(&cache.dotenv, &release, &slug_dir, &app, &name, port);
 
         let rel = format!("{app}/{name}@{instance}");
         let cgroup = match self.cgroups.create(&rel, &limits) {
@@ -112,6 +104,7 @@ impl Engine {
                     ),
                 );
                 self.watch_exit(key.clone(), instance, spawned.pid, spawned.pidfd);
+                self.on_dyno_started(key);
             }
             Err(reason) => {
                 self.logs.system(&app, &name, reason.clone());
@@ -237,7 +230,11 @@ impl Engine {
                 d.state = DynoState::Starting;
                 self.start_dyno(&key);
             }
-            Want::Run => self.crashed(&key, info, ran_for),
+            Want::Run => {
+                let release = d.release;
+                self.crashed(&key, info, ran_for);
+                self.on_rollout_crash(&key, release, &reason);
+            }
             Want::Stop => {
                 d.state = DynoState::Down;
                 d.since = now_ms();
@@ -368,6 +365,7 @@ impl Engine {
                 self.logs.system(&key.0, &key.1, msg);
             }
         }
+        self.rollout_timers(now);
         if now >= self.next_sample {
             self.sample();
             self.next_sample = now + Duration::from_secs(self.settings.sample_secs.max(1));
@@ -506,6 +504,28 @@ impl Engine {
             }
         }
     }
+}
+
+/// A dyno's environment: PATH, the slug's `.env`, the release's config vars, then what roboku
+/// sets itself (PORT, DYNO, ROBOKU_APP, ROBOKU_RELEASE, HOME), which nothing overrides.
+pub(super) fn dyno_env(
+    dotenv: &BTreeMap<String, String>,
+    release: &crate::store::ReleaseRow,
+    slug_dir: &std::path::Path,
+    app: &str,
+    name: &str,
+    port: u16,
+) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
+    env.extend(dotenv.clone());
+    env.extend(release.config.clone());
+    env.insert("PORT".into(), port.to_string());
+    env.insert("DYNO".into(), name.to_string());
+    env.insert("ROBOKU_APP".into(), app.to_string());
+    env.insert("ROBOKU_RELEASE".into(), format!("v{}", release.version));
+    env.insert("HOME".into(), slug_dir.display().to_string());
+    env
 }
 
 /// `67108864` -> `64M`.

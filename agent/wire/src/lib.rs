@@ -64,6 +64,8 @@ pub mod codes {
     pub const CONFLICT: &str = "conflict";
     /// 422: the app's own files are wrong (malformed Procfile, .env).
     pub const INVALID_APP: &str = "invalid_app";
+    /// 422: the new release did not become healthy; the previous one was restored.
+    pub const DEPLOY_FAILED: &str = "deploy_failed";
     /// 500: the agent failed (disk, store, cgroup); the message says which path and operation.
     pub const INTERNAL: &str = "internal";
     /// 503: the agent is shutting down.

@@ -1,0 +1,378 @@
+//! Health checks: which checks a process type declares (dokku's `app.json` `healthchecks`
+//! format, pure parsing) and how one check is carried out against a running dyno (async, off the
+//! engine; the engine only hears "healthy" or "unhealthy, because ...").
+//!
+//! ```json
+//! { "healthchecks": { "web": [
+//!     { "type": "startup", "path": "/health", "attempts": 5, "timeout": 5, "wait": 1 },
+//!     { "type": "startup", "listening": true },
+//!     { "type": "startup", "command": ["./bin/ready"] } ] } }
+//! ```
+//! A process type without checks is healthy once its process has stayed up for `uptime` (1 s).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One check, normalised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub name: String,
+    pub kind: CheckKind,
+    pub attempts: u32,
+    pub timeout: Duration,
+    pub wait: Duration,
+    pub initial_delay: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    /// GET `path` on `127.0.0.1:$PORT`: 2xx/3xx (and `content`, if given, in the body).
+    Http {
+        path: String,
+        content: Option<String>,
+    },
+    /// A TCP connection to `$PORT` is accepted.
+    Listening,
+    /// The command exits 0 (run in the slug dir with the dyno's env).
+    Command(Vec<String>),
+    /// The process is still up after `initial_delay`.
+    Uptime,
+}
+
+#[derive(Deserialize)]
+struct AppJson {
+    #[serde(default)]
+    healthchecks: BTreeMap<String, Vec<RawCheck>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawCheck {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    name: Option<String>,
+    path: Option<String>,
+    content: Option<String>,
+    #[serde(default)]
+    listening: bool,
+    command: Option<Vec<String>>,
+    attempts: Option<u32>,
+    timeout: Option<u64>,
+    wait: Option<u64>,
+    initial_delay: Option<u64>,
+    #[serde(default)]
+    uptime: Option<u64>,
+}
+
+/// Parses `app.json`; errors name the field and say what is expected.
+pub fn parse_app_json(text: &str) -> Result<BTreeMap<String, Vec<Check>>, String> {
+    let raw: AppJson = serde_json::from_str(text).map_err(|e| format!("app.json: {e}"))?;
+    let mut out = BTreeMap::new();
+    for (ptype, checks) in raw.healthchecks {
+        let mut list = Vec::new();
+        for (i, c) in checks.into_iter().enumerate() {
+            let at = format!("app.json: healthchecks.{ptype}[{i}]");
+            if let Some(k) = &c.kind {
+                if k != "startup" {
+                    return Err(format!(
+                        "{at}: type {k:?} is not supported (only \"startup\")"
+                    ));
+                }
+            }
+            let kind = match (c.path, c.listening, c.command, c.uptime) {
+                (Some(path), false, None, None) => {
+                    if !path.starts_with('/') {
+                        return Err(format!("{at}: path {path:?} must start with '/'"));
+                    }
+                    CheckKind::Http { path, content: c.content }
+                }
+                (None, true, None, None) => CheckKind::Listening,
+                (None, false, Some(cmd), None) if !cmd.is_empty() => CheckKind::Command(cmd),
+                (None, false, None, Some(_)) => CheckKind::Uptime,
+                _ => {
+                    return Err(format!(
+                        "{at}: give exactly one of \"path\", \"listening\": true, \"command\" or \"uptime\""
+                    ))
+                }
+            };
+            let attempts = c.attempts.unwrap_or(5);
+            if attempts == 0 || attempts > 1000 {
+                return Err(format!("{at}: attempts must be 1..1000"));
+            }
+            let initial = c.initial_delay.or(c.uptime).unwrap_or(0);
+            list.push(Check {
+                name: c.name.unwrap_or_else(|| format!("{ptype} check {}", i + 1)),
+                kind,
+                attempts,
+                timeout: Duration::from_secs(c.timeout.unwrap_or(5).clamp(1, 600)),
+                wait: Duration::from_secs(c.wait.unwrap_or(1).min(600)),
+                initial_delay: Duration::from_secs(initial.min(3600)),
+            });
+        }
+        out.insert(ptype, list);
+    }
+    Ok(out)
+}
+
+/// The check a process type gets when it declares none: still up after `uptime`.
+pub fn default_check(uptime: Duration) -> Check {
+    Check {
+        name: "process stays up".into(),
+        kind: CheckKind::Uptime,
+        attempts: 1,
+        timeout: Duration::from_secs(1),
+        wait: Duration::ZERO,
+        initial_delay: uptime,
+    }
+}
+
+/// What a command check needs to run.
+#[derive(Debug, Clone)]
+pub struct CheckEnv {
+    pub port: u16,
+    pub cwd: std::path::PathBuf,
+    pub env: BTreeMap<String, String>,
+    pub run_as: Option<(u32, u32)>,
+}
+
+/// Runs every check of a dyno in order; `Ok` when all passed, else the last failure.
+/// (Whether the process is still alive is the engine's business: it hears about exits itself.)
+pub async fn run_checks(checks: Vec<Check>, env: CheckEnv) -> Result<(), String> {
+    for check in checks {
+        tokio::time::sleep(check.initial_delay).await;
+        let mut last = String::from("not tried");
+        let mut passed = false;
+        for attempt in 1..=check.attempts {
+            match tokio::time::timeout(check.timeout, attempt_once(&check.kind, &env)).await {
+                Ok(Ok(())) => {
+                    passed = true;
+                    break;
+                }
+                Ok(Err(e)) => last = e,
+                Err(_) => last = format!("no answer within {}s", check.timeout.as_secs()),
+            }
+            if attempt < check.attempts {
+                tokio::time::sleep(check.wait).await;
+            }
+        }
+        if !passed {
+            return Err(format!(
+                "{} failed after {} attempts: {last}",
+                check.name, check.attempts
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn attempt_once(kind: &CheckKind, env: &CheckEnv) -> Result<(), String> {
+    match kind {
+        CheckKind::Uptime => Ok(()),
+        CheckKind::Listening => tokio::net::TcpStream::connect(("127.0.0.1", env.port))
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("port {}: {e}", env.port)),
+        CheckKind::Http { path, content } => http_get(env.port, path, content.as_deref()).await,
+        CheckKind::Command(argv) => {
+            let mut cmd = tokio::process::Command::new(&argv[0]);
+            cmd.args(&argv[1..])
+                .env_clear()
+                .envs(&env.env)
+                .current_dir(&env.cwd)
+                .kill_on_drop(true);
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null());
+            cmd.stderr(std::process::Stdio::null());
+            if let Some((uid, gid)) = env.run_as {
+                cmd.uid(uid).gid(gid);
+            }
+            let status = cmd
+                .status()
+                .await
+                .map_err(|e| format!("cannot run {:?}: {e}", argv[0]))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!("{:?} {status}", argv.join(" ")))
+            }
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET: enough to read a status line and a small body.
+async fn http_get(port: u16, path: &str, content: Option<&str>) -> Result<(), String> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("port {port}: {e}"))?;
+    let req = format!(
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: robokud-healthcheck\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("port {port}: {e}"))?;
+    let mut buf = Vec::new();
+    let _ = (&mut s).take(64 * 1024).read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf);
+    let status: u16 = text
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("GET {path}: not an HTTP answer"))?;
+    if !(200..400).contains(&status) {
+        return Err(format!("GET {path}: HTTP {status}"));
+    }
+    if let Some(want) = content {
+        if !text.contains(want) {
+            return Err(format!("GET {path}: body does not contain {want:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dokku_style_checks() {
+        let c = parse_app_json(
+            r#"{"name":"x","healthchecks":{"web":[
+                {"type":"startup","path":"/health","attempts":3,"timeout":2,"wait":0,"content":"ok"},
+                {"listening":true},
+                {"command":["./ready"],"initialDelay":2}]}}"#,
+        )
+        .unwrap();
+        let web = &c["web"];
+        assert_eq!(web.len(), 3);
+        assert_eq!(
+            web[0].kind,
+            CheckKind::Http {
+                path: "/health".into(),
+                content: Some("ok".into())
+            }
+        );
+        assert_eq!(
+            (web[0].attempts, web[0].timeout, web[0].wait),
+            (3, Duration::from_secs(2), Duration::ZERO)
+        );
+        assert_eq!(web[1].kind, CheckKind::Listening);
+        assert_eq!(web[2].initial_delay, Duration::from_secs(2));
+        assert!(parse_app_json("{}").unwrap().is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_checks_naming_the_field() {
+        for (text, want) in [
+            (
+                r#"{"healthchecks":{"web":[{"type":"liveness","path":"/"}]}}"#,
+                "healthchecks.web[0]: type",
+            ),
+            (
+                r#"{"healthchecks":{"web":[{"path":"health"}]}}"#,
+                "must start with '/'",
+            ),
+            (r#"{"healthchecks":{"web":[{}]}}"#, "exactly one of"),
+            (
+                r#"{"healthchecks":{"web":[{"path":"/","listening":true}]}}"#,
+                "exactly one of",
+            ),
+            (
+                r#"{"healthchecks":{"web":[{"path":"/","attempts":0}]}}"#,
+                "attempts",
+            ),
+            (r#"{"healthchecks":[1]}"#, "app.json"),
+        ] {
+            let e = parse_app_json(text).unwrap_err();
+            assert!(e.contains(want), "{e} should mention {want}");
+        }
+    }
+
+    #[tokio::test]
+    async fn http_and_tcp_checks_against_a_real_listener() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let answer = if req.starts_with("GET /ok ") {
+                    "HTTP/1.0 200 OK\r\n\r\nall ok"
+                } else {
+                    "HTTP/1.0 503 Busy\r\n\r\n"
+                };
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        let env = CheckEnv {
+            port,
+            cwd: "/".into(),
+            env: BTreeMap::new(),
+            run_as: None,
+        };
+        let check = |kind| Check {
+            name: "c".into(),
+            kind,
+            attempts: 2,
+            timeout: Duration::from_secs(2),
+            wait: Duration::ZERO,
+            initial_delay: Duration::ZERO,
+        };
+        assert!(run_checks(vec![check(CheckKind::Listening)], env.clone())
+            .await
+            .is_ok());
+        assert!(run_checks(
+            vec![check(CheckKind::Http {
+                path: "/ok".into(),
+                content: Some("all".into())
+            })],
+            env.clone()
+        )
+        .await
+        .is_ok());
+        let e = run_checks(
+            vec![check(CheckKind::Http {
+                path: "/bad".into(),
+                content: None,
+            })],
+            env.clone(),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("HTTP 503") && e.contains("2 attempts"), "{e}");
+        let e = run_checks(
+            vec![check(CheckKind::Http {
+                path: "/ok".into(),
+                content: Some("nope".into()),
+            })],
+            env.clone(),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("does not contain"), "{e}");
+        let ok = run_checks(
+            vec![check(CheckKind::Command(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "exit 0".into(),
+            ]))],
+            env.clone(),
+        )
+        .await;
+        assert!(ok.is_ok());
+        let e = run_checks(
+            vec![check(CheckKind::Command(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "exit 3".into(),
+            ]))],
+            env,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("exit status: 3"), "{e}");
+    }
+}
