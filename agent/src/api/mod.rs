@@ -5,6 +5,7 @@
 mod body;
 mod logs;
 mod routes;
+mod upload;
 
 use crate::engine::EngineHandle;
 use crate::logs::LogHandle;

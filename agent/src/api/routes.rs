@@ -96,6 +96,10 @@ async fn route(
             let result = deploy::deploy(&ctx.engine, &ctx.settings, door, app, body).await;
             Reply::Release(with_log_tail(ctx, app, result).await?)
         }
+                (&Method::POST, ["apps", app, "deploy", "archive"]) => {
+            let result = super::upload::receive(ctx, door, app, query, req).await;
+            Reply::Release(with_log_tail(ctx, app, result).await?)
+        }
         (&Method::GET, ["apps", app, "ps"]) => {
             call(Command::Ps {
                 app: app.to_string(),

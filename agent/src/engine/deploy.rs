@@ -37,8 +37,10 @@ pub async fn deploy(
             source.display()
         )));
     }
-    let (tmp, slugs) = (settings.tmp_dir(), settings.slugs_dir());
+            let (tmp, slugs, data) = (settings.tmp_dir(), settings.slugs_dir(), settings.data_dir.clone());
     let built = tokio::task::spawn_blocking(move || {
+                // A copy and a slug of the source may both be on disk at once.
+        check_free_space(&data, tree_size(&source).saturating_mul(2))?;
         let slug = build::prepare_slug(&source, &tmp, &slugs, ArchiveLimits::default())?;
         let dotenv = read_env(&slug.path)?;
         check_app_json(&slug.path)?;
@@ -73,6 +75,42 @@ pub async fn deploy(
         other => Err(EngineError::Internal(format!(
             "unexpected engine reply {other:?}"
         ))),
+    }
+}
+
+/// Refuses work that would fill the disk: `need` bytes plus a 64 MiB margin must be free.
+pub fn check_free_space(dir: &std::path::Path, need: u64) -> Result<(), EngineError> {
+    const MARGIN: u64 = 64 << 20;
+    let st = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| EngineError::Internal(format!("statvfs {}: {e}", dir.display())))?;
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    if free < need.saturating_add(MARGIN) {
+        return Err(EngineError::Conflict(format!(
+            "not enough free space on {}: this deploy needs about {} (plus a {} margin), {} is free",
+            dir.display(),
+            human(need),
+            human(MARGIN),
+            human(free)
+        )));
+    }
+    Ok(())
+}
+
+fn human(b: u64) -> String {
+    format!("{:.1}M", b as f64 / (1u64 << 20) as f64)
+}
+
+/// Bytes under a directory (regular files), for the free-space check.
+fn tree_size(path: &std::path::Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    if meta.is_dir() {
+        std::fs::read_dir(path)
+            .map(|rd| rd.flatten().map(|e| tree_size(&e.path())).sum())
+            .unwrap_or(0)
+    } else if meta.is_file() {
+        meta.len()
+    } else {
+        0
     }
 }
 
