@@ -9,6 +9,8 @@
 //! no trace but its error, and the temporary tree is removed on every error path.
 
 mod archive;
+pub mod buildpack;
+pub mod elf;
 mod tree;
 
 pub use archive::{sniff, ArchiveKind};
@@ -37,6 +39,27 @@ pub enum BuildError {
         archive: String,
         entry: String,
         reason: String,
+    },
+    /// A buildpack phase failed or timed out; `message` has the exit status and output tail.
+    #[error("buildpack {name}: {phase} {message}")]
+    Buildpack {
+        name: String,
+        phase: buildpack::Phase,
+        message: String,
+    },
+    #[error("no buildpack detected this app (tried {}); add a Procfile, package.json or requirements.txt, or name a buildpack", tried.join(", "))]
+    NoBuildpack { tried: Vec<String> },
+    /// A native executable or library in the slug is for another CPU.
+    #[error("{file} is built for {built_for} but this robot is {host}{}", match more {
+        0 => String::new(),
+        1 => " (and 1 more file)".to_string(),
+        n => format!(" (and {n} more files)"),
+    })]
+    Arch {
+        file: String,
+        built_for: String,
+        host: String,
+        more: usize,
     },
     #[error("{0}")]
     Other(String),
