@@ -31,6 +31,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     prepare_dirs(&settings)?;
     let store = store::Store::open(&settings.db_path())?;
+    build::builtin::install(&settings.buildpacks_dir())?;
     let cgroups: Arc<dyn cgroup::CgroupDriver> = Arc::from(cgroup::detect(
         settings.cgroup_mount.clone(),
         &settings.cgroup_name,

@@ -46,6 +46,8 @@ pub struct Settings {
     pub on_exit: OnExit,
     /// Seconds a new release has to run its release phase and get every dyno healthy.
     pub deploy_timeout_secs: u64,
+    /// Seconds a build (all buildpacks) may take.
+    pub build_timeout_secs: u64,
 }
 
 impl Default for Settings {
@@ -67,6 +69,7 @@ impl Default for Settings {
             sample_secs: 5,
             on_exit: OnExit::Leave,
             deploy_timeout_secs: 120,
+            build_timeout_secs: 900,
         }
     }
 }
@@ -106,6 +109,14 @@ impl Settings {
     }
     pub fn logs_dir(&self) -> PathBuf {
         self.data_dir.join("logs")
+    }
+    /// Where the built-in buildpacks are written at start.
+    pub fn buildpacks_dir(&self) -> PathBuf {
+        self.data_dir.join("buildpacks")
+    }
+    /// Per-app build cache (`CACHE_DIR` of the buildpacks), kept between builds.
+    pub fn cache_dir(&self, app: &str) -> PathBuf {
+        self.data_dir.join("cache").join(app)
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")

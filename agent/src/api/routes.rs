@@ -96,7 +96,7 @@ async fn route(
             let result = deploy::deploy(&ctx.engine, &ctx.settings, door, app, body).await;
             Reply::Release(with_log_tail(ctx, app, result).await?)
         }
-                (&Method::POST, ["apps", app, "deploy", "archive"]) => {
+        (&Method::POST, ["apps", app, "deploy", "archive"]) => {
             let result = super::upload::receive(ctx, door, app, query, req).await;
             Reply::Release(with_log_tail(ctx, app, result).await?)
         }

@@ -2,7 +2,6 @@
 //! built elsewhere) is the request body. It is streamed to a temp file under a size cap, never
 //! held in memory, after checking that the disk can take it; then deployed like any source.
 
-
 use super::Ctx;
 use crate::engine::{deploy, Door, EngineError};
 use crate::util::now_ms;
@@ -23,7 +22,14 @@ pub async fn receive(
     query: &BTreeMap<String, String>,
     req: Request<Incoming>,
 ) -> Result<wire::ReleaseInfo, EngineError> {
-    ctx.engine.call(door, crate::engine::Command::CheckApp { app: app.to_string() }).await?;
+    ctx.engine
+        .call(
+            door,
+            crate::engine::Command::CheckApp {
+                app: app.to_string(),
+            },
+        )
+        .await?;
     let declared: Option<u64> = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
@@ -31,7 +37,9 @@ pub async fn receive(
         .and_then(|v| v.parse().ok());
     if let Some(len) = declared {
         if len > MAX_UPLOAD {
-            return Err(EngineError::BadRequest(format!("archive of {len} bytes is over the {MAX_UPLOAD}-byte limit")));
+            return Err(EngineError::BadRequest(format!(
+                "archive of {len} bytes is over the {MAX_UPLOAD}-byte limit"
+            )));
         }
         // The archive, its extraction and the slug may all be on disk at once.
         deploy::check_free_space(&ctx.settings.data_dir, len.saturating_mul(3))?;
@@ -45,30 +53,42 @@ pub async fn receive(
         let mut body = req.into_body();
         let mut total: u64 = 0;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| EngineError::BadRequest(format!("upload broke off after {total} bytes: {e}")))?;
+            let frame = frame.map_err(|e| {
+                EngineError::BadRequest(format!("upload broke off after {total} bytes: {e}"))
+            })?;
             if let Ok(data) = frame.into_data() {
                 total += data.len() as u64;
                 if total > MAX_UPLOAD {
-                    return Err(EngineError::BadRequest(format!("archive is over the {MAX_UPLOAD}-byte limit")));
+                    return Err(EngineError::BadRequest(format!(
+                        "archive is over the {MAX_UPLOAD}-byte limit"
+                    )));
                 }
                 file.write_all(&data)
                     .await
                     .map_err(|e| EngineError::Internal(format!("write {}: {e}", path.display())))?;
             }
         }
-        file.flush().await.map_err(|e| EngineError::Internal(format!("write {}: {e}", path.display())))?;
+        file.flush()
+            .await
+            .map_err(|e| EngineError::Internal(format!("write {}: {e}", path.display())))?;
         if total == 0 {
-            return Err(EngineError::BadRequest("the uploaded archive is empty".into()));
+            return Err(EngineError::BadRequest(
+                "the uploaded archive is empty".into(),
+            ));
         }
         let description = query.get("description").cloned().filter(|d| !d.is_empty());
-        let name = query.get("name").cloned().unwrap_or_else(|| "upload".into());
+        let name = query
+            .get("name")
+            .cloned()
+            .unwrap_or_else(|| "upload".into());
         let description = description.or(Some(format!("Deploy {name}")));
-        let req = wire::DeployRequest { source: path.display().to_string(), description };
+        let req = wire::DeployRequest {
+            source: path.display().to_string(),
+            description,
+        };
         deploy::deploy(&ctx.engine, &ctx.settings, door, app, req).await
     }
     .await;
     let _ = tokio::fs::remove_file(&path).await;
     result
 }
-
-

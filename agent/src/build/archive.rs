@@ -24,7 +24,7 @@ const MAX_METADATA_BYTES: u64 = 1 << 20;
 /// What kind of archive a file is, judged by its first bytes rather than its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArchiveKind {
-        TarGz,
+    TarGz,
     TarZst,
     Tar,
 }
@@ -37,7 +37,7 @@ pub fn sniff(path: &Path) -> Result<Option<ArchiveKind>, PathError> {
         .take(512)
         .read_to_end(&mut head)
         .at("read", path)?;
-        if head.starts_with(&[0x1f, 0x8b]) {
+    if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Some(ArchiveKind::TarGz))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Ok(Some(ArchiveKind::TarZst))
@@ -87,13 +87,15 @@ pub fn extract(
     let file = File::open(archive).at("open", archive)?;
     let stream: Box<dyn Read> = match kind {
         ArchiveKind::TarGz => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
-                ArchiveKind::TarZst => match ruzstd::decoding::StreamingDecoder::new(BufReader::new(file)) {
-            Ok(d) => Box::new(d),
-            Err(e) => {
-                let msg = format!("{}: not a valid zstd stream: {e}", archive.display());
-                return Err(BuildError::Other(msg));
+        ArchiveKind::TarZst => {
+            match ruzstd::decoding::StreamingDecoder::new(BufReader::new(file)) {
+                Ok(d) => Box::new(d),
+                Err(e) => {
+                    let msg = format!("{}: not a valid zstd stream: {e}", archive.display());
+                    return Err(BuildError::Other(msg));
+                }
             }
-        },
+        }
         ArchiveKind::Tar => Box::new(BufReader::new(file)),
     };
     let state = Rc::new(MeterState::default());

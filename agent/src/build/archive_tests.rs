@@ -344,21 +344,33 @@ fn top_dir_is_kept_when_the_procfile_is_at_the_top() {
 
 #[test]
 fn tar_zst_deploys_and_hostile_zst_is_refused() {
-    let good = tar_bytes(&[file("Procfile", "web: exec sleep 1\n"), file("app.sh", "echo hi\n")]);
-    let zst = ruzstd::encoding::compress_to_vec(&good[..], ruzstd::encoding::CompressionLevel::Fastest);
+    let good = tar_bytes(&[
+        file("Procfile", "web: exec sleep 1\n"),
+        file("app.sh", "echo hi\n"),
+    ]);
+    let zst =
+        ruzstd::encoding::compress_to_vec(&good[..], ruzstd::encoding::CompressionLevel::Fastest);
     let (result, _check) = deploy(&zst, ArchiveLimits::default());
     let slug = result.expect("a valid .tar.zst deploys");
-    assert_eq!(slug.process_types, [("web".to_string(), "exec sleep 1".to_string())]);
-    assert_eq!(fs::read_to_string(slug.path.join("app.sh")).unwrap(), "echo hi\n");
+    assert_eq!(
+        slug.process_types,
+        [("web".to_string(), "exec sleep 1".to_string())]
+    );
+    assert_eq!(
+        fs::read_to_string(slug.path.join("app.sh")).unwrap(),
+        "echo hi\n"
+    );
 
     let evil = tar_bytes(&[file("Procfile", "web: x\n"), file("../evil", "x")]);
-    let zst = ruzstd::encoding::compress_to_vec(&evil[..], ruzstd::encoding::CompressionLevel::Fastest);
+    let zst =
+        ruzstd::encoding::compress_to_vec(&evil[..], ruzstd::encoding::CompressionLevel::Fastest);
     let (result, check) = deploy(&zst, ArchiveLimits::default());
     let err = result.unwrap_err().to_string();
     assert!(err.contains("../evil"), "{err}");
     check();
 
-    let mut corrupt = ruzstd::encoding::compress_to_vec(&good[..], ruzstd::encoding::CompressionLevel::Fastest);
+    let mut corrupt =
+        ruzstd::encoding::compress_to_vec(&good[..], ruzstd::encoding::CompressionLevel::Fastest);
     corrupt.truncate(corrupt.len() / 2);
     let (result, check) = deploy(&corrupt, ArchiveLimits::default());
     assert!(result.is_err());

@@ -10,6 +10,7 @@
 
 mod archive;
 pub mod buildpack;
+pub mod builtin;
 pub mod elf;
 mod tree;
 
@@ -101,6 +102,21 @@ pub fn prepare_slug(
     slugs_dir: &Path,
     limits: ArchiveLimits,
 ) -> Result<Slug, BuildError> {
+    prepare_slug_with(source, tmp_dir, slugs_dir, limits, &mut |_| Ok(Vec::new()))
+}
+
+/// A step run on the writable app tree before it is hashed (buildpacks, architecture checks).
+/// It returns default process types, used for types the Procfile does not define.
+pub type BuildStep<'a> = dyn FnMut(&Path) -> Result<Vec<(String, String)>, BuildError> + 'a;
+
+/// [`prepare_slug`] with a build step between extraction and hashing.
+pub fn prepare_slug_with(
+    source: &Path,
+    tmp_dir: &Path,
+    slugs_dir: &Path,
+    limits: ArchiveLimits,
+    step: &mut BuildStep<'_>,
+) -> Result<Slug, BuildError> {
     for dir in [tmp_dir, slugs_dir] {
         fs::DirBuilder::new()
             .recursive(true)
@@ -136,7 +152,19 @@ pub fn prepare_slug(
         unwrap_single_dir(&work.0)?
     };
 
-    let process_types = read_procfile(source, &root)?;
+    let defaults = step(&root)?;
+    let process_types = match read_procfile(source, &root) {
+        Ok(mut types) => {
+            for (name, cmd) in defaults {
+                if !types.iter().any(|(n, _)| *n == name) {
+                    types.push((name, cmd));
+                }
+            }
+            types
+        }
+        Err(BuildError::NoProcfile { .. }) if !defaults.is_empty() => defaults,
+        Err(e) => return Err(e),
+    };
     let sha256 = hash_tree(&root)?;
     let path = slugs_dir.join(&sha256);
     if fs::symlink_metadata(&path).is_err() {

@@ -185,9 +185,12 @@ impl From<crate::build::BuildError> for EngineError {
     fn from(e: crate::build::BuildError) -> Self {
         use crate::build::BuildError as B;
         match e {
-            e @ (B::NoProcfile { .. } | B::Procfile { .. } | B::UnsafeEntry { .. }) => {
-                EngineError::InvalidApp(e.to_string())
-            }
+            e @ (B::NoProcfile { .. }
+            | B::Procfile { .. }
+            | B::UnsafeEntry { .. }
+            | B::Buildpack { .. }
+            | B::NoBuildpack { .. }
+            | B::Arch { .. }) => EngineError::InvalidApp(e.to_string()),
             e => EngineError::Internal(e.to_string()),
         }
     }

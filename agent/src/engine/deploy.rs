@@ -3,11 +3,13 @@
 //! the slug to the engine, which cuts the release and restarts the dynos.
 
 use super::{Command, Door, EngineError, EngineHandle, Reply};
+use crate::build::buildpack::{run_buildpacks, BuildOpts};
 use crate::build::{self, ArchiveLimits};
 use crate::settings::Settings;
 use roboku_wire as wire;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub async fn deploy(
     engine: &EngineHandle,
@@ -16,14 +18,38 @@ pub async fn deploy(
     app: &str,
     req: wire::DeployRequest,
 ) -> Result<wire::ReleaseInfo, EngineError> {
-    engine
+    let info = match engine
         .call(
             door,
             Command::CheckApp {
                 app: app.to_string(),
             },
         )
-        .await?;
+        .await?
+    {
+        Reply::App(info) => info,
+        other => {
+            return Err(EngineError::Internal(format!(
+                "unexpected engine reply {other:?}"
+            )))
+        }
+    };
+    let config = match engine
+        .call(
+            door,
+            Command::GetConfig {
+                app: app.to_string(),
+            },
+        )
+        .await?
+    {
+        Reply::Config(c) => c,
+        other => {
+            return Err(EngineError::Internal(format!(
+                "unexpected engine reply {other:?}"
+            )))
+        }
+    };
     let source = PathBuf::from(&req.source);
     if !source.is_absolute() {
         return Err(EngineError::BadRequest(format!(
@@ -37,11 +63,24 @@ pub async fn deploy(
             source.display()
         )));
     }
-            let (tmp, slugs, data) = (settings.tmp_dir(), settings.slugs_dir(), settings.data_dir.clone());
+    let build = BuildPlan {
+        app: app.to_string(),
+        config,
+        run_as: build_user(&info.user)?,
+        settings: settings.clone(),
+        logs: engine.logs.clone(),
+    };
+    let (tmp, slugs, data) = (
+        settings.tmp_dir(),
+        settings.slugs_dir(),
+        settings.data_dir.clone(),
+    );
     let built = tokio::task::spawn_blocking(move || {
-                // A copy and a slug of the source may both be on disk at once.
+        // A copy and a slug of the source may both be on disk at once.
         check_free_space(&data, tree_size(&source).saturating_mul(2))?;
-        let slug = build::prepare_slug(&source, &tmp, &slugs, ArchiveLimits::default())?;
+        let mut step = |root: &Path| build.run(root);
+        let slug =
+            build::prepare_slug_with(&source, &tmp, &slugs, ArchiveLimits::default(), &mut step)?;
         let dotenv = read_env(&slug.path)?;
         check_app_json(&slug.path)?;
         Ok::<_, EngineError>((slug, dotenv))
@@ -59,23 +98,69 @@ pub async fn deploy(
                 &slug.sha256[..12.min(slug.sha256.len())]
             )
         });
-    match engine
-        .call(
-            door,
-            Command::Release {
-                app: app.to_string(),
-                slug,
-                dotenv,
-                description,
-            },
-        )
-        .await?
-    {
+    let cmd = Command::Release {
+        app: app.to_string(),
+        slug,
+        dotenv,
+        description,
+    };
+    match engine.call(door, cmd).await? {
         Reply::Release(r) => Ok(r),
         other => Err(EngineError::Internal(format!(
             "unexpected engine reply {other:?}"
         ))),
     }
+}
+
+/// Marker file a prebuilt slug (`roboku slug:build`) carries at its top: no buildpacks then.
+pub const PREBUILT_MARKER: &str = ".roboku-slug";
+
+/// What the build step needs, owned so it can move into the blocking task.
+struct BuildPlan {
+    app: String,
+    config: BTreeMap<String, String>,
+    run_as: Option<(u32, u32)>,
+    settings: Settings,
+    logs: crate::logs::LogHandle,
+}
+
+impl BuildPlan {
+    /// Runs the buildpacks on the writable tree (unless it is a prebuilt slug), then refuses
+    /// binaries built for another architecture than this robot's.
+    fn run(&self, root: &Path) -> Result<Vec<(String, String)>, build::BuildError> {
+        let mut defaults = Vec::new();
+        if !root.join(PREBUILT_MARKER).exists() {
+            let logs = self.logs.clone();
+            let app = self.app.clone();
+            let mut output = |line: &str| logs.system(&app, "build", line.to_string());
+            let mut opts = BuildOpts {
+                timeout: Duration::from_secs(self.settings.build_timeout_secs),
+                run_as: self.run_as,
+                output: &mut output,
+            };
+            let outcome = run_buildpacks(
+                root,
+                &self.settings.cache_dir(&self.app),
+                &self.config,
+                &[],
+                &self.settings.buildpacks_dir(),
+                &mut opts,
+            )?;
+            defaults = outcome.default_process_types.into_iter().collect();
+        }
+        build::elf::check_arch(root, std::env::consts::ARCH)?;
+        Ok(defaults)
+    }
+}
+
+/// Builds run as the app's dyno user when robokud is root (never as root unless the app asks).
+fn build_user(name: &str) -> Result<Option<(u32, u32)>, EngineError> {
+    if !nix::unistd::geteuid().is_root() || name == "root" {
+        return Ok(None);
+    }
+    crate::supervisor::spawn::lookup_user(name)
+        .map(|r| Some((r.uid, r.gid)))
+        .map_err(|e| EngineError::Conflict(format!("cannot build as {name:?}: {e}")))
 }
 
 /// Refuses work that would fill the disk: `need` bytes plus a 64 MiB margin must be free.
@@ -102,7 +187,9 @@ fn human(b: u64) -> String {
 
 /// Bytes under a directory (regular files), for the free-space check.
 fn tree_size(path: &std::path::Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
     if meta.is_dir() {
         std::fs::read_dir(path)
             .map(|rd| rd.flatten().map(|e| tree_size(&e.path())).sum())

@@ -60,6 +60,8 @@ enum Internal {
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Request>,
+    /// The log task, for doors that stream work output (builds) into the app's logs.
+    pub logs: LogHandle,
 }
 
 impl EngineHandle {
@@ -125,6 +127,7 @@ pub fn start(
     oneshot::Receiver<()>,
 ) {
     let (tx, rx) = mpsc::channel(256);
+    let logs_for_handle = logs.clone();
     let (internal_tx, internal_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = oneshot::channel();
     let policy = BackoffPolicy {
@@ -152,7 +155,14 @@ pub fn start(
         rollouts: BTreeMap::new(),
     };
     let task = tokio::spawn(engine.run(rx, internal_rx, ready_tx));
-    (EngineHandle { tx }, task, ready_rx)
+    (
+        EngineHandle {
+            tx,
+            logs: logs_for_handle,
+        },
+        task,
+        ready_rx,
+    )
 }
 
 impl Engine {
