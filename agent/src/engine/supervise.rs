@@ -488,6 +488,17 @@ impl Engine {
         for app in apps {
             self.reconcile(&app.name);
         }
+        // Recorded dynos whose process did not survive (stopped on exit, crashed, host rebooted)
+        // are still wanted: reconcile only starts missing names, so start these here.
+        let dead: Vec<DynoKey> = self
+            .dynos
+            .iter()
+            .filter(|(_, d)| d.want == Want::Run && d.proc.is_none() && d.retry_at.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in dead {
+            self.start_dyno(&key);
+        }
     }
 }
 
