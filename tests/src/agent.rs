@@ -1,0 +1,313 @@
+//! One real `robokud` per test, on its own data dir, socket, cgroup subtree and port range, and
+//! the `roboku` CLI pointed at it. Dropping the [`Agent`] stops it and removes everything it
+//! started; when the test is failing, the agent's stderr is printed first.
+
+use crate::bins::bin;
+use crate::wait::wait_for;
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Dyno ports start here; each agent gets its own block, all below the ephemeral range (32768).
+const PORT_BASE: u32 = 21000;
+const PORT_BLOCK: u32 = 200;
+
+/// How to start an agent. `Default` is what most tests want.
+#[derive(Debug, Clone)]
+pub struct AgentOpts {
+    /// `stop` or `leave`.
+    pub on_exit: &'static str,
+    pub no_cgroups: bool,
+    pub grace_secs: u64,
+    pub extra: Vec<String>,
+}
+
+impl Default for AgentOpts {
+    fn default() -> Self {
+        AgentOpts {
+            on_exit: "stop",
+            no_cgroups: false,
+            grace_secs: 3,
+            extra: Vec::new(),
+        }
+    }
+}
+
+pub struct Agent {
+    data: TempDir,
+    socket: PathBuf,
+    cgroup_name: String,
+    ports: (u16, u16),
+    opts: AgentOpts,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Agent {
+    /// Starts `robokud` and waits until `roboku status` answers.
+    pub fn start(opts: AgentOpts) -> Agent {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let lo = PORT_BASE + PORT_BLOCK * (n % 55);
+        let data = tempfile::Builder::new()
+            .prefix("roboku-e2e-")
+            .tempdir()
+            .expect("create data dir");
+        // Dynos run as `nobody` and must reach their slug inside the data dir.
+        std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod data dir");
+        let mut agent = Agent {
+            socket: data.path().join("robokud.sock"),
+            data,
+            cgroup_name: format!("roboku-e2e-{}-{n}", std::process::id()),
+            ports: (lo as u16, (lo + PORT_BLOCK - 1) as u16),
+            opts,
+            child: None,
+            starts: 0,
+        };
+        agent.spawn();
+        agent
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn cgroup_name(&self) -> &str {
+        &self.cgroup_name
+    }
+
+    pub fn port_range(&self) -> (u16, u16) {
+        self.ports
+    }
+
+    /// The agent's own pid.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(|c| c.id())
+            .expect("agent is running")
+    }
+
+    fn stderr_path(&self) -> PathBuf {
+        self.data
+            .path()
+            .join(format!("robokud.stderr.{}", self.starts))
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let stderr = std::fs::File::create(self.stderr_path()).expect("create stderr file");
+        let mut cmd = Command::new(bin("robokud"));
+        cmd.arg("--data-dir")
+            .arg(self.data.path())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["--cgroup-name", &self.cgroup_name])
+            .arg("--port-range")
+            .arg(format!("{}-{}", self.ports.0, self.ports.1))
+            .args(["--on-exit", self.opts.on_exit])
+            .arg("--grace-secs")
+            .arg(self.opts.grace_secs.to_string())
+            .args(["--backoff-initial-ms", "200", "--backoff-max-ms", "2000"])
+            .args(["--backoff-reset-secs", "5", "--sample-secs", "1"])
+            .args(&self.opts.extra)
+            .env_remove("ROBOKU_CONFIG")
+            .env_remove("ROBOKU_APP")
+            .env_remove("ROBOKU_SOCKET")
+            .env_remove("ROBOKU_DATA_DIR")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        if self.opts.no_cgroups {
+            cmd.arg("--no-cgroups");
+        }
+        let child = cmd.spawn().expect("spawn robokud");
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "robokud exited during start ({status}):\n{}",
+                    self.stderr_text()
+                );
+            }
+            if self.socket.exists() && self.roboku(&["status"]).status.success() {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                panic!(
+                    "robokud did not answer `roboku status` within 15s:\n{}",
+                    self.stderr_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every stderr the agent wrote (all starts), for failure reports.
+    pub fn stderr_text(&self) -> String {
+        let mut out = String::new();
+        for i in 1..=self.starts {
+            let p = self.data.path().join(format!("robokud.stderr.{i}"));
+            out.push_str(&format!("--- robokud stderr (start {i}) ---\n"));
+            out.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
+        }
+        out
+    }
+
+    /// SIGTERMs the agent and waits (bounded) for it to exit; SIGKILL if it would not.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        crate::procs::kill(child.id() as i64, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(self.opts.grace_secs + 10);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    eprintln!("robokud did not exit after SIGTERM; killing it");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Stops the agent (SIGTERM, as systemd would) and starts it again on the same data dir,
+    /// socket, cgroup subtree and ports, with `on_exit` for the new one.
+    pub fn restart(&mut self, on_exit: &'static str) {
+        self.stop();
+        self.opts.on_exit = on_exit;
+        self.spawn();
+    }
+
+    /// Runs `roboku ARGS` against this agent.
+    pub fn roboku(&self, args: &[&str]) -> Output {
+        Command::new(bin("roboku"))
+            .args(args)
+            .env("ROBOKU_SOCKET", &self.socket)
+            .env_remove("ROBOKU_APP")
+            .env_remove("ROBOKU_DATA_DIR")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run roboku")
+    }
+
+    /// `roboku ARGS`, asserting success; its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.roboku(args);
+        assert!(
+            out.status.success(),
+            "roboku {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `roboku ARGS --json`, asserting success; the parsed answer.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.ok(&all);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("roboku {all:?} printed no JSON ({e}): {out}"))
+    }
+
+    /// `roboku logs ARGS --json`: one JSON object per line.
+    pub fn log_lines(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["logs"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        self.ok(&all)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    /// Creates `app` and deploys `dir` to it; the new release's JSON.
+    pub fn create_and_deploy(&self, app: &str, dir: &Path) -> Value {
+        self.ok(&["apps:create", app]);
+        self.deploy(app, dir)
+    }
+
+    /// Deploys `dir` to `app`; the new release's JSON.
+    pub fn deploy(&self, app: &str, dir: &Path) -> Value {
+        let dir = dir.to_str().expect("utf-8 app dir");
+        self.json(&["deploy", dir, "-a", app])
+    }
+
+    /// `ps --json` for `app`.
+    pub fn ps(&self, app: &str) -> Vec<Value> {
+        match self.json(&["ps", "-a", app]) {
+            Value::Array(v) => v,
+            other => panic!("ps --json is not a list: {other}"),
+        }
+    }
+
+    /// One dyno from `ps --json`, if listed.
+    pub fn dyno(&self, app: &str, name: &str) -> Option<Value> {
+        self.ps(app).into_iter().find(|d| d["name"] == name)
+    }
+
+    /// The pid of a dyno that is up, if it is.
+    pub fn up_pid(&self, app: &str, name: &str) -> Option<i64> {
+        self.dyno(app, name)
+            .filter(|d| d["state"] == "up")
+            .and_then(|d| d["pid"].as_i64())
+    }
+
+    /// Waits until dyno `name` is up with a pid other than `not`; that pid.
+    pub fn wait_up(&self, app: &str, name: &str, not: Option<i64>, deadline: Duration) -> i64 {
+        let mut pid = None;
+        wait_for(
+            &format!("{app} {name} up (not pid {not:?})"),
+            deadline,
+            || {
+                pid = self.up_pid(app, name).filter(|p| Some(*p) != not);
+                pid.is_some()
+            },
+        );
+        pid.expect("set by wait_for")
+    }
+
+    /// Raw API request on the agent's socket (routes the CLI has no command for, bad bodies).
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> crate::http::Response {
+        crate::http::unix(&self.socket, method, path, body)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.stderr_text());
+        }
+        self.stop();
+        crate::cgroups::destroy(&self.cgroup_name);
+    }
+}

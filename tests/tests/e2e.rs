@@ -1,0 +1,15 @@
+//! End-to-end tests: the real `robokud` and `roboku`, as root, with real cgroups v1.
+//! Each test starts its own agent (see `roboku_tests::Agent`), so they run in parallel.
+//! The modules live in `tests/e2e/`.
+
+mod e2e {
+    mod bad_input;
+    mod crash;
+    mod degraded;
+    mod lifecycle;
+    mod limits;
+    mod logs_run;
+    mod releases;
+    mod restart;
+    mod stop;
+}

@@ -1,0 +1,140 @@
+//! Resource limits enforced by cgroups v1: the memory limit OOM-kills only the dyno that broke
+//! it, and a pids limit contains a fork bomb.
+
+use roboku_tests::{alive, app_dir, cgroups, holds_for, wait_for, Agent, AgentOpts};
+use std::time::Duration;
+
+const HOG: &str =
+    "import time\nb = b'x' * (200 * 1024 * 1024)\nprint('allocated', flush=True)\ntime.sleep(60)\n";
+
+#[test]
+fn memory_limit_oom_kills_the_hog_and_spares_its_neighbour() {
+    let agent = Agent::start(AgentOpts::default());
+    let app = app_dir(&[
+        (
+            "Procfile",
+            "hog: exec python3 hog.py\nneighbour: exec sleep 1000\n",
+        ),
+        ("hog.py", HOG),
+    ]);
+    agent.create_and_deploy("demo", app.path());
+    let formation = agent.json(&["ps:resize", "hog", "--memory", "32M", "-a", "demo"]);
+    let hog = formation
+        .as_array()
+        .and_then(|f| f.iter().find(|e| e["ptype"] == "hog"))
+        .unwrap_or_else(|| panic!("{formation}"));
+    assert_eq!(hog["limits"]["memory_max"], 32 * 1024 * 1024, "{formation}");
+    assert_eq!(hog["limits_enforced"], true, "{formation}");
+
+    agent.ok(&["ps:scale", "neighbour=1", "-a", "demo"]);
+    let neighbour = agent.wait_up("demo", "neighbour.1", None, Duration::from_secs(10));
+    agent.ok(&["ps:scale", "hog=1", "-a", "demo"]);
+
+    let mut d = None;
+    wait_for("hog.1 OOM-killed", Duration::from_secs(20), || {
+        d = agent
+            .dyno("demo", "hog.1")
+            .filter(|d| d["last_exit"]["oom"] == true);
+        d.is_some()
+    });
+    let d = d.expect("set");
+    assert!(d["oom_kills"].as_u64().expect("oom_kills") >= 1, "{d}");
+    assert!(
+        d["last_exit"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("OOM")),
+        "{d}"
+    );
+    let lines = agent.log_lines(&["-a", "demo", "--source", "roboku", "-d", "hog.1"]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["line"].as_str().is_some_and(|s| s.contains("R14"))),
+        "{lines:#?}"
+    );
+    assert!(
+        !agent
+            .log_lines(&["-a", "demo", "--source", "app", "-d", "hog.1"])
+            .iter()
+            .any(|l| l["line"] == "allocated"),
+        "the hog got its 200M past a 32M limit"
+    );
+    let events = agent.json(&["events", "-a", "demo"]);
+    assert!(
+        events.to_string().to_lowercase().contains("oom"),
+        "no oom event: {events}"
+    );
+    wait_for("hog.1 restarted", Duration::from_secs(10), || {
+        agent
+            .dyno("demo", "hog.1")
+            .and_then(|d| d["restarts"].as_u64())
+            .is_some_and(|r| r >= 2)
+    });
+    let n = agent.dyno("demo", "neighbour.1").expect("neighbour listed");
+    assert_eq!(n["pid"].as_i64(), Some(neighbour), "{n}");
+    assert_eq!(n["restarts"], 0, "{n}");
+    assert!(alive(neighbour));
+}
+
+#[test]
+fn pids_limit_contains_a_fork_bomb() {
+    let agent = Agent::start(AgentOpts::default());
+    let app = app_dir(&[(
+        "Procfile",
+        "bomb: while true; do sleep 100 & done\nneighbour: exec sleep 1000\n",
+    )]);
+    agent.create_and_deploy("demo", app.path());
+    agent.ok(&["ps:resize", "bomb", "--pids", "20", "-a", "demo"]);
+    agent.ok(&["ps:scale", "neighbour=1", "-a", "demo"]);
+    let neighbour = agent.wait_up("demo", "neighbour.1", None, Duration::from_secs(10));
+    agent.ok(&["ps:scale", "bomb=1", "-a", "demo"]);
+
+    let app_cgroup = format!("{}/demo", agent.cgroup_name());
+    // Tasks in each instance cgroup of bomb.1 (a crashed instance's cgroup may linger while
+    // its replacement starts; the limit is per instance).
+    let bomb_tasks = || -> Vec<(String, usize)> {
+        cgroups::children(&app_cgroup, "bomb.1@")
+            .iter()
+            .map(|dir| {
+                let n = std::fs::read_to_string(dir.join("pids.current"))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                (dir.display().to_string(), n)
+            })
+            .collect()
+    };
+    wait_for("the bomb to reach its cap", Duration::from_secs(15), || {
+        bomb_tasks().iter().any(|(_, n)| *n >= 18)
+    });
+    for dir in cgroups::children(&app_cgroup, "bomb.1@") {
+        let max = std::fs::read_to_string(dir.join("pids.max")).unwrap_or_default();
+        assert_eq!(max.trim(), "20", "{}", dir.display());
+    }
+    let mut last: (Vec<(String, usize)>, Option<u64>) = (Vec::new(), None);
+    holds_for("bomb at most 20 tasks", Duration::from_secs(2), || {
+        last = (
+            bomb_tasks(),
+            agent
+                .dyno("demo", "bomb.1")
+                .and_then(|d| d["pids"].as_u64()),
+        );
+        let ok = last.0.iter().all(|(_, n)| *n <= 20) && last.1.is_none_or(|p| p <= 20);
+        if !ok {
+            eprintln!("over the limit: cgroups {:?}, ps pids {:?}", last.0, last.1);
+        }
+        ok
+    });
+    // The host is fine: the agent answers and the neighbour never noticed.
+    agent.ok(&["status"]);
+    assert_eq!(agent.up_pid("demo", "neighbour.1"), Some(neighbour));
+
+    agent.ok(&["ps:scale", "bomb=0", "-a", "demo"]);
+    wait_for("the bomb cleaned up", Duration::from_secs(10), || {
+        cgroups::children(&app_cgroup, "bomb.1@").is_empty()
+            && agent.dyno("demo", "bomb.1").is_none()
+    });
+    let left = cgroups::procs_in(&app_cgroup);
+    assert_eq!(left.len(), 1, "only the neighbour should be left: {left:?}");
+    assert_eq!(agent.up_pid("demo", "neighbour.1"), Some(neighbour));
+}
