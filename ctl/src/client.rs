@@ -283,5 +283,7 @@ fn api_error(status: u16, body: &[u8]) -> ClientError {
     }
 }
 
+mod upload;
+
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ mod e2e {
     mod bad_input;
     mod crash;
     mod degraded;
+    mod deploy;
     mod lifecycle;
     mod limits;
     mod logs_run;

@@ -41,8 +41,22 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> anyhow::Result<()> {
         description: args.message,
     };
     let label = format!("Deploying {source} to {app}...");
-    let path = app_path(app, "/deploy");
-    let request = ctx.client.post::<_, Value>(&path, &body);
+    let request = async {
+        if args.path.is_file() {
+            // Archives (.tar.gz, .tar.zst, slugs) are streamed over the socket.
+            let name = args
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            let query = [("name", name), ("description", body.description.clone())];
+            let path = crate::client::with_query(&app_path(app, "/deploy/archive"), &query);
+            ctx.client.upload::<Value>(&path, &args.path).await
+        } else {
+            ctx.client
+                .post::<_, Value>(&app_path(app, "/deploy"), &body)
+                .await
+        }
+    };
     let v = if !ctx.json && std::io::stderr().is_terminal() {
         with_progress(&label, request).await?
     } else {

@@ -81,14 +81,20 @@ fn kill_9_is_replaced_and_a_stable_run_resets_the_backoff() {
 #[test]
 fn crash_loop_backs_off_with_growing_delays() {
     let agent = Agent::start(AgentOpts::default());
-    let app = app_dir(&[("Procfile", "web: echo boom; exit 3\n")]);
+    // A crashing web would fail the deploy's health gate (tested in the deploy tests), so the
+    // crash loop is a process type scaled up after a healthy deploy.
+    let app = app_dir(&[(
+        "Procfile",
+        "web: exec sleep 100000\ncrash: echo boom; exit 3\n",
+    )]);
     agent.create_and_deploy("crashy", app.path());
+    agent.ok(&["ps:scale", "web=0", "crash=1", "-a", "crashy"]);
 
     // Caught in backoff: state, next_retry_at in the future of `since`.
     let mut seen: Option<Value> = None;
-    wait_for("web.1 in backoff", Duration::from_secs(10), || {
+    wait_for("crash.1 in backoff", Duration::from_secs(10), || {
         seen = agent
-            .dyno("crashy", "web.1")
+            .dyno("crashy", "crash.1")
             .filter(|d| d["state"] == "backoff");
         seen.is_some()
     });
@@ -102,7 +108,7 @@ fn crash_loop_backs_off_with_growing_delays() {
     // Six restarts: delays (exit -> next start) must grow, from "at once" to about a second.
     let mut lines = Vec::new();
     wait_for("six restarts of web.1", Duration::from_secs(15), || {
-        lines = system_lines(&agent, "crashy", "web.1");
+        lines = system_lines(&agent, "crashy", "crash.1");
         lines
             .iter()
             .filter(|(_, l)| l.starts_with("Starting process"))
@@ -145,6 +151,6 @@ fn crash_loop_backs_off_with_growing_delays() {
         gaps[4] > gaps[0] && gaps[4] > gaps[2],
         "delays do not grow: {gaps:?}"
     );
-    let d = agent.dyno("crashy", "web.1").expect("web.1");
+    let d = agent.dyno("crashy", "crash.1").expect("crash.1");
     assert!(d["restarts"].as_u64().expect("restarts") >= 6, "{d}");
 }

@@ -1,0 +1,108 @@
+//! Streaming a file as a request body (archive deploys): read in 64 KiB chunks and sent as they
+//! are read, so a large archive never sits in memory.
+
+use super::{api_error, collect, Client, ClientError};
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::client::conn::http1;
+use hyper::{header, Method, Request};
+use hyper_util::rt::TokioIo;
+use roboku_wire::DOOR_HEADER;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+/// A request body fed by a reader task.
+struct ChunkBody {
+    rx: mpsc::Receiver<std::io::Result<Bytes>>,
+    len: u64,
+}
+
+impl Body for ChunkBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+    }
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len)
+    }
+}
+
+impl Client {
+    /// POSTs the contents of `file` to `path` and decodes the JSON answer.
+    pub async fn upload<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        file: &Path,
+    ) -> Result<T, ClientError> {
+        let local = |e: std::io::Error| ClientError::Protocol(format!("{}: {e}", file.display()));
+        let mut f = tokio::fs::File::open(file).await.map_err(local)?;
+        let len = f.metadata().await.map_err(local)?.len();
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
+        let broken = |e: hyper::Error| {
+            ClientError::Protocol(format!("robokud broke off the upload to {path}: {e}"))
+        };
+        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(broken)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match f.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if tx
+                            .send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        break;
+                    }
+                }
+            }
+        });
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::HOST, "robokud")
+            .header(DOOR_HEADER, "cli")
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, len)
+            .body(ChunkBody { rx, len })
+            .map_err(|e| ClientError::Protocol(format!("bad request POST {path}: {e}")))?;
+        let resp = sender.send_request(req).await.map_err(broken)?;
+        let status = resp.status();
+        let body = collect(resp, path).await?;
+        if !status.is_success() {
+            return Err(api_error(status.as_u16(), &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            ClientError::Protocol(format!(
+                "robokud's answer to POST {path} is not understood ({e})"
+            ))
+        })
+    }
+}
