@@ -70,13 +70,22 @@ impl std::error::Error for ClientError {}
 #[derive(Debug, Clone)]
 pub struct Client {
     socket: PathBuf,
+    /// The door the agent records in its events (`cli`, or `git` from the push hook).
+    door: &'static str,
 }
 
 impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         Client {
             socket: socket.into(),
+            door: "cli",
         }
+    }
+
+    /// The same client, recording requests as coming through `door`.
+    pub fn with_door(mut self, door: &'static str) -> Self {
+        self.door = door;
+        self
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -170,7 +179,7 @@ impl Client {
             .method(method.clone())
             .uri(path)
             .header(header::HOST, "robokud")
-            .header(DOOR_HEADER, "cli");
+            .header(DOOR_HEADER, self.door);
         if body.is_some() {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }

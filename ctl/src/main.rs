@@ -10,7 +10,7 @@ mod output;
 mod parse;
 
 use clap::{Parser, Subcommand};
-use commands::{apps, config, deploy, events, logs, ps, releases, run, status, AppArg, Ctx};
+use commands::{apps, config, deploy, events, git, logs, ps, releases, run, status, AppArg, Ctx};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser, Debug)]
@@ -89,6 +89,15 @@ enum Command {
     Status,
     /// Show the audit trail, newest last
     Events(events::EventsArgs),
+    /// Set up push-to-deploy: a git repository on this robot for the app
+    #[command(name = "git:init")]
+    GitInit(AppArg),
+    /// The repository's pre-receive hook (run by git, not by people)
+    #[command(name = "git-hook", hide = true)]
+    GitHook(git::HookArgs),
+    /// ssh forced command for `git push ssh://root@robot/APP`
+    #[command(name = "git-shell", hide = true)]
+    GitShell,
 }
 
 fn main() {
@@ -108,8 +117,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         let data_dir = std::env::var_os("ROBOKU_DATA_DIR").map(PathBuf::from);
         default_socket(data_dir, Path::new(SYSTEM_SOCKET).exists())
     });
+    let door = if matches!(cli.command, Command::GitHook(_)) {
+        "git"
+    } else {
+        "cli"
+    };
     let ctx = Ctx {
-        client: client::Client::new(socket),
+        client: client::Client::new(socket.clone()).with_door(door),
         json: cli.json,
     };
     let ctx = &ctx;
@@ -136,6 +150,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(a) => return run::run(ctx, a).await,
         Command::Status => status::run(ctx).await?,
         Command::Events(a) => events::run(ctx, a).await?,
+        Command::GitInit(a) => git::init(ctx, a, &socket).await?,
+        Command::GitHook(a) => return git::hook(ctx, a).await,
+        Command::GitShell => return git::shell(ctx, &socket).await,
     }
     Ok(0)
 }

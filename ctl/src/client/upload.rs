@@ -88,7 +88,7 @@ impl Client {
             .method(Method::POST)
             .uri(path)
             .header(header::HOST, "robokud")
-            .header(DOOR_HEADER, "cli")
+            .header(DOOR_HEADER, self.door)
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .header(header::CONTENT_LENGTH, len)
             .body(ChunkBody { rx, len })

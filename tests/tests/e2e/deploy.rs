@@ -279,3 +279,61 @@ fn hostile_tar(name: &str) -> Vec<u8> {
     out.extend_from_slice(&[0u8; 1024]);
     out
 }
+
+#[test]
+fn git_push_deploys_and_a_failed_deploy_rejects_the_push() {
+    let agent = Agent::start(AgentOpts::default());
+    agent.ok(&["apps:create", "nav"]);
+    let init = agent.ok(&["git:init", "-a", "nav"]);
+    let repo = agent.data_dir().join("git/nav.git");
+    assert!(init.contains(repo.to_str().expect("utf-8")), "{init}");
+
+    let work = app_dir(&[("Procfile", "web: exec sleep 100000\n")]);
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.email=e2e@roboku", "-c", "user.name=e2e"])
+            .args(args)
+            .current_dir(work.path())
+            .env("ROBOKU_SOCKET", agent.socket())
+            .output()
+            .expect("git runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    assert!(git(&["init", "-q", "-b", "main"]).0);
+    assert!(git(&["add", "."]).0);
+    assert!(git(&["commit", "-qm", "one"]).0);
+    let (ok, err) = git(&["push", repo.to_str().expect("utf-8"), "main"]);
+    assert!(ok, "push deploys: {err}");
+    assert!(
+        err.contains("Released v1 of nav"),
+        "the pusher sees the deploy: {err}"
+    );
+    let pid = agent
+        .up_pid("nav", "web.1")
+        .expect("web.1 up after the push");
+    let releases = agent.json(&["releases", "-a", "nav"]);
+    assert_eq!(releases[0]["door"], "git", "{releases}");
+
+    std::fs::write(work.path().join("Procfile"), "web: exit 3\n").expect("write");
+    assert!(git(&["commit", "-qam", "two"]).0);
+    let (ok, err) = git(&["push", repo.to_str().expect("utf-8"), "main"]);
+    assert!(!ok, "a failed deploy rejects the push: {err}");
+    assert!(err.contains("pre-receive hook declined"), "{err}");
+    wait_for("v1 running again", Duration::from_secs(15), || {
+        agent.up_pid("nav", "web.1").is_some()
+    });
+    let log = Command::new("git")
+        .arg("--git-dir")
+        .arg(&repo)
+        .args(["log", "--format=%s", "main"])
+        .output()
+        .expect("git log");
+    assert_eq!(
+        String::from_utf8_lossy(&log.stdout).trim(),
+        "one",
+        "the robot's branch names what runs"
+    );
+}
