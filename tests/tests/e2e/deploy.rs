@@ -311,9 +311,10 @@ fn git_push_deploys_and_a_failed_deploy_rejects_the_push() {
         err.contains("Released v1 of nav"),
         "the pusher sees the deploy: {err}"
     );
-    let pid = agent
-        .up_pid("nav", "web.1")
-        .expect("web.1 up after the push");
+    assert!(
+        agent.up_pid("nav", "web.1").is_some(),
+        "web.1 up after the push"
+    );
     let releases = agent.json(&["releases", "-a", "nav"]);
     assert_eq!(releases[0]["door"], "git", "{releases}");
 
