@@ -32,6 +32,13 @@ pub async fn run(
     prepare_dirs(&settings)?;
     let store = store::Store::open(&settings.db_path())?;
     build::builtin::install(&settings.buildpacks_dir())?;
+    let killed = build::clean_after_crash(&settings.tmp_dir());
+    if killed > 0 {
+        tracing::warn!(
+            killed,
+            "killed processes left by a build of an earlier robokud"
+        );
+    }
     let cgroups: Arc<dyn cgroup::CgroupDriver> = Arc::from(cgroup::detect(
         settings.cgroup_mount.clone(),
         &settings.cgroup_name,

@@ -89,6 +89,12 @@ enum Command {
     Status,
     /// Show the audit trail, newest last
     Events(events::EventsArgs),
+    /// Set the buildpacks an app is built with, in order
+    #[command(name = "buildpacks:set")]
+    BuildpacksSet(apps::BuildpacksSetArgs),
+    /// Go back to detecting among the built-in buildpacks
+    #[command(name = "buildpacks:clear")]
+    BuildpacksClear(AppArg),
     /// Set up push-to-deploy: a git repository on this robot for the app
     #[command(name = "git:init")]
     GitInit(AppArg),
@@ -150,6 +156,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(a) => return run::run(ctx, a).await,
         Command::Status => status::run(ctx).await?,
         Command::Events(a) => events::run(ctx, a).await?,
+        Command::BuildpacksSet(a) => apps::set_buildpacks(ctx, &a.app.app, a.buildpacks).await?,
+        Command::BuildpacksClear(a) => apps::set_buildpacks(ctx, &a.app, Vec::new()).await?,
         Command::GitInit(a) => git::init(ctx, a, &socket).await?,
         Command::GitHook(a) => return git::hook(ctx, a).await,
         Command::GitShell => return git::shell(ctx, &socket).await,

@@ -201,6 +201,17 @@ impl Agent {
         self.spawn();
     }
 
+    /// SIGKILLs the agent (a crash or power cut, as far as the agent can tell) and starts it
+    /// again on the same data dir with `on_exit` for the new one.
+    pub fn kill9_and_restart(&mut self, on_exit: &'static str) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.opts.on_exit = on_exit;
+        self.spawn();
+    }
+
     /// Runs `roboku ARGS` against this agent.
     pub fn roboku(&self, args: &[&str]) -> Output {
         Command::new(bin("roboku"))

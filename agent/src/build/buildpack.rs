@@ -290,6 +290,7 @@ impl Runner<'_> {
             .env("PATH", BUILD_PATH)
             .env("HOME", self.home)
             .env("LANG", "C.UTF-8")
+            .env(super::BUILD_TAG, self.app_dir)
             .current_dir(self.app_dir);
         cmd
     }

@@ -66,6 +66,56 @@ pub enum BuildError {
     Other(String),
 }
 
+/// Every build process (and whatever it starts) carries this variable, set to its app dir under
+/// the agent's tmp dir, so an agent that died mid-build can find and kill what is left.
+pub const BUILD_TAG: &str = "ROBOKU_BUILD";
+
+/// Kills processes left by builds of an earlier agent (found by [`BUILD_TAG`] pointing under
+/// `tmp_dir`), then empties `tmp_dir`. Called at start, before anything new is built.
+/// Returns how many processes were killed.
+pub fn clean_after_crash(tmp_dir: &Path) -> usize {
+    let prefix = format!("{BUILD_TAG}={}", tmp_dir.display());
+    let mut killed = 0;
+    let me = std::process::id().to_string();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()) && *n != me)
+        else {
+            continue;
+        };
+        let Ok(environ) = fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let tagged = environ
+            .split(|&b| b == 0)
+            .any(|var| var.starts_with(prefix.as_bytes()));
+        if tagged {
+            if let Ok(pid) = pid.parse::<i32>() {
+                // SAFETY: kill has no memory-safety preconditions.
+                if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                    killed += 1;
+                }
+            }
+        }
+    }
+    if let Ok(entries) = fs::read_dir(tmp_dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            let gone = if p.is_dir() {
+                remove_tree(&p).map_err(|e| e.to_string())
+            } else {
+                fs::remove_file(&p).map_err(|e| e.to_string())
+            };
+            if let Err(e) = gone {
+                tracing::warn!(path = %p.display(), error = %e, "cannot clean a leftover temp entry");
+            }
+        }
+    }
+    killed
+}
+
 /// A built slug.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slug {

@@ -179,6 +179,7 @@ impl Engine {
             release: row.current_release,
             user: cache.user_name.clone(),
             grace_secs: cache.grace.as_secs(),
+            buildpacks: self.store.buildpacks(app)?,
             dynos_running: self
                 .dynos
                 .values()
@@ -225,8 +226,20 @@ impl Engine {
                 "grace must be at most 3600 seconds".into(),
             ));
         }
-        self.store
-            .update_app(app, update.user.as_deref(), update.grace_secs)?;
+        if let Some(packs) = &update.buildpacks {
+            for p in packs {
+                check_buildpack(p, &self.settings.buildpacks_dir())?;
+            }
+            self.store.set_buildpacks(app, packs)?;
+        }
+        // Settings not named in the request keep their value.
+        let row = self
+            .store
+            .app(app)?
+            .ok_or_else(|| crate::store::StoreError::NoApp(app.into()))?;
+        let user = update.user.clone().or(row.user);
+        let grace = update.grace_secs.or(row.grace_secs);
+        self.store.update_app(app, user.as_deref(), grace)?;
         self.refresh_app(app);
         self.event(door, Some(app), "update app", &format!("{update:?}"));
         self.app_info(app)
@@ -299,6 +312,21 @@ impl Engine {
             release: release.version,
         })
     }
+}
+
+/// A buildpack is a built-in's name or an absolute path to a dir with `bin/detect`.
+fn check_buildpack(p: &str, builtin: &std::path::Path) -> Result<()> {
+    let dir = if p.starts_with('/') {
+        std::path::PathBuf::from(p)
+    } else {
+        builtin.join(p)
+    };
+    if p.contains("..") || !dir.join("bin").join("detect").is_file() {
+        return Err(EngineError::BadRequest(format!(
+            "buildpack {p:?} is neither a built-in (python, nodejs, procfile) nor an absolute path to a buildpack with bin/detect"
+        )));
+    }
+    Ok(())
 }
 
 /// The slug's `.env` (validated at deploy time, so a failure here only means it is gone).

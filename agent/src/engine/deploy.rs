@@ -67,6 +67,17 @@ pub async fn deploy(
         app: app.to_string(),
         config,
         run_as: build_user(&info.user)?,
+        buildpacks: info
+            .buildpacks
+            .iter()
+            .map(|p| {
+                if p.starts_with('/') {
+                    PathBuf::from(p)
+                } else {
+                    settings.buildpacks_dir().join(p)
+                }
+            })
+            .collect(),
         settings: settings.clone(),
         logs: engine.logs.clone(),
     };
@@ -120,6 +131,7 @@ struct BuildPlan {
     app: String,
     config: BTreeMap<String, String>,
     run_as: Option<(u32, u32)>,
+    buildpacks: Vec<PathBuf>,
     settings: Settings,
     logs: crate::logs::LogHandle,
 }
@@ -142,7 +154,7 @@ impl BuildPlan {
                 root,
                 &self.settings.cache_dir(&self.app),
                 &self.config,
-                &[],
+                &self.buildpacks,
                 &self.settings.buildpacks_dir(),
                 &mut opts,
             )?;

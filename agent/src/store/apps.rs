@@ -69,6 +69,33 @@ impl Store {
             .ok_or_else(|| StoreError::NoApp(name.to_string()))
     }
 
+    /// The app's buildpacks, in order (empty: detect among the built-ins).
+    pub fn buildpacks(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        let text: Option<Option<String>> = self
+            .conn
+            .prepare_cached("SELECT buildpacks FROM apps WHERE name = ?1")
+            .and_then(|mut st| optional(st.query_row([name], |r| r.get(0))))
+            .at("select buildpacks", &self.path)?;
+        let text = text.ok_or_else(|| StoreError::NoApp(name.to_string()))?;
+        Ok(text
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    }
+
+    /// Sets the app's buildpacks (an empty list goes back to detection).
+    pub fn set_buildpacks(&mut self, name: &str, packs: &[String]) -> Result<(), StoreError> {
+        let text = (!packs.is_empty()).then(|| serde_json::to_string(packs).unwrap_or_default());
+        let n = self
+            .conn
+            .prepare_cached("UPDATE apps SET buildpacks = ?2 WHERE name = ?1")
+            .and_then(|mut st| st.execute(rusqlite::params![name, text]))
+            .at("update buildpacks", &self.path)?;
+        if n == 0 {
+            return Err(StoreError::NoApp(name.to_string()));
+        }
+        Ok(())
+    }
+
     /// Deletes the app and everything of it (releases, config, formation, ports, dynos; events stay).
     pub fn delete_app(&mut self, name: &str) -> Result<(), StoreError> {
         let deleted = self

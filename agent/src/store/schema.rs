@@ -16,10 +16,19 @@ pub(super) struct Migration {
     pub sql: &'static str,
 }
 
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    op: "migrate to 1",
-    sql: V1,
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        op: "migrate to 1",
+        sql: V1,
+    },
+    Migration {
+        op: "migrate to 2",
+        sql: V2,
+    },
+];
+
+/// Version 2: an app may name its buildpacks (JSON list of paths; NULL = detect the built-ins).
+const V2: &str = "ALTER TABLE apps ADD COLUMN buildpacks TEXT;";
 
 /// Version 1. Everything an app owns cascades away with it; events keep the app name as plain text
 /// because the audit log must outlive the app it talks about.

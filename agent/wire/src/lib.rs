@@ -124,6 +124,10 @@ pub struct UpdateApp {
     pub user: Option<String>,
     /// Seconds between SIGTERM and killing the dyno's whole cgroup.
     pub grace_secs: Option<u64>,
+    /// Buildpacks in order: built-in names (`python`, `nodejs`, `procfile`) or absolute paths to
+    /// Heroku classic buildpacks. An empty list goes back to detecting among the built-ins.
+    #[serde(default)]
+    pub buildpacks: Option<Vec<String>>,
 }
 
 /// One app as `roboku apps` shows it.
@@ -135,6 +139,9 @@ pub struct AppInfo {
     pub release: Option<u32>,
     pub user: String,
     pub grace_secs: u64,
+    /// Buildpacks named for this app (empty: detect among the built-ins).
+    #[serde(default)]
+    pub buildpacks: Vec<String>,
     pub dynos_running: usize,
     pub dynos_desired: usize,
 }

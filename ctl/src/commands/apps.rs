@@ -108,10 +108,56 @@ pub async fn info(ctx: &Ctx, args: AppArg) -> anyhow::Result<()> {
     Ok(output::print(&render_info(&app, output::now_ms()))?)
 }
 
+#[derive(clap::Args, Debug)]
+pub struct BuildpacksSetArgs {
+    #[command(flatten)]
+    pub app: AppArg,
+    /// Built-in names (python, nodejs, procfile) or absolute paths to Heroku classic buildpacks, in order
+    #[arg(required = true)]
+    pub buildpacks: Vec<String>,
+}
+
+/// `buildpacks:set` (and `buildpacks:clear` with an empty list).
+pub async fn set_buildpacks(ctx: &Ctx, app: &str, packs: Vec<String>) -> anyhow::Result<()> {
+    let packs = packs
+        .into_iter()
+        .map(|p| {
+            let path = std::path::Path::new(&p);
+            // A relative path that exists here is meant as a path, made absolute for the agent.
+            if !p.starts_with('/') && (p.contains('/') || p.starts_with('.')) && path.exists() {
+                std::fs::canonicalize(path)
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .unwrap_or(p)
+            } else {
+                p
+            }
+        })
+        .collect();
+    let body = UpdateApp {
+        user: None,
+        grace_secs: None,
+        buildpacks: Some(packs),
+    };
+    let v: Value = ctx.client.patch(&app_path(app, ""), &body).await?;
+    let Some(info) = ctx.typed::<AppInfo>(v)? else {
+        return Ok(());
+    };
+    if info.buildpacks.is_empty() {
+        outln!("Buildpacks of {app}: detected among the built-ins (nodejs, python, procfile)")?;
+    } else {
+        outln!(
+            "Buildpacks of {app}: {} (used from the next deploy)",
+            info.buildpacks.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
 pub async fn update(ctx: &Ctx, args: UpdateArgs) -> anyhow::Result<()> {
     let body = UpdateApp {
         user: args.user,
         grace_secs: args.grace,
+        buildpacks: None,
     };
     let v: Value = ctx
         .client
@@ -132,6 +178,14 @@ fn render_info(app: &AppInfo, now: u64) -> String {
         ],
         vec!["User:".into(), app.user.clone()],
         vec!["Grace:".into(), format!("{}s", app.grace_secs)],
+        vec![
+            "Buildpacks:".into(),
+            if app.buildpacks.is_empty() {
+                "detected (nodejs, python, procfile)".into()
+            } else {
+                app.buildpacks.join(", ")
+            },
+        ],
         vec![
             "Dynos:".into(),
             format!("{}/{} running", app.dynos_running, app.dynos_desired),
@@ -160,6 +214,7 @@ mod tests {
             release: Some(3),
             user: "dyno".into(),
             grace_secs: 30,
+            buildpacks: Vec::new(),
             dynos_running: 1,
             dynos_desired: 2,
         };

@@ -338,3 +338,96 @@ fn git_push_deploys_and_a_failed_deploy_rejects_the_push() {
         "the robot's branch names what runs"
     );
 }
+
+#[test]
+fn agent_killed_mid_build_comes_back_on_the_old_release_with_no_build_left() {
+    let mut agent = Agent::start(AgentOpts {
+        on_exit: "leave",
+        ..AgentOpts::default()
+    });
+    agent.create_and_deploy(
+        "slow",
+        app_dir(&[("Procfile", "web: exec sleep 100000\n")]).path(),
+    );
+    let old_pid = agent.up_pid("slow", "web.1").expect("web.1 up");
+
+    // A buildpack whose compile never ends on its own; its marker names the processes to find.
+    let marker = format!("roboku-e2e-build-{}", std::process::id());
+    let pack = app_dir(&[
+        ("bin/detect", "#!/bin/sh\necho slowpack\n"),
+        (
+            "bin/compile",
+            // A background grandchild and the compile itself, both named by the marker.
+            &format!(
+                "#!/bin/sh\ncp /bin/sleep \"$1/{marker}\"\necho compiling\n\"$1/{marker}\" 1001 &\nexec \"$1/{marker}\" 1000\n"
+            ),
+        ),
+        ("bin/release", "#!/bin/sh\necho '--- {}'\n"),
+    ]);
+    for s in ["detect", "compile", "release"] {
+        Command::new("chmod")
+            .arg("755")
+            .arg(pack.path().join("bin").join(s))
+            .status()
+            .expect("chmod");
+    }
+    Command::new("chmod")
+        .arg("-R")
+        .arg("a+rX")
+        .arg(pack.path())
+        .status()
+        .expect("chmod");
+    agent.ok(&[
+        "buildpacks:set",
+        pack.path().to_str().expect("utf-8"),
+        "-a",
+        "slow",
+    ]);
+
+    let src = app_dir(&[("Procfile", "web: exec sleep 100001\n")]);
+    let mut deploy = Command::new(roboku_tests::bins::bin("roboku"))
+        .args(["deploy", src.path().to_str().expect("utf-8"), "-a", "slow"])
+        .env("ROBOKU_SOCKET", agent.socket())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start deploy");
+    let building = || {
+        let out = Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .expect("pgrep");
+        out.status.success()
+    };
+    wait_for(
+        "the build to be compiling",
+        Duration::from_secs(20),
+        building,
+    );
+
+    agent.kill9_and_restart("stop");
+    let _ = deploy.wait();
+    wait_for(
+        "no build process left after the agent died",
+        Duration::from_secs(10),
+        || !building(),
+    );
+    assert_eq!(
+        agent.up_pid("slow", "web.1"),
+        Some(old_pid),
+        "the old release's dyno was re-adopted"
+    );
+    let releases = agent.json(&["releases", "-a", "slow"]);
+    assert_eq!(
+        releases.as_array().map(|a| a.len()),
+        Some(1),
+        "no half release: {releases}"
+    );
+    assert!(
+        std::fs::read_dir(agent.data_dir().join("tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            <= 1,
+        "build leftovers"
+    );
+}

@@ -88,6 +88,11 @@ pub(super) fn run(
                     return Err(io::Error::last_os_error());
                 }
             }
+            // Builds die with the agent (unlike dynos): an agent killed mid-build must not leave
+            // a compile running. Set after the uid change, which would clear it.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(io::Error::last_os_error());
+            }
             Ok(())
         });
     }
