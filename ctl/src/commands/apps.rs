@@ -219,10 +219,11 @@ mod tests {
             dynos_desired: 2,
         };
         let text = render_info(&app, 4 * 86_400_000);
-        assert!(text.starts_with("=== demo\nRelease:  v3\n"), "{text}");
-        assert!(text.contains("Dynos:    1/2 running\n"), "{text}");
+        assert!(text.starts_with("=== demo\nRelease:     v3\n"), "{text}");
+        assert!(text.contains("Buildpacks:  detected"), "{text}");
+        assert!(text.contains("Dynos:       1/2 running\n"), "{text}");
         assert!(
-            text.contains("Created:  1970-01-01T00:00:00.000Z (4d ago)\n"),
+            text.contains("Created:     1970-01-01T00:00:00.000Z (4d ago)\n"),
             "{text}"
         );
     }
