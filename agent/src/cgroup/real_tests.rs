@@ -193,6 +193,37 @@ fn real_cgroup_limits_join_stats_kill_remove() {
     });
     assert!(stats.pids >= 1, "{stats:?}");
 
+    if d.status().mode == "v1" {
+        // Without a CPU limit the dyno is not in the cpu or cpuset hierarchy (each join costs a
+        // migration); a resize that adds those limits moves the running process in.
+        let procs = |h: &str| {
+            let p = Path::new(MOUNT).join(h).join(&name).join("x/cgroup.procs");
+            files::read_pids(&p).unwrap_or_default()
+        };
+        assert!(
+            !procs("cpuset").contains(&pid),
+            "no cpuset group without a CPU list"
+        );
+        d.update(
+            "x",
+            &Limits {
+                cpu: Some(0.5),
+                cpuset: Some("0".into()),
+                ..limits.clone()
+            },
+        )
+        .unwrap();
+        assert!(
+            procs("cpuset").contains(&pid),
+            "moved into the new cpuset group"
+        );
+        assert!(procs("cpu").contains(&pid), "and into the cpu group");
+        assert_eq!(
+            read_limit(&*d, &name, "x", ("cpuset", "cpuset.cpus"), "cpuset.cpus"),
+            "0"
+        );
+    }
+
     d.kill_all("x").unwrap();
     assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
     assert!(d.pids("x").unwrap().is_empty());

@@ -1,6 +1,12 @@
 //! cgroup v1: one directory per hierarchy (`<mount>/memory/roboku/demo/web.1`,
 //! `<mount>/pids/roboku/...`). memory and pids are required; cpu, cpuacct (separate or joined
-//! as `cpu,cpuacct`), cpuset and freezer are used when mounted. A dyno joins every hierarchy.
+//! as `cpu,cpuacct`), cpuset and freezer are used when mounted.
+//!
+//! A dyno joins only the hierarchies it needs: memory, pids and cpuacct always (limits, fork-bomb
+//! guard, CPU accounting), cpu only with a CPU quota, cpuset only with a CPU list. Every join is a
+//! cgroup migration, and on v1 a migration can wait for an RCU grace period: six joins per start
+//! made a dyno start cost 6-9 ms here, three cost half that. A later `ps:resize` that adds a
+//! cpu or cpuset limit creates that group and moves the dyno's processes into it.
 //!
 //! v1 quirks handled here: a new cpuset group starts with empty `cpus`/`mems` (nothing can join
 //! it until they are copied from the parent), and `memsw` (memory+swap) must stay >= the memory
@@ -127,6 +133,70 @@ impl V1 {
         Ok(())
     }
 
+    /// The hierarchies a dyno with `limits` is placed in.
+    fn needed(&self, limits: &Checked) -> Vec<PathBuf> {
+        let mut out = vec![self.memory.clone()];
+        let optional = [
+            Some(&self.pids),
+            self.cpuacct.as_ref(),
+            self.cpu.as_ref().filter(|_| limits.cpu_quota_us.is_some()),
+            self.cpuset.as_ref().filter(|_| limits.cpuset.is_some()),
+        ];
+        for h in optional.into_iter().flatten() {
+            if !out.contains(h) {
+                out.push(h.clone());
+            }
+        }
+        out
+    }
+
+    /// Makes the leaf group in `h`: one mkdir when the parents exist (the common case), else
+    /// every level from roboku's root down.
+    fn make_leaf(&self, h: &Path, rel: &str) -> Result<bool, CgroupError> {
+        let leaf = self.dir(h, rel);
+        if leaf.is_dir() {
+            if self.cpuset.as_deref() == Some(h) {
+                for dir in levels(&h.join(&self.name), rel) {
+                    self.make_level(h, &dir)?;
+                }
+            }
+            return Ok(false);
+        }
+        if std::fs::create_dir(&leaf).is_ok() {
+            if self.cpuset.as_deref() == Some(h) {
+                self.make_level(h, &leaf)?;
+            }
+            return Ok(true);
+        }
+        for dir in levels(&h.join(&self.name), rel) {
+            self.make_level(h, &dir)?;
+        }
+        Ok(true)
+    }
+
+    /// On a fresh group only what is set needs writing: everything starts unlimited.
+    fn apply_fresh(&self, rel: &str, limits: &Checked) -> Result<(), CgroupError> {
+        let mem = self.dir(&self.memory, rel);
+        if limits.memory_max.is_some() {
+            self.set_memory_max(&mem, limits.memory_max)?;
+        }
+        if let Some(high) = limits.memory_high {
+            files::write(&mem.join("memory.soft_limit_in_bytes"), &high.to_string())?;
+        }
+        if let (Some(cpu), Some(q)) = (&self.cpu, limits.cpu_quota_us) {
+            let dir = self.dir(cpu, rel);
+            files::write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+            files::write(&dir.join("cpu.cfs_quota_us"), &q.to_string())?;
+        }
+        if let Some(n) = limits.pids {
+            files::write(&self.dir(&self.pids, rel).join("pids.max"), &n.to_string())?;
+        }
+        if let (Some(cpuset), Some(cpus)) = (&self.cpuset, &limits.cpuset) {
+            files::write(&self.dir(cpuset, rel).join("cpuset.cpus"), cpus)?;
+        }
+        Ok(())
+    }
+
     fn apply(&self, rel: &str, limits: &Checked) -> Result<(), CgroupError> {
         // Refuse before writing anything, so a refused update changes nothing.
         if self.cpu.is_none() && limits.cpu_quota_us.is_some() {
@@ -143,7 +213,7 @@ impl V1 {
             high.as_deref().unwrap_or(UNLIMITED),
         )?;
 
-        if let Some(cpu) = &self.cpu {
+        if let Some(cpu) = self.cpu.as_ref().filter(|h| self.dir(h, rel).is_dir()) {
             let dir = self.dir(cpu, rel);
             files::write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
             let quota = limits.cpu_quota_us.map(|q| q.to_string());
@@ -159,7 +229,7 @@ impl V1 {
             pids.as_deref().unwrap_or("max"),
         )?;
 
-        if let Some(cpuset) = &self.cpuset {
+        if let Some(cpuset) = self.cpuset.as_ref().filter(|h| self.dir(h, rel).is_dir()) {
             let dir = self.dir(cpuset, rel);
             let cpus = match &limits.cpuset {
                 Some(cpus) => cpus.clone(),
@@ -254,24 +324,50 @@ impl CgroupDriver for V1 {
     fn create(&self, rel: &str, limits: &Limits) -> Result<(), CgroupError> {
         check_rel(rel)?;
         let limits = check(limits)?;
-        for h in &self.hierarchies {
-            for dir in levels(&h.join(&self.name), rel) {
-                self.make_level(h, &dir)?;
-            }
+        if self.cpu.is_none() && limits.cpu_quota_us.is_some() {
+            return Err(self.missing("cpu"));
         }
-        self.apply(rel, &limits)
+        if self.cpuset.is_none() && limits.cpuset.is_some() {
+            return Err(self.missing("cpuset"));
+        }
+        for h in self.needed(&limits) {
+            self.make_leaf(&h, rel)?;
+        }
+        self.apply_fresh(rel, &limits)
     }
 
     fn update(&self, rel: &str, limits: &Limits) -> Result<(), CgroupError> {
         check_rel(rel)?;
-        self.apply(rel, &check(limits)?)
+        let limits = check(limits)?;
+        if self.cpu.is_none() && limits.cpu_quota_us.is_some() {
+            return Err(self.missing("cpu"));
+        }
+        if self.cpuset.is_none() && limits.cpuset.is_some() {
+            return Err(self.missing("cpuset"));
+        }
+        // A limit on a controller the dyno is not in yet: make that group and move it there.
+        let pids =
+            files::read_pids(&self.dir(&self.memory, rel).join("cgroup.procs")).unwrap_or_default();
+        for h in self.needed(&limits) {
+            if self.make_leaf(&h, rel)? {
+                let procs = self.dir(&h, rel).join("cgroup.procs");
+                for pid in &pids {
+                    // A process that exited meanwhile cannot be moved; that is fine.
+                    let _ = files::write(&procs, &pid.to_string());
+                }
+            }
+        }
+        self.apply(rel, &limits)
     }
 
     fn join_files(&self, rel: &str) -> Result<Vec<File>, CgroupError> {
         check_rel(rel)?;
         let mut out = Vec::with_capacity(self.hierarchies.len());
         for h in &self.hierarchies {
-            out.push(files::open_join(&self.dir(h, rel).join("cgroup.procs"))?);
+            let dir = self.dir(h, rel);
+            if dir.is_dir() {
+                out.push(files::open_join(&dir.join("cgroup.procs"))?);
+            }
         }
         Ok(out)
     }
