@@ -51,6 +51,9 @@ struct Flags {
     /// User dynos run as by default.
     #[arg(long, env = "ROBOKU_DYNO_USER")]
     dyno_user: Option<String>,
+    /// Slugs of this many recent releases per app are kept for rollback.
+    #[arg(long, env = "ROBOKU_KEEP_RELEASES")]
+    keep_releases: Option<usize>,
     /// Seconds between resource samples shown by `roboku ps`.
     #[arg(long, env = "ROBOKU_SAMPLE_SECS")]
     sample_secs: Option<u64>,
@@ -116,6 +119,7 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
     s.backoff_max_ms = flags.backoff_max_ms.unwrap_or(s.backoff_max_ms);
     s.backoff_reset_secs = flags.backoff_reset_secs.unwrap_or(s.backoff_reset_secs);
     s.sample_secs = flags.sample_secs.unwrap_or(s.sample_secs);
+    s.keep_releases = flags.keep_releases.unwrap_or(s.keep_releases);
     if let Some(u) = &flags.dyno_user {
         s.dyno_user = u.clone();
     }

@@ -48,6 +48,9 @@ pub struct Settings {
     pub deploy_timeout_secs: u64,
     /// Seconds a build (all buildpacks) may take.
     pub build_timeout_secs: u64,
+    /// Slugs of this many most recent releases per app are kept for rollback; older ones are
+    /// deleted once a new release is committed.
+    pub keep_releases: usize,
 }
 
 impl Default for Settings {
@@ -70,6 +73,7 @@ impl Default for Settings {
             on_exit: OnExit::Leave,
             deploy_timeout_secs: 120,
             build_timeout_secs: 900,
+            keep_releases: 5,
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct Dyno {
     pub release: u32,
     pub port: u16,
     pub proc: Option<Proc>,
+    /// The instance being spawned on the blocking pool, until its result arrives.
+    pub pending: Option<u64>,
     pub restarts: u32,
     /// Consecutive crashes (drives the backoff; reset by a stable run or a new release).
     pub crashes: u32,
@@ -78,6 +80,7 @@ impl Dyno {
             release,
             port,
             proc: None,
+            pending: None,
             restarts: 0,
             crashes: 0,
             last_exit: None,

@@ -11,6 +11,7 @@ mod command;
 pub mod deploy;
 mod dyno;
 mod formation;
+mod gc;
 pub mod health;
 pub mod reconcile;
 mod releases;
@@ -53,6 +54,13 @@ enum Internal {
         key: DynoKey,
         instance: u64,
         result: Result<(), String>,
+    },
+    Spawned {
+        key: DynoKey,
+        instance: u64,
+        cgroup: Option<String>,
+        command: String,
+        result: Result<crate::supervisor::spawn::Spawned, String>,
     },
 }
 
@@ -234,6 +242,13 @@ impl Engine {
                 instance,
                 result,
             } => self.on_health(key, instance, result),
+            Internal::Spawned {
+                key,
+                instance,
+                cgroup,
+                command,
+                result,
+            } => self.on_spawned(key, instance, cgroup, command, result),
         }
     }
 
@@ -258,8 +273,11 @@ impl Engine {
         let Some((deadline, _)) = &self.shutdown else {
             return false;
         };
-        let all_down =
-            self.settings.on_exit == OnExit::Leave || self.dynos.values().all(|d| d.proc.is_none());
+        let all_down = self.settings.on_exit == OnExit::Leave
+            || self
+                .dynos
+                .values()
+                .all(|d| d.proc.is_none() && d.pending.is_none());
         if all_down || Instant::now() >= *deadline {
             if let Some((_, reply)) = self.shutdown.take() {
                 let _ = reply.send(Ok(Reply::Done(roboku_wire::Done {

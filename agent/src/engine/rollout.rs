@@ -312,6 +312,7 @@ impl Engine {
         let outcome = match result {
             Ok(()) => {
                 let _ = self.store.set_release_status(app, r.version, "succeeded");
+                self.gc_slugs();
                 self.logs.system(
                     app,
                     "roboku",

@@ -59,21 +59,6 @@ impl Engine {
             None => Vec::new(),
         };
         let run_as = cache.run_as.clone().unwrap_or(None);
-        let result = crate::logs::open_spool(&self.settings.logs_dir(), &app, &name)
-            .map_err(|e| e.to_string())
-            .and_then(|spool| {
-                spawn::spawn(SpawnSpec {
-                    command: command.clone(),
-                    cwd: slug_dir.clone(),
-                    env,
-                    run_as,
-                    spool,
-                    join,
-                    nice: limits.nice,
-                })
-                .map_err(|e| format!("cannot start `{command}`: {e}"))
-            });
-        let now = now_ms();
         let Some(d) = self.dynos.get_mut(key) else {
             return;
         };
@@ -82,6 +67,68 @@ impl Engine {
         d.user = cache.user_name.clone();
         d.release = release.version;
         d.sample = Default::default();
+        d.state = DynoState::Starting;
+        d.pending = Some(instance);
+        self.dirty.insert(key.clone());
+        // fork+exec (and the cgroup joins between them) run on the blocking pool: a scale to 100
+        // overlaps them, and the loop stays free for exits and requests meanwhile.
+        let (tx, key, logs_dir) = (
+            self.internal_tx.clone(),
+            key.clone(),
+            self.settings.logs_dir(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let result = crate::logs::open_spool(&logs_dir, &app, &name)
+                .map_err(|e| e.to_string())
+                .and_then(|spool| {
+                    spawn::spawn(SpawnSpec {
+                        command: command.clone(),
+                        cwd: slug_dir,
+                        env,
+                        run_as,
+                        spool,
+                        join,
+                        nice: limits.nice,
+                    })
+                    .map_err(|e| format!("cannot start `{command}`: {e}"))
+                });
+            let _ = tx.send(Internal::Spawned {
+                key,
+                instance,
+                cgroup,
+                command,
+                result,
+            });
+        });
+    }
+
+    /// A spawn finished on the blocking pool.
+    pub(super) fn on_spawned(
+        &mut self,
+        key: DynoKey,
+        instance: u64,
+        cgroup: Option<String>,
+        command: String,
+        result: Result<spawn::Spawned, String>,
+    ) {
+        let current = self.dynos.get(&key).and_then(|d| d.pending) == Some(instance);
+        if !current {
+            // The dyno was removed (or restarted) while it was being spawned: nobody wants this one.
+            if let Ok(s) = &result {
+                spawn::signal_group(s.pid, libc::SIGKILL);
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(s.pid), None);
+            }
+            if let Some(rel) = cgroup {
+                self.cleanup_cgroup(rel);
+            }
+            return;
+        }
+        let now = now_ms();
+        let Some(d) = self.dynos.get_mut(&key) else {
+            return;
+        };
+        d.pending = None;
+        let (app, name, want) = (d.app.clone(), d.name.clone(), d.want);
         self.dirty.insert(key.clone());
         match result {
             Ok(spawned) => {
@@ -95,16 +142,18 @@ impl Engine {
                 d.state = DynoState::Up;
                 d.since = now;
                 self.logs.watch(&app, &name);
-                self.logs.system(
-                    &app,
-                    &name,
-                    format!(
-                        "Starting process with command `{command}` (pid {})",
-                        spawned.pid
-                    ),
+                let msg = format!(
+                    "Starting process with command `{command}` (pid {})",
+                    spawned.pid
                 );
+                self.logs.system(&app, &name, msg);
                 self.watch_exit(key.clone(), instance, spawned.pid, spawned.pidfd);
-                self.on_dyno_started(key);
+                if want == Want::Run {
+                    self.on_dyno_started(&key);
+                } else {
+                    // Asked to stop while it was starting.
+                    self.stop_dyno(&key, want);
+                }
             }
             Err(reason) => {
                 self.logs.system(&app, &name, reason.clone());
@@ -118,7 +167,20 @@ impl Engine {
                     oom: false,
                     reason,
                 };
-                self.crashed(key, exit, Duration::ZERO);
+                match want {
+                    Want::Run => self.crashed(&key, exit, Duration::ZERO),
+                    Want::Stop => {
+                        if let Some(d) = self.dynos.get_mut(&key) {
+                            d.state = DynoState::Down;
+                            d.last_exit = Some(exit);
+                        }
+                    }
+                    Want::Remove => {
+                        self.dynos.remove(&key);
+                        self.dirty.remove(&key);
+                        self.gone.push(key);
+                    }
+                }
             }
         }
     }

@@ -431,3 +431,40 @@ fn agent_killed_mid_build_comes_back_on_the_old_release_with_no_build_left() {
         "build leftovers"
     );
 }
+
+#[test]
+fn old_slugs_are_collected_and_rolling_back_to_one_says_so() {
+    let agent = Agent::start(AgentOpts {
+        extra: vec!["--keep-releases".into(), "2".into()],
+        ..AgentOpts::default()
+    });
+    let mut slugs = Vec::new();
+    for n in 1..=3 {
+        let dir = app_dir(&[
+            ("Procfile", "web: exec sleep 100000\n"),
+            ("version.txt", &n.to_string()),
+        ]);
+        let r = if n == 1 {
+            agent.create_and_deploy("gc", dir.path())
+        } else {
+            agent.deploy("gc", dir.path())
+        };
+        slugs.push(r["slug"].as_str().expect("slug").to_string());
+    }
+    let slug_dir = |s: &str| agent.data_dir().join("slugs").join(s);
+    wait_for("v1's slug to be collected", Duration::from_secs(10), || {
+        !slug_dir(&slugs[0]).exists()
+    });
+    assert!(
+        slug_dir(&slugs[1]).is_dir() && slug_dir(&slugs[2]).is_dir(),
+        "the last two are kept"
+    );
+    let out = agent.roboku(&["rollback", "v1", "-a", "gc"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && err.contains("garbage-collected"),
+        "{err}"
+    );
+    let back = agent.json(&["rollback", "v2", "-a", "gc"]);
+    assert_eq!(back["version"], 4, "{back}");
+}
