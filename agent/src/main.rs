@@ -131,7 +131,67 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
     Ok(s)
 }
 
+/// `robokud slug:build DIR -o FILE`: build a slug file once (workstation, CI) for many robots.
+#[derive(Parser, Debug)]
+#[command(name = "robokud slug:build")]
+struct SlugBuild {
+    /// The app's source directory (or .tar.gz)
+    source: PathBuf,
+    /// Where to write the slug file
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Buildpacks in order (built-in names or paths); default: detect among the built-ins
+    #[arg(short, long)]
+    buildpack: Vec<String>,
+}
+
+fn slug_build(args: SlugBuild) -> anyhow::Result<()> {
+    let builtin = std::env::temp_dir().join(format!("roboku-buildpacks-{}", std::process::id()));
+    robokud::build::builtin::install(&builtin)?;
+    let packs: Vec<PathBuf> = args
+        .buildpack
+        .iter()
+        .map(|p| {
+            if p.contains('/') {
+                PathBuf::from(p)
+            } else {
+                builtin.join(p)
+            }
+        })
+        .collect();
+    let mut echo = |line: &str| eprintln!("{line}");
+    let result = robokud::build::slugfile::build_slug_file(
+        &args.source,
+        &args.output,
+        &packs,
+        &builtin,
+        &mut echo,
+    );
+    let _ = std::fs::remove_dir_all(&builtin);
+    let info = result?;
+    println!(
+        "Built {} ({}, sha256 {}): {}",
+        args.output.display(),
+        info.arch,
+        &info.sha256[..12],
+        info.process_types
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("slug:build") {
+        let args = SlugBuild::parse_from(std::env::args().skip(1));
+        if let Err(e) = slug_build(args) {
+            eprintln!("robokud slug:build: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let flags = Flags::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -95,6 +95,9 @@ enum Command {
     /// Go back to detecting among the built-in buildpacks
     #[command(name = "buildpacks:clear")]
     BuildpacksClear(AppArg),
+    /// Build a slug file once, to deploy to many robots with `deploy --slug`
+    #[command(name = "slug:build")]
+    SlugBuild(commands::slug::SlugBuildArgs),
     /// Set up push-to-deploy: a git repository on this robot for the app
     #[command(name = "git:init")]
     GitInit(AppArg),
@@ -119,6 +122,9 @@ fn main() {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    if let Command::SlugBuild(a) = cli.command {
+        return commands::slug::build(a);
+    }
     let socket = cli.socket.unwrap_or_else(|| {
         let data_dir = std::env::var_os("ROBOKU_DATA_DIR").map(PathBuf::from);
         default_socket(data_dir, Path::new(SYSTEM_SOCKET).exists())
@@ -158,6 +164,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Events(a) => events::run(ctx, a).await?,
         Command::BuildpacksSet(a) => apps::set_buildpacks(ctx, &a.app.app, a.buildpacks).await?,
         Command::BuildpacksClear(a) => apps::set_buildpacks(ctx, &a.app, Vec::new()).await?,
+        Command::SlugBuild(_) => {}
         Command::GitInit(a) => git::init(ctx, a, &socket).await?,
         Command::GitHook(a) => return git::hook(ctx, a).await,
         Command::GitShell => return git::shell(ctx, &socket).await,

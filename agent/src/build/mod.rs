@@ -12,6 +12,7 @@ mod archive;
 pub mod buildpack;
 pub mod builtin;
 pub mod elf;
+pub mod slugfile;
 mod tree;
 
 pub use archive::{sniff, ArchiveKind};

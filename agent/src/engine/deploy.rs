@@ -124,7 +124,7 @@ pub async fn deploy(
 }
 
 /// Marker file a prebuilt slug (`roboku slug:build`) carries at its top: no buildpacks then.
-pub const PREBUILT_MARKER: &str = ".roboku-slug";
+pub const PREBUILT_MARKER: &str = crate::build::slugfile::MARKER;
 
 /// What the build step needs, owned so it can move into the blocking task.
 struct BuildPlan {

@@ -13,22 +13,32 @@ use std::time::{Duration, Instant};
 pub struct DeployArgs {
     #[command(flatten)]
     pub app: AppArg,
-    /// Directory (with a Procfile) or .tar.gz to deploy
-    pub path: PathBuf,
+    /// Directory (with a Procfile), .tar.gz or .tar.zst to deploy
+    #[arg(required_unless_present = "slug")]
+    pub path: Option<PathBuf>,
+    /// A slug file from `roboku slug:build`: deployed without building on this robot
+    #[arg(long, conflicts_with = "path")]
+    pub slug: Option<PathBuf>,
     /// Description recorded on the release (default: "Deploy <path>")
     #[arg(short, long)]
     pub message: Option<String>,
 }
 
-pub async fn run(ctx: &Ctx, args: DeployArgs) -> anyhow::Result<()> {
+pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
     let app = &args.app.app;
+    let Some(path) = args.path.take().or(args.slug.take()) else {
+        anyhow::bail!("give a directory or archive to deploy, or --slug FILE");
+    };
+    if !path.exists() {
+        anyhow::bail!("{}: no such file or directory", path.display());
+    }
     // The agent resolves paths against its own cwd, which is not ours.
-    let source = if args.path.is_absolute() {
-        args.path.clone()
+    let source = if path.is_absolute() {
+        path.clone()
     } else {
         std::env::current_dir()
             .map_err(|e| anyhow::anyhow!("cannot read the current directory: {e}"))?
-            .join(&args.path)
+            .join(&path)
     };
     // `./app` reads better as `/cwd/app`; `..` is kept, since resolving it could cross a symlink.
     let source: PathBuf = source
@@ -42,15 +52,12 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> anyhow::Result<()> {
     };
     let label = format!("Deploying {source} to {app}...");
     let request = async {
-        if args.path.is_file() {
+        if path.is_file() {
             // Archives (.tar.gz, .tar.zst, slugs) are streamed over the socket.
-            let name = args
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned());
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
             let query = [("name", name), ("description", body.description.clone())];
-            let path = crate::client::with_query(&app_path(app, "/deploy/archive"), &query);
-            ctx.client.upload::<Value>(&path, &args.path).await
+            let url = crate::client::with_query(&app_path(app, "/deploy/archive"), &query);
+            ctx.client.upload::<Value>(&url, &path).await
         } else {
             ctx.client
                 .post::<_, Value>(&app_path(app, "/deploy"), &body)

@@ -11,6 +11,7 @@ pub mod logs;
 pub mod ps;
 pub mod releases;
 pub mod run;
+pub mod slug;
 pub mod status;
 
 use crate::client::Client;

@@ -468,3 +468,59 @@ fn old_slugs_are_collected_and_rolling_back_to_one_says_so() {
     let back = agent.json(&["rollback", "v2", "-a", "gc"]);
     assert_eq!(back["version"], 4, "{back}");
 }
+
+#[test]
+fn slug_built_once_deploys_without_building_on_the_robot() {
+    let agent = Agent::start(AgentOpts::default());
+    let src = app_dir(&[
+        (
+            "Procfile",
+            "web: exec python3 -m http.server $PORT --bind 127.0.0.1\n",
+        ),
+        ("requirements.txt", ""),
+    ]);
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let slug = out_dir.path().join("py.slug");
+    let built = Command::new(roboku_tests::bins::bin("roboku"))
+        .args([
+            "slug:build",
+            src.path().to_str().expect("utf-8"),
+            "-o",
+            slug.to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("slug:build runs");
+    let err = String::from_utf8_lossy(&built.stderr).to_string();
+    assert!(built.status.success(), "{err}");
+    assert!(
+        err.contains("Python app detected"),
+        "built on the workstation side: {err}"
+    );
+
+    agent.ok(&["apps:create", "py"]);
+    let r = agent.json(&[
+        "deploy",
+        "--slug",
+        slug.to_str().expect("utf-8"),
+        "-a",
+        "py",
+    ]);
+    assert_eq!(r["status"], "succeeded", "{r}");
+    let build_lines = agent.ok(&["logs", "-a", "py", "-d", "build"]);
+    assert!(
+        !build_lines.contains("detected"),
+        "nothing was built on the robot: {build_lines}"
+    );
+    let port = agent.dyno("py", "web.1").expect("web.1")["port"]
+        .as_u64()
+        .expect("port") as u16;
+    wait_for(
+        "the slug's web dyno answers",
+        Duration::from_secs(10),
+        || {
+            http::get(port, "/")
+                .map(|r| r.status == 200)
+                .unwrap_or(false)
+        },
+    );
+}

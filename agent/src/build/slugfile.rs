@@ -1,0 +1,156 @@
+//! Prebuilt slug files: `robokud slug:build DIR -o nav.slug` (what `roboku slug:build` runs)
+//! builds an app once, on a workstation or in CI, into a `.tar.gz` that many robots can deploy
+//! without building: it carries a `.roboku-slug` marker (so the agent skips the buildpacks) and a
+//! Procfile with every process type, including those the buildpacks gave by default.
+
+use super::buildpack::{run_buildpacks, BuildOpts};
+use super::{prepare_slug_with, remove_tree, ArchiveLimits, BuildError};
+use crate::util::IoContext;
+use flate2::write::GzEncoder;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+use std::time::Duration;
+
+/// The marker file name (see `engine::deploy::PREBUILT_MARKER`, which must match).
+pub const MARKER: &str = ".roboku-slug";
+
+/// What a slug file holds, also written into its marker as JSON.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct SlugInfo {
+    pub sha256: String,
+    pub arch: String,
+    pub process_types: BTreeMap<String, String>,
+    pub buildpacks: Vec<String>,
+}
+
+/// Builds `src` with the buildpacks (`buildpacks` empty: detect among those in `builtin_dir`)
+/// and writes the slug file `out`. Build output lines go to `output`.
+pub fn build_slug_file(
+    src: &Path,
+    out: &Path,
+    buildpacks: &[std::path::PathBuf],
+    builtin_dir: &Path,
+    output: &mut dyn FnMut(&str),
+) -> Result<SlugInfo, BuildError> {
+    let work = std::env::temp_dir().join(format!("roboku-slug-build-{}", std::process::id()));
+    let _ = remove_tree(&work);
+    let (tmp, slugs, cache) = (work.join("tmp"), work.join("slugs"), work.join("cache"));
+    let mut used = Vec::new();
+    let result = (|| {
+        let mut step = |root: &Path| {
+            let mut opts = BuildOpts {
+                timeout: Duration::from_secs(3600),
+                run_as: None,
+                output: &mut *output,
+            };
+            let outcome = run_buildpacks(
+                root,
+                &cache,
+                &BTreeMap::new(),
+                buildpacks,
+                builtin_dir,
+                &mut opts,
+            )?;
+            used = outcome.buildpacks_used.clone();
+            super::elf::check_arch(root, std::env::consts::ARCH)?;
+            Ok(outcome.default_process_types.into_iter().collect())
+        };
+        let slug = prepare_slug_with(src, &tmp, &slugs, ArchiveLimits::default(), &mut step)?;
+        let info = SlugInfo {
+            sha256: slug.sha256.clone(),
+            arch: std::env::consts::ARCH.to_string(),
+            process_types: slug.process_types.iter().cloned().collect(),
+            buildpacks: used.clone(),
+        };
+        write_tar(&slug.path, out, &info)?;
+        Ok(info)
+    })();
+    let _ = remove_tree(&work);
+    result
+}
+
+fn write_tar(slug: &Path, out: &Path, info: &SlugInfo) -> Result<(), BuildError> {
+    let file = File::create(out).at("create", out)?;
+    let mut tar = tar::Builder::new(GzEncoder::new(file, flate2::Compression::default()));
+    tar.follow_symlinks(false);
+    let io = |e: std::io::Error| BuildError::Other(format!("writing {}: {e}", out.display()));
+    for entry in std::fs::read_dir(slug).at("read dir", slug)? {
+        let entry = entry.at("read dir", slug)?;
+        let name = entry.file_name();
+        if name == "Procfile" || name == MARKER {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type().at("stat", &path)?.is_dir() {
+            tar.append_dir_all(&name, &path).map_err(io)?;
+        } else {
+            tar.append_path_with_name(&path, &name).map_err(io)?;
+        }
+    }
+    let procfile: String = info
+        .process_types
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\n"))
+        .collect();
+    let marker = serde_json::to_vec_pretty(info).map_err(|e| BuildError::Other(e.to_string()))?;
+    for (name, data) in [("Procfile", procfile.as_bytes()), (MARKER, &marker[..])] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, data).map_err(io)?;
+    }
+    tar.into_inner()
+        .and_then(|gz| gz.finish())
+        .map_err(io)?
+        .sync_all()
+        .map_err(io)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slug_file_carries_marker_and_merged_procfile_and_deploys_without_building() {
+        let builtin = tempfile::tempdir().unwrap();
+        crate::build::builtin::install(builtin.path()).unwrap();
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("Procfile"), "web: exec sleep 1\n").unwrap();
+        std::fs::write(src.path().join("run.sh"), "echo hi\n").unwrap();
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = out_dir.path().join("app.slug");
+        let mut lines = Vec::new();
+        let info = build_slug_file(src.path(), &out, &[], builtin.path(), &mut |l| {
+            lines.push(l.to_string())
+        })
+        .unwrap();
+        assert_eq!(info.process_types["web"], "exec sleep 1");
+        assert_eq!(info.buildpacks, ["Procfile".to_string()], "{lines:?}");
+
+        // Deploying the file: the marker is there, so a step that refuses to build is never asked.
+        let data = tempfile::tempdir().unwrap();
+        let mut step = |root: &Path| {
+            assert!(root.join(MARKER).is_file(), "marker present");
+            Ok(Vec::new())
+        };
+        let slug = prepare_slug_with(
+            &out,
+            &data.path().join("tmp"),
+            &data.path().join("slugs"),
+            ArchiveLimits::default(),
+            &mut step,
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(slug.path.join("run.sh")).unwrap(),
+            "echo hi\n"
+        );
+        assert_eq!(
+            slug.process_types,
+            [("web".to_string(), "exec sleep 1".to_string())]
+        );
+    }
+}
