@@ -50,6 +50,9 @@ impl Engine {
             }
             Command::Run { app, command } => self.one_off(door, &app, command).map(Reply::Run),
             Command::Events { app, n } => self.events(app.as_deref(), n).map(Reply::Events),
+            Command::Ping => Ok(Reply::Done(wire::Done {
+                message: "pong".into(),
+            })),
             Command::Shutdown => Err(EngineError::BadRequest(
                 "shutdown is handled by the loop".into(),
             )),
