@@ -130,15 +130,13 @@ trait Probe: Send + Sync + 'static {
 }
 
 impl Probe for EngineHandle {
-    fn ping(&self) -> impl Future<Output = Result<(), EngineError>> + Send {
-        async move { self.call(Door::Agent, Command::Ping).await.map(|_| ()) }
+    async fn ping(&self) -> Result<(), EngineError> {
+        self.call(Door::Agent, Command::Ping).await.map(|_| ())
     }
-    fn status(&self) -> impl Future<Output = Option<String>> + Send {
-        async move {
-            match self.call(Door::Agent, Command::Status).await {
-                Ok(Reply::Status(s)) => Some(status_line(&s)),
-                _ => None,
-            }
+    async fn status(&self) -> Option<String> {
+        match self.call(Door::Agent, Command::Status).await {
+            Ok(Reply::Status(s)) => Some(status_line(&s)),
+            _ => None,
         }
     }
 }
@@ -352,25 +350,20 @@ mod tests {
     }
 
     impl Probe for Fake {
-        fn ping(&self) -> impl Future<Output = Result<(), EngineError>> + Send {
+        async fn ping(&self) -> Result<(), EngineError> {
             let left = self.answers.load(Ordering::SeqCst);
-            if left > 0 {
-                self.answers.store(left - 1, Ordering::SeqCst);
+            if left == 0 {
+                std::future::pending::<()>().await;
             }
-            let refuse = self.refuse;
-            async move {
-                if left == 0 {
-                    std::future::pending::<()>().await;
-                }
-                if refuse {
-                    Err(EngineError::Unavailable("robokud is shutting down".into()))
-                } else {
-                    Ok(())
-                }
+            self.answers.store(left - 1, Ordering::SeqCst);
+            if self.refuse {
+                Err(EngineError::Unavailable("robokud is shutting down".into()))
+            } else {
+                Ok(())
             }
         }
-        fn status(&self) -> impl Future<Output = Option<String>> + Send {
-            async { Some("running 0 apps, 0/0 dynos up".to_string()) }
+        async fn status(&self) -> Option<String> {
+            Some("running 0 apps, 0/0 dynos up".to_string())
         }
     }
 
