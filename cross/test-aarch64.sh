@@ -35,6 +35,31 @@ for b in robokud roboku; do
     esac
 done
 
+# The test harness runs every test on its own thread. On some hosts qemu-user cannot run
+# threaded aarch64 programs at all (seen on a Firecracker VM, kernel 6.18, with qemu 7.2 and
+# 10.0: pthread_create spins forever in a compare-and-swap loop), and every test would hang.
+# Find out with a five-line pthread program first, and say so instead of hanging.
+probe=$(mktemp -d)
+trap 'rm -rf "$probe"' EXIT
+cat >"$probe/probe.c" <<'C'
+#include <pthread.h>
+#include <stdio.h>
+static void *run(void *arg) { return arg; }
+int main(void) {
+    pthread_t t; void *r = 0;
+    if (pthread_create(&t, 0, run, (void *)42) || pthread_join(t, &r)) return 1;
+    printf("%ld\n", (long)r);
+    return 0;
+}
+C
+aarch64-linux-gnu-gcc -O1 -o "$probe/probe" "$probe/probe.c" -lpthread
+if [ "$(timeout 20 qemu-aarch64-static "$probe/probe" || true)" != 42 ]; then
+    echo "FAIL: qemu-aarch64-static cannot run a threaded aarch64 program on this host" \
+        "($(qemu-aarch64-static --version | head -1)); the unit tests cannot run here." >&2
+    exit 1
+fi
+echo "ok: qemu runs threaded aarch64 programs"
+
 cd "$ROOT"
 "$CARGO" test --locked --target "$TARGET" -p robokud --lib -- \
     procfile:: supervisor::backoff:: engine::reconcile:: engine::formation:: cgroup::limits:: \

@@ -57,13 +57,14 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 pkg="$stage/roboku"
 
-install -d -m 0755 "$pkg/DEBIAN" "$pkg/usr/bin" "$pkg/lib/systemd/system" \
+install -d -m 0755 "$pkg/DEBIAN" "$pkg/usr/bin" "$pkg/lib/systemd/system/robokud.service.d" \
     "$pkg/usr/lib/sysusers.d" "$pkg/usr/lib/tmpfiles.d" "$pkg/etc/roboku" \
     "$pkg/usr/share/roboku/buildpacks" "$pkg/usr/share/doc/roboku"
 install -m 0755 "$bin_dir/robokud" "$bin_dir/roboku" "$pkg/usr/bin/"
 # The release profile strips already; an unstripped build (ROBOKU_KEEP_SYMBOLS=1) must not ship.
 "$strip" --strip-all "$pkg/usr/bin/robokud" "$pkg/usr/bin/roboku"
 install -m 0644 systemd/robokud.service "$pkg/lib/systemd/system/robokud.service"
+install -m 0644 systemd/robokud.service.d/delegate-subgroup.conf "$pkg/lib/systemd/system/robokud.service.d/"
 install -m 0644 systemd/roboku.sysusers "$pkg/usr/lib/sysusers.d/roboku.conf"
 install -m 0644 systemd/roboku.tmpfiles "$pkg/usr/lib/tmpfiles.d/roboku.conf"
 install -m 0644 etc/robokud.toml "$pkg/etc/roboku/robokud.toml"
@@ -100,7 +101,7 @@ Version: $version
 Architecture: $ARCH
 Maintainer: roboku developers <roboku@localhost>
 Installed-Size: $installed_kb
-Depends: libc6 (>= $glibc), systemd | adduser
+Depends: libc6 (>= $glibc), libgcc-s1, systemd | adduser
 Recommends: systemd
 Section: admin
 Priority: optional

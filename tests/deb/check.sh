@@ -54,6 +54,7 @@ deb=$(ROBOKU_DEB_DIR="$scratch/deb" packaging/build-deb.sh amd64)
 check "built $(basename "$deb")" test -s "$deb"
 contents=$(dpkg-deb -c "$deb" | awk '{print $1, $2, $6}')
 for f in ./usr/bin/robokud ./usr/bin/roboku ./lib/systemd/system/robokud.service \
+    ./lib/systemd/system/robokud.service.d/delegate-subgroup.conf \
     ./usr/lib/sysusers.d/roboku.conf ./usr/lib/tmpfiles.d/roboku.conf ./etc/roboku/robokud.toml \
     ./usr/share/roboku/buildpacks/ ./usr/share/doc/roboku/copyright ./usr/share/doc/roboku/install.md; do
     grep -q " $f\$" <<<"$contents" || bad "package lacks $f"
