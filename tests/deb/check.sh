@@ -26,14 +26,28 @@ cleanup() {
     if dpkg-query -W -f='${Status}' roboku 2>/dev/null | grep -qv 'not-installed'; then
         dpkg -P roboku >/dev/null 2>&1 || true
     fi
+    # Users this script created go again, unless something still runs as them (another robokud
+    # on this machine may have started dynos as roboku-dyno meanwhile): then the state file
+    # stays, and the next run removes them.
     if [ -f "$STATE" ]; then
-        grep -qx user "$STATE" && userdel roboku-dyno 2>/dev/null
-        grep -qx dyno-group "$STATE" && groupdel roboku-dyno 2>/dev/null
-        grep -qx group "$STATE" && groupdel roboku 2>/dev/null
-        rm -f "$STATE"
+        local left=
+        if grep -qx user "$STATE"; then
+            userdel roboku-dyno 2>/dev/null || left="$left user"
+        fi
+        if grep -qx dyno-group "$STATE" && getent group roboku-dyno >/dev/null; then
+            groupdel roboku-dyno 2>/dev/null || left="$left dyno-group"
+        fi
+        if grep -qx group "$STATE"; then
+            groupdel roboku 2>/dev/null || left="$left group"
+        fi
+        if [ -n "$left" ]; then
+            printf '%s\n' $left >"$STATE"
+            echo "note: could not delete roboku-dyno/roboku yet (in use); the next run will" >&2
+        else
+            rm -f "$STATE"
+        fi
     fi
     rm -rf "$scratch"
-    true
 }
 trap cleanup EXIT
 
@@ -42,6 +56,7 @@ if dpkg-query -W -f='${Status}' roboku 2>/dev/null | grep -qv 'not-installed'; t
     echo "deb check: purging a roboku package left installed" >&2
     dpkg -P roboku >/dev/null
 fi
+# Leftovers an earlier run could not delete are still ours to delete.
 touch "$STATE"
 getent group roboku >/dev/null || echo group >>"$STATE"
 getent passwd roboku-dyno >/dev/null || echo user >>"$STATE"
@@ -124,4 +139,5 @@ gone=$(dpkg-query -W -f='${db:Status-Status}' roboku 2>/dev/null || true)
 check "package gone (status '${gone:-unknown}')" sh -c "[ -z '$gone' ] || [ '$gone' = not-installed ]"
 
 echo "deb: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+[ "$failed" = 0 ] && status=0 || status=1
+exit $status
