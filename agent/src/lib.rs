@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod engine;
 pub mod example;
 pub mod logs;
+pub mod notify;
 pub mod procfile;
 pub mod settings;
 pub mod store;
@@ -39,6 +40,17 @@ pub async fn run(
             "killed processes left by a build of an earlier robokud"
         );
     }
+    if settings.cgroups && nix::unistd::geteuid().is_root() {
+        match cgroup::delegate::enter_supervisor_leaf(&settings.cgroup_mount) {
+            Ok(Some(leaf)) => {
+                tracing::info!(leaf = %leaf.display(), "moved into the supervisor leaf of the delegated unit cgroup")
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not leave the delegated unit cgroup; cgroup v2 limits may fail")
+            }
+        }
+    }
     let cgroups: Arc<dyn cgroup::CgroupDriver> = Arc::from(cgroup::detect(
         settings.cgroup_mount.clone(),
         &settings.cgroup_name,
@@ -67,11 +79,17 @@ pub async fn run(
         settings: settings.clone(),
     });
     let server = tokio::spawn(api::serve(listener, ctx, stop_rx));
+    let notifier = notify::Notifier::ready(engine.clone()).await;
     shutdown.await;
     tracing::info!("shutting down");
+    notifier.stopping(match settings.on_exit {
+        settings::OnExit::Leave => "stopping; dynos are left running for the next robokud",
+        settings::OnExit::Stop => "stopping dynos",
+    });
     let _ = engine
         .call(engine::Door::Agent, engine::Command::Shutdown)
         .await;
+    notifier.finish().await;
     let _ = stop_tx.send(true);
     let _ = server.await;
     drop(engine);

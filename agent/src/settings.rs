@@ -126,3 +126,83 @@ impl Settings {
         self.data_dir.join("tmp")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The packaged default config (`etc/robokud.toml`, installed as /etc/roboku/robokud.toml).
+    const PACKAGED: &str = include_str!("../../etc/robokud.toml");
+
+    /// The packaged file with every `# key = value` example uncommented.
+    fn uncommented() -> String {
+        PACKAGED
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    }) =>
+                {
+                    rest
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn packaged_config_parses_to_the_defaults() {
+        let path = Path::new("/etc/roboku/robokud.toml");
+        let s = Settings::from_toml(path, PACKAGED).unwrap();
+        let d = Settings::default();
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            serde_json::to_value(&d).unwrap()
+        );
+    }
+
+    #[test]
+    fn packaged_config_documents_every_setting_with_its_default() {
+        let path = Path::new("/etc/roboku/robokud.toml");
+        let text = uncommented();
+        let mut s = Settings::from_toml(path, &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let d = Settings::default();
+        // `socket` has no default value, only a default path: the file shows that path.
+        assert_eq!(s.socket.as_deref(), Some(d.socket_path().as_path()));
+        s.socket = None;
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            serde_json::to_value(&d).unwrap()
+        );
+        // Every field appears as an example line (a new setting must be documented here).
+        let serde_json::Value::Object(fields) = serde_json::to_value(&d).unwrap() else {
+            panic!("settings serialise to an object")
+        };
+        for key in fields.keys() {
+            let example = format!("\n# {key} = ");
+            assert!(
+                format!("\n{PACKAGED}").contains(&example),
+                "etc/robokud.toml does not document {key:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_the_line() {
+        let path = Path::new("/etc/roboku/robokud.toml");
+        let err = Settings::from_toml(path, "grace_secs = 5\n\ngrase_secs = 5\n").unwrap_err();
+        assert!(err.contains("/etc/roboku/robokud.toml"), "{err}");
+        assert!(err.contains("grase_secs"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_line() {
+        let path = Path::new("robokud.toml");
+        let err = Settings::from_toml(path, "on_exit = \"later\"\n").unwrap_err();
+        assert!(err.contains("line 1"), "{err}");
+        assert!(err.contains("later"), "{err}");
+    }
+}

@@ -26,7 +26,10 @@ pub struct Ctx {
     pub settings: Settings,
 }
 
-/// Binds the socket (replacing a stale one), mode 0660 so the `roboku` group can use it.
+/// The group that may use the API socket, when it exists.
+const SOCKET_GROUP: &str = "roboku";
+
+/// Binds the socket (replacing a stale one), mode 0660, group `roboku` when that group exists.
 pub fn bind(settings: &Settings) -> Result<UnixListener, PathError> {
     let path = settings.socket_path();
     if let Some(dir) = path.parent() {
@@ -41,6 +44,12 @@ pub fn bind(settings: &Settings) -> Result<UnixListener, PathError> {
     let listener = UnixListener::bind(&path).at("bind socket", &path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
         .at("chmod socket", &path)?;
+    // Members of the `roboku` group (created by the package) may use the CLI without root.
+    if let Ok(Some(group)) = nix::unistd::Group::from_name(SOCKET_GROUP) {
+        nix::unistd::chown(&path, None, Some(group.gid))
+            .map_err(std::io::Error::from)
+            .at("chown socket to group roboku", &path)?;
+    }
     Ok(listener)
 }
 

@@ -6,11 +6,13 @@
 //! and its errors carry no paths); every IO error names the file and the operation.
 //!
 //! This module owns roboku's subtree (`roboku` by default) and nothing outside it: it never
-//! moves the agent itself, and never writes limits above its own subtree (v2 only enables
+//! moves the agent itself (except [`delegate::enter_supervisor_leaf`], once at startup inside a
+//! delegated systemd unit), and never writes limits above its own subtree (v2 only enables
 //! controllers in `cgroup.subtree_control` of the subtree's parent, which it needs).
 //!
 //! `kill_all` blocks for up to [`KILL_TIMEOUT`]; call it from a blocking context.
 
+pub mod delegate;
 mod files;
 mod limits;
 mod none;

@@ -44,6 +44,9 @@ impl Engine {
             Command::Rollback { app, version } => self.rollback(door, &app, version),
             Command::Run { app, command } => self.one_off(door, &app, command).map(Reply::Run),
             Command::Events { app, n } => self.events(app.as_deref(), n).map(Reply::Events),
+            Command::Ping => Ok(Reply::Done(wire::Done {
+                message: "pong".into(),
+            })),
             Command::Shutdown => Err(EngineError::BadRequest(
                 "shutdown is handled by the loop".into(),
             )),

@@ -111,6 +111,8 @@ pub enum Command {
     },
     /// Stop (or leave, per settings) every dyno and end the engine.
     Shutdown,
+    /// Answered at once with `Done`: proves the engine loop is turning (systemd watchdog).
+    Ping,
 }
 
 /// Every answer; serialised as the inner value.
