@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod engine;
 pub mod example;
 pub mod logs;
+pub mod mqtt;
 pub mod procfile;
 pub mod settings;
 pub mod store;
@@ -29,6 +30,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
     on_ready: impl FnOnce(&Settings, &engine::EngineHandle),
 ) -> anyhow::Result<()> {
+    let fleet = mqtt::prepare(&settings)?;
     prepare_dirs(&settings)?;
     let store = store::Store::open(&settings.db_path())?;
     let cgroups: Arc<dyn cgroup::CgroupDriver> = Arc::from(cgroup::detect(
@@ -55,10 +57,12 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = Arc::new(api::Ctx {
         engine: engine.clone(),
-        logs,
+        logs: logs.clone(),
         settings: settings.clone(),
     });
-    let server = tokio::spawn(api::serve(listener, ctx, stop_rx));
+    let server = tokio::spawn(api::serve(listener, ctx, stop_rx.clone()));
+    // Fleet control over MQTT, when a broker is configured.
+    let fleet = fleet.map(|f| f.start(&settings, engine.clone(), Some(logs.clone()), stop_rx));
     shutdown.await;
     tracing::info!("shutting down");
     let _ = engine
@@ -66,6 +70,9 @@ pub async fn run(
         .await;
     let _ = stop_tx.send(true);
     let _ = server.await;
+    if let Some(fleet) = fleet {
+        let _ = fleet.await;
+    }
     drop(engine);
     let _ = engine_task.await;
     let _ = std::fs::remove_file(settings.socket_path());
