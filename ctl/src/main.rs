@@ -89,6 +89,9 @@ enum Command {
     Status,
     /// Show the audit trail, newest last
     Events(events::EventsArgs),
+    /// Drive a fleet of robots over MQTT (signed commands, acks, desired state)
+    #[command(subcommand)]
+    Fleet(commands::fleet::FleetCommand),
 }
 
 fn main() {
@@ -136,6 +139,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(a) => return run::run(ctx, a).await,
         Command::Status => status::run(ctx).await?,
         Command::Events(a) => events::run(ctx, a).await?,
+        Command::Fleet(f) => return commands::fleet::run(ctx.json, f).await,
     }
     Ok(0)
 }

@@ -38,14 +38,15 @@ pub(super) enum Job {
 #[derive(Debug)]
 struct Failure {
     reason: String,
-    log_tail: Vec<String>,
+    /// A failed rollout: the app's last log lines say why.
+    rollout: bool,
 }
 
 impl From<EngineError> for Failure {
     fn from(e: EngineError) -> Self {
         Failure {
+            rollout: matches!(e, EngineError::DeployFailed(_)),
             reason: e.to_string(),
-            log_tail: Vec::new(),
         }
     }
 }
@@ -153,13 +154,15 @@ async fn finish(
             acker.send(AckStatus::Succeeded, |d| d.release = release);
             true
         }
-        Ok(Err(mut f)) => {
-            if f.log_tail.is_empty() {
-                f.log_tail = log_tail(shared, acker.base.app.as_deref().unwrap_or("")).await;
-            }
+        Ok(Err(f)) => {
+            let tail = if f.rollout {
+                log_tail(shared, acker.base.app.as_deref().unwrap_or("")).await
+            } else {
+                Vec::new()
+            };
             acker.send(AckStatus::Failed, |d| {
                 d.reason = Some(f.reason);
-                d.log_tail = f.log_tail;
+                d.log_tail = tail;
             });
             false
         }
@@ -298,15 +301,12 @@ async fn deploy_artifact(
     .await
     .map_err(|e| Failure {
         reason: e.to_string(),
-        log_tail: Vec::new(),
+        rollout: false,
     })?;
     acker.step("build");
     let req = DeployRequest {
         source: file.display().to_string(),
-        description: Some(match version {
-            Some(v) => format!("Fleet deploy {} (v{v})", &a.sha256[..12]),
-            None => format!("Fleet deploy {}", &a.sha256[..12]),
-        }),
+        description: Some(desired::release_description(&a.sha256, version)),
     };
     let result = deploy::deploy(&shared.engine, &shared.settings, Door::Mqtt, app, req).await;
     let _ = std::fs::remove_file(&file);
@@ -339,7 +339,10 @@ async fn observe(shared: &Shared, app: &str) -> Result<Observed, Failure> {
     })
     .await?
     {
-        now.slug = rs.into_iter().find(|r| r.current).map(|r| r.slug);
+        if let Some(r) = rs.into_iter().find(|r| r.current) {
+            now.artifact = desired::artifact_of_description(&r.description);
+            now.slug = Some(r.slug);
+        }
     }
     if let Reply::Formation(f) = call(Command::Formation {
         app: app.to_string(),

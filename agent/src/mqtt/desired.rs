@@ -47,6 +47,8 @@ pub struct Observed {
     pub exists: bool,
     /// sha256 of the current release's slug.
     pub slug: Option<String>,
+    /// The fleet artifact the current release was deployed from (from its description).
+    pub artifact: Option<String>,
     pub formation: BTreeMap<String, u32>,
     pub config: BTreeMap<String, String>,
 }
@@ -66,12 +68,34 @@ impl Plan {
     }
 }
 
-/// What must change so `now` matches `want`. `slug_of_artifact` is the slug this device built
-/// from the wanted artifact before (if it did): the running slug is compared with that, since
-/// an artifact's hash and its slug's tree hash differ.
+/// The description of a release deployed from a fleet artifact. It records the artifact's
+/// sha256 in the release itself (in the store, atomically with it), so an agent restarted in the
+/// middle of a rollout still knows where its current release came from.
+pub fn release_description(sha256: &str, version: Option<u64>) -> String {
+    match version {
+        Some(v) => format!("{FLEET_DEPLOY}{sha256} (fleet version {v})"),
+        None => format!("{FLEET_DEPLOY}{sha256}"),
+    }
+}
+
+const FLEET_DEPLOY: &str = "Fleet deploy of artifact ";
+
+/// The artifact sha256 in a description made by [`release_description`].
+pub fn artifact_of_description(d: &str) -> Option<String> {
+    let sha = d.strip_prefix(FLEET_DEPLOY)?.get(..64)?;
+    sha.bytes()
+        .all(|b| b.is_ascii_hexdigit())
+        .then(|| sha.to_string())
+}
+
+/// What must change so `now` matches `want`. The running release is in sync when it was
+/// deployed from the wanted artifact, or when its slug is the one this device built from that
+/// artifact before (`slug_of_artifact`: an artifact's hash and its slug's tree hash differ, and
+/// a local `roboku rollback` to that release counts too).
 pub fn plan(want: &AppDesired, now: &Observed, slug_of_artifact: Option<&str>) -> Plan {
     let deploy = want.release.as_ref().and_then(|a| {
-        let in_sync = slug_of_artifact.is_some() && now.slug.as_deref() == slug_of_artifact;
+        let in_sync = now.artifact.as_deref() == Some(a.sha256.as_str())
+            || (slug_of_artifact.is_some() && now.slug.as_deref() == slug_of_artifact);
         (!in_sync).then(|| a.clone())
     });
     let config = want.config.as_ref().and_then(|c| {
@@ -188,6 +212,29 @@ mod tests {
         now.slug = Some("s2".into());
         assert!(plan(&want, &now, Some("s2")).is_empty());
         assert!(plan(&want, &Observed::default(), None).create_app);
+        // Known from the release's own description, without any slug mapping.
+        let from_release = Observed {
+            exists: true,
+            slug: Some("s9".into()),
+            artifact: Some("aa".into()),
+            ..Observed::default()
+        };
+        assert!(plan(&want, &from_release, None).is_empty());
+    }
+
+    #[test]
+    fn descriptions_carry_the_artifact() {
+        let sha = "0123456789abcdef".repeat(4);
+        assert_eq!(
+            artifact_of_description(&release_description(&sha, Some(5))),
+            Some(sha.clone())
+        );
+        assert_eq!(
+            artifact_of_description(&release_description(&sha, None)),
+            Some(sha)
+        );
+        assert_eq!(artifact_of_description("Deploy /tmp/x"), None);
+        assert_eq!(artifact_of_description("Fleet deploy of artifact zz"), None);
     }
 
     #[test]
@@ -201,6 +248,7 @@ mod tests {
         let now = Observed {
             exists: true,
             slug: None,
+            artifact: None,
             formation: [("web".to_string(), 1), ("worker".to_string(), 3)].into(),
             config: [("A".to_string(), "1".to_string()), ("C".into(), "x".into())].into(),
         };

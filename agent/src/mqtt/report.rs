@@ -93,8 +93,11 @@ pub(super) async fn reported(shared: &Shared, view: &View, session: u64) -> Opti
             ..ReportedApp::default()
         };
         if let Ok(Reply::Releases(rs)) = call(Command::Releases { app: name.clone() }).await {
-            r.slug = rs.into_iter().find(|x| x.current).map(|x| x.slug);
-            r.artifact = r.slug.as_ref().and_then(|s| view.artifacts.get(s).cloned());
+            if let Some(cur) = rs.into_iter().find(|x| x.current) {
+                r.artifact = super::desired::artifact_of_description(&cur.description)
+                    .or_else(|| view.artifacts.get(&cur.slug).cloned());
+                r.slug = Some(cur.slug);
+            }
         }
         if let Ok(Reply::Formation(f)) = call(Command::Formation { app: name.clone() }).await {
             r.formation = f.into_iter().map(|e| (e.ptype, e.count)).collect();

@@ -161,8 +161,12 @@ pub(super) async fn run(
                 link.on_connected();
                 let _ = connected.send(Some(link.session));
             }
+            // A retained status predates our `online` (published after subscribing), which
+            // replaces it anyway; only a live one can be a late Will landing after it.
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == own_status => {
-                link.on_own_status(&p.payload)
+                if !p.retain {
+                    link.on_own_status(&p.payload)
+                }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => match topic::parse(&p.topic) {
                 Some(t @ (Topic::Cmd(_) | Topic::Desired(_))) => {
