@@ -75,6 +75,22 @@ impl EngineHandle {
     }
 }
 
+impl EngineHandle {
+    /// A handle answered by `answer` instead of an engine, for exercising a door (MQTT, API)
+    /// without processes: benchmarks and tests. Must be called inside a tokio runtime.
+    pub fn stub(
+        answer: impl Fn(Door, Command) -> Result<Reply, EngineError> + Send + 'static,
+    ) -> EngineHandle {
+        let (tx, mut rx) = mpsc::channel::<Request>(256);
+        tokio::spawn(async move {
+            while let Some(r) = rx.recv().await {
+                let _ = r.reply.send(answer(r.door, r.cmd));
+            }
+        });
+        EngineHandle { tx }
+    }
+}
+
 /// What the engine knows about one app between commands (refreshed from the store on change).
 #[derive(Debug, Clone)]
 struct AppCache {

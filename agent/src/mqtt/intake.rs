@@ -1,9 +1,9 @@
 //! The intake: the one owner of the fleet state and of the desired docs.
 //!
 //! Every `cmd` payload is verified (pure, [`super::verify`]); a refusal is acked REJECTED with
-//! the reason and changes nothing. An accepted command is recorded in the replay guard and the
-//! state saved to disk *before* ACCEPTED goes out and the work is queued, so a command is never
-//! applied twice, not even across a crash. Desired docs are verified the same way, kept per
+//! the reason and changes nothing. An accepted command is acked ACCEPTED, recorded in the replay
+//! guard and the state saved to disk *before* its work is queued, so a command is never applied
+//! twice, not even across a crash. Desired docs are verified the same way, kept per
 //! address, merged (highest version per app wins) and handed to the app's worker when due.
 //! Workers report back (artifact built, version failed) through `Update`s.
 
@@ -83,10 +83,10 @@ pub(super) async fn run(
     loop {
         tokio::select! {
             msg = inbound.recv() => match msg {
-                Some(m) => me.inbound(m),
+                Some(m) => me.inbound(m).await,
                 None => break,
             },
-            Some(u) = updates.recv() => me.update(u),
+            Some(u) = updates.recv() => me.update(u).await,
         }
     }
     for (_, (tx, handle)) in std::mem::take(&mut me.workers) {
@@ -96,10 +96,10 @@ pub(super) async fn run(
 }
 
 impl Intake {
-    fn inbound(&mut self, msg: Inbound) {
+    async fn inbound(&mut self, msg: Inbound) {
         let reference = payload_ref(&msg.payload);
         match msg.topic {
-            Topic::Cmd(addr) => self.command(&addr, &msg.payload, &reference),
+            Topic::Cmd(addr) => self.command(&addr, &msg.payload, &reference).await,
             // The retained doc was cleared: nothing runs differently, there is just no desired
             // state from that address any more.
             Topic::Desired(addr) if msg.payload.is_empty() && self.docs.remove(&addr).is_some() => {
@@ -126,31 +126,41 @@ impl Intake {
         );
     }
 
-    fn command(&mut self, addr: &Address, payload: &[u8], reference: &str) {
+    async fn command(&mut self, addr: &Address, payload: &[u8], reference: &str) {
         let now = now_ms();
         let v = match verify::verify_command(payload, addr, now, &self.trust, &self.state.guard) {
             Ok(v) => v,
             Err(refused) => return self.reject(refused, reference, "command"),
         };
-        let mut next = self.state.clone();
-        next.guard.record(&v.env, now, self.trust.skew_ms);
-        if let Err(e) = next.save(&self.shared.settings.fleet_state_path()) {
-            // Unrecorded, it could be replayed later: refuse it rather than run it.
-            let refused = Refused {
-                id: Some(v.env.id.clone()),
-                why: verify::Rejection::Malformed(format!("cannot record the command: {e}")),
-            };
-            return self.reject(refused, reference, v.env.kind.as_str());
-        }
-        self.state = next;
-        self.publish_view();
         if v.kid.is_none() {
             tracing::warn!(id = v.env.id, "accepting an UNSIGNED command (dev mode)");
         }
+        // ACCEPTED (verified) goes out at once; the work starts only once the command is on
+        // disk. A crash in between loses the command (no final ack: the sender sees no answer),
+        // it never runs it twice.
         let details = apply::details(&v.env.app, v.env.kind.as_str(), v.env.version);
-        self.shared
-            .out
-            .ack(Some(&v.env.id), reference, AckStatus::Accepted, details);
+        self.shared.out.ack(
+            Some(&v.env.id),
+            reference,
+            AckStatus::Accepted,
+            details.clone(),
+        );
+        let mut next = self.state.clone();
+        next.guard.record(&v.env, now, self.trust.skew_ms);
+        if let Err(e) = self.save(&next).await {
+            // Unrecorded, it could be replayed later: do not run it (and do not remember it,
+            // so the sender can try again once the disk is back).
+            let details = AckDetails {
+                reason: Some(format!("not run: cannot record the command ({e})")),
+                ..details
+            };
+            self.shared
+                .out
+                .ack(Some(&v.env.id), reference, AckStatus::Failed, details);
+            return;
+        }
+        self.state = next;
+        self.publish_view();
         let app = v.env.app.clone();
         self.queue(
             &app,
@@ -227,7 +237,7 @@ impl Intake {
         }
     }
 
-    fn update(&mut self, u: Update) {
+    async fn update(&mut self, u: Update) {
         match u {
             Update::Artifact { artifact, slug } => self.state.remember_artifact(&artifact, &slug),
             Update::Finished { app, version, ok } => {
@@ -242,10 +252,20 @@ impl Intake {
                 }
             }
         }
-        if let Err(e) = self.state.save(&self.shared.settings.fleet_state_path()) {
+        if let Err(e) = self.save(&self.state).await {
             tracing::error!(error = %e, "saving fleet state failed");
         }
         self.publish_view();
+    }
+
+    /// Saves on the blocking pool (an fsync must not stall a runtime worker the engine shares);
+    /// the intake waits for it, so the order of saves is the order of changes.
+    async fn save(&self, state: &FleetState) -> Result<(), String> {
+        let (state, path) = (state.clone(), self.shared.settings.fleet_state_path());
+        tokio::task::spawn_blocking(move || state.save(&path))
+            .await
+            .map_err(|e| format!("save task failed: {e}"))?
+            .map_err(|e| e.to_string())
     }
 
     fn publish_view(&self) {

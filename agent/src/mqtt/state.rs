@@ -2,8 +2,8 @@
 //! (highest version per app, recent command ids), which artifact each fleet-deployed slug came
 //! from, and desired versions that failed (not retried until a newer version comes).
 //!
-//! Owned by the intake task alone; saved (write, fsync, rename, fsync dir) before a command is
-//! acknowledged as ACCEPTED, so an agent killed right after never applies it twice.
+//! Owned by the intake task alone; saved (write, fsync, rename, fsync dir) before a command's
+//! work starts, so an agent killed at any point never applies it twice.
 //! The connection's session counter lives in its own small file (`fleet-session`), written by
 //! the connection task once per successful connection.
 
