@@ -429,3 +429,63 @@ fn a_wrong_artifact_sha256_fails_and_the_old_release_keeps_running() {
             .then_some(())
     });
 }
+
+#[test]
+fn waves_stop_after_a_failing_canary_and_finish_when_it_succeeds() {
+    let site = Site::new();
+    let broker = Broker::start();
+    let agents: Vec<Agent> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|d| Agent::start(&broker, d, &["field"], &site.public))
+        .collect();
+    wait_online(&broker, &["w1", "w2", "w3"]);
+    let key = site.path("fleet.key");
+    let url = format!("{}/hello-v1.tar.gz", site.url);
+    let wrong = "cd".repeat(32);
+    let (rc, out) = fleet(
+        &broker,
+        &[
+            "deploy",
+            "--group",
+            "field",
+            "-a",
+            "hello",
+            "--key",
+            &key,
+            "--artifact-url",
+            &url,
+            "--sha256",
+            &wrong,
+            "--size",
+            "100",
+            "--wave",
+            "1",
+            "--fail-threshold",
+            "0",
+            "--wait",
+            "60",
+        ],
+    );
+    assert_eq!(rc, 1, "{out}");
+    assert!(out.contains("wave 1: w1"), "{out}");
+    assert!(out.contains("STOPPED after wave 1"), "{out}");
+    assert!(!out.contains("wave 2"), "{out}");
+    assert!(
+        !out.lines()
+            .any(|l| l.starts_with("w2") || l.starts_with("w3")),
+        "{out}"
+    );
+    // A good artifact: canary first (34% of 3 = 2 robots), then the rest.
+    let mut args = site.deploy_args(&["--group", "field"], "hello-v1.tar.gz");
+    args.extend(["--wave".to_string(), "34%".to_string()]);
+    let (rc, out) = run_fleet(&broker, "deploy", &args);
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.contains("wave 1: w1, w2") && out.contains("wave 2: w3"),
+        "{out}"
+    );
+    assert!(out.contains("3 succeeded"), "{out}");
+    for a in &agents {
+        a.wait_up("hello", 1, 30);
+    }
+}
