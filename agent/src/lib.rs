@@ -49,6 +49,7 @@ pub async fn run(
     }
     let logs = logs::start(settings.logs_dir(), settings.log_quota_bytes);
     let listener = api::bind(&settings)?;
+    let slug_listener = mqtt::serve::bind(&settings).await?;
     let (engine, engine_task, ready) =
         engine::start(settings.clone(), store, cgroups, logs.clone());
     let _ = ready.await;
@@ -62,7 +63,18 @@ pub async fn run(
     });
     let server = tokio::spawn(api::serve(listener, ctx, stop_rx.clone()));
     // Fleet control over MQTT, when a broker is configured.
-    let fleet = fleet.map(|f| f.start(&settings, engine.clone(), Some(logs.clone()), stop_rx));
+    let fleet = fleet.map(|f| {
+        f.start(
+            &settings,
+            engine.clone(),
+            Some(logs.clone()),
+            stop_rx.clone(),
+        )
+    });
+    let slug_server = slug_listener.map(|l| {
+        let (s, stop) = (settings.clone(), stop_rx);
+        tokio::spawn(async move { mqtt::serve::serve(l, &s, stop).await })
+    });
     shutdown.await;
     tracing::info!("shutting down");
     let _ = engine
@@ -70,8 +82,8 @@ pub async fn run(
         .await;
     let _ = stop_tx.send(true);
     let _ = server.await;
-    if let Some(fleet) = fleet {
-        let _ = fleet.await;
+    for task in [fleet, slug_server].into_iter().flatten() {
+        let _ = task.await;
     }
     drop(engine);
     let _ = engine_task.await;

@@ -79,6 +79,10 @@ struct FleetFlags {
     /// Seconds between telemetry messages (0: off).
     #[arg(long, env = "ROBOKU_TELEMETRY_SECS")]
     telemetry_secs: Option<u64>,
+    /// Serve this robokud's slugs over HTTP for the robots of a site, e.g. 0.0.0.0:7071
+    /// (GET /slugs/<sha256>.tar.gz, read-only).
+    #[arg(long, env = "ROBOKU_SERVE_SLUGS", value_name = "ADDR")]
+    serve_slugs: Option<String>,
 }
 
 impl FleetFlags {
@@ -94,6 +98,9 @@ impl FleetFlags {
             .extend(self.trusted_keys.iter().cloned());
         m.allow_unsigned |= self.mqtt_allow_unsigned;
         m.telemetry_secs = self.telemetry_secs.unwrap_or(m.telemetry_secs);
+        if self.serve_slugs.is_some() {
+            m.serve_slugs = self.serve_slugs.clone();
+        }
     }
 }
 

@@ -146,6 +146,9 @@ pub struct MqttSettings {
     pub clock_skew_secs: u64,
     /// Seconds a command may take (download + build + rollout) before TIMED_OUT is sent.
     pub command_timeout_secs: u64,
+    /// Serve this robokud's slugs read-only over HTTP on this address (site gateways):
+    /// `GET /slugs/<sha256>.tar.gz`, with Range. Off by default.
+    pub serve_slugs: Option<String>,
 }
 
 impl Default for MqttSettings {
@@ -164,6 +167,7 @@ impl Default for MqttSettings {
             keep_alive_secs: 30,
             clock_skew_secs: 300,
             command_timeout_secs: 900,
+            serve_slugs: None,
         }
     }
 }

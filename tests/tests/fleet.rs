@@ -489,3 +489,56 @@ fn waves_stop_after_a_failing_canary_and_finish_when_it_succeeds() {
         a.wait_up("hello", 1, 30);
     }
 }
+
+#[test]
+fn robots_deploy_from_a_gateway_serving_its_slugs() {
+    let site = Site::new();
+    let broker = Broker::start();
+    let port = kit::free_port();
+    let serve = format!("127.0.0.1:{port}");
+    let gw = Agent::start_with(&broker, "gw", &[], &site.public, &["--serve-slugs", &serve]);
+    let robot = Agent::start(&broker, "r9", &[], &site.public);
+    wait_online(&broker, &["gw", "r9"]);
+    let (rc, out) = run_fleet(
+        &broker,
+        "deploy",
+        &site.deploy_args(&["--device", "gw"], "hello-v1.tar.gz"),
+    );
+    assert_eq!(rc, 0, "{out}");
+    let current = |a: &Agent| a.releases("hello").into_iter().find(|r| r.2).map(|r| r.1);
+    let slug = current(&gw).expect("gateway release");
+    // The operator takes the gateway's archive (deterministic, so its sha256 is stable)...
+    let path = format!("/slugs/{slug}.tar.gz");
+    let body = kit::http_get(port, &path);
+    assert_eq!(body, kit::http_get(port, &path), "same bytes every time");
+    let file = site.dir.path().join("from-gateway.tar.gz");
+    std::fs::write(&file, &body).unwrap();
+    // ...and robots fetch it from the gateway.
+    let url = format!("http://{serve}{path}");
+    let key = site.path("fleet.key");
+    let (rc, out) = fleet(
+        &broker,
+        &[
+            "deploy",
+            "--device",
+            "r9",
+            "-a",
+            "hello",
+            "--key",
+            &key,
+            "--artifact-url",
+            &url,
+            "--slug",
+            &file.display().to_string(),
+            "--wait",
+            "60",
+        ],
+    );
+    assert_eq!(rc, 0, "{out}");
+    robot.wait_up("hello", 1, 30);
+    assert_eq!(
+        current(&robot),
+        Some(slug),
+        "the same slug as the gateway's"
+    );
+}

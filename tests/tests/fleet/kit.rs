@@ -51,7 +51,7 @@ pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -164,6 +164,17 @@ pub struct Agent {
 impl Agent {
     /// Starts robokud as `device` in `groups`, trusting `key_pub`, on `broker`.
     pub fn start(broker: &Broker, device: &str, groups: &[&str], key_pub: &Path) -> Agent {
+        Agent::start_with(broker, device, groups, key_pub, &[])
+    }
+
+    /// Like [`Agent::start`], with extra robokud flags.
+    pub fn start_with(
+        broker: &Broker,
+        device: &str,
+        groups: &[&str],
+        key_pub: &Path,
+        extra: &[&str],
+    ) -> Agent {
         let n = NEXT_AGENT.fetch_add(1, Ordering::SeqCst);
         let dir = tempfile::tempdir().expect("tempdir");
         // Ports below the ephemeral range, apart for each agent of this test binary.
@@ -192,6 +203,7 @@ impl Agent {
             args.push("--group".into());
             args.push(g.to_string());
         }
+        args.extend(extra.iter().map(|s| s.to_string()));
         let mut a = Agent {
             device: device.into(),
             dir,
@@ -402,6 +414,26 @@ pub fn serve_dir(dir: &Path) -> String {
         }
     });
     format!("http://{addr}")
+}
+
+/// GET `http://127.0.0.1:<port><path>`; the body of a 200 answer.
+pub fn http_get(port: u16, path: &str) -> Vec<u8> {
+    use std::io::Read;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("read");
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers");
+    let head = String::from_utf8_lossy(&all[..split]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    all[split + 4..].to_vec()
 }
 
 /// An MQTT client of the test's own: publishes raw payloads, collects acks and other messages.
