@@ -312,9 +312,35 @@ impl Agent {
     }
 }
 
+/// Removes a (now empty) cgroup subtree from every hierarchy, deepest first.
+fn remove_cgroups(name: &str) {
+    fn rm(dir: &Path) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    rm(&e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for h in hierarchies.flatten() {
+        let dir = h.path().join(name);
+        if dir.is_dir() {
+            rm(&dir);
+        }
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         self.stop();
+        if let Some(i) = self.args.iter().position(|a| a == "--cgroup-name") {
+            remove_cgroups(&self.args[i + 1]);
+        }
         if std::thread::panicking() {
             eprintln!("---- robokud {} log ----\n{}", self.device, self.log());
         }
