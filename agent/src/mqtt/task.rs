@@ -196,7 +196,7 @@ pub(super) async fn run(
                     .delay(failures + 1, rand::rngs::OsRng.gen::<f64>())
                     .max(Duration::from_millis(100));
                 if failures == 1 || failures.is_multiple_of(20) {
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, failures, "mqtt connection lost");
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, failures, "mqtt connection lost or refused");
                 } else {
                     tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "mqtt reconnect failed");
                 }
