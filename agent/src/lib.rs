@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod engine;
 pub mod example;
 pub mod logs;
+pub mod mqtt;
 pub mod notify;
 pub mod procfile;
 pub mod settings;
@@ -30,6 +31,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
     on_ready: impl FnOnce(&Settings, &engine::EngineHandle),
 ) -> anyhow::Result<()> {
+    let fleet = mqtt::prepare(&settings)?;
     prepare_dirs(&settings)?;
     let store = store::Store::open(&settings.db_path())?;
     build::builtin::install(&settings.buildpacks_dir())?;
@@ -67,6 +69,7 @@ pub async fn run(
     }
     let logs = logs::start(settings.logs_dir(), settings.log_quota_bytes);
     let listener = api::bind(&settings)?;
+    let slug_listener = mqtt::serve::bind(&settings).await?;
     let (engine, engine_task, ready) =
         engine::start(settings.clone(), store, cgroups, logs.clone());
     let _ = ready.await;
@@ -75,11 +78,24 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = Arc::new(api::Ctx {
         engine: engine.clone(),
-        logs,
+        logs: logs.clone(),
         settings: settings.clone(),
     });
-    let server = tokio::spawn(api::serve(listener, ctx, stop_rx));
+    let server = tokio::spawn(api::serve(listener, ctx, stop_rx.clone()));
     let notifier = notify::Notifier::ready(engine.clone()).await;
+    // Fleet control over MQTT, when a broker is configured.
+    let fleet = fleet.map(|f| {
+        f.start(
+            &settings,
+            engine.clone(),
+            Some(logs.clone()),
+            stop_rx.clone(),
+        )
+    });
+    let slug_server = slug_listener.map(|l| {
+        let (s, stop) = (settings.clone(), stop_rx);
+        tokio::spawn(async move { mqtt::serve::serve(l, &s, stop).await })
+    });
     shutdown.await;
     tracing::info!("shutting down");
     notifier.stopping(match settings.on_exit {
@@ -92,6 +108,9 @@ pub async fn run(
     notifier.finish().await;
     let _ = stop_tx.send(true);
     let _ = server.await;
+    for task in [fleet, slug_server].into_iter().flatten() {
+        let _ = task.await;
+    }
     drop(engine);
     let _ = engine_task.await;
     let _ = std::fs::remove_file(settings.socket_path());

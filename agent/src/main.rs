@@ -57,6 +57,54 @@ struct Flags {
     /// Seconds between resource samples shown by `roboku ps`.
     #[arg(long, env = "ROBOKU_SAMPLE_SECS")]
     sample_secs: Option<u64>,
+    #[command(flatten)]
+    fleet: FleetFlags,
+}
+
+/// Fleet control over MQTT (all optional; the `[mqtt]` config section holds the same and more).
+#[derive(clap::Args, Debug)]
+struct FleetFlags {
+    /// MQTT broker for fleet control: mqtt://host[:1883] or mqtts://host[:8883].
+    #[arg(long = "mqtt", env = "ROBOKU_MQTT", value_name = "URL")]
+    broker: Option<String>,
+    /// This robot's device id (MQTT client id) [default: the hostname].
+    #[arg(long, env = "ROBOKU_DEVICE_ID")]
+    device_id: Option<String>,
+    /// A fleet group this robot belongs to (repeatable).
+    #[arg(long = "group", value_name = "GROUP")]
+    groups: Vec<String>,
+    /// A public key file trusted to sign fleet commands (repeatable).
+    #[arg(long = "trusted-key", value_name = "PATH")]
+    trusted_keys: Vec<PathBuf>,
+    /// DEV MODE: accept unsigned fleet commands.
+    #[arg(long)]
+    mqtt_allow_unsigned: bool,
+    /// Seconds between telemetry messages (0: off).
+    #[arg(long, env = "ROBOKU_TELEMETRY_SECS")]
+    telemetry_secs: Option<u64>,
+    /// Serve this robokud's slugs over HTTP for the robots of a site, e.g. 0.0.0.0:7071
+    /// (GET /slugs/<sha256>.tar.gz, read-only).
+    #[arg(long, env = "ROBOKU_SERVE_SLUGS", value_name = "ADDR")]
+    serve_slugs: Option<String>,
+}
+
+impl FleetFlags {
+    fn apply(&self, m: &mut robokud::settings::MqttSettings) {
+        if self.broker.is_some() {
+            m.broker = self.broker.clone();
+        }
+        if self.device_id.is_some() {
+            m.device_id = self.device_id.clone();
+        }
+        m.groups.extend(self.groups.iter().cloned());
+        m.trusted_key_files
+            .extend(self.trusted_keys.iter().cloned());
+        m.allow_unsigned |= self.mqtt_allow_unsigned;
+        m.telemetry_secs = self.telemetry_secs.unwrap_or(m.telemetry_secs);
+        if self.serve_slugs.is_some() {
+            m.serve_slugs = self.serve_slugs.clone();
+        }
+    }
 }
 
 fn settings(flags: &Flags) -> anyhow::Result<Settings> {
@@ -123,6 +171,7 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
     if let Some(u) = &flags.dyno_user {
         s.dyno_user = u.clone();
     }
+    flags.fleet.apply(&mut s.mqtt);
     if s.data_dir.is_relative() {
         s.data_dir = std::env::current_dir()
             .context("current dir")?

@@ -51,6 +51,8 @@ pub struct Settings {
     /// Slugs of this many most recent releases per app are kept for rollback; older ones are
     /// deleted once a new release is committed.
     pub keep_releases: usize,
+    /// Fleet control over MQTT (off unless `mqtt.broker` is set).
+    pub mqtt: MqttSettings,
 }
 
 impl Default for Settings {
@@ -74,6 +76,7 @@ impl Default for Settings {
             deploy_timeout_secs: 120,
             build_timeout_secs: 900,
             keep_releases: 5,
+            mqtt: MqttSettings::default(),
         }
     }
 }
@@ -124,6 +127,63 @@ impl Settings {
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")
+    }
+    /// Fleet state that must survive restarts (replay guard, session counter, artifacts).
+    pub fn fleet_state_path(&self) -> PathBuf {
+        self.data_dir.join("fleet.json")
+    }
+}
+
+/// `[mqtt]`: fleet control. See `docs/fleet-protocol.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttSettings {
+    /// `mqtt://host[:1883]` or `mqtts://host[:8883]`; fleet control is off without it.
+    pub broker: Option<String>,
+    /// This device's id (the MQTT client id); defaults to the hostname.
+    pub device_id: Option<String>,
+    /// Groups whose commands and desired state this device takes.
+    pub groups: Vec<String>,
+    /// TLS: CA bundle (default: the system bundle), client certificate and key (PEM).
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Public keys (one line of base64 each) allowed to sign commands: files, or inline.
+    pub trusted_key_files: Vec<PathBuf>,
+    pub trusted_keys: Vec<String>,
+    /// Dev mode: accept unsigned commands (logged loudly, and reported in status).
+    pub allow_unsigned: bool,
+    /// Seconds between telemetry messages (0 turns telemetry off).
+    pub telemetry_secs: u64,
+    /// MQTT keep-alive, seconds (also how soon the broker notices a dead device).
+    pub keep_alive_secs: u64,
+    /// Allowed difference between the fleet's clock and this device's, seconds.
+    pub clock_skew_secs: u64,
+    /// Seconds a command may take (download + build + rollout) before TIMED_OUT is sent.
+    pub command_timeout_secs: u64,
+    /// Serve this robokud's slugs read-only over HTTP on this address (site gateways):
+    /// `GET /slugs/<sha256>.tar.gz`, with Range. Off by default.
+    pub serve_slugs: Option<String>,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        MqttSettings {
+            broker: None,
+            device_id: None,
+            groups: Vec::new(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            trusted_key_files: Vec::new(),
+            trusted_keys: Vec::new(),
+            allow_unsigned: false,
+            telemetry_secs: 60,
+            keep_alive_secs: 30,
+            clock_skew_secs: 300,
+            command_timeout_secs: 900,
+            serve_slugs: None,
+        }
     }
 }
 

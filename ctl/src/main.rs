@@ -107,6 +107,9 @@ enum Command {
     /// ssh forced command for `git push ssh://root@robot/APP`
     #[command(name = "git-shell", hide = true)]
     GitShell,
+    /// Drive a fleet of robots over MQTT (signed commands, acks, desired state)
+    #[command(subcommand)]
+    Fleet(commands::fleet::FleetCommand),
 }
 
 fn main() {
@@ -168,6 +171,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::GitInit(a) => git::init(ctx, a, &socket).await?,
         Command::GitHook(a) => return git::hook(ctx, a).await,
         Command::GitShell => return git::shell(ctx, &socket).await,
+        Command::Fleet(f) => return commands::fleet::run(ctx.json, f).await,
     }
     Ok(0)
 }

@@ -133,7 +133,7 @@ struct BuildPlan {
     run_as: Option<(u32, u32)>,
     buildpacks: Vec<PathBuf>,
     settings: Settings,
-    logs: crate::logs::LogHandle,
+    logs: Option<crate::logs::LogHandle>,
 }
 
 impl BuildPlan {
@@ -144,7 +144,11 @@ impl BuildPlan {
         if !root.join(PREBUILT_MARKER).exists() {
             let logs = self.logs.clone();
             let app = self.app.clone();
-            let mut output = |line: &str| logs.system(&app, "build", line.to_string());
+            let mut output = |line: &str| {
+                if let Some(logs) = &logs {
+                    logs.system(&app, "build", line.to_string());
+                }
+            };
             let mut opts = BuildOpts {
                 timeout: Duration::from_secs(self.settings.build_timeout_secs),
                 run_as: self.run_as,

@@ -68,8 +68,9 @@ enum Internal {
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Request>,
-    /// The log task, for doors that stream work output (builds) into the app's logs.
-    pub logs: LogHandle,
+    /// The log task, for doors that stream work output (builds) into the app's logs
+    /// (`None` for a stub handle).
+    pub logs: Option<LogHandle>,
 }
 
 impl EngineHandle {
@@ -82,6 +83,22 @@ impl EngineHandle {
             .map_err(|_| EngineError::Unavailable("robokud is shutting down".into()))?;
         rx.await
             .map_err(|_| EngineError::Unavailable("robokud is shutting down".into()))?
+    }
+}
+
+impl EngineHandle {
+    /// A handle answered by `answer` instead of an engine, for exercising a door (MQTT, API)
+    /// without processes: benchmarks and tests. Must be called inside a tokio runtime.
+    pub fn stub(
+        answer: impl Fn(Door, Command) -> Result<Reply, EngineError> + Send + 'static,
+    ) -> EngineHandle {
+        let (tx, mut rx) = mpsc::channel::<Request>(256);
+        tokio::spawn(async move {
+            while let Some(r) = rx.recv().await {
+                let _ = r.reply.send(answer(r.door, r.cmd));
+            }
+        });
+        EngineHandle { tx, logs: None }
     }
 }
 
@@ -166,7 +183,7 @@ pub fn start(
     (
         EngineHandle {
             tx,
-            logs: logs_for_handle,
+            logs: Some(logs_for_handle),
         },
         task,
         ready_rx,

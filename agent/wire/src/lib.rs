@@ -31,6 +31,8 @@
 //!
 //! Every error is `{"error": {"code", "message"}}` ([`ErrorBody`]) with a matching HTTP status.
 
+pub mod fleet;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

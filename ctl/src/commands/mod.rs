@@ -6,6 +6,7 @@ pub mod apps;
 pub mod config;
 pub mod deploy;
 pub mod events;
+pub mod fleet;
 pub mod git;
 pub mod logs;
 pub mod ps;

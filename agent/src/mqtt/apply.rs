@@ -1,0 +1,458 @@
+//! One worker per app: runs the app's fleet work in arrival order (a scale never overtakes the
+//! deploy before it; a convergence waits for the command in flight), through the same engine
+//! calls as every other door (`Door::Mqtt`), and acks progress: IN_PROGRESS with the step, then
+//! SUCCEEDED, FAILED (reason, log tail) or TIMED_OUT. Nothing here touches the store or the
+//! processes; a failure leaves what runs as the engine left it (a failed rollout restores the
+//! previous release).
+
+use super::desired::{self, Observed, Plan};
+use super::intake::Update;
+use super::verify::Verified;
+use super::{artifact, Shared};
+use crate::engine::{deploy, Command, Door, EngineError, Reply};
+use roboku_wire::fleet::{AckDetails, AckStatus, Action, AppDesired, Artifact};
+use roboku_wire::{ConfigChange, DeployRequest};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Work for one app.
+#[derive(Debug)]
+pub(super) enum Job {
+    Command {
+        cmd: Verified,
+        reference: String,
+    },
+    Converge {
+        app: String,
+        want: AppDesired,
+        doc_id: String,
+        reference: String,
+        /// The slug this device built from the wanted artifact before, if it did.
+        slug_hint: Option<String>,
+    },
+}
+
+/// A failure, for the FAILED ack.
+#[derive(Debug)]
+struct Failure {
+    reason: String,
+    /// A failed rollout: the app's last log lines say why.
+    rollout: bool,
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Self {
+        Failure {
+            rollout: matches!(e, EngineError::DeployFailed(_)),
+            reason: e.to_string(),
+        }
+    }
+}
+
+pub(super) fn details(app: &str, kind: &str, version: Option<u64>) -> AckDetails {
+    AckDetails {
+        kind: Some(kind.to_string()),
+        app: Some(app.to_string()),
+        version,
+        ..AckDetails::default()
+    }
+}
+
+/// Sends the acks of one job.
+struct Acker<'a> {
+    shared: &'a Shared,
+    id: String,
+    reference: String,
+    base: AckDetails,
+}
+
+impl Acker<'_> {
+    fn send(&self, status: AckStatus, f: impl FnOnce(&mut AckDetails)) {
+        let mut d = self.base.clone();
+        f(&mut d);
+        self.shared
+            .out
+            .ack(Some(&self.id), &self.reference, status, d);
+    }
+    fn step(&self, step: &str) {
+        self.send(AckStatus::InProgress, |d| d.step = Some(step.to_string()));
+    }
+}
+
+pub(super) async fn worker(
+    app: String,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    shared: Arc<Shared>,
+    updates: mpsc::UnboundedSender<Update>,
+) {
+    use tracing::Instrument;
+    while let Some(job) = jobs.recv().await {
+        let span = tracing::info_span!("fleet", app = app.as_str());
+        match job {
+            Job::Command { cmd, reference } => {
+                command(&shared, &updates, cmd, reference)
+                    .instrument(span)
+                    .await
+            }
+            Job::Converge {
+                app,
+                want,
+                doc_id,
+                reference,
+                slug_hint,
+            } => {
+                converge(&shared, &updates, &app, want, doc_id, reference, slug_hint)
+                    .instrument(span)
+                    .await
+            }
+        }
+    }
+}
+
+fn timeout(shared: &Shared) -> Duration {
+    Duration::from_secs(shared.settings.mqtt.command_timeout_secs.max(1))
+}
+
+async fn command(
+    shared: &Shared,
+    updates: &mpsc::UnboundedSender<Update>,
+    cmd: Verified,
+    reference: String,
+) {
+    let env = &cmd.env;
+    let acker = Acker {
+        shared,
+        id: env.id.clone(),
+        reference,
+        base: details(&env.app, env.kind.as_str(), env.version),
+    };
+    let result = tokio::time::timeout(
+        timeout(shared),
+        execute(shared, updates, &env.app, &cmd.action, env.version, &acker),
+    )
+    .await;
+    let ok = finish(&acker, shared, result).await;
+    if let Some(version) = env.version {
+        let _ = updates.send(Update::Finished {
+            app: env.app.clone(),
+            version,
+            ok,
+        });
+    }
+}
+
+/// Sends the final ack; true on success.
+async fn finish(
+    acker: &Acker<'_>,
+    shared: &Shared,
+    result: Result<Result<Option<u32>, Failure>, tokio::time::error::Elapsed>,
+) -> bool {
+    match result {
+        Ok(Ok(release)) => {
+            acker.send(AckStatus::Succeeded, |d| d.release = release);
+            true
+        }
+        Ok(Err(f)) => {
+            let tail = if f.rollout {
+                log_tail(shared, acker.base.app.as_deref().unwrap_or("")).await
+            } else {
+                Vec::new()
+            };
+            acker.send(AckStatus::Failed, |d| {
+                d.reason = Some(f.reason);
+                d.log_tail = tail;
+            });
+            false
+        }
+        Err(_) => {
+            let secs = timeout(shared).as_secs();
+            acker.send(AckStatus::TimedOut, |d| {
+                d.reason = Some(format!(
+                    "not finished within {secs} s (command_timeout_secs); the engine may still complete it"
+                ))
+            });
+            false
+        }
+    }
+}
+
+async fn log_tail(shared: &Shared, app: &str) -> Vec<String> {
+    let Some(logs) = &shared.logs else {
+        return Vec::new();
+    };
+    logs.recent(app, 20, Default::default())
+        .await
+        .into_iter()
+        .map(|l| format!("{} {}", l.dyno, l.line))
+        .collect()
+}
+
+async fn execute(
+    shared: &Shared,
+    updates: &mpsc::UnboundedSender<Update>,
+    app: &str,
+    action: &Action,
+    version: Option<u64>,
+    acker: &Acker<'_>,
+) -> Result<Option<u32>, Failure> {
+    let call = |cmd| shared.engine.call(Door::Mqtt, cmd);
+    let app_s = app.to_string();
+    match action {
+        Action::Deploy(a) => deploy_artifact(shared, updates, app, a, version, acker).await,
+        Action::Scale(s) => {
+            acker.step("scale");
+            call(Command::Scale {
+                app: app_s,
+                counts: s.counts.clone(),
+            })
+            .await?;
+            Ok(None)
+        }
+        Action::Config(change) => {
+            acker.step("config");
+            match call(Command::ChangeConfig {
+                app: app_s,
+                change: change.clone(),
+            })
+            .await?
+            {
+                Reply::ConfigChanged(c) => Ok(c.release.map(|r| r.version)),
+                _ => Ok(None),
+            }
+        }
+        Action::Rollback(r) => {
+            acker.step("rollback");
+            match call(Command::Rollback {
+                app: app_s,
+                version: r.version,
+            })
+            .await?
+            {
+                Reply::Release(r) => Ok(Some(r.version)),
+                _ => Ok(None),
+            }
+        }
+        Action::Restart(t) => {
+            acker.step("restart");
+            call(Command::Restart {
+                app: app_s,
+                target: t.target.clone(),
+            })
+            .await?;
+            Ok(None)
+        }
+        Action::Stop(t) => {
+            acker.step("stop");
+            call(Command::Stop {
+                app: app_s,
+                target: t.target.clone(),
+            })
+            .await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Creates the app if this device does not have it yet (the fleet brings apps to robots).
+async fn ensure_app(shared: &Shared, app: &str) -> Result<(), Failure> {
+    let check = shared
+        .engine
+        .call(
+            Door::Mqtt,
+            Command::CheckApp {
+                app: app.to_string(),
+            },
+        )
+        .await;
+    match check {
+        Ok(_) => Ok(()),
+        Err(EngineError::NotFound(_)) => {
+            shared
+                .engine
+                .call(
+                    Door::Mqtt,
+                    Command::CreateApp {
+                        name: app.to_string(),
+                    },
+                )
+                .await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn deploy_artifact(
+    shared: &Shared,
+    updates: &mpsc::UnboundedSender<Update>,
+    app: &str,
+    a: &Artifact,
+    version: Option<u64>,
+    acker: &Acker<'_>,
+) -> Result<Option<u32>, Failure> {
+    ensure_app(shared, app).await?;
+    acker.step("download");
+    let tmp = shared.settings.tmp_dir();
+    let file = artifact::fetch(a, &tmp, |n| {
+        tracing::debug!(bytes = n, "artifact download progress");
+    })
+    .await
+    .map_err(|e| Failure {
+        reason: e.to_string(),
+        rollout: false,
+    })?;
+    acker.step("build");
+    let req = DeployRequest {
+        source: file.display().to_string(),
+        description: Some(desired::release_description(&a.sha256, version)),
+    };
+    let result = deploy::deploy(&shared.engine, &shared.settings, Door::Mqtt, app, req).await;
+    let _ = std::fs::remove_file(&file);
+    let release = result?;
+    let _ = updates.send(Update::Artifact {
+        artifact: a.sha256.clone(),
+        slug: release.slug.clone(),
+    });
+    Ok(Some(release.version))
+}
+
+/// Reads what runs for `app`, as far as desired state cares.
+async fn observe(shared: &Shared, app: &str) -> Result<Observed, Failure> {
+    let call = |cmd| shared.engine.call(Door::Mqtt, cmd);
+    match call(Command::CheckApp {
+        app: app.to_string(),
+    })
+    .await
+    {
+        Err(EngineError::NotFound(_)) => return Ok(Observed::default()),
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
+    }
+    let mut now = Observed {
+        exists: true,
+        ..Observed::default()
+    };
+    if let Reply::Releases(rs) = call(Command::Releases {
+        app: app.to_string(),
+    })
+    .await?
+    {
+        if let Some(r) = rs.into_iter().find(|r| r.current) {
+            now.artifact = desired::artifact_of_description(&r.description);
+            now.slug = Some(r.slug);
+        }
+    }
+    if let Reply::Formation(f) = call(Command::Formation {
+        app: app.to_string(),
+    })
+    .await?
+    {
+        now.formation = f.into_iter().map(|e| (e.ptype, e.count)).collect();
+    }
+    if let Reply::Config(c) = call(Command::GetConfig {
+        app: app.to_string(),
+    })
+    .await?
+    {
+        now.config = c;
+    }
+    Ok(now)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn converge(
+    shared: &Shared,
+    updates: &mpsc::UnboundedSender<Update>,
+    app: &str,
+    want: AppDesired,
+    doc_id: String,
+    reference: String,
+    slug_hint: Option<String>,
+) {
+    let acker = Acker {
+        shared,
+        id: doc_id,
+        reference,
+        base: details(app, "desired", Some(want.version)),
+    };
+    let plan = match observe(shared, app).await {
+        Ok(now) => desired::plan(&want, &now, slug_hint.as_deref()),
+        Err(f) => {
+            tracing::warn!(
+                app,
+                reason = f.reason,
+                "cannot read the app's state for desired state"
+            );
+            return;
+        }
+    };
+    if plan.is_empty() {
+        tracing::debug!(app, version = want.version, "in sync with desired state");
+        let _ = updates.send(Update::Finished {
+            app: app.to_string(),
+            version: want.version,
+            ok: true,
+        });
+        return;
+    }
+    tracing::info!(app, version = want.version, plan = ?plan, "converging to desired state");
+    acker.send(AckStatus::Accepted, |_| {});
+    let result = tokio::time::timeout(
+        timeout(shared),
+        apply_plan(shared, updates, app, &want, plan, &acker),
+    )
+    .await;
+    let ok = finish(&acker, shared, result).await;
+    let _ = updates.send(Update::Finished {
+        app: app.to_string(),
+        version: want.version,
+        ok,
+    });
+}
+
+async fn apply_plan(
+    shared: &Shared,
+    updates: &mpsc::UnboundedSender<Update>,
+    app: &str,
+    want: &AppDesired,
+    plan: Plan,
+    acker: &Acker<'_>,
+) -> Result<Option<u32>, Failure> {
+    let mut release = None;
+    if plan.create_app {
+        ensure_app(shared, app).await?;
+    }
+    if let Some(a) = &plan.deploy {
+        release = deploy_artifact(shared, updates, app, a, Some(want.version), acker).await?;
+    }
+    // A deploy changes the formation (new process types); plan the rest against what runs now.
+    let rest = if plan.deploy.is_some() {
+        desired::plan(
+            &AppDesired {
+                release: None,
+                ..want.clone()
+            },
+            &observe(shared, app).await?,
+            None,
+        )
+    } else {
+        plan
+    };
+    if let Some(change) = rest.config {
+        let action = Action::Config(ConfigChange {
+            set: change.set,
+            unset: change.unset,
+        });
+        if let Some(r) = execute(shared, updates, app, &action, None, acker).await? {
+            release = Some(r);
+        }
+    }
+    if !rest.scale.is_empty() {
+        let counts: BTreeMap<String, u32> = rest.scale;
+        let action = Action::Scale(roboku_wire::fleet::ScaleBody { counts });
+        execute(shared, updates, app, &action, None, acker).await?;
+    }
+    Ok(release)
+}

@@ -1,0 +1,259 @@
+//! Fetching a release artifact: HTTP GET into `<data-dir>/tmp/fleet-<sha256>.part`, resumed with
+//! a `Range` request when a part is already there (a robot on a flaky link should not start a
+//! 200 MB download over), then checked against the signed length and sha256 before anything
+//! uses it. A mismatch deletes the file and fails the command; the running release is untouched.
+//!
+//! Only `http://` is spoken: integrity comes from the signed sha256, not from the transport.
+//! Serve artifacts inside the site (a gateway's `--serve-slugs`, any static server).
+
+use crate::util::{IoContext, PathError};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use roboku_wire::fleet::Artifact;
+use sha2::Digest;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// How long a stalled connection may stay silent.
+const STALL: Duration = Duration::from_secs(30);
+/// Attempts (each resuming where the last one stopped) before giving up.
+const ATTEMPTS: u32 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("artifact URL {0:?}: only http://host[:port]/path is supported")]
+    Url(String),
+    #[error("artifact sha256 {0:?} must be 64 lowercase hex digits")]
+    BadSha(String),
+    #[error("not enough disk for the artifact: {need} bytes needed, {free} free in {dir}")]
+    Disk { need: u64, free: u64, dir: String },
+    #[error("fetching {url}: {err}")]
+    Http { url: String, err: String },
+    #[error("artifact is {got} bytes, the signed size is {want}")]
+    Size { got: u64, want: u64 },
+    #[error("artifact sha256 mismatch: signed {want}, downloaded {got}")]
+    Sha { want: String, got: String },
+    #[error(transparent)]
+    Io(#[from] PathError),
+}
+
+/// Downloads `a` into `tmp_dir` and returns the verified file (the caller removes it after use).
+/// `progress` hears the byte count now and then.
+pub async fn fetch(
+    a: &Artifact,
+    tmp_dir: &Path,
+    mut progress: impl FnMut(u64),
+) -> Result<PathBuf, FetchError> {
+    if a.sha256.len() != 64
+        || !a
+            .sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(FetchError::BadSha(a.sha256.clone()));
+    }
+    let (host, port, path) = parse_url(&a.url).ok_or_else(|| FetchError::Url(a.url.clone()))?;
+    let part = tmp_dir.join(format!("fleet-{}.part", a.sha256));
+    let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    // Room for the archive and its extracted tree.
+    if let Some(free) = free_bytes(tmp_dir) {
+        let need = a.size.saturating_sub(have).saturating_mul(3);
+        if need > free {
+            return Err(FetchError::Disk {
+                need,
+                free,
+                dir: tmp_dir.display().to_string(),
+            });
+        }
+    }
+    let mut last_err = None;
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+        }
+        match get(&host, port, &path, &a.url, &part, a.size, &mut progress).await {
+            Ok(()) => {
+                last_err = None;
+                break;
+            }
+            // The server said something final; retrying will not change it.
+            Err(e @ (FetchError::Size { .. } | FetchError::Io(_))) => return Err(e),
+            Err(e @ FetchError::Http { .. }) if e.to_string().contains("HTTP 4") => return Err(e),
+            Err(e) => {
+                tracing::warn!(url = a.url, attempt, error = %e, "artifact download interrupted; resuming");
+                last_err = Some(e);
+            }
+        }
+    }
+    if let Some(e) = last_err {
+        return Err(e);
+    }
+    let len = std::fs::metadata(&part).at("stat", &part)?.len();
+    if len != a.size {
+        return Err(FetchError::Size {
+            got: len,
+            want: a.size,
+        });
+    }
+    let p = part.clone();
+    let got = tokio::task::spawn_blocking(move || sha256_file(&p))
+        .await
+        .map_err(|e| FetchError::Http {
+            url: a.url.clone(),
+            err: format!("hash task failed: {e}"),
+        })??;
+    if got != a.sha256 {
+        let _ = std::fs::remove_file(&part);
+        return Err(FetchError::Sha {
+            want: a.sha256.clone(),
+            got,
+        });
+    }
+    let done = tmp_dir.join(format!("fleet-{}.tar.gz", a.sha256));
+    std::fs::rename(&part, &done).at("rename to", &done)?;
+    Ok(done)
+}
+
+/// One GET, resuming from the part file's length.
+async fn get(
+    host: &str,
+    port: u16,
+    path: &str,
+    url: &str,
+    part: &Path,
+    size: u64,
+    progress: &mut impl FnMut(u64),
+) -> Result<(), FetchError> {
+    let http = |err: String| FetchError::Http {
+        url: url.to_string(),
+        err,
+    };
+    let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+    if have > size {
+        std::fs::remove_file(part).at("remove", part)?;
+        return Err(http(
+            "partial file longer than the artifact; starting over".into(),
+        ));
+    }
+    if have == size && size > 0 {
+        return Ok(());
+    }
+    let tcp = tokio::time::timeout(STALL, tokio::net::TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| http("connect timed out".into()))?
+        .map_err(|e| http(format!("connect: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| http(e.to_string()))?;
+    let conn = tokio::spawn(conn);
+    let mut req = Request::get(path)
+        .header(hyper::header::HOST, format!("{host}:{port}"))
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("robokud/", env!("CARGO_PKG_VERSION")),
+        );
+    if have > 0 {
+        req = req.header(hyper::header::RANGE, format!("bytes={have}-"));
+    }
+    let req = req
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| http(e.to_string()))?;
+    let resp = tokio::time::timeout(STALL, sender.send_request(req))
+        .await
+        .map_err(|_| http("no response".into()))?
+        .map_err(|e| http(e.to_string()))?;
+    let (mut file, mut written) = match resp.status() {
+        StatusCode::PARTIAL_CONTENT if have > 0 => {
+            let range = resp
+                .headers()
+                .get(hyper::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !range.starts_with(&format!("bytes {have}-")) {
+                return Err(http(format!("unexpected Content-Range {range:?}")));
+            }
+            let f = tokio::fs::OpenOptions::new()
+                .append(true)
+                .open(part)
+                .await
+                .at("open", part)?;
+            (f, have)
+        }
+        StatusCode::OK => (tokio::fs::File::create(part).await.at("create", part)?, 0),
+        s => return Err(http(format!("HTTP {}", s.as_u16()))),
+    };
+    let mut body = resp.into_body();
+    let mut last_report = written;
+    loop {
+        let frame = match tokio::time::timeout(STALL, body.frame()).await {
+            Err(_) => return Err(http("stalled".into())),
+            Ok(None) => break,
+            Ok(Some(f)) => f.map_err(|e| http(e.to_string()))?,
+        };
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        written += chunk.len() as u64;
+        if written > size {
+            drop(file);
+            let _ = std::fs::remove_file(part);
+            return Err(FetchError::Size {
+                got: written,
+                want: size,
+            });
+        }
+        file.write_all(&chunk).await.at("write", part)?;
+        if written - last_report >= 1 << 20 {
+            last_report = written;
+            progress(written);
+        }
+    }
+    file.flush().await.at("write", part)?;
+    file.sync_all().await.at("fsync", part)?;
+    conn.abort();
+    if written < size {
+        return Err(http(format!(
+            "connection closed at {written} of {size} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// `http://host[:port]/path` -> (host, port, path).
+pub fn parse_url(url: &str) -> Option<(String, u16, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().ok()?),
+        None => (authority, 80),
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port, path.to_string()))
+}
+
+/// Lowercase hex sha256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String, PathError> {
+    let mut f = std::fs::File::open(path).at("open", path)?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).at("read", path)?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Free bytes for an unprivileged writer on `dir`'s filesystem.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let s = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some((s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
+}
+
+#[cfg(test)]
+#[path = "artifact_tests.rs"]
+mod tests;

@@ -1,0 +1,270 @@
+//! Fleet control over MQTT: robokud's third door (after the unix socket and HTTP).
+//!
+//! Tasks, and who owns what:
+//! - `task.rs`, the connection: owns the rumqttc event loop; reconnects with its own backoff and
+//!   jitter (rumqttc has none), re-subscribes after every ConnAck, keeps the retained `status`
+//!   (online with a session counter, offline as the Last Will) and forwards `cmd`/`desired`
+//!   payloads. It never waits on anything but the broker and the intake queue.
+//! - `intake.rs`: owns the persisted [`state::FleetState`] and the desired docs; verifies every
+//!   payload ([`verify`], pure), acks REJECTED or ACCEPTED, and queues work per app.
+//! - `apply.rs`: one worker per app, so an app's commands and convergences run in order; turns
+//!   them into engine [`Command`](crate::engine::Command)s and acks progress. `desired.rs` plans
+//!   convergence, `artifact.rs` fetches release artifacts over HTTP.
+//! - `report.rs`: retained `reported` state after every change and on connect; telemetry.
+//!
+//! The engine never waits on MQTT: only these tasks await the engine, never the other way
+//! round, and a dead broker only stops acks and reports (the dynos go on).
+
+mod apply;
+pub mod artifact;
+mod desired;
+mod intake;
+mod report;
+pub mod serve;
+pub mod state;
+mod task;
+pub mod verify;
+
+use crate::engine::EngineHandle;
+use crate::logs::LogHandle;
+use crate::settings::Settings;
+use crate::util::now_ms;
+use roboku_wire::fleet::{self, seal, topic, Ack, AckDetails, AckStatus, AckSummary};
+use rumqttc::{AsyncClient, QoS};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch, Notify};
+
+/// Capacity of rumqttc's request channel (acks and reports queue here while disconnected).
+const REQUEST_CAPACITY: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("mqtt: {0}")]
+    Config(String),
+    #[error("mqtt: trusted key {path}: {err}")]
+    Key { path: String, err: String },
+}
+
+/// Everything the workers and the reporter share.
+pub(crate) struct Shared {
+    pub engine: EngineHandle,
+    pub settings: Settings,
+    pub logs: Option<LogHandle>,
+    pub out: Outbox,
+    pub device: String,
+    pub groups: Vec<String>,
+}
+
+/// Publishing side: acks (numbered), retained state, telemetry. Never blocks: when rumqttc's
+/// queue is full (broker gone for long) a message is dropped with a log line; `reported` and
+/// `status` are re-published on the next connect anyway.
+pub(crate) struct Outbox {
+    client: AsyncClient,
+    device: String,
+    seq: AtomicU64,
+    /// The latest final ack, for `reported`.
+    last: Mutex<Option<AckSummary>>,
+    /// Wakes the reporter (after a final ack, i.e. after anything changed).
+    pub changed: Arc<Notify>,
+}
+
+impl Outbox {
+    pub fn publish(&self, topic: String, qos: QoS, retain: bool, payload: Vec<u8>) -> bool {
+        match self.client.try_publish(topic.clone(), qos, retain, payload) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "mqtt publish dropped (queue full or closed)");
+                false
+            }
+        }
+    }
+
+    /// Sends an ack; final ones are remembered for `reported` and wake the reporter.
+    pub fn ack(&self, id: Option<&str>, reference: &str, status: AckStatus, details: AckDetails) {
+        let ack = Ack {
+            id: id.map(str::to_string),
+            reference: reference.to_string(),
+            device: self.device.clone(),
+            ts: now_ms(),
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            status,
+            details,
+        };
+        match status {
+            AckStatus::Rejected | AckStatus::Failed | AckStatus::TimedOut => tracing::warn!(
+                id = id.unwrap_or("-"),
+                r#ref = reference,
+                status = status.as_str(),
+                app = ack.details.app.as_deref().unwrap_or("-"),
+                reason = ack.details.reason.as_deref().unwrap_or("-"),
+                "fleet command"
+            ),
+            _ => tracing::info!(
+                id = id.unwrap_or("-"),
+                status = status.as_str(),
+                app = ack.details.app.as_deref().unwrap_or("-"),
+                step = ack.details.step.as_deref().unwrap_or("-"),
+                "fleet command"
+            ),
+        }
+        if status.is_final() {
+            if let Ok(mut last) = self.last.lock() {
+                *last = Some(AckSummary {
+                    id: ack.id.clone(),
+                    status,
+                    ts: ack.ts,
+                    app: ack.details.app.clone(),
+                    kind: ack.details.kind.clone(),
+                    reason: ack.details.reason.clone(),
+                });
+            }
+            self.changed.notify_one();
+        }
+        let payload = serde_json::to_vec(&ack).unwrap_or_default();
+        self.publish(topic::ack(&self.device), QoS::AtLeastOnce, false, payload);
+    }
+
+    pub fn last_ack(&self) -> Option<AckSummary> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
+}
+
+/// Reads the trusted public keys: files (one line of base64 each) and inline entries.
+pub fn trusted_keys(s: &crate::settings::MqttSettings) -> Result<Vec<seal::PublicKey>, MqttError> {
+    let mut keys = Vec::new();
+    for path in &s.trusted_key_files {
+        let text = std::fs::read_to_string(path).map_err(|e| MqttError::Key {
+            path: path.display().to_string(),
+            err: e.to_string(),
+        })?;
+        keys.push(seal::parse_public(&text).map_err(|err| MqttError::Key {
+            path: path.display().to_string(),
+            err,
+        })?);
+    }
+    for (i, text) in s.trusted_keys.iter().enumerate() {
+        keys.push(seal::parse_public(text).map_err(|err| MqttError::Key {
+            path: format!("trusted_keys[{i}]"),
+            err,
+        })?);
+    }
+    Ok(keys)
+}
+
+/// This host's name, the default device id.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "robot".into())
+}
+
+/// Fleet control, checked and ready to start: see [`prepare`].
+pub struct Prepared {
+    url: String,
+    device: String,
+    trust: verify::Trust,
+    opts: rumqttc::MqttOptions,
+    net: rumqttc::NetworkOptions,
+}
+
+/// Checks the `[mqtt]` settings (URL, device id, groups, keys, TLS files) before anything
+/// starts: a bad setting is an error at start, never a silent "no fleet". `None` when no broker
+/// is configured.
+pub fn prepare(settings: &Settings) -> Result<Option<Prepared>, MqttError> {
+    let m = &settings.mqtt;
+    let Some(url) = m.broker.clone() else {
+        return Ok(None);
+    };
+    let device = m.device_id.clone().unwrap_or_else(hostname);
+    fleet::check_name("device", &device).map_err(MqttError::Config)?;
+    for g in &m.groups {
+        fleet::check_name("group", g).map_err(MqttError::Config)?;
+    }
+    let keys = trusted_keys(m)?;
+    let trust = verify::Trust::new(keys, m.allow_unsigned, m.clock_skew_secs * 1000);
+    let tls = fleet::client::TlsFiles {
+        ca: m.ca_file.clone(),
+        cert: m.cert_file.clone(),
+        key: m.key_file.clone(),
+    };
+    let keep_alive = std::time::Duration::from_secs(m.keep_alive_secs.max(5));
+    let (opts, net) =
+        fleet::client::options(&url, &device, keep_alive, &tls).map_err(MqttError::Config)?;
+    Ok(Some(Prepared {
+        url,
+        device,
+        trust,
+        opts,
+        net,
+    }))
+}
+
+impl Prepared {
+    /// Starts the connection, intake and reporter tasks. The returned task ends after
+    /// `shutdown` turns true (it publishes `offline` and disconnects first).
+    pub fn start(
+        self,
+        settings: &Settings,
+        engine: EngineHandle,
+        logs: Option<LogHandle>,
+        shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let m = &settings.mqtt;
+        if self.trust.key_ids().is_empty() && !m.allow_unsigned {
+            tracing::warn!("mqtt: no trusted keys configured: every command will be REJECTED (add --trusted-key)");
+        }
+        if m.allow_unsigned {
+            tracing::warn!("mqtt: DEV MODE: unsigned fleet commands are ACCEPTED (allow_unsigned); never use this on a robot in the field");
+        }
+        let (client, mut eventloop) = AsyncClient::new(self.opts, REQUEST_CAPACITY);
+        eventloop.set_network_options(self.net);
+        let device = self.device;
+        let shared = Arc::new(Shared {
+            engine,
+            settings: settings.clone(),
+            logs,
+            out: Outbox {
+                client: client.clone(),
+                device: device.clone(),
+                seq: AtomicU64::new(0),
+                last: Mutex::new(None),
+                changed: Arc::new(Notify::new()),
+            },
+            device: device.clone(),
+            groups: m.groups.clone(),
+        });
+        let state = state::FleetState::load(&settings.fleet_state_path());
+        let (inbound_tx, inbound_rx) = mpsc::channel(1024);
+        let (conn_tx, conn_rx) = watch::channel(None);
+        let (view_tx, view_rx) = watch::channel(Arc::new(intake::View::of(&state)));
+        tracing::info!(broker = %self.url, device, groups = ?m.groups, keys = ?self.trust.key_ids(), "fleet control on");
+        let link = task::Link::new(
+            client,
+            eventloop,
+            &shared,
+            settings.data_dir.join("fleet-session"),
+        );
+        let trust = self.trust;
+        tokio::spawn(async move {
+            let intake = tokio::spawn(intake::run(
+                shared.clone(),
+                trust,
+                state,
+                inbound_rx,
+                view_tx,
+            ));
+            let reporter = tokio::spawn(report::run(
+                shared.clone(),
+                view_rx,
+                conn_rx,
+                shutdown.clone(),
+            ));
+            task::run(link, inbound_tx, conn_tx, shutdown).await;
+            let _ = reporter.await;
+            let _ = intake.await;
+        })
+    }
+}

@@ -1,0 +1,191 @@
+//! Reported state and telemetry.
+//!
+//! `reported` (retained, QoS 1) says what runs: per app the current release, its slug and the
+//! fleet artifact it came from, the formation and every dyno's state; plus agent version, groups,
+//! disk free and the last final ack. Published on every connect and after every change a fleet
+//! job made (coalesced), and every `telemetry_secs` if something changed meanwhile (a local
+//! `roboku` command, a crash).
+//!
+//! `telemetry` (QoS 0, not retained) is small on purpose: about 100 bytes of JSON, ~185 bytes on
+//! the wire with topic, MQTT and TCP/IP headers (~240 with the broker's TCP ACK); at the default
+//! 60 s that is 1440 messages and about 0.35 MB a day per robot (the 30 s keep-alive costs about
+//! as much again).
+
+use super::intake::View;
+use super::Shared;
+use crate::engine::{Command, Door, Reply};
+use crate::util::now_ms;
+use roboku_wire::fleet::{topic, Reported, ReportedApp, ReportedDyno, Telemetry};
+use rumqttc::QoS;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    view: watch::Receiver<Arc<View>>,
+    mut connected: watch::Receiver<Option<u64>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let secs = shared.settings.mqtt.telemetry_secs;
+    let period = Duration::from_secs(if secs == 0 { 3600 } else { secs });
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sent: Option<Reported> = None;
+    loop {
+        let mut force = false;
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            r = connected.changed() => {
+                if r.is_err() { break; }
+                force = true;
+            }
+            _ = shared.out.changed.notified() => {}
+            _ = tick.tick() => {
+                let session = *connected.borrow();
+                if let (true, Some(session)) = (secs > 0, session) {
+                    telemetry(&shared, session).await;
+                }
+            }
+        }
+        let session = *connected.borrow();
+        let Some(session) = session else {
+            continue;
+        };
+        let snapshot = view.borrow().clone();
+        let Some(rep) = reported(&shared, &snapshot, session).await else {
+            continue;
+        };
+        // `ts` always differs; publish only when the content did (or on connect).
+        let same = last_sent.as_ref().is_some_and(|l| {
+            Reported { ts: 0, ..l.clone() }
+                == Reported {
+                    ts: 0,
+                    ..rep.clone()
+                }
+        });
+        if force || !same {
+            let payload = serde_json::to_vec(&rep).unwrap_or_default();
+            if shared.out.publish(
+                topic::reported(&shared.device),
+                QoS::AtLeastOnce,
+                true,
+                payload,
+            ) {
+                last_sent = Some(rep);
+            }
+        }
+    }
+}
+
+/// Builds the reported state from the engine; `None` if the engine is gone.
+pub(super) async fn reported(shared: &Shared, view: &View, session: u64) -> Option<Reported> {
+    let call = |cmd| shared.engine.call(Door::Mqtt, cmd);
+    let Ok(Reply::Apps(apps)) = call(Command::ListApps).await else {
+        return None;
+    };
+    let mut out = Vec::with_capacity(apps.len());
+    for a in apps {
+        let name = a.name.clone();
+        let mut r = ReportedApp {
+            name: name.clone(),
+            release: a.release,
+            fleet_version: view.versions.get(&name).copied(),
+            ..ReportedApp::default()
+        };
+        if let Ok(Reply::Releases(rs)) = call(Command::Releases { app: name.clone() }).await {
+            if let Some(cur) = rs.into_iter().find(|x| x.current) {
+                r.artifact = super::desired::artifact_of_description(&cur.description)
+                    .or_else(|| view.artifacts.get(&cur.slug).cloned());
+                r.slug = Some(cur.slug);
+            }
+        }
+        if let Ok(Reply::Formation(f)) = call(Command::Formation { app: name.clone() }).await {
+            r.formation = f.into_iter().map(|e| (e.ptype, e.count)).collect();
+        }
+        if let Ok(Reply::Dynos(ds)) = call(Command::Ps { app: name.clone() }).await {
+            r.dynos = ds
+                .into_iter()
+                .map(|d| ReportedDyno {
+                    name: d.name,
+                    state: d.state,
+                    pid: d.pid,
+                    restarts: d.restarts,
+                })
+                .collect();
+        }
+        out.push(r);
+    }
+    Some(Reported {
+        device: shared.device.clone(),
+        ts: now_ms(),
+        session,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        groups: shared.groups.clone(),
+        allow_unsigned: shared.settings.mqtt.allow_unsigned,
+        disk_free: super::artifact::free_bytes(&shared.settings.data_dir),
+        apps: out,
+        last_ack: shared.out.last_ack(),
+    })
+}
+
+async fn telemetry(shared: &Shared, _session: u64) {
+    let Ok(Reply::Status(s)) = shared.engine.call(Door::Mqtt, Command::Status).await else {
+        return;
+    };
+    let t = Telemetry {
+        ts: now_ms(),
+        up: s.dynos_running as u32,
+        want: s.dynos_desired as u32,
+        rss: s.agent_rss,
+        disk: super::artifact::free_bytes(&shared.settings.data_dir),
+        load: load_avg(),
+        mem: mem_available(),
+    };
+    let payload = serde_json::to_vec(&t).unwrap_or_default();
+    shared.out.publish(
+        topic::telemetry(&shared.device),
+        QoS::AtMostOnce,
+        false,
+        payload,
+    );
+}
+
+/// 1-minute load average × 100, from /proc/loadavg.
+fn load_avg() -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let first: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some((first * 100.0).round() as u32)
+}
+
+/// MemAvailable in bytes, from /proc/meminfo.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn proc_readers_work_here() {
+        assert!(super::load_avg().is_some());
+        assert!(super::mem_available().unwrap() > 0);
+    }
+
+    #[test]
+    fn telemetry_is_small() {
+        let t = roboku_wire::fleet::Telemetry {
+            ts: 1_760_000_000_000,
+            up: 12,
+            want: 12,
+            rss: 14_000_000,
+            disk: Some(12_345_678_901),
+            load: Some(153),
+            mem: Some(1_234_567_890),
+        };
+        let n = serde_json::to_vec(&t).unwrap().len();
+        assert!(n < 120, "{n} bytes");
+    }
+}

@@ -1,0 +1,343 @@
+//! Verification of fleet payloads, pure: no IO, no clock, no tokio. Every payload from a `cmd` or
+//! `desired` topic goes through here before anything acts on it, and each way it can be wrong has
+//! its own [`Rejection`] with a reason a person can act on (it goes back in the REJECTED ack).
+//!
+//! Order of checks: size; the sealed wrapper and its base64; the signature over the exact bytes
+//! (a known key, `verify_strict`), or dev mode for unsigned ones; then the envelope is parsed
+//! (never re-serialised); protocol version; the address it was signed for against the topic it
+//! came on; issue time and expiry with a clock-skew allowance; for commands the id (duplicate)
+//! and the per-app version (replay) against the [`ReplayGuard`].
+
+use roboku_wire::fleet::seal::{self, PublicKey};
+use roboku_wire::fleet::topic::Address;
+use roboku_wire::fleet::{Action, DesiredDoc, Envelope, MAX_PAYLOAD, PROTOCOL_VERSION};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// A command may live at most this long (`expires - ts`); it bounds how long ids must be kept.
+pub const MAX_COMMAND_LIFETIME_MS: u64 = 24 * 3600 * 1000;
+/// Ids kept at least, even when expired (a cheap second line against replays).
+pub const KEEP_IDS: usize = 1000;
+/// Ids kept at most, whatever their expiry (memory bound against a flood of valid commands).
+pub const MAX_IDS: usize = 100_000;
+
+/// What this device trusts.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    keys: BTreeMap<String, PublicKey>,
+    /// Dev mode: unsigned payloads are accepted (and every acceptance says so in the log).
+    pub allow_unsigned: bool,
+    /// Allowed difference between the publisher's clock and ours, ms.
+    pub skew_ms: u64,
+}
+
+impl Trust {
+    pub fn new(
+        keys: impl IntoIterator<Item = PublicKey>,
+        allow_unsigned: bool,
+        skew_ms: u64,
+    ) -> Self {
+        Trust {
+            keys: keys.into_iter().map(|k| (seal::key_id(&k), k)).collect(),
+            allow_unsigned,
+            skew_ms,
+        }
+    }
+    pub fn key_ids(&self) -> Vec<String> {
+        self.keys.keys().cloned().collect()
+    }
+}
+
+/// Why a payload was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    #[error("payload is {size} bytes, more than the {max} allowed")]
+    TooLarge { size: usize, max: usize },
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+    #[error("unsigned payload refused (signed commands only; dev mode `allow_unsigned` is off)")]
+    Unsigned,
+    #[error("signed with unknown key {kid:?} (trusted: {trusted})")]
+    UnknownKey { kid: String, trusted: String },
+    #[error("bad signature (key {0}): the payload was altered or signed with another key")]
+    BadSignature(String),
+    #[error("protocol version {0} not supported (this device speaks {PROTOCOL_VERSION})")]
+    Version(u32),
+    #[error("signed for {to:?} but arrived on {arrived:?}")]
+    WrongAddress { to: String, arrived: String },
+    #[error("expired at {expires} (now {now}, clock-skew allowance {skew_ms} ms)")]
+    Expired {
+        expires: u64,
+        now: u64,
+        skew_ms: u64,
+    },
+    #[error("issued at {ts}, in the future (now {now}; check the clocks)")]
+    FromFuture { ts: u64, now: u64 },
+    #[error("lives {lifetime_ms} ms, longer than the {MAX_COMMAND_LIFETIME_MS} ms allowed")]
+    TooLongLived { lifetime_ms: u64 },
+    #[error("duplicate: command {0} was already accepted")]
+    Duplicate(String),
+    #[error("replayed: version {version} of app {app:?} is not newer than {seen}")]
+    Replayed {
+        app: String,
+        version: u64,
+        seen: u64,
+    },
+}
+
+impl Rejection {
+    /// A short machine-readable word for logs and tests.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::TooLarge { .. } => "too_large",
+            Rejection::Malformed(_) => "malformed",
+            Rejection::Unsigned => "unsigned",
+            Rejection::UnknownKey { .. } => "unknown_key",
+            Rejection::BadSignature(_) => "bad_signature",
+            Rejection::Version(_) => "version",
+            Rejection::WrongAddress { .. } => "wrong_address",
+            Rejection::Expired { .. } => "expired",
+            Rejection::FromFuture { .. } => "from_future",
+            Rejection::TooLongLived { .. } => "too_long_lived",
+            Rejection::Duplicate(_) => "duplicate",
+            Rejection::Replayed { .. } => "replayed",
+        }
+    }
+}
+
+/// A refusal, with the payload's id when it could be read (an echo for the ack, not trusted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    pub id: Option<String>,
+    pub why: Rejection,
+}
+
+/// A verified command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub env: Envelope,
+    pub action: Action,
+    /// The key that signed it; `None` for an unsigned one accepted in dev mode.
+    pub kid: Option<String>,
+}
+
+/// Checks size and signature, then parses the signed bytes as `T`.
+fn open<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+    trust: &Trust,
+) -> Result<(T, Option<String>), Refused> {
+    let refuse = |id, why| Refused { id, why };
+    if payload.len() > MAX_PAYLOAD {
+        return Err(refuse(
+            None,
+            Rejection::TooLarge {
+                size: payload.len(),
+                max: MAX_PAYLOAD,
+            },
+        ));
+    }
+    let unsealed = seal::unseal(payload).map_err(|e| refuse(None, Rejection::Malformed(e)))?;
+    let id = echo_id(&unsealed.bytes);
+    let kid = match &unsealed.sig {
+        None if trust.allow_unsigned => None,
+        None => return Err(refuse(id, Rejection::Unsigned)),
+        Some((kid, sig)) => {
+            let Some(key) = trust.keys.get(kid) else {
+                let trusted = if trust.keys.is_empty() {
+                    "none configured".to_string()
+                } else {
+                    trust.key_ids().join(", ")
+                };
+                return Err(refuse(
+                    id,
+                    Rejection::UnknownKey {
+                        kid: kid.clone(),
+                        trusted,
+                    },
+                ));
+            };
+            if !seal::verify(key, &unsealed.bytes, sig) {
+                return Err(refuse(id, Rejection::BadSignature(kid.clone())));
+            }
+            Some(kid.clone())
+        }
+    };
+    let doc = serde_json::from_slice(&unsealed.bytes)
+        .map_err(|e| refuse(id.clone(), Rejection::Malformed(e.to_string())))?;
+    Ok((doc, kid))
+}
+
+/// Best-effort id of an unverified envelope, only to echo it in a REJECTED ack.
+fn echo_id(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: Option<String>,
+    }
+    serde_json::from_slice::<IdOnly>(bytes)
+        .ok()
+        .and_then(|i| i.id)
+        .map(|id| id.chars().take(64).collect())
+}
+
+/// The header checks commands and desired docs share.
+fn check_header(
+    v: u32,
+    to: &str,
+    ts: u64,
+    expires: u64,
+    arrived: &Address,
+    now: u64,
+    trust: &Trust,
+) -> Result<(), Rejection> {
+    if v != PROTOCOL_VERSION {
+        return Err(Rejection::Version(v));
+    }
+    if to != arrived.as_path() {
+        return Err(Rejection::WrongAddress {
+            to: to.to_string(),
+            arrived: arrived.as_path(),
+        });
+    }
+    if ts > now.saturating_add(trust.skew_ms) {
+        return Err(Rejection::FromFuture { ts, now });
+    }
+    if expires.saturating_add(trust.skew_ms) < now {
+        return Err(Rejection::Expired {
+            expires,
+            now,
+            skew_ms: trust.skew_ms,
+        });
+    }
+    Ok(())
+}
+
+/// Verifies a command payload that arrived on `arrived`'s `cmd` topic at `now` (unix ms).
+/// Does not record it: the caller calls [`ReplayGuard::record`] once it accepts it.
+pub fn verify_command(
+    payload: &[u8],
+    arrived: &Address,
+    now: u64,
+    trust: &Trust,
+    guard: &ReplayGuard,
+) -> Result<Verified, Refused> {
+    let (env, kid): (Envelope, _) = open(payload, trust)?;
+    let refuse = |why| Refused {
+        id: Some(env.id.clone()),
+        why,
+    };
+    check_header(env.v, &env.to, env.ts, env.expires, arrived, now, trust).map_err(refuse)?;
+    let lifetime_ms = env.expires.saturating_sub(env.ts);
+    if lifetime_ms > MAX_COMMAND_LIFETIME_MS {
+        return Err(refuse(Rejection::TooLongLived { lifetime_ms }));
+    }
+    if env.id.is_empty() || env.id.len() > 64 {
+        return Err(refuse(Rejection::Malformed(
+            "id must be 1-64 characters".into(),
+        )));
+    }
+    roboku_wire::check_app_name(&env.app).map_err(|e| refuse(Rejection::Malformed(e)))?;
+    let action = env.action().map_err(|e| refuse(Rejection::Malformed(e)))?;
+    guard.check(&env).map_err(refuse)?;
+    Ok(Verified { env, action, kid })
+}
+
+/// Verifies a desired doc from `arrived`'s `desired` topic. Staleness is judged per app later
+/// (against the versions applied), not here.
+pub fn verify_desired(
+    payload: &[u8],
+    arrived: &Address,
+    now: u64,
+    trust: &Trust,
+) -> Result<(DesiredDoc, Option<String>), Refused> {
+    let (doc, kid): (DesiredDoc, _) = open(payload, trust)?;
+    let refuse = |why| Refused {
+        id: Some(doc.id.clone()),
+        why,
+    };
+    check_header(doc.v, &doc.to, doc.ts, doc.expires, arrived, now, trust).map_err(refuse)?;
+    for app in doc.apps.keys() {
+        roboku_wire::check_app_name(app).map_err(|e| refuse(Rejection::Malformed(e)))?;
+    }
+    Ok((doc, kid))
+}
+
+/// Remembers what was accepted: the highest version per app and recent command ids.
+/// Persisted by the caller (serde), so a restart does not reopen the door to replays.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReplayGuard {
+    #[serde(default)]
+    versions: BTreeMap<String, u64>,
+    #[serde(default)]
+    ids: VecDeque<SeenId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct SeenId {
+    id: String,
+    expires: u64,
+}
+
+impl ReplayGuard {
+    /// Duplicate id or a version not newer than the app's highest: refused.
+    pub fn check(&self, env: &Envelope) -> Result<(), Rejection> {
+        if self.ids.iter().any(|s| s.id == env.id) {
+            return Err(Rejection::Duplicate(env.id.clone()));
+        }
+        if let (Some(version), Some(&seen)) = (env.version, self.versions.get(&env.app)) {
+            if version <= seen {
+                return Err(Rejection::Replayed {
+                    app: env.app.clone(),
+                    version,
+                    seen,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records an accepted command and forgets ids that can no longer be replayed (expired,
+    /// beyond the last [`KEEP_IDS`]).
+    pub fn record(&mut self, env: &Envelope, now: u64, skew_ms: u64) {
+        self.ids.push_back(SeenId {
+            id: env.id.clone(),
+            expires: env.expires,
+        });
+        if let Some(v) = env.version {
+            self.bump(&env.app, v);
+        }
+        while self.ids.len() > KEEP_IDS
+            && self
+                .ids
+                .front()
+                .is_some_and(|s| s.expires.saturating_add(skew_ms) < now)
+        {
+            self.ids.pop_front();
+        }
+        while self.ids.len() > MAX_IDS {
+            self.ids.pop_front();
+        }
+    }
+
+    /// The highest version applied to `app`.
+    pub fn version(&self, app: &str) -> Option<u64> {
+        self.versions.get(app).copied()
+    }
+
+    /// Raises `app`'s version (never lowers it).
+    pub fn bump(&mut self, app: &str, version: u64) {
+        let v = self.versions.entry(app.to_string()).or_insert(0);
+        *v = (*v).max(version);
+    }
+
+    pub fn versions(&self) -> BTreeMap<String, u64> {
+        self.versions.clone()
+    }
+
+    pub fn ids_len(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+#[cfg(test)]
+#[path = "verify_tests.rs"]
+mod tests;

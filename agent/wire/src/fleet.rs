@@ -1,0 +1,468 @@
+//! Fleet control over MQTT: the topics, the signed envelope, acks, desired and reported state,
+//! status and telemetry. robokud (the device side) and `roboku fleet` (the operator side) both use
+//! these types; `docs/fleet-protocol.md` is the same contract for people.
+//!
+//! Signing never re-serialises: the publisher serialises an [`Envelope`] (or a [`DesiredDoc`])
+//! once, signs those exact bytes with ed25519, and sends them base64-encoded inside a [`Sealed`]
+//! wrapper next to the signature. The receiver checks the signature over the decoded bytes and
+//! only then parses them, so field order, whitespace and number formatting can never break (or
+//! fake) a signature. See [`seal`] for the primitives.
+
+#[cfg(feature = "mqtt")]
+pub mod client;
+pub mod seal;
+pub mod topic;
+
+use crate::{ConfigChange, DynoState};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Protocol version carried in every envelope (`v`) and in the topic prefix (`rk/v1`).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Payloads larger than this are rejected unread (commands and desired docs are small; the
+/// artifact itself travels over HTTP).
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+
+/// What travels on a `cmd` or `desired` topic: the signed bytes and their signature.
+/// `env` is base64 (standard alphabet, padded) of the exact JSON bytes that were signed.
+/// `sig` is base64 of the 64-byte ed25519 signature over those bytes; `kid` names the key
+/// ([`seal::key_id`]). An unsigned payload (dev mode only) has neither `sig` nor `kid`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Sealed {
+    pub env: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+}
+
+/// What a command asks for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Deploy,
+    Scale,
+    Config,
+    Rollback,
+    Restart,
+    Stop,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Deploy => "deploy",
+            Kind::Scale => "scale",
+            Kind::Config => "config",
+            Kind::Rollback => "rollback",
+            Kind::Restart => "restart",
+            Kind::Stop => "stop",
+        }
+    }
+}
+
+/// A command: `{v, id, ts, expires, to, type, app, body, version?}` (the signed bytes).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// [`PROTOCOL_VERSION`].
+    pub v: u32,
+    /// Unique per command (the CLI uses 128 random bits in hex); devices deduplicate on it.
+    pub id: String,
+    /// When it was issued, unix ms.
+    pub ts: u64,
+    /// After this (unix ms, plus the device's clock-skew allowance) the command is refused.
+    pub expires: u64,
+    /// The address it was signed for, `d/<device>` or `g/<group>`: a device refuses a command
+    /// that arrives on another address's topic, so a signed command cannot be re-aimed.
+    pub to: String,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    pub app: String,
+    /// The body of the command; its shape depends on `type` (see [`Action`]).
+    pub body: serde_json::Value,
+    /// Per-app monotonic version (the CLI uses unix ms). When present it must be higher than
+    /// every version the device has accepted for this app: an older one is a replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// A command's body, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Deploy(Artifact),
+    Scale(ScaleBody),
+    Config(ConfigChange),
+    Rollback(crate::RollbackRequest),
+    Restart(crate::TargetRequest),
+    Stop(crate::TargetRequest),
+}
+
+/// A release artifact: a `.tar.gz` of the app (Procfile at the top) fetched over HTTP.
+/// The device checks `size` and `sha256` (lowercase hex of the file bytes) before using it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    pub url: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// Body of `scale`: `{"counts": {"web": 2}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleBody {
+    pub counts: BTreeMap<String, u32>,
+}
+
+impl Action {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Action::Deploy(_) => Kind::Deploy,
+            Action::Scale(_) => Kind::Scale,
+            Action::Config(_) => Kind::Config,
+            Action::Rollback(_) => Kind::Rollback,
+            Action::Restart(_) => Kind::Restart,
+            Action::Stop(_) => Kind::Stop,
+        }
+    }
+
+    /// The body as JSON.
+    pub fn body(&self) -> serde_json::Value {
+        let v = match self {
+            Action::Deploy(a) => serde_json::to_value(a),
+            Action::Scale(s) => serde_json::to_value(s),
+            Action::Config(c) => serde_json::to_value(c),
+            Action::Rollback(r) => serde_json::to_value(r),
+            Action::Restart(t) | Action::Stop(t) => serde_json::to_value(t),
+        };
+        v.unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Reads a body of the given kind; the error names the kind and what is wrong.
+    pub fn parse(kind: Kind, body: &serde_json::Value) -> Result<Action, String> {
+        fn de<T: serde::de::DeserializeOwned>(
+            kind: Kind,
+            v: &serde_json::Value,
+        ) -> Result<T, String> {
+            T::deserialize(v).map_err(|e| format!("body of {}: {e}", kind.as_str()))
+        }
+        Ok(match kind {
+            Kind::Deploy => Action::Deploy(de(kind, body)?),
+            Kind::Scale => Action::Scale(de(kind, body)?),
+            Kind::Config => Action::Config(de(kind, body)?),
+            Kind::Rollback => Action::Rollback(de(kind, body)?),
+            Kind::Restart => Action::Restart(de(kind, body)?),
+            Kind::Stop => Action::Stop(de(kind, body)?),
+        })
+    }
+}
+
+impl Envelope {
+    /// A command for `app` addressed to `to`, issued at `ts` and valid for `ttl_ms`.
+    pub fn new(id: String, ts: u64, ttl_ms: u64, to: String, app: &str, action: &Action) -> Self {
+        Envelope {
+            v: PROTOCOL_VERSION,
+            id,
+            ts,
+            expires: ts.saturating_add(ttl_ms),
+            to,
+            kind: action.kind(),
+            app: app.to_string(),
+            body: action.body(),
+            version: None,
+        }
+    }
+
+    pub fn action(&self) -> Result<Action, String> {
+        Action::parse(self.kind, &self.body)
+    }
+}
+
+/// The retained desired state of a device (`rk/v1/d/<device>/desired`) or of a group
+/// (`rk/v1/g/<group>/desired`), signed like a command. Per app, the entry with the highest
+/// `version` across the device's own doc and its groups' docs wins; an entry older than the last
+/// version the device applied for the app (by command or desired state) is ignored as stale.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredDoc {
+    pub v: u32,
+    pub id: String,
+    pub ts: u64,
+    pub expires: u64,
+    pub to: String,
+    pub apps: BTreeMap<String, AppDesired>,
+}
+
+/// What one app should look like. Missing parts are left as they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AppDesired {
+    pub version: u64,
+    /// The release to run, by artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<Artifact>,
+    /// Process counts; types not named keep their count.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub formation: BTreeMap<String, u32>,
+    /// When present, the complete set of config vars (keys not named are unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<BTreeMap<String, String>>,
+}
+
+/// Progress of a command, AWS IoT Jobs' names.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AckStatus {
+    Accepted,
+    InProgress,
+    Succeeded,
+    Failed,
+    Rejected,
+    TimedOut,
+}
+
+impl AckStatus {
+    /// No further ack follows this one for the same command.
+    pub fn is_final(self) -> bool {
+        !matches!(self, AckStatus::Accepted | AckStatus::InProgress)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckStatus::Accepted => "ACCEPTED",
+            AckStatus::InProgress => "IN_PROGRESS",
+            AckStatus::Succeeded => "SUCCEEDED",
+            AckStatus::Failed => "FAILED",
+            AckStatus::Rejected => "REJECTED",
+            AckStatus::TimedOut => "TIMED_OUT",
+        }
+    }
+}
+
+/// `rk/v1/d/<device>/ack`, QoS 1, not retained.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Ack {
+    /// The command's (or desired doc's) id; `None` when the payload could not be read at all.
+    pub id: Option<String>,
+    /// [`payload_ref`] of the payload this answers: lets a publisher match even a REJECTED
+    /// payload it could not have an id for.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub device: String,
+    pub ts: u64,
+    /// Per-device ack counter (restarts from 0 with the agent).
+    pub seq: u64,
+    pub status: AckStatus,
+    #[serde(default)]
+    pub details: AckDetails,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AckDetails {
+    /// `deploy`, `scale`, ..., or `desired` for convergence to a desired doc.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// IN_PROGRESS: `download`, `build`, `release`, `scale`, `config`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// FAILED / REJECTED / TIMED_OUT: why, in words a person can act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// FAILED deploys: the last lines of the app's log.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
+    /// SUCCEEDED: the release now current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<u32>,
+}
+
+/// Short reference to a payload: the first 16 hex digits of its sha256.
+pub fn payload_ref(payload: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(payload);
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Online or offline.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    Online,
+    Offline,
+}
+
+/// `rk/v1/d/<device>/status`, retained. The Last Will is the same message with `offline`.
+/// `session` grows with every connection: a reader (and the device itself) ignores an
+/// `offline` whose session is older than the newest `online` (a late Will).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceStatus {
+    pub device: String,
+    pub state: Presence,
+    pub session: u64,
+    pub ts: u64,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub agent_version: String,
+    /// Dev mode: unsigned commands are accepted.
+    #[serde(default)]
+    pub allow_unsigned: bool,
+}
+
+/// `rk/v1/d/<device>/reported`, retained: what runs, after every change and on connect.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Reported {
+    pub device: String,
+    pub ts: u64,
+    pub session: u64,
+    pub agent_version: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub allow_unsigned: bool,
+    /// Free bytes on the data dir's filesystem.
+    #[serde(default)]
+    pub disk_free: Option<u64>,
+    #[serde(default)]
+    pub apps: Vec<ReportedApp>,
+    /// The latest final ack this device sent.
+    #[serde(default)]
+    pub last_ack: Option<AckSummary>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReportedApp {
+    pub name: String,
+    pub release: Option<u32>,
+    /// sha256 of the current release's slug tree.
+    pub slug: Option<String>,
+    /// sha256 of the artifact the current slug came from, when it came from the fleet.
+    #[serde(default)]
+    pub artifact: Option<String>,
+    /// Highest fleet version applied to this app.
+    #[serde(default)]
+    pub fleet_version: Option<u64>,
+    #[serde(default)]
+    pub formation: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub dynos: Vec<ReportedDyno>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReportedDyno {
+    pub name: String,
+    pub state: DynoState,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AckSummary {
+    pub id: Option<String>,
+    pub status: AckStatus,
+    pub ts: u64,
+    #[serde(default)]
+    pub app: Option<String>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `rk/v1/d/<device>/telemetry`, QoS 0, every `telemetry_secs`. Kept small on purpose (robots
+/// on metered links): short keys, whole numbers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Telemetry {
+    pub ts: u64,
+    /// Dynos up / wanted.
+    pub up: u32,
+    pub want: u32,
+    /// Agent resident memory, bytes.
+    pub rss: u64,
+    /// Free bytes on the data dir's filesystem.
+    pub disk: Option<u64>,
+    /// 1-minute load average × 100.
+    pub load: Option<u32>,
+    /// MemAvailable, bytes.
+    pub mem: Option<u64>,
+}
+
+/// Checks a device or group name: 1-64 of `[A-Za-z0-9._-]` (no MQTT wildcards or separators).
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("{what} name {name:?} must be 1-64 characters"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{what} name {name:?} contains {bad:?}; use letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_round_trip_keeps_wire_names() {
+        let action = Action::Scale(ScaleBody {
+            counts: [("web".to_string(), 2)].into(),
+        });
+        let mut env = Envelope::new("abc".into(), 1000, 60_000, "g/lab".into(), "hello", &action);
+        env.version = Some(7);
+        let v = serde_json::to_value(&env).unwrap();
+        assert_eq!(v["type"], "scale");
+        assert_eq!(v["body"]["counts"]["web"], 2);
+        assert_eq!(v["expires"], 61_000);
+        let back: Envelope = serde_json::from_value(v).unwrap();
+        assert_eq!(back.action().unwrap(), action);
+    }
+
+    #[test]
+    fn body_errors_name_the_kind() {
+        let err = Action::parse(Kind::Deploy, &serde_json::json!({"url": "http://x"})).unwrap_err();
+        assert!(err.contains("body of deploy"), "{err}");
+        assert!(err.contains("sha256"), "{err}");
+    }
+
+    #[test]
+    fn unknown_envelope_fields_are_refused() {
+        let text = r#"{"v":1,"id":"a","ts":1,"expires":2,"to":"d/x","type":"stop","app":"a","body":{},"extra":1}"#;
+        assert!(serde_json::from_str::<Envelope>(text).is_err());
+    }
+
+    #[test]
+    fn ack_status_names() {
+        assert_eq!(
+            serde_json::to_string(&AckStatus::InProgress).unwrap(),
+            "\"IN_PROGRESS\""
+        );
+        assert!(AckStatus::TimedOut.is_final());
+        assert!(!AckStatus::Accepted.is_final());
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("device", "robot-1.lab_a").is_ok());
+        assert!(check_name("device", "a/b").is_err());
+        assert!(check_name("group", "+").is_err());
+        assert!(check_name("group", "").is_err());
+    }
+
+    #[test]
+    fn payload_refs_are_short_and_stable() {
+        assert_eq!(payload_ref(b"x"), payload_ref(b"x"));
+        assert_eq!(payload_ref(b"x").len(), 16);
+        assert_ne!(payload_ref(b"x"), payload_ref(b"y"));
+    }
+}
