@@ -197,14 +197,20 @@ impl V1 {
         Ok(())
     }
 
-    fn apply(&self, rel: &str, limits: &Checked) -> Result<(), CgroupError> {
-        // Refuse before writing anything, so a refused update changes nothing.
+    /// Refuses limits for controllers that are not mounted, before anything is written.
+    fn check_mounted(&self, limits: &Checked) -> Result<(), CgroupError> {
         if self.cpu.is_none() && limits.cpu_quota_us.is_some() {
             return Err(self.missing("cpu"));
         }
         if self.cpuset.is_none() && limits.cpuset.is_some() {
             return Err(self.missing("cpuset"));
         }
+        Ok(())
+    }
+
+    fn apply(&self, rel: &str, limits: &Checked) -> Result<(), CgroupError> {
+        // Refuse before writing anything, so a refused update changes nothing.
+        self.check_mounted(limits)?;
         let mem = self.dir(&self.memory, rel);
         self.set_memory_max(&mem, limits.memory_max)?;
         let high = limits.memory_high.map(|b| b.to_string());
@@ -324,12 +330,7 @@ impl CgroupDriver for V1 {
     fn create(&self, rel: &str, limits: &Limits) -> Result<(), CgroupError> {
         check_rel(rel)?;
         let limits = check(limits)?;
-        if self.cpu.is_none() && limits.cpu_quota_us.is_some() {
-            return Err(self.missing("cpu"));
-        }
-        if self.cpuset.is_none() && limits.cpuset.is_some() {
-            return Err(self.missing("cpuset"));
-        }
+        self.check_mounted(&limits)?;
         for h in self.needed(&limits) {
             self.make_leaf(&h, rel)?;
         }
@@ -339,12 +340,7 @@ impl CgroupDriver for V1 {
     fn update(&self, rel: &str, limits: &Limits) -> Result<(), CgroupError> {
         check_rel(rel)?;
         let limits = check(limits)?;
-        if self.cpu.is_none() && limits.cpu_quota_us.is_some() {
-            return Err(self.missing("cpu"));
-        }
-        if self.cpuset.is_none() && limits.cpuset.is_some() {
-            return Err(self.missing("cpuset"));
-        }
+        self.check_mounted(&limits)?;
         // A limit on a controller the dyno is not in yet: make that group and move it there.
         let pids =
             files::read_pids(&self.dir(&self.memory, rel).join("cgroup.procs")).unwrap_or_default();

@@ -195,14 +195,8 @@ impl Engine {
         app: &str,
         target: Option<String>,
     ) -> Result<wire::Done> {
-        let keys = self.targets(app, target.as_deref())?;
-        for key in &keys {
-            self.restart_dyno(key);
-        }
-        let names: Vec<_> = keys.iter().map(|k| k.1.clone()).collect();
-        self.event(door, Some(app), "restart", &names.join(" "));
-        Ok(wire::Done {
-            message: format!("Restarting {}", names.join(", ")),
+        self.each_target(door, app, target, "restart", "Restarting", |e, key| {
+            e.restart_dyno(key)
         })
     }
 
@@ -212,14 +206,29 @@ impl Engine {
         app: &str,
         target: Option<String>,
     ) -> Result<wire::Done> {
+        self.each_target(door, app, target, "stop", "Stopping", |e, key| {
+            e.stop_dyno(key, Want::Stop)
+        })
+    }
+
+    /// Applies `act` to every dyno `target` names, records the event, says what it did.
+    fn each_target(
+        &mut self,
+        door: Door,
+        app: &str,
+        target: Option<String>,
+        action: &str,
+        verb: &str,
+        act: impl Fn(&mut Engine, &DynoKey),
+    ) -> Result<wire::Done> {
         let keys = self.targets(app, target.as_deref())?;
         for key in &keys {
-            self.stop_dyno(key, Want::Stop);
+            act(self, key);
         }
         let names: Vec<_> = keys.iter().map(|k| k.1.clone()).collect();
-        self.event(door, Some(app), "stop", &names.join(" "));
+        self.event(door, Some(app), action, &names.join(" "));
         Ok(wire::Done {
-            message: format!("Stopping {}", names.join(", ")),
+            message: format!("{verb} {}", names.join(", ")),
         })
     }
 }
