@@ -59,11 +59,11 @@ struct RawCheck {
     listening: bool,
     command: Option<Vec<String>>,
     attempts: Option<u32>,
-    timeout: Option<u64>,
-    wait: Option<u64>,
-    initial_delay: Option<u64>,
+    timeout: Option<f64>,
+    wait: Option<f64>,
+    initial_delay: Option<f64>,
     #[serde(default)]
-    uptime: Option<u64>,
+    uptime: Option<f64>,
 }
 
 /// Parses `app.json`; errors name the field and say what is expected.
@@ -101,14 +101,18 @@ pub fn parse_app_json(text: &str) -> Result<BTreeMap<String, Vec<Check>>, String
             if attempts == 0 || attempts > 1000 {
                 return Err(format!("{at}: attempts must be 1..1000"));
             }
-            let initial = c.initial_delay.or(c.uptime).unwrap_or(0);
+            // Seconds, fractions allowed (`"wait": 0.1`); clamped to sane ranges.
+            let secs = |v: f64, lo: f64, hi: f64| {
+                Duration::from_secs_f64(if v.is_finite() { v.clamp(lo, hi) } else { lo })
+            };
+            let initial = c.initial_delay.or(c.uptime).unwrap_or(0.0);
             list.push(Check {
                 name: c.name.unwrap_or_else(|| format!("{ptype} check {}", i + 1)),
                 kind,
                 attempts,
-                timeout: Duration::from_secs(c.timeout.unwrap_or(5).clamp(1, 600)),
-                wait: Duration::from_secs(c.wait.unwrap_or(1).min(600)),
-                initial_delay: Duration::from_secs(initial.min(3600)),
+                timeout: secs(c.timeout.unwrap_or(5.0), 0.05, 600.0),
+                wait: secs(c.wait.unwrap_or(1.0), 0.0, 600.0),
+                initial_delay: secs(initial, 0.0, 3600.0),
             });
         }
         out.insert(ptype, list);
@@ -260,6 +264,14 @@ mod tests {
         );
         assert_eq!(web[1].kind, CheckKind::Listening);
         assert_eq!(web[2].initial_delay, Duration::from_secs(2));
+        let frac = parse_app_json(
+            r#"{"healthchecks":{"web":[{"listening":true,"wait":0.05,"timeout":0.5}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (frac["web"][0].wait, frac["web"][0].timeout),
+            (Duration::from_millis(50), Duration::from_millis(500))
+        );
         assert!(parse_app_json("{}").unwrap().is_empty());
     }
 
