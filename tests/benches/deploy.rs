@@ -52,9 +52,11 @@ fn main() {
             r#"{"healthchecks":{"web":[{"listening":true,"attempts":500,"wait":0.01,"timeout":1}]}}"#,
         ),
     ]);
-    let blob: Vec<u8> = (0..10u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    // 10 MB that do not compress: the slug file is as big as the tree.
+    let mut blob = vec![0u8; 10 << 20];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut blob))
+        .expect("read /dev/urandom");
     std::fs::write(src.path().join("payload.bin"), blob).expect("write payload");
     let out = tempfile::tempdir().expect("tempdir");
     let slug = out.path().join("app.slug");
