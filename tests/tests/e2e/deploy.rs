@@ -524,3 +524,26 @@ fn slug_built_once_deploys_without_building_on_the_robot() {
         },
     );
 }
+
+#[test]
+fn node_app_is_built_by_the_buildpack_and_answers_on_its_port() {
+    let agent = Agent::start(AgentOpts::default());
+    let server = "require('http').createServer((q, r) => r.end('node ok\\n')).listen(process.env.PORT, '127.0.0.1');\n";
+    let app = app_dir(&[
+        (
+            "package.json",
+            r#"{"name":"e2e-node","version":"1.0.0","scripts":{"start":"node server.js"}}"#,
+        ),
+        ("server.js", server),
+        ("Procfile", "web: exec node server.js\n"),
+    ]);
+    agent.create_and_deploy("node", app.path());
+    let logs = agent.ok(&["logs", "-a", "node", "-d", "build", "-n", "50"]);
+    assert!(
+        logs.to_lowercase().contains("node"),
+        "the nodejs buildpack ran: {logs}"
+    );
+    wait_for("the node web dyno answers", Duration::from_secs(10), || {
+        answer(&agent, "node") == "node ok"
+    });
+}
