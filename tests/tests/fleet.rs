@@ -208,8 +208,17 @@ fn a_broker_restart_leaves_dynos_alone_and_agents_reconnect() {
     let pids_b = b.wait_up("hello", 1, 30);
 
     broker.stop();
-    // The dynos do not notice.
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    // The dynos do not notice: every one stays alive for as long as the broker is away.
+    roboku_tests::holds_for(
+        "dynos alive while the broker is down",
+        std::time::Duration::from_secs(2),
+        || {
+            pids_a
+                .iter()
+                .chain(&pids_b)
+                .all(|&p| roboku_tests::alive(p as i64))
+        },
+    );
     assert_eq!(a.wait_up("hello", 1, 5), pids_a);
     assert_eq!(b.wait_up("hello", 1, 5), pids_b);
     broker.restart();
