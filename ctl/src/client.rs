@@ -149,12 +149,14 @@ impl Client {
         })
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<(SendRequest<Full<Bytes>>, Response<Incoming>), ClientError> {
+    /// Opens one HTTP/1.1 connection to the agent, for a request with body type `B`.
+    /// The connection task ends by itself once the response is read and the sender dropped.
+    pub(crate) async fn connect<B>(&self, what: &str) -> Result<SendRequest<B>, ClientError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -162,19 +164,32 @@ impl Client {
                     socket: self.socket.clone(),
                     source,
                 })?;
-        let broken = |e: hyper::Error| {
-            ClientError::Protocol(format!(
-                "robokud at {} broke off {method} {path}: {e}",
-                self.socket.display()
-            ))
-        };
-        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(broken)?;
-        // The connection task ends by itself when the response is read and `sender` is dropped.
+            .map_err(|e| self.broken(what, e))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
+        Ok(sender)
+    }
+
+    /// The agent closed the connection in the middle of `what`.
+    pub(crate) fn broken(&self, what: &str, e: hyper::Error) -> ClientError {
+        ClientError::Protocol(format!(
+            "robokud at {} broke off {what}: {e}",
+            self.socket.display()
+        ))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(SendRequest<Full<Bytes>>, Response<Incoming>), ClientError> {
+        let what = format!("{method} {path}");
+        let mut sender = self.connect::<Full<Bytes>>(&what).await?;
+        let broken = |e: hyper::Error| self.broken(&what, e);
         let mut req = Request::builder()
             .method(method.clone())
             .uri(path)

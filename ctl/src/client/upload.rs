@@ -4,16 +4,13 @@
 use super::{api_error, collect, Client, ClientError};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::client::conn::http1;
 use hyper::{header, Method, Request};
-use hyper_util::rt::TokioIo;
 use roboku_wire::DOOR_HEADER;
 use serde::de::DeserializeOwned;
 use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::AsyncReadExt;
-use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 /// A request body fed by a reader task.
@@ -46,22 +43,9 @@ impl Client {
         let local = |e: std::io::Error| ClientError::Protocol(format!("{}: {e}", file.display()));
         let mut f = tokio::fs::File::open(file).await.map_err(local)?;
         let len = f.metadata().await.map_err(local)?.len();
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ClientError::Unreachable {
-                    socket: self.socket.clone(),
-                    source,
-                })?;
-        let broken = |e: hyper::Error| {
-            ClientError::Protocol(format!("robokud broke off the upload to {path}: {e}"))
-        };
-        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(broken)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let what = format!("the upload to {path}");
+        let mut sender = self.connect::<ChunkBody>(&what).await?;
+        let broken = |e: hyper::Error| self.broken(&what, e);
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
             let mut buf = vec![0u8; 64 * 1024];
