@@ -60,7 +60,7 @@ pub async fn stream(
                 Ok(line) => {
                     let old = last_ts
                         .is_some_and(|t| line.ts < t || (line.ts == t && seen.contains(&line)));
-                    if line.app != app || !matches(&filter, &line) || old {
+                    if line.app != app || !filter.matches(&line) || old {
                         continue;
                     }
                     if tx.send(encode(&line)).await.is_err() {
@@ -87,23 +87,6 @@ pub async fn stream(
         .header("content-type", "application/x-ndjson")
         .body(ApiBody::Stream(rx))
         .map_err(|e| EngineError::Internal(format!("building log stream: {e}")))
-}
-
-/// Whether `line` passes `filter` (dyno `web.1` exactly, or `web` for every web dyno).
-pub fn matches(filter: &LogFilter, line: &LogLine) -> bool {
-    if filter.source.is_some_and(|s| s != line.source) {
-        return false;
-    }
-    match &filter.dyno {
-        None => true,
-        Some(d) => {
-            line.dyno == *d
-                || line
-                    .dyno
-                    .strip_prefix(d.as_str())
-                    .is_some_and(|r| r.starts_with('.'))
-        }
-    }
 }
 
 fn encode(line: &LogLine) -> Bytes {

@@ -29,9 +29,9 @@ impl Engine {
             Command::Release {
                 app,
                 slug,
-                dotenv,
+
                 description,
-            } => self.release(door, &app, slug, dotenv, description),
+            } => self.release(door, &app, slug, description),
             Command::Ps { app } => self.ps(&app).map(Reply::Dynos),
             Command::Formation { app } => self.formation(&app).map(Reply::Formation),
             Command::Scale { app, counts } => self.scale(door, &app, counts).map(Reply::Formation),

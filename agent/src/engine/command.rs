@@ -54,11 +54,12 @@ pub enum Command {
         app: String,
         confirm: String,
     },
-    /// A slug has been built (off the engine); make it the app's new release.
+    /// A slug has been built (off the engine); make it the app's new release. Its `.env` was
+    /// validated by the door and is read from the slug when dynos start.
     Release {
         app: String,
         slug: Slug,
-        dotenv: BTreeMap<String, String>,
+
         description: String,
     },
     Ps {

@@ -92,13 +92,13 @@ pub async fn deploy(
         let mut step = |root: &Path| build.run(root);
         let slug =
             build::prepare_slug_with(&source, &tmp, &slugs, ArchiveLimits::default(), &mut step)?;
-        let dotenv = read_env(&slug.path)?;
+        check_env(&slug.path)?;
         check_app_json(&slug.path)?;
-        Ok::<_, EngineError>((slug, dotenv))
+        Ok::<_, EngineError>(slug)
     })
     .await
     .map_err(|e| EngineError::Internal(format!("build task failed: {e}")))??;
-    let (slug, dotenv) = built;
+    let slug = built;
     let description = req
         .description
         .filter(|d| !d.is_empty())
@@ -112,7 +112,6 @@ pub async fn deploy(
     let cmd = Command::Release {
         app: app.to_string(),
         slug,
-        dotenv,
         description,
     };
     match engine.call(door, cmd).await? {
@@ -227,14 +226,14 @@ fn check_app_json(slug: &std::path::Path) -> Result<(), EngineError> {
     }
 }
 
-/// The slug's `.env`, if any; a malformed one fails the deploy with the line named.
-fn read_env(slug: &std::path::Path) -> Result<BTreeMap<String, String>, EngineError> {
+/// The slug's `.env`, if any, must parse: a malformed one fails the deploy with the line named.
+fn check_env(slug: &std::path::Path) -> Result<(), EngineError> {
     let path = slug.join(".env");
     match std::fs::read_to_string(&path) {
         Ok(text) => crate::procfile::parse_dotenv(&text)
-            .map(|pairs| pairs.into_iter().collect())
+            .map(|_| ())
             .map_err(|e| EngineError::InvalidApp(format!(".env {e}"))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(EngineError::Internal(format!(
             "read {}: {e}",
             path.display()

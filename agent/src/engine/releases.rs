@@ -88,11 +88,10 @@ impl Engine {
         door: Door,
         app: &str,
         slug: Slug,
-        dotenv: BTreeMap<String, String>,
         description: String,
     ) -> Result<Reply> {
         self.cache(app)?;
-        let _ = dotenv; // read again from the slug by refresh_app; validated by the door
+
         let config = self.store.config(app)?;
         let process_types = slug.process_types.into_iter().collect();
         let new = NewRelease {
