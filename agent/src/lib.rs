@@ -130,5 +130,9 @@ fn prepare_dirs(settings: &Settings) -> Result<(), util::PathError> {
         std::fs::create_dir_all(&dir).at("create dir", &dir)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).at("chmod", &dir)?;
     }
+    // Build users pass through to their own cache dir (0700, theirs) but cannot list the others.
+    let cache = settings.cache_root();
+    std::fs::create_dir_all(&cache).at("create dir", &cache)?;
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o711)).at("chmod", &cache)?;
     Ok(())
 }

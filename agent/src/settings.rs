@@ -123,7 +123,11 @@ impl Settings {
     }
     /// Per-app build cache (`CACHE_DIR` of the buildpacks), kept between builds.
     pub fn cache_dir(&self, app: &str) -> PathBuf {
-        self.data_dir.join("cache").join(app)
+        self.cache_root().join(app)
+    }
+    /// Parent of the per-app caches: searchable by the build users, listable by root only.
+    pub fn cache_root(&self) -> PathBuf {
+        self.data_dir.join("cache")
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")

@@ -5,7 +5,6 @@
 use crate::bins::bin;
 use crate::wait::wait_for;
 use serde_json::Value;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -58,9 +57,6 @@ impl Agent {
             .prefix("roboku-e2e-")
             .tempdir()
             .expect("create data dir");
-        // Dynos run as `nobody` and must reach their slug inside the data dir.
-        std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod data dir");
         let mut agent = Agent {
             socket: data.path().join("robokud.sock"),
             data,

@@ -3,7 +3,8 @@
 use std::os::unix::fs::PermissionsExt;
 use tempfile::TempDir;
 
-/// A temp dir holding `files` (`(relative path, content)`), readable by everyone.
+/// A temp dir holding `files` (`(relative path, content)`), with the modes a developer's checkout
+/// has (the temp dir itself is 0700: robokud reads sources as root and must not need more).
 pub fn app_dir(files: &[(&str, &str)]) -> TempDir {
     let dir = tempfile::Builder::new()
         .prefix("roboku-e2e-app-")
@@ -15,11 +16,7 @@ pub fn app_dir(files: &[(&str, &str)]) -> TempDir {
             std::fs::create_dir_all(parent).expect("create app subdir");
         }
         std::fs::write(&path, content).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
-            .expect("chmod app file");
     }
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod app dir");
     dir
 }
 

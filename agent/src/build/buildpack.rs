@@ -104,7 +104,7 @@ pub fn run_buildpacks(
 ) -> Result<BuildOutcome, BuildError> {
     let deadline = Instant::now() + opts.timeout;
     let app_dir = fs::canonicalize(app_dir).at("resolve", app_dir)?;
-    create_private_dir(cache_dir, true)?;
+    create_cache_dir(cache_dir)?;
     let cache_dir = fs::canonicalize(cache_dir).at("resolve", cache_dir)?;
     let parent = app_dir.parent().ok_or_else(|| {
         BuildError::Other(format!("{}: cannot build at the root", app_dir.display()))
@@ -112,11 +112,11 @@ pub fn run_buildpacks(
 
     let scratch =
         Scratch(parent.join(format!(".buildpacks-{:016x}", rand::rngs::OsRng.next_u64())));
-    create_private_dir(&scratch.0, false)?;
+    create_private_dir(&scratch.0)?;
     let env_dir = scratch.0.join("env");
     let home = scratch.0.join("home");
-    create_private_dir(&env_dir, false)?;
-    create_private_dir(&home, false)?;
+    create_private_dir(&env_dir)?;
+    create_private_dir(&home)?;
     write_env_dir(&env_dir, env)?;
 
     let sources: Vec<PathBuf> = if buildpacks.is_empty() {
@@ -131,7 +131,7 @@ pub fn run_buildpacks(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| src.display().to_string());
         let dir = scratch.0.join(format!("bp-{i}"));
-        create_private_dir(&dir, false)?;
+        create_private_dir(&dir)?;
         copy_dir(src, &dir)?;
         candidates.push(Candidate { dir, label });
     }
@@ -139,6 +139,11 @@ pub fn run_buildpacks(
     if let Some((uid, gid)) = opts.run_as {
         for dir in [&app_dir, &cache_dir, &scratch.0] {
             owner::chown_tree(dir, uid, gid)?;
+            if let Some(b) = crate::supervisor::reach::first_blocked(dir, uid, gid) {
+                return Err(BuildError::Other(
+                    b.explain(&format!("the build user (uid {uid})"), dir),
+                ));
+            }
         }
     }
 
@@ -365,9 +370,29 @@ fn write_env_dir(dir: &Path, env: &BTreeMap<String, String>) -> Result<(), Build
     Ok(())
 }
 
-fn create_private_dir(path: &Path, recursive: bool) -> Result<(), PathError> {
+/// The app's `CACHE_DIR`: private to the build user (0700, handed over with the app dir), in a
+/// parent the build user can pass through but not list (0711), created so if missing.
+fn create_cache_dir(cache_dir: &Path) -> Result<(), PathError> {
+    if let Some(parent) = cache_dir.parent() {
+        if fs::symlink_metadata(parent).is_err() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(parent)
+                .at("create dir", parent)?;
+        }
+    }
+    create_private_dir(cache_dir).or_else(|e| {
+        if e.source.kind() == std::io::ErrorKind::AlreadyExists {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })
+}
+
+fn create_private_dir(path: &Path) -> Result<(), PathError> {
     fs::DirBuilder::new()
-        .recursive(recursive)
         .mode(0o700)
         .create(path)
         .at("create dir", path)

@@ -1,5 +1,5 @@
 //! Dyno processes: how one is spawned ([`spawn`]), how its exit is noticed ([`watch`]), what
-//! `/proc` says about it ([`procfs`]), and when a crashed one is started again ([`backoff`]).
+//! `/proc` says about it ([`procfs`]), whether its user can reach a path ([`reach`]), and when a crashed one is started again ([`backoff`]).
 //!
 //! A dyno's life never depends on the agent: it has its own session and process group, writes its
 //! output to a spool file it holds itself, and is watched through a pidfd, which works the same for
@@ -7,5 +7,6 @@
 
 pub mod backoff;
 pub mod procfs;
+pub mod reach;
 pub mod spawn;
 pub mod watch;

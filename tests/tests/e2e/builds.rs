@@ -1,0 +1,243 @@
+//! Builds with dependencies on a data dir robokud made itself, as a new user's first deploys:
+//! a Python app with a wheel it ships, a Node app with a local tarball dependency and a lock
+//! file, a third-party buildpack keeping state in CACHE_DIR. Each deploys twice; the second build
+//! must use the cache. Runtime versions the app asks for are honoured or refused at the start.
+
+use roboku_tests::{app_dir, http, wait_for, Agent, AgentOpts};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn build_log(agent: &Agent, app: &str) -> String {
+    agent.ok(&["logs", "-a", app, "-d", "build", "-n", "500"])
+}
+
+fn web_answers(agent: &Agent, app: &str, want: &str) {
+    let port = agent.dyno(app, "web.1").expect("web.1")["port"]
+        .as_u64()
+        .expect("port") as u16;
+    wait_for(
+        &format!("{app} answers {want:?}"),
+        Duration::from_secs(20),
+        || {
+            http::get(port, "/")
+                .map(|r| r.status == 200 && r.body.trim() == want)
+                .unwrap_or(false)
+        },
+    );
+}
+
+fn deploy_fails(agent: &Agent, app: &str, dir: &Path) -> String {
+    let out = agent.roboku(&["deploy", dir.to_str().expect("utf-8"), "-a", app]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "deploy of {app} should fail: {err}");
+    err
+}
+
+/// Writes `tinydep-1.0-py3-none-any.whl` into `dir` with Python's zipfile (a wheel is a zip with
+/// dist-info), as a developer vendoring a wheel would have one: no network, no pip.
+fn make_wheel(dir: &Path) {
+    let script = r#"
+import base64, hashlib, sys, zipfile
+files = {
+    "tinydep/__init__.py": b"GREETING = 'tiny ok'\n",
+    "tinydep-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinydep\nVersion: 1.0\n",
+    "tinydep-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = []
+for name, data in files.items():
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    record.append(f"{name},sha256={digest},{len(data)}")
+record.append("tinydep-1.0.dist-info/RECORD,,")
+with zipfile.ZipFile(sys.argv[1] + "/tinydep-1.0-py3-none-any.whl", "w") as z:
+    for name, data in files.items():
+        z.writestr(name, data)
+    z.writestr("tinydep-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+"#;
+    let ok = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .status()
+        .expect("run python3");
+    assert!(ok.success(), "building the test wheel");
+}
+
+/// major.minor of the robot's /usr/bin/python3, e.g. "3.11".
+fn host_python() -> String {
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .expect("python3 version");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn python_app_with_a_vendored_wheel_builds_on_a_fresh_data_dir_and_reuses_the_cache() {
+    let agent = Agent::start(AgentOpts::default());
+    let version = host_python();
+    let server = "import http.server, os, tinydep\n\
+class H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        b = tinydep.GREETING.encode()\n        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n\
+http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n";
+    let app = app_dir(&[
+        ("Procfile", "web: exec python3 app.py\n"),
+        ("requirements.txt", "tinydep==1.0\n"),
+        (".python-version", &format!("{version}\n")),
+        ("app.py", server),
+        ("wheels/.keep", ""),
+    ]);
+    make_wheel(&app.path().join("wheels"));
+    agent.create_and_deploy("py", app.path());
+    let log = build_log(&agent, "py");
+    assert!(log.contains("Installing requirements"), "{log}");
+    assert!(
+        log.contains(&format!("asks for Python {version}: using")),
+        "{log}"
+    );
+    web_answers(&agent, "py", "tiny ok");
+
+    std::fs::write(app.path().join("CHANGES"), "second deploy\n").expect("write");
+    agent.deploy("py", app.path());
+    let log = build_log(&agent, "py");
+    assert!(
+        log.contains("reusing installed packages from the build cache"),
+        "the second build uses the cache: {log}"
+    );
+    web_answers(&agent, "py", "tiny ok");
+
+    // A version the robot does not have fails at the start, naming what is there and what to do.
+    let old = agent.up_pid("py", "web.1");
+    std::fs::write(app.path().join(".python-version"), "3.99\n").expect("write");
+    let err = deploy_fails(&agent, "py", app.path());
+    assert!(
+        err.contains(".python-version asks for Python 3.99"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("python{version}")),
+        "names what the robot has: {err}"
+    );
+    assert!(
+        err.contains("Install python3.99"),
+        "says how to get it: {err}"
+    );
+    assert!(!err.contains("Requires-Python"), "fails before pip: {err}");
+    assert_eq!(
+        agent.up_pid("py", "web.1"),
+        old,
+        "the running release is untouched"
+    );
+
+    std::fs::remove_file(app.path().join(".python-version")).expect("rm");
+    std::fs::write(app.path().join("runtime.txt"), "python-3.98.1\n").expect("write");
+    let err = deploy_fails(&agent, "py", app.path());
+    assert!(err.contains("runtime.txt asks for Python 3.98.1"), "{err}");
+}
+
+#[test]
+fn node_app_with_a_local_dependency_and_lock_file_builds_and_reuses_the_cache() {
+    let agent = Agent::start(AgentOpts::default());
+    let lib = app_dir(&[
+        (
+            "package.json",
+            r#"{"name":"tinylib","version":"1.0.0","main":"index.js"}"#,
+        ),
+        ("index.js", "module.exports = 'node dep ok';\n"),
+    ]);
+    let server = "const msg = require('tinylib');\n\
+require('http').createServer((q, r) => r.end(msg)).listen(process.env.PORT, '127.0.0.1');\n";
+    let app = app_dir(&[
+        (
+            "package.json",
+            r#"{"name":"e2e-node-dep","version":"1.0.0","engines":{"node":">=16"},"dependencies":{"tinylib":"file:vendor/tinylib-1.0.0.tgz"}}"#,
+        ),
+        ("server.js", server),
+        ("Procfile", "web: exec node server.js\n"),
+        ("vendor/.keep", ""),
+    ]);
+    // What the developer does before committing: pack the dependency, write the lock file.
+    let vendor = app.path().join("vendor");
+    let packed = Command::new("npm")
+        .args(["pack", "--silent", "--pack-destination"])
+        .arg(&vendor)
+        .current_dir(lib.path())
+        .output()
+        .expect("npm pack");
+    assert!(packed.status.success(), "npm pack: {packed:?}");
+    let locked = Command::new("npm")
+        .args([
+            "install",
+            "--package-lock-only",
+            "--offline",
+            "--no-audit",
+            "--no-fund",
+        ])
+        .current_dir(app.path())
+        .output()
+        .expect("npm install --package-lock-only");
+    assert!(locked.status.success(), "npm lock: {locked:?}");
+
+    agent.create_and_deploy("node", app.path());
+    let log = build_log(&agent, "node");
+    assert!(log.contains("npm ci"), "{log}");
+    assert!(log.contains("engines.node \">=16\" is satisfied"), "{log}");
+    web_answers(&agent, "node", "node dep ok");
+
+    std::fs::write(app.path().join("CHANGES"), "second deploy\n").expect("write");
+    agent.deploy("node", app.path());
+    let log = build_log(&agent, "node");
+    assert!(
+        log.contains("package-lock.json unchanged: reusing node_modules from the build cache"),
+        "the second build uses the cache: {log}"
+    );
+    web_answers(&agent, "node", "node dep ok");
+
+    let pkg = std::fs::read_to_string(app.path().join("package.json")).expect("read");
+    std::fs::write(
+        app.path().join("package.json"),
+        pkg.replace(r#""node":">=16""#, r#""node":">=99""#),
+    )
+    .expect("write");
+    let err = deploy_fails(&agent, "node", app.path());
+    assert!(err.contains("asks for node \">=99\""), "{err}");
+    assert!(err.contains("this robot has node v"), "{err}");
+    assert!(!err.contains("npm ci"), "fails before npm runs: {err}");
+}
+
+#[test]
+fn third_party_buildpack_keeps_state_in_cache_dir_between_builds() {
+    let agent = Agent::start(AgentOpts::default());
+    let pack = app_dir(&[
+        ("bin/detect", "#!/bin/sh\necho counter\n"),
+        (
+            "bin/compile",
+            "#!/bin/sh\nset -e\nn=$(cat \"$2/count\" 2>/dev/null || echo 0)\nn=$((n + 1))\n\
+mkdir -p \"$2/deep/er\"\necho \"$n\" > \"$2/count\"\necho \"$n\" > \"$2/deep/er/count\"\n\
+echo \"cache count $n\"\n",
+        ),
+        ("bin/release", "#!/bin/sh\necho '--- {}'\n"),
+    ]);
+    // Scripts are executable in the buildpack's repository.
+    for s in ["detect", "compile", "release"] {
+        let ok = Command::new("chmod")
+            .arg("755")
+            .arg(pack.path().join("bin").join(s))
+            .status()
+            .expect("chmod");
+        assert!(ok.success());
+    }
+    agent.ok(&["apps:create", "bp"]);
+    agent.ok(&[
+        "buildpacks:set",
+        pack.path().to_str().expect("utf-8"),
+        "-a",
+        "bp",
+    ]);
+    let src = app_dir(&[("Procfile", "web: exec sleep 100000\n")]);
+    agent.deploy("bp", src.path());
+    assert!(build_log(&agent, "bp").contains("cache count 1"));
+    std::fs::write(src.path().join("CHANGES"), "second\n").expect("write");
+    agent.deploy("bp", src.path());
+    let log = build_log(&agent, "bp");
+    assert!(log.contains("cache count 2"), "the cache survived: {log}");
+}
