@@ -33,6 +33,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let fleet = mqtt::prepare(&settings)?;
     prepare_dirs(&settings)?;
+    check_reachable(&settings)?;
     let store = store::Store::open(&settings.db_path())?;
     build::builtin::install(&settings.buildpacks_dir())?;
     let killed = build::clean_after_crash(&settings.tmp_dir());
@@ -114,6 +115,31 @@ pub async fn run(
     drop(engine);
     let _ = engine_task.await;
     let _ = std::fs::remove_file(settings.socket_path());
+    Ok(())
+}
+
+/// Dynos and builds run as unprivileged app users that must reach their slug, build tree and
+/// cache inside the data dir: refuse to start (naming the directory, the users and the fix)
+/// when an ancestor such as a 0700 home dir stops them, rather than failing every build later.
+fn check_reachable(settings: &Settings) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(()); // dynos run as robokud's own user, who made the data dir
+    }
+    // A uid and gid that own nothing and are in no group: what an app's own user gets.
+    let (uid, gid) = (u32::MAX - 1, u32::MAX - 1);
+    for dir in [
+        settings.slugs_dir(),
+        settings.tmp_dir(),
+        settings.cache_root(),
+    ] {
+        if let Some(b) = supervisor::reach::first_blocked(&dir, uid, gid) {
+            anyhow::bail!(
+                "data dir {}: {}",
+                settings.data_dir.display(),
+                b.explain("the users dynos and builds run as", &dir)
+            );
+        }
+    }
     Ok(())
 }
 

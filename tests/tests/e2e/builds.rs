@@ -241,3 +241,67 @@ echo \"cache count $n\"\n",
     let log = build_log(&agent, "bp");
     assert!(log.contains("cache count 2"), "the cache survived: {log}");
 }
+
+/// A data dir under a directory the app users cannot enter (a 0700 home dir) is refused at start,
+/// naming the directory, who it blocks and the fix, instead of failing every build later.
+#[test]
+fn data_dir_under_a_private_parent_is_refused_at_start_naming_the_directory() {
+    let home = tempfile::Builder::new()
+        .prefix("roboku-e2e-home-")
+        .tempdir()
+        .expect("temp home");
+    // A home dir as Debian's adduser makes it.
+    std::fs::set_permissions(
+        home.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod home");
+    let data = home.path().join("robot-data");
+    let socket = home.path().join("robokud.sock");
+    let child = Command::new(roboku_tests::bins::bin("robokud"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--no-cgroups", "--port-range", "29800-29810"])
+        .env_remove("ROBOKU_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn robokud");
+    // Killed however the test ends (today's robokud starts and would stay).
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(child);
+    let mut status = None;
+    wait_for(
+        "robokud to refuse the data dir",
+        Duration::from_secs(15),
+        || {
+            status = child.0.try_wait().expect("try_wait");
+            status.is_some()
+        },
+    );
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().expect("stderr"), &mut err)
+        .expect("read stderr");
+    assert!(!status.expect("exited").success(), "{err}");
+    let blocked = home.path().display().to_string();
+    assert!(
+        err.contains(&format!("{blocked} (mode 0700")),
+        "names the directory: {err}"
+    );
+    assert!(
+        err.contains("blocks the users dynos and builds run as"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("chmod o+x {blocked}")),
+        "says what to do: {err}"
+    );
+}
