@@ -31,6 +31,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
     on_ready: impl FnOnce(&Settings, &engine::EngineHandle),
 ) -> anyhow::Result<()> {
+    // Everything robokud writes is its own unless made otherwise on purpose (slugs, caches):
+    // the store, its WAL, logs, fleet state and archives stay out of the apps' reach.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let fleet = mqtt::prepare(&settings)?;
     prepare_dirs(&settings)?;
     check_reachable(&settings)?;
@@ -143,22 +146,20 @@ fn check_reachable(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the data dir layout. Directories dynos must traverse are 0755 (they run unprivileged).
+/// Creates the data dir layout. App users may pass through the data dir, `slugs/`, `tmp/` and
+/// `cache/` (0711) to what is theirs inside, but list none of them; the rest is root's (0700).
 fn prepare_dirs(settings: &Settings) -> Result<(), util::PathError> {
     use std::os::unix::fs::PermissionsExt;
-    for dir in [
-        settings.data_dir.clone(),
-        settings.slugs_dir(),
-        settings.apps_dir(),
-        settings.logs_dir(),
-        settings.tmp_dir(),
+    for (dir, mode) in [
+        (settings.data_dir.clone(), 0o711),
+        (settings.slugs_dir(), 0o711),
+        (settings.apps_dir(), 0o700),
+        (settings.logs_dir(), 0o700),
+        (settings.tmp_dir(), 0o711),
+        (settings.cache_root(), 0o711),
     ] {
         std::fs::create_dir_all(&dir).at("create dir", &dir)?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).at("chmod", &dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).at("chmod", &dir)?;
     }
-    // Build users pass through to their own cache dir (0700, theirs) but cannot list the others.
-    let cache = settings.cache_root();
-    std::fs::create_dir_all(&cache).at("create dir", &cache)?;
-    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o711)).at("chmod", &cache)?;
     Ok(())
 }

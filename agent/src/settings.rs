@@ -31,8 +31,12 @@ pub struct Settings {
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
     pub backoff_reset_secs: u64,
-    /// The user dynos run as unless an app asks otherwise.
+    /// Who dynos and builds run as unless an app names a user: `dynamic` (each app its own
+    /// uid/gid from `app_uids`, like systemd's DynamicUser), or one user name all apps share
+    /// (then apps are not isolated from each other).
     pub dyno_user: String,
+    /// The range app uids (and gids, the same number) are allocated from, `MIN-MAX`.
+    pub app_uids: String,
     /// Name of roboku's subtree in each cgroup hierarchy.
     pub cgroup_name: String,
     /// Mount point of the cgroup filesystem(s).
@@ -66,7 +70,8 @@ impl Default for Settings {
             backoff_initial_ms: 100,
             backoff_max_ms: 60_000,
             backoff_reset_secs: 60,
-            dyno_user: "roboku-dyno".into(),
+            dyno_user: DYNAMIC_USER.into(),
+            app_uids: "61184-65519".into(),
             cgroup_name: "roboku".into(),
             cgroup_mount: PathBuf::from("/sys/fs/cgroup"),
             cgroups: true,
@@ -81,7 +86,29 @@ impl Default for Settings {
     }
 }
 
+/// `dyno_user` value meaning "each app its own uid".
+pub const DYNAMIC_USER: &str = "dynamic";
+
 impl Settings {
+    /// `app_uids` parsed: an inclusive range of unprivileged ids.
+    pub fn app_uid_range(&self) -> Result<(u32, u32), String> {
+        let bad = || {
+            format!(
+                "app_uids {:?} must look like 61184-65519 (ids from 1000 to 4294967294)",
+                self.app_uids
+            )
+        };
+        let (a, b) = self.app_uids.split_once('-').ok_or_else(bad)?;
+        let (lo, hi): (u32, u32) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        if lo < 1000 || lo > hi || hi == u32::MAX {
+            return Err(bad());
+        }
+        Ok((lo, hi))
+    }
+
     /// Developer mode: data in `./.roboku`, dynos stopped when the agent exits.
     pub fn developer() -> Self {
         Settings {

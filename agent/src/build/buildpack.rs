@@ -137,6 +137,12 @@ pub fn run_buildpacks(
     }
 
     if let Some((uid, gid)) = opts.run_as {
+        // Other apps' users must neither read nor write the tree while it builds.
+        fs::set_permissions(
+            &app_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .at("chmod", &app_dir)?;
         for dir in [&app_dir, &cache_dir, &scratch.0] {
             owner::chown_tree(dir, uid, gid)?;
             if let Some(b) = crate::supervisor::reach::first_blocked(dir, uid, gid) {

@@ -177,6 +177,11 @@ pub fn prepare_slug_with(
     }
     let work = TmpTree(tmp_dir.join(format!("slug-{:016x}", rand::rngs::OsRng.next_u64())));
     tree::create_work_dir(&work.0)?;
+    // Not listable: the app tree inside is made the build user's alone by the build step.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&work.0, fs::Permissions::from_mode(0o711)).at("chmod", &work.0)?;
+    }
 
     let meta = fs::metadata(source).at("stat", source)?;
     let root = if meta.is_dir() {

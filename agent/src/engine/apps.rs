@@ -99,11 +99,12 @@ impl Engine {
             .map(|d| read_dotenv(&d.join(".env")))
             .unwrap_or_default();
         let formation = self.store.formation(app).unwrap_or_default();
-        let user_name = row
-            .user
-            .clone()
-            .unwrap_or_else(|| self.settings.dyno_user.clone());
-        let (user_name, run_as) = self.resolve_user(&user_name);
+        let (user_name, run_as) = self.app_user(app, row.user.as_deref());
+        if let (Some(dir), Ok(Some(r))) = (&slug_dir, &run_as) {
+            if let Err(e) = super::isolation::grant_slug(dir, r.gid) {
+                tracing::warn!(app, error = %e, "cannot hand the slug to the app's group");
+            }
+        }
         let grace = Duration::from_secs(row.grace_secs.unwrap_or(self.settings.grace_secs));
         let cache = AppCache {
             release,
@@ -118,8 +119,44 @@ impl Engine {
         self.apps.insert(app.to_string(), cache);
     }
 
-    /// Which user dynos of an app run as: the named one when robokud is root (falling back from
-    /// the default `roboku-dyno` to `nobody` when that user was not created), else robokud's own.
+    /// Who an app's dynos and builds run as: the user it named (`apps:update --user`), else its
+    /// own uid (allocated once, recorded in the store) when `dyno_user` is `dynamic`, else the
+    /// shared `dyno_user`. robokud's own user when robokud is not root.
+    fn app_user(
+        &mut self,
+        app: &str,
+        named: Option<&str>,
+    ) -> (String, std::result::Result<Option<spawn::RunAs>, String>) {
+        if let Some(name) = named {
+            return self.resolve_user(name);
+        }
+        if self.settings.dyno_user != crate::settings::DYNAMIC_USER
+            || !nix::unistd::geteuid().is_root()
+        {
+            return self.resolve_user(&self.settings.dyno_user.clone());
+        }
+        let range = match self.settings.app_uid_range() {
+            Ok(r) => r,
+            Err(e) => return ("?".into(), Err(e)),
+        };
+        match self
+            .store
+            .allocate_uid(app, range, &super::isolation::host_has_id)
+        {
+            Ok(uid) => (
+                uid.to_string(),
+                Ok(Some(spawn::RunAs {
+                    name: uid.to_string(),
+                    uid,
+                    gid: uid,
+                })),
+            ),
+            Err(e) => ("?".into(), Err(e.to_string())),
+        }
+    }
+
+    /// A named user when robokud is root (falling back from the shared default `roboku-dyno` to
+    /// `nobody` when that user was not created), else robokud's own.
     fn resolve_user(
         &self,
         name: &str,
@@ -144,15 +181,29 @@ impl Engine {
     }
 
     fn status(&self) -> wire::Status {
-        let (dyno_user, run_as) = self.resolve_user(&self.settings.dyno_user);
-        let dyno_user_note = match run_as {
-            Ok(None) => Some("robokud is not root: dynos run as robokud's own user".to_string()),
-            Ok(Some(_)) if dyno_user != self.settings.dyno_user => Some(format!(
-                "user {:?} does not exist; dynos run as {dyno_user:?} (create it with the systemd sysusers entry)",
-                self.settings.dyno_user
-            )),
-            Ok(Some(_)) => None,
-            Err(e) => Some(e),
+        let (dyno_user, dyno_user_note) = if !nix::unistd::geteuid().is_root() {
+            let (me, _) = self.resolve_user("self");
+            (
+                me,
+                Some("robokud is not root: dynos run as robokud's own user".to_string()),
+            )
+        } else if self.settings.dyno_user == crate::settings::DYNAMIC_USER {
+            match self.settings.app_uid_range() {
+                Ok((lo, hi)) => (format!("own uid per app ({lo}-{hi})"), None),
+                Err(e) => ("own uid per app".into(), Some(e)),
+            }
+        } else {
+            let (user, run_as) = self.resolve_user(&self.settings.dyno_user);
+            let shared = "apps share this user and are not isolated from each other";
+            let note = match run_as {
+                Ok(_) if user != self.settings.dyno_user => format!(
+                    "user {:?} does not exist; dynos run as {user:?}; {shared}",
+                    self.settings.dyno_user
+                ),
+                Ok(_) => shared.to_string(),
+                Err(e) => e,
+            };
+            (user, Some(note))
         };
         wire::Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -181,6 +232,18 @@ impl Engine {
             created_at: row.created_at,
             release: row.current_release,
             user: cache.user_name.clone(),
+            uid: cache
+                .run_as
+                .as_ref()
+                .ok()
+                .and_then(|r| r.as_ref())
+                .map(|r| r.uid),
+            gid: cache
+                .run_as
+                .as_ref()
+                .ok()
+                .and_then(|r| r.as_ref())
+                .map(|r| r.gid),
             grace_secs: cache.grace.as_secs(),
             buildpacks: self.store.buildpacks(app)?,
             dynos_running: self
@@ -219,7 +282,9 @@ impl Engine {
         update: wire::UpdateApp,
     ) -> Result<wire::AppInfo> {
         self.cache(app)?;
-        if let Some(user) = &update.user {
+        // `dynamic` goes back to the app's own uid (the default).
+        let dynamic = update.user.as_deref() == Some(crate::settings::DYNAMIC_USER);
+        if let Some(user) = update.user.as_ref().filter(|_| !dynamic) {
             if nix::unistd::geteuid().is_root() {
                 spawn::lookup_user(user).map_err(EngineError::BadRequest)?;
             }
@@ -240,7 +305,11 @@ impl Engine {
             .store
             .app(app)?
             .ok_or_else(|| crate::store::StoreError::NoApp(app.into()))?;
-        let user = update.user.clone().or(row.user);
+        let user = if dynamic {
+            None
+        } else {
+            update.user.clone().or(row.user)
+        };
         let grace = update.grace_secs.or(row.grace_secs);
         self.store.update_app(app, user.as_deref(), grace)?;
         self.refresh_app(app);
@@ -262,6 +331,13 @@ impl Engine {
         self.store.delete_app(app)?;
         self.apps.remove(app);
         self.logs.remove_app(app);
+        // Its build cache is its uid's: gone with the app, before that uid can be given again.
+        let cache = self.settings.cache_dir(app);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::build::remove_tree(&cache) {
+                tracing::warn!(error = %e, "cannot remove a destroyed app's build cache");
+            }
+        });
         self.event(door, Some(app), "destroy app", "ok");
         Ok(wire::Done {
             message: format!("Destroyed {app} (stopping {} dynos)", keys.len()),

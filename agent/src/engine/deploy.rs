@@ -66,7 +66,7 @@ pub async fn deploy(
     let build = BuildPlan {
         app: app.to_string(),
         config,
-        run_as: build_user(&info.user)?,
+        run_as: build_user(&info)?,
         buildpacks: info
             .buildpacks
             .iter()
@@ -168,14 +168,18 @@ impl BuildPlan {
     }
 }
 
-/// Builds run as the app's dyno user when robokud is root (never as root unless the app asks).
-fn build_user(name: &str) -> Result<Option<(u32, u32)>, EngineError> {
-    if !nix::unistd::geteuid().is_root() || name == "root" {
+/// Builds run as the app's own user when robokud is root (never as root unless the app asks).
+fn build_user(info: &wire::AppInfo) -> Result<Option<(u32, u32)>, EngineError> {
+    if !nix::unistd::geteuid().is_root() || info.user == "root" {
         return Ok(None);
     }
-    crate::supervisor::spawn::lookup_user(name)
-        .map(|r| Some((r.uid, r.gid)))
-        .map_err(|e| EngineError::Conflict(format!("cannot build as {name:?}: {e}")))
+    match (info.uid, info.gid) {
+        (Some(uid), Some(gid)) => Ok(Some((uid, gid))),
+        _ => Err(EngineError::Conflict(format!(
+            "cannot build app {:?}: its user {:?} is not usable (see `roboku status`)",
+            info.name, info.user
+        ))),
+    }
 }
 
 /// Refuses work that would fill the disk: `need` bytes plus a 64 MiB margin must be free.

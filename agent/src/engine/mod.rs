@@ -13,6 +13,7 @@ mod dyno;
 mod formation;
 mod gc;
 pub mod health;
+mod isolation;
 pub mod reconcile;
 mod releases;
 mod rollout;

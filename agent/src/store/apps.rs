@@ -96,6 +96,42 @@ impl Store {
         Ok(())
     }
 
+    /// The app's own uid, if one was allocated.
+    pub fn app_uid(&self, name: &str) -> Result<Option<u32>, StoreError> {
+        let uid: Option<Option<u32>> = self
+            .conn
+            .prepare_cached("SELECT uid FROM apps WHERE name = ?1")
+            .and_then(|mut st| optional(st.query_row([name], |r| r.get(0))))
+            .at("select app uid", &self.path)?;
+        uid.ok_or_else(|| StoreError::NoApp(name.to_string()))
+    }
+
+    /// The app's uid, allocated now if it has none: the lowest in `min..=max` that no other app
+    /// holds and `taken` (the host's users and groups) does not refuse.
+    pub fn allocate_uid(
+        &mut self,
+        name: &str,
+        (min, max): (u32, u32),
+        taken: &dyn Fn(u32) -> bool,
+    ) -> Result<u32, StoreError> {
+        if let Some(uid) = self.app_uid(name)? {
+            return Ok(uid);
+        }
+        let used: std::collections::BTreeSet<u32> = self
+            .conn
+            .prepare_cached("SELECT uid FROM apps WHERE uid IS NOT NULL")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .at("select app uids", &self.path)?;
+        let uid = (min..=max)
+            .find(|u| !used.contains(u) && !taken(*u))
+            .ok_or(StoreError::NoUid { min, max })?;
+        self.conn
+            .prepare_cached("UPDATE apps SET uid = ?2 WHERE name = ?1")
+            .and_then(|mut st| st.execute(rusqlite::params![name, uid]))
+            .at("update app uid", &self.path)?;
+        Ok(uid)
+    }
+
     /// Deletes the app and everything of it (releases, config, formation, ports, dynos; events stay).
     pub fn delete_app(&mut self, name: &str) -> Result<(), StoreError> {
         let deleted = self
@@ -142,6 +178,31 @@ mod tests {
         assert_eq!(s.app("demo").unwrap(), Some(updated));
         let cleared = s.update_app("demo", None, None).unwrap();
         assert_eq!(cleared, created);
+    }
+
+    #[test]
+    fn uids_are_allocated_once_skipping_taken_ones_and_freed_with_the_app() {
+        let (_dir, mut s) = store();
+        for app in ["a", "b", "c"] {
+            s.create_app(app, 1).unwrap();
+        }
+        let host_has = |u: u32| u == 100;
+        assert_eq!(s.app_uid("a").unwrap(), None);
+        assert_eq!(s.allocate_uid("a", (100, 102), &host_has).unwrap(), 101);
+        assert_eq!(
+            s.allocate_uid("a", (100, 102), &host_has).unwrap(),
+            101,
+            "kept"
+        );
+        assert_eq!(s.allocate_uid("b", (100, 102), &host_has).unwrap(), 102);
+        assert!(matches!(
+            s.allocate_uid("c", (100, 102), &host_has),
+            Err(StoreError::NoUid { min: 100, max: 102 })
+        ));
+        assert_eq!(s.app_uid("a").unwrap(), Some(101));
+        s.delete_app("a").unwrap();
+        assert_eq!(s.allocate_uid("c", (100, 102), &host_has).unwrap(), 101);
+        assert!(matches!(s.app_uid("a"), Err(StoreError::NoApp(_))));
     }
 
     #[test]

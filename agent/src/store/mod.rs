@@ -46,6 +46,8 @@ pub enum StoreError {
     NoRelease { app: String, version: u32 },
     #[error("no free port in {min}-{max}")]
     NoPort { min: u16, max: u16 },
+    #[error("no free app uid in {min}-{max} (widen app_uids in robokud.toml)")]
+    NoUid { min: u32, max: u32 },
     #[error(
         "store {path}: database is from a newer robokud (schema {found}, this one knows {known})"
     )]
@@ -167,7 +169,26 @@ impl Store {
             path: path.to_path_buf(),
         };
         schema::migrate(&mut store.conn, &store.path, schema::MIGRATIONS)?;
+        store.make_private()?;
         Ok(store)
+    }
+
+    /// The database, its WAL and shared-memory file: root's alone (config vars are secrets).
+    /// New files get that from robokud's umask; this fixes stores made by older versions.
+    fn make_private(&self) -> Result<(), StoreError> {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = self.path.clone().into_os_string();
+            name.push(suffix);
+            let path = PathBuf::from(name);
+            match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).at("chmod", &path).map_err(StoreError::from)
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The database file this store was opened on.

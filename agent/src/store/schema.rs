@@ -25,7 +25,16 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         op: "migrate to 2",
         sql: V2,
     },
+    Migration {
+        op: "migrate to 3",
+        sql: V3,
+    },
 ];
+
+/// Version 3: each app's own uid (and gid, the same number), allocated once and kept, so its
+/// files and processes stay its own across agent restarts. NULL: not allocated yet.
+const V3: &str = "ALTER TABLE apps ADD COLUMN uid INTEGER;
+CREATE UNIQUE INDEX apps_by_uid ON apps(uid);";
 
 /// Version 2: an app may name its buildpacks (JSON list of paths; NULL = detect the built-ins).
 const V2: &str = "ALTER TABLE apps ADD COLUMN buildpacks TEXT;";

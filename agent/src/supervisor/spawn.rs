@@ -75,6 +75,8 @@ pub fn spawn(spec: SpawnSpec) -> std::io::Result<Spawned> {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // robokud's own umask (0077) is not the app's: files it makes are as usual.
+            libc::umask(0o022);
             for fd in &join {
                 if libc::write(*fd, b"0".as_ptr().cast(), 1) < 0 {
                     return Err(std::io::Error::last_os_error());

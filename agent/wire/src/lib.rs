@@ -140,6 +140,11 @@ pub struct AppInfo {
     /// Current release version, if anything has been deployed.
     pub release: Option<u32>,
     pub user: String,
+    /// The uid and gid its dynos and builds run as (none when robokud is not root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
     pub grace_secs: u64,
     /// Buildpacks named for this app (empty: detect among the built-ins).
     #[serde(default)]

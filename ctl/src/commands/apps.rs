@@ -29,7 +29,8 @@ pub struct DestroyArgs {
 pub struct UpdateArgs {
     #[command(flatten)]
     pub app: AppArg,
-    /// The user the app's dynos run as (`root` must be named explicitly)
+    /// The user the app's dynos run as (`root` must be named explicitly; `dynamic`: the app's
+    /// own uid, the default)
     #[arg(long)]
     pub user: Option<String>,
     /// Seconds between SIGTERM and killing a stopping dyno
@@ -213,6 +214,8 @@ mod tests {
             created_at: 0,
             release: Some(3),
             user: "dyno".into(),
+            uid: None,
+            gid: None,
             grace_secs: 30,
             buildpacks: Vec::new(),
             dynos_running: 1,

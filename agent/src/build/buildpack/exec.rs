@@ -79,6 +79,8 @@ pub(super) fn run(
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
+            // robokud's own umask (0077) is not the app's: files it makes are as usual.
+            libc::umask(0o022);
             if let Some((uid, gid)) = run_as {
                 let groups = [gid];
                 if libc::setgroups(1, groups.as_ptr()) < 0
