@@ -14,6 +14,7 @@
 
 pub mod delegate;
 mod files;
+pub mod host;
 mod limits;
 mod none;
 mod v1;

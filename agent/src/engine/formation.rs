@@ -124,6 +124,9 @@ impl Engine {
             .map(|f| f.count)
             .unwrap_or(0);
         merge_limits(&mut limits, &req)?;
+        crate::cgroup::host::HostFacts::read()
+            .check(&limits)
+            .map_err(EngineError::BadRequest)?;
         self.store.save_formation(
             app,
             &[FormationRow {

@@ -39,24 +39,37 @@ impl Engine {
 
         let env = dyno_env(&cache.dotenv, &release, &slug_dir, &app, &name, port);
 
+        // A dyno never runs outside its cgroup because a cgroup step failed: the start fails
+        // (as a crash, retried with backoff) with the reason in ps, the logs and the events.
         let rel = format!("{app}/{name}@{instance}");
-        let cgroup = match self.cgroups.create(&rel, &limits) {
-            Ok(()) => Some(rel),
-            Err(e) => {
-                self.logs.system(
-                    &app,
-                    &name,
-                    format!("cgroup setup failed ({e}); running without limits"),
-                );
-                None
-            }
+        let confined = if self.cgroups.status().enforced {
+            self.cgroups
+                .create(&rel, &limits)
+                .map_err(|e| format!("cgroup setup failed, not starting unconfined: {e}"))
+                .and_then(|()| {
+                    self.cgroups.join_files(&rel).map_err(|e| {
+                        format!("cannot open the cgroup's join files, not starting unconfined: {e}")
+                    })
+                })
+                .map(|join| (Some(rel.clone()), join))
+        } else {
+            // No cgroups on this host: limits are stored and flagged (limits_enforced: false).
+            Ok((None, Vec::new()))
         };
-        let join = match &cgroup {
-            Some(rel) => self.cgroups.join_files(rel).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "cannot open cgroup join files");
-                Vec::new()
-            }),
-            None => Vec::new(),
+        let (cgroup, join) = match confined {
+            Ok(c) => c,
+            Err(reason) => {
+                self.cleanup_cgroup(rel);
+                let door = super::command::Door::Agent;
+                self.event(door, Some(&app), &format!("start {name}"), &reason);
+                if let Some(d) = self.dynos.get_mut(key) {
+                    d.user = cache.user_name.clone();
+                    d.release = release.version;
+                    d.pending = Some(instance);
+                }
+                self.on_spawned(key.clone(), instance, None, command, Err(reason));
+                return;
+            }
         };
         let run_as = cache.run_as.clone().unwrap_or(None);
         let Some(d) = self.dynos.get_mut(key) else {

@@ -143,3 +143,117 @@ fn pids_limit_contains_a_fork_bomb() {
     assert_eq!(left.len(), 1, "only the neighbour should be left: {left:?}");
     assert_eq!(agent.up_pid("demo", "neighbour.1"), Some(neighbour));
 }
+
+/// Limits this robot cannot give are refused when set, naming what was asked and what there is;
+/// and a dyno whose cgroup cannot be set up (limits stored by an older robokud that accepted
+/// them) is not started unconfined: the start fails, visibly in ps, logs and events.
+#[test]
+fn impossible_limits_are_refused_and_never_leave_a_dyno_unconfined() {
+    let mut agent = Agent::start(AgentOpts::default());
+    agent.create_and_deploy(
+        "lim",
+        app_dir(&[("Procfile", "web: exec sleep 100000\n")]).path(),
+    );
+    agent.wait_up("lim", "web.1", None, Duration::from_secs(20));
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").expect("online cpus");
+    let cpus = online
+        .trim()
+        .split([',', '-'])
+        .filter_map(|c| c.parse::<u32>().ok())
+        .max();
+    let absent = (cpus.expect("a cpu") + 5).to_string();
+    for (args, needles) in [
+        (
+            vec!["--cpuset", absent.as_str()],
+            vec![
+                format!("cpuset {absent}: this robot has no CPU {absent}"),
+                format!("it has CPUs {}", online.trim()),
+            ],
+        ),
+        (
+            vec!["--memory", "64T"],
+            vec!["memory 65536.0G: this robot has".to_string()],
+        ),
+        (
+            vec!["--pids", "99999999999"],
+            vec!["kernel.pid_max".to_string()],
+        ),
+        (
+            vec!["--cpu", "512"],
+            vec!["cpu 512 cores: this robot has".to_string()],
+        ),
+    ] {
+        let mut all = vec!["ps:resize", "web", "-a", "lim"];
+        all.extend(args.iter().copied());
+        let out = agent.roboku(&all);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{all:?} was accepted");
+        for n in needles {
+            assert!(err.contains(&n), "{all:?}: expected {n:?} in {err}");
+        }
+    }
+    let formation = agent.api("GET", "/v1/apps/lim/formation", None).json();
+    assert_eq!(
+        formation[0]["limits"]["cpuset"],
+        serde_json::Value::Null,
+        "{formation}"
+    );
+
+    // What an older robokud stored without checking: a cpuset this host does not have.
+    {
+        let mut store =
+            robokud::store::Store::open(&agent.data_dir().join("roboku.db")).expect("open store");
+        store
+            .save_formation(
+                "lim",
+                &[robokud::store::FormationRow {
+                    ptype: "web".into(),
+                    count: 1,
+                    limits: roboku_wire::Limits {
+                        cpuset: Some(absent.clone()),
+                        memory_max: Some(64 << 20),
+                        ..Default::default()
+                    },
+                }],
+            )
+            .expect("save formation");
+    }
+    agent.restart("stop");
+    wait_for(
+        "the failed start to show in ps",
+        Duration::from_secs(20),
+        || {
+            agent.dyno("lim", "web.1").is_some_and(|d| {
+                d["last_exit"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("not starting unconfined"))
+            })
+        },
+    );
+    holds_for(
+        "web.1 never runs unconfined",
+        Duration::from_secs(3),
+        || {
+            agent.up_pid("lim", "web.1").is_none()
+                && agent
+                    .dyno("lim", "web.1")
+                    .is_some_and(|d| d["pid"].is_null() || d["state"] != "up")
+        },
+    );
+    let logs = agent.ok(&["logs", "-a", "lim", "-d", "web.1", "-n", "50"]);
+    assert!(
+        logs.contains("cgroup setup failed, not starting unconfined"),
+        "{logs}"
+    );
+    assert!(logs.contains("cpuset"), "names the failing step: {logs}");
+    let events = agent.ok(&["events", "-a", "lim"]);
+    assert!(events.contains("not starting unconfined"), "{events}");
+    let formation = agent.api("GET", "/v1/apps/lim/formation", None).json();
+    assert_eq!(formation[0]["limits_enforced"], true, "{formation}");
+
+    // Clearing the bad limit brings it up, confined.
+    agent.ok(&["ps:resize", "web", "--clear", "cpuset", "-a", "lim"]);
+    let pid = agent.wait_up("lim", "web.1", None, Duration::from_secs(20));
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("proc cgroup");
+    assert!(cg.contains(agent.cgroup_name()), "in roboku's cgroup: {cg}");
+}
