@@ -89,6 +89,11 @@ pub fn version(text: &str) -> Result<u32, String> {
     }
 }
 
+/// A real-time policy, `fifo:10` or `rr:5`, checked here and sent as written.
+pub fn rt(text: &str) -> Result<String, String> {
+    roboku_wire::parse_rt(text).map(|_| text.to_string())
+}
+
 /// One name of `--clear memory,cpu`, mapped to the wire's field name (`memory` ->
 /// `memory_max`). clap splits the list on commas.
 pub fn clear_field(text: &str) -> Result<String, String> {
@@ -99,9 +104,11 @@ pub fn clear_field(text: &str) -> Result<String, String> {
         "pids" => "pids",
         "cpuset" => "cpuset",
         "nice" => "nice",
+        "groups" => "groups",
+        "rt" => "rt",
         _ => {
             return Err(format!(
-                "bad limit name {text:?}: expected memory, memory-high, cpu, pids, cpuset or nice"
+                "bad limit name {text:?}: expected memory, memory-high, cpu, pids, cpuset, nice, groups or rt"
             ))
         }
     };

@@ -8,6 +8,7 @@ mod e2e {
     mod crash;
     mod degraded;
     mod deploy;
+    mod hardware;
     mod isolation;
     mod lifecycle;
     mod limits;

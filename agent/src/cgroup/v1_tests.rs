@@ -105,6 +105,7 @@ fn create_makes_every_level_copies_cpusets_and_writes_limits() {
         pids: Some(20),
         cpuset: Some("1".into()),
         nice: Some(10),
+        ..Limits::default()
     };
     d.create("demo/web.1", &limits).unwrap();
 

@@ -96,6 +96,7 @@ fn create_enables_controllers_top_down_and_writes_limits() {
         pids: Some(20),
         cpuset: None,
         nice: None,
+        ..Limits::default()
     };
     d.create("demo/web.1", &limits).unwrap();
     assert_eq!(

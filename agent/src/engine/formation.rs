@@ -123,10 +123,24 @@ impl Engine {
             .find(|f| f.ptype == req.ptype)
             .map(|f| f.count)
             .unwrap_or(0);
+        let before = limits.clone();
         merge_limits(&mut limits, &req)?;
         crate::cgroup::host::HostFacts::read()
             .check(&limits)
             .map_err(EngineError::BadRequest)?;
+        if let Some(groups) = &limits.groups {
+            crate::supervisor::hardware::resolve_groups(groups).map_err(EngineError::BadRequest)?;
+        }
+        if let Some(rt) = &limits.rt {
+            crate::supervisor::hardware::check_rt(
+                rt,
+                limits.cpu.is_some(),
+                &self.settings.cgroup_mount,
+            )
+            .map_err(EngineError::BadRequest)?;
+        }
+        // Groups and the scheduling policy are set when a process starts: restart to apply.
+        let restart = before.groups != limits.groups || before.rt != limits.rt;
         self.store.save_formation(
             app,
             &[FormationRow {
@@ -164,6 +178,17 @@ impl Engine {
             &format!("resize {}", req.ptype),
             &format!("{limits:?}"),
         );
+        if restart {
+            let keys: Vec<DynoKey> = self
+                .dynos
+                .values()
+                .filter(|d| d.app == app && d.ptype == req.ptype && d.want == Want::Run)
+                .map(|d| d.key())
+                .collect();
+            for key in &keys {
+                self.restart_dyno(key);
+            }
+        }
         self.formation(app)
     }
 
@@ -283,6 +308,21 @@ pub fn merge_limits(limits: &mut wire::Limits, req: &wire::ResizeRequest) -> Res
         }
         limits.nice = Some(n);
     }
+    if let Some(groups) = &l.groups {
+        if let Some(g) = groups.iter().find(|g| {
+            g.is_empty()
+                || !g
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        }) {
+            return bad(format!("group name {g:?} is not a group name"));
+        }
+        limits.groups = (!groups.is_empty()).then(|| groups.clone());
+    }
+    if let Some(rt) = &l.rt {
+        wire::parse_rt(rt).map_err(EngineError::BadRequest)?;
+        limits.rt = Some(rt.clone());
+    }
     for name in &req.clear {
         match name.as_str() {
             "memory_max" | "memory" => limits.memory_max = None,
@@ -291,9 +331,11 @@ pub fn merge_limits(limits: &mut wire::Limits, req: &wire::ResizeRequest) -> Res
             "pids" => limits.pids = None,
             "cpuset" => limits.cpuset = None,
             "nice" => limits.nice = None,
+            "groups" => limits.groups = None,
+            "rt" => limits.rt = None,
             other => {
                 return bad(format!(
-                "unknown limit {other:?} to clear (memory, memory-high, cpu, pids, cpuset, nice)"
+                "unknown limit {other:?} to clear (memory, memory-high, cpu, pids, cpuset, nice, groups, rt)"
             ))
             }
         }

@@ -97,6 +97,8 @@ impl Engine {
                     spool,
                     join: Vec::new(),
                     nice: None,
+                    groups: Vec::new(),
+                    rt: None,
                 })
                 .map_err(|e| e.to_string())
             });

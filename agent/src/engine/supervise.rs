@@ -42,7 +42,23 @@ impl Engine {
         // A dyno never runs outside its cgroup because a cgroup step failed: the start fails
         // (as a crash, retried with backoff) with the reason in ps, the logs and the events.
         let rel = format!("{app}/{name}@{instance}");
-        let confined = if self.cgroups.status().enforced {
+        let hardware = limits
+            .groups
+            .as_deref()
+            .map(crate::supervisor::hardware::resolve_groups)
+            .transpose()
+            .and_then(|groups| {
+                let rt = limits
+                    .rt
+                    .as_deref()
+                    .map(crate::supervisor::hardware::rt_params)
+                    .transpose()?;
+                Ok((groups.unwrap_or_default(), rt))
+            })
+            .map_err(|e| format!("cannot start: {e}"));
+        let confined = if let Err(e) = &hardware {
+            Err(e.clone())
+        } else if self.cgroups.status().enforced {
             self.cgroups
                 .create(&rel, &limits)
                 .map_err(|e| format!("cgroup setup failed, not starting unconfined: {e}"))
@@ -71,6 +87,7 @@ impl Engine {
                 return;
             }
         };
+        let (groups, rt) = hardware.unwrap_or_default();
         let run_as = cache.run_as.clone().unwrap_or(None);
         let Some(d) = self.dynos.get_mut(key) else {
             return;
@@ -102,8 +119,15 @@ impl Engine {
                         spool,
                         join,
                         nice: limits.nice,
+                        groups,
+                        rt,
                     })
-                    .map_err(|e| format!("cannot start `{command}`: {e}"))
+                    .map_err(|e| match &limits.rt {
+                        Some(rt) if e.raw_os_error() == Some(libc::EPERM) => format!(
+                            "cannot start `{command}` with real-time policy {rt}: the kernel refused it ({e})"
+                        ),
+                        _ => format!("cannot start `{command}`: {e}"),
+                    })
                 });
             let _ = tx.send(Internal::Spawned {
                 key,

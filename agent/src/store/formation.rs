@@ -76,6 +76,8 @@ mod tests {
                 pids: Some(64),
                 cpuset: Some("0-1".into()),
                 nice: Some(-5),
+                groups: Some(vec!["dialout".into(), "video".into()]),
+                rt: Some("fifo:10".into()),
             },
         };
         s.save_formation("a", &[worker.clone(), web.clone()])

@@ -29,6 +29,10 @@ pub struct SpawnSpec {
     /// `cgroup.procs` files to write `0` to between fork and exec.
     pub join: Vec<File>,
     pub nice: Option<i32>,
+    /// Supplementary groups besides the user's own gid (device access).
+    pub groups: Vec<u32>,
+    /// `sched_setscheduler` policy and priority (SCHED_FIFO/RR), set before dropping root.
+    pub rt: Option<(i32, i32)>,
 }
 
 /// A started process: its pid, a pidfd to watch it, and its start time (pid reuse guard).
@@ -67,9 +71,17 @@ pub fn spawn(spec: SpawnSpec) -> std::io::Result<Spawned> {
         .stderr(Stdio::from(spec.spool));
     let join: Vec<i32> = spec.join.iter().map(|f| f.as_raw_fd()).collect();
     let nice = spec.nice;
+    let rt = spec.rt;
     let ids = spec.run_as.as_ref().map(|r| (r.uid, r.gid));
+    let mut groups: Vec<libc::gid_t> = ids.map(|(_, gid)| vec![gid]).unwrap_or_default();
+    for g in &spec.groups {
+        if !groups.contains(g) {
+            groups.push(*g);
+        }
+    }
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls
-    // (setsid, write, setpriority, setgroups, setgid, setuid) on values prepared before the fork.
+    // (setsid, umask, write, setpriority, sched_setscheduler, setgroups, setgid, setuid) on
+    // values prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -87,9 +99,16 @@ pub fn spawn(spec: SpawnSpec) -> std::io::Result<Spawned> {
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            if let Some((policy, prio)) = rt {
+                let param = libc::sched_param {
+                    sched_priority: prio,
+                };
+                if libc::sched_setscheduler(0, policy, &param) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if let Some((uid, gid)) = ids {
-                let groups = [gid];
-                if libc::setgroups(1, groups.as_ptr()) < 0
+                if libc::setgroups(groups.len(), groups.as_ptr()) < 0
                     || libc::setgid(gid) < 0
                     || libc::setuid(uid) < 0
                 {

@@ -178,6 +178,38 @@ pub struct Limits {
     pub cpuset: Option<String>,
     /// Nice value for the dyno's processes (-20..19).
     pub nice: Option<i32>,
+    /// Extra supplementary groups of the dyno's processes, by name (device access on a robot:
+    /// `dialout` for serial ports, `video` for cameras...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+    /// Real-time scheduling of the dyno's processes: `fifo:PRIO` or `rr:PRIO` (PRIO 1..99).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rt: Option<String>,
+}
+
+/// A real-time policy as `Limits::rt` spells it: `fifo:10`, `rr:5`. The error says what is
+/// wrong and what is expected.
+pub fn parse_rt(text: &str) -> Result<(RtPolicy, u8), String> {
+    let bad =
+        || format!("bad real-time policy {text:?}: expected fifo:PRIO or rr:PRIO, PRIO 1..99");
+    let (policy, prio) = text.split_once(':').ok_or_else(bad)?;
+    let policy = match policy {
+        "fifo" => RtPolicy::Fifo,
+        "rr" => RtPolicy::Rr,
+        _ => return Err(bad()),
+    };
+    let prio: u8 = prio.parse().map_err(|_| bad())?;
+    if !(1..=99).contains(&prio) {
+        return Err(bad());
+    }
+    Ok((policy, prio))
+}
+
+/// SCHED_FIFO or SCHED_RR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtPolicy {
+    Fifo,
+    Rr,
 }
 
 /// One process type's row of the formation.

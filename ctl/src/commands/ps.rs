@@ -20,7 +20,7 @@ pub struct ScaleArgs {
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("limits").required(true).multiple(true)
-    .args(["memory", "memory_high", "cpu", "pids", "cpuset", "nice", "clear"])))]
+    .args(["memory", "memory_high", "cpu", "pids", "cpuset", "nice", "groups", "rt", "clear"])))]
 pub struct ResizeArgs {
     #[command(flatten)]
     pub app: AppArg,
@@ -44,7 +44,13 @@ pub struct ResizeArgs {
     /// Nice value, -20..19
     #[arg(long, value_parser = parse::nice, allow_negative_numbers = true, value_name = "N")]
     pub nice: Option<i32>,
-    /// Limits to reset: memory, memory-high, cpu, pids, cpuset, nice
+    /// Extra groups of the dynos' processes, for devices: dialout (serial), video (cameras)...
+    #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
+    pub groups: Option<Vec<String>>,
+    /// Real-time scheduling: fifo:PRIO or rr:PRIO (PRIO 1..99)
+    #[arg(long, value_parser = parse::rt, value_name = "POLICY")]
+    pub rt: Option<String>,
+    /// Limits to reset: memory, memory-high, cpu, pids, cpuset, nice, groups, rt
     #[arg(long, value_delimiter = ',', value_parser = parse::clear_field, value_name = "LIMITS")]
     pub clear: Vec<String>,
 }
@@ -116,6 +122,8 @@ pub async fn resize(ctx: &Ctx, args: ResizeArgs) -> anyhow::Result<()> {
             pids: args.pids,
             cpuset: args.cpuset,
             nice: args.nice,
+            groups: args.groups,
+            rt: args.rt,
         },
         clear: args.clear,
     };
@@ -187,7 +195,8 @@ fn dyno_row(d: &DynoInfo, now: u64) -> Vec<String> {
     row
 }
 
-/// `memory 64M, memory-high 48M, cpu 0.5, pids 64, cpuset 0-1, nice 5`, or `no limits`.
+/// `memory 64M, memory-high 48M, cpu 0.5, pids 64, cpuset 0-1, nice 5, groups dialout, rt fifo:10`,
+/// or `no limits`.
 fn limits_summary(l: &Limits) -> String {
     let parts: Vec<String> = [
         l.memory_max.map(|m| format!("memory {}", output::bytes(m))),
@@ -197,6 +206,8 @@ fn limits_summary(l: &Limits) -> String {
         l.pids.map(|p| format!("pids {p}")),
         l.cpuset.as_ref().map(|c| format!("cpuset {c}")),
         l.nice.map(|n| format!("nice {n}")),
+        l.groups.as_ref().map(|g| format!("groups {}", g.join(","))),
+        l.rt.as_ref().map(|r| format!("rt {r}")),
     ]
     .into_iter()
     .flatten()

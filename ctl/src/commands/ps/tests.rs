@@ -69,10 +69,12 @@ fn limits_read_back() {
         pids: Some(64),
         cpuset: Some("0-1".into()),
         nice: Some(5),
+        groups: Some(vec!["dialout".into(), "video".into()]),
+        rt: Some("fifo:10".into()),
     };
     assert_eq!(
         limits_summary(&l),
-        "memory 64M, memory-high 48M, cpu 0.5, pids 64, cpuset 0-1, nice 5"
+        "memory 64M, memory-high 48M, cpu 0.5, pids 64, cpuset 0-1, nice 5, groups dialout,video, rt fifo:10"
     );
     assert_eq!(limits_summary(&Limits::default()), "no limits");
 }
