@@ -168,7 +168,8 @@ impl Client {
             .await
             .map_err(|e| self.broken(what, e))?;
         tokio::spawn(async move {
-            let _ = conn.await;
+            // Upgrades allowed: `roboku run` turns its connection into the dyno's stream.
+            let _ = conn.with_upgrades().await;
         });
         Ok(sender)
     }
@@ -307,6 +308,7 @@ fn api_error(status: u16, body: &[u8]) -> ClientError {
     }
 }
 
+mod attach;
 mod upload;
 
 #[cfg(test)]

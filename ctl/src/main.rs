@@ -85,6 +85,9 @@ enum Command {
     Logs(logs::LogsArgs),
     /// Run a one-off dyno attached to this terminal
     Run(run::RunArgs),
+    /// Run a one-off dyno in the background (its output goes to the logs)
+    #[command(name = "run:detached")]
+    RunDetached(run::RunArgs),
     /// Show the agent's health
     Status,
     /// Show the audit trail, newest last
@@ -163,6 +166,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Rollback(a) => releases::rollback(ctx, a).await?,
         Command::Logs(a) => logs::run(ctx, a).await?,
         Command::Run(a) => return run::run(ctx, a).await,
+        Command::RunDetached(a) => run::detached(ctx, a).await?,
         Command::Status => status::run(ctx).await?,
         Command::Events(a) => events::run(ctx, a).await?,
         Command::BuildpacksSet(a) => apps::set_buildpacks(ctx, &a.app.app, a.buildpacks).await?,

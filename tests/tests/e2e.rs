@@ -13,6 +13,7 @@ mod e2e {
     mod lifecycle;
     mod limits;
     mod logs_run;
+    mod one_off;
     mod releases;
     mod restart;
     mod stop;

@@ -2,6 +2,7 @@
 //! routes to engine [`Command`](crate::engine::Command)s; it never touches the store or processes.
 //! Each connection is its own task, so a slow client only slows itself.
 
+mod attach;
 mod body;
 mod logs;
 mod routes;
@@ -69,7 +70,7 @@ pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, mut shutdown: watch::R
                 let mut stop = shutdown.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| routes::handle(ctx.clone(), req));
-                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
                     tokio::pin!(conn);
                     tokio::select! {
                         r = conn.as_mut() => if let Err(e) = r { tracing::debug!(error = %e, "API connection ended") },

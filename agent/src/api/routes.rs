@@ -173,12 +173,30 @@ async fn route(
             with_log_tail(ctx, app, call(cmd).await).await?
         }
         (&Method::POST, ["apps", app, "run"]) => {
+            let mut req = req;
+            let upgrade = req
+                .headers()
+                .get(hyper::header::UPGRADE)
+                .is_some_and(|v| v.as_bytes() == wire::attach::PROTOCOL.as_bytes());
+            let on_upgrade = hyper::upgrade::on(&mut req);
             let body: wire::RunRequest = json_body(req).await?;
-            call(Command::Run {
+            if !upgrade && !body.detached {
+                return Err(EngineError::BadRequest(format!(
+                    "an attached run needs `Upgrade: {}` (or \"detached\": true)",
+                    wire::attach::PROTOCOL
+                )));
+            }
+            let reply = call(Command::Run {
                 app: app.to_string(),
                 command: body.command,
+                detached: body.detached,
             })
-            .await?
+            .await?;
+            if let Reply::Attached(run) = reply {
+                let engine = ctx.engine.clone();
+                return super::attach::start(engine, door, app.to_string(), run, on_upgrade);
+            }
+            reply
         }
         (&Method::GET, ["apps", app, "logs"]) => {
             call(Command::CheckApp {

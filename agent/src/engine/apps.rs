@@ -42,7 +42,14 @@ impl Engine {
             Command::ChangeConfig { app, change } => self.change_config(door, &app, change),
             Command::Releases { app } => self.releases(&app).map(Reply::Releases),
             Command::Rollback { app, version } => self.rollback(door, &app, version),
-            Command::Run { app, command } => self.one_off(door, &app, command).map(Reply::Run),
+            Command::Run {
+                app,
+                command,
+                detached,
+            } => self.one_off(door, &app, command, detached),
+            Command::SignalOneOff { app, dyno, signal } => {
+                self.signal_one_off(&app, &dyno, signal).map(Reply::Done)
+            }
             Command::Events { app, n } => self.events(app.as_deref(), n).map(Reply::Events),
             Command::Ping => Ok(Reply::Done(wire::Done {
                 message: "pong".into(),
@@ -358,38 +365,6 @@ impl Engine {
                 result: e.result,
             })
             .collect())
-    }
-
-    /// Everything the CLI needs to run a one-off dyno attached to the terminal.
-    fn one_off(&mut self, door: Door, app: &str, command: Vec<String>) -> Result<wire::RunSpec> {
-        let cache = self.cache(app)?.clone();
-        let (Some(release), Some(slug_dir)) = (cache.release, cache.slug_dir) else {
-            return Err(EngineError::Conflict(format!(
-                "app {app:?} has no release yet; deploy first"
-            )));
-        };
-        if command.is_empty() {
-            return Err(EngineError::BadRequest("roboku run needs a command".into()));
-        }
-        self.next_instance += 1;
-        let name = format!("run.{}", self.next_instance % 10_000);
-        let port =
-            self.store
-                .port_for(app, "run", self.settings.port_min, self.settings.port_max)?;
-        let env = super::supervise::dyno_env(&cache.dotenv, &release, &slug_dir, app, &name, port);
-        self.event(
-            door,
-            Some(app),
-            &format!("run {}", command.join(" ")),
-            "started",
-        );
-        Ok(wire::RunSpec {
-            name,
-            cwd: slug_dir.display().to_string(),
-            env,
-            argv: spawn::one_off_argv(&command),
-            release: release.version,
-        })
     }
 }
 

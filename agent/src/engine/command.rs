@@ -98,9 +98,18 @@ pub enum Command {
         app: String,
         version: Option<u32>,
     },
+    /// A one-off dyno (`roboku run`): attached (its pipes come back in [`Reply::Attached`]) or
+    /// detached (output to the logs).
     Run {
         app: String,
         command: Vec<String>,
+        detached: bool,
+    },
+    /// A signal for an attached one-off dyno's process group (from its terminal).
+    SignalOneOff {
+        app: String,
+        dyno: String,
+        signal: i32,
     },
     Events {
         app: Option<String>,
@@ -129,7 +138,9 @@ pub enum Reply {
     Formation(Vec<wire::FormationEntry>),
     Config(BTreeMap<String, String>),
     ConfigChanged(wire::ConfigChanged),
-    Run(wire::RunSpec),
+    /// An attached one-off dyno: never serialised, the API door pumps its pipes.
+    #[serde(skip)]
+    Attached(super::one_off::Attached),
     Events(Vec<wire::EventInfo>),
     Done(wire::Done),
     /// Internal: the answer comes when the app's rollout ends (never sent to a door).

@@ -66,6 +66,8 @@ pub struct Dyno {
     pub sample: Sample,
     /// OOM kills counted in earlier instances (each instance has a fresh cgroup).
     pub oom_total: u64,
+    /// A one-off dyno (`run.N`): outside the formation, never restarted, forgotten when it exits.
+    pub one_off: bool,
 }
 
 impl Dyno {
@@ -92,6 +94,7 @@ impl Dyno {
             user: String::new(),
             sample: Sample::default(),
             oom_total: 0,
+            one_off: false,
         }
     }
 

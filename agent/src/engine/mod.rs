@@ -14,6 +14,7 @@ mod formation;
 mod gc;
 pub mod health;
 mod isolation;
+pub mod one_off;
 pub mod reconcile;
 mod releases;
 mod rollout;
@@ -137,6 +138,8 @@ pub struct Engine {
     shutdown: Option<(Instant, oneshot::Sender<Result<Reply, EngineError>>)>,
     /// Releases being rolled out, by app.
     rollouts: BTreeMap<String, rollout::Rollout>,
+    /// Who waits for an attached one-off dyno's exit.
+    one_off_exits: BTreeMap<DynoKey, oneshot::Sender<roboku_wire::ExitInfo>>,
 }
 
 /// Starts the engine task: opens nothing itself (the caller passes the store, cgroups and logs),
@@ -179,6 +182,7 @@ pub fn start(
         next_sample: Instant::now() + sample,
         shutdown: None,
         rollouts: BTreeMap::new(),
+        one_off_exits: BTreeMap::new(),
     };
     let task = tokio::spawn(engine.run(rx, internal_rx, ready_tx));
     (

@@ -82,7 +82,7 @@ impl Engine {
         let existing: Vec<Existing> = self
             .dynos
             .values()
-            .filter(|d| d.app == app && d.want != Want::Remove)
+            .filter(|d| d.app == app && d.want != Want::Remove && !d.one_off)
             .map(|d| Existing {
                 name: d.name.clone(),
                 release: d.release,

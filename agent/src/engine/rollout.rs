@@ -95,6 +95,7 @@ impl Engine {
                     env,
                     run_as: cache.run_as.clone().unwrap_or(None),
                     spool,
+                    stdin: None,
                     join: Vec::new(),
                     nice: None,
                     groups: Vec::new(),

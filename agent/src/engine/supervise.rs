@@ -117,6 +117,7 @@ impl Engine {
                         env,
                         run_as,
                         spool,
+                        stdin: None,
                         join,
                         nice: limits.nice,
                         groups,
@@ -241,7 +242,7 @@ impl Engine {
     }
 
     /// Kills whatever is left in an instance's cgroup and removes it, off the engine loop.
-    fn cleanup_cgroup(&self, rel: String) {
+    pub(super) fn cleanup_cgroup(&self, rel: String) {
         let driver = self.cgroups.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = driver.kill_all(&rel).and_then(|()| driver.remove(&rel)) {
@@ -316,6 +317,10 @@ impl Engine {
             );
         }
         self.logs.system(&app, &name, format!("Process {reason}"));
+        if self.dynos.get(&key).is_some_and(|d| d.one_off) {
+            self.one_off_exited(&key, info);
+            return;
+        }
         let Some(d) = self.dynos.get_mut(&key) else {
             return;
         };

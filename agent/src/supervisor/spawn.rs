@@ -26,6 +26,8 @@ pub struct SpawnSpec {
     pub run_as: Option<RunAs>,
     /// The dyno's spool: stdout and stderr.
     pub spool: File,
+    /// Its stdin (an attached one-off's pipe); `/dev/null` when `None`.
+    pub stdin: Option<File>,
     /// `cgroup.procs` files to write `0` to between fork and exec.
     pub join: Vec<File>,
     pub nice: Option<i32>,
@@ -47,18 +49,6 @@ pub fn shell_script(command: &str) -> String {
     format!("for f in .profile.d/*.sh; do [ -r \"$f\" ] && . \"./$f\"; done; unset f\n{command}")
 }
 
-/// The argv of a one-off dyno: same profile sourcing, then `exec "$@"` so arguments need no quoting.
-pub fn one_off_argv(args: &[String]) -> Vec<String> {
-    let mut argv = vec![
-        "/bin/sh".to_string(),
-        "-c".to_string(),
-        shell_script("exec \"$@\""),
-        "sh".to_string(),
-    ];
-    argv.extend(args.iter().cloned());
-    argv
-}
-
 pub fn spawn(spec: SpawnSpec) -> std::io::Result<Spawned> {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
@@ -66,7 +56,7 @@ pub fn spawn(spec: SpawnSpec) -> std::io::Result<Spawned> {
         .env_clear()
         .envs(&spec.env)
         .current_dir(&spec.cwd)
-        .stdin(Stdio::null())
+        .stdin(spec.stdin.map(Stdio::from).unwrap_or_else(Stdio::null))
         .stdout(Stdio::from(spec.spool.try_clone()?))
         .stderr(Stdio::from(spec.spool));
     let join: Vec<i32> = spec.join.iter().map(|f| f.as_raw_fd()).collect();

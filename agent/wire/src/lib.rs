@@ -25,12 +25,13 @@
 //! | PATCH  /v1/apps/{app}/config               | [`ConfigChange`]   | [`ConfigChanged`]        |
 //! | GET    /v1/apps/{app}/releases             |                    | `Vec<ReleaseInfo>`       |
 //! | POST   /v1/apps/{app}/rollback             | [`RollbackRequest`]| [`ReleaseInfo`]          |
-//! | POST   /v1/apps/{app}/run                  | [`RunRequest`]     | [`RunSpec`]              |
+//! | POST   /v1/apps/{app}/run                  | [`RunRequest`]     | upgrade ([`attach`]), or [`Done`] detached |
 //! | GET    /v1/apps/{app}/logs?n=&tail=&dyno=&source= |             | JSON lines of [`LogLine`]|
 //! | GET    /v1/events?app=&n=                  |                    | `Vec<EventInfo>`         |
 //!
 //! Every error is `{"error": {"code", "message"}}` ([`ErrorBody`]) with a matching HTTP status.
 
+pub mod attach;
 pub mod fleet;
 
 use serde::{Deserialize, Serialize};
@@ -354,18 +355,9 @@ pub struct RollbackRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunRequest {
     pub command: Vec<String>,
-}
-
-/// The one-off dyno's environment: the CLI runs `argv` in `cwd` with exactly `env`, attached to
-/// the terminal, and passes the exit code through. One-off dynos are never restarted.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RunSpec {
-    pub name: String,
-    pub cwd: String,
-    pub env: BTreeMap<String, String>,
-    /// `/bin/sh -c '<profile.d sourcing>; exec "$@"' ...`
-    pub argv: Vec<String>,
-    pub release: u32,
+    /// `run:detached`: output goes to the logs, the answer comes at once.
+    #[serde(default)]
+    pub detached: bool,
 }
 
 /// Where a log line came from.

@@ -1,14 +1,20 @@
-//! `run -- CMD ARGS...`: a one-off dyno attached to this terminal.
+//! `run -- CMD ARGS...` and `run:detached`: one-off dynos, started by robokud as the app's user
+//! in a cgroup of their own (shown in `ps` as `run.N`, logged, never restarted).
 //!
-//! The agent only says how to run it ([`RunSpec`]: argv, cwd, env); the CLI starts the process
-//! itself so it inherits this terminal, and passes its exit code through. It is never restarted.
+//! Attached, this terminal's stdin goes to the dyno and its output comes back over the upgraded
+//! API connection ([`roboku_wire::attach`]); Ctrl-C, SIGTERM, SIGHUP and SIGQUIT sent to roboku
+//! are passed on to the dyno, and roboku leaves with the dyno's exit code (128 + signal when a
+//! signal ended it).
 
 use super::{app_path, AppArg, Ctx};
 use anyhow::Context as _;
-use roboku_wire::{RunRequest, RunSpec};
+use roboku_wire::attach::{self, frame, take_frame};
+use roboku_wire::{Done, RunRequest};
 use serde_json::Value;
-use std::os::unix::process::ExitStatusExt;
+use std::io::Read as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -24,111 +30,109 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-/// Runs the one-off dyno and returns the exit code to leave with.
-pub async fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<i32> {
+/// `run:detached`: starts the one-off dyno and returns; its output is in `roboku logs`.
+pub async fn detached(ctx: &Ctx, args: RunArgs) -> anyhow::Result<()> {
     let body = RunRequest {
         command: args.command,
+        detached: true,
     };
     let v: Value = ctx
         .client
         .post(&app_path(&args.app.app, "/run"), &body)
         .await?;
-    let Some(spec) = ctx.typed::<RunSpec>(v)? else {
-        return Ok(0);
-    };
-    let Some((program, rest)) = spec.argv.split_first() else {
-        anyhow::bail!(
-            "robokud sent an empty command for one-off dyno {}",
-            spec.name
-        );
-    };
-    // Listening makes these signals harmless to us while the dyno runs; handlers (unlike ignored
-    // signals) are reset on exec, so the dyno still gets the default behaviour. Ctrl-C reaches the
-    // whole foreground process group, the dyno included, so there is nothing to forward for it.
-    let mut interrupt = signal(SignalKind::interrupt()).context("listening for signals")?;
-    let mut quit = signal(SignalKind::quit()).context("listening for signals")?;
-    let mut terminate = signal(SignalKind::terminate()).context("listening for signals")?;
-    let mut hangup = signal(SignalKind::hangup()).context("listening for signals")?;
-    let mut child = command(&spec, program, rest).spawn().map_err(|e| {
-        anyhow::anyhow!(
-            "cannot start one-off dyno {} ({program} in {}): {e}",
-            spec.name,
-            spec.cwd
-        )
-    })?;
-    loop {
-        tokio::select! {
-            status = child.wait() => {
-                let status = status.map_err(|e| anyhow::anyhow!("waiting for {}: {e}", spec.name))?;
-                return Ok(exit_code(status));
+    if let Some(done) = ctx.typed::<Done>(v)? {
+        println!("{} (see `roboku logs -a {}`)", done.message, args.app.app);
+    }
+    Ok(())
+}
+
+/// Runs the one-off dyno attached and returns the exit code to leave with.
+pub async fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<i32> {
+    let body = serde_json::to_vec(&RunRequest {
+        command: args.command.clone(),
+        detached: false,
+    })
+    .context("encoding the request")?;
+    let mut signals = Vec::new();
+    for (kind, num) in [
+        (SignalKind::interrupt(), libc::SIGINT),
+        (SignalKind::terminate(), libc::SIGTERM),
+        (SignalKind::hangup(), libc::SIGHUP),
+        (SignalKind::quit(), libc::SIGQUIT),
+    ] {
+        signals.push((signal(kind).context("listening for signals")?, num));
+    }
+    let (name, io) = ctx
+        .client
+        .attach(&app_path(&args.app.app, "/run"), body)
+        .await?;
+    eprintln!(
+        "Running `{}` on {}... up, {name}",
+        args.command.join(" "),
+        args.app.app
+    );
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
+    // A plain thread: a blocking terminal read must not keep the runtime from ending.
+    let stdin_tx = tx.clone();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            let f = match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => frame(attach::STDIN_EOF, &[]),
+                Ok(n) => frame(attach::STDIN, &buf[..n]),
+            };
+            let eof = f[0] == attach::STDIN_EOF;
+            if stdin_tx.blocking_send(f).is_err() || eof {
+                return;
             }
-            _ = interrupt.recv() => {}
-            _ = quit.recv() => {}
-            _ = terminate.recv() => forward(child.id(), libc::SIGTERM),
-            _ = hangup.recv() => forward(child.id(), libc::SIGHUP),
         }
+    });
+    for (mut s, num) in signals {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while s.recv().await.is_some() {
+                if tx.send(frame(attach::SIGNAL, &[num as u8])).await.is_err() {
+                    return;
+                }
+            }
+        });
     }
-}
-
-/// The dyno's process: exactly the spec's argv, cwd and env, nothing of ours; stdio inherited.
-fn command(spec: &RunSpec, program: &str, rest: &[String]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(rest)
-        .env_clear()
-        .envs(&spec.env)
-        .current_dir(&spec.cwd);
-    cmd
-}
-
-/// Passes a signal sent to roboku alone (`kill`, a closing terminal) on to the dyno.
-fn forward(pid: Option<u32>, sig: libc::c_int) {
-    if let Some(pid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) {
-        // SAFETY: kill(2) takes plain integers; a pid that already exited only yields ESRCH.
-        unsafe {
-            libc::kill(pid, sig);
+    drop(tx);
+    tokio::spawn(async move {
+        while let Some(f) = rx.recv().await {
+            if wr.write_all(&f).await.is_err() {
+                return;
+            }
         }
-    }
-}
-
-/// The shell's convention: the exit code, or 128 + the signal that killed it.
-fn exit_code(status: std::process::ExitStatus) -> i32 {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => code,
-        (None, Some(sig)) => 128 + sig,
-        (None, None) => 1,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes_follow_the_shell() {
-        assert_eq!(exit_code(std::process::ExitStatus::from_raw(3 << 8)), 3);
-        assert_eq!(exit_code(std::process::ExitStatus::from_raw(9)), 137);
-        assert_eq!(exit_code(std::process::ExitStatus::from_raw(0)), 0);
-    }
-
-    #[tokio::test]
-    async fn dyno_gets_exactly_the_spec_env_and_cwd() {
-        let spec = RunSpec {
-            name: "run.1".into(),
-            cwd: "/".into(),
-            env: [("FOO".to_string(), "bar baz".to_string())].into(),
-            argv: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                "echo \"$FOO|$HOME|$(pwd)\"; exit 7".into(),
-            ],
-            release: 1,
-        };
-        let out = command(&spec, &spec.argv[0], &spec.argv[1..])
-            .stdout(std::process::Stdio::piped())
-            .output()
+    });
+    let mut out = std::io::stdout();
+    let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 16 << 10]);
+    loop {
+        let n = rd
+            .read(&mut chunk)
             .await
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "bar baz||/\n");
-        assert_eq!(exit_code(out.status), 7);
+            .with_context(|| format!("reading from one-off dyno {name}"))?;
+        if n == 0 {
+            anyhow::bail!("robokud closed the connection to {name} before it exited");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some((kind, data)) = take_frame(&mut buf).map_err(anyhow::Error::msg)? {
+            match kind {
+                attach::OUTPUT => {
+                    std::io::Write::write_all(&mut out, &data).context("writing to stdout")?;
+                    std::io::Write::flush(&mut out).context("writing to stdout")?;
+                }
+                attach::EXIT => {
+                    let code: [u8; 4] = data
+                        .get(..4)
+                        .and_then(|b| b.try_into().ok())
+                        .context("robokud sent a short exit frame")?;
+                    return Ok(i32::from_be_bytes(code));
+                }
+                _ => {}
+            }
+        }
     }
 }

@@ -1,0 +1,132 @@
+//! `roboku run` is a one-off dyno as on Heroku: started by robokud as the app's own user in a
+//! cgroup of its own, attached over the socket (stdin, output, signals, exit code), shown in
+//! `ps` as `run.N`, logged, never restarted; `run:detached` logs its output instead.
+
+use roboku_tests::{app_dir, holds_for, wait_for, Agent, AgentOpts};
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn roboku(agent: &Agent, args: &[&str]) -> Command {
+    let mut cmd = Command::new(roboku_tests::bins::bin("roboku"));
+    cmd.args(args)
+        .env("ROBOKU_SOCKET", agent.socket())
+        .env_remove("ROBOKU_APP");
+    cmd
+}
+
+#[test]
+fn one_off_dynos_run_as_the_app_in_their_cgroup_attached_and_detached() {
+    let agent = Agent::start(AgentOpts::default());
+    agent.create_and_deploy(
+        "demo",
+        app_dir(&[("Procfile", "web: exec sleep 100000\n")]).path(),
+    );
+    let uid = agent.json(&["apps:info", "-a", "demo"])["uid"]
+        .as_u64()
+        .expect("the app's uid");
+
+    // Attached: stdin in, output out, the exit code back; as the app's user, in a cgroup.
+    let script = "id -u; cat /proc/self/cgroup; read line; echo \"got:$line\"; \
+                  touch \"$HOME/x\" 2>/dev/null && echo SLUG-WRITTEN || echo SLUG-READ-ONLY; exit 5";
+    let mut child = roboku(&agent, &["run", "-a", "demo", "--", "sh", "-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("roboku run");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"hello\n")
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("roboku run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().next(),
+        Some(uid.to_string().as_str()),
+        "{stdout}"
+    );
+    let memory = stdout
+        .lines()
+        .find(|l| l.contains(":memory:"))
+        .unwrap_or_else(|| panic!("no memory cgroup line: {stdout}"));
+    assert!(
+        memory.contains(&format!("/{}/demo/run.1@", agent.cgroup_name())),
+        "in a cgroup of its own: {memory}"
+    );
+    assert!(stdout.contains("got:hello"), "{stdout}");
+    assert!(stdout.contains("SLUG-READ-ONLY"), "{stdout}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("up, run.1"), "{err}");
+
+    // A long one is in ps as run.N; a signal to roboku reaches it; it is never restarted.
+    let script = "echo started; trap 'echo got-term; exit 3' TERM; while :; do sleep 0.1; done";
+    let mut child = roboku(&agent, &["run", "-a", "demo", "--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("roboku run");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 8];
+    stdout.read_exact(&mut first).expect("started");
+    assert_eq!(&first, b"started\n");
+    let dyno = agent.dyno("demo", "run.1").expect("run.1 in ps");
+    assert_eq!(dyno["state"], "up", "{dyno}");
+    assert_eq!(dyno["user"], uid.to_string(), "{dyno}");
+    let pid = dyno["pid"].as_i64().expect("pid");
+    roboku_tests::kill(child.id() as i64, libc::SIGTERM);
+    let status = child.wait().expect("roboku run");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("rest");
+    assert!(rest.contains("got-term"), "{rest}");
+    assert_eq!(status.code(), Some(3), "the trap's exit code");
+    wait_for("run.1 to leave ps", Duration::from_secs(10), || {
+        agent.dyno("demo", "run.1").is_none()
+    });
+    holds_for("run.1 is never restarted", Duration::from_secs(2), || {
+        agent.dyno("demo", "run.1").is_none() && !roboku_tests::alive(pid)
+    });
+    let logs = agent.ok(&["logs", "-a", "demo", "-d", "run.1", "-n", "50"]);
+    assert!(
+        logs.contains("Starting process with command `sh -c"),
+        "{logs}"
+    );
+
+    // Detached: the answer comes at once, the output goes to the logs.
+    let said = agent.ok(&[
+        "run:detached",
+        "-a",
+        "demo",
+        "--",
+        "sh",
+        "-c",
+        "echo detached-out; sleep 1",
+    ]);
+    assert!(said.contains("up, run.1"), "{said}");
+    wait_for(
+        "the detached output in the logs",
+        Duration::from_secs(10),
+        || {
+            agent
+                .ok(&["logs", "-a", "demo", "-d", "run.1", "-n", "50"])
+                .contains("detached-out")
+        },
+    );
+    wait_for("the detached run to end", Duration::from_secs(10), || {
+        agent.dyno("demo", "run.1").is_none()
+    });
+    holds_for(
+        "the detached run is not restarted",
+        Duration::from_secs(2),
+        || agent.dyno("demo", "run.1").is_none(),
+    );
+}
