@@ -156,6 +156,10 @@ impl Settings {
     pub fn cache_root(&self) -> PathBuf {
         self.data_dir.join("cache")
     }
+    /// Archives of slugs served to other robots (`mqtt.serve_slugs`).
+    pub fn slug_archives_dir(&self) -> PathBuf {
+        self.data_dir.join("slug-archives")
+    }
     pub fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")
     }

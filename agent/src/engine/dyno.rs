@@ -3,6 +3,7 @@
 
 use crate::store::DynoRow;
 use roboku_wire::{DynoInfo, DynoState, ExitInfo};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// `(app, dyno name)`.
@@ -137,6 +138,28 @@ impl Dyno {
             last_exit: self.last_exit.clone(),
         }
     }
+}
+
+/// A dyno's environment: PATH, the slug's `.env`, the release's config vars, then what roboku
+/// sets itself (PORT, DYNO, ROBOKU_APP, ROBOKU_RELEASE, HOME), which nothing overrides.
+pub(super) fn dyno_env(
+    dotenv: &BTreeMap<String, String>,
+    release: &crate::store::ReleaseRow,
+    slug_dir: &std::path::Path,
+    app: &str,
+    name: &str,
+    port: u16,
+) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
+    env.extend(dotenv.clone());
+    env.extend(release.config.clone());
+    env.insert("PORT".into(), port.to_string());
+    env.insert("DYNO".into(), name.to_string());
+    env.insert("ROBOKU_APP".into(), app.to_string());
+    env.insert("ROBOKU_RELEASE".into(), format!("v{}", release.version));
+    env.insert("HOME".into(), slug_dir.display().to_string());
+    env
 }
 
 /// Splits `web.2` into `("web", 2)`.

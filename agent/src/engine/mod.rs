@@ -8,6 +8,7 @@
 
 mod apps;
 mod command;
+mod confine;
 pub mod deploy;
 mod dyno;
 mod formation;

@@ -64,38 +64,21 @@ impl Engine {
         let port =
             self.store
                 .port_for(app, "run", self.settings.port_min, self.settings.port_max)?;
-        let limits = cache
-            .formation
-            .iter()
-            .find(|f| f.ptype == "web")
-            .or(cache.formation.first())
-            .map(|f| f.limits.clone())
-            .unwrap_or_default();
+        let limits = app_limits(&cache.formation);
         self.next_instance += 1;
         let instance = self.next_instance;
         let rel = format!("{app}/{name}@{instance}");
-        let (cgroup, join) = if self.cgroups.status().enforced {
-            let join = self
-                .cgroups
-                .create(&rel, &limits)
-                .and_then(|()| self.cgroups.join_files(&rel))
-                .map_err(|e| {
-                    self.cleanup_cgroup(rel.clone());
-                    EngineError::Internal(format!(
-                        "cannot set up the cgroup of {name}, not starting it unconfined: {e}"
-                    ))
-                })?;
-            (Some(rel), join)
-        } else {
-            (None, Vec::new())
-        };
+        let confined = self
+            .confine(&rel, &limits)
+            .map_err(|e| EngineError::Conflict(format!("one-off dyno {name}: {e}")))?;
+        let (cgroup, join, groups) = (confined.cgroup, confined.join, confined.groups);
         let shown = command.join(" ");
         let script = command
             .iter()
             .map(|a| shell_quote(a))
             .collect::<Vec<_>>()
             .join(" ");
-        let env = super::supervise::dyno_env(&cache.dotenv, &release, &slug_dir, app, &name, port);
+        let env = super::dyno::dyno_env(&cache.dotenv, &release, &slug_dir, app, &name, port);
         let pipes = if detached {
             None
         } else {
@@ -118,8 +101,8 @@ impl Engine {
             stdin,
             join,
             nice: limits.nice,
-            groups: Vec::new(),
-            rt: None,
+            groups,
+            rt: None, // an interactive one-off must not hog the CPU at real-time priority
         });
         let spawned = match spawned {
             Ok(s) => s,
@@ -217,6 +200,16 @@ impl Engine {
             let _ = tx.send(exit);
         }
     }
+}
+
+/// The limits of an app's one-off and release-phase dynos: its `web` type's, else its first's.
+pub(super) fn app_limits(formation: &[crate::store::FormationRow]) -> wire::Limits {
+    formation
+        .iter()
+        .find(|f| f.ptype == "web")
+        .or(formation.first())
+        .map(|f| f.limits.clone())
+        .unwrap_or_default()
 }
 
 /// `'it'\''s'`: one argument for `/bin/sh`, whatever it holds.

@@ -84,8 +84,18 @@ impl Engine {
         let command = release.process_types.get("release")?.clone();
         self.next_instance += 1;
         let instance = self.next_instance;
-        let env =
-            super::supervise::dyno_env(&cache.dotenv, &release, &slug_dir, app, "release.1", 0);
+        let env = super::dyno::dyno_env(&cache.dotenv, &release, &slug_dir, app, "release.1", 0);
+        // Confined like every dyno (the app's web limits), or not run at all.
+        let limits = super::one_off::app_limits(&cache.formation);
+        let rel = release_cgroup(app, instance);
+        let join = match self.confine(&rel, &limits) {
+            Ok(c) => c.join,
+            Err(e) => {
+                let msg = format!("cannot start release command: {e}");
+                self.logs.system(app, "release.1", msg);
+                return Some((0, 0));
+            }
+        };
         let spawned = crate::logs::open_spool(&self.settings.logs_dir(), app, "release.1")
             .map_err(|e| e.to_string())
             .and_then(|spool| {
@@ -96,8 +106,8 @@ impl Engine {
                     run_as: cache.run_as.clone().unwrap_or(None),
                     spool,
                     stdin: None,
-                    join: Vec::new(),
-                    nice: None,
+                    join,
+                    nice: limits.nice,
                     groups: Vec::new(),
                     rt: None,
                 })
@@ -120,6 +130,7 @@ impl Engine {
                 Some((instance, s.pid))
             }
             Err(e) => {
+                self.cleanup_cgroup(rel);
                 self.logs.system(
                     app,
                     "release.1",
@@ -138,6 +149,9 @@ impl Engine {
         instance: u64,
         exit: crate::supervisor::watch::Exit,
     ) {
+        if self.cgroups.status().enforced {
+            self.cleanup_cgroup(release_cgroup(app, instance));
+        }
         let Some(r) = self.rollouts.get(app) else {
             return;
         };
@@ -189,14 +203,7 @@ impl Engine {
         };
         let env = CheckEnv {
             port: d.port,
-            env: super::supervise::dyno_env(
-                &cache.dotenv,
-                &release,
-                &slug_dir,
-                &key.0,
-                &d.name,
-                d.port,
-            ),
+            env: super::dyno::dyno_env(&cache.dotenv, &release, &slug_dir, &key.0, &d.name, d.port),
             cwd: slug_dir,
             run_as: cache.run_as.clone().ok().flatten().map(|r| (r.uid, r.gid)),
         };
@@ -418,4 +425,9 @@ impl Engine {
             None => Ok(()),
         }
     }
+}
+
+/// The cgroup of one release-phase run.
+fn release_cgroup(app: &str, instance: u64) -> String {
+    format!("{app}/release.1@{instance}")
 }

@@ -10,7 +10,6 @@ use crate::supervisor::watch::{self, Exit};
 use crate::util::now_ms;
 use rand::Rng;
 use roboku_wire::{DynoState, ExitInfo};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 impl Engine {
@@ -37,45 +36,19 @@ impl Engine {
         self.next_instance += 1;
         let instance = self.next_instance;
 
-        let env = dyno_env(&cache.dotenv, &release, &slug_dir, &app, &name, port);
+        let env = super::dyno::dyno_env(&cache.dotenv, &release, &slug_dir, &app, &name, port);
 
         // A dyno never runs outside its cgroup because a cgroup step failed: the start fails
         // (as a crash, retried with backoff) with the reason in ps, the logs and the events.
         let rel = format!("{app}/{name}@{instance}");
-        let hardware = limits
-            .groups
-            .as_deref()
-            .map(crate::supervisor::hardware::resolve_groups)
-            .transpose()
-            .and_then(|groups| {
-                let rt = limits
-                    .rt
-                    .as_deref()
-                    .map(crate::supervisor::hardware::rt_params)
-                    .transpose()?;
-                Ok((groups.unwrap_or_default(), rt))
-            })
-            .map_err(|e| format!("cannot start: {e}"));
-        let confined = if let Err(e) = &hardware {
-            Err(e.clone())
-        } else if self.cgroups.status().enforced {
-            self.cgroups
-                .create(&rel, &limits)
-                .map_err(|e| format!("cgroup setup failed, not starting unconfined: {e}"))
-                .and_then(|()| {
-                    self.cgroups.join_files(&rel).map_err(|e| {
-                        format!("cannot open the cgroup's join files, not starting unconfined: {e}")
-                    })
-                })
-                .map(|join| (Some(rel.clone()), join))
-        } else {
-            // No cgroups on this host: limits are stored and flagged (limits_enforced: false).
-            Ok((None, Vec::new()))
-        };
-        let (cgroup, join) = match confined {
+        let super::confine::Confined {
+            cgroup,
+            join,
+            groups,
+            rt,
+        } = match self.confine(&rel, &limits) {
             Ok(c) => c,
             Err(reason) => {
-                self.cleanup_cgroup(rel);
                 let door = super::command::Door::Agent;
                 self.event(door, Some(&app), &format!("start {name}"), &reason);
                 if let Some(d) = self.dynos.get_mut(key) {
@@ -87,7 +60,6 @@ impl Engine {
                 return;
             }
         };
-        let (groups, rt) = hardware.unwrap_or_default();
         let run_as = cache.run_as.clone().unwrap_or(None);
         let Some(d) = self.dynos.get_mut(key) else {
             return;
@@ -608,28 +580,6 @@ impl Engine {
             }
         }
     }
-}
-
-/// A dyno's environment: PATH, the slug's `.env`, the release's config vars, then what roboku
-/// sets itself (PORT, DYNO, ROBOKU_APP, ROBOKU_RELEASE, HOME), which nothing overrides.
-pub(super) fn dyno_env(
-    dotenv: &BTreeMap<String, String>,
-    release: &crate::store::ReleaseRow,
-    slug_dir: &std::path::Path,
-    app: &str,
-    name: &str,
-    port: u16,
-) -> BTreeMap<String, String> {
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
-    env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
-    env.extend(dotenv.clone());
-    env.extend(release.config.clone());
-    env.insert("PORT".into(), port.to_string());
-    env.insert("DYNO".into(), name.to_string());
-    env.insert("ROBOKU_APP".into(), app.to_string());
-    env.insert("ROBOKU_RELEASE".into(), format!("v{}", release.version));
-    env.insert("HOME".into(), slug_dir.display().to_string());
-    env
 }
 
 /// `67108864` -> `64M`.

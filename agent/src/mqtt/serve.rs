@@ -3,7 +3,8 @@
 //! robokud's slug store as a `.tar.gz`, with `Range` support so robots resume interrupted
 //! downloads. The robots of a site then fetch from their gateway instead of the internet.
 //!
-//! The archive is built once per slug into `<data-dir>/cache/slug-archives/` and is
+//! The archive is built once per slug into `<data-dir>/slug-archives/` (root's alone: not under
+//! `cache/`, where an app named `slug-archives` would own it as its build cache) and is
 //! deterministic (entries sorted, owner 0, mtime 0, gzip without a timestamp), so its sha256,
 //! which a fleet command must name, is the same on every gateway holding that slug.
 //! The `X-Archive-Sha256` header of every answer carries it (`HEAD` to read it cheaply).
@@ -50,7 +51,7 @@ pub async fn serve(
 ) {
     let store = Arc::new(Store {
         slugs: settings.slugs_dir(),
-        cache: settings.data_dir.join("cache").join("slug-archives"),
+        cache: settings.slug_archives_dir(),
         tmp: settings.tmp_dir(),
     });
     if let Ok(addr) = listener.local_addr() {

@@ -257,3 +257,30 @@ fn impossible_limits_are_refused_and_never_leave_a_dyno_unconfined() {
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("proc cgroup");
     assert!(cg.contains(agent.cgroup_name()), "in roboku's cgroup: {cg}");
 }
+
+/// The release phase is a dyno too: it runs in a cgroup of its own with the app's limits.
+#[test]
+fn release_phase_runs_confined() {
+    let agent = Agent::start(AgentOpts::default());
+    let side = roboku_tests::world_writable_dir();
+    let out = side.path().join("release-cgroup");
+    agent.ok(&["apps:create", "rel"]);
+    agent.ok(&["config:set", &format!("OUT={}", out.display()), "-a", "rel"]);
+    agent.deploy(
+        "rel",
+        app_dir(&[(
+            "Procfile",
+            "release: cat /proc/self/cgroup > \"$OUT\"\nweb: exec sleep 100000\n",
+        )])
+        .path(),
+    );
+    let text = std::fs::read_to_string(&out).expect("the release phase wrote its cgroups");
+    let memory = text
+        .lines()
+        .find(|l| l.contains(":memory:"))
+        .unwrap_or_else(|| panic!("no memory line: {text}"));
+    assert!(
+        memory.contains(&format!("/{}/rel/release.1@", agent.cgroup_name())),
+        "{memory}"
+    );
+}
