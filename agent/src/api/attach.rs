@@ -16,6 +16,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
+type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+type Writer = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
 /// How long output may still come after the dyno exited (a process that left its group).
 const LINGER: Duration = Duration::from_secs(1);
 
@@ -64,6 +67,7 @@ async fn pump(engine: EngineHandle, door: Door, app: String, run: Attached, upgr
         stdin,
         output,
         mut exit,
+        tty,
     } = run;
     let target = Target {
         engine,
@@ -71,8 +75,20 @@ async fn pump(engine: EngineHandle, door: Door, app: String, run: Attached, upgr
         app,
         name,
     };
-    let pipes = pipe::Sender::from_owned_fd(OwnedFd::from(stdin))
-        .and_then(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(output)).map(|r| (s, r)));
+    // A pty master is read and written as two files (each with its own blocking-pool
+    // operation, so a pending read never holds up a write); pipes as pipes.
+    let resize = if tty { output.try_clone().ok() } else { None };
+    let pipes: std::io::Result<(Writer, Reader)> = if tty {
+        Ok((
+            Box::new(tokio::fs::File::from_std(stdin)),
+            Box::new(tokio::fs::File::from_std(output)),
+        ))
+    } else {
+        pipe::Sender::from_owned_fd(OwnedFd::from(stdin)).and_then(|s| {
+            pipe::Receiver::from_owned_fd(OwnedFd::from(output))
+                .map(|r| (Box::new(s) as Writer, Box::new(r) as Reader))
+        })
+    };
     let (io, (stdin, mut output)) = match (upgrade.await, pipes) {
         (Ok(io), Ok(pipes)) => (TokioIo::new(io), pipes),
         (Err(e), _) => {
@@ -106,12 +122,20 @@ async fn pump(engine: EngineHandle, door: Door, app: String, run: Attached, upgr
                     match kind {
                         attach::STDIN => {
                             if let Some(s) = stdin.as_mut() {
-                                if s.write_all(&data).await.is_err() {
+                                if s.write_all(&data).await.is_err() || s.flush().await.is_err() {
                                     stdin = None;
                                 }
                             }
                         }
                         attach::STDIN_EOF => stdin = None,
+                        attach::RESIZE => {
+                            if let (Some(fd), &[a, b, c, d]) = (&resize, &data[..]) {
+                                let (rows, cols) = (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
+                                if let Err(e) = crate::supervisor::pty::set_size(fd, rows, cols) {
+                                    tracing::debug!(error = %e, "resizing a one-off's pty");
+                                }
+                            }
+                        }
                         attach::SIGNAL => {
                             if let Some(&sig) = data.first() {
                                 target.signal(i32::from(sig)).await;

@@ -190,6 +190,7 @@ async fn route(
                 app: app.to_string(),
                 command: body.command,
                 detached: body.detached,
+                tty: body.tty,
             })
             .await?;
             if let Reply::Attached(run) = reply {

@@ -46,7 +46,8 @@ impl Engine {
                 app,
                 command,
                 detached,
-            } => self.one_off(door, &app, command, detached),
+                tty,
+            } => self.one_off(door, &app, command, detached, tty),
             Command::SignalOneOff { app, dyno, signal } => {
                 self.signal_one_off(&app, &dyno, signal).map(Reply::Done)
             }

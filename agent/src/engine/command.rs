@@ -104,6 +104,8 @@ pub enum Command {
         app: String,
         command: Vec<String>,
         detached: bool,
+        /// Attached with a pty of (rows, columns).
+        tty: Option<(u16, u16)>,
     },
     /// A signal for an attached one-off dyno's process group (from its terminal).
     SignalOneOff {

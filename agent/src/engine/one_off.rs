@@ -29,6 +29,8 @@ pub struct Attached {
     pub output: File,
     /// How it ended.
     pub exit: oneshot::Receiver<wire::ExitInfo>,
+    /// `stdin` and `output` are a pty master (not pipes): resize it, read and write as a file.
+    pub tty: bool,
 }
 
 type Result<T> = std::result::Result<T, EngineError>;
@@ -40,6 +42,7 @@ impl Engine {
         app: &str,
         command: Vec<String>,
         detached: bool,
+        tty: Option<(u16, u16)>,
     ) -> Result<Reply> {
         let cache = self.cache(app)?.clone();
         let (Some(release), Some(slug_dir)) = (cache.release.clone(), cache.slug_dir.clone())
@@ -79,10 +82,16 @@ impl Engine {
             .collect::<Vec<_>>()
             .join(" ");
         let env = super::dyno::dyno_env(&cache.dotenv, &release, &slug_dir, app, &name, port);
-        let pipes = if detached {
-            None
-        } else {
-            Some((pipe()?, pipe()?))
+        // ((our output end, its output end), (its stdin end, our stdin end)).
+        let pipes = match (detached, tty) {
+            (true, _) => None,
+            (false, None) => Some((pipe()?, pipe()?)),
+            (false, Some((rows, cols))) => {
+                let (master, slave) = crate::supervisor::pty::open(rows, cols)
+                    .map_err(|e| EngineError::Internal(format!("cannot open a pty: {e}")))?;
+                let (m2, s2) = (dup(&master)?, dup(&slave)?);
+                Some(((master, slave), (s2, m2)))
+            }
         };
         let (spool, stdin) = match &pipes {
             Some(((_, out_w), (in_r, _))) => (clone_file(out_w)?, Some(clone_file(in_r)?)),
@@ -99,6 +108,7 @@ impl Engine {
             run_as,
             spool,
             stdin,
+            controlling_tty: tty.is_some() && !detached,
             join,
             nice: limits.nice,
             groups,
@@ -153,6 +163,7 @@ impl Engine {
                     stdin: File::from(in_w),
                     output: File::from(out_r),
                     exit,
+                    tty: tty.is_some(),
                 }))
             }
         }
@@ -221,6 +232,11 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let (r, w) =
         std::io::pipe().map_err(|e| EngineError::Internal(format!("cannot create a pipe: {e}")))?;
     Ok((OwnedFd::from(r), OwnedFd::from(w)))
+}
+
+fn dup(fd: &OwnedFd) -> Result<OwnedFd> {
+    fd.try_clone()
+        .map_err(|e| EngineError::Internal(format!("cannot duplicate a pty: {e}")))
 }
 
 fn clone_file(fd: &OwnedFd) -> Result<File> {

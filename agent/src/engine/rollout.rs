@@ -106,6 +106,7 @@ impl Engine {
                     run_as: cache.run_as.clone().unwrap_or(None),
                     spool,
                     stdin: None,
+                    controlling_tty: false,
                     join,
                     nice: limits.nice,
                     groups: Vec::new(),

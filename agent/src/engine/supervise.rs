@@ -90,6 +90,7 @@ impl Engine {
                         run_as,
                         spool,
                         stdin: None,
+                        controlling_tty: false,
                         join,
                         nice: limits.nice,
                         groups,

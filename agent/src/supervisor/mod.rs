@@ -9,6 +9,7 @@
 pub mod backoff;
 pub mod hardware;
 pub mod procfs;
+pub mod pty;
 pub mod reach;
 pub mod spawn;
 pub mod watch;

@@ -26,8 +26,10 @@ pub struct SpawnSpec {
     pub run_as: Option<RunAs>,
     /// The dyno's spool: stdout and stderr.
     pub spool: File,
-    /// Its stdin (an attached one-off's pipe); `/dev/null` when `None`.
+    /// Its stdin (an attached one-off's pipe or pty); `/dev/null` when `None`.
     pub stdin: Option<File>,
+    /// Make stdin (a pty slave) the controlling terminal of the dyno's session.
+    pub controlling_tty: bool,
     /// `cgroup.procs` files to write `0` to between fork and exec.
     pub join: Vec<File>,
     pub nice: Option<i32>,
@@ -62,6 +64,7 @@ pub fn spawn(spec: SpawnSpec) -> std::io::Result<Spawned> {
     let join: Vec<i32> = spec.join.iter().map(|f| f.as_raw_fd()).collect();
     let nice = spec.nice;
     let rt = spec.rt;
+    let ctty = spec.controlling_tty;
     let ids = spec.run_as.as_ref().map(|r| (r.uid, r.gid));
     let mut groups: Vec<libc::gid_t> = ids.map(|(_, gid)| vec![gid]).unwrap_or_default();
     for g in &spec.groups {
@@ -70,11 +73,15 @@ pub fn spawn(spec: SpawnSpec) -> std::io::Result<Spawned> {
         }
     }
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls
-    // (setsid, umask, write, setpriority, sched_setscheduler, setgroups, setgid, setuid) on
+    // (setsid, ioctl TIOCSCTTY, umask, write, setpriority, sched_setscheduler, setgroups,
+    // setgid, setuid) on
     // values prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if ctty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // robokud's own umask (0077) is not the app's: files it makes are as usual.

@@ -3,7 +3,7 @@
 //! then `len` bytes, both ways.
 //!
 //! CLI to robokud: [`STDIN`] bytes, [`STDIN_EOF`], [`SIGNAL`] (one byte: the signal number, sent
-//! to the dyno's process group). robokud to CLI: [`OUTPUT`] bytes (stdout and stderr, in the
+//! to the dyno's process group), [`RESIZE`]. robokud to CLI: [`OUTPUT`] bytes (stdout and stderr, in the
 //! order written), then one [`EXIT`] (an i32 BE: the exit code, or 128 + the signal).
 
 /// The `Upgrade` header value.
@@ -14,6 +14,8 @@ pub const DYNO_HEADER: &str = "x-roboku-dyno";
 pub const STDIN: u8 = 0;
 pub const STDIN_EOF: u8 = 1;
 pub const SIGNAL: u8 = 2;
+/// The terminal was resized: rows and columns, two u16 BE (runs with a tty).
+pub const RESIZE: u8 = 4;
 pub const OUTPUT: u8 = 0;
 pub const EXIT: u8 = 3;
 

@@ -358,6 +358,9 @@ pub struct RunRequest {
     /// `run:detached`: output goes to the logs, the answer comes at once.
     #[serde(default)]
     pub detached: bool,
+    /// Attached with a terminal of this size (rows, columns): the dyno gets a pty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<(u16, u16)>,
 }
 
 /// Where a log line came from.

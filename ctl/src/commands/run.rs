@@ -4,7 +4,8 @@
 //! Attached, this terminal's stdin goes to the dyno and its output comes back over the upgraded
 //! API connection ([`roboku_wire::attach`]); Ctrl-C, SIGTERM, SIGHUP and SIGQUIT sent to roboku
 //! are passed on to the dyno, and roboku leaves with the dyno's exit code (128 + signal when a
-//! signal ended it).
+//! signal ended it). From a terminal the dyno gets a pty of the same size (resized with it) and
+//! this terminal is in raw mode meanwhile, so Ctrl-C reaches the dyno as a terminal would send it.
 
 use super::{app_path, AppArg, Ctx};
 use anyhow::Context as _;
@@ -35,6 +36,7 @@ pub async fn detached(ctx: &Ctx, args: RunArgs) -> anyhow::Result<()> {
     let body = RunRequest {
         command: args.command,
         detached: true,
+        tty: None,
     };
     let v: Value = ctx
         .client
@@ -48,18 +50,32 @@ pub async fn detached(ctx: &Ctx, args: RunArgs) -> anyhow::Result<()> {
 
 /// Runs the one-off dyno attached and returns the exit code to leave with.
 pub async fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<i32> {
+    use std::io::IsTerminal as _;
+    let tty = (std::io::stdin().is_terminal() && std::io::stdout().is_terminal())
+        .then(terminal_size)
+        .flatten();
     let body = serde_json::to_vec(&RunRequest {
         command: args.command.clone(),
         detached: false,
+        tty,
     })
     .context("encoding the request")?;
     let mut signals = Vec::new();
-    for (kind, num) in [
-        (SignalKind::interrupt(), libc::SIGINT),
-        (SignalKind::terminate(), libc::SIGTERM),
-        (SignalKind::hangup(), libc::SIGHUP),
-        (SignalKind::quit(), libc::SIGQUIT),
-    ] {
+    // With a tty, Ctrl-C and Ctrl-\ travel as bytes to the dyno's terminal (raw mode here).
+    let forwarded: &[(SignalKind, i32)] = if tty.is_some() {
+        &[
+            (SignalKind::terminate(), libc::SIGTERM),
+            (SignalKind::hangup(), libc::SIGHUP),
+        ]
+    } else {
+        &[
+            (SignalKind::interrupt(), libc::SIGINT),
+            (SignalKind::terminate(), libc::SIGTERM),
+            (SignalKind::hangup(), libc::SIGHUP),
+            (SignalKind::quit(), libc::SIGQUIT),
+        ]
+    };
+    for &(kind, num) in forwarded {
         signals.push((signal(kind).context("listening for signals")?, num));
     }
     let (name, io) = ctx
@@ -71,8 +87,24 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<i32> {
         args.command.join(" "),
         args.app.app
     );
+    let _raw = tty.map(|_| RawMode::enter());
     let (mut rd, mut wr) = tokio::io::split(io);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
+    if tty.is_some() {
+        let mut winch = signal(SignalKind::window_change()).context("listening for signals")?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while winch.recv().await.is_some() {
+                if let Some((rows, cols)) = terminal_size() {
+                    let mut size = rows.to_be_bytes().to_vec();
+                    size.extend_from_slice(&cols.to_be_bytes());
+                    if tx.send(frame(attach::RESIZE, &size)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
     // A plain thread: a blocking terminal read must not keep the runtime from ending.
     let stdin_tx = tx.clone();
     std::thread::spawn(move || {
@@ -132,6 +164,46 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<i32> {
                     return Ok(i32::from_be_bytes(code));
                 }
                 _ => {}
+            }
+        }
+    }
+}
+
+/// This terminal's size (rows, columns), if stdout is one.
+fn terminal_size() -> Option<(u16, u16)> {
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct, which outlives the call.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// The local terminal in raw mode while the dyno has it; restored when dropped.
+struct RawMode(Option<libc::termios>);
+
+impl RawMode {
+    fn enter() -> RawMode {
+        // SAFETY: tcgetattr fills the struct; cfmakeraw and tcsetattr read it.
+        unsafe {
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &mut saved) != 0 {
+                return RawMode(None);
+            }
+            let mut raw = saved;
+            libc::cfmakeraw(&mut raw);
+            if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &raw) != 0 {
+                return RawMode(None);
+            }
+            RawMode(Some(saved))
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            // SAFETY: restores the attributes read in `enter`.
+            unsafe {
+                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, saved);
             }
         }
     }

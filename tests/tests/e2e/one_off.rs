@@ -1,6 +1,7 @@
 //! `roboku run` is a one-off dyno as on Heroku: started by robokud as the app's own user in a
 //! cgroup of its own, attached over the socket (stdin, output, signals, exit code), shown in
-//! `ps` as `run.N`, logged, never restarted; `run:detached` logs its output instead.
+//! `ps` as `run.N`, logged, never restarted; `run:detached` logs its output instead; from a
+//! terminal it gets a pty that follows resizes.
 
 use roboku_tests::{app_dir, holds_for, wait_for, Agent, AgentOpts};
 use std::io::{Read, Write};
@@ -129,4 +130,72 @@ fn one_off_dynos_run_as_the_app_in_their_cgroup_attached_and_detached() {
         Duration::from_secs(2),
         || agent.dyno("demo", "run.1").is_none(),
     );
+}
+
+/// From a terminal (a pty the test drives, as a terminal emulator would), the one-off gets a
+/// pty of the same size, follows resizes, and Ctrl-C typed on the terminal reaches it.
+#[test]
+fn one_off_from_a_terminal_gets_a_pty_that_follows_resizes_and_ctrl_c() {
+    use std::os::unix::process::CommandExt;
+    use std::sync::{Arc, Mutex};
+    let agent = Agent::start(AgentOpts::default());
+    agent.create_and_deploy(
+        "demo",
+        app_dir(&[("Procfile", "web: exec sleep 100000\n")]).path(),
+    );
+    let (master, slave) = robokud::supervisor::pty::open(33, 111).expect("pty");
+    let script = "test -t 0 && echo IS-TTY; echo \"size:$(stty size)\"; \
+                  trap 'echo \"resized:$(stty size)\"' WINCH; trap 'echo got-int; exit 4' INT; \
+                  echo ready; while :; do sleep 0.1; done";
+    let slave = std::fs::File::from(slave);
+    let mut cmd = roboku(&agent, &["run", "-a", "demo", "--", "sh", "-c", script]);
+    cmd.stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave);
+    // SAFETY: setsid and ioctl are async-signal-safe; the terminal becomes roboku's, as a shell's.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("roboku run on a terminal");
+    drop(cmd);
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut reader = std::fs::File::from(master.try_clone().expect("dup master"));
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .expect("lock")
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let has = |s: &str| seen.lock().expect("lock").contains(s);
+    wait_for("the dyno on its pty", Duration::from_secs(20), || {
+        has("ready")
+    });
+    assert!(has("IS-TTY"), "{}", seen.lock().expect("lock"));
+    assert!(has("size:33 111"), "{}", seen.lock().expect("lock"));
+
+    robokud::supervisor::pty::set_size(&master, 40, 120).expect("resize");
+    wait_for(
+        "the resize to reach the dyno",
+        Duration::from_secs(10),
+        || has("resized:40 120"),
+    );
+
+    let mut writer = std::fs::File::from(master);
+    writer.write_all(b"\x03").expect("type Ctrl-C");
+    wait_for("Ctrl-C to reach the dyno", Duration::from_secs(10), || {
+        has("got-int")
+    });
+    let status = child.wait().expect("roboku run");
+    assert_eq!(status.code(), Some(4), "{}", seen.lock().expect("lock"));
 }
