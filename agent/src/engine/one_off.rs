@@ -54,6 +54,12 @@ impl Engine {
         if command.is_empty() {
             return Err(EngineError::BadRequest("roboku run needs a command".into()));
         }
+        if release.process_types.contains_key("run") {
+            return Err(EngineError::Conflict(format!(
+                "app {app:?} has a process type named `run` in its Procfile, and one-off dynos \
+                 are named run.N: rename that process type to use roboku run"
+            )));
+        }
         let run_as = cache.run_as.clone().map_err(EngineError::Conflict)?;
         let index = (1..)
             .find(|i| {
