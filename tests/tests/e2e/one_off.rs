@@ -102,7 +102,8 @@ fn one_off_dynos_run_as_the_app_in_their_cgroup_attached_and_detached() {
         "{logs}"
     );
 
-    // Detached: the answer comes at once, the output goes to the logs.
+    // Detached: the answer comes at once, the output goes to the logs (a computed marker: the
+    // command line itself is logged too).
     let said = agent.ok(&[
         "run:detached",
         "-a",
@@ -110,7 +111,7 @@ fn one_off_dynos_run_as_the_app_in_their_cgroup_attached_and_detached() {
         "--",
         "sh",
         "-c",
-        "echo detached-out; sleep 1",
+        "echo \"out-$((4 + 4))\"; sleep 1",
     ]);
     assert!(said.contains("up, run.1"), "{said}");
     wait_for(
@@ -119,7 +120,7 @@ fn one_off_dynos_run_as_the_app_in_their_cgroup_attached_and_detached() {
         || {
             agent
                 .ok(&["logs", "-a", "demo", "-d", "run.1", "-n", "50"])
-                .contains("detached-out")
+                .contains("out-8")
         },
     );
     wait_for("the detached run to end", Duration::from_secs(10), || {
@@ -144,9 +145,10 @@ fn one_off_from_a_terminal_gets_a_pty_that_follows_resizes_and_ctrl_c() {
         app_dir(&[("Procfile", "web: exec sleep 100000\n")]).path(),
     );
     let (master, slave) = robokud::supervisor::pty::open(33, 111).expect("pty");
-    let script = "test -t 0 && echo IS-TTY; echo \"size:$(stty size)\"; \
-                  trap 'echo \"resized:$(stty size)\"' WINCH; trap 'echo got-int; exit 4' INT; \
-                  echo ready; while :; do sleep 0.1; done";
+    // Markers are computed, so the command line roboku echoes on the same terminal never matches.
+    let script = "test -t 0 && echo \"tty-$((1 + 1))\"; echo \"size:$(stty size)\"; \
+                  trap 'echo \"resized:$(stty size)\"' WINCH; trap 'echo \"int-$((2 + 2))\"; exit 4' INT; \
+                  echo \"up-$((3 + 3))\"; while :; do sleep 0.1; done";
     let slave = std::fs::File::from(slave);
     let mut cmd = roboku(&agent, &["run", "-a", "demo", "--", "sh", "-c", script]);
     cmd.stdin(slave.try_clone().expect("dup"))
@@ -179,9 +181,9 @@ fn one_off_from_a_terminal_gets_a_pty_that_follows_resizes_and_ctrl_c() {
     });
     let has = |s: &str| seen.lock().expect("lock").contains(s);
     wait_for("the dyno on its pty", Duration::from_secs(20), || {
-        has("ready")
+        has("up-6")
     });
-    assert!(has("IS-TTY"), "{}", seen.lock().expect("lock"));
+    assert!(has("tty-2"), "{}", seen.lock().expect("lock"));
     assert!(has("size:33 111"), "{}", seen.lock().expect("lock"));
 
     robokud::supervisor::pty::set_size(&master, 40, 120).expect("resize");
@@ -194,7 +196,7 @@ fn one_off_from_a_terminal_gets_a_pty_that_follows_resizes_and_ctrl_c() {
     let mut writer = std::fs::File::from(master);
     writer.write_all(b"\x03").expect("type Ctrl-C");
     wait_for("Ctrl-C to reach the dyno", Duration::from_secs(10), || {
-        has("got-int")
+        has("int-4")
     });
     let status = child.wait().expect("roboku run");
     assert_eq!(status.code(), Some(4), "{}", seen.lock().expect("lock"));
