@@ -148,6 +148,8 @@ pub struct MqttSettings {
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    /// CA bundle for `https://` artifact URLs (default: the system bundle).
+    pub artifact_ca_file: Option<PathBuf>,
     /// Public keys (one line of base64 each) allowed to sign commands: files, or inline.
     pub trusted_key_files: Vec<PathBuf>,
     pub trusted_keys: Vec<String>,
@@ -175,6 +177,7 @@ impl Default for MqttSettings {
             ca_file: None,
             cert_file: None,
             key_file: None,
+            artifact_ca_file: None,
             trusted_key_files: Vec::new(),
             trusted_keys: Vec::new(),
             allow_unsigned: false,

@@ -4,6 +4,8 @@
 
 #[path = "fleet/kit.rs"]
 mod kit;
+#[path = "fleet/tls.rs"]
+mod tls;
 
 use kit::{artifact, fleet, keygen, serve_dir, wait_for, Agent, Broker, Probe};
 use roboku_wire::fleet::seal::{self, secret_from_seed};

@@ -288,7 +288,8 @@ async fn deploy_artifact(
     ensure_app(shared, app).await?;
     acker.step("download");
     let tmp = shared.settings.tmp_dir();
-    let file = artifact::fetch(a, &tmp, |n| {
+    let ca = shared.settings.mqtt.artifact_ca_file.as_deref();
+    let file = artifact::fetch(a, &tmp, ca, |n| {
         tracing::debug!(bytes = n, "artifact download progress");
     })
     .await

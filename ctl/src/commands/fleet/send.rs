@@ -57,7 +57,7 @@ pub struct Common {
 pub struct DeployArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Where robots download the artifact (http://)
+    /// Where robots download the artifact (http:// or https://)
     #[arg(long, value_name = "URL")]
     pub artifact_url: String,
     /// sha256 of the artifact file (lowercase hex)
