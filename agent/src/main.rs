@@ -192,6 +192,12 @@ struct SlugBuild {
     /// Buildpacks in order (built-in names or paths); default: detect among the built-ins
     #[arg(short, long)]
     buildpack: Vec<String>,
+    /// The robots' CPU (x86_64, aarch64, arm, ...) [default: this machine's]
+    #[arg(long, default_value = std::env::consts::ARCH)]
+    arch: String,
+    /// Print what was built as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 fn slug_build(args: SlugBuild) -> anyhow::Result<()> {
@@ -214,10 +220,15 @@ fn slug_build(args: SlugBuild) -> anyhow::Result<()> {
         &args.output,
         &packs,
         &builtin,
+        &args.arch,
         &mut echo,
     );
     let _ = std::fs::remove_dir_all(&builtin);
     let info = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
     println!(
         "Built {} ({}, sha256 {}): {}",
         args.output.display(),

@@ -126,7 +126,7 @@ fn main() {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     if let Command::SlugBuild(a) = cli.command {
-        return commands::slug::build(a);
+        return commands::slug::build(cli.json, a);
     }
     let socket = cli.socket.unwrap_or_else(|| {
         let data_dir = std::env::var_os("ROBOKU_DATA_DIR").map(PathBuf::from);

@@ -4,6 +4,7 @@
 
 mod e2e {
     mod bad_input;
+    mod cli;
     mod crash;
     mod degraded;
     mod deploy;
