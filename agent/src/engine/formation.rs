@@ -159,7 +159,7 @@ impl Engine {
             door,
             Some(app),
             &format!("resize {}", req.ptype),
-            &format!("{limits:?}"),
+            &limits.to_string(),
         );
         self.formation(app)
     }

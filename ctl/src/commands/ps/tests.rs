@@ -71,8 +71,8 @@ fn limits_read_back() {
         nice: Some(5),
     };
     assert_eq!(
-        limits_summary(&l),
+        l.to_string(),
         "memory 64M, memory-high 48M, cpu 0.5, pids 64, cpuset 0-1, nice 5"
     );
-    assert_eq!(limits_summary(&Limits::default()), "no limits");
+    assert_eq!(Limits::default().to_string(), "no limits");
 }
