@@ -11,7 +11,8 @@ pub mod example;
 pub mod logs;
 pub mod mqtt;
 pub mod notify;
-pub mod procfile;
+/// Procfile and `.env` parsing live in the wire crate: the CLI reads `.env` files too.
+pub use roboku_wire::procfile;
 pub mod settings;
 pub mod store;
 pub mod supervisor;

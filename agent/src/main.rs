@@ -247,7 +247,10 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("slug:build") {
         let args = SlugBuild::parse_from(std::env::args().skip(1));
         if let Err(e) = slug_build(args) {
-            eprintln!("robokud slug:build: {e:#}");
+            eprintln!(
+                "robokud slug:build: {}",
+                roboku_wire::in_words(&format!("{e:#}"))
+            );
             std::process::exit(1);
         }
         return;
@@ -262,7 +265,7 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = real_main(flags) {
-        eprintln!("robokud: {e:#}");
+        eprintln!("robokud: {}", roboku_wire::in_words(&format!("{e:#}")));
         std::process::exit(1);
     }
 }

@@ -32,6 +32,7 @@
 //! Every error is `{"error": {"code", "message"}}` ([`ErrorBody`]) with a matching HTTP status.
 
 pub mod fleet;
+pub mod procfile;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -221,6 +222,26 @@ impl std::fmt::Display for Limits {
     }
 }
 
+/// `msg` without the ` (os error N)` that Rust appends to OS errors: people read the words
+/// (`Permission denied`), and every message that reaches them names the path as well.
+pub fn in_words(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find(" (os error ") {
+        let tail = &rest[i + " (os error ".len()..];
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && tail[digits..].starts_with(')') {
+            out.push_str(&rest[..i]);
+            rest = &tail[digits + 1..];
+        } else {
+            out.push_str(&rest[..i + 1]);
+            rest = &rest[i + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A byte count as people read it: `512B`, `1.5K`, `64M`, `2.3G` (binary units, one decimal
 /// unless it is whole). The one formatter agent and CLI share.
 pub fn human_bytes(n: u64) -> String {
@@ -351,6 +372,10 @@ pub struct ConfigChange {
 pub struct ConfigChanged {
     pub config: BTreeMap<String, String>,
     pub release: Option<ReleaseInfo>,
+    /// The change changed nothing (unsetting an absent var, setting a var to its value): no
+    /// release was made.
+    #[serde(default)]
+    pub unchanged: bool,
 }
 
 /// One release as `roboku releases` shows it.
@@ -506,6 +531,24 @@ mod tests {
             }
             .to_string(),
             "nothing changed"
+        );
+    }
+
+    #[test]
+    fn os_error_codes_are_dropped_and_the_words_kept() {
+        assert_eq!(
+            in_words("create dir /x: Permission denied (os error 13)"),
+            "create dir /x: Permission denied"
+        );
+        assert_eq!(
+            in_words(
+                "a: No such file or directory (os error 2); b: Too many open files (os error 24)"
+            ),
+            "a: No such file or directory; b: Too many open files"
+        );
+        assert_eq!(
+            in_words("keep (os error x) and (os error 5"),
+            "keep (os error x) and (os error 5"
         );
     }
 }
