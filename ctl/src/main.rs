@@ -61,7 +61,7 @@ enum Command {
     #[command(name = "ps:restart")]
     PsRestart(ps::TargetArgs),
     /// Stop dynos (the formation restarts them on the next release or scale)
-    #[command(name = "ps:stop")]
+    #[command(name = "ps:stop", visible_alias = "ps:kill")]
     PsStop(ps::StopArgs),
     /// Show config vars
     Config(config::ShowArgs),
