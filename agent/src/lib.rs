@@ -1,7 +1,8 @@
 //! robokud: the roboku agent as a library, so tests start it in-process with [`run`].
 //!
-//! The agent is one engine (the only owner of mutable state) and several doors (the local API
-//! today; MQTT and the dashboard later) that turn requests into [`engine::Command`]s.
+//! The agent is one engine (the only owner of mutable state) and several doors (the local API on
+//! the unix socket, fleet control over MQTT, and a gateway's slug server) that turn requests into
+//! [`engine::Command`]s.
 
 pub mod api;
 pub mod build;

@@ -12,7 +12,8 @@ use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
-/// The marker file name (see `engine::deploy::PREBUILT_MARKER`, which must match).
+/// The marker file name: a tree holding it is a prebuilt slug, deployed without building
+/// (`engine::deploy` re-exports it as `PREBUILT_MARKER`).
 pub const MARKER: &str = ".roboku-slug";
 
 /// What a slug file holds, also written into its marker as JSON.

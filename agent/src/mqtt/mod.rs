@@ -1,4 +1,5 @@
-//! Fleet control over MQTT: robokud's third door (after the unix socket and HTTP).
+//! Fleet control over MQTT: the door through which the fleet reaches robokud (the local API on
+//! the unix socket is the other).
 //!
 //! Tasks, and who owns what:
 //! - `task.rs`, the connection: owns the rumqttc event loop; reconnects with its own backoff and
