@@ -9,6 +9,7 @@ pub mod build;
 pub mod cgroup;
 pub mod engine;
 pub mod example;
+pub mod gateway;
 pub mod logs;
 pub mod mqtt;
 pub mod notify;
@@ -71,7 +72,7 @@ pub async fn run(
     }
     let logs = logs::start(settings.logs_dir(), settings.log_quota_bytes);
     let listener = api::bind(&settings)?;
-    let slug_listener = mqtt::serve::bind(&settings).await?;
+    let slug_listener = gateway::bind(&settings).await?;
     let (engine, engine_task, ready) =
         engine::start(settings.clone(), store, cgroups, logs.clone());
     let _ = ready.await;
@@ -96,7 +97,7 @@ pub async fn run(
     });
     let slug_server = slug_listener.map(|l| {
         let (s, stop) = (settings.clone(), stop_rx);
-        tokio::spawn(async move { mqtt::serve::serve(l, &s, stop).await })
+        tokio::spawn(async move { gateway::serve(l, &s, stop).await })
     });
     shutdown.await;
     tracing::info!("shutting down");

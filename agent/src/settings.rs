@@ -128,6 +128,11 @@ impl Settings {
     pub fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")
     }
+    /// Archives of slugs a site gateway serves (`--serve-slugs`); not under `cache/`, whose
+    /// entries are apps' build caches.
+    pub fn slug_archives_dir(&self) -> PathBuf {
+        self.data_dir.join("slug-archives")
+    }
     /// Fleet state that must survive restarts (replay guard, session counter, artifacts).
     pub fn fleet_state_path(&self) -> PathBuf {
         self.data_dir.join("fleet.json")

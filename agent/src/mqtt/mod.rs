@@ -21,7 +21,6 @@ pub mod artifact;
 mod desired;
 mod intake;
 mod report;
-pub mod serve;
 pub mod state;
 mod task;
 pub mod verify;
