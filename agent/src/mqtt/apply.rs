@@ -6,7 +6,7 @@
 //! previous release).
 
 use super::desired::{self, Observed, Plan};
-use super::intake::Update;
+use super::jobs::{Converge, Job, Update};
 use super::verify::Verified;
 use super::{artifact, Shared};
 use crate::engine::{deploy, Command, Door, EngineError, Reply};
@@ -16,26 +16,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// Work for one app.
-#[derive(Debug)]
-pub(super) enum Job {
-    Command { cmd: Verified, reference: String },
-    Converge(Converge),
-}
-
-/// Bring one app to its winning desired entry.
-#[derive(Debug)]
-pub(super) struct Converge {
-    pub app: String,
-    pub want: AppDesired,
-    pub doc_id: String,
-    pub reference: String,
-    /// The slug this device built from the wanted artifact before, if it did.
-    pub slug_hint: Option<String>,
-    /// The last version this device applied for the app (one-shots newer than it run).
-    pub applied: Option<u64>,
-}
 
 /// A failure, for the FAILED ack.
 #[derive(Debug)]

@@ -7,8 +7,9 @@
 //! address, merged (highest version per app wins) and handed to the app's worker when due.
 //! Workers report back (artifact built, version failed) through `Update`s.
 
-use super::apply::{self, Converge, Job};
+use super::apply;
 use super::desired;
+use super::jobs::{Converge, Job, Update};
 use super::state::FleetState;
 use super::task::Inbound;
 use super::verify::{self, Refused, Trust};
@@ -19,15 +20,6 @@ use roboku_wire::fleet::{payload_ref, AckDetails, AckStatus, DesiredDoc};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
-
-/// What workers tell the intake.
-#[derive(Debug)]
-pub(super) enum Update {
-    /// A fleet artifact became this slug.
-    Artifact { artifact: String, slug: String },
-    /// A versioned change for `app` ended; failed versions are not retried from desired state.
-    Finished { app: String, version: u64, ok: bool },
-}
 
 /// What the reporter may read of the state.
 #[derive(Debug, Default)]

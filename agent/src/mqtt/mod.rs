@@ -20,6 +20,7 @@ mod apply;
 pub mod artifact;
 mod desired;
 mod intake;
+mod jobs;
 mod report;
 pub mod state;
 mod task;
