@@ -1,17 +1,20 @@
 //! robokud: the roboku agent as a library, so tests start it in-process with [`run`].
 //!
-//! The agent is one engine (the only owner of mutable state) and several doors (the local API
-//! today; MQTT and the dashboard later) that turn requests into [`engine::Command`]s.
+//! The agent is one engine (the only owner of mutable state) and several doors (the local API on
+//! the unix socket, fleet control over MQTT, and a gateway's slug server) that turn requests into
+//! [`engine::Command`]s.
 
 pub mod api;
 pub mod build;
 pub mod cgroup;
 pub mod engine;
 pub mod example;
+pub mod gateway;
 pub mod logs;
 pub mod mqtt;
 pub mod notify;
-pub mod procfile;
+/// Procfile and `.env` parsing live in the wire crate: the CLI reads `.env` files too.
+pub use roboku_wire::procfile;
 pub mod settings;
 pub mod store;
 pub mod supervisor;
@@ -73,7 +76,7 @@ pub async fn run(
     }
     let logs = logs::start(settings.logs_dir(), settings.log_quota_bytes);
     let listener = api::bind(&settings)?;
-    let slug_listener = mqtt::serve::bind(&settings).await?;
+    let slug_listener = gateway::bind(&settings).await?;
     let (engine, engine_task, ready) =
         engine::start(settings.clone(), store, cgroups, logs.clone());
     let _ = ready.await;
@@ -98,7 +101,7 @@ pub async fn run(
     });
     let slug_server = slug_listener.map(|l| {
         let (s, stop) = (settings.clone(), stop_rx);
-        tokio::spawn(async move { mqtt::serve::serve(l, &s, stop).await })
+        tokio::spawn(async move { gateway::serve(l, &s, stop).await })
     });
     shutdown.await;
     tracing::info!("shutting down");

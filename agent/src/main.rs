@@ -192,6 +192,12 @@ struct SlugBuild {
     /// Buildpacks in order (built-in names or paths); default: detect among the built-ins
     #[arg(short, long)]
     buildpack: Vec<String>,
+    /// The robots' CPU (x86_64, aarch64, arm, ...) [default: this machine's]
+    #[arg(long, default_value = std::env::consts::ARCH)]
+    arch: String,
+    /// Print what was built as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 fn slug_build(args: SlugBuild) -> anyhow::Result<()> {
@@ -214,10 +220,15 @@ fn slug_build(args: SlugBuild) -> anyhow::Result<()> {
         &args.output,
         &packs,
         &builtin,
+        &args.arch,
         &mut echo,
     );
     let _ = std::fs::remove_dir_all(&builtin);
     let info = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
     println!(
         "Built {} ({}, sha256 {}): {}",
         args.output.display(),
@@ -236,7 +247,10 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("slug:build") {
         let args = SlugBuild::parse_from(std::env::args().skip(1));
         if let Err(e) = slug_build(args) {
-            eprintln!("robokud slug:build: {e:#}");
+            eprintln!(
+                "robokud slug:build: {}",
+                roboku_wire::in_words(&format!("{e:#}"))
+            );
             std::process::exit(1);
         }
         return;
@@ -251,7 +265,7 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = real_main(flags) {
-        eprintln!("robokud: {e:#}");
+        eprintln!("robokud: {}", roboku_wire::in_words(&format!("{e:#}")));
         std::process::exit(1);
     }
 }

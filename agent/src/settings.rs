@@ -156,12 +156,13 @@ impl Settings {
     pub fn cache_root(&self) -> PathBuf {
         self.data_dir.join("cache")
     }
-    /// Archives of slugs served to other robots (`mqtt.serve_slugs`).
-    pub fn slug_archives_dir(&self) -> PathBuf {
-        self.data_dir.join("slug-archives")
-    }
     pub fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")
+    }
+    /// Archives of slugs a site gateway serves (`--serve-slugs`); not under `cache/`, whose
+    /// entries are apps' build caches.
+    pub fn slug_archives_dir(&self) -> PathBuf {
+        self.data_dir.join("slug-archives")
     }
     /// Fleet state that must survive restarts (replay guard, session counter, artifacts).
     pub fn fleet_state_path(&self) -> PathBuf {
@@ -183,6 +184,8 @@ pub struct MqttSettings {
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    /// CA bundle for `https://` artifact URLs (default: the system bundle).
+    pub artifact_ca_file: Option<PathBuf>,
     /// Public keys (one line of base64 each) allowed to sign commands: files, or inline.
     pub trusted_key_files: Vec<PathBuf>,
     pub trusted_keys: Vec<String>,
@@ -210,6 +213,7 @@ impl Default for MqttSettings {
             ca_file: None,
             cert_file: None,
             key_file: None,
+            artifact_ca_file: None,
             trusted_key_files: Vec::new(),
             trusted_keys: Vec::new(),
             allow_unsigned: false,

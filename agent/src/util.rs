@@ -13,7 +13,7 @@ pub fn now_ms() -> u64 {
 
 /// An IO error with the operation and the path it was about: "create dir /x: Permission denied".
 #[derive(Debug, thiserror::Error)]
-#[error("{op} {}: {source}", path.display())]
+#[error("{op} {}: {}", path.display(), roboku_wire::in_words(&source.to_string()))]
 pub struct PathError {
     pub op: &'static str,
     pub path: PathBuf,

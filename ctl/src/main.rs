@@ -61,7 +61,7 @@ enum Command {
     #[command(name = "ps:restart")]
     PsRestart(ps::TargetArgs),
     /// Stop dynos (the formation restarts them on the next release or scale)
-    #[command(name = "ps:stop")]
+    #[command(name = "ps:stop", visible_alias = "ps:kill")]
     PsStop(ps::StopArgs),
     /// Show config vars
     Config(config::ShowArgs),
@@ -75,7 +75,7 @@ enum Command {
     #[command(name = "config:unset")]
     ConfigUnset(config::UnsetArgs),
     /// List releases, newest first
-    Releases(AppArg),
+    Releases(releases::ListArgs),
     /// Show one release
     #[command(name = "releases:info")]
     ReleasesInfo(releases::InfoArgs),
@@ -117,19 +117,25 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    let json = cli.json;
     let code = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(dispatch(cli)).unwrap_or_else(|e| report(&e)),
-        Err(e) => report(&anyhow::anyhow!("cannot start the async runtime: {e}")),
+        Ok(rt) => rt
+            .block_on(dispatch(cli))
+            .unwrap_or_else(|e| report(&e, json)),
+        Err(e) => report(
+            &anyhow::anyhow!("cannot start the async runtime: {e}"),
+            json,
+        ),
     };
     std::process::exit(code);
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     if let Command::SlugBuild(a) = cli.command {
-        return commands::slug::build(a);
+        return commands::slug::build(cli.json, a);
     }
     let socket = cli.socket.unwrap_or_else(|| {
         let data_dir = std::env::var_os("ROBOKU_DATA_DIR").map(PathBuf::from);
@@ -193,22 +199,30 @@ fn default_socket(data_dir: Option<PathBuf>, system_exists: bool) -> PathBuf {
     }
 }
 
-/// Prints the error as one line and picks the exit code.
-fn report(e: &anyhow::Error) -> i32 {
+/// Prints the error (one line, or with `--json` the API's error shape on stdout:
+/// `{"error": {"code", "message"}}`) and picks the exit code.
+fn report(e: &anyhow::Error, json: bool) -> i32 {
     // `roboku logs | head` closing the pipe is how the user said "enough", not a failure.
     if let Some(io) = e.downcast_ref::<std::io::Error>() {
         if io.kind() == std::io::ErrorKind::BrokenPipe {
             return 0;
         }
     }
-    eprintln!("roboku: {e:#}");
-    if let Some(c) = e.downcast_ref::<client::ClientError>() {
-        return c.exit_code();
+    let message = roboku_wire::in_words(&format!("{e:#}"));
+    let (code, exit) = match e.downcast_ref::<client::ClientError>() {
+        Some(client::ClientError::Api { code, .. }) => (code.clone(), 1),
+        Some(c @ client::ClientError::Unreachable { .. }) => ("unreachable".into(), c.exit_code()),
+        Some(c) => ("protocol".into(), c.exit_code()),
+        None if e.downcast_ref::<commands::UsageError>().is_some() => ("usage".into(), 2),
+        None => ("failed".into(), 1),
+    };
+    if json {
+        let body = serde_json::json!({"error": {"code": code, "message": message}});
+        println!("{body}");
+    } else {
+        eprintln!("roboku: {message}");
     }
-    if e.downcast_ref::<commands::UsageError>().is_some() {
-        return 2;
-    }
-    1
+    exit
 }
 
 #[cfg(test)]

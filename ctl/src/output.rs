@@ -75,22 +75,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// Bytes in binary units with one decimal where it matters: `512B`, `3.1M`, `64M`, `1.5G`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        return format!("{n}B");
-    }
-    let text = format!("{value:.1}");
-    let text = text.strip_suffix(".0").unwrap_or(&text);
-    format!("{text}{}", UNITS[unit])
-}
+/// Bytes in binary units (the formatter agent and CLI share).
+pub use roboku_wire::human_bytes as bytes;
 
 /// Rows as columns separated by two spaces, each column as wide as its widest cell; no trailing
 /// spaces. Every line ends with `\n`.

@@ -7,6 +7,27 @@
 
 /// `web=3` -> `("web", 3)`. Only `=` is accepted: relative changes (`web+1`) would race with
 /// other doors changing the formation.
+/// `30s`, `10m`, `2h`, `1d` -> milliseconds.
+pub fn duration_ms(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 10m, 2h or 1d"))?;
+    let ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration like 30s, 10m, 2h or 1d"
+            ))
+        }
+    };
+    Ok(n.saturating_mul(ms))
+}
+
 pub fn scale_spec(spec: &str) -> Result<(String, u32), String> {
     let bad = || format!("bad scale spec {spec:?}: expected TYPE=COUNT");
     let (ptype, count) = spec.split_once('=').ok_or_else(bad)?;
@@ -124,6 +145,17 @@ pub fn app_name(text: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ms("30s"), Ok(30_000));
+        assert_eq!(duration_ms("10m"), Ok(600_000));
+        assert_eq!(duration_ms("2h"), Ok(7_200_000));
+        assert_eq!(duration_ms("1d"), Ok(86_400_000));
+        for bad in ["10", "m", "10x", "-1m", ""] {
+            assert!(duration_ms(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn scale_specs() {

@@ -114,14 +114,14 @@ fn exit_codes() {
         socket: "/nope".into(),
         source: std::io::ErrorKind::NotFound.into(),
     };
-    assert_eq!(report(&unreachable.into()), 3);
+    assert_eq!(report(&unreachable.into(), false), 3);
     let api = client::ClientError::Api {
         status: 409,
         code: "conflict".into(),
         message: "app demo exists".into(),
     };
-    assert_eq!(report(&api.into()), 1);
-    assert_eq!(report(&commands::UsageError("x".into()).into()), 2);
+    assert_eq!(report(&api.into(), true), 1);
+    assert_eq!(report(&commands::UsageError("x".into()).into(), true), 2);
     let pipe: anyhow::Error = std::io::Error::from(std::io::ErrorKind::BrokenPipe).into();
-    assert_eq!(report(&pipe), 0);
+    assert_eq!(report(&pipe, false), 0);
 }

@@ -5,6 +5,7 @@
 mod e2e {
     mod bad_input;
     mod builds;
+    mod cli;
     mod crash;
     mod degraded;
     mod deploy;

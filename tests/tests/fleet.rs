@@ -4,6 +4,8 @@
 
 #[path = "fleet/kit.rs"]
 mod kit;
+#[path = "fleet/tls.rs"]
+mod tls;
 
 use kit::{artifact, fleet, keygen, serve_dir, wait_for, Agent, Broker, Probe};
 use roboku_wire::fleet::seal::{self, secret_from_seed};
@@ -189,6 +191,98 @@ fn an_agent_down_during_a_deploy_converges_from_desired_state() {
     r2.wait_up("hello", 1, 30);
     wait_online(&broker, &["r1", "r2"]);
     assert_eq!(r2.releases("hello").len(), releases);
+}
+
+/// `fleet config` and `fleet rollback` sent while a robot is offline reach it when it comes back
+/// (through the retained desired state), and coming back again repeats neither.
+#[test]
+fn a_robot_offline_during_fleet_config_and_rollback_catches_up() {
+    let site = Site::new();
+    let broker = Broker::start();
+    let r1 = Agent::start(&broker, "r1", &["dock"], &site.public);
+    let mut r2 = Agent::start(&broker, "r2", &["dock"], &site.public);
+    wait_online(&broker, &["r1", "r2"]);
+    for name in ["hello-v1.tar.gz", "hello-v2.tar.gz"] {
+        let (rc, out) = run_fleet(
+            &broker,
+            "deploy",
+            &site.deploy_args(&["--group", "dock"], name),
+        );
+        assert_eq!(rc, 0, "{out}");
+        assert!(out.contains("2 succeeded, 0 failed"), "{out}");
+    }
+    r2.wait_up("hello", 1, 30);
+    r2.stop();
+    wait_for(20, "r2 offline", || {
+        let (_, out) = fleet(&broker, &["status"]);
+        out.lines()
+            .any(|l| l.starts_with("r2") && l.contains("offline"))
+            .then_some(())
+    });
+    let key = site.path("fleet.key");
+    let common = [
+        "--group",
+        "dock",
+        "-a",
+        "hello",
+        "--key",
+        key.as_str(),
+        "--wait",
+        "60",
+    ];
+    let config = |args: &[&str]| {
+        let mut all = vec!["config"];
+        all.extend(common);
+        all.extend(args);
+        let (rc, out) = fleet(&broker, &all);
+        assert_eq!(rc, 0, "{out}");
+        assert!(
+            out.contains("1 succeeded") && out.contains("1 offline"),
+            "{out}"
+        );
+    };
+    config(&["GREETING=ahoy", "COLOR=red"]);
+    config(&["--unset", "COLOR", "SPEED=3"]);
+    let mut rollback = vec!["rollback"];
+    rollback.extend(common);
+    let (rc, out) = fleet(&broker, &rollback);
+    assert_eq!(rc, 0, "{out}");
+    let cfg = |a: &Agent| {
+        a.roboku_json(&["config", "-a", "hello"])
+            .unwrap_or_default()
+    };
+    let current = |a: &Agent| a.releases("hello").into_iter().find(|r| r.2);
+    // On r1: v3 and v4 are the config changes, v5 the rollback to v3 (v2's code, first config).
+    let want_cfg = cfg(&r1);
+    assert_eq!(
+        want_cfg,
+        serde_json::json!({"COLOR": "red", "GREETING": "ahoy"})
+    );
+    let want = current(&r1).expect("r1 has a current release");
+    assert_eq!(want.0, 5);
+    r2.restart();
+    wait_for(
+        60,
+        "r2 to replay the config changes and the rollback it missed",
+        || (current(&r2)? == want && cfg(&r2) == want_cfg).then_some(()),
+    );
+    r2.wait_up("hello", 1, 30);
+    assert!(
+        r2.log().contains("converging to desired state"),
+        "{}",
+        r2.log()
+    );
+    let releases = r2.releases("hello").len();
+    assert_eq!(releases, 5);
+    r2.stop();
+    r2.restart();
+    r2.wait_up("hello", 1, 30);
+    wait_online(&broker, &["r1", "r2"]);
+    assert_eq!(
+        r2.releases("hello").len(),
+        releases,
+        "nothing is applied twice"
+    );
 }
 
 #[test]

@@ -271,7 +271,7 @@ fn error_response(e: &EngineError) -> Resp {
     let body = wire::ErrorBody {
         error: wire::ApiError {
             code: e.code().into(),
-            message: e.to_string(),
+            message: roboku_wire::in_words(&e.to_string()),
         },
     };
     json_response(status, &body).unwrap_or_else(|_| {

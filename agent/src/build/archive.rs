@@ -6,6 +6,9 @@
 //! checked before anything is written so a hostile archive cannot fill the disk, and the bytes
 //! coming out of the decompressor are metered so that extension headers (long names, PAX
 //! records, which the tar crate reads into memory) cannot exhaust memory either.
+//!
+//! The other direction lives here too: [`slug_archive`] writes a slug as a deterministic
+//! `.tar.gz` (what a site gateway serves to its robots).
 
 use super::tree::{create_work_dir, write_file};
 use super::{ArchiveLimits, BuildError};
@@ -329,4 +332,65 @@ fn checked_path(raw: &[u8]) -> Result<PathBuf, String> {
         }
     }
     Ok(out)
+}
+
+/// The cached `.tar.gz` of `slug` in `cache` and its sha256, built first if needed (into a
+/// temporary file in `tmp`, renamed into place, so concurrent first requests never see half an
+/// archive). Deterministic (entries sorted, owner 0, mtime 0, gzip without a timestamp): every
+/// machine holding the slug makes the same bytes, so a fleet command can name their sha256.
+pub fn slug_archive(
+    slug: &Path,
+    sha: &str,
+    cache: &Path,
+    tmp: &Path,
+) -> Result<(PathBuf, String), PathError> {
+    let out = cache.join(format!("{sha}.tar.gz"));
+    let sum = cache.join(format!("{sha}.tar.gz.sha256"));
+    if let (true, Ok(d)) = (out.exists(), std::fs::read_to_string(&sum)) {
+        return Ok((out, d.trim().to_string()));
+    }
+    std::fs::create_dir_all(cache).at("create dir", cache)?;
+    std::fs::create_dir_all(tmp).at("create dir", tmp)?;
+    let part = tmp.join(format!("slug-archive-{sha}-{}", std::process::id()));
+    let f = std::fs::File::create(&part).at("create", &part)?;
+    let gz = flate2::GzBuilder::new().write(f, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    tar.mode(tar::HeaderMode::Deterministic);
+    tar.follow_symlinks(false);
+    let result = add_sorted(&mut tar, slug, Path::new("."))
+        .and_then(|_| tar.into_inner().at("write", &part))
+        .and_then(|gz| gz.finish().at("write", &part))
+        .and_then(|f| f.sync_all().at("fsync", &part));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&part);
+        return Err(e);
+    }
+    let digest = crate::mqtt::artifact::sha256_file(&part)?;
+    std::fs::rename(&part, &out).at("rename to", &out)?;
+    std::fs::write(&sum, format!("{digest}\n")).at("write", &sum)?;
+    Ok((out, digest))
+}
+
+fn add_sorted<W: std::io::Write>(
+    tar: &mut tar::Builder<W>,
+    dir: &Path,
+    name: &Path,
+) -> Result<(), PathError> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .at("read dir", dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    entries.sort();
+    for e in entries {
+        let path = dir.join(&e);
+        let rel = name.join(&e);
+        let meta = std::fs::symlink_metadata(&path).at("stat", &path)?;
+        tar.append_path_with_name(&path, &rel)
+            .at("archive", &path)?;
+        if meta.is_dir() {
+            add_sorted(tar, &path, &rel)?;
+        }
+    }
+    Ok(())
 }

@@ -14,6 +14,19 @@ use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+/// The CPU names a slug can be built for (`slug:build --arch`), as [`elf_arch`] names them.
+pub const KNOWN_ARCHES: [&str; 9] = [
+    "x86_64",
+    "aarch64",
+    "arm",
+    "x86",
+    "riscv64",
+    "riscv32",
+    "mips",
+    "powerpc",
+    "powerpc64",
+];
+
 const ET_EXEC: u16 = 2;
 const ET_DYN: u16 = 3;
 

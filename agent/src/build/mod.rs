@@ -15,7 +15,7 @@ pub mod elf;
 pub mod slugfile;
 mod tree;
 
-pub use archive::{sniff, ArchiveKind};
+pub use archive::{slug_archive, sniff, ArchiveKind};
 pub use tree::{copy_dir, hash_tree, make_read_only, remove_tree};
 
 use crate::util::{IoContext, PathError};

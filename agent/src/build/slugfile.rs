@@ -12,7 +12,8 @@ use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
-/// The marker file name (see `engine::deploy::PREBUILT_MARKER`, which must match).
+/// The marker file name: a tree holding it is a prebuilt slug, deployed without building
+/// (`engine::deploy` re-exports it as `PREBUILT_MARKER`).
 pub const MARKER: &str = ".roboku-slug";
 
 /// What a slug file holds, also written into its marker as JSON.
@@ -25,15 +26,27 @@ pub struct SlugInfo {
 }
 
 /// Builds `src` with the buildpacks (`buildpacks` empty: detect among those in `builtin_dir`)
-/// and writes the slug file `out`. Build output lines go to `output`.
+/// and writes the slug file `out` for robots with CPU `arch` (a [`super::elf::KNOWN_ARCHES`]
+/// name; the build host's own by default). A slug for another CPU than the build host's is
+/// fine as long as the build made no native code: a native executable or library for another
+/// CPU than `arch` is refused by name. Build output lines go to `output`.
 pub fn build_slug_file(
     src: &Path,
     out: &Path,
     buildpacks: &[std::path::PathBuf],
     builtin_dir: &Path,
+    arch: &str,
     output: &mut dyn FnMut(&str),
 ) -> Result<SlugInfo, BuildError> {
-    let work = std::env::temp_dir().join(format!("roboku-slug-build-{}", std::process::id()));
+    if !super::elf::KNOWN_ARCHES.contains(&arch) {
+        return Err(BuildError::Other(format!(
+            "unknown CPU architecture {arch:?} (one of: {})",
+            super::elf::KNOWN_ARCHES.join(", ")
+        )));
+    }
+    static BUILDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let work = std::env::temp_dir().join(format!("roboku-slug-build-{}-{n}", std::process::id()));
     let _ = remove_tree(&work);
     let (tmp, slugs, cache) = (work.join("tmp"), work.join("slugs"), work.join("cache"));
     let mut used = Vec::new();
@@ -53,13 +66,13 @@ pub fn build_slug_file(
                 &mut opts,
             )?;
             used = outcome.buildpacks_used.clone();
-            super::elf::check_arch(root, std::env::consts::ARCH)?;
+            super::elf::check_arch(root, arch).map_err(|e| for_target(e, arch))?;
             Ok(outcome.default_process_types.into_iter().collect())
         };
         let slug = prepare_slug_with(src, &tmp, &slugs, ArchiveLimits::default(), &mut step)?;
         let info = SlugInfo {
             sha256: slug.sha256.clone(),
-            arch: std::env::consts::ARCH.to_string(),
+            arch: arch.to_string(),
             process_types: slug.process_types.iter().cloned().collect(),
             buildpacks: used.clone(),
         };
@@ -68,6 +81,26 @@ pub fn build_slug_file(
     })();
     let _ = remove_tree(&work);
     result
+}
+
+/// The arch error of a cross build says what to do about it.
+fn for_target(e: BuildError, arch: &str) -> BuildError {
+    match e {
+        BuildError::Arch {
+            file,
+            built_for,
+            more,
+            ..
+        } if arch != std::env::consts::ARCH => BuildError::Other(format!(
+            "{file} is built for {built_for} but the slug is for {arch}{}: the build made native \
+             code for the build host; build this slug on an {arch} machine (or container)",
+            match more {
+                0 => String::new(),
+                n => format!(" (and {n} more file(s))"),
+            }
+        )),
+        e => e,
+    }
 }
 
 fn write_tar(slug: &Path, out: &Path, info: &SlugInfo) -> Result<(), BuildError> {
@@ -123,7 +156,8 @@ mod tests {
         let out_dir = tempfile::tempdir().unwrap();
         let out = out_dir.path().join("app.slug");
         let mut lines = Vec::new();
-        let info = build_slug_file(src.path(), &out, &[], builtin.path(), &mut |l| {
+        let host = std::env::consts::ARCH;
+        let info = build_slug_file(src.path(), &out, &[], builtin.path(), host, &mut |l| {
             lines.push(l.to_string())
         })
         .unwrap();
@@ -152,5 +186,44 @@ mod tests {
             slug.process_types,
             [("web".to_string(), "exec sleep 1".to_string())]
         );
+    }
+
+    #[test]
+    fn a_slug_for_another_cpu_is_built_when_it_holds_no_native_code() {
+        let builtin = tempfile::tempdir().unwrap();
+        crate::build::builtin::install(builtin.path()).unwrap();
+        let other = if std::env::consts::ARCH == "aarch64" {
+            "x86_64"
+        } else {
+            "aarch64"
+        };
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("Procfile"), "web: exec sh run.sh\n").unwrap();
+        std::fs::write(src.path().join("run.sh"), "echo hi\n").unwrap();
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = out_dir.path().join("app.slug");
+        let info =
+            build_slug_file(src.path(), &out, &[], builtin.path(), other, &mut |_| {}).unwrap();
+        assert_eq!(info.arch, other);
+
+        // A host binary in the tree: refused, naming the file and both CPUs; no slug written.
+        std::fs::create_dir(src.path().join("bin")).unwrap();
+        std::fs::copy("/bin/true", src.path().join("bin/tool")).unwrap();
+        let out2 = out_dir.path().join("native.slug");
+        let err = build_slug_file(src.path(), &out2, &[], builtin.path(), other, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "bin/tool is built for {} but the slug is for {other}",
+                std::env::consts::ARCH
+            )),
+            "{err}"
+        );
+        assert!(!out2.exists());
+        let err = build_slug_file(src.path(), &out2, &[], builtin.path(), "z80", &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown CPU architecture \"z80\""), "{err}");
     }
 }

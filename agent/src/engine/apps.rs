@@ -321,7 +321,7 @@ impl Engine {
         let grace = update.grace_secs.or(row.grace_secs);
         self.store.update_app(app, user.as_deref(), grace)?;
         self.refresh_app(app);
-        self.event(door, Some(app), "update app", &format!("{update:?}"));
+        self.event(door, Some(app), "update app", &update.to_string());
         self.app_info(app)
     }
 

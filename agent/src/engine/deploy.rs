@@ -192,16 +192,12 @@ pub fn check_free_space(dir: &std::path::Path, need: u64) -> Result<(), EngineEr
         return Err(EngineError::Conflict(format!(
             "not enough free space on {}: this deploy needs about {} (plus a {} margin), {} is free",
             dir.display(),
-            human(need),
-            human(MARGIN),
-            human(free)
+            roboku_wire::human_bytes(need),
+            roboku_wire::human_bytes(MARGIN),
+            roboku_wire::human_bytes(free)
         )));
     }
     Ok(())
-}
-
-fn human(b: u64) -> String {
-    format!("{:.1}M", b as f64 / (1u64 << 20) as f64)
 }
 
 /// Bytes under a directory (regular files), for the free-space check.

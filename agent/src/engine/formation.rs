@@ -176,7 +176,7 @@ impl Engine {
             door,
             Some(app),
             &format!("resize {}", req.ptype),
-            &format!("{limits:?}"),
+            &limits.to_string(),
         );
         if restart {
             let keys: Vec<DynoKey> = self

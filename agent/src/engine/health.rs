@@ -45,10 +45,37 @@ pub enum CheckKind {
 struct AppJson {
     #[serde(default)]
     healthchecks: BTreeMap<String, Vec<RawCheck>>,
+    /// Every other top-level key: Heroku's and dokku's are accepted (and not used here), any
+    /// other is an error naming it (a typo would otherwise be silently ignored).
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
 }
 
+/// Top-level keys of Heroku's app.json schema and dokku's additions.
+const KNOWN_KEYS: [&str; 19] = [
+    "name",
+    "description",
+    "keywords",
+    "website",
+    "repository",
+    "logo",
+    "success_url",
+    "scripts",
+    "env",
+    "formation",
+    "image",
+    "addons",
+    "buildpacks",
+    "environments",
+    "stack",
+    "cron",
+    "dokku",
+    "heroku",
+    "healthchecks",
+];
+
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawCheck {
     #[serde(default, rename = "type")]
     kind: Option<String>,
@@ -69,6 +96,12 @@ struct RawCheck {
 /// Parses `app.json`; errors name the field and say what is expected.
 pub fn parse_app_json(text: &str) -> Result<BTreeMap<String, Vec<Check>>, String> {
     let raw: AppJson = serde_json::from_str(text).map_err(|e| format!("app.json: {e}"))?;
+    if let Some(k) = raw.other.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
+        return Err(format!(
+            "app.json: unknown key {k:?} (known: {})",
+            KNOWN_KEYS.join(", ")
+        ));
+    }
     let mut out = BTreeMap::new();
     for (ptype, checks) in raw.healthchecks {
         let mut list = Vec::new();
@@ -273,6 +306,12 @@ mod tests {
             (Duration::from_millis(50), Duration::from_millis(500))
         );
         assert!(parse_app_json("{}").unwrap().is_empty());
+        let heroku = r#"{"name": "nav", "env": {"A": {"value": "1"}}, "formation": {"web": {"quantity": 1}},
+            "scripts": {"postdeploy": "true"}, "buildpacks": [], "addons": []}"#;
+        assert!(
+            parse_app_json(heroku).unwrap().is_empty(),
+            "Heroku's keys are fine"
+        );
     }
 
     #[test]
@@ -296,6 +335,11 @@ mod tests {
                 "attempts",
             ),
             (r#"{"healthchecks":[1]}"#, "app.json"),
+            (
+                r#"{"healthchecks":{"web":[{"path":"/","initial_delay":2}]}}"#,
+                "unknown field `initial_delay`",
+            ),
+            (r#"{"helthchecks":{}}"#, "unknown key \"helthchecks\""),
         ] {
             let e = parse_app_json(text).unwrap_err();
             assert!(e.contains(want), "{e} should mention {want}");

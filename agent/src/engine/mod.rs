@@ -1,6 +1,6 @@
 //! The engine: the one owner of mutable state (the store handle, the dyno table, the app cache).
 //!
-//! Doors (the local API, later MQTT and the dashboard) send [`Command`]s through an
+//! Doors (the local API and MQTT) send [`Command`]s through an
 //! [`EngineHandle`] and await a reply; exit watchers and timers feed it internal events. Nothing
 //! else touches the store or the processes, so a deploy from MQTT and one from the CLI are the same
 //! code. The loop never blocks on a slow client, on log storage, or on killing a cgroup (those

@@ -126,11 +126,20 @@ impl Engine {
                 "nothing to change: give KEY=VALUE pairs or keys to unset".into(),
             ));
         }
-        let mut config = self.store.config(app)?;
+        let before = self.store.config(app)?;
+        let mut config = before.clone();
         for key in &change.unset {
             config.remove(key);
         }
         config.extend(change.set.clone());
+        if config == before {
+            // Unsetting an absent var or setting a var to its value: no release, no restart.
+            return Ok(Reply::ConfigChanged(wire::ConfigChanged {
+                config,
+                release: None,
+                unchanged: true,
+            }));
+        }
         self.store.replace_config(app, &config)?;
         let mut parts = Vec::new();
         if !change.set.is_empty() {
@@ -161,6 +170,7 @@ impl Engine {
                 Ok(Reply::ConfigChanged(wire::ConfigChanged {
                     config,
                     release: None,
+                    unchanged: false,
                 }))
             }
         }

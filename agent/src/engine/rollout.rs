@@ -342,6 +342,7 @@ impl Engine {
                         Ok(Reply::ConfigChanged(wire::ConfigChanged {
                             config,
                             release: info,
+                            unchanged: false,
                         }))
                     }
                     (None, Answer::Release) => Err(EngineError::Internal(format!(

@@ -252,7 +252,7 @@ impl Engine {
         let mut reason = exit.describe();
         if oom {
             reason = match limit {
-                Some(l) => format!("OOM-killed (memory limit {})", human_bytes(l)),
+                Some(l) => format!("OOM-killed (memory limit {})", roboku_wire::human_bytes(l)),
                 None => "OOM-killed".into(),
             };
         }
@@ -581,20 +581,4 @@ impl Engine {
             }
         }
     }
-}
-
-/// `67108864` -> `64M`.
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [(&str, u64); 3] = [("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
-    for (u, size) in UNITS {
-        if b >= size && b.is_multiple_of(size) {
-            return format!("{}{u}", b / size);
-        }
-    }
-    for (u, size) in UNITS {
-        if b >= size {
-            return format!("{:.1}{u}", b as f64 / size as f64);
-        }
-    }
-    format!("{b}B")
 }

@@ -6,7 +6,7 @@
 //! previous release).
 
 use super::desired::{self, Observed, Plan};
-use super::intake::Update;
+use super::jobs::{Converge, Job, Update};
 use super::verify::Verified;
 use super::{artifact, Shared};
 use crate::engine::{deploy, Command, Door, EngineError, Reply};
@@ -16,23 +16,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// Work for one app.
-#[derive(Debug)]
-pub(super) enum Job {
-    Command {
-        cmd: Verified,
-        reference: String,
-    },
-    Converge {
-        app: String,
-        want: AppDesired,
-        doc_id: String,
-        reference: String,
-        /// The slug this device built from the wanted artifact before, if it did.
-        slug_hint: Option<String>,
-    },
-}
 
 /// A failure, for the FAILED ack.
 #[derive(Debug)]
@@ -96,17 +79,7 @@ pub(super) async fn worker(
                     .instrument(span)
                     .await
             }
-            Job::Converge {
-                app,
-                want,
-                doc_id,
-                reference,
-                slug_hint,
-            } => {
-                converge(&shared, &updates, &app, want, doc_id, reference, slug_hint)
-                    .instrument(span)
-                    .await
-            }
+            Job::Converge(c) => converge(&shared, &updates, c).instrument(span).await,
         }
     }
 }
@@ -295,7 +268,8 @@ async fn deploy_artifact(
     ensure_app(shared, app).await?;
     acker.step("download");
     let tmp = shared.settings.tmp_dir();
-    let file = artifact::fetch(a, &tmp, |n| {
+    let ca = shared.settings.mqtt.artifact_ca_file.as_deref();
+    let file = artifact::fetch(a, &tmp, ca, |n| {
         tracing::debug!(bytes = n, "artifact download progress");
     })
     .await
@@ -361,16 +335,16 @@ async fn observe(shared: &Shared, app: &str) -> Result<Observed, Failure> {
     Ok(now)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn converge(
-    shared: &Shared,
-    updates: &mpsc::UnboundedSender<Update>,
-    app: &str,
-    want: AppDesired,
-    doc_id: String,
-    reference: String,
-    slug_hint: Option<String>,
-) {
+async fn converge(shared: &Shared, updates: &mpsc::UnboundedSender<Update>, c: Converge) {
+    let Converge {
+        app,
+        want,
+        doc_id,
+        reference,
+        slug_hint,
+        applied,
+    } = c;
+    let app = app.as_str();
     let acker = Acker {
         shared,
         id: doc_id,
@@ -378,7 +352,7 @@ async fn converge(
         base: details(app, "desired", Some(want.version)),
     };
     let plan = match observe(shared, app).await {
-        Ok(now) => desired::plan(&want, &now, slug_hint.as_deref()),
+        Ok(now) => desired::plan(&want, &now, slug_hint.as_deref(), applied),
         Err(f) => {
             tracing::warn!(
                 app,
@@ -424,17 +398,24 @@ async fn apply_plan(
     if plan.create_app {
         ensure_app(shared, app).await?;
     }
+    for action in &plan.once {
+        if let Some(r) = execute(shared, updates, app, action, None, acker).await? {
+            release = Some(r);
+        }
+    }
     if let Some(a) = &plan.deploy {
         release = deploy_artifact(shared, updates, app, a, Some(want.version), acker).await?;
     }
-    // A deploy changes the formation (new process types); plan the rest against what runs now.
-    let rest = if plan.deploy.is_some() {
+    // One-shots and a deploy change config and formation: plan the rest against what runs now.
+    let rest = if plan.deploy.is_some() || !plan.once.is_empty() {
         desired::plan(
             &AppDesired {
                 release: None,
+                once: Vec::new(),
                 ..want.clone()
             },
             &observe(shared, app).await?,
+            None,
             None,
         )
     } else {

@@ -3,8 +3,9 @@
 //! 200 MB download over), then checked against the signed length and sha256 before anything
 //! uses it. A mismatch deletes the file and fails the command; the running release is untouched.
 //!
-//! Only `http://` is spoken: integrity comes from the signed sha256, not from the transport.
-//! Serve artifacts inside the site (a gateway's `--serve-slugs`, any static server).
+//! `http://` and `https://` (rustls on ring, the system CA bundle or `mqtt.artifact_ca_file`):
+//! fleets keep slugs in object stores behind TLS. Integrity still comes from the signed sha256,
+//! not from the transport; TLS adds privacy and keeps a broken proxy from wasting a download.
 
 use crate::util::{IoContext, PathError};
 use bytes::Bytes;
@@ -24,8 +25,10 @@ const ATTEMPTS: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("artifact URL {0:?}: only http://host[:port]/path is supported")]
+    #[error("artifact URL {0:?}: only http://host[:port]/path and https://host[:port]/path are supported")]
     Url(String),
+    #[error("TLS for artifact downloads: {0}")]
+    Tls(String),
     #[error("artifact sha256 {0:?} must be 64 lowercase hex digits")]
     BadSha(String),
     #[error("not enough disk for the artifact: {need} bytes needed, {free} free in {dir}")]
@@ -42,9 +45,11 @@ pub enum FetchError {
 
 /// Downloads `a` into `tmp_dir` and returns the verified file (the caller removes it after use).
 /// `progress` hears the byte count now and then.
+/// `ca` is the CA bundle for `https://` (default: the system's).
 pub async fn fetch(
     a: &Artifact,
     tmp_dir: &Path,
+    ca: Option<&Path>,
     mut progress: impl FnMut(u64),
 ) -> Result<PathBuf, FetchError> {
     if a.sha256.len() != 64
@@ -55,7 +60,11 @@ pub async fn fetch(
     {
         return Err(FetchError::BadSha(a.sha256.clone()));
     }
-    let (host, port, path) = parse_url(&a.url).ok_or_else(|| FetchError::Url(a.url.clone()))?;
+    let target = parse_url(&a.url).ok_or_else(|| FetchError::Url(a.url.clone()))?;
+    let tls = match target.tls {
+        true => Some(tls_connector(ca)?),
+        false => None,
+    };
     let part = tmp_dir.join(format!("fleet-{}.part", a.sha256));
     let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     // Room for the archive and its extracted tree.
@@ -74,13 +83,15 @@ pub async fn fetch(
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
         }
-        match get(&host, port, &path, &a.url, &part, a.size, &mut progress).await {
+        match get(&target, tls.as_ref(), &a.url, &part, a.size, &mut progress).await {
             Ok(()) => {
                 last_err = None;
                 break;
             }
             // The server said something final; retrying will not change it.
-            Err(e @ (FetchError::Size { .. } | FetchError::Io(_))) => return Err(e),
+            Err(e @ (FetchError::Size { .. } | FetchError::Io(_) | FetchError::Tls(_))) => {
+                return Err(e)
+            }
             Err(e @ FetchError::Http { .. }) if e.to_string().contains("HTTP 4") => return Err(e),
             Err(e) => {
                 tracing::warn!(url = a.url, attempt, error = %e, "artifact download interrupted; resuming");
@@ -117,11 +128,23 @@ pub async fn fetch(
     Ok(done)
 }
 
+/// The client side of TLS for artifact servers.
+fn tls_connector(ca: Option<&Path>) -> Result<tokio_rustls::TlsConnector, FetchError> {
+    let files = roboku_wire::fleet::client::TlsFiles {
+        ca: ca.map(Path::to_path_buf),
+        ..Default::default()
+    };
+    let mut config = roboku_wire::fleet::client::tls_config(&files).map_err(FetchError::Tls)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
 /// One GET, resuming from the part file's length.
 async fn get(
-    host: &str,
-    port: u16,
-    path: &str,
+    target: &Target,
+    tls: Option<&tokio_rustls::TlsConnector>,
     url: &str,
     part: &Path,
     size: u64,
@@ -141,16 +164,30 @@ async fn get(
     if have == size && size > 0 {
         return Ok(());
     }
+    let (host, port) = (target.host.as_str(), target.port);
     let tcp = tokio::time::timeout(STALL, tokio::net::TcpStream::connect((host, port)))
         .await
         .map_err(|_| http("connect timed out".into()))?
         .map_err(|e| http(format!("connect: {e}")))?;
     let _ = tcp.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    let io: Box<dyn Io> = match tls {
+        None => Box::new(tcp),
+        Some(connector) => {
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| FetchError::Tls(format!("server name {host:?}: {e}")))?;
+            let stream = tokio::time::timeout(STALL, connector.connect(name, tcp))
+                .await
+                .map_err(|_| http("TLS handshake timed out".into()))?
+                // A certificate the CA does not vouch for, or an expired one: final.
+                .map_err(|e| FetchError::Tls(format!("{url}: {e}")))?;
+            Box::new(stream)
+        }
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| http(e.to_string()))?;
     let conn = tokio::spawn(conn);
-    let mut req = Request::get(path)
+    let mut req = Request::get(target.path.as_str())
         .header(hyper::header::HOST, format!("{host}:{port}"))
         .header(
             hyper::header::USER_AGENT,
@@ -223,21 +260,43 @@ async fn get(
     Ok(())
 }
 
-/// `http://host[:port]/path` -> (host, port, path).
-pub fn parse_url(url: &str) -> Option<(String, u16, String)> {
-    let rest = url.strip_prefix("http://")?;
+/// A byte stream hyper can speak HTTP/1.1 over: plain TCP or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// Where an artifact URL points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+/// `http://host[:port]/path` or `https://host[:port]/path`.
+pub fn parse_url(url: &str) -> Option<Target> {
+    let (tls, rest, default_port) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r, 443)
+    } else {
+        (false, url.strip_prefix("http://")?, 80)
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) => (h, p.parse().ok()?),
-        None => (authority, 80),
+        None => (authority, default_port),
     };
     if host.is_empty() {
         return None;
     }
-    Some((host.to_string(), port, path.to_string()))
+    Some(Target {
+        tls,
+        host: host.to_string(),
+        port,
+        path: path.to_string(),
+    })
 }
 
 /// Lowercase hex sha256 of a file.

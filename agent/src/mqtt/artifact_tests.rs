@@ -67,7 +67,7 @@ async fn downloads_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let (url, _) = serve(body(), 0);
     let a = artifact(&url, &body());
-    let path = fetch(&a, dir.path(), |_| {}).await.unwrap();
+    let path = fetch(&a, dir.path(), None, |_| {}).await.unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), body());
 }
 
@@ -76,7 +76,7 @@ async fn a_dropped_connection_resumes_with_a_range_request() {
     let dir = tempfile::tempdir().unwrap();
     let (url, ranged) = serve(body(), 1);
     let a = artifact(&url, &body());
-    let path = fetch(&a, dir.path(), |_| {}).await.unwrap();
+    let path = fetch(&a, dir.path(), None, |_| {}).await.unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), body());
     assert_eq!(
         ranged.load(Ordering::SeqCst),
@@ -91,7 +91,7 @@ async fn a_wrong_sha256_fails_and_leaves_nothing() {
     let (url, _) = serve(body(), 0);
     let mut a = artifact(&url, &body());
     a.sha256 = "ab".repeat(32);
-    let err = fetch(&a, dir.path(), |_| {}).await.unwrap_err();
+    let err = fetch(&a, dir.path(), None, |_| {}).await.unwrap_err();
     assert!(matches!(err, FetchError::Sha { .. }), "{err}");
     assert!(err.to_string().contains("sha256 mismatch"));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -103,32 +103,60 @@ async fn a_wrong_size_fails() {
     let (url, _) = serve(body(), 0);
     let mut a = artifact(&url, &body());
     a.size -= 10;
-    let err = fetch(&a, dir.path(), |_| {}).await.unwrap_err();
+    let err = fetch(&a, dir.path(), None, |_| {}).await.unwrap_err();
     assert!(matches!(err, FetchError::Size { .. }), "{err}");
 }
 
 #[tokio::test]
 async fn bad_urls_and_hashes_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = artifact("https://x/a", b"x");
+    let mut a = artifact("ftp://x/a", b"x");
     assert!(matches!(
-        fetch(&a, dir.path(), |_| {}).await,
+        fetch(&a, dir.path(), None, |_| {}).await,
         Err(FetchError::Url(_))
     ));
+    // https with a CA file that is not there: the error names the file, nothing is fetched.
+    a.url = "https://127.0.0.1:1/a".into();
+    let err = fetch(
+        &a,
+        dir.path(),
+        Some(Path::new("/nonexistent/ca.pem")),
+        |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, FetchError::Tls(m) if m.contains("/nonexistent/ca.pem")),
+        "{err}"
+    );
     a.url = "http://127.0.0.1:1/a".into();
     a.sha256 = "XYZ".into();
     assert!(matches!(
-        fetch(&a, dir.path(), |_| {}).await,
+        fetch(&a, dir.path(), None, |_| {}).await,
         Err(FetchError::BadSha(_))
     ));
 }
 
 #[test]
 fn urls() {
+    let t = |tls, host: &str, port, path: &str| {
+        Some(Target {
+            tls,
+            host: host.into(),
+            port,
+            path: path.into(),
+        })
+    };
     assert_eq!(
         parse_url("http://10.0.0.1:8080/slugs/x.tar.gz"),
-        Some(("10.0.0.1".into(), 8080, "/slugs/x.tar.gz".into()))
+        t(false, "10.0.0.1", 8080, "/slugs/x.tar.gz")
     );
-    assert_eq!(parse_url("http://gw"), Some(("gw".into(), 80, "/".into())));
+    assert_eq!(parse_url("http://gw"), t(false, "gw", 80, "/"));
+    assert_eq!(
+        parse_url("https://bucket.example/a/b.tar.gz"),
+        t(true, "bucket.example", 443, "/a/b.tar.gz")
+    );
+    assert_eq!(parse_url("https://s3:9000/x"), t(true, "s3", 9000, "/x"));
     assert_eq!(parse_url("ftp://gw/x"), None);
+    assert_eq!(parse_url("https://:443/x"), None);
 }

@@ -8,7 +8,7 @@
 //! a device that drifted (a local `roboku` change) is brought back on every reconnect.
 
 use roboku_wire::fleet::topic::Address;
-use roboku_wire::fleet::{AppDesired, Artifact, DesiredDoc};
+use roboku_wire::fleet::{Action, AppDesired, Artifact, DesiredDoc};
 use roboku_wire::ConfigChange;
 use std::collections::BTreeMap;
 
@@ -53,10 +53,12 @@ pub struct Observed {
     pub config: BTreeMap<String, String>,
 }
 
-/// The changes, in the order they are made: deploy, then config, then scale.
+/// The changes, in the order they are made: one-shots, deploy, config, scale.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     pub create_app: bool,
+    /// Rollbacks, restarts and stops this robot has not run yet, oldest first.
+    pub once: Vec<Action>,
     pub deploy: Option<Artifact>,
     pub config: Option<ConfigChange>,
     pub scale: BTreeMap<String, u32>,
@@ -64,7 +66,11 @@ pub struct Plan {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        !self.create_app && self.deploy.is_none() && self.config.is_none() && self.scale.is_empty()
+        !self.create_app
+            && self.once.is_empty()
+            && self.deploy.is_none()
+            && self.config.is_none()
+            && self.scale.is_empty()
     }
 }
 
@@ -91,8 +97,21 @@ pub fn artifact_of_description(d: &str) -> Option<String> {
 /// What must change so `now` matches `want`. The running release is in sync when it was
 /// deployed from the wanted artifact, or when its slug is the one this device built from that
 /// artifact before (`slug_of_artifact`: an artifact's hash and its slug's tree hash differ, and
-/// a local `roboku rollback` to that release counts too).
-pub fn plan(want: &AppDesired, now: &Observed, slug_of_artifact: Option<&str>) -> Plan {
+/// a local `roboku rollback` to that release counts too). One-shots run when they are newer than
+/// `applied`, the last version this robot applied for the app; one whose body it cannot read is
+/// skipped (it was signed, so it is a newer protocol's, and the rest still applies).
+pub fn plan(
+    want: &AppDesired,
+    now: &Observed,
+    slug_of_artifact: Option<&str>,
+    applied: Option<u64>,
+) -> Plan {
+    let once = want
+        .once
+        .iter()
+        .filter(|o| applied.is_none_or(|a| o.version > a))
+        .filter_map(|o| o.action().ok())
+        .collect();
     let deploy = want.release.as_ref().and_then(|a| {
         let in_sync = now.artifact.as_deref() == Some(a.sha256.as_str())
             || (slug_of_artifact.is_some() && now.slug.as_deref() == slug_of_artifact);
@@ -112,6 +131,22 @@ pub fn plan(want: &AppDesired, now: &Observed, slug_of_artifact: Option<&str>) -
             .collect();
         (!set.is_empty() || !unset.is_empty()).then_some(ConfigChange { set, unset })
     });
+    let config = config.or_else(|| {
+        let p = want.config_patch.as_ref()?;
+        let set: BTreeMap<String, String> = p
+            .set
+            .iter()
+            .filter(|(k, v)| now.config.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let unset: Vec<String> = p
+            .unset
+            .iter()
+            .filter(|k| now.config.contains_key(*k))
+            .cloned()
+            .collect();
+        (!set.is_empty() || !unset.is_empty()).then_some(ConfigChange { set, unset })
+    });
     let scale = want
         .formation
         .iter()
@@ -120,6 +155,7 @@ pub fn plan(want: &AppDesired, now: &Observed, slug_of_artifact: Option<&str>) -
         .collect();
     Plan {
         create_app: !now.exists,
+        once,
         deploy,
         config,
         scale,
@@ -200,18 +236,18 @@ mod tests {
             ..Observed::default()
         };
         assert_eq!(
-            plan(&want, &now, None).deploy,
+            plan(&want, &now, None, None).deploy,
             Some(art("aa")),
             "never built here"
         );
         assert_eq!(
-            plan(&want, &now, Some("s2")).deploy,
+            plan(&want, &now, Some("s2"), None).deploy,
             Some(art("aa")),
             "built, not running"
         );
         now.slug = Some("s2".into());
-        assert!(plan(&want, &now, Some("s2")).is_empty());
-        assert!(plan(&want, &Observed::default(), None).create_app);
+        assert!(plan(&want, &now, Some("s2"), None).is_empty());
+        assert!(plan(&want, &Observed::default(), None, None).create_app);
         // Known from the release's own description, without any slug mapping.
         let from_release = Observed {
             exists: true,
@@ -219,7 +255,7 @@ mod tests {
             artifact: Some("aa".into()),
             ..Observed::default()
         };
-        assert!(plan(&want, &from_release, None).is_empty());
+        assert!(plan(&want, &from_release, None, None).is_empty());
     }
 
     #[test]
@@ -252,11 +288,84 @@ mod tests {
             formation: [("web".to_string(), 1), ("worker".to_string(), 3)].into(),
             config: [("A".to_string(), "1".to_string()), ("C".into(), "x".into())].into(),
         };
-        let p = plan(&want, &now, None);
+        let p = plan(&want, &now, None, None);
         let c = p.config.unwrap();
         assert_eq!(c.set, [("B".to_string(), "2".to_string())].into());
         assert_eq!(c.unset, vec!["C".to_string()]);
         assert_eq!(p.scale, [("web".to_string(), 2)].into());
         assert_eq!(p.deploy, None);
+    }
+
+    #[test]
+    fn a_config_patch_sets_and_unsets_only_the_named_vars() {
+        let mut want = AppDesired {
+            version: 1,
+            ..AppDesired::default()
+        };
+        want.apply_config(&ConfigChange {
+            set: [("A".to_string(), "1".to_string())].into(),
+            unset: vec!["C".into()],
+        });
+        want.apply_config(&ConfigChange {
+            set: [("B".to_string(), "2".to_string())].into(),
+            unset: vec!["A".into()],
+        });
+        let now = Observed {
+            exists: true,
+            config: [("A".to_string(), "1".to_string()), ("D".into(), "x".into())].into(),
+            ..Observed::default()
+        };
+        let c = plan(&want, &now, None, None).config.unwrap();
+        assert_eq!(c.set, [("B".to_string(), "2".to_string())].into());
+        assert_eq!(
+            c.unset,
+            vec!["A".to_string()],
+            "D is left alone, C is absent already"
+        );
+        let done = Observed {
+            exists: true,
+            config: [("B".to_string(), "2".to_string()), ("D".into(), "x".into())].into(),
+            ..Observed::default()
+        };
+        assert!(plan(&want, &done, None, None).is_empty());
+    }
+
+    #[test]
+    fn one_shots_run_once_newer_than_what_was_applied() {
+        use roboku_wire::{RollbackRequest, TargetRequest};
+        let mut want = AppDesired {
+            version: 30,
+            release: Some(art("aa")),
+            config: Some(BTreeMap::new()),
+            ..AppDesired::default()
+        };
+        let restart = Action::Restart(TargetRequest { target: None });
+        want.push_once(10, &restart);
+        want.push_once(20, &Action::Rollback(RollbackRequest { version: Some(3) }));
+        assert_eq!(want.release, None, "a rollback is not undone by a redeploy");
+        assert_eq!(want.config, None);
+        let now = Observed {
+            exists: true,
+            ..Observed::default()
+        };
+        assert_eq!(plan(&want, &now, None, None).once.len(), 2);
+        assert_eq!(
+            plan(&want, &now, None, Some(10)).once,
+            vec![Action::Rollback(RollbackRequest { version: Some(3) })]
+        );
+        assert!(plan(&want, &now, None, Some(20)).is_empty());
+        want.set_release(art("bb"));
+        assert!(
+            want.once.is_empty(),
+            "a deploy supersedes earlier one-shots"
+        );
+        for v in 0..40 {
+            want.push_once(v, &restart);
+        }
+        assert_eq!(want.once.len(), roboku_wire::fleet::MAX_ONE_SHOTS);
+        assert_eq!(
+            want.once[0].version,
+            40 - roboku_wire::fleet::MAX_ONE_SHOTS as u64
+        );
     }
 }

@@ -7,8 +7,9 @@
 //! address, merged (highest version per app wins) and handed to the app's worker when due.
 //! Workers report back (artifact built, version failed) through `Update`s.
 
-use super::apply::{self, Job};
+use super::apply;
 use super::desired;
+use super::jobs::{Converge, Job, Update};
 use super::state::FleetState;
 use super::task::Inbound;
 use super::verify::{self, Refused, Trust};
@@ -19,15 +20,6 @@ use roboku_wire::fleet::{payload_ref, AckDetails, AckStatus, DesiredDoc};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
-
-/// What workers tell the intake.
-#[derive(Debug)]
-pub(super) enum Update {
-    /// A fleet artifact became this slug.
-    Artifact { artifact: String, slug: String },
-    /// A versioned change for `app` ended; failed versions are not retried from desired state.
-    Finished { app: String, version: u64, ok: bool },
-}
 
 /// What the reporter may read of the state.
 #[derive(Debug, Default)]
@@ -106,7 +98,7 @@ impl Intake {
                 tracing::info!(address = addr.as_path(), "desired state cleared");
             }
             Topic::Desired(_) if msg.payload.is_empty() => {}
-            Topic::Desired(addr) => self.desired(addr, &msg.payload, &reference),
+            Topic::Desired(addr) => self.desired(addr, &msg.payload, &reference).await,
             _ => {}
         }
     }
@@ -171,7 +163,7 @@ impl Intake {
         );
     }
 
-    fn desired(&mut self, addr: Address, payload: &[u8], reference: &str) {
+    async fn desired(&mut self, addr: Address, payload: &[u8], reference: &str) {
         match verify::verify_desired(payload, &addr, now_ms(), &self.trust) {
             Ok((doc, kid)) => {
                 if kid.is_none() {
@@ -184,14 +176,16 @@ impl Intake {
                     "desired state received"
                 );
                 self.docs.insert(addr, doc);
-                self.evaluate(reference);
+                self.evaluate(reference).await;
             }
             Err(refused) => self.reject(refused, reference, "desired"),
         }
     }
 
-    /// Queues convergence for every app whose winning desired entry is due.
-    fn evaluate(&mut self, reference: &str) {
+    /// Queues convergence for every app whose winning desired entry is due. An entry with
+    /// one-shots this device has not run is recorded as applied *before* they run (as a command
+    /// is), so an agent killed while running them never runs them twice.
+    async fn evaluate(&mut self, reference: &str) {
         let device = Address::Device(self.shared.device.clone());
         for (app, (entry, doc_id)) in desired::merge(&self.docs, &device) {
             let due = desired::due(
@@ -202,6 +196,20 @@ impl Intake {
             if !due || self.converging.get(&app) == Some(&entry.version) {
                 continue;
             }
+            let applied = self.state.guard.version(&app);
+            if entry
+                .once
+                .iter()
+                .any(|o| applied.is_none_or(|a| o.version > a))
+            {
+                let mut next = self.state.clone();
+                next.guard.bump(&app, entry.version);
+                if let Err(e) = self.save(&next).await {
+                    tracing::error!(app, error = %e, "cannot record desired one-shots; not run");
+                    continue;
+                }
+                self.state = next;
+            }
             self.converging.insert(app.clone(), entry.version);
             let slug_hint = entry
                 .release
@@ -210,13 +218,14 @@ impl Intake {
                 .map(str::to_string);
             self.queue(
                 &app.clone(),
-                Job::Converge {
+                Job::Converge(Converge {
+                    applied,
                     app,
                     want: entry,
                     doc_id,
                     reference: reference.to_string(),
                     slug_hint,
-                },
+                }),
             );
         }
     }

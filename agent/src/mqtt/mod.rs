@@ -1,4 +1,5 @@
-//! Fleet control over MQTT: robokud's third door (after the unix socket and HTTP).
+//! Fleet control over MQTT: the door through which the fleet reaches robokud (the local API on
+//! the unix socket is the other).
 //!
 //! Tasks, and who owns what:
 //! - `task.rs`, the connection: owns the rumqttc event loop; reconnects with its own backoff and
@@ -19,8 +20,8 @@ mod apply;
 pub mod artifact;
 mod desired;
 mod intake;
+mod jobs;
 mod report;
-pub mod serve;
 pub mod state;
 mod task;
 pub mod verify;

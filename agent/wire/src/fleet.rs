@@ -210,6 +210,87 @@ pub struct AppDesired {
     /// When present, the complete set of config vars (keys not named are unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<BTreeMap<String, String>>,
+    /// Without `config`: vars that must have these values (`set`) or be absent (`unset`); the
+    /// others are left as they are. This is how `fleet config` (a change, not a complete set)
+    /// reaches a robot that was offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_patch: Option<ConfigChange>,
+    /// One-shot commands (config, rollback, restart, stop) in the order they were sent, each with
+    /// its own version: a robot runs those newer than the last version it applied for the app,
+    /// once and in order, so a robot that missed them replays what the others did (a relative
+    /// rollback then lands on the same release). A deploy clears them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub once: Vec<OneShot>,
+}
+
+/// How many one-shot commands an [`AppDesired`] keeps (the oldest go first).
+pub const MAX_ONE_SHOTS: usize = 16;
+
+/// A one-shot command kept in desired state: `{"version": 17, "type": "restart", "body": {...}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OneShot {
+    pub version: u64,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    pub body: serde_json::Value,
+}
+
+impl OneShot {
+    pub fn new(version: u64, action: &Action) -> Self {
+        OneShot {
+            version,
+            kind: action.kind(),
+            body: action.body(),
+        }
+    }
+    pub fn action(&self) -> Result<Action, String> {
+        Action::parse(self.kind, &self.body)
+    }
+}
+
+impl AppDesired {
+    /// Folds a `fleet config` change in: into the complete set when the entry has one, else into
+    /// the patch (a later change of a key wins over an earlier one).
+    pub fn apply_config(&mut self, change: &ConfigChange) {
+        if let Some(c) = &mut self.config {
+            c.extend(change.set.clone());
+            for k in &change.unset {
+                c.remove(k);
+            }
+            return;
+        }
+        let patch = self.config_patch.get_or_insert_with(ConfigChange::default);
+        for (k, v) in &change.set {
+            patch.unset.retain(|u| u != k);
+            patch.set.insert(k.clone(), v.clone());
+        }
+        for k in &change.unset {
+            patch.set.remove(k);
+            if !patch.unset.contains(k) {
+                patch.unset.push(k.clone());
+            }
+        }
+    }
+
+    /// Records a one-shot command. A rollback brings back an older release's code and config,
+    /// so the entry stops naming a release or config (they would undo it).
+    pub fn push_once(&mut self, version: u64, action: &Action) {
+        if matches!(action, Action::Rollback(_)) {
+            self.release = None;
+            self.config = None;
+            self.config_patch = None;
+        }
+        self.once.push(OneShot::new(version, action));
+        let extra = self.once.len().saturating_sub(MAX_ONE_SHOTS);
+        self.once.drain(..extra);
+    }
+
+    /// Records a deploy: it supersedes the one-shots before it.
+    pub fn set_release(&mut self, artifact: Artifact) {
+        self.release = Some(artifact);
+        self.once.clear();
+    }
 }
 
 /// Progress of a command, AWS IoT Jobs' names.

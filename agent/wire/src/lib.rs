@@ -33,6 +33,7 @@
 
 pub mod attach;
 pub mod fleet;
+pub mod procfile;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -133,6 +134,28 @@ pub struct UpdateApp {
     pub buildpacks: Option<Vec<String>>,
 }
 
+/// `user nav, grace 10s, buildpacks python, nodejs` (what changed), for the audit trail.
+impl std::fmt::Display for UpdateApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(u) = &self.user {
+            parts.push(format!("user {u}"));
+        }
+        if let Some(g) = self.grace_secs {
+            parts.push(format!("grace {g}s"));
+        }
+        match &self.buildpacks {
+            Some(b) if b.is_empty() => parts.push("buildpacks detected".into()),
+            Some(b) => parts.push(format!("buildpacks {}", b.join(", "))),
+            None => {}
+        }
+        match parts.is_empty() {
+            true => f.write_str("nothing changed"),
+            false => f.write_str(&parts.join(", ")),
+        }
+    }
+}
+
 /// One app as `roboku apps` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AppInfo {
@@ -211,6 +234,72 @@ pub fn parse_rt(text: &str) -> Result<(RtPolicy, u8), String> {
 pub enum RtPolicy {
     Fifo,
     Rr,
+}
+
+/// `memory 64M, memory-high 48M, cpu 0.5, pids 64, cpuset 0-1, nice 5`, or `no limits`: how
+/// people (ps, events) see limits.
+impl std::fmt::Display for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = [
+            self.memory_max
+                .map(|m| format!("memory {}", human_bytes(m))),
+            self.memory_high
+                .map(|m| format!("memory-high {}", human_bytes(m))),
+            self.cpu.map(|c| format!("cpu {c}")),
+            self.pids.map(|p| format!("pids {p}")),
+            self.cpuset.as_ref().map(|c| format!("cpuset {c}")),
+            self.nice.map(|n| format!("nice {n}")),
+            self.groups
+                .as_ref()
+                .map(|g| format!("groups {}", g.join(","))),
+            self.rt.as_ref().map(|r| format!("rt {r}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match parts.is_empty() {
+            true => f.write_str("no limits"),
+            false => f.write_str(&parts.join(", ")),
+        }
+    }
+}
+
+/// `msg` without the ` (os error N)` that Rust appends to OS errors: people read the words
+/// (`Permission denied`), and every message that reaches them names the path as well.
+pub fn in_words(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find(" (os error ") {
+        let tail = &rest[i + " (os error ".len()..];
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && tail[digits..].starts_with(')') {
+            out.push_str(&rest[..i]);
+            rest = &tail[digits + 1..];
+        } else {
+            out.push_str(&rest[..i + 1]);
+            rest = &rest[i + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A byte count as people read it: `512B`, `1.5K`, `64M`, `2.3G` (binary units, one decimal
+/// unless it is whole). The one formatter agent and CLI share.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        return format!("{n}B");
+    }
+    let text = format!("{value:.1}");
+    let text = text.strip_suffix(".0").unwrap_or(&text);
+    format!("{text}{}", UNITS[unit])
 }
 
 /// One process type's row of the formation.
@@ -325,6 +414,10 @@ pub struct ConfigChange {
 pub struct ConfigChanged {
     pub config: BTreeMap<String, String>,
     pub release: Option<ReleaseInfo>,
+    /// The change changed nothing (unsetting an absent var, setting a var to its value): no
+    /// release was made.
+    #[serde(default)]
+    pub unchanged: bool,
 }
 
 /// One release as `roboku releases` shows it.
@@ -446,5 +539,52 @@ mod tests {
         };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["error"]["code"], "not_found");
+    }
+
+    #[test]
+    fn what_people_read() {
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(64 << 20), "64M");
+        assert_eq!(human_bytes(3_250_000), "3.1M");
+        assert_eq!(human_bytes(3 << 29), "1.5G");
+        let l = Limits {
+            memory_max: Some(32 << 20),
+            cpu: Some(0.5),
+            ..Limits::default()
+        };
+        assert_eq!(l.to_string(), "memory 32M, cpu 0.5");
+        let u = UpdateApp {
+            user: Some("nav".into()),
+            grace_secs: Some(10),
+            buildpacks: Some(vec!["python".into()]),
+        };
+        assert_eq!(u.to_string(), "user nav, grace 10s, buildpacks python");
+        assert_eq!(
+            UpdateApp {
+                user: None,
+                grace_secs: None,
+                buildpacks: None
+            }
+            .to_string(),
+            "nothing changed"
+        );
+    }
+
+    #[test]
+    fn os_error_codes_are_dropped_and_the_words_kept() {
+        assert_eq!(
+            in_words("create dir /x: Permission denied (os error 13)"),
+            "create dir /x: Permission denied"
+        );
+        assert_eq!(
+            in_words(
+                "a: No such file or directory (os error 2); b: Too many open files (os error 24)"
+            ),
+            "a: No such file or directory; b: Too many open files"
+        );
+        assert_eq!(
+            in_words("keep (os error x) and (os error 5"),
+            "keep (os error x) and (os error 5"
+        );
     }
 }

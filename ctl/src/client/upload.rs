@@ -34,11 +34,13 @@ impl Body for ChunkBody {
 }
 
 impl Client {
-    /// POSTs the contents of `file` to `path` and decodes the JSON answer.
+    /// POSTs the contents of `file` to `path` and decodes the JSON answer. `progress` hears the
+    /// bytes read into the request so far.
     pub async fn upload<T: DeserializeOwned>(
         &self,
         path: &str,
         file: &Path,
+        progress: impl Fn(u64) + Send + 'static,
     ) -> Result<T, ClientError> {
         let local = |e: std::io::Error| ClientError::Protocol(format!("{}: {e}", file.display()));
         let mut f = tokio::fs::File::open(file).await.map_err(local)?;
@@ -49,10 +51,13 @@ impl Client {
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
             let mut buf = vec![0u8; 64 * 1024];
+            let mut sent = 0u64;
             loop {
                 match f.read(&mut buf).await {
                     Ok(0) => break,
                     Ok(n) => {
+                        sent += n as u64;
+                        progress(sent);
                         if tx
                             .send(Ok(Bytes::copy_from_slice(&buf[..n])))
                             .await

@@ -1,7 +1,9 @@
-//! `config`, `config:get`, `config:set`, `config:unset`: the app's config vars. Setting or
-//! unsetting makes a new release, which restarts the dynos.
+//! `config`, `config:get`, `config:set`, `config:unset`: the app's config vars. A change makes a
+//! new release, which restarts the dynos; a change that changes nothing makes none.
+//! `config:set --file .env` (or `--file -` for stdin) reads the pairs as a `.env` file, with the
+//! same parser the agent uses for a slug's `.env`.
 
-use super::{and_list, app_path, AppArg, Ctx};
+use super::{and_list, app_path, AppArg, Ctx, UsageError};
 use crate::output::{self, outln};
 use crate::parse;
 use roboku_wire::{ConfigChange, ConfigChanged};
@@ -29,8 +31,31 @@ pub struct SetArgs {
     #[command(flatten)]
     pub app: AppArg,
     /// KEY=VALUE pairs
-    #[arg(required = true, value_parser = parse::config_pair, value_name = "KEY=VALUE")]
+    #[arg(required_unless_present = "file", value_parser = parse::config_pair, value_name = "KEY=VALUE")]
     pub pairs: Vec<(String, String)>,
+    /// Read KEY=VALUE lines from a .env file (`-`: standard input); pairs given too win
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<std::path::PathBuf>,
+}
+
+/// The pairs of a `.env` file or of stdin; errors name the source and the line, never a value.
+fn read_env_file(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    let (name, text) = if path == std::path::Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| anyhow::anyhow!("read standard input: {e}"))?;
+        ("standard input".to_string(), text)
+    } else {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?;
+        (path.display().to_string(), text)
+    };
+    let pairs = roboku_wire::procfile::parse_dotenv(&text)
+        .map_err(|e| anyhow::anyhow!(UsageError(format!("{name}: {e}"))))?;
+    if pairs.is_empty() {
+        anyhow::bail!(UsageError(format!("{name}: no KEY=VALUE lines")));
+    }
+    Ok(pairs)
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,7 +87,11 @@ pub async fn get(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
 }
 
 pub async fn set(ctx: &Ctx, args: SetArgs) -> anyhow::Result<()> {
-    let set: BTreeMap<String, String> = args.pairs.into_iter().collect();
+    let mut set: BTreeMap<String, String> = match &args.file {
+        Some(path) => read_env_file(path)?.into_iter().collect(),
+        None => BTreeMap::new(),
+    };
+    set.extend(args.pairs);
     let keys: Vec<String> = set.keys().cloned().collect();
     let change = ConfigChange { set, unset: vec![] };
     change_config(ctx, &args.app.app, change, "Setting", &keys).await
@@ -87,6 +116,10 @@ async fn change_config(
     let Some(changed) = ctx.typed::<ConfigChanged>(v)? else {
         return Ok(());
     };
+    if changed.unchanged {
+        outln!("{app} already has that config: nothing changed, no new release")?;
+        return Ok(());
+    }
     match changed.release {
         Some(release) => outln!(
             "{verb} {} and restarting {app}... done, v{}",

@@ -1,13 +1,13 @@
-//! `deploy PATH`: ask the agent to build and release a directory (or `.tar.gz`) on this machine.
+//! `deploy PATH`: ask the agent to build and release a directory (or `.tar.gz`) on this machine,
+//! showing the steps as they happen (see [`steps`]).
+
+pub mod steps;
 
 use super::{app_path, AppArg, Ctx};
 use crate::output::outln;
 use roboku_wire::{DeployRequest, ReleaseInfo};
 use serde_json::Value;
-use std::future::Future;
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
 pub struct DeployArgs {
@@ -26,11 +26,19 @@ pub struct DeployArgs {
 
 pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
     let app = &args.app.app;
+    let from_slug = args.slug.is_some();
     let Some(path) = args.path.take().or(args.slug.take()) else {
         anyhow::bail!("give a directory or archive to deploy, or --slug FILE");
     };
     if !path.exists() {
         anyhow::bail!("{}: no such file or directory", path.display());
+    }
+    if from_slug && path.is_dir() {
+        anyhow::bail!(super::UsageError(format!(
+            "--slug takes a slug file made by `roboku slug:build`; {} is a directory \
+             (deploy it without --slug to build it here)",
+            path.display()
+        )));
     }
     // The agent resolves paths against its own cwd, which is not ours.
     let source = if path.is_absolute() {
@@ -51,24 +59,38 @@ pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
         description: args.message,
     };
     let label = format!("Deploying {source} to {app}...");
+    let show = !ctx.json;
+    let follower = match show {
+        true => steps::follow(ctx, app).await,
+        false => None,
+    };
     let request = async {
         if path.is_file() {
             // Archives (.tar.gz, .tar.zst, slugs) are streamed over the socket.
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
             let query = [("name", name), ("description", body.description.clone())];
             let url = crate::client::with_query(&app_path(app, "/deploy/archive"), &query);
-            ctx.client.upload::<Value>(&url, &path).await
+            let upload = steps::Upload::start(&path, show);
+            let v = ctx
+                .client
+                .upload::<Value>(&url, &path, upload.reporter())
+                .await;
+            upload.finish();
+            v
         } else {
             ctx.client
                 .post::<_, Value>(&app_path(app, "/deploy"), &body)
                 .await
         }
     };
-    let v = if !ctx.json && std::io::stderr().is_terminal() {
-        with_progress(&label, request).await?
-    } else {
-        request.await?
-    };
+    if show {
+        eprintln!("-----> {label}");
+    }
+    let v = request.await;
+    if let Some(f) = follower {
+        f.abort();
+    }
+    let v = v?;
     let Some(release) = ctx.typed::<ReleaseInfo>(v)? else {
         return Ok(());
     };
@@ -81,27 +103,4 @@ pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
     }
     outln!("{label} done, v{}", release.version)?;
     Ok(())
-}
-
-/// Shows `label` with a spinner and the seconds waited on stderr until `fut` completes, then
-/// clears the line.
-async fn with_progress<T>(label: &str, fut: impl Future<Output = T>) -> T {
-    const SPIN: [char; 4] = ['|', '/', '-', '\\'];
-    let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    let mut n = 0usize;
-    tokio::pin!(fut);
-    let out = loop {
-        tokio::select! {
-            out = &mut fut => break out,
-            _ = tick.tick() => {
-                let secs = started.elapsed().as_secs();
-                // Progress is decoration: a failed write to stderr must not fail the deploy.
-                let _ = write!(std::io::stderr(), "\r{label} {} {secs}s", SPIN[n % SPIN.len()]);
-                n += 1;
-            }
-        }
-    };
-    let _ = write!(std::io::stderr(), "\r\x1b[K");
-    out
 }

@@ -73,6 +73,16 @@ pub async fn init(ctx: &Ctx, args: AppArg, socket: &Path) -> anyhow::Result<()> 
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "robot".into());
+    if ctx.json {
+        let v = serde_json::json!({
+            "app": app,
+            "repository": repo,
+            "remote": format!("ssh://root@{host}{}", repo.display()),
+            "git_shell_remote": format!("ssh://root@{host}/{app}"),
+        });
+        outln!("{v}")?;
+        return Ok(());
+    }
     outln!("Repository for {app}: {}", repo.display())?;
     outln!("On your workstation:")?;
     outln!("  git remote add robot ssh://root@{host}{}", repo.display())?;
@@ -122,7 +132,17 @@ pub async fn hook(ctx: &Ctx, args: HookArgs) -> anyhow::Result<i32> {
         ("description", Some(format!("Deploy {short} (git push)"))),
     ];
     let path = crate::client::with_query(&app_path(&args.app, "/deploy/archive"), &query);
-    let result = ctx.client.upload::<ReleaseInfo>(&path, &tmp).await;
+    // The pusher sees the steps as `remote:` lines (git relays the hook's stderr).
+    let follower = super::deploy::steps::follow(ctx, &args.app).await;
+    let upload = super::deploy::steps::Upload::start(&tmp, true);
+    let result = ctx
+        .client
+        .upload::<ReleaseInfo>(&path, &tmp, upload.reporter())
+        .await;
+    upload.finish();
+    if let Some(f) = follower {
+        f.abort();
+    }
     let _ = std::fs::remove_file(&tmp);
     match result {
         Ok(r) => {

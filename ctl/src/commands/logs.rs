@@ -9,9 +9,12 @@ use roboku_wire::LogLine;
 pub struct LogsArgs {
     #[command(flatten)]
     pub app: AppArg,
-    /// Number of recent lines to show
-    #[arg(short, long, default_value_t = 100, value_name = "N")]
-    pub num: u32,
+    /// Number of recent lines to show [default: 100; with --since: all since then]
+    #[arg(short, long, value_name = "N")]
+    pub num: Option<u32>,
+    /// Only lines of the last DURATION (30s, 10m, 2h, 1d)
+    #[arg(long, value_parser = crate::parse::duration_ms, value_name = "DURATION")]
+    pub since: Option<u64>,
     /// Keep streaming new lines
     #[arg(short, long)]
     pub tail: bool,
@@ -27,7 +30,12 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<()> {
     let path = with_query(
         &app_path(&args.app.app, "/logs"),
         &[
-            ("n", Some(args.num.to_string())),
+            ("n", args.num.map(|n| n.to_string())),
+            (
+                "since",
+                args.since
+                    .map(|d| output::now_ms().saturating_sub(d).max(1).to_string()),
+            ),
             ("tail", args.tail.then(|| "true".to_string())),
             ("dyno", args.dyno),
             ("source", args.source),

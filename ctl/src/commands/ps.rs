@@ -135,7 +135,7 @@ pub async fn resize(ctx: &Ctx, args: ResizeArgs) -> anyhow::Result<()> {
     let limits = formation
         .iter()
         .find(|f| f.ptype == args.ptype)
-        .map_or("no limits".into(), |f| limits_summary(&f.limits));
+        .map_or("no limits".into(), |f| f.limits.to_string());
     outln!(
         "Resizing {} of {}... done: {limits}",
         args.ptype,
@@ -193,30 +193,6 @@ fn dyno_row(d: &DynoInfo, now: u64) -> Vec<String> {
         row.push(format!("oom-kills {}", d.oom_kills));
     }
     row
-}
-
-/// `memory 64M, memory-high 48M, cpu 0.5, pids 64, cpuset 0-1, nice 5, groups dialout, rt fifo:10`,
-/// or `no limits`.
-fn limits_summary(l: &Limits) -> String {
-    let parts: Vec<String> = [
-        l.memory_max.map(|m| format!("memory {}", output::bytes(m))),
-        l.memory_high
-            .map(|m| format!("memory-high {}", output::bytes(m))),
-        l.cpu.map(|c| format!("cpu {c}")),
-        l.pids.map(|p| format!("pids {p}")),
-        l.cpuset.as_ref().map(|c| format!("cpuset {c}")),
-        l.nice.map(|n| format!("nice {n}")),
-        l.groups.as_ref().map(|g| format!("groups {}", g.join(","))),
-        l.rt.as_ref().map(|r| format!("rt {r}")),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if parts.is_empty() {
-        "no limits".into()
-    } else {
-        parts.join(", ")
-    }
 }
 
 #[cfg(test)]

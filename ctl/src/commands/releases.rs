@@ -7,6 +7,15 @@ use roboku_wire::{ReleaseInfo, RollbackRequest};
 use serde_json::Value;
 
 #[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub app: AppArg,
+    /// How many of the newest releases to show [default: 15; with --json: all]
+    #[arg(short, long, value_name = "N")]
+    pub num: Option<usize>,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct InfoArgs {
     #[command(flatten)]
     pub app: AppArg,
@@ -24,9 +33,15 @@ pub struct RollbackArgs {
     pub version: Option<u32>,
 }
 
-pub async fn list(ctx: &Ctx, args: AppArg) -> anyhow::Result<()> {
+pub async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<()> {
+    let args = &a.app;
     let v: Value = ctx.client.get(&app_path(&args.app, "/releases")).await?;
-    let Some(mut releases) = ctx.typed::<Vec<ReleaseInfo>>(v)? else {
+    let mut all: Vec<ReleaseInfo> = serde_json::from_value(v)
+        .map_err(|e| anyhow::anyhow!("robokud's release list is not understood ({e})"))?;
+    all.sort_by_key(|r| std::cmp::Reverse(r.version));
+    let num = a.num.or((!ctx.json).then_some(15)).unwrap_or(usize::MAX);
+    all.truncate(num);
+    let Some(mut releases) = ctx.typed::<Vec<ReleaseInfo>>(serde_json::to_value(all)?)? else {
         return Ok(());
     };
     if releases.is_empty() {

@@ -16,9 +16,13 @@ pub struct SlugBuildArgs {
     /// Buildpacks in order (built-in names or paths); default: detect among the built-ins
     #[arg(short, long)]
     pub buildpack: Vec<String>,
+    /// The robots' CPU (x86_64, aarch64, arm, ...) [default: this machine's]. A slug for
+    /// another CPU builds when the build makes no native code
+    #[arg(long)]
+    pub arch: Option<String>,
 }
 
-pub fn build(args: SlugBuildArgs) -> anyhow::Result<i32> {
+pub fn build(json: bool, args: SlugBuildArgs) -> anyhow::Result<i32> {
     let beside = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("robokud")));
@@ -32,6 +36,12 @@ pub fn build(args: SlugBuildArgs) -> anyhow::Result<i32> {
         .arg(&args.output);
     for b in &args.buildpack {
         cmd.arg("-b").arg(b);
+    }
+    if let Some(arch) = &args.arch {
+        cmd.arg("--arch").arg(arch);
+    }
+    if json {
+        cmd.arg("--json");
     }
     let status = cmd.status().map_err(|e| {
         anyhow::anyhow!(

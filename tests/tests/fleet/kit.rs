@@ -63,6 +63,8 @@ pub struct Broker {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// More mosquitto.conf lines (e.g. a TLS listener).
+    extra_conf: String,
 }
 
 fn mosquitto() -> PathBuf {
@@ -93,14 +95,24 @@ fn mosquitto() -> PathBuf {
 
 impl Broker {
     pub fn start() -> Broker {
+        Broker::start_with("")
+    }
+
+    /// A broker with more mosquitto.conf lines after the plain loopback listener.
+    pub fn start_with(extra_conf: &str) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut b = Broker {
             port: free_port(),
             dir,
             child: None,
+            extra_conf: extra_conf.to_string(),
         };
         b.restart();
         b
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 
     pub fn url(&self) -> String {
@@ -113,8 +125,8 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\nlog_dest stderr\nmessage_size_limit 1048576\n",
-                self.port
+                "listener {} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\nlog_dest stderr\nmessage_size_limit 1048576\n{}",
+                self.port, self.extra_conf
             ),
         )
         .expect("write mosquitto.conf");
@@ -202,6 +214,11 @@ impl Agent {
         for g in groups {
             args.push("--group".into());
             args.push(g.to_string());
+        }
+        if extra.contains(&"--mqtt") {
+            // The caller names the broker URL (e.g. its TLS listener).
+            let i = args.iter().position(|a| a == "--mqtt").unwrap_or(0);
+            args.drain(i..i + 2);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut a = Agent {

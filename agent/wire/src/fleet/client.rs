@@ -95,7 +95,9 @@ pub fn options(
     Ok((opts, net))
 }
 
-fn tls_config(files: &TlsFiles) -> Result<rustls::ClientConfig, String> {
+/// A rustls client config (ring provider) from `files`: the CA bundle (default: the system's)
+/// and, when both are given, a client certificate and key. Errors name the file.
+pub fn tls_config(files: &TlsFiles) -> Result<rustls::ClientConfig, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::PrivateKeyDer;
     let ca = files.ca.clone().unwrap_or_else(|| PathBuf::from(SYSTEM_CA));

@@ -60,7 +60,7 @@ pub async fn run(json: bool, a: DesiredArgs) -> anyhow::Result<()> {
     } else {
         update_desired(&mut s, &addr, &a.app, version, key.as_ref(), |e| {
             if let (Some(url), Some(sha), Some(size)) = (&a.artifact_url, &a.sha256, a.size) {
-                e.release = Some(Artifact {
+                e.set_release(Artifact {
                     url: url.clone(),
                     sha256: sha.to_ascii_lowercase(),
                     size,

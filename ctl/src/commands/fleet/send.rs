@@ -1,9 +1,10 @@
 //! `fleet deploy|scale|config|rollback|restart|stop`: sign a command, publish it, follow the
 //! acks. Without `--wave` one command goes to the address (a group command reaches every member
 //! at once); with `--wave N|N%` each robot gets its own command, the canary wave first, and the
-//! rest only when no more than `--fail-threshold` robots failed. A deploy or scale that went
-//! well also updates the address's retained desired state, so robots that were offline get it
-//! when they come back.
+//! rest only when no more than `--fail-threshold` robots failed. Every command that went well
+//! also updates the address's retained desired state (config, rollback, restart and stop also as
+//! one-shots, replayed in order),
+//! so robots that were offline get it when they come back.
 
 use super::desired::update_desired;
 use super::roster::Roster;
@@ -56,7 +57,7 @@ pub struct Common {
 pub struct DeployArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Where robots download the artifact (http://)
+    /// Where robots download the artifact (http:// or https://)
     #[arg(long, value_name = "URL")]
     pub artifact_url: String,
     /// sha256 of the artifact file (lowercase hex)
@@ -123,7 +124,7 @@ pub async fn deploy(json: bool, a: DeployArgs) -> anyhow::Result<i32> {
     };
     let update = {
         let artifact = artifact.clone();
-        move |e: &mut AppDesired| e.release = Some(artifact.clone())
+        move |e: &mut AppDesired, _: u64| e.set_release(artifact.clone())
     };
     rollout(
         json,
@@ -138,7 +139,7 @@ pub async fn scale(json: bool, a: ScaleArgs) -> anyhow::Result<i32> {
     let counts: BTreeMap<String, u32> = a.counts.iter().cloned().collect();
     let update = {
         let counts = counts.clone();
-        move |e: &mut AppDesired| e.formation.extend(counts.clone())
+        move |e: &mut AppDesired, _: u64| e.formation.extend(counts.clone())
     };
     let action = Action::Scale(ScaleBody { counts });
     rollout(json, &a.common, action, Some(Box::new(update))).await
@@ -154,17 +155,11 @@ pub async fn config(json: bool, a: ConfigArgs) -> anyhow::Result<i32> {
         set: a.set.iter().cloned().collect(),
         unset: a.unset.clone(),
     };
-    // Desired config is the complete set: only a desired entry that already holds one is
-    // updated (a delta cannot say what the rest should be).
     let update = {
         let change = change.clone();
-        move |e: &mut AppDesired| {
-            if let Some(c) = &mut e.config {
-                c.extend(change.set.clone());
-                for k in &change.unset {
-                    c.remove(k);
-                }
-            }
+        move |e: &mut AppDesired, version| {
+            e.apply_config(&change);
+            e.push_once(version, &Action::Config(change.clone()));
         }
     };
     rollout(
@@ -178,7 +173,7 @@ pub async fn config(json: bool, a: ConfigArgs) -> anyhow::Result<i32> {
 
 pub async fn rollback(json: bool, a: RollbackArgs) -> anyhow::Result<i32> {
     let action = Action::Rollback(RollbackRequest { version: a.release });
-    rollout(json, &a.common, action, None).await
+    rollout(json, &a.common, action.clone(), Some(one_shot(action))).await
 }
 
 pub async fn restart(json: bool, a: TargetArgs, stop: bool) -> anyhow::Result<i32> {
@@ -190,10 +185,18 @@ pub async fn restart(json: bool, a: TargetArgs, stop: bool) -> anyhow::Result<i3
     } else {
         Action::Restart(t)
     };
-    rollout(json, &a.common, action, None).await
+    rollout(json, &a.common, action.clone(), Some(one_shot(action))).await
 }
 
-type DesiredUpdate = Box<dyn Fn(&mut AppDesired) + Send>;
+/// How a command changes the app's entry in the retained desired state, given its version.
+type DesiredUpdate = Box<dyn Fn(&mut AppDesired, u64) + Send>;
+
+/// Rollback, restart and stop are kept in desired state as one-shots, so a robot that was
+/// offline runs them when it comes back (config changes too, besides the patch, so that a later
+/// relative rollback lands on the same release everywhere).
+fn one_shot(action: Action) -> DesiredUpdate {
+    Box::new(move |e: &mut AppDesired, version| e.push_once(version, &action))
+}
 
 fn file_digest(path: &PathBuf) -> anyhow::Result<(String, u64)> {
     use sha2::Digest;
@@ -313,7 +316,10 @@ async fn rollout(
     let good = failed_total <= c.fail_threshold && !stopped;
     let mut desired_note = None;
     if let (Some(update), true, false) = (desired, good, c.no_desired) {
-        update_desired(&mut s, &addr, &c.app, version, key.as_ref(), |e| update(e)).await?;
+        update_desired(&mut s, &addr, &c.app, version, key.as_ref(), |e| {
+            update(e, version)
+        })
+        .await?;
         desired_note = Some(addr.desired());
     }
     s.close().await;

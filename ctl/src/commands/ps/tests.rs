@@ -73,8 +73,8 @@ fn limits_read_back() {
         rt: Some("fifo:10".into()),
     };
     assert_eq!(
-        limits_summary(&l),
+        l.to_string(),
         "memory 64M, memory-high 48M, cpu 0.5, pids 64, cpuset 0-1, nice 5, groups dialout,video, rt fifo:10"
     );
-    assert_eq!(limits_summary(&Limits::default()), "no limits");
+    assert_eq!(Limits::default().to_string(), "no limits");
 }

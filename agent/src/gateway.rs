@@ -3,22 +3,22 @@
 //! robokud's slug store as a `.tar.gz`, with `Range` support so robots resume interrupted
 //! downloads. The robots of a site then fetch from their gateway instead of the internet.
 //!
-//! The archive is built once per slug into `<data-dir>/slug-archives/` (root's alone: not under
-//! `cache/`, where an app named `slug-archives` would own it as its build cache) and is
-//! deterministic (entries sorted, owner 0, mtime 0, gzip without a timestamp), so its sha256,
-//! which a fleet command must name, is the same on every gateway holding that slug.
+//! The archive is built once per slug into `<data-dir>/slug-archives/` (outside the per-app
+//! build caches, so no app name can collide with it) by [`crate::build::slug_archive`]: it is
+//! deterministic, so its sha256, which a fleet command must name, is the same on every gateway
+//! holding that slug.
 //! The `X-Archive-Sha256` header of every answer carries it (`HEAD` to read it cheaply).
 //! Nothing here writes outside the cache, and only paths of the form above are served.
 
+use crate::build::slug_archive;
 use crate::settings::Settings;
-use crate::util::{IoContext, PathError};
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -26,9 +26,10 @@ use tokio::sync::{mpsc, watch};
 
 type Resp = Response<BoxBody<Bytes, std::io::Error>>;
 
-struct Store {
+/// Where the server reads slugs and keeps their archives.
+struct Shelf {
     slugs: PathBuf,
-    cache: PathBuf,
+    archives: PathBuf,
     tmp: PathBuf,
 }
 
@@ -49,9 +50,9 @@ pub async fn serve(
     settings: &Settings,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let store = Arc::new(Store {
+    let shelf = Arc::new(Shelf {
         slugs: settings.slugs_dir(),
-        cache: settings.slug_archives_dir(),
+        archives: settings.slug_archives_dir(),
         tmp: settings.tmp_dir(),
     });
     if let Ok(addr) = listener.local_addr() {
@@ -62,11 +63,11 @@ pub async fn serve(
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let store = store.clone();
+                let shelf = shelf.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
-                        let store = store.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(&store, req).await) }
+                        let shelf = shelf.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(&shelf, req).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -110,22 +111,23 @@ pub fn parse_range(header: &str, len: u64) -> Option<(u64, u64)> {
     (start <= end && start < len).then_some((start, end))
 }
 
-async fn handle(store: &Store, req: Request<Incoming>) -> Resp {
+async fn handle(shelf: &Shelf, req: Request<Incoming>) -> Resp {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET or HEAD");
     }
     let Some(sha) = slug_of_path(req.uri().path()).map(str::to_string) else {
         return plain(StatusCode::NOT_FOUND, "try /slugs/<sha256>.tar.gz");
     };
-    let (slug, cache, tmp) = (
-        store.slugs.join(&sha),
-        store.cache.clone(),
-        store.tmp.clone(),
+    let (slug, archives, tmp) = (
+        shelf.slugs.join(&sha),
+        shelf.archives.clone(),
+        shelf.tmp.clone(),
     );
     if !slug.is_dir() {
         return plain(StatusCode::NOT_FOUND, &format!("no slug {sha} here"));
     }
-    let built = tokio::task::spawn_blocking(move || archive(&slug, &sha, &cache, &tmp)).await;
+    let built =
+        tokio::task::spawn_blocking(move || slug_archive(&slug, &sha, &archives, &tmp)).await;
     let (file, digest) = match built {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
@@ -181,65 +183,6 @@ async fn handle(store: &Store, req: Request<Incoming>) -> Resp {
         );
     }
     r
-}
-
-/// The cached archive of `slug` and its sha256, built first if needed (into a temporary file,
-/// renamed into place, so concurrent first requests never see half an archive).
-fn archive(
-    slug: &Path,
-    sha: &str,
-    cache: &Path,
-    tmp: &Path,
-) -> Result<(PathBuf, String), PathError> {
-    let out = cache.join(format!("{sha}.tar.gz"));
-    let sum = cache.join(format!("{sha}.tar.gz.sha256"));
-    if let (true, Ok(d)) = (out.exists(), std::fs::read_to_string(&sum)) {
-        return Ok((out, d.trim().to_string()));
-    }
-    std::fs::create_dir_all(cache).at("create dir", cache)?;
-    std::fs::create_dir_all(tmp).at("create dir", tmp)?;
-    let part = tmp.join(format!("slug-archive-{sha}-{}", std::process::id()));
-    let f = std::fs::File::create(&part).at("create", &part)?;
-    let gz = flate2::GzBuilder::new().write(f, flate2::Compression::default());
-    let mut tar = tar::Builder::new(gz);
-    tar.mode(tar::HeaderMode::Deterministic);
-    tar.follow_symlinks(false);
-    let result = add_sorted(&mut tar, slug, Path::new("."))
-        .and_then(|_| tar.into_inner().at("write", &part))
-        .and_then(|gz| gz.finish().at("write", &part))
-        .and_then(|f| f.sync_all().at("fsync", &part));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&part);
-        return Err(e);
-    }
-    let digest = super::artifact::sha256_file(&part)?;
-    std::fs::rename(&part, &out).at("rename to", &out)?;
-    std::fs::write(&sum, format!("{digest}\n")).at("write", &sum)?;
-    Ok((out, digest))
-}
-
-fn add_sorted<W: std::io::Write>(
-    tar: &mut tar::Builder<W>,
-    dir: &Path,
-    name: &Path,
-) -> Result<(), PathError> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .at("read dir", dir)?
-        .filter_map(Result::ok)
-        .map(|e| e.file_name())
-        .collect();
-    entries.sort();
-    for e in entries {
-        let path = dir.join(&e);
-        let rel = name.join(&e);
-        let meta = std::fs::symlink_metadata(&path).at("stat", &path)?;
-        tar.append_path_with_name(&path, &rel)
-            .at("archive", &path)?;
-        if meta.is_dir() {
-            add_sorted(tar, &path, &rel)?;
-        }
-    }
-    Ok(())
 }
 
 /// A response body streamed from a file range by a blocking reader, 64 KiB at a time.
@@ -337,8 +280,9 @@ mod tests {
         let big: Vec<u8> = (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(slug.join("bin/data"), &big).unwrap();
         // Deterministic: two builds give the same bytes.
-        let (a, da) = archive(&slug, &sha, &dir.path().join("c1"), &settings.tmp_dir()).unwrap();
-        let (_, db) = archive(&slug, &sha, &dir.path().join("c2"), &settings.tmp_dir()).unwrap();
+        let tmp = settings.tmp_dir();
+        let (a, da) = slug_archive(&slug, &sha, &dir.path().join("c1"), &tmp).unwrap();
+        let (_, db) = slug_archive(&slug, &sha, &dir.path().join("c2"), &tmp).unwrap();
         assert_eq!(da, db);
         let size = std::fs::metadata(&a).unwrap().len();
 
@@ -357,7 +301,7 @@ mod tests {
         // A partial download left behind is resumed with a Range request.
         let part = fetch_dir.join(format!("fleet-{da}.part"));
         std::fs::write(&part, &std::fs::read(&a).unwrap()[..1000]).unwrap();
-        let got = crate::mqtt::artifact::fetch(&art, &fetch_dir, |_| {})
+        let got = crate::mqtt::artifact::fetch(&art, &fetch_dir, None, |_| {})
             .await
             .unwrap();
         assert_eq!(std::fs::read(got).unwrap(), std::fs::read(&a).unwrap());
@@ -366,7 +310,7 @@ mod tests {
             url: format!("http://{addr}/slugs/{}.tar.gz", "c".repeat(64)),
             ..art.clone()
         };
-        let err = crate::mqtt::artifact::fetch(&missing, &fetch_dir, |_| {})
+        let err = crate::mqtt::artifact::fetch(&missing, &fetch_dir, None, |_| {})
             .await
             .unwrap_err();
         assert!(err.to_string().contains("HTTP 404"), "{err}");
