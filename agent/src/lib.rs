@@ -128,25 +128,52 @@ pub async fn run(
 /// cache inside the data dir: refuse to start (naming the directory, the users and the fix)
 /// when an ancestor such as a 0700 home dir stops them, rather than failing every build later.
 fn check_reachable(settings: &Settings) -> anyhow::Result<()> {
+    match blocked(settings) {
+        Some(why) => anyhow::bail!("data dir {}: {why}", settings.data_dir.display()),
+        None => Ok(()),
+    }
+}
+
+/// Why the app users cannot reach the data dir, if they cannot (root only: otherwise dynos run
+/// as robokud's own user, who made the data dir).
+fn blocked(settings: &Settings) -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
-        return Ok(()); // dynos run as robokud's own user, who made the data dir
+        return None;
     }
     // A uid and gid that own nothing and are in no group: what an app's own user gets.
     let (uid, gid) = (u32::MAX - 1, u32::MAX - 1);
-    for dir in [
+    [
         settings.slugs_dir(),
         settings.tmp_dir(),
         settings.cache_root(),
-    ] {
-        if let Some(b) = supervisor::reach::first_blocked(&dir, uid, gid) {
-            anyhow::bail!(
-                "data dir {}: {}",
-                settings.data_dir.display(),
-                b.explain("the users dynos and builds run as", &dir)
-            );
-        }
-    }
-    Ok(())
+    ]
+    .into_iter()
+    .find_map(|dir| {
+        supervisor::reach::first_blocked(&dir, uid, gid)
+            .map(|b| b.explain("the users dynos and builds run as", &dir))
+    })
+}
+
+/// Developer mode (`--dev`, no `--data-dir`) as root in a private directory, e.g. a checkout under
+/// `/root` (0700): `./.roboku` would be out of the app users' reach, so the data goes to
+/// `/var/tmp/roboku-dev-<hash of the directory>` instead, while the socket stays at
+/// `./.roboku/robokud.sock`, where `roboku` looks. Returns the note to show, when it moved.
+pub fn developer_fallback(settings: &mut Settings) -> Option<String> {
+    blocked(settings)?;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(settings.data_dir.as_os_str().as_encoded_bytes());
+    let tag: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    let moved = std::path::PathBuf::from(format!("/var/tmp/roboku-dev-{tag}"));
+    let socket = settings.socket_path();
+    let from = std::mem::replace(&mut settings.data_dir, moved);
+    settings.socket.get_or_insert(socket);
+    Some(format!(
+        "{} is out of reach of the app users (a private parent directory); developer data goes \
+         to {} (socket still {})",
+        from.display(),
+        settings.data_dir.display(),
+        settings.socket_path().display()
+    ))
 }
 
 /// Creates the data dir layout. App users may pass through the data dir, `slugs/`, `tmp/` and

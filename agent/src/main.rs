@@ -177,6 +177,11 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
             .context("current dir")?
             .join(&s.data_dir);
     }
+    if flags.dev && flags.data_dir.is_none() {
+        if let Some(note) = robokud::developer_fallback(&mut s) {
+            eprintln!("robokud: {note}");
+        }
+    }
     Ok(s)
 }
 

@@ -163,3 +163,66 @@ fn the_cli_as_people_use_it() {
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(all.contains("initial_delay"), "{all}");
 }
+
+/// The README's first command, run as root from a checkout in a private directory (like one
+/// under /root, mode 0700): `./.roboku` would be out of the app users' reach, so the developer
+/// data moves to /var/tmp (said on stderr), the socket stays where `roboku` looks, and the
+/// example app answers.
+#[test]
+fn developer_mode_from_a_private_directory_runs_the_example() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+    let private = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod 0700");
+    let checkout = private.path().join("roboku");
+    std::fs::create_dir(&checkout).expect("mkdir");
+    let cgroup = format!("rk-e2e-devfb-{}", std::process::id());
+    let port = 27400 + (std::process::id() % 50) as u16 * 10;
+    let child = Command::new(roboku_tests::bins::bin("robokud"))
+        .args(["--dev", "--cgroup-name", &cgroup, "--port-range"])
+        .arg(format!("{port}-{}", port + 9))
+        .current_dir(&checkout)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start robokud --dev");
+    let socket = checkout.join(".roboku/robokud.sock");
+    let ps = || {
+        Command::new(roboku_tests::bins::bin("roboku"))
+            .args(["--json", "ps", "-a", "hello"])
+            .current_dir(&checkout)
+            .env_remove("ROBOKU_SOCKET")
+            .env_remove("ROBOKU_DATA_DIR")
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+    };
+    roboku_tests::wait_for("the example's web.1 up", Duration::from_secs(60), || {
+        ps().is_some_and(|v| v[0]["state"] == "up")
+    });
+    let port = ps().and_then(|v| v[0]["port"].as_u64()).expect("port") as u16;
+    roboku_tests::wait_for("hello answers", Duration::from_secs(20), || {
+        roboku_tests::http::get(port, "/").is_ok_and(|r| r.status == 200)
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().expect("robokud exits");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("developer data goes to /var/tmp/roboku-dev-"),
+        "{err}"
+    );
+    assert!(
+        out.status.success(),
+        "robokud --dev exits cleanly on SIGTERM: {err}"
+    );
+    assert!(!socket.exists(), "the socket is removed on exit");
+    if let Some(dir) = err
+        .split("developer data goes to ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+    {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    roboku_tests::cgroups::destroy(&cgroup);
+}
