@@ -45,7 +45,8 @@ for b in robokud roboku; do
         { echo "build-deb: $bin_dir/$b is not an $ARCH binary" >&2; exit 1; }
 done
 
-version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
+# ROBOKU_DEB_VERSION overrides (tests/vm builds a "newer" package of the same tree to upgrade to).
+version=${ROBOKU_DEB_VERSION:-$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)}
 [ -n "$version" ] || { echo "build-deb: no version in Cargo.toml [workspace.package]" >&2; exit 1; }
 
 # The newest glibc symbol version the binaries need is the libc6 they depend on.
@@ -57,14 +58,14 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 pkg="$stage/roboku"
 
-install -d -m 0755 "$pkg/DEBIAN" "$pkg/usr/bin" "$pkg/lib/systemd/system/robokud.service.d" \
+install -d -m 0755 "$pkg/DEBIAN" "$pkg/usr/bin" "$pkg/lib/systemd/system" \
     "$pkg/usr/lib/sysusers.d" "$pkg/usr/lib/tmpfiles.d" "$pkg/etc/roboku" \
     "$pkg/usr/share/roboku/buildpacks" "$pkg/usr/share/doc/roboku"
 install -m 0755 "$bin_dir/robokud" "$bin_dir/roboku" "$pkg/usr/bin/"
 # The release profile strips already; an unstripped build (ROBOKU_KEEP_SYMBOLS=1) must not ship.
 "$strip" --strip-all "$pkg/usr/bin/robokud" "$pkg/usr/bin/roboku"
 install -m 0644 systemd/robokud.service "$pkg/lib/systemd/system/robokud.service"
-install -m 0644 systemd/robokud.service.d/delegate-subgroup.conf "$pkg/lib/systemd/system/robokud.service.d/"
+install -m 0644 systemd/roboku-dynos.service "$pkg/lib/systemd/system/roboku-dynos.service"
 install -m 0644 systemd/roboku.sysusers "$pkg/usr/lib/sysusers.d/roboku.conf"
 install -m 0644 systemd/roboku.tmpfiles "$pkg/usr/lib/tmpfiles.d/roboku.conf"
 install -m 0644 etc/robokud.toml "$pkg/etc/roboku/robokud.toml"

@@ -49,7 +49,8 @@ pub async fn run(
             "killed processes left by a build of an earlier robokud"
         );
     }
-    if settings.cgroups && nix::unistd::geteuid().is_root() {
+    let holder = cgroup_holder(&settings);
+    if holder.is_none() && settings.cgroups && nix::unistd::geteuid().is_root() {
         match cgroup::delegate::enter_supervisor_leaf(&settings.cgroup_mount) {
             Ok(Some(leaf)) => {
                 tracing::info!(leaf = %leaf.display(), "moved into the supervisor leaf of the delegated unit cgroup")
@@ -64,6 +65,7 @@ pub async fn run(
         settings.cgroup_mount.clone(),
         &settings.cgroup_name,
         settings.cgroups,
+        holder.as_deref(),
     ));
     let status = cgroups.status();
     if status.enforced {
@@ -174,6 +176,29 @@ pub fn developer_fallback(settings: &mut Settings) -> Option<String> {
         settings.data_dir.display(),
         settings.socket_path().display()
     ))
+}
+
+/// On cgroup v2 as root: the holder unit's delegated cgroup dynos live in (`cgroup_parent`),
+/// if it is there; `None` (with a warning when it was expected) otherwise.
+fn cgroup_holder(settings: &Settings) -> Option<std::path::PathBuf> {
+    let v2 = settings.cgroup_mount.join("cgroup.controllers").exists();
+    if !settings.cgroups || !v2 || !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    match cgroup::holder::find(&settings.cgroup_mount, &settings.cgroup_parent) {
+        Ok(dir) => {
+            tracing::info!(holder = %dir.display(), "dynos live in the holder unit's cgroup");
+            Some(dir)
+        }
+        Err(reason) if settings.cgroup_parent.is_empty() => {
+            tracing::debug!(%reason, "no holder cgroup");
+            None
+        }
+        Err(reason) => {
+            tracing::warn!(%reason, "no holder cgroup: dynos go beside robokud's own cgroup (a restart of robokud.service fails on systemd < 254 while they run)");
+            None
+        }
+    }
 }
 
 /// Creates the data dir layout. App users may pass through the data dir, `slugs/`, `tmp/` and

@@ -34,6 +34,9 @@ struct Flags {
     /// Name of roboku's cgroup subtree.
     #[arg(long, env = "ROBOKU_CGROUP_NAME")]
     cgroup_name: Option<String>,
+    /// cgroup v2: the delegated cgroup dynos live in (empty: beside robokud's own).
+    #[arg(long, env = "ROBOKU_CGROUP_PARENT")]
+    cgroup_parent: Option<String>,
     /// Dyno port range, e.g. 20000-29999.
     #[arg(long, env = "ROBOKU_PORT_RANGE")]
     port_range: Option<String>,
@@ -145,6 +148,9 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
     if let Some(n) = &flags.cgroup_name {
         s.cgroup_name = n.clone();
     }
+    if let Some(p) = &flags.cgroup_parent {
+        s.cgroup_parent = p.clone();
+    }
     if let Some(r) = &flags.port_range {
         let (a, b) = r
             .split_once('-')
@@ -248,7 +254,32 @@ fn slug_build(args: SlugBuild) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `robokud cgroup:hold` (hidden): the process of `roboku-dynos.service`. Moves into the `holder`
+/// leaf of its delegated unit cgroup, tells systemd it is ready, and sleeps until SIGTERM.
+fn cgroup_hold() -> anyhow::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block().context("block SIGTERM")?;
+    let status = match robokud::cgroup::holder::hold(std::path::Path::new("/sys/fs/cgroup"))? {
+        Some(unit) => format!("holding {} for roboku's dynos", unit.display()),
+        None => "no cgroup v2 here: nothing to hold".to_string(),
+    };
+    robokud::notify::notify(&[("READY", "1"), ("STATUS", &status)]).context("notify systemd")?;
+    let signal = set.wait().context("wait for SIGTERM")?;
+    eprintln!("robokud cgroup:hold: {signal}, exiting");
+    Ok(())
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("cgroup:hold") {
+        if let Err(e) = cgroup_hold() {
+            eprintln!("robokud cgroup:hold: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("slug:build") {
         let args = SlugBuild::parse_from(std::env::args().skip(1));
         if let Err(e) = slug_build(args) {

@@ -41,6 +41,10 @@ pub struct Settings {
     pub cgroup_name: String,
     /// Mount point of the cgroup filesystem(s).
     pub cgroup_mount: PathBuf,
+    /// cgroup v2: the delegated cgroup (of `roboku-dynos.service`) roboku's subtree lives in, so
+    /// dynos are never inside robokud's own unit. Empty, missing or not delegated: the subtree
+    /// goes beside robokud's own cgroup instead.
+    pub cgroup_parent: String,
     /// Turn cgroups off entirely (limits are then stored and flagged, not enforced).
     pub cgroups: bool,
     /// Log storage quota per app, bytes (app.log + one rotated file).
@@ -74,6 +78,7 @@ impl Default for Settings {
             app_uids: "61184-65519".into(),
             cgroup_name: "roboku".into(),
             cgroup_mount: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: "/system.slice/roboku-dynos.service".into(),
             cgroups: true,
             log_quota_bytes: 16 * 1024 * 1024,
             sample_secs: 5,

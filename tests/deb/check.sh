@@ -69,7 +69,7 @@ deb=$(ROBOKU_DEB_DIR="$scratch/deb" packaging/build-deb.sh amd64)
 check "built $(basename "$deb")" test -s "$deb"
 contents=$(dpkg-deb -c "$deb" | awk '{print $1, $2, $6}')
 for f in ./usr/bin/robokud ./usr/bin/roboku ./lib/systemd/system/robokud.service \
-    ./lib/systemd/system/robokud.service.d/delegate-subgroup.conf \
+    ./lib/systemd/system/roboku-dynos.service \
     ./usr/lib/sysusers.d/roboku.conf ./usr/lib/tmpfiles.d/roboku.conf ./etc/roboku/robokud.toml \
     ./usr/share/roboku/buildpacks/ ./usr/share/doc/roboku/copyright ./usr/share/doc/roboku/install.md; do
     grep -q " $f\$" <<<"$contents" || bad "package lacks $f"
@@ -98,6 +98,7 @@ check "user roboku-dyno: system uid, no home, nologin ($user)" sh -c \
     "echo '$user' | awk -F: '\$3 < 1000 && \$6 == \"/nonexistent\" && \$7 == \"/usr/sbin/nologin\" {ok=1} END {exit !ok}'"
 check "roboku-dyno is not in group roboku" sh -c "! id -nG roboku-dyno | tr ' ' '\n' | grep -qx roboku"
 check "service enabled (multi-user.target.wants)" test -L /etc/systemd/system/multi-user.target.wants/robokud.service
+check "dyno holder enabled (multi-user.target.wants)" test -L /etc/systemd/system/multi-user.target.wants/roboku-dynos.service
 if [ -d /run/systemd/system ]; then
     check "service started (systemd is running)" systemctl is-active --quiet robokud.service
 else
@@ -134,7 +135,7 @@ check "package state is config-files" sh -c "dpkg-query -W -f='\${db:Status-Stat
 dpkg -P roboku >"$scratch/purge.log" 2>&1 || { cat "$scratch/purge.log"; bad "dpkg -P"; }
 check "dpkg -P removes the data dir" test ! -e /var/lib/roboku
 check "dpkg -P removes /etc/roboku" test ! -e /etc/roboku
-check "dpkg -P removes the enablement symlink" test ! -e /etc/systemd/system/multi-user.target.wants/robokud.service
+check "dpkg -P removes the enablement symlinks" sh -c "test ! -e /etc/systemd/system/multi-user.target.wants/robokud.service && test ! -e /etc/systemd/system/multi-user.target.wants/roboku-dynos.service"
 gone=$(dpkg-query -W -f='${db:Status-Status}' roboku 2>/dev/null || true)
 check "package gone (status '${gone:-unknown}')" sh -c "[ -z '$gone' ] || [ '$gone' = not-installed ]"
 

@@ -20,41 +20,29 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 fail=0
 
-# 1. The unit alone (copied, so the drop-in beside it is not read), then with its drop-in.
+# 1. Each unit, verified with the other beside it (robokud.service requires roboku-dynos.service).
 mkdir -p "$scratch/bin" "$scratch/unit"
 cp "$BIN" "$scratch/bin/robokud"
-cp "$UNIT" "$scratch/unit/robokud.service"
+cp "$UNIT" "$ROOT/systemd/roboku-dynos.service" "$scratch/unit/"
 verify() {
     unshare --mount --propagation private sh -c '
         mount -t overlay overlay -o "lowerdir=$1:/usr/bin" /usr/bin &&
         systemd-analyze verify "$2" 2>&1' sh "$scratch/bin" "$1"
 }
 version=$(systemctl --version | awk 'NR == 1 {print $2}')
-out=$(verify "$scratch/unit/robokud.service") || { echo "$out"; echo "FAIL: systemd-analyze verify exited non-zero" >&2; fail=1; }
-if [ -n "$out" ]; then
-    echo "$out"
-    echo "FAIL: systemd-analyze verify printed warnings for $UNIT" >&2
-    fail=1
-else
-    echo "ok: systemd-analyze verify robokud.service is clean (systemd $version)"
-fi
-# The drop-in sets DelegateSubgroup= (systemd 254+); older systemd must warn about that key only.
-out=$(verify "$UNIT") || { echo "$out"; fail=1; }
-drop_in_ok=0
-if [ "$version" -ge 254 ]; then
-    [ -z "$out" ] && drop_in_ok=1
-else
-    case "$out" in
-        "$ROOT/systemd/robokud.service.d/delegate-subgroup.conf:"*": Unknown key 'DelegateSubgroup' in section [Service], ignoring.") drop_in_ok=1 ;;
-    esac
-fi
-if [ $drop_in_ok = 1 ]; then
-    echo "ok: with the delegate-subgroup drop-in: ${out:-clean}"
-else
-    printf '%s\n' "$out"
-    echo "FAIL: with the drop-in, systemd $version printed more than the expected DelegateSubgroup note" >&2
-    fail=1
-fi
+for unit in robokud.service roboku-dynos.service; do
+    out=$(verify "$scratch/unit/$unit") || { echo "$out"; echo "FAIL: systemd-analyze verify $unit exited non-zero" >&2; fail=1; }
+    if [ -n "$out" ]; then
+        echo "$out"
+        echo "FAIL: systemd-analyze verify printed warnings for $unit" >&2
+        fail=1
+    else
+        echo "ok: systemd-analyze verify $unit is clean (systemd $version)"
+    fi
+done
+grep -q '^Requires=roboku-dynos.service$' "$UNIT" && grep -q '^After=.*roboku-dynos.service' "$UNIT" &&
+    echo "ok: robokud.service requires and starts after roboku-dynos.service" ||
+    { echo "FAIL: robokud.service does not require roboku-dynos.service" >&2; fail=1; }
 
 # 2. sysusers.d and tmpfiles.d in a scratch root.
 r="$scratch/root"
@@ -76,5 +64,5 @@ for d in var/lib/roboku run/roboku; do
     if [ "$mode" = 755 ]; then echo "ok: tmpfiles creates /$d 0755"; else echo "FAIL: /$d is $mode" >&2; fail=1; fi
 done
 
-if [ $fail = 0 ]; then echo "systemd: 5 passed, 0 failed"; else echo "systemd: checks failed" >&2; fi
+if [ $fail = 0 ]; then echo "systemd: 6 passed, 0 failed"; else echo "systemd: checks failed" >&2; fi
 exit $fail

@@ -1,12 +1,14 @@
-//! Moving the agent into a `supervisor` leaf of its delegated unit cgroup (cgroup v2).
+//! Moving a process into a leaf of its delegated unit cgroup (cgroup v2), and reading
+//! systemd's delegation mark.
 //!
-//! The v2 driver puts roboku's subtree beside the agent's own cgroup (see [`super::v2`]), which
-//! needs the agent in a leaf *below* its unit's delegated cgroup. systemd 254+ does that itself
-//! with `DelegateSubgroup=supervisor`; Debian 12 has systemd 252, which does not know the key, so
-//! the unit file leaves it out and robokud moves itself at startup, before cgroups are detected.
-//! It moves only when its own cgroup carries systemd's delegation mark (`trusted.delegate` or
-//! `user.delegate` = `1`, set by systemd 251+ for `Delegate=yes`), so a robokud started by hand or
-//! by a unit without delegation stays where it is.
+//! The packaged units keep dynos in `roboku-dynos.service` (see [`super::holder`]), whose holder
+//! process moves into a `holder` leaf. Without that unit (robokud run by another delegated unit),
+//! the v2 driver puts roboku's subtree beside the agent's own cgroup (see [`super::v2`]), which
+//! needs the agent in a leaf *below* its unit's delegated cgroup: robokud then moves itself into
+//! `supervisor` at startup, before cgroups are detected. (That fallback has the systemd < 254
+//! restart problem the holder unit exists to avoid.) It moves only when its own cgroup carries
+//! systemd's delegation mark (`trusted.delegate` or `user.delegate` = `1`, set by systemd 251+ for
+//! `Delegate=yes`), so a robokud started by hand or by a unit without delegation stays where it is.
 
 use super::files;
 use super::CgroupError;
@@ -23,14 +25,16 @@ pub fn enter_supervisor_leaf(mount: &Path) -> Result<Option<PathBuf>, CgroupErro
     }
     let proc_self = files::read(Path::new("/proc/self/cgroup"))?;
     match own_cgroup_dir(mount, &proc_self) {
-        Some(dir) if is_delegated(&dir) => move_into_leaf(&dir, std::process::id()).map(Some),
+        Some(dir) if is_delegated(&dir) => {
+            move_into_leaf(&dir, SUPERVISOR_LEAF, std::process::id()).map(Some)
+        }
         _ => Ok(None),
     }
 }
 
 /// The directory of this process's v2 cgroup, from the text of `/proc/self/cgroup`; `None` at
 /// the root (nothing to move out of).
-fn own_cgroup_dir(mount: &Path, proc_self_cgroup: &str) -> Option<PathBuf> {
+pub(super) fn own_cgroup_dir(mount: &Path, proc_self_cgroup: &str) -> Option<PathBuf> {
     let own = proc_self_cgroup
         .lines()
         .find_map(|line| line.strip_prefix("0::"))?
@@ -43,7 +47,7 @@ fn own_cgroup_dir(mount: &Path, proc_self_cgroup: &str) -> Option<PathBuf> {
 }
 
 /// Whether systemd marked `dir` as delegated.
-fn is_delegated(dir: &Path) -> bool {
+pub(super) fn is_delegated(dir: &Path) -> bool {
     ["trusted.delegate", "user.delegate"]
         .iter()
         .any(|name| xattr(dir, name).as_deref() == Some(b"1".as_slice()))
@@ -67,17 +71,27 @@ fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     usize::try_from(n).ok().map(|n| buf[..n].to_vec())
 }
 
-/// Creates `<dir>/supervisor` and writes `pid` to its `cgroup.procs`.
-fn move_into_leaf(dir: &Path, pid: u32) -> Result<PathBuf, CgroupError> {
-    let leaf = dir.join(SUPERVISOR_LEAF);
+/// Creates `<dir>/<name>` and writes `pid` to its `cgroup.procs`.
+pub(super) fn move_into_leaf(dir: &Path, name: &str, pid: u32) -> Result<PathBuf, CgroupError> {
+    let leaf = dir.join(name);
     files::mkdir(&leaf)?;
     files::write(&leaf.join("cgroup.procs"), &pid.to_string())?;
     Ok(leaf)
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// Sets `user.delegate=1` on a plain dir (tmpfs and ext4 allow user xattrs).
+    pub(in crate::cgroup) fn mark_delegated(dir: &Path) {
+        let path = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+        let name = std::ffi::CString::new("user.delegate").unwrap();
+        // SAFETY: NUL-terminated strings and a 1-byte value that outlive the call.
+        let rc =
+            unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), b"1".as_ptr().cast(), 1, 0) };
+        assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
+    }
 
     #[test]
     fn own_cgroup_dir_is_under_the_mount() {
@@ -95,12 +109,7 @@ mod tests {
     fn delegation_mark_is_read_from_the_xattr() {
         let dir = tempfile::tempdir().unwrap();
         assert!(!is_delegated(dir.path()));
-        let path = std::ffi::CString::new(dir.path().to_str().unwrap()).unwrap();
-        let name = std::ffi::CString::new("user.delegate").unwrap();
-        // SAFETY: NUL-terminated strings and a 1-byte value that outlive the call.
-        let rc =
-            unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), b"1".as_ptr().cast(), 1, 0) };
-        assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
+        mark_delegated(dir.path());
         assert!(is_delegated(dir.path()));
     }
 
@@ -110,7 +119,7 @@ mod tests {
         // cgroupfs creates the interface files of a new cgroup itself; a plain dir does not.
         std::fs::create_dir(dir.path().join("supervisor")).unwrap();
         std::fs::write(dir.path().join("supervisor/cgroup.procs"), "").unwrap();
-        let leaf = move_into_leaf(dir.path(), 4242).unwrap();
+        let leaf = move_into_leaf(dir.path(), SUPERVISOR_LEAF, 4242).unwrap();
         assert_eq!(leaf, dir.path().join("supervisor"));
         assert_eq!(
             std::fs::read_to_string(leaf.join("cgroup.procs")).unwrap(),

@@ -7,13 +7,15 @@
 //!
 //! This module owns roboku's subtree (`roboku` by default) and nothing outside it: it never
 //! moves the agent itself (except [`delegate::enter_supervisor_leaf`], once at startup inside a
-//! delegated systemd unit), and never writes limits above its own subtree (v2 only enables
-//! controllers in `cgroup.subtree_control` of the subtree's parent, which it needs).
+//! delegated systemd unit when no holder unit is there, and [`holder::hold`] in the holder
+//! process), and never writes limits above its own subtree (v2 only enables controllers in
+//! `cgroup.subtree_control` of the subtree's parent, which it needs).
 //!
 //! `kill_all` blocks for up to [`KILL_TIMEOUT`]; call it from a blocking context.
 
 pub mod delegate;
 mod files;
+pub mod holder;
 pub mod host;
 mod limits;
 mod none;
@@ -90,14 +92,27 @@ pub trait CgroupDriver: Send + Sync + 'static {
 /// Picks the driver for this host: v2 if the mount is a unified hierarchy with the controllers,
 /// else v1 if the memory and pids hierarchies are mounted and roboku's subtree can be created
 /// in them, else `none` with a reason. Never fails: a host without cgroups still runs dynos.
-pub fn detect(mount: PathBuf, name: &str, enabled: bool) -> Box<dyn CgroupDriver> {
-    match pick(mount, name, enabled) {
+///
+/// `holder`: on v2, the delegated cgroup of the holder unit (see [`holder::find`]): roboku's
+/// subtree is then `<holder>/<name>`; without it, beside the agent's own cgroup.
+pub fn detect(
+    mount: PathBuf,
+    name: &str,
+    enabled: bool,
+    holder: Option<&std::path::Path>,
+) -> Box<dyn CgroupDriver> {
+    match pick(mount, name, enabled, holder) {
         Ok(driver) => driver,
         Err(reason) => Box::new(NoCgroups::new(reason)),
     }
 }
 
-fn pick(mount: PathBuf, name: &str, enabled: bool) -> Result<Box<dyn CgroupDriver>, String> {
+fn pick(
+    mount: PathBuf,
+    name: &str,
+    enabled: bool,
+    holder: Option<&std::path::Path>,
+) -> Result<Box<dyn CgroupDriver>, String> {
     if !enabled {
         return Err("cgroups turned off in settings".into());
     }
@@ -111,8 +126,14 @@ fn pick(mount: PathBuf, name: &str, enabled: bool) -> Result<Box<dyn CgroupDrive
         ));
     }
     if mount.join("cgroup.controllers").exists() {
-        let proc_self = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        let driver = V2::open(&mount, name, &proc_self).map_err(|e| format!("cgroup v2: {e}"))?;
+        let root = match holder {
+            Some(dir) => dir.join(name),
+            None => {
+                let proc_self = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+                v2_subtree_root(&mount, name, &proc_self)
+            }
+        };
+        let driver = V2::open(&mount, root).map_err(|e| format!("cgroup v2: {e}"))?;
         return Ok(Box::new(driver));
     }
     if let Some(driver) = V1::find(&mount, name) {

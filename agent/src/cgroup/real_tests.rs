@@ -100,7 +100,7 @@ fn assert_not_root_degrades(driver: &dyn CgroupDriver, test: &str) {
 /// The driver detect picks on this host, which as root must enforce (v1 here: no
 /// cgroup.controllers at the mount, memory and pids hierarchies present).
 fn enforced_driver(name: &str) -> Box<dyn CgroupDriver> {
-    let d = detect(PathBuf::from(MOUNT), name, true);
+    let d = detect(PathBuf::from(MOUNT), name, true, None);
     let st = d.status();
     assert!(
         st.enforced,
@@ -147,7 +147,7 @@ fn real_cgroup_limits_join_stats_kill_remove() {
     let name = test_name();
     let mut guard = Cleanup::new(Path::new(MOUNT), &name, None);
     if !is_root() {
-        return assert_not_root_degrades(&*detect(MOUNT.into(), &name, true), "real_cgroup");
+        return assert_not_root_degrades(&*detect(MOUNT.into(), &name, true, None), "real_cgroup");
     }
     let d = enforced_driver(&name);
     guard.dirs.extend(v2_root_of(&*d));
@@ -240,7 +240,7 @@ fn real_memory_limit_oom_kills_and_is_counted() {
     let name = test_name();
     let mut guard = Cleanup::new(Path::new(MOUNT), &name, None);
     if !is_root() {
-        return assert_not_root_degrades(&*detect(MOUNT.into(), &name, true), "real_oom");
+        return assert_not_root_degrades(&*detect(MOUNT.into(), &name, true, None), "real_oom");
     }
     let d = enforced_driver(&name);
     guard.dirs.extend(v2_root_of(&*d));
@@ -271,7 +271,7 @@ fn real_memory_limit_oom_kills_and_is_counted() {
 
 #[test]
 fn detect_turned_off_is_none() {
-    let d = detect(PathBuf::from(MOUNT), "roboku", false);
+    let d = detect(PathBuf::from(MOUNT), "roboku", false, None);
     let st = d.status();
     assert_eq!((st.mode.as_str(), st.enforced), ("none", false));
     assert_eq!(st.reason.as_deref(), Some("cgroups turned off in settings"));
@@ -282,7 +282,7 @@ fn detect_in_temp_mounts() {
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path();
     let mode = |name: &str| {
-        let st = detect(m.to_path_buf(), name, true).status();
+        let st = detect(m.to_path_buf(), name, true, None).status();
         (st.mode, st.reason.unwrap_or_default())
     };
     if !is_root() {
@@ -321,7 +321,7 @@ fn detect_in_temp_mounts() {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let root = v2_subtree_root(m, "roboku", &own);
     std::fs::create_dir_all(root.parent().unwrap()).unwrap();
-    let st = detect(m.to_path_buf(), "roboku", true).status();
+    let st = detect(m.to_path_buf(), "roboku", true, None).status();
     assert_eq!((st.mode.as_str(), st.enforced), ("v2", true));
     assert_eq!(st.root, root.display().to_string());
     assert!(root.is_dir());

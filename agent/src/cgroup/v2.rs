@@ -1,9 +1,8 @@
-//! cgroup v2: one unified tree. roboku's subtree is `<mount>/<name>`, or, when the agent runs
-//! inside a delegated cgroup (systemd `Delegate=yes` + `DelegateSubgroup=`, which puts the daemon
-//! in its own leaf), `<mount><parent of the agent's cgroup>/<name>`: dynos go beside the daemon,
-//! inside the delegation. (Without `DelegateSubgroup=`, the daemon sits in the delegated cgroup
-//! itself, the parent is systemd's slice, and enabling controllers there fails with EBUSY: the
-//! error names the file, and the unit needs `DelegateSubgroup=`.)
+//! cgroup v2: one unified tree. Under the packaged units roboku's subtree is
+//! `<holder unit cgroup>/<name>` (`/sys/fs/cgroup/system.slice/roboku-dynos.service/roboku`, see
+//! [`super::holder`]): the caller passes that root. Otherwise ([`v2_subtree_root`]) it is
+//! `<mount>/<name>`, or, when the agent runs in a leaf of a delegated cgroup, `<mount><parent of
+//! the agent's cgroup>/<name>`: dynos go beside the daemon, inside the delegation.
 //!
 //! Controllers must be enabled top-down: each level's `cgroup.subtree_control` from the subtree
 //! root's parent to the dyno's parent gets `+cpuset +cpu +memory +pids` (those it has).
@@ -54,8 +53,9 @@ impl V2 {
         }
     }
 
-    /// Checks the controllers and creates the subtree root; the error says why v2 is unusable.
-    pub fn open(mount: &Path, name: &str, proc_self_cgroup: &str) -> Result<Self, CgroupError> {
+    /// Checks the mount's controllers and creates the subtree root `root` (see
+    /// [`v2_subtree_root`]); the error says why v2 is unusable.
+    pub fn open(mount: &Path, root: PathBuf) -> Result<Self, CgroupError> {
         let have = files::read(&mount.join("cgroup.controllers"))?;
         let missing: Vec<&str> = REQUIRED
             .into_iter()
@@ -68,7 +68,7 @@ impl V2 {
                 missing.join(" and ")
             )));
         }
-        let driver = V2::new(v2_subtree_root(mount, name, proc_self_cgroup));
+        let driver = V2::new(root);
         files::mkdir(&driver.root)?;
         Ok(driver)
     }

@@ -71,12 +71,12 @@ fn subtree_root_sits_beside_a_delegated_agent() {
 fn open_needs_memory_and_pids() {
     let tmp = tempfile::tempdir().unwrap();
     put(tmp.path(), "cgroup.controllers", "cpu io memory\n");
-    let err = V2::open(tmp.path(), "roboku", "0::/\n")
+    let err = V2::open(tmp.path(), v2_subtree_root(tmp.path(), "roboku", "0::/\n"))
         .unwrap_err()
         .to_string();
     assert!(err.contains("pids"), "{err}");
     put(tmp.path(), "cgroup.controllers", "cpu io memory pids\n");
-    let d = V2::open(tmp.path(), "roboku", "0::/\n").unwrap();
+    let d = V2::open(tmp.path(), v2_subtree_root(tmp.path(), "roboku", "0::/\n")).unwrap();
     assert!(tmp.path().join("roboku").is_dir());
     assert_eq!(
         d.status().root,
