@@ -8,6 +8,7 @@ pub mod build;
 pub mod cgroup;
 pub mod engine;
 pub mod example;
+pub mod fault;
 pub mod logs;
 pub mod mqtt;
 pub mod notify;

@@ -47,6 +47,8 @@ pub struct Agent {
     opts: AgentOpts,
     child: Option<Child>,
     starts: u32,
+    /// `ROBOKU_FAULT` for the next start (see `robokud::fault`), taken by it.
+    fault: Option<String>,
 }
 
 impl Agent {
@@ -69,6 +71,7 @@ impl Agent {
             opts,
             child: None,
             starts: 0,
+            fault: None,
         };
         agent.spawn();
         agent
@@ -132,6 +135,10 @@ impl Agent {
         if self.opts.no_cgroups {
             cmd.arg("--no-cgroups");
         }
+        match self.fault.take() {
+            Some(point) => cmd.env("ROBOKU_FAULT", point),
+            None => cmd.env_remove("ROBOKU_FAULT"),
+        };
         let child = cmd.spawn().expect("spawn robokud");
         self.child = Some(child);
         let start = Instant::now();
@@ -209,6 +216,49 @@ impl Agent {
             let _ = child.wait();
         }
         self.opts.on_exit = on_exit;
+        self.spawn();
+    }
+
+    /// Stops the agent (SIGTERM, dynos left running or stopped as its `on_exit` says) and starts
+    /// it again armed to SIGKILL itself at fault point `point` (`name` or `name:n`).
+    pub fn restart_with_fault(&mut self, point: &str) {
+        self.stop();
+        self.fault = Some(point.to_string());
+        self.spawn();
+    }
+
+    /// Waits until the agent died by SIGKILL (an armed fault point fired); panics otherwise.
+    pub fn wait_killed(&mut self, deadline: Duration) {
+        let Some(mut child) = self.child.take() else {
+            panic!("the agent is not running");
+        };
+        let start = Instant::now();
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    assert_eq!(
+                        status.signal(),
+                        Some(libc::SIGKILL),
+                        "robokud exited ({status}), not by its fault point:\n{}",
+                        self.stderr_text()
+                    );
+                    return;
+                }
+                Ok(None) if start.elapsed() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => panic!(
+                    "robokud did not reach its fault point within {deadline:?}:\n{}",
+                    self.stderr_text()
+                ),
+            }
+        }
+    }
+
+    /// Starts the agent again after it died (same data dir, socket, cgroups, ports), unarmed.
+    pub fn respawn(&mut self) {
+        assert!(self.child.is_none(), "the agent is still running");
         self.spawn();
     }
 

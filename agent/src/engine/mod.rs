@@ -6,6 +6,7 @@
 //! code. The loop never blocks on a slow client, on log storage, or on killing a cgroup (those
 //! run in their own tasks), so supervision always goes on.
 
+mod adopt;
 mod apps;
 mod command;
 pub mod deploy;
@@ -136,6 +137,9 @@ pub struct Engine {
     shutdown: Option<(Instant, oneshot::Sender<Result<Reply, EngineError>>)>,
     /// Releases being rolled out, by app.
     rollouts: BTreeMap<String, rollout::Rollout>,
+    /// Forks waiting for their dyno rows (with the instance tag) to be saved: `flush` saves,
+    /// then launches them, so no dyno runs before the store knows it.
+    spawns: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 /// Starts the engine task: opens nothing itself (the caller passes the store, cgroups and logs),
@@ -178,6 +182,7 @@ pub fn start(
         next_sample: Instant::now() + sample,
         shutdown: None,
         rollouts: BTreeMap::new(),
+        spawns: Vec::new(),
     };
     let task = tokio::spawn(engine.run(rx, internal_rx, ready_tx));
     (
@@ -306,9 +311,18 @@ impl Engine {
         false
     }
 
-    /// Persists every changed dyno row in one transaction. A failing store is logged, never fatal:
-    /// supervision goes on with the state in memory (and tries again on the next change).
+    /// Persists every changed dyno row in one transaction, then launches the forks that waited
+    /// for it. A failing store is logged, never fatal: supervision goes on with the state in
+    /// memory (and tries again on the next change; a dyno forked unrecorded is found again at
+    /// start by its tag).
     fn flush(&mut self) {
+        self.save_dynos();
+        for spawn in self.spawns.drain(..) {
+            tokio::task::spawn_blocking(spawn);
+        }
+    }
+
+    fn save_dynos(&mut self) {
         if self.dirty.is_empty() && self.gone.is_empty() {
             return;
         }

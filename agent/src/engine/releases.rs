@@ -77,6 +77,7 @@ impl Engine {
             "roboku",
             format!("Release v{} created: {}", row.version, row.description),
         );
+        crate::fault::point("release.created");
         self.begin_rollout(app, row.version, previous, answer);
         Ok(Reply::Pending {
             app: app.to_string(),
@@ -235,7 +236,15 @@ fn check_env_name(key: &str) -> Result<()> {
             "config var name {key:?} is not valid: use letters, digits and '_', not starting with a digit"
         )));
     }
-    if ["PORT", "DYNO", "ROBOKU_APP", "ROBOKU_RELEASE"].contains(&key) {
+    let reserved = [
+        "PORT",
+        "DYNO",
+        "ROBOKU_APP",
+        "ROBOKU_RELEASE",
+        crate::supervisor::orphans::AGENT_VAR,
+        crate::supervisor::orphans::INSTANCE_VAR,
+    ];
+    if reserved.contains(&key) {
         return Err(EngineError::BadRequest(format!(
             "{key} is set by roboku for each dyno and cannot be a config var"
         )));

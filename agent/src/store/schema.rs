@@ -25,7 +25,15 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         op: "migrate to 2",
         sql: V2,
     },
+    Migration {
+        op: "migrate to 3",
+        sql: V3,
+    },
 ];
+
+/// Version 3: the instance tag (`demo/web.1@17`) of the process being spawned or running, written
+/// before the fork, so a restarted agent can tell its own dynos from leaks.
+const V3: &str = "ALTER TABLE dynos ADD COLUMN instance TEXT;";
 
 /// Version 2: an app may name its buildpacks (JSON list of paths; NULL = detect the built-ins).
 const V2: &str = "ALTER TABLE apps ADD COLUMN buildpacks TEXT;";

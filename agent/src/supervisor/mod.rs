@@ -6,6 +6,7 @@
 //! a child of this agent and for a dyno re-adopted after the agent restarted.
 
 pub mod backoff;
+pub mod orphans;
 pub mod procfs;
 pub mod spawn;
 pub mod watch;
