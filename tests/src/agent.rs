@@ -26,6 +26,9 @@ pub struct AgentOpts {
     pub no_cgroups: bool,
     pub grace_secs: u64,
     pub extra: Vec<String>,
+    /// Mount a tmpfs of this size (`mount -o size=`) on the data dir before the first start
+    /// (robokud still creates its layout in it); unmounted when the agent is dropped.
+    pub tmpfs: Option<&'static str>,
 }
 
 impl Default for AgentOpts {
@@ -35,12 +38,15 @@ impl Default for AgentOpts {
             no_cgroups: false,
             grace_secs: 3,
             extra: Vec::new(),
+            tmpfs: None,
         }
     }
 }
 
 pub struct Agent {
     data: TempDir,
+    /// Where the agent's stderr goes (beside the data dir, so a full data disk cannot eat it).
+    stderr_dir: TempDir,
     socket: PathBuf,
     cgroup_name: String,
     ports: (u16, u16),
@@ -66,6 +72,10 @@ impl Agent {
         let mut agent = Agent {
             socket: data.path().join("robokud.sock"),
             data,
+            stderr_dir: tempfile::Builder::new()
+                .prefix("roboku-e2e-stderr-")
+                .tempdir()
+                .expect("create stderr dir"),
             cgroup_name: format!("roboku-e2e-{}-{n}", std::process::id()),
             ports: (lo as u16, (lo + PORT_BLOCK - 1) as u16),
             opts,
@@ -73,6 +83,21 @@ impl Agent {
             starts: 0,
             fault: None,
         };
+        if let Some(size) = agent.opts.tmpfs {
+            let path = agent.data.path();
+            let ok = Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size},mode=0755"),
+                    "tmpfs",
+                ])
+                .arg(path)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "mount a {size} tmpfs on {}", path.display());
+        }
         agent.spawn();
         agent
     }
@@ -102,7 +127,7 @@ impl Agent {
     }
 
     fn stderr_path(&self) -> PathBuf {
-        self.data
+        self.stderr_dir
             .path()
             .join(format!("robokud.stderr.{}", self.starts))
     }
@@ -170,7 +195,7 @@ impl Agent {
     pub fn stderr_text(&self) -> String {
         let mut out = String::new();
         for i in 1..=self.starts {
-            let p = self.data.path().join(format!("robokud.stderr.{i}"));
+            let p = self.stderr_dir.path().join(format!("robokud.stderr.{i}"));
             out.push_str(&format!("--- robokud stderr (start {i}) ---\n"));
             out.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
         }
@@ -370,5 +395,11 @@ impl Drop for Agent {
         }
         self.stop();
         crate::cgroups::destroy(&self.cgroup_name);
+        if self.opts.tmpfs.is_some() {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.data.path())
+                .status();
+        }
     }
 }
