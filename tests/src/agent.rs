@@ -29,6 +29,8 @@ pub struct AgentOpts {
     /// Mount a tmpfs of this size (`mount -o size=`) on the data dir before the first start
     /// (robokud still creates its layout in it); unmounted when the agent is dropped.
     pub tmpfs: Option<&'static str>,
+    /// Run robokud with this fd limit (soft and hard), as systemd's default soft limit of 1024.
+    pub nofile: Option<u64>,
 }
 
 impl Default for AgentOpts {
@@ -39,6 +41,7 @@ impl Default for AgentOpts {
             grace_secs: 3,
             extra: Vec::new(),
             tmpfs: None,
+            nofile: None,
         }
     }
 }
@@ -159,6 +162,22 @@ impl Agent {
             .stderr(stderr);
         if self.opts.no_cgroups {
             cmd.arg("--no-cgroups");
+        }
+        if let Some(n) = self.opts.nofile {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit between fork and exec touches only the child's own limits.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         match self.fault.take() {
             Some(point) => cmd.env("ROBOKU_FAULT", point),

@@ -5,6 +5,7 @@
 
 mod faults {
     mod disk;
+    mod fds;
     pub mod kit;
     mod rollout;
     mod spawn;
