@@ -63,6 +63,8 @@ pub struct Broker {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// `message_size_limit` (bytes; `None`: mosquitto's default, MQTT's 256 MB).
+    size_limit: Option<usize>,
 }
 
 fn mosquitto() -> PathBuf {
@@ -93,11 +95,17 @@ fn mosquitto() -> PathBuf {
 
 impl Broker {
     pub fn start() -> Broker {
+        Broker::start_with_limit(Some(1 << 20))
+    }
+
+    /// A broker with `message_size_limit` `limit` (`None`: none, as mosquitto ships).
+    pub fn start_with_limit(limit: Option<usize>) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut b = Broker {
             port: free_port(),
             dir,
             child: None,
+            size_limit: limit,
         };
         b.restart();
         b
@@ -113,8 +121,11 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\nlog_dest stderr\nmessage_size_limit 1048576\n",
-                self.port
+                "listener {} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\nlog_dest stderr\n{}",
+                self.port,
+                self.size_limit
+                    .map(|l| format!("message_size_limit {l}\n"))
+                    .unwrap_or_default()
             ),
         )
         .expect("write mosquitto.conf");
@@ -471,6 +482,11 @@ pub struct Probe {
 
 impl Probe {
     pub fn connect(broker: &Broker, subscriptions: &[String]) -> Probe {
+        Probe::connect_with_max(broker, subscriptions, client::MAX_PACKET)
+    }
+
+    /// A probe that may publish and receive packets up to `max_packet` bytes.
+    pub fn connect_with_max(broker: &Broker, subscriptions: &[String], max_packet: usize) -> Probe {
         let id = format!(
             "probe-{}-{}",
             std::process::id(),
@@ -483,6 +499,8 @@ impl Probe {
             &TlsFiles::default(),
         )
         .expect("probe options");
+        let mut opts = opts;
+        opts.set_max_packet_size(max_packet, max_packet);
         let (client, mut conn) = rumqttc::Client::new(opts, 64);
         conn.eventloop.set_network_options(net);
         let (tx, rx) = mpsc::channel();
