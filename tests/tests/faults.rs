@@ -9,4 +9,5 @@ mod faults {
     pub mod kit;
     mod rollout;
     mod spawn;
+    mod unstartable;
 }

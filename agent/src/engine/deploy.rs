@@ -230,9 +230,12 @@ fn check_app_json(slug: &std::path::Path) -> Result<(), EngineError> {
 fn check_env(slug: &std::path::Path) -> Result<(), EngineError> {
     let path = slug.join(".env");
     match std::fs::read_to_string(&path) {
-        Ok(text) => crate::procfile::parse_dotenv(&text)
-            .map(|_| ())
-            .map_err(|e| EngineError::InvalidApp(format!(".env {e}"))),
+        Ok(text) => {
+            let vars = crate::procfile::parse_dotenv(&text)
+                .map_err(|e| EngineError::InvalidApp(format!(".env {e}")))?;
+            crate::procfile::envsize::check_all(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(|e| EngineError::InvalidApp(format!(".env: {e}")))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(EngineError::Internal(format!(
             "read {}: {e}",

@@ -132,6 +132,20 @@ impl Engine {
             config.remove(key);
         }
         config.extend(change.set.clone());
+        // Refused here, with the key and the limit, rather than as a dyno that cannot start.
+        let bad = |e: String| EngineError::BadRequest(format!("config var {e}"));
+        for (k, v) in &change.set {
+            crate::procfile::envsize::check_var(k, v).map_err(bad)?;
+        }
+        let dotenv = &self.cache(app)?.dotenv;
+        let env = dotenv.iter().filter(|(k, _)| !config.contains_key(*k));
+        crate::procfile::envsize::check_all(
+            config
+                .iter()
+                .chain(env)
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .map_err(|e| EngineError::BadRequest(format!("config vars and .env: {e}")))?;
         self.store.replace_config(app, &config)?;
         let mut parts = Vec::new();
         if !change.set.is_empty() {

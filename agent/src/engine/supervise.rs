@@ -163,6 +163,7 @@ impl Engine {
             }
             Err(reason) => {
                 self.logs.system(&app, &name, reason.clone());
+                let reason_copy = reason.clone();
                 if let Some(rel) = cgroup {
                     self.cleanup_cgroup(rel);
                 }
@@ -174,7 +175,12 @@ impl Engine {
                     reason,
                 };
                 match want {
-                    Want::Run => self.crashed(&key, exit, Duration::ZERO),
+                    Want::Run => {
+                        let release = self.dynos.get(&key).map(|d| d.release).unwrap_or(0);
+                        self.crashed(&key, exit, Duration::ZERO);
+                        // A dyno of a new release that cannot even start fails the release now.
+                        self.on_rollout_crash(&key, release, &reason_copy);
+                    }
                     Want::Stop => {
                         if let Some(d) = self.dynos.get_mut(&key) {
                             d.state = DynoState::Down;
