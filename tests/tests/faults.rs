@@ -4,6 +4,7 @@
 //! `tests/faults/run` sets a larger count). Needs root (cgroups) and python3.
 
 mod faults {
+    mod builds;
     mod disk;
     mod fds;
     pub mod kit;

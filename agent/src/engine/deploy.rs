@@ -80,6 +80,10 @@ pub async fn deploy(
             .collect(),
         settings: settings.clone(),
         logs: engine.logs.clone(),
+        cgroup: engine
+            .cgroups
+            .clone()
+            .map(|driver| BuildCgroup::new(driver, app)),
     };
     let (tmp, slugs, data) = (
         settings.tmp_dir(),
@@ -133,6 +137,72 @@ struct BuildPlan {
     buildpacks: Vec<PathBuf>,
     settings: Settings,
     logs: Option<crate::logs::LogHandle>,
+    cgroup: Option<BuildCgroup>,
+}
+
+/// Where builds run: `_builds/<app>@<n>` in roboku's subtree (not a valid app name, so never a
+/// dyno's), with limits, killed whole when the build ends; the start sweep removes any an agent
+/// killed mid-build left (it is shaped like a dyno instance no record accounts for).
+struct BuildCgroup {
+    driver: std::sync::Arc<dyn crate::cgroup::CgroupDriver>,
+    rel: String,
+}
+
+/// Most tasks a build may run at once (a runaway `make -j` or a fork bomb in a build script).
+const BUILD_PIDS: u64 = 4096;
+
+impl BuildCgroup {
+    fn new(driver: std::sync::Arc<dyn crate::cgroup::CgroupDriver>, app: &str) -> BuildCgroup {
+        let rel = format!("_builds/{app}@{}", crate::util::now_ms());
+        BuildCgroup { driver, rel }
+    }
+
+    /// Creates the cgroup and opens its join files; none (logged) if cgroups are not usable.
+    fn open(&self) -> Vec<std::fs::File> {
+        if !self.driver.status().enforced {
+            return Vec::new();
+        }
+        let limits = wire::Limits {
+            pids: Some(BUILD_PIDS),
+            memory_max: half_the_memory(),
+            ..Default::default()
+        };
+        match self
+            .driver
+            .create(&self.rel, &limits)
+            .and_then(|()| self.driver.join_files(&self.rel))
+        {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::warn!(cgroup = %self.rel, error = %e, "build runs without its cgroup");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Kills everything left in it (whatever escaped the phases' process groups) and removes it.
+    fn close(&self) {
+        if let Err(e) = self
+            .driver
+            .kill_all(&self.rel)
+            .and_then(|()| self.driver.remove(&self.rel))
+        {
+            tracing::warn!(cgroup = %self.rel, error = %e, "cleaning up a build cgroup failed");
+        }
+    }
+}
+
+/// Half of the host's RAM (`MemTotal`), the memory a build may use.
+fn half_the_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024 / 2)
 }
 
 impl BuildPlan {
@@ -148,10 +218,16 @@ impl BuildPlan {
                     logs.system(&app, "build", line.to_string());
                 }
             };
+            let join = self
+                .cgroup
+                .as_ref()
+                .map(BuildCgroup::open)
+                .unwrap_or_default();
             let mut opts = BuildOpts {
                 timeout: Duration::from_secs(self.settings.build_timeout_secs),
                 run_as: self.run_as,
                 output: &mut output,
+                join: &join,
             };
             let outcome = run_buildpacks(
                 root,
@@ -160,7 +236,12 @@ impl BuildPlan {
                 &self.buildpacks,
                 &self.settings.buildpacks_dir(),
                 &mut opts,
-            )?;
+            );
+            drop(join);
+            if let Some(cg) = &self.cgroup {
+                cg.close();
+            }
+            let outcome = outcome?;
             defaults = outcome.default_process_types.into_iter().collect();
         }
         build::elf::check_arch(root, std::env::consts::ARCH)?;

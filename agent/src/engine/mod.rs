@@ -72,6 +72,8 @@ pub struct EngineHandle {
     /// The log task, for doors that stream work output (builds) into the app's logs
     /// (`None` for a stub handle).
     pub logs: Option<LogHandle>,
+    /// The cgroup driver, for builds (each runs in its own cgroup; `None` for a stub handle).
+    pub cgroups: Option<Arc<dyn CgroupDriver>>,
 }
 
 impl EngineHandle {
@@ -99,7 +101,11 @@ impl EngineHandle {
                 let _ = r.reply.send(answer(r.door, r.cmd));
             }
         });
-        EngineHandle { tx, logs: None }
+        EngineHandle {
+            tx,
+            logs: None,
+            cgroups: None,
+        }
     }
 }
 
@@ -157,6 +163,7 @@ pub fn start(
 ) {
     let (tx, rx) = mpsc::channel(256);
     let logs_for_handle = logs.clone();
+    let cgroups_for_handle = cgroups.clone();
     let (internal_tx, internal_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = oneshot::channel();
     let policy = BackoffPolicy {
@@ -189,6 +196,7 @@ pub fn start(
         EngineHandle {
             tx,
             logs: Some(logs_for_handle),
+            cgroups: Some(cgroups_for_handle),
         },
         task,
         ready_rx,
