@@ -5,7 +5,8 @@
 //! Points: `spawn.forked` (a dyno was forked, its pid not yet recorded), `release.created` (a
 //! release was written, its rollout not begun), `rollout.switched` (dynos are being moved onto
 //! the new release), `rollout.gated` (every check passed, the release not yet marked
-//! succeeded), `rollout.failed` (a release was marked failed, the previous one not restored).
+//! succeeded), `rollout.failed` (a release was marked failed, the previous one not restored),
+//! `gc.removing` (an unreferenced slug is about to be deleted).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

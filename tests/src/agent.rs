@@ -253,14 +253,18 @@ impl Agent {
     }
 
     /// SIGKILLs the agent (a crash or power cut, as far as the agent can tell) and starts it
-    /// again on the same data dir with `on_exit` for the new one.
-    pub fn kill9_and_restart(&mut self, on_exit: &'static str) {
+    /// again on the same data dir with `on_exit` for the new one. True if it had died already
+    /// (an armed fault point fired before).
+    pub fn kill9_and_restart(&mut self, on_exit: &'static str) -> bool {
+        let mut dead = false;
         if let Some(mut child) = self.child.take() {
+            dead = child.try_wait().ok().flatten().is_some();
             let _ = child.kill();
             let _ = child.wait();
         }
         self.opts.on_exit = on_exit;
         self.spawn();
+        dead
     }
 
     /// Stops the agent (SIGTERM, dynos left running or stopped as its `on_exit` says) and starts
@@ -296,6 +300,20 @@ impl Agent {
                     "robokud did not reach its fault point within {deadline:?}:\n{}",
                     self.stderr_text()
                 ),
+            }
+        }
+    }
+
+    /// Whether the agent exits on its own within `within` (an armed fault point fired).
+    pub fn exits_within(&mut self, within: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(_))) => return true,
+                Some(Ok(None)) if start.elapsed() < within => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => return false,
             }
         }
     }

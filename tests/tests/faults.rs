@@ -8,6 +8,7 @@ mod faults {
     mod disk;
     mod fds;
     pub mod kit;
+    mod mixed;
     mod rollout;
     mod spawn;
     mod unstartable;

@@ -118,6 +118,7 @@ impl Engine {
                 self.start_dyno(&key);
             }
         }
+        self.gc_slugs();
     }
 
     /// Kills every tagged process and every instance cgroup no adopted dyno accounts for, and

@@ -53,3 +53,76 @@ pub fn settled_release(agent: &Agent, app: &str) -> Value {
     assert_eq!(current[0]["status"], "succeeded", "{all:#?}");
     current[0].clone()
 }
+
+/// Instance cgroups: one per running dyno (the crashed and replaced ones removed), no build left.
+pub fn no_leaked_cgroups(agent: &Agent, app: &str) {
+    let rel = format!("{}/{app}", agent.cgroup_name());
+    let builds = format!("{}/_builds", agent.cgroup_name());
+    roboku_tests::wait_for(
+        "no leaked cgroups",
+        std::time::Duration::from_secs(15),
+        || {
+            let up: BTreeSet<String> = agent
+                .ps(app)
+                .iter()
+                .filter_map(|d| d["name"].as_str().map(str::to_owned))
+                .collect();
+            let dirs: Vec<String> = roboku_tests::cgroups::children(&rel, "")
+                .iter()
+                .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+                .collect();
+            let per_dyno: BTreeSet<String> = dirs
+                .iter()
+                .filter_map(|d| d.split_once('@').map(|(n, _)| n.to_string()))
+                .collect();
+            dirs.len() == up.len()
+                && per_dyno == up
+                && roboku_tests::cgroups::children(&builds, "").is_empty()
+        },
+    );
+}
+
+/// Slug dirs: only those of the newest `keep` releases, the current one and the newest good one.
+pub fn slugs_collected(agent: &Agent, app: &str, keep: usize) {
+    let dir = agent.data_dir().join("slugs");
+    roboku_tests::wait_for(
+        "slugs collected",
+        std::time::Duration::from_secs(15),
+        || {
+            let all = releases(agent, app);
+            let mut kept: BTreeSet<String> = all
+                .iter()
+                .take(keep)
+                .filter_map(|r| r["slug"].as_str().map(str::to_owned))
+                .collect();
+            for r in all
+                .iter()
+                .filter(|r| r["current"] == true)
+                .chain(all.iter().find(|r| r["status"] == "succeeded"))
+            {
+                if let Some(s) = r["slug"].as_str() {
+                    kept.insert(s.to_string());
+                }
+            }
+            let on_disk: BTreeSet<String> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .collect();
+            on_disk.is_subset(&kept) && kept.iter().all(|s| on_disk.contains(s))
+        },
+    );
+}
+
+/// `PRAGMA integrity_check` of the agent's store answers `ok` (read-only, beside the agent).
+pub fn integrity_ok(agent: &Agent) {
+    let path = agent.data_dir().join("roboku.db");
+    let conn =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let answer: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("integrity_check {}: {e}", path.display()));
+    assert_eq!(answer, "ok", "{}", path.display());
+}

@@ -78,6 +78,7 @@ fn kill_9_mid_rollout_of_a_good_release_finishes_it_through_the_gate() {
             );
         }
     }
+    eprintln!("faults: {n} kill -9 mid-rollout of a good release (3 points), all finished through the gate");
 }
 
 #[test]
@@ -95,4 +96,8 @@ fn kill_9_mid_rollout_of_a_failing_release_rolls_it_back() {
             dynos_on(&agent, before.as_u64().expect("version"));
         }
     }
+    eprintln!(
+        "faults: {} kill -9 mid-rollout of a failing release (3 points), all rolled back, none succeeded",
+        3 * kit::runs(1)
+    );
 }

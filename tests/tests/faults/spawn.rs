@@ -55,4 +55,7 @@ fn kill_9_during_scale_up_leaks_no_dyno_and_no_port() {
                     .all(|(_, sid)| Some(*sid) == agent.up_pid("demo", "web.1"))
         });
     }
+    eprintln!(
+        "faults: {runs} kill -9 while forking a scale-up (after fork 1-3), 0 leaked dynos, 0 port clashes"
+    );
 }
