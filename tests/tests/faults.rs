@@ -9,7 +9,7 @@ mod faults {
     mod fds;
     pub mod kit;
     mod mixed;
-    mod rollout;
+    pub mod rollout;
     mod spawn;
     mod unstartable;
 }

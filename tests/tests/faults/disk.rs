@@ -55,3 +55,47 @@ fn robokud_starts_and_supervises_on_a_full_data_disk() {
     assert!(kill(pid, libc::SIGKILL));
     agent.wait_up("demo", "web.1", Some(pid), Duration::from_secs(10));
 }
+
+#[test]
+fn an_archive_that_unpacks_past_the_free_space_is_refused_while_extracting() {
+    let agent = Agent::start(AgentOpts {
+        tmpfs: Some("100M"),
+        ..AgentOpts::default()
+    });
+    agent.ok(&["apps:create", "demo"]);
+    // 300 MB of zeros compress to well under 1 MB.
+    let src = app_dir(&[("Procfile", "web: exec sleep 1000\n")]);
+    let big = std::fs::File::create(src.path().join("zeros")).expect("create zeros");
+    big.set_len(300 << 20).expect("size zeros");
+    let archive = src.path().join("../bomb.tar.gz");
+    let ok = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(src.path())
+        .args(["Procfile", "zeros"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "tar");
+    std::fs::remove_file(src.path().join("zeros")).expect("remove zeros");
+    let size = std::fs::metadata(&archive).expect("archive").len();
+    assert!(size < 2 << 20, "the archive is {size} bytes");
+    let before = nix_statvfs(agent.data_dir());
+    let out = agent.roboku(&["deploy", archive.to_str().expect("utf-8"), "-a", "demo"]);
+    let _ = std::fs::remove_file(&archive);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the bomb deployed");
+    assert!(err.contains("unpacks to more than"), "{err}");
+    roboku_tests::wait_for("tmp emptied", Duration::from_secs(10), || {
+        std::fs::read_dir(agent.data_dir().join("tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0
+    });
+    let after = nix_statvfs(agent.data_dir());
+    assert!(
+        after + (4 << 20) >= before,
+        "the failed deploy left {} bytes behind",
+        before.saturating_sub(after)
+    );
+}

@@ -126,9 +126,9 @@ fn invariants(agent: &Agent, what: &str) {
     let current = kit::settled_release(agent, "demo");
     let all = kit::releases(agent, "demo");
     for r in &all {
-        let failing = r["process_types"]["web"]
+        let failing = r["description"]
             .as_str()
-            .is_some_and(|c| c.contains("exit 3"));
+            .is_some_and(|d| d.starts_with("bad "));
         assert!(
             !(failing && r["status"] == "succeeded"),
             "{what}: a release that fails its gate is succeeded: {r}"
@@ -194,7 +194,7 @@ fn kill_9_at_every_step_of_deploy_scale_config_rollback_and_gc() {
         ..AgentOpts::default()
     });
     let good = app_dir(&[("Procfile", "web: exec sleep 1000\n")]);
-    let bad = app_dir(&[("Procfile", "web: sleep 0.2; exit 3\n")]);
+    let bad = super::rollout::bad();
     let (good_s, bad_s) = (
         good.path().to_str().expect("utf-8"),
         bad.path().to_str().expect("utf-8"),
@@ -208,7 +208,9 @@ fn kill_9_at_every_step_of_deploy_scale_config_rollback_and_gc() {
             let pts = points(*op);
             let kill_how = if (run + i) % 2 == 0 {
                 let p = pts[(run / 2) % pts.len()];
-                Kill::Point(format!("{p}:{}", 1 + run % 2))
+                // Forks happen several times per operation; the other points once.
+                let n = if p == "spawn.forked" { 1 + run % 3 } else { 1 };
+                Kill::Point(format!("{p}:{n}"))
             } else {
                 Kill::After(Duration::from_millis(((run * 37 + i * 101) % 1500) as u64))
             };

@@ -10,9 +10,16 @@ fn good(n: usize) -> tempfile::TempDir {
     app_dir(&[("Procfile", &format!("web: exec sleep {}\n", 1000 + n))])
 }
 
-/// Starts, then crashes before the one-second "stays up" gate passes.
-fn bad() -> tempfile::TempDir {
-    app_dir(&[("Procfile", "web: sleep 0.2; exit 3\n")])
+/// Stays up but fails its health check (deterministically, whatever the load: a "stays up"
+/// gate is wall-clock and a crashing dyno that was not scheduled in time would pass it).
+pub fn bad() -> tempfile::TempDir {
+    app_dir(&[
+        ("Procfile", "web: exec sleep 999\n"),
+        (
+            "app.json",
+            r#"{"healthchecks": {"web": [{"type": "startup", "command": ["false"], "attempts": 1}]}}"#,
+        ),
+    ])
 }
 
 /// The version the agent settles on after it was killed at `point` deploying `dir`.
@@ -38,12 +45,13 @@ fn crash_deploy(agent: &mut Agent, point: &str, dir: &std::path::Path) -> (u64, 
 
 fn dynos_on(agent: &Agent, version: u64) {
     wait_for(
-        &format!("web.1 up on v{version}"),
+        &format!("every web dyno up on v{version}"),
         Duration::from_secs(20),
         || {
             agent
-                .dyno("demo", "web.1")
-                .is_some_and(|d| d["state"] == "up" && d["release"] == version)
+                .ps("demo")
+                .iter()
+                .all(|d| d["state"] == "up" && d["release"] == version)
         },
     );
     kit::only_recorded_processes(agent, &["demo"]);
@@ -84,6 +92,7 @@ fn kill_9_mid_rollout_of_a_good_release_finishes_it_through_the_gate() {
 #[test]
 fn kill_9_mid_rollout_of_a_failing_release_rolls_it_back() {
     let (mut agent, _v1) = agent_with_v1();
+    agent.ok(&["ps:scale", "web=3", "-a", "demo"]);
     let broken = bad();
     for _ in 0..kit::runs(1) {
         for point in ["release.created", "rollout.switched", "rollout.failed"] {
