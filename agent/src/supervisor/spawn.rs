@@ -68,8 +68,10 @@ pub fn spawn(spec: SpawnSpec) -> std::io::Result<Spawned> {
     let join: Vec<i32> = spec.join.iter().map(|f| f.as_raw_fd()).collect();
     let nice = spec.nice;
     let ids = spec.run_as.as_ref().map(|r| (r.uid, r.gid));
+    let agent = std::process::id() as i32;
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls
-    // (setsid, write, setpriority, setgroups, setgid, setuid) on values prepared before the fork.
+    // (setsid, write, setpriority, setgroups, setgid, setuid, getppid) on values prepared before
+    // the fork.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -93,6 +95,11 @@ pub fn spawn(spec: SpawnSpec) -> std::io::Result<Spawned> {
                 {
                     return Err(std::io::Error::last_os_error());
                 }
+            }
+            // An agent killed between our fork and exec cannot record us, and until exec our
+            // environment carries no tag to be found by: do not become a dyno nobody knows.
+            if libc::getppid() != agent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
