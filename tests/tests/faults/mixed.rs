@@ -113,7 +113,7 @@ fn formation_web(agent: &Agent) -> u64 {
 }
 
 /// Every invariant after a restart; `what` names the run for failure messages.
-fn invariants(agent: &Agent, what: &str) {
+fn invariants(agent: &Agent, what: &str, keep: usize) {
     wait_for(
         &format!("{what}: no release deploying"),
         Duration::from_secs(60),
@@ -155,7 +155,7 @@ fn invariants(agent: &Agent, what: &str) {
         Duration::from_secs(10),
         || std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0) == 0,
     );
-    kit::slugs_collected(agent, "demo", 2);
+    kit::slugs_collected(agent, "demo", keep);
     kit::integrity_ok(agent);
 }
 
@@ -216,6 +216,11 @@ fn kill_9_at_every_step_of_deploy_scale_config_rollback_and_gc() {
             };
             let what = format!("run {run} {op:?} killed {kill_how:?}");
             let a = args(*op, run, good_s, bad_s);
+            if *op == Op::DeployGood {
+                // A new slug each time, so slug GC has old ones to delete.
+                std::fs::write(good.path().join("run.txt"), format!("{run}\n"))
+                    .expect("write run.txt");
+            }
             if let Kill::Point(p) = &kill_how {
                 agent.restart_with_fault(p);
                 seen_points.insert(p.split(':').next().unwrap_or_default().to_string());
@@ -246,7 +251,7 @@ fn kill_9_at_every_step_of_deploy_scale_config_rollback_and_gc() {
             }
             agent.kill9_and_restart("leave");
             eprintln!("{what}: acknowledged {ok}, died at its point {died}");
-            invariants(&agent, &what);
+            invariants(&agent, &what, 2);
             if ok {
                 acks += 1;
                 acked(&agent, &a.expect, &what);
@@ -257,4 +262,27 @@ fn kill_9_at_every_step_of_deploy_scale_config_rollback_and_gc() {
         "faults: {injected} kill -9 injected ({fired} at fault points {seen_points:?}, the rest from outside), {runs} runs x {} operations, {acks} acknowledged writes all present, 0 invariant violations",
         OPS.len()
     );
+}
+
+#[test]
+fn kill_9_while_collecting_slugs_keeps_every_slug_still_needed_and_finishes_at_start() {
+    let runs = kit::runs(1);
+    let mut agent = Agent::start(AgentOpts {
+        on_exit: "leave",
+        extra: vec!["--keep-releases".into(), "1".into()],
+        ..AgentOpts::default()
+    });
+    let good = app_dir(&[("Procfile", "web: exec sleep 1000\n")]);
+    agent.create_and_deploy("demo", good.path());
+    agent.wait_up("demo", "web.1", None, Duration::from_secs(10));
+    for run in 0..runs {
+        // A new slug: committing it makes the previous one garbage, deleted at the fault point.
+        std::fs::write(good.path().join("run.txt"), format!("{run}\n")).expect("write run.txt");
+        agent.restart_with_fault("gc.removing");
+        let _ = agent.roboku(&["deploy", good.path().to_str().expect("utf-8"), "-a", "demo"]);
+        agent.wait_killed(Duration::from_secs(60));
+        agent.respawn();
+        invariants(&agent, &format!("gc run {run}"), 1);
+    }
+    eprintln!("faults: {runs} kill -9 while deleting an unreferenced slug, every needed slug kept, the rest collected at start");
 }
