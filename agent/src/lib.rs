@@ -9,12 +9,14 @@ pub mod build;
 pub mod cgroup;
 pub mod engine;
 pub mod example;
+pub mod fault;
 pub mod gateway;
 pub mod logs;
 pub mod mqtt;
 pub mod notify;
 /// Procfile and `.env` parsing live in the wire crate: the CLI reads `.env` files too.
 pub use roboku_wire::procfile;
+pub mod reserve;
 pub mod settings;
 pub mod store;
 pub mod supervisor;
@@ -40,8 +42,23 @@ pub async fn run(
     let fleet = mqtt::prepare(&settings)?;
     prepare_dirs(&settings)?;
     check_reachable(&settings)?;
-    let store = store::Store::open(&settings.db_path())?;
-    build::builtin::install(&settings.buildpacks_dir())?;
+    if let Err(e) = reserve::ensure(&settings.data_dir) {
+        tracing::warn!(error = %e, "no room for the disk reserve");
+    }
+    let store = match store::Store::open(&settings.db_path()) {
+        Ok(s) => s,
+        // A full disk: free the reserve and try once more.
+        Err(e) if reserve::release(&settings.data_dir) => {
+            tracing::warn!(error = %e, "opening the store failed; freed the disk reserve to retry");
+            store::Store::open(&settings.db_path())?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Never fatal: on a full disk the copies from the last start are still there (and dynos
+    // must be supervised whether or not a build could run).
+    if let Err(e) = build::builtin::install(&settings.buildpacks_dir()) {
+        tracing::error!(error = %e, "cannot write the built-in buildpacks; builds may fail");
+    }
     let killed = build::clean_after_crash(&settings.tmp_dir());
     if killed > 0 {
         tracing::warn!(

@@ -52,6 +52,16 @@ impl ClientError {
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ClientError::Unreachable { socket, source }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                write!(
+                    f,
+                    "cannot use robokud's socket {}: {source} (it is for root and the `roboku` \
+                     group: run as root or `usermod -aG roboku $USER`, then log in again)",
+                    socket.display()
+                )
+            }
             ClientError::Unreachable { socket, source } => write!(
                 f,
                 "cannot reach robokud at {}: {source} (is robokud running? start it with \
@@ -172,6 +182,11 @@ impl Client {
             let _ = conn.with_upgrades().await;
         });
         Ok(sender)
+    }
+
+    /// The socket this client talks to.
+    pub(crate) fn socket_path(&self) -> &std::path::Path {
+        &self.socket
     }
 
     /// The agent closed the connection in the middle of `what`.

@@ -25,6 +25,11 @@ pub struct AgentOpts {
     pub no_cgroups: bool,
     pub grace_secs: u64,
     pub extra: Vec<String>,
+    /// Mount a tmpfs of this size (`mount -o size=`) on the data dir before the first start
+    /// (robokud still creates its layout in it); unmounted when the agent is dropped.
+    pub tmpfs: Option<&'static str>,
+    /// Run robokud with this fd limit (soft and hard), as systemd's default soft limit of 1024.
+    pub nofile: Option<u64>,
 }
 
 impl Default for AgentOpts {
@@ -34,18 +39,24 @@ impl Default for AgentOpts {
             no_cgroups: false,
             grace_secs: 3,
             extra: Vec::new(),
+            tmpfs: None,
+            nofile: None,
         }
     }
 }
 
 pub struct Agent {
     data: TempDir,
+    /// Where the agent's stderr goes (beside the data dir, so a full data disk cannot eat it).
+    stderr_dir: TempDir,
     socket: PathBuf,
     cgroup_name: String,
     ports: (u16, u16),
     opts: AgentOpts,
     child: Option<Child>,
     starts: u32,
+    /// `ROBOKU_FAULT` for the next start (see `robokud::fault`), taken by it.
+    fault: Option<String>,
 }
 
 impl Agent {
@@ -60,12 +71,32 @@ impl Agent {
         let mut agent = Agent {
             socket: data.path().join("robokud.sock"),
             data,
+            stderr_dir: tempfile::Builder::new()
+                .prefix("roboku-e2e-stderr-")
+                .tempdir()
+                .expect("create stderr dir"),
             cgroup_name: format!("roboku-e2e-{}-{n}", std::process::id()),
             ports: (lo as u16, (lo + PORT_BLOCK - 1) as u16),
             opts,
             child: None,
             starts: 0,
+            fault: None,
         };
+        if let Some(size) = agent.opts.tmpfs {
+            let path = agent.data.path();
+            let ok = Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size},mode=0755"),
+                    "tmpfs",
+                ])
+                .arg(path)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "mount a {size} tmpfs on {}", path.display());
+        }
         agent.spawn();
         agent
     }
@@ -95,7 +126,7 @@ impl Agent {
     }
 
     fn stderr_path(&self) -> PathBuf {
-        self.data
+        self.stderr_dir
             .path()
             .join(format!("robokud.stderr.{}", self.starts))
     }
@@ -128,6 +159,26 @@ impl Agent {
         if self.opts.no_cgroups {
             cmd.arg("--no-cgroups");
         }
+        if let Some(n) = self.opts.nofile {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit between fork and exec touches only the child's own limits.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        match self.fault.take() {
+            Some(point) => cmd.env("ROBOKU_FAULT", point),
+            None => cmd.env_remove("ROBOKU_FAULT"),
+        };
         let child = cmd.spawn().expect("spawn robokud");
         self.child = Some(child);
         let start = Instant::now();
@@ -159,7 +210,7 @@ impl Agent {
     pub fn stderr_text(&self) -> String {
         let mut out = String::new();
         for i in 1..=self.starts {
-            let p = self.data.path().join(format!("robokud.stderr.{i}"));
+            let p = self.stderr_dir.path().join(format!("robokud.stderr.{i}"));
             out.push_str(&format!("--- robokud stderr (start {i}) ---\n"));
             out.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
         }
@@ -198,13 +249,74 @@ impl Agent {
     }
 
     /// SIGKILLs the agent (a crash or power cut, as far as the agent can tell) and starts it
-    /// again on the same data dir with `on_exit` for the new one.
-    pub fn kill9_and_restart(&mut self, on_exit: &'static str) {
+    /// again on the same data dir with `on_exit` for the new one. True if it had died already
+    /// (an armed fault point fired before).
+    pub fn kill9_and_restart(&mut self, on_exit: &'static str) -> bool {
+        let mut dead = false;
         if let Some(mut child) = self.child.take() {
+            dead = child.try_wait().ok().flatten().is_some();
             let _ = child.kill();
             let _ = child.wait();
         }
         self.opts.on_exit = on_exit;
+        self.spawn();
+        dead
+    }
+
+    /// Stops the agent (SIGTERM, dynos left running or stopped as its `on_exit` says) and starts
+    /// it again armed to SIGKILL itself at fault point `point` (`name` or `name:n`).
+    pub fn restart_with_fault(&mut self, point: &str) {
+        self.stop();
+        self.fault = Some(point.to_string());
+        self.spawn();
+    }
+
+    /// Waits until the agent died by SIGKILL (an armed fault point fired); panics otherwise.
+    pub fn wait_killed(&mut self, deadline: Duration) {
+        let Some(mut child) = self.child.take() else {
+            panic!("the agent is not running");
+        };
+        let start = Instant::now();
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    assert_eq!(
+                        status.signal(),
+                        Some(libc::SIGKILL),
+                        "robokud exited ({status}), not by its fault point:\n{}",
+                        self.stderr_text()
+                    );
+                    return;
+                }
+                Ok(None) if start.elapsed() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => panic!(
+                    "robokud did not reach its fault point within {deadline:?}:\n{}",
+                    self.stderr_text()
+                ),
+            }
+        }
+    }
+
+    /// Whether the agent exits on its own within `within` (an armed fault point fired).
+    pub fn exits_within(&mut self, within: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(_))) => return true,
+                Some(Ok(None)) if start.elapsed() < within => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// Starts the agent again after it died (same data dir, socket, cgroups, ports), unarmed.
+    pub fn respawn(&mut self) {
+        assert!(self.child.is_none(), "the agent is still running");
         self.spawn();
     }
 
@@ -316,5 +428,11 @@ impl Drop for Agent {
         }
         self.stop();
         crate::cgroups::destroy(&self.cgroup_name);
+        if self.opts.tmpfs.is_some() {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.data.path())
+                .status();
+        }
     }
 }

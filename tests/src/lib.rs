@@ -14,5 +14,5 @@ pub mod wait;
 
 pub use agent::{Agent, AgentOpts};
 pub use app::{app_dir, world_writable_dir};
-pub use procs::{alive, kill};
+pub use procs::{alive, kill, tagged};
 pub use wait::{holds_for, now_ms, wait_for};

@@ -18,6 +18,35 @@ pub fn kill(pid: i64, sig: i32) -> bool {
     unsafe { libc::kill(pid as libc::pid_t, sig) == 0 }
 }
 
+/// `(pid, session id)` of every live process carrying the dyno tag of the agent on `data_dir`
+/// (`ROBOKU_AGENT=<data dir>` in its environment): whatever that agent ever started.
+pub fn tagged(data_dir: &std::path::Path) -> Vec<(i64, i64)> {
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let want = format!("ROBOKU_AGENT={}", dir.display());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if !env.split(|&b| b == 0).any(|v| v == want.as_bytes()) || !alive(pid) {
+            continue;
+        }
+        let sid = std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(3)?.parse().ok())
+            });
+        if let Some(sid) = sid {
+            out.push((pid, sid));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

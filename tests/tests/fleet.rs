@@ -451,6 +451,62 @@ fn bad_payloads_are_rejected_with_a_reason_and_change_nothing() {
     assert_eq!(a.releases("hello"), releases);
 }
 
+#[test]
+fn oversized_messages_are_refused_without_losing_the_connection_or_commands() {
+    let site = Site::new();
+    // No message_size_limit, as mosquitto ships: any client may publish up to 256 MB.
+    let broker = Broker::start_with_limit(None);
+    let a = Agent::start(&broker, "r1", &[], &site.public);
+    wait_online(&broker, &["r1"]);
+    let (rc, out) = run_fleet(
+        &broker,
+        "deploy",
+        &site.deploy_args(&["--device", "r1"], "hello-v1.tar.gz"),
+    );
+    assert_eq!(rc, 0, "{out}");
+    a.wait_up("hello", 1, 30);
+    let key = seal::parse_secret(&std::fs::read_to_string(&site.key).unwrap()).unwrap();
+    let sign = |env: &Envelope| seal::seal(&serde_json::to_vec(env).unwrap(), &key);
+    let addr = Address::Device("r1".into());
+    let mut probe = Probe::connect_with_max(&broker, &[topic::ack("r1")], 32 << 20);
+
+    // 10 MB retained on `desired`: refused once, not re-read at reconnect after reconnect.
+    let huge = vec![b'x'; 10 << 20];
+    probe.publish(&addr.desired(), true, huge.clone());
+    let r = payload_ref(&huge);
+    let ack = probe.final_ack("r1", &r);
+    assert_eq!(ack.status, AckStatus::Rejected, "{ack:?}");
+
+    // A 10 MB command whose id can be read: REJECTED, naming it.
+    let mut big = scale_env("huge-cmd", "d/r1", Some(now_ms()), 3);
+    big.body["padding"] = serde_json::Value::String("x".repeat(10 << 20));
+    let big = sign(&big);
+    let r = payload_ref(&big);
+    probe.publish(&addr.cmd(), false, big);
+    let ack = probe.final_ack("r1", &r);
+    assert_eq!(ack.status, AckStatus::Rejected, "{ack:?}");
+    assert_eq!(ack.id.as_deref(), Some("huge-cmd"), "{ack:?}");
+    assert!(
+        ack.details.reason.unwrap_or_default().contains("allowed"),
+        "no size reason"
+    );
+
+    // A valid command right after still runs.
+    let good = sign(&scale_env("after-huge", "d/r1", Some(now_ms()), 2));
+    probe.publish(&addr.cmd(), false, good.clone());
+    assert_eq!(
+        probe.final_ack("r1", &payload_ref(&good)).status,
+        AckStatus::Succeeded
+    );
+    a.wait_up("hello", 2, 30);
+    let log = a.log();
+    assert_eq!(
+        log.matches("mqtt connected").count(),
+        1,
+        "the agent reconnected:\n{log}"
+    );
+}
+
 /// A payload whose signature is a valid one, but over other bytes.
 fn forge(key: &seal::SecretKey, env: &Envelope) -> Vec<u8> {
     use roboku_wire::fleet::Sealed;

@@ -1,9 +1,11 @@
 //! The local API door: HTTP/1.1 + JSON on a unix socket (mode 0660). A thin translation from
 //! routes to engine [`Command`](crate::engine::Command)s; it never touches the store or processes.
-//! Each connection is its own task, so a slow client only slows itself.
+//! Each connection is its own task, so a slow client only slows itself; [`conns`] bounds how
+//! many there are and how long one may sit idle.
 
 mod attach;
 mod body;
+mod conns;
 mod logs;
 mod routes;
 mod upload;
@@ -14,9 +16,11 @@ use crate::settings::Settings;
 use crate::util::{IoContext, PathError};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
@@ -56,26 +60,65 @@ pub fn bind(settings: &Settings) -> Result<UnixListener, PathError> {
 
 /// Serves connections until `shutdown` turns true; open streams (log follows) end with it.
 pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let nofile = crate::util::nofile_limit();
+    let table = Arc::new(conns::Conns::new(conns::cap_for(nofile)));
+    let mut accept_warn = conns::RateLimited::new(Duration::from_secs(10));
+    let mut full_warn = conns::RateLimited::new(Duration::from_secs(10));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let stream = match accepted {
                     Ok((s, _)) => s,
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept on the API socket failed");
+                        if let Some(held) = accept_warn.tick(Instant::now()) {
+                            tracing::warn!(error = %e, held_back = held, "accept on the API socket failed");
+                        }
+                        // Out of fds (EMFILE): give connections time to close instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
+                let Some(slot) = table.admit() else {
+                    if let Some(held) = full_warn.tick(Instant::now()) {
+                        tracing::warn!(open = table.len(), held_back = held, "API connection limit reached; refusing a connection");
+                    }
+                    continue;
+                };
                 let ctx = ctx.clone();
                 let mut stop = shutdown.clone();
+                let table = table.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| routes::handle(ctx.clone(), req));
-                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+                    let served = slot.clone();
+                    let service = service_fn(move |req| {
+                        served.served.store(true, Ordering::Relaxed);
+                        routes::handle(ctx.clone(), req)
+                    });
+                    let conn = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(conns::FIRST_REQUEST_TIMEOUT)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
                     tokio::pin!(conn);
-                    tokio::select! {
-                        r = conn.as_mut() => if let Err(e) = r { tracing::debug!(error = %e, "API connection ended") },
-                        _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+                    let first = tokio::time::sleep(conns::FIRST_REQUEST_TIMEOUT);
+                    tokio::pin!(first);
+                    let mut waiting = true;
+                    loop {
+                        tokio::select! {
+                            r = conn.as_mut() => {
+                                if let Err(e) = r { tracing::debug!(error = %e, "API connection ended") }
+                                break;
+                            }
+                            _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+                            _ = slot.evict.notified() => break,
+                            _ = &mut first, if waiting => {
+                                waiting = false;
+                                if !slot.served.load(Ordering::Relaxed) {
+                                    break;
+                                }
+                            }
+                        }
                     }
+                    table.release(&slot);
                 });
             }
             _ = shutdown.changed() => break,

@@ -189,7 +189,8 @@ impl Extractor<'_> {
         self.total = self.total.saturating_add(size);
         if self.total > self.limits.max_total_bytes {
             return Err(refuse(&format!(
-                "archive unpacks to more than {} bytes",
+                "archive unpacks to more than {} bytes (the limit, or the free space on the data \
+                 disk less its margin)",
                 self.limits.max_total_bytes
             )));
         }

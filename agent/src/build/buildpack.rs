@@ -81,6 +81,9 @@ pub struct BuildOpts<'a> {
     /// Receives each line of build output (buildpack stdout+stderr and our `----->` notes)
     /// while the build runs.
     pub output: &'a mut dyn FnMut(&str),
+    /// `cgroup.procs` files of the build's cgroup: every phase joins it between fork and exec,
+    /// so nothing a buildpack starts (even with `setsid`) escapes the kill at the end.
+    pub join: &'a [std::fs::File],
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -162,6 +165,7 @@ pub fn run_buildpacks(
         deadline,
         run_as: opts.run_as,
         output: &mut *opts.output,
+        join: opts.join,
     };
 
     let mut chosen = Vec::new();
@@ -249,6 +253,7 @@ struct Runner<'r> {
     deadline: Instant,
     run_as: Option<(u32, u32)>,
     output: &'r mut dyn FnMut(&str),
+    join: &'r [std::fs::File],
 }
 
 impl Runner<'_> {
@@ -316,6 +321,7 @@ impl Runner<'_> {
         exec::run(
             cmd,
             self.run_as,
+            self.join,
             capture_stdout,
             self.deadline,
             &mut *self.output,

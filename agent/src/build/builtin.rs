@@ -1,5 +1,6 @@
 //! The built-in buildpacks (`buildpacks/` in the repository), embedded in the binary and written
-//! out under the data dir at start, so robokud is one self-contained file on a robot.
+//! out under the data dir at start, so robokud is one self-contained file on a robot. A script
+//! already there with the same text and mode is left alone, so a start needs no free space.
 
 use crate::util::{IoContext, PathError};
 use std::fs;
@@ -30,13 +31,19 @@ macro_rules! pack {
 
 const PACKS: [(&str, [(&str, &str); 3]); 3] = [pack!("nodejs"), pack!("python"), pack!("procfile")];
 
-/// Writes every built-in buildpack to `dir/<name>/bin/` (0755), replacing older copies.
-pub fn install(dir: &Path) -> Result<(), PathError> {
+/// Writes every built-in buildpack to `dir/<name>/bin/` (0755), replacing older copies; returns
+/// how many scripts it wrote (0 when every one was already current).
+pub fn install(dir: &Path) -> Result<usize, PathError> {
+    let mut written = 0;
     for (name, scripts) in PACKS {
         let bin = dir.join(name).join("bin");
         fs::create_dir_all(&bin).at("create dir", &bin)?;
         for (script, text) in scripts {
             let path = bin.join(script);
+            if is_current(&path, text) {
+                continue;
+            }
+            written += 1;
             let tmp = bin.join(format!(".{script}.new"));
             fs::write(&tmp, text).at("write", &tmp)?;
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).at("chmod", &tmp)?;
@@ -47,9 +54,18 @@ pub fn install(dir: &Path) -> Result<(), PathError> {
         .into_iter()
         .chain(PACKS.iter().map(|(n, _)| dir.join(n)))
     {
-        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).at("chmod", &d)?;
+        let mode = fs::metadata(&d).at("stat", &d)?.permissions().mode() & 0o7777;
+        if mode != 0o755 {
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).at("chmod", &d)?;
+        }
     }
-    Ok(())
+    Ok(written)
+}
+
+/// The script at `path` has exactly `text` and mode 0755.
+fn is_current(path: &Path, text: &str) -> bool {
+    let mode_ok = fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o7777 == 0o755);
+    mode_ok && fs::read(path).is_ok_and(|b| b == text.as_bytes())
 }
 
 #[cfg(test)]
@@ -57,8 +73,19 @@ mod tests {
     #[test]
     fn installs_executable_scripts() {
         let d = tempfile::tempdir().unwrap();
-        super::install(d.path()).unwrap();
-        super::install(d.path()).unwrap();
+        assert_eq!(super::install(d.path()).unwrap(), 9);
+        assert_eq!(
+            super::install(d.path()).unwrap(),
+            0,
+            "current scripts are not rewritten"
+        );
+        let compile = d.path().join("python/bin/compile");
+        std::fs::write(&compile, "old").unwrap();
+        assert_eq!(
+            super::install(d.path()).unwrap(),
+            1,
+            "a changed script is replaced"
+        );
         for name in ["nodejs", "python", "procfile"] {
             for s in ["detect", "compile", "release"] {
                 let p = d.path().join(name).join("bin").join(s);

@@ -56,6 +56,7 @@ pub fn build_slug_file(
                 timeout: Duration::from_secs(3600),
                 run_as: None,
                 output: &mut *output,
+                join: &[],
             };
             let outcome = run_buildpacks(
                 root,

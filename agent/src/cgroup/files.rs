@@ -40,6 +40,19 @@ pub(crate) fn levels(base: &Path, rel: &str) -> Vec<PathBuf> {
     out
 }
 
+/// Names of the subdirectories of `dir` (none if it is missing or unreadable).
+pub(crate) fn child_dirs(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
 pub(crate) fn mkdir(dir: &Path) -> Result<(), PathError> {
     match std::fs::create_dir(dir) {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),

@@ -87,6 +87,11 @@ pub trait CgroupDriver: Send + Sync + 'static {
     fn kill_all(&self, rel: &str) -> Result<(), CgroupError>;
     /// Removes the cgroup once it is empty (missing is fine).
     fn remove(&self, rel: &str) -> Result<(), CgroupError>;
+    /// Names of the cgroups directly under `rel` (`""`: roboku's subtree root), to sweep what
+    /// an earlier robokud left. Drivers without a hierarchy have none.
+    fn children(&self, _rel: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Picks the driver for this host: v2 if the mount is a unified hierarchy with the controllers,

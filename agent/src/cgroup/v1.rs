@@ -413,6 +413,13 @@ impl CgroupDriver for V1 {
         }
         first_err.map_or(Ok(()), |e| Err(e.into()))
     }
+
+    fn children(&self, rel: &str) -> Vec<String> {
+        if !rel.is_empty() && check_rel(rel).is_err() {
+            return Vec::new();
+        }
+        files::child_dirs(&self.dir(&self.memory, rel))
+    }
 }
 
 #[cfg(test)]

@@ -228,6 +228,13 @@ impl CgroupDriver for V2 {
         check_rel(rel)?;
         Ok(files::rmdir(&self.dir(rel))?)
     }
+
+    fn children(&self, rel: &str) -> Vec<String> {
+        if !rel.is_empty() && check_rel(rel).is_err() {
+            return Vec::new();
+        }
+        files::child_dirs(&self.dir(rel))
+    }
 }
 
 #[cfg(test)]

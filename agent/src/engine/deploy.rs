@@ -80,6 +80,10 @@ pub async fn deploy(
             .collect(),
         settings: settings.clone(),
         logs: engine.logs.clone(),
+        cgroup: engine
+            .cgroups
+            .clone()
+            .map(|driver| BuildCgroup::new(driver, app)),
     };
     let (tmp, slugs, data) = (
         settings.tmp_dir(),
@@ -91,7 +95,7 @@ pub async fn deploy(
         check_free_space(&data, tree_size(&source).saturating_mul(2))?;
         let mut step = |root: &Path| build.run(root);
         let slug =
-            build::prepare_slug_with(&source, &tmp, &slugs, ArchiveLimits::default(), &mut step)?;
+            build::prepare_slug_with(&source, &tmp, &slugs, extraction_limits(&data), &mut step)?;
         check_env(&slug.path)?;
         check_app_json(&slug.path)?;
         Ok::<_, EngineError>(slug)
@@ -133,6 +137,72 @@ struct BuildPlan {
     buildpacks: Vec<PathBuf>,
     settings: Settings,
     logs: Option<crate::logs::LogHandle>,
+    cgroup: Option<BuildCgroup>,
+}
+
+/// Where builds run: `_builds/<app>@<n>` in roboku's subtree (not a valid app name, so never a
+/// dyno's), with limits, killed whole when the build ends; the start sweep removes any an agent
+/// killed mid-build left (it is shaped like a dyno instance no record accounts for).
+struct BuildCgroup {
+    driver: std::sync::Arc<dyn crate::cgroup::CgroupDriver>,
+    rel: String,
+}
+
+/// Most tasks a build may run at once (a runaway `make -j` or a fork bomb in a build script).
+const BUILD_PIDS: u64 = 4096;
+
+impl BuildCgroup {
+    fn new(driver: std::sync::Arc<dyn crate::cgroup::CgroupDriver>, app: &str) -> BuildCgroup {
+        let rel = format!("_builds/{app}@{}", crate::util::now_ms());
+        BuildCgroup { driver, rel }
+    }
+
+    /// Creates the cgroup and opens its join files; none (logged) if cgroups are not usable.
+    fn open(&self) -> Vec<std::fs::File> {
+        if !self.driver.status().enforced {
+            return Vec::new();
+        }
+        let limits = wire::Limits {
+            pids: Some(BUILD_PIDS),
+            memory_max: half_the_memory(),
+            ..Default::default()
+        };
+        match self
+            .driver
+            .create(&self.rel, &limits)
+            .and_then(|()| self.driver.join_files(&self.rel))
+        {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::warn!(cgroup = %self.rel, error = %e, "build runs without its cgroup");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Kills everything left in it (whatever escaped the phases' process groups) and removes it.
+    fn close(&self) {
+        if let Err(e) = self
+            .driver
+            .kill_all(&self.rel)
+            .and_then(|()| self.driver.remove(&self.rel))
+        {
+            tracing::warn!(cgroup = %self.rel, error = %e, "cleaning up a build cgroup failed");
+        }
+    }
+}
+
+/// Half of the host's RAM (`MemTotal`), the memory a build may use.
+fn half_the_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024 / 2)
 }
 
 impl BuildPlan {
@@ -148,10 +218,16 @@ impl BuildPlan {
                     logs.system(&app, "build", line.to_string());
                 }
             };
+            let join = self
+                .cgroup
+                .as_ref()
+                .map(BuildCgroup::open)
+                .unwrap_or_default();
             let mut opts = BuildOpts {
                 timeout: Duration::from_secs(self.settings.build_timeout_secs),
                 run_as: self.run_as,
                 output: &mut output,
+                join: &join,
             };
             let outcome = run_buildpacks(
                 root,
@@ -160,7 +236,12 @@ impl BuildPlan {
                 &self.buildpacks,
                 &self.settings.buildpacks_dir(),
                 &mut opts,
-            )?;
+            );
+            drop(join);
+            if let Some(cg) = &self.cgroup {
+                cg.close();
+            }
+            let outcome = outcome?;
             defaults = outcome.default_process_types.into_iter().collect();
         }
         build::elf::check_arch(root, std::env::consts::ARCH)?;
@@ -184,20 +265,52 @@ fn build_user(info: &wire::AppInfo) -> Result<Option<(u32, u32)>, EngineError> {
 
 /// Refuses work that would fill the disk: `need` bytes plus a 64 MiB margin must be free.
 pub fn check_free_space(dir: &std::path::Path, need: u64) -> Result<(), EngineError> {
-    const MARGIN: u64 = 64 << 20;
     let st = nix::sys::statvfs::statvfs(dir)
         .map_err(|e| EngineError::Internal(format!("statvfs {}: {e}", dir.display())))?;
-    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
-    if free < need.saturating_add(MARGIN) {
+    let (free, total) = space(&st);
+    let margin = free_space_margin(total);
+    if free < need.saturating_add(margin) {
         return Err(EngineError::Conflict(format!(
             "not enough free space on {}: this deploy needs about {} (plus a {} margin), {} is free",
             dir.display(),
             roboku_wire::human_bytes(need),
-            roboku_wire::human_bytes(MARGIN),
+            roboku_wire::human_bytes(margin),
             roboku_wire::human_bytes(free)
         )));
     }
     Ok(())
+}
+
+/// An archive may unpack to no more than the data filesystem can take (minus the margin), checked
+/// entry by entry while extracting: the free-space check before it only knows the compressed size.
+fn extraction_limits(dir: &std::path::Path) -> ArchiveLimits {
+    let default = ArchiveLimits::default();
+    let Ok(st) = nix::sys::statvfs::statvfs(dir) else {
+        return default;
+    };
+    let (free, total) = space(&st);
+    ArchiveLimits {
+        max_total_bytes: default
+            .max_total_bytes
+            .min(free.saturating_sub(free_space_margin(total))),
+        ..default
+    }
+}
+
+/// `(free to us, total)` bytes of a filesystem (the field types differ between targets).
+#[allow(clippy::unnecessary_cast)]
+fn space(st: &nix::sys::statvfs::Statvfs) -> (u64, u64) {
+    let frag = st.fragment_size() as u64;
+    (
+        st.blocks_available() as u64 * frag,
+        st.blocks() as u64 * frag,
+    )
+}
+
+/// What a deploy leaves free on the data filesystem: 5% of it, between 1 MiB and 64 MiB (a fixed
+/// 64 MiB would keep a 30 MB data partition from ever deploying).
+fn free_space_margin(total: u64) -> u64 {
+    (total / 20).clamp(1 << 20, 64 << 20)
 }
 
 /// Bytes under a directory (regular files), for the free-space check.
@@ -230,13 +343,26 @@ fn check_app_json(slug: &std::path::Path) -> Result<(), EngineError> {
 fn check_env(slug: &std::path::Path) -> Result<(), EngineError> {
     let path = slug.join(".env");
     match std::fs::read_to_string(&path) {
-        Ok(text) => crate::procfile::parse_dotenv(&text)
-            .map(|_| ())
-            .map_err(|e| EngineError::InvalidApp(format!(".env {e}"))),
+        Ok(text) => {
+            let vars = crate::procfile::parse_dotenv(&text)
+                .map_err(|e| EngineError::InvalidApp(format!(".env {e}")))?;
+            crate::procfile::envsize::check_all(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(|e| EngineError::InvalidApp(format!(".env: {e}")))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(EngineError::Internal(format!(
             "read {}: {e}",
             path.display()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_free_space_margin_is_proportional_within_bounds() {
+        assert_eq!(super::free_space_margin(30 << 20), 1536 * 1024);
+        assert_eq!(super::free_space_margin(10 << 20), 1 << 20);
+        assert_eq!(super::free_space_margin(100 << 30), 64 << 20);
     }
 }

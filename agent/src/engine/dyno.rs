@@ -28,6 +28,9 @@ pub struct Proc {
     /// Relative cgroup path of this instance (`demo/web.1@17`), `None` if not in a cgroup.
     pub cgroup: Option<String>,
     pub instance: u64,
+    /// The tag in its environment (`demo/web.1@17`); `None` for one adopted from a record older
+    /// than tags.
+    pub tag: Option<String>,
     pub started: Instant,
 }
 
@@ -131,6 +134,11 @@ impl Dyno {
             pid: self.proc.as_ref().map(|p| p.pid),
             pid_start: self.proc.as_ref().and_then(|p| p.start_time),
             cgroup: self.proc.as_ref().and_then(|p| p.cgroup.clone()),
+            instance: match (&self.proc, self.pending) {
+                (Some(p), _) => p.tag.clone(),
+                (None, Some(i)) => Some(instance_tag(&self.key(), i)),
+                (None, None) => None,
+            },
             release: self.release,
             port: self.port,
             restarts: self.restarts,
@@ -160,6 +168,11 @@ pub(super) fn dyno_env(
     env.insert("ROBOKU_RELEASE".into(), format!("v{}", release.version));
     env.insert("HOME".into(), slug_dir.display().to_string());
     env
+}
+
+/// The tag (and cgroup) of one instance of a dyno: `demo/web.1@17`.
+pub fn instance_tag(key: &DynoKey, instance: u64) -> String {
+    format!("{}/{}@{instance}", key.0, key.1)
 }
 
 /// Splits `web.2` into `("web", 2)`.

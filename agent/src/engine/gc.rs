@@ -6,7 +6,8 @@ use super::Engine;
 use std::collections::BTreeSet;
 
 impl Engine {
-    /// Deletes slugs no kept release refers to. Called after a release is committed.
+    /// Deletes slugs no kept release refers to. Called after a release is committed, and at
+    /// start (to finish what an agent killed mid-collection left).
     pub(super) fn gc_slugs(&mut self) {
         let keep_n = self.settings.keep_releases.max(1);
         let mut keep = BTreeSet::new();
@@ -20,6 +21,10 @@ impl Engine {
             };
             for r in releases.iter().take(keep_n) {
                 keep.insert(r.slug.clone());
+            }
+            // The newest good one too: what a failing (or interrupted) rollout goes back to.
+            if let Some(good) = releases.iter().find(|r| r.status == "succeeded") {
+                keep.insert(good.slug.clone());
             }
             if let Some(cur) = app
                 .current_release
@@ -57,6 +62,7 @@ impl Engine {
         );
         tokio::task::spawn_blocking(move || {
             for path in doomed {
+                crate::fault::point("gc.removing");
                 if let Err(e) = crate::build::remove_tree(&path) {
                     tracing::warn!(error = %e, "slug gc: cannot remove a slug");
                 }

@@ -6,6 +6,7 @@
 //! code. The loop never blocks on a slow client, on log storage, or on killing a cgroup (those
 //! run in their own tasks), so supervision always goes on.
 
+mod adopt;
 mod apps;
 mod command;
 mod confine;
@@ -74,6 +75,8 @@ pub struct EngineHandle {
     /// The log task, for doors that stream work output (builds) into the app's logs
     /// (`None` for a stub handle).
     pub logs: Option<LogHandle>,
+    /// The cgroup driver, for builds (each runs in its own cgroup; `None` for a stub handle).
+    pub cgroups: Option<Arc<dyn CgroupDriver>>,
 }
 
 impl EngineHandle {
@@ -101,7 +104,11 @@ impl EngineHandle {
                 let _ = r.reply.send(answer(r.door, r.cmd));
             }
         });
-        EngineHandle { tx, logs: None }
+        EngineHandle {
+            tx,
+            logs: None,
+            cgroups: None,
+        }
     }
 }
 
@@ -141,6 +148,9 @@ pub struct Engine {
     rollouts: BTreeMap<String, rollout::Rollout>,
     /// Who waits for an attached one-off dyno's exit.
     one_off_exits: BTreeMap<DynoKey, oneshot::Sender<roboku_wire::ExitInfo>>,
+    /// Forks waiting for their dyno rows (with the instance tag) to be saved: `flush` saves,
+    /// then launches them, so no dyno runs before the store knows it.
+    spawns: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 /// Starts the engine task: opens nothing itself (the caller passes the store, cgroups and logs),
@@ -158,6 +168,7 @@ pub fn start(
 ) {
     let (tx, rx) = mpsc::channel(256);
     let logs_for_handle = logs.clone();
+    let cgroups_for_handle = cgroups.clone();
     let (internal_tx, internal_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = oneshot::channel();
     let policy = BackoffPolicy {
@@ -184,12 +195,14 @@ pub fn start(
         shutdown: None,
         rollouts: BTreeMap::new(),
         one_off_exits: BTreeMap::new(),
+        spawns: Vec::new(),
     };
     let task = tokio::spawn(engine.run(rx, internal_rx, ready_tx));
     (
         EngineHandle {
             tx,
             logs: Some(logs_for_handle),
+            cgroups: Some(cgroups_for_handle),
         },
         task,
         ready_rx,
@@ -312,9 +325,18 @@ impl Engine {
         false
     }
 
-    /// Persists every changed dyno row in one transaction. A failing store is logged, never fatal:
-    /// supervision goes on with the state in memory (and tries again on the next change).
+    /// Persists every changed dyno row in one transaction, then launches the forks that waited
+    /// for it. A failing store is logged, never fatal: supervision goes on with the state in
+    /// memory (and tries again on the next change; a dyno forked unrecorded is found again at
+    /// start by its tag).
     fn flush(&mut self) {
+        self.save_dynos();
+        for spawn in self.spawns.drain(..) {
+            tokio::task::spawn_blocking(spawn);
+        }
+    }
+
+    fn save_dynos(&mut self) {
         if self.dirty.is_empty() && self.gone.is_empty() {
             return;
         }

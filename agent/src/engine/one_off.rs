@@ -87,7 +87,11 @@ impl Engine {
             .map(|a| shell_quote(a))
             .collect::<Vec<_>>()
             .join(" ");
-        let env = super::dyno::dyno_env(&cache.dotenv, &release, &slug_dir, app, &name, port);
+        let mut env = super::dyno::dyno_env(&cache.dotenv, &release, &slug_dir, app, &name, port);
+        // Tagged like every dyno; forked before its row is saved, so an agent killed in between
+        // leaves a tagged, unrecorded process that the next start kills (one-offs never outlive
+        // their agent anyway).
+        crate::supervisor::orphans::tag(&mut env, &self.settings.data_dir, &rel);
         // ((our output end, its output end), (its stdin end, our stdin end)).
         let pipes = match (detached, tty) {
             (true, _) => None,
@@ -140,6 +144,7 @@ impl Engine {
             start_time: spawned.start_time,
             cgroup,
             instance,
+            tag: Some(rel.clone()),
             started: Instant::now(),
         });
         self.dynos.insert(key.clone(), d);

@@ -77,6 +77,7 @@ impl Engine {
             "roboku",
             format!("Release v{} created: {}", row.version, row.description),
         );
+        crate::fault::point("release.created");
         self.begin_rollout(app, row.version, previous, answer);
         Ok(Reply::Pending {
             app: app.to_string(),
@@ -132,6 +133,20 @@ impl Engine {
             config.remove(key);
         }
         config.extend(change.set.clone());
+        // Refused here, with the key and the limit, rather than as a dyno that cannot start.
+        let bad = |e: String| EngineError::BadRequest(format!("config var {e}"));
+        for (k, v) in &change.set {
+            crate::procfile::envsize::check_var(k, v).map_err(bad)?;
+        }
+        let dotenv = &self.cache(app)?.dotenv;
+        let env = dotenv.iter().filter(|(k, _)| !config.contains_key(*k));
+        crate::procfile::envsize::check_all(
+            config
+                .iter()
+                .chain(env)
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .map_err(|e| EngineError::BadRequest(format!("config vars and .env: {e}")))?;
         if config == before {
             // Unsetting an absent var or setting a var to its value: no release, no restart.
             return Ok(Reply::ConfigChanged(wire::ConfigChanged {
@@ -245,7 +260,15 @@ fn check_env_name(key: &str) -> Result<()> {
             "config var name {key:?} is not valid: use letters, digits and '_', not starting with a digit"
         )));
     }
-    if ["PORT", "DYNO", "ROBOKU_APP", "ROBOKU_RELEASE"].contains(&key) {
+    let reserved = [
+        "PORT",
+        "DYNO",
+        "ROBOKU_APP",
+        "ROBOKU_RELEASE",
+        crate::supervisor::orphans::AGENT_VAR,
+        crate::supervisor::orphans::INSTANCE_VAR,
+    ];
+    if reserved.contains(&key) {
         return Err(EngineError::BadRequest(format!(
             "{key} is set by roboku for each dyno and cannot be a config var"
         )));

@@ -67,7 +67,6 @@ impl Engine {
             answer,
             reply: None,
         };
-        let _ = self.store.set_release_status(app, version, "deploying");
         if let Some((instance, pid)) = self.start_release_phase(app) {
             rollout.phase = Phase::ReleasePhase { instance, pid };
             self.rollouts.insert(app.to_string(), rollout);
@@ -84,7 +83,12 @@ impl Engine {
         let command = release.process_types.get("release")?.clone();
         self.next_instance += 1;
         let instance = self.next_instance;
-        let env = super::dyno::dyno_env(&cache.dotenv, &release, &slug_dir, app, "release.1", 0);
+        let mut env =
+            super::dyno::dyno_env(&cache.dotenv, &release, &slug_dir, app, "release.1", 0);
+        // Tagged but never recorded: a robokud killed mid-phase kills it at its next start (and
+        // runs the phase again as it finishes the rollout).
+        let tag = super::dyno::instance_tag(&(app.to_string(), "release.1".into()), instance);
+        crate::supervisor::orphans::tag(&mut env, &self.settings.data_dir, &tag);
         // Confined like every dyno (the app's web limits), or not run at all.
         let limits = super::one_off::app_limits(&cache.formation);
         let rel = release_cgroup(app, instance);
@@ -178,7 +182,63 @@ impl Engine {
             d.crashes = 0;
         }
         self.reconcile(app);
+        crate::fault::point("rollout.switched");
+        // Dynos already on the new release (adopted while finishing an interrupted rollout)
+        // are checked too: nothing counts as healthy that was not checked by this agent.
+        let Some(version) = self.rollouts.get(app).map(|r| r.version) else {
+            return;
+        };
+        let running: Vec<DynoKey> = self
+            .dynos
+            .values()
+            .filter(|d| d.app == app && d.release == version && d.proc.is_some())
+            .filter(|d| d.want == Want::Run && d.state == DynoState::Up)
+            .map(|d| d.key())
+            .collect();
+        for key in running {
+            self.on_dyno_started(&key);
+        }
         self.check_rollout(app);
+    }
+
+    /// At start: a current release the previous agent left `deploying` is rolled out again (its
+    /// gate runs again, the caller is gone); one it left `failed` is replaced by the release before
+    /// it. Returns the apps handled (they need no separate reconcile).
+    pub(super) fn finish_interrupted(&mut self, apps: &[String]) -> BTreeSet<String> {
+        let mut handled = BTreeSet::new();
+        for app in apps {
+            let Some(current) = self.apps.get(app).and_then(|c| c.release.clone()) else {
+                continue;
+            };
+            if current.status == "succeeded" {
+                continue;
+            }
+            let previous = match self.store.releases(app) {
+                Ok(rows) => rows
+                    .into_iter()
+                    .find(|r| r.version < current.version && r.status == "succeeded")
+                    .map(|r| r.version),
+                Err(e) => {
+                    tracing::error!(app, error = %e, "cannot read releases to finish a rollout");
+                    continue;
+                }
+            };
+            let msg = if current.status == "failed" {
+                let restored = self.restore(app, previous);
+                self.reconcile(app);
+                format!("release v{} had failed; {restored}", current.version)
+            } else {
+                self.begin_rollout(app, current.version, previous, Answer::Release);
+                format!(
+                    "release v{} was still rolling out when robokud stopped; checking it again",
+                    current.version
+                )
+            };
+            tracing::warn!(app, "{msg}");
+            self.logs.system(app, "roboku", msg);
+            handled.insert(app.clone());
+        }
+        handled
     }
 
     /// A dyno of `app` just started: during a rollout, check it before it counts.
@@ -322,6 +382,7 @@ impl Engine {
         }
         let outcome = match result {
             Ok(()) => {
+                crate::fault::point("rollout.gated");
                 let _ = self.store.set_release_status(app, r.version, "succeeded");
                 self.gc_slugs();
                 self.logs.system(
@@ -353,6 +414,7 @@ impl Engine {
             }
             Err(reason) => {
                 let _ = self.store.set_release_status(app, r.version, "failed");
+                crate::fault::point("rollout.failed");
                 let restored = self.restore(app, r.previous);
                 let msg = format!("release v{} failed: {reason}; {restored}", r.version);
                 self.logs.system(app, "roboku", msg.clone());
@@ -371,7 +433,7 @@ impl Engine {
     }
 
     /// Makes `previous` current again (code and config) and restarts the dynos onto it.
-    fn restore(&mut self, app: &str, previous: Option<u32>) -> String {
+    pub(super) fn restore(&mut self, app: &str, previous: Option<u32>) -> String {
         let Some(prev) = previous else {
             return "there is no earlier release to go back to".into();
         };

@@ -2,11 +2,11 @@
 //! resource samples. Slow work (killing what is left of a cgroup, removing it) runs in a blocking
 //! task so the loop is free to start the replacement at once.
 
-use super::dyno::{Dyno, DynoKey, Proc, Want};
+use super::dyno::{DynoKey, Proc, Want};
 use super::{Engine, Internal};
-use crate::supervisor::procfs;
 use crate::supervisor::spawn::{self, SpawnSpec};
 use crate::supervisor::watch::{self, Exit};
+use crate::supervisor::{orphans, procfs};
 use crate::util::now_ms;
 use rand::Rng;
 use roboku_wire::{DynoState, ExitInfo};
@@ -36,11 +36,12 @@ impl Engine {
         self.next_instance += 1;
         let instance = self.next_instance;
 
-        let env = super::dyno::dyno_env(&cache.dotenv, &release, &slug_dir, &app, &name, port);
+        let mut env = super::dyno::dyno_env(&cache.dotenv, &release, &slug_dir, &app, &name, port);
+        let rel = super::dyno::instance_tag(key, instance);
+        orphans::tag(&mut env, &self.settings.data_dir, &rel);
 
         // A dyno never runs outside its cgroup because a cgroup step failed: the start fails
         // (as a crash, retried with backoff) with the reason in ps, the logs and the events.
-        let rel = format!("{app}/{name}@{instance}");
         let super::confine::Confined {
             cgroup,
             join,
@@ -72,14 +73,15 @@ impl Engine {
         d.state = DynoState::Starting;
         d.pending = Some(instance);
         self.dirty.insert(key.clone());
-        // fork+exec (and the cgroup joins between them) run on the blocking pool: a scale to 100
-        // overlaps them, and the loop stays free for exits and requests meanwhile.
+        // fork+exec (and the cgroup joins between them) run on the blocking pool once `flush` has
+        // saved the row naming this instance: a scale to 100 overlaps them, and the loop stays
+        // free for exits and requests meanwhile.
         let (tx, key, logs_dir) = (
             self.internal_tx.clone(),
             key.clone(),
             self.settings.logs_dir(),
         );
-        tokio::task::spawn_blocking(move || {
+        self.spawns.push(Box::new(move || {
             let result = crate::logs::open_spool(&logs_dir, &app, &name)
                 .map_err(|e| e.to_string())
                 .and_then(|spool| {
@@ -103,6 +105,9 @@ impl Engine {
                         _ => format!("cannot start `{command}`: {e}"),
                     })
                 });
+            if result.is_ok() {
+                crate::fault::point("spawn.forked");
+            }
             let _ = tx.send(Internal::Spawned {
                 key,
                 instance,
@@ -110,7 +115,7 @@ impl Engine {
                 command,
                 result,
             });
-        });
+        }));
     }
 
     /// A spawn finished on the blocking pool.
@@ -148,6 +153,7 @@ impl Engine {
                     start_time: spawned.start_time,
                     cgroup,
                     instance,
+                    tag: Some(super::dyno::instance_tag(&key, instance)),
                     started: Instant::now(),
                 });
                 d.state = DynoState::Up;
@@ -168,6 +174,7 @@ impl Engine {
             }
             Err(reason) => {
                 self.logs.system(&app, &name, reason.clone());
+                let reason_copy = reason.clone();
                 if let Some(rel) = cgroup {
                     self.cleanup_cgroup(rel);
                 }
@@ -179,7 +186,12 @@ impl Engine {
                     reason,
                 };
                 match want {
-                    Want::Run => self.crashed(&key, exit, Duration::ZERO),
+                    Want::Run => {
+                        let release = self.dynos.get(&key).map(|d| d.release).unwrap_or(0);
+                        self.crashed(&key, exit, Duration::ZERO);
+                        // A dyno of a new release that cannot even start fails the release now.
+                        self.on_rollout_crash(&key, release, &reason_copy);
+                    }
                     Want::Stop => {
                         if let Some(d) = self.dynos.get_mut(&key) {
                             d.state = DynoState::Down;
@@ -484,100 +496,6 @@ impl Engine {
                     d.sample.cpu_percent = Some(ns.saturating_sub(prev) as f64 * 100.0 / wall);
                 }
                 d.sample.last_cpu = Some((ns, now));
-            }
-        }
-    }
-
-    /// Re-adopts dynos that outlived the previous robokud (same pid, same start time), marks the
-    /// rest for restart, then reconciles every app.
-    pub(super) fn adopt_and_reconcile(&mut self) {
-        let apps = match self.store.apps() {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list apps at start");
-                return;
-            }
-        };
-        for app in &apps {
-            self.refresh_app(&app.name);
-        }
-        let rows = self.store.dynos().unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot read dyno records; starting fresh");
-            Vec::new()
-        });
-        let mut adopted = 0;
-        let mut dead = Vec::new();
-        for row in rows {
-            let key = (row.app.clone(), row.name.clone());
-            let Some((ptype, index)) = super::dyno::parse_name(&row.name) else {
-                continue;
-            };
-            if !self.apps.contains_key(&row.app) {
-                self.gone.push(key);
-                continue;
-            }
-            let mut d = Dyno::new(
-                &row.app,
-                ptype,
-                index,
-                row.port,
-                row.release,
-                row.started_at,
-            );
-            d.restarts = row.restarts;
-            d.last_exit = row.last_exit.clone();
-            d.user = self
-                .apps
-                .get(&row.app)
-                .map(|c| c.user_name.clone())
-                .unwrap_or_default();
-            let alive = row
-                .pid
-                .filter(|&pid| row.pid_start.is_some() && procfs::start_time(pid) == row.pid_start);
-            match alive.map(|pid| (pid, spawn::pidfd_open(pid))) {
-                Some((pid, Ok(fd))) => {
-                    self.next_instance += 1;
-                    let instance = self.next_instance;
-                    d.proc = Some(Proc {
-                        pid,
-                        start_time: row.pid_start,
-                        cgroup: row.cgroup.clone(),
-                        instance,
-                        started: Instant::now(),
-                    });
-                    d.state = DynoState::Up;
-                    self.logs.watch(&row.app, &row.name);
-                    self.logs.system(
-                        &row.app,
-                        &row.name,
-                        format!("Re-adopted running process (pid {pid})"),
-                    );
-                    self.watch_exit(key.clone(), instance, pid, fd);
-                    adopted += 1;
-                }
-                _ => {
-                    if let Some(rel) = row.cgroup.clone() {
-                        self.cleanup_cgroup(rel);
-                    }
-                    dead.push(key.clone());
-                }
-            }
-            self.dynos.insert(key.clone(), d);
-            self.dirty.insert(key);
-        }
-        tracing::info!(adopted, "re-adopted dynos from the previous robokud");
-        for app in apps {
-            self.reconcile(&app.name);
-        }
-        // Dynos that died while no robokud was watching and that reconcile left alone (same
-        // release, still wanted): start them again.
-        for key in dead {
-            let idle = self
-                .dynos
-                .get(&key)
-                .is_some_and(|d| d.proc.is_none() && d.want == Want::Run);
-            if idle {
-                self.start_dyno(&key);
             }
         }
     }

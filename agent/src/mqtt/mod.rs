@@ -162,6 +162,13 @@ fn hostname() -> String {
         .unwrap_or_else(|| "robot".into())
 }
 
+/// Largest packet read from the broker. rumqttc cannot skip a packet over its limit: it drops
+/// the connection, and a retained one comes back at every reconnect. Anything up to this size is
+/// read and refused by the intake (payloads over [`fleet::MAX_PAYLOAD`] are REJECTED, with their
+/// id when it can be read); the broker's `message_size_limit` must stop anything larger (see
+/// docs/fleet-protocol.md), and past it reconnects back off instead of looping.
+pub const MAX_INCOMING: usize = 16 << 20;
+
 /// Fleet control, checked and ready to start: see [`prepare`].
 pub struct Prepared {
     url: String,
@@ -192,8 +199,10 @@ pub fn prepare(settings: &Settings) -> Result<Option<Prepared>, MqttError> {
         key: m.key_file.clone(),
     };
     let keep_alive = std::time::Duration::from_secs(m.keep_alive_secs.max(5));
-    let (opts, net) =
+    let (mut opts, net) =
         fleet::client::options(&url, &device, keep_alive, &tls).map_err(MqttError::Config)?;
+    // Read (and refuse) oversized messages instead of dropping the connection over them.
+    opts.set_max_packet_size(MAX_INCOMING, fleet::client::MAX_PACKET);
     Ok(Some(Prepared {
         url,
         device,

@@ -2,7 +2,8 @@
 //!
 //! rumqttc reconnects when polled again after an error, but at once and forever, and it does not
 //! re-subscribe on a clean session. So this loop: waits out a backoff with jitter between failed
-//! attempts (the crash-restart policy of dynos: exponential, equal jitter, capped), subscribes
+//! attempts (the crash-restart policy of dynos: exponential, equal jitter, capped, reset only by
+//! a connection that lasted), subscribes
 //! again after every ConnAck, and publishes the retained `online` status. Each connection gets a
 //! new session number (persisted, so it grows across agent restarts too), carried by `online`
 //! and by the Last Will (`offline`): a Will from an older session that lands after a newer
@@ -28,6 +29,9 @@ const RECONNECT: BackoffPolicy = BackoffPolicy {
     max: Duration::from_secs(30),
     reset_after: Duration::from_secs(0),
 };
+
+/// How long a connection must last for its loss to reset the reconnect backoff.
+const STABLE: Duration = Duration::from_secs(10);
 
 /// A `cmd` or `desired` payload for the intake.
 pub(super) struct Inbound {
@@ -147,6 +151,7 @@ pub(super) async fn run(
     let own_status = topic::status(&link.device);
     let mut failures: u32 = 0;
     let mut had_connack = false;
+    let mut connected_at = None;
     link.next_session();
     loop {
         let event = tokio::select! {
@@ -155,8 +160,8 @@ pub(super) async fn run(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                failures = 0;
                 had_connack = true;
+                connected_at = Some(tokio::time::Instant::now());
                 tracing::info!(session = link.session, code = ?ack.code, "mqtt connected");
                 link.on_connected();
                 let _ = connected.send(Some(link.session));
@@ -188,6 +193,11 @@ pub(super) async fn run(
                     // The next connection is a new session: a new number, a new Will.
                     had_connack = false;
                     link.next_session();
+                }
+                // A connection that stayed up resets the backoff; one dropped at once (a broker
+                // resending a poison message at every connect) keeps it growing.
+                if connected_at.take().is_some_and(|t| t.elapsed() >= STABLE) {
+                    failures = 0;
                 }
                 failures = failures.saturating_add(1);
                 // The first retry is immediate in the dyno policy; a broker that just dropped

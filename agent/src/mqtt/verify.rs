@@ -128,8 +128,10 @@ fn open<T: serde::de::DeserializeOwned>(
 ) -> Result<(T, Option<String>), Refused> {
     let refuse = |id, why| Refused { id, why };
     if payload.len() > MAX_PAYLOAD {
+        // Its id, when it can be read, so the sender hears which command was refused.
+        let id = seal::unseal(payload).ok().and_then(|u| echo_id(&u.bytes));
         return Err(refuse(
-            None,
+            id,
             Rejection::TooLarge {
                 size: payload.len(),
                 max: MAX_PAYLOAD,

@@ -256,6 +256,7 @@ mod tests {
                 pid: None,
                 pid_start: None,
                 cgroup: None,
+                instance: None,
                 release: 1,
                 port,
                 restarts: 0,

@@ -57,7 +57,8 @@ impl Store {
     pub fn dynos(&self) -> Result<Vec<DynoRow>, StoreError> {
         self.conn
             .prepare_cached(
-                "SELECT app, name, pid, pid_start, release, port, restarts, started_at, last_exit, cgroup
+                "SELECT app, name, pid, pid_start, release, port, restarts, started_at, last_exit, cgroup,
+                        instance
                  FROM dynos ORDER BY app, name",
             )
             .and_then(|mut st| {
@@ -73,6 +74,7 @@ impl Store {
                         started_at: r.get(7)?,
                         last_exit: json_col_opt(r, 8)?,
                         cgroup: r.get(9)?,
+                        instance: r.get(10)?,
                     })
                 })?
                 .collect()
@@ -92,12 +94,13 @@ impl Store {
         {
             let mut upsert = tx
                 .prepare_cached(
-                    "INSERT INTO dynos (app, name, pid, pid_start, release, port, restarts, started_at, last_exit, cgroup)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                    "INSERT INTO dynos (app, name, pid, pid_start, release, port, restarts, started_at, last_exit, cgroup, instance)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                      ON CONFLICT (app, name) DO UPDATE SET
                         pid = excluded.pid, pid_start = excluded.pid_start, release = excluded.release,
                         port = excluded.port, restarts = excluded.restarts, started_at = excluded.started_at,
-                        last_exit = excluded.last_exit, cgroup = excluded.cgroup",
+                        last_exit = excluded.last_exit, cgroup = excluded.cgroup,
+                        instance = excluded.instance",
                 )
                 .at("upsert dyno", path)?;
             for d in rows {
@@ -118,7 +121,8 @@ impl Store {
                         d.restarts,
                         d.started_at,
                         last_exit,
-                        d.cgroup
+                        d.cgroup,
+                        d.instance
                     ])
                     .at("upsert dyno", path)?;
             }
@@ -146,6 +150,7 @@ mod tests {
             pid: Some(1000),
             pid_start: Some(u64::from(port) * 7),
             cgroup: None,
+            instance: Some(format!("{app}/{name}@{port}")),
             release: 1,
             port,
             restarts: 0,

@@ -108,6 +108,9 @@ pub struct DynoRow {
     pub pid_start: Option<u64>,
     /// Relative cgroup path of the running instance (`demo/web.1@17`), to find it again.
     pub cgroup: Option<String>,
+    /// Tag of the instance being spawned or running (`demo/web.1@17`, in its environment as
+    /// `ROBOKU_INSTANCE`), recorded before the fork.
+    pub instance: Option<String>,
     pub release: u32,
     pub port: u16,
     pub restarts: u32,
@@ -343,6 +346,7 @@ mod tests {
             pid: Some(42),
             pid_start: Some(123456),
             cgroup: Some("demo/web.1@1".into()),
+            instance: Some("demo/web.1@1".into()),
             release: 1,
             port: 5000,
             restarts: 2,

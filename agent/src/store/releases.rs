@@ -22,7 +22,8 @@ fn release_row(r: &Row<'_>) -> rusqlite::Result<ReleaseRow> {
 }
 
 impl Store {
-    /// Creates release v(max+1) and makes it current, in one transaction.
+    /// Creates release v(max+1) and makes it current, in one transaction. It starts `deploying`:
+    /// only its rollout's health gate marks it `succeeded` (or `failed`).
     pub fn create_release(&mut self, app: &str, new: NewRelease) -> Result<ReleaseRow, StoreError> {
         let path = &self.path;
         let tx = self.conn.transaction().at("begin create release", path)?;
@@ -39,7 +40,7 @@ impl Store {
             slug: new.slug,
             process_types: new.process_types,
             config: new.config,
-            status: "succeeded".to_string(),
+            status: "deploying".to_string(),
             door: new.door,
         };
         tx.prepare_cached(&format!(
@@ -197,7 +198,10 @@ mod tests {
         let a2 = s.create_release("a", new("s2", 11)).unwrap();
         let b1 = s.create_release("b", new("s3", 12)).unwrap();
         assert_eq!((a1.version, a2.version, b1.version), (1, 2, 1));
-        assert_eq!(a2.status, "succeeded");
+        assert_eq!(
+            a2.status, "deploying",
+            "no release is succeeded before its gate"
+        );
         assert_eq!(a2.created_at, 11);
         assert_eq!(s.app("a").unwrap().unwrap().current_release, Some(2));
         assert_eq!(s.app("b").unwrap().unwrap().current_release, Some(1));

@@ -29,12 +29,20 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         op: "migrate to 3",
         sql: V3,
     },
+    Migration {
+        op: "migrate to 4",
+        sql: V4,
+    },
 ];
 
 /// Version 3: each app's own uid (and gid, the same number), allocated once and kept, so its
 /// files and processes stay its own across agent restarts. NULL: not allocated yet.
 const V3: &str = "ALTER TABLE apps ADD COLUMN uid INTEGER;
 CREATE UNIQUE INDEX apps_by_uid ON apps(uid);";
+
+/// Version 4: the instance tag (`demo/web.1@17`) of the process being spawned or running, written
+/// before the fork, so a restarted agent can tell its own dynos from leaks.
+const V4: &str = "ALTER TABLE dynos ADD COLUMN instance TEXT;";
 
 /// Version 2: an app may name its buildpacks (JSON list of paths; NULL = detect the built-ins).
 const V2: &str = "ALTER TABLE apps ADD COLUMN buildpacks TEXT;";

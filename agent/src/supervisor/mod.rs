@@ -8,6 +8,7 @@
 
 pub mod backoff;
 pub mod hardware;
+pub mod orphans;
 pub mod procfs;
 pub mod pty;
 pub mod reach;

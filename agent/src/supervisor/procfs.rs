@@ -8,6 +8,16 @@ pub fn start_time(pid: i32) -> Option<u64> {
     stat_fields(pid).and_then(|f| f.get(19).and_then(|s| s.parse().ok()))
 }
 
+/// Field 6 of `/proc/<pid>/stat`: the session id (a dyno's shell leads its own session).
+pub fn session(pid: i32) -> Option<i32> {
+    stat_fields(pid).and_then(|f| f.get(3).and_then(|s| s.parse().ok()))
+}
+
+/// The process exited and waits to be reaped (state `Z`): it holds no ports or files any more.
+pub fn is_zombie(pid: i32) -> bool {
+    stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s == "Z"))
+}
+
 /// utime + stime of the process, nanoseconds.
 pub fn cpu_ns(pid: i32) -> Option<u64> {
     let f = stat_fields(pid)?;
@@ -41,6 +51,7 @@ mod tests {
     fn reads_own_process() {
         let me = std::process::id() as i32;
         assert!(start_time(me).is_some());
+        assert!(session(me).is_some());
         assert!(rss_bytes(me).unwrap() > 0);
         assert!(cpu_ns(me).is_some());
         assert_eq!(start_time(i32::MAX), None);

@@ -72,10 +72,10 @@ pub fn spawn(spec: SpawnSpec) -> std::io::Result<Spawned> {
             groups.push(*g);
         }
     }
+    let agent = std::process::id() as i32;
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls
     // (setsid, ioctl TIOCSCTTY, umask, write, setpriority, sched_setscheduler, setgroups,
-    // setgid, setuid) on
-    // values prepared before the fork.
+    // setgid, setuid, getppid) on values prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -111,6 +111,11 @@ pub fn spawn(spec: SpawnSpec) -> std::io::Result<Spawned> {
                 {
                     return Err(std::io::Error::last_os_error());
                 }
+            }
+            // An agent killed between our fork and exec cannot record us, and until exec our
+            // environment carries no tag to be found by: do not become a dyno nobody knows.
+            if libc::getppid() != agent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });

@@ -11,6 +11,7 @@ mod dotenv;
 mod tests;
 
 pub use dotenv::parse_dotenv;
+pub mod envsize;
 
 /// A parse error that names the line (1-based) and what was wrong on it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

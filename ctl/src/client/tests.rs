@@ -226,3 +226,14 @@ fn query_strings_are_encoded() {
     assert_eq!(q, "/v1/apps/demo/logs?n=100&dyno=web.1&source=a%20b%26c");
     assert_eq!(with_query("/v1/events", &[("app", None)]), "/v1/events");
 }
+
+#[test]
+fn a_permission_error_says_who_may_use_the_socket_not_that_robokud_is_down() {
+    let err = ClientError::Unreachable {
+        socket: "/var/lib/roboku/robokud.sock".into(),
+        source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("`roboku` group"), "{msg}");
+    assert!(!msg.contains("is robokud running?"), "{msg}");
+}

@@ -47,14 +47,31 @@ impl Client {
         let len = f.metadata().await.map_err(local)?.len();
         let what = format!("the upload to {path}");
         let mut sender = self.connect::<ChunkBody>(&what).await?;
-        let broken = |e: hyper::Error| self.broken(&what, e);
+        // Once the whole archive is sent, a broken connection no longer means the upload failed:
+        // the agent may have cut the release before it went away.
+        let sent_all = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = sent_all.clone();
+        let broken = |e: hyper::Error| {
+            if sent_all.load(std::sync::atomic::Ordering::SeqCst) {
+                ClientError::Protocol(format!(
+                    "robokud at {} went away after receiving the whole archive ({e}): the release \
+                     may have been cut; see `roboku releases` and `roboku ps`",
+                    self.socket_path().display()
+                ))
+            } else {
+                self.broken(&what, e)
+            }
+        };
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
             let mut buf = vec![0u8; 64 * 1024];
             let mut sent = 0u64;
             loop {
                 match f.read(&mut buf).await {
-                    Ok(0) => break,
+                    Ok(0) => {
+                        done.store(true, std::sync::atomic::Ordering::SeqCst);
+                        break;
+                    }
                     Ok(n) => {
                         sent += n as u64;
                         progress(sent);

@@ -65,6 +65,8 @@ pub struct Broker {
     child: Option<Child>,
     /// More mosquitto.conf lines (e.g. a TLS listener).
     extra_conf: String,
+    /// `message_size_limit` (bytes; `None`: mosquitto's default, MQTT's 256 MB).
+    size_limit: Option<usize>,
 }
 
 fn mosquitto() -> PathBuf {
@@ -98,14 +100,24 @@ impl Broker {
         Broker::start_with("")
     }
 
+    /// A broker with `message_size_limit` `limit` (`None`: none, as mosquitto ships).
+    pub fn start_with_limit(limit: Option<usize>) -> Broker {
+        Broker::start_conf(limit, "")
+    }
+
     /// A broker with more mosquitto.conf lines after the plain loopback listener.
     pub fn start_with(extra_conf: &str) -> Broker {
+        Broker::start_conf(Some(1 << 20), extra_conf)
+    }
+
+    fn start_conf(limit: Option<usize>, extra_conf: &str) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut b = Broker {
             port: free_port(),
             dir,
             child: None,
             extra_conf: extra_conf.to_string(),
+            size_limit: limit,
         };
         b.restart();
         b
@@ -125,8 +137,12 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\nlog_dest stderr\nmessage_size_limit 1048576\n{}",
-                self.port, self.extra_conf
+                "listener {} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\nlog_dest stderr\n{}{}",
+                self.port,
+                self.size_limit
+                    .map(|l| format!("message_size_limit {l}\n"))
+                    .unwrap_or_default(),
+                self.extra_conf
             ),
         )
         .expect("write mosquitto.conf");
@@ -488,6 +504,11 @@ pub struct Probe {
 
 impl Probe {
     pub fn connect(broker: &Broker, subscriptions: &[String]) -> Probe {
+        Probe::connect_with_max(broker, subscriptions, client::MAX_PACKET)
+    }
+
+    /// A probe that may publish and receive packets up to `max_packet` bytes.
+    pub fn connect_with_max(broker: &Broker, subscriptions: &[String], max_packet: usize) -> Probe {
         let id = format!(
             "probe-{}-{}",
             std::process::id(),
@@ -500,6 +521,8 @@ impl Probe {
             &TlsFiles::default(),
         )
         .expect("probe options");
+        let mut opts = opts;
+        opts.set_max_packet_size(max_packet, max_packet);
         let (client, mut conn) = rumqttc::Client::new(opts, 64);
         conn.eventloop.set_network_options(net);
         let (tx, rx) = mpsc::channel();

@@ -57,6 +57,7 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> ExecError {
 pub(super) fn run(
     mut cmd: Command,
     run_as: Option<(u32, u32)>,
+    join: &[File],
     capture_stdout: bool,
     deadline: Instant,
     output: &mut dyn FnMut(&str),
@@ -72,10 +73,16 @@ pub(super) fn run(
         None
     };
     cmd.stdin(Stdio::null()).stderr(stream_w);
+    let join: Vec<i32> = join.iter().map(|f| f.as_raw_fd()).collect();
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls
-    // (setsid, setgroups, setgid, setuid) on values copied in before the fork.
+    // (write, setsid, setgroups, setgid, setuid, prctl) on values copied in before the fork.
     unsafe {
         cmd.pre_exec(move || {
+            for fd in &join {
+                if libc::write(*fd, b"0".as_ptr().cast(), 1) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }

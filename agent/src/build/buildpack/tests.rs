@@ -78,6 +78,7 @@ pub(super) fn build_with(
         timeout,
         run_as,
         output: &mut output,
+        join: &[],
     };
     let result = run_buildpacks(&s.app, &s.cache, &env, buildpacks, builtin_dir, &mut opts);
     Run { result, lines }

@@ -1,0 +1,101 @@
+//! A full data disk: robokud starts on it (re-adopting its dynos) and keeps supervising.
+
+use roboku_tests::{app_dir, kill, Agent, AgentOpts};
+use std::io::Write;
+use std::time::Duration;
+
+/// Fills the filesystem holding `dir` until a write fails with ENOSPC.
+fn fill(dir: &std::path::Path) {
+    let path = dir.join("fill");
+    let mut f = std::fs::File::create(&path).expect("create fill file");
+    let chunk = vec![0u8; 1 << 20];
+    let err = loop {
+        if let Err(e) = f.write_all(&chunk).and_then(|()| f.sync_all()) {
+            break e;
+        }
+    };
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    let stat = nix_statvfs(dir);
+    assert!(stat < 64 * 1024, "{} bytes still free", stat);
+}
+
+fn nix_statvfs(dir: &std::path::Path) -> u64 {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: statvfs writes into the zeroed struct we pass; the path is a valid C string.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        assert_eq!(libc::statvfs(c.as_ptr(), &mut st), 0);
+        st.f_bavail * st.f_frsize
+    }
+}
+
+#[test]
+fn robokud_starts_and_supervises_on_a_full_data_disk() {
+    let mut agent = Agent::start(AgentOpts {
+        on_exit: "leave",
+        tmpfs: Some("100M"),
+        ..AgentOpts::default()
+    });
+    let app = app_dir(&[("Procfile", "web: exec sleep 1000\n")]);
+    agent.create_and_deploy("demo", app.path());
+    let pid = agent.wait_up("demo", "web.1", None, Duration::from_secs(10));
+    agent.stop();
+    fill(agent.data_dir());
+    agent.respawn();
+    assert_eq!(
+        agent.up_pid("demo", "web.1"),
+        Some(pid),
+        "web.1 re-adopted on the full disk"
+    );
+    assert!(
+        !agent.stderr_text().contains("built-in buildpacks"),
+        "current buildpacks were rewritten: {}",
+        agent.stderr_text()
+    );
+    assert!(kill(pid, libc::SIGKILL));
+    agent.wait_up("demo", "web.1", Some(pid), Duration::from_secs(10));
+}
+
+#[test]
+fn an_archive_that_unpacks_past_the_free_space_is_refused_while_extracting() {
+    let agent = Agent::start(AgentOpts {
+        tmpfs: Some("100M"),
+        ..AgentOpts::default()
+    });
+    agent.ok(&["apps:create", "demo"]);
+    // 300 MB of zeros compress to well under 1 MB.
+    let src = app_dir(&[("Procfile", "web: exec sleep 1000\n")]);
+    let big = std::fs::File::create(src.path().join("zeros")).expect("create zeros");
+    big.set_len(300 << 20).expect("size zeros");
+    let archive = src.path().join("../bomb.tar.gz");
+    let ok = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(src.path())
+        .args(["Procfile", "zeros"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "tar");
+    std::fs::remove_file(src.path().join("zeros")).expect("remove zeros");
+    let size = std::fs::metadata(&archive).expect("archive").len();
+    assert!(size < 2 << 20, "the archive is {size} bytes");
+    let before = nix_statvfs(agent.data_dir());
+    let out = agent.roboku(&["deploy", archive.to_str().expect("utf-8"), "-a", "demo"]);
+    let _ = std::fs::remove_file(&archive);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the bomb deployed");
+    assert!(err.contains("unpacks to more than"), "{err}");
+    roboku_tests::wait_for("tmp emptied", Duration::from_secs(10), || {
+        std::fs::read_dir(agent.data_dir().join("tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0
+    });
+    let after = nix_statvfs(agent.data_dir());
+    assert!(
+        after + (4 << 20) >= before,
+        "the failed deploy left {} bytes behind",
+        before.saturating_sub(after)
+    );
+}
