@@ -151,6 +151,8 @@ pub struct Engine {
     /// Forks waiting for their dyno rows (with the instance tag) to be saved: `flush` saves,
     /// then launches them, so no dyno runs before the store knows it.
     spawns: Vec<Box<dyn FnOnce() + Send>>,
+    /// Outcomes of rollouts that ended before their caller was attached (see `attach_reply`).
+    unclaimed: BTreeMap<String, Result<Reply, EngineError>>,
 }
 
 /// Starts the engine task: opens nothing itself (the caller passes the store, cgroups and logs),
@@ -196,6 +198,7 @@ pub fn start(
         rollouts: BTreeMap::new(),
         one_off_exits: BTreeMap::new(),
         spawns: Vec::new(),
+        unclaimed: BTreeMap::new(),
     };
     let task = tokio::spawn(engine.run(rx, internal_rx, ready_tx));
     (

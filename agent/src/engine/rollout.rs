@@ -57,6 +57,7 @@ impl Engine {
         previous: Option<u32>,
         answer: Answer,
     ) {
+        self.unclaimed.remove(app);
         let deadline = Instant::now() + Duration::from_secs(self.settings.deploy_timeout_secs);
         let mut rollout = Rollout {
             version,
@@ -427,8 +428,15 @@ impl Engine {
                 Err(EngineError::DeployFailed(msg))
             }
         };
-        if let Some(reply) = r.reply {
-            let _ = reply.send(outcome);
+        match r.reply {
+            Some(reply) => {
+                let _ = reply.send(outcome);
+            }
+            // Finished before its caller was attached (nothing to wait for, e.g. a config change
+            // of an app without dynos): kept for `attach_reply`, which comes in the same turn.
+            None => {
+                self.unclaimed.insert(app.to_string(), outcome);
+            }
         }
     }
 
@@ -462,6 +470,10 @@ impl Engine {
         app: &str,
         reply: oneshot::Sender<Result<Reply, EngineError>>,
     ) {
+        if let Some(outcome) = self.unclaimed.remove(app) {
+            let _ = reply.send(outcome);
+            return;
+        }
         match self.rollouts.get_mut(app) {
             Some(r) => r.reply = Some(reply),
             None => {

@@ -150,6 +150,16 @@ fn the_cli_as_people_use_it() {
         text(&out.stderr)
     );
 
+    // A config change of an app without dynos answers as a config change (its rollout has
+    // nothing to wait for and ends before the caller is attached).
+    agent.ok(&["ps:scale", "web=0", "-a", "nav"]);
+    let out = agent.ok(&["config:set", "IDLE=1", "-a", "nav"]);
+    assert!(
+        out.contains("Setting IDLE and restarting nav... done"),
+        "{out}"
+    );
+    agent.ok(&["ps:scale", "web=1", "-a", "nav"]);
+
     // An app.json key with a typo fails the deploy naming it; v3 keeps running.
     let typo = app_dir(&[
         ("Procfile", "web: exec sleep 1000\n"),
