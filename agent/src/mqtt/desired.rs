@@ -117,36 +117,15 @@ pub fn plan(
             || (slug_of_artifact.is_some() && now.slug.as_deref() == slug_of_artifact);
         (!in_sync).then(|| a.clone())
     });
-    let config = want.config.as_ref().and_then(|c| {
-        let set: BTreeMap<String, String> = c
-            .iter()
-            .filter(|(k, v)| now.config.get(*k) != Some(*v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let unset: Vec<String> = now
-            .config
-            .keys()
-            .filter(|k| !c.contains_key(*k))
-            .cloned()
-            .collect();
-        (!set.is_empty() || !unset.is_empty()).then_some(ConfigChange { set, unset })
-    });
-    let config = config.or_else(|| {
-        let p = want.config_patch.as_ref()?;
-        let set: BTreeMap<String, String> = p
-            .set
-            .iter()
-            .filter(|(k, v)| now.config.get(*k) != Some(*v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let unset: Vec<String> = p
-            .unset
-            .iter()
-            .filter(|k| now.config.contains_key(*k))
-            .cloned()
-            .collect();
-        (!set.is_empty() || !unset.is_empty()).then_some(ConfigChange { set, unset })
-    });
+    // A complete set unsets what it does not name; a patch unsets only what it names.
+    let config = match (&want.config, &want.config_patch) {
+        (Some(c), _) => {
+            let unset = now.config.keys().filter(|k| !c.contains_key(*k));
+            config_change(c, unset, &now.config)
+        }
+        (None, Some(p)) => config_change(&p.set, p.unset.iter(), &now.config),
+        (None, None) => None,
+    };
     let scale = want
         .formation
         .iter()
@@ -160,6 +139,21 @@ pub fn plan(
         config,
         scale,
     }
+}
+
+/// The change that makes `now` hold `set` and none of `unset`; `None` when it already does.
+fn config_change<'a>(
+    set: &BTreeMap<String, String>,
+    unset: impl Iterator<Item = &'a String>,
+    now: &BTreeMap<String, String>,
+) -> Option<ConfigChange> {
+    let set: BTreeMap<String, String> = set
+        .iter()
+        .filter(|(k, v)| now.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let unset: Vec<String> = unset.filter(|k| now.contains_key(*k)).cloned().collect();
+    (!set.is_empty() || !unset.is_empty()).then_some(ConfigChange { set, unset })
 }
 
 #[cfg(test)]
