@@ -20,6 +20,10 @@ bad() { echo "FAIL: $*" >&2; failed=$((failed + 1)); }
 check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
 
 scratch=$(mktemp -d)
+# mktemp makes it 0700: app users could not reach a data dir inside, and robokud refuses such a
+# data dir at start (checked below); the scratch data dir is meant to be usable, as
+# /var/lib/roboku is.
+chmod 0711 "$scratch"
 agent_pid=
 cleanup() {
     [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
@@ -106,7 +110,12 @@ else
 fi
 check "robokud --version" sh -c "/usr/bin/robokud --version | grep -q '^robokud '"
 
-# 3. The installed agent with the packaged config, in a scratch data dir.
+# 3. The installed agent with the packaged config, in a scratch data dir. First under a private
+# (0700) parent: refused, naming the directory.
+private=$(mktemp -d -p "$scratch")
+/usr/bin/robokud --config /etc/roboku/robokud.toml --data-dir "$private/data" --no-cgroups \
+    </dev/null >"$scratch/refused.log" 2>&1 || true
+check "a data dir under a 0700 parent is refused, naming it" grep -q "$private (mode 0700" "$scratch/refused.log"
 data="$scratch/data"
 ROBOKU_LOG=warn /usr/bin/robokud --config /etc/roboku/robokud.toml --data-dir "$data" --no-cgroups \
     </dev/null >"$scratch/agent.log" 2>&1 &
