@@ -151,15 +151,6 @@ mod tests {
     }
 
     #[test]
-    fn byte_sizes() {
-        assert_eq!(bytes(512), "512B");
-        assert_eq!(bytes(64 << 20), "64M");
-        assert_eq!(bytes(3_250_000), "3.1M");
-        assert_eq!(bytes(1536 << 20), "1.5G");
-        assert_eq!(bytes(1024), "1K");
-    }
-
-    #[test]
     fn tables_align_without_trailing_space() {
         let rows = vec![
             vec!["web.1".to_string(), "up 12s".into(), "x".into()],

@@ -235,23 +235,14 @@ impl Engine {
             .app(app)?
             .ok_or_else(|| crate::store::StoreError::NoApp(app.into()))?;
         let cache = self.cache(app)?;
+        let ids = cache.run_as.as_ref().ok().and_then(Option::as_ref);
         Ok(wire::AppInfo {
             name: row.name,
             created_at: row.created_at,
             release: row.current_release,
             user: cache.user_name.clone(),
-            uid: cache
-                .run_as
-                .as_ref()
-                .ok()
-                .and_then(|r| r.as_ref())
-                .map(|r| r.uid),
-            gid: cache
-                .run_as
-                .as_ref()
-                .ok()
-                .and_then(|r| r.as_ref())
-                .map(|r| r.gid),
+            uid: ids.map(|r| r.uid),
+            gid: ids.map(|r| r.gid),
             grace_secs: cache.grace.as_secs(),
             buildpacks: self.store.buildpacks(app)?,
             dynos_running: self

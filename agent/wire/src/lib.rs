@@ -547,6 +547,7 @@ mod tests {
         assert_eq!(human_bytes(64 << 20), "64M");
         assert_eq!(human_bytes(3_250_000), "3.1M");
         assert_eq!(human_bytes(3 << 29), "1.5G");
+        assert_eq!(human_bytes(1024), "1K");
         let l = Limits {
             memory_max: Some(32 << 20),
             cpu: Some(0.5),
