@@ -1,7 +1,8 @@
 //! The embedded example app: `robokud --dev` writes it out and deploys it as `hello`, so a
 //! newcomer sees a running dyno, `roboku ps` and the logs with no setup at all.
 
-use crate::engine::{deploy, Command, Door, EngineHandle};
+use crate::deploy;
+use crate::engine::{Command, Door, EngineHandle};
 use crate::settings::Settings;
 use crate::util::IoContext;
 use roboku_wire::DeployRequest;
@@ -51,7 +52,7 @@ async fn try_deploy(settings: &Settings, engine: &EngineHandle) -> anyhow::Resul
         source: dir.display().to_string(),
         description: Some("Deploy the embedded example".into()),
     };
-    let release = deploy::deploy(engine, settings, Door::Agent, "hello", req).await?;
+    let release = deploy::deploy(engine, settings, Door::Agent, "hello", req, None).await?;
     let _ = std::fs::remove_dir_all(&dir);
     tracing::info!(
         version = release.version,

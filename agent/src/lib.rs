@@ -5,8 +5,10 @@
 //! [`engine::Command`]s.
 
 pub mod api;
+pub mod backoff;
 pub mod build;
 pub mod cgroup;
+pub mod deploy;
 pub mod engine;
 pub mod example;
 pub mod fault;

@@ -4,7 +4,7 @@
 //! and asks the engine to signal the dyno (the door never touches processes itself).
 
 use super::body::ApiBody;
-use super::routes::Resp;
+use super::http::Resp;
 use crate::engine::one_off::Attached;
 use crate::engine::{Command, Door, EngineError, EngineHandle};
 use hyper::upgrade::OnUpgrade;

@@ -3,7 +3,7 @@
 //! so), it never slows the dynos or the log task.
 
 use super::body::ApiBody;
-use super::routes::{query_num, Resp};
+use super::http::{query_num, Resp};
 use super::Ctx;
 use crate::engine::EngineError;
 use crate::logs::LogFilter;

@@ -6,6 +6,7 @@
 mod attach;
 mod body;
 mod conns;
+mod http;
 mod logs;
 mod routes;
 mod upload;

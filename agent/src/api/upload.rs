@@ -3,7 +3,8 @@
 //! held in memory, after checking that the disk can take it; then deployed like any source.
 
 use super::Ctx;
-use crate::engine::{deploy, Door, EngineError};
+use crate::deploy;
+use crate::engine::{Door, EngineError};
 use crate::util::now_ms;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -86,7 +87,7 @@ pub async fn receive(
             source: path.display().to_string(),
             description,
         };
-        deploy::deploy(&ctx.engine, &ctx.settings, door, app, req).await
+        deploy::deploy(&ctx.engine, &ctx.settings, door, app, req, None).await
     }
     .await;
     let _ = tokio::fs::remove_file(&path).await;

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The marker file name: a tree holding it is a prebuilt slug, deployed without building
-/// (`engine::deploy` re-exports it as `PREBUILT_MARKER`).
+/// (`deploy` re-exports it as `PREBUILT_MARKER`).
 pub const MARKER: &str = ".roboku-slug";
 
 /// What a slug file holds, also written into its marker as JSON.

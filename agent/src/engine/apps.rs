@@ -1,7 +1,7 @@
-//! Command dispatch and the handlers for apps, status, events and one-off dynos.
-//! Release, config and formation handlers live in `releases.rs` and `formation.rs`.
+//! The handlers for apps, status and events. Commands reach them through `command.rs`'s
+//! dispatch; release, config and formation handlers live in `releases.rs` and `formation.rs`.
 
-use super::command::{Command, Door, EngineError, Reply};
+use super::command::{Door, EngineError, Result};
 use super::dyno::Want;
 use super::{AppCache, Engine};
 use crate::supervisor::{procfs, spawn};
@@ -10,57 +10,7 @@ use roboku_wire as wire;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub(super) type Result<T> = std::result::Result<T, EngineError>;
-
 impl Engine {
-    pub(super) fn dispatch(&mut self, door: Door, cmd: Command) -> Result<Reply> {
-        match cmd {
-            Command::Status => Ok(Reply::Status(self.status())),
-            Command::ListApps => self.list_apps().map(Reply::Apps),
-            Command::CreateApp { name } => self.create_app(door, &name).map(Reply::App),
-            Command::AppInfo { app } => self.app_info(&app).map(Reply::App),
-            Command::CheckApp { app } => self.app_info(&app).map(Reply::App),
-            Command::UpdateApp { app, update } => {
-                self.update_app(door, &app, update).map(Reply::App)
-            }
-            Command::DestroyApp { app, confirm } => {
-                self.destroy_app(door, &app, &confirm).map(Reply::Done)
-            }
-            Command::Release {
-                app,
-                slug,
-
-                description,
-            } => self.release(door, &app, slug, description),
-            Command::Ps { app } => self.ps(&app).map(Reply::Dynos),
-            Command::Formation { app } => self.formation(&app).map(Reply::Formation),
-            Command::Scale { app, counts } => self.scale(door, &app, counts).map(Reply::Formation),
-            Command::Resize { app, req } => self.resize(door, &app, req).map(Reply::Formation),
-            Command::Restart { app, target } => self.restart(door, &app, target).map(Reply::Done),
-            Command::Stop { app, target } => self.stop(door, &app, target).map(Reply::Done),
-            Command::GetConfig { app } => self.get_config(&app).map(Reply::Config),
-            Command::ChangeConfig { app, change } => self.change_config(door, &app, change),
-            Command::Releases { app } => self.releases(&app).map(Reply::Releases),
-            Command::Rollback { app, version } => self.rollback(door, &app, version),
-            Command::Run {
-                app,
-                command,
-                detached,
-                tty,
-            } => self.one_off(door, &app, command, detached, tty),
-            Command::SignalOneOff { app, dyno, signal } => {
-                self.signal_one_off(&app, &dyno, signal).map(Reply::Done)
-            }
-            Command::Events { app, n } => self.events(app.as_deref(), n).map(Reply::Events),
-            Command::Ping => Ok(Reply::Done(wire::Done {
-                message: "pong".into(),
-            })),
-            Command::Shutdown => Err(EngineError::BadRequest(
-                "shutdown is handled by the loop".into(),
-            )),
-        }
-    }
-
     /// Records an audit event; a failing store is logged, never fatal to the command.
     pub(super) fn event(&mut self, door: Door, app: Option<&str>, action: &str, result: &str) {
         if let Err(e) = self
@@ -188,7 +138,7 @@ impl Engine {
         }
     }
 
-    fn status(&self) -> wire::Status {
+    pub(super) fn status(&self) -> wire::Status {
         let (dyno_user, dyno_user_note) = if !nix::unistd::geteuid().is_root() {
             let (me, _) = self.resolve_user("self");
             (
@@ -229,7 +179,7 @@ impl Engine {
         }
     }
 
-    fn app_info(&self, app: &str) -> Result<wire::AppInfo> {
+    pub(super) fn app_info(&self, app: &str) -> Result<wire::AppInfo> {
         let row = self
             .store
             .app(app)?
@@ -258,7 +208,7 @@ impl Engine {
         })
     }
 
-    fn list_apps(&self) -> Result<Vec<wire::AppInfo>> {
+    pub(super) fn list_apps(&self) -> Result<Vec<wire::AppInfo>> {
         self.store
             .apps()?
             .iter()
@@ -266,7 +216,7 @@ impl Engine {
             .collect()
     }
 
-    fn create_app(&mut self, door: Door, name: &str) -> Result<wire::AppInfo> {
+    pub(super) fn create_app(&mut self, door: Door, name: &str) -> Result<wire::AppInfo> {
         wire::check_app_name(name).map_err(EngineError::BadRequest)?;
         self.store.create_app(name, now_ms())?;
         self.refresh_app(name);
@@ -274,7 +224,7 @@ impl Engine {
         self.app_info(name)
     }
 
-    fn update_app(
+    pub(super) fn update_app(
         &mut self,
         door: Door,
         app: &str,
@@ -316,7 +266,12 @@ impl Engine {
         self.app_info(app)
     }
 
-    fn destroy_app(&mut self, door: Door, app: &str, confirm: &str) -> Result<wire::Done> {
+    pub(super) fn destroy_app(
+        &mut self,
+        door: Door,
+        app: &str,
+        confirm: &str,
+    ) -> Result<wire::Done> {
         self.cache(app)?;
         if confirm != app {
             return Err(EngineError::Conflict(format!(
@@ -343,7 +298,7 @@ impl Engine {
         })
     }
 
-    fn events(&self, app: Option<&str>, n: usize) -> Result<Vec<wire::EventInfo>> {
+    pub(super) fn events(&self, app: Option<&str>, n: usize) -> Result<Vec<wire::EventInfo>> {
         Ok(self
             .store
             .events(app, n.clamp(1, 10_000))?

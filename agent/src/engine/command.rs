@@ -59,8 +59,9 @@ pub enum Command {
     Release {
         app: String,
         slug: Slug,
-
         description: String,
+        /// The fleet artifact the slug was built from (fleet deploys only).
+        artifact: Option<wire::fleet::Artifact>,
     },
     Ps {
         app: String,
@@ -208,6 +209,61 @@ impl From<crate::build::BuildError> for EngineError {
             | B::NoBuildpack { .. }
             | B::Arch { .. }) => EngineError::InvalidApp(e.to_string()),
             e => EngineError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// What every handler returns.
+pub(super) type Result<T> = std::result::Result<T, EngineError>;
+
+impl super::Engine {
+    /// Routes a command to its handler (in `apps.rs`, `releases.rs`, `formation.rs`,
+    /// `one_off.rs`).
+    pub(super) fn dispatch(&mut self, door: Door, cmd: Command) -> Result<Reply> {
+        match cmd {
+            Command::Status => Ok(Reply::Status(self.status())),
+            Command::ListApps => self.list_apps().map(Reply::Apps),
+            Command::CreateApp { name } => self.create_app(door, &name).map(Reply::App),
+            Command::AppInfo { app } => self.app_info(&app).map(Reply::App),
+            Command::CheckApp { app } => self.app_info(&app).map(Reply::App),
+            Command::UpdateApp { app, update } => {
+                self.update_app(door, &app, update).map(Reply::App)
+            }
+            Command::DestroyApp { app, confirm } => {
+                self.destroy_app(door, &app, &confirm).map(Reply::Done)
+            }
+            Command::Release {
+                app,
+                slug,
+                description,
+                artifact,
+            } => self.release(door, &app, slug, description, artifact),
+            Command::Ps { app } => self.ps(&app).map(Reply::Dynos),
+            Command::Formation { app } => self.formation(&app).map(Reply::Formation),
+            Command::Scale { app, counts } => self.scale(door, &app, counts).map(Reply::Formation),
+            Command::Resize { app, req } => self.resize(door, &app, req).map(Reply::Formation),
+            Command::Restart { app, target } => self.restart(door, &app, target).map(Reply::Done),
+            Command::Stop { app, target } => self.stop(door, &app, target).map(Reply::Done),
+            Command::GetConfig { app } => self.get_config(&app).map(Reply::Config),
+            Command::ChangeConfig { app, change } => self.change_config(door, &app, change),
+            Command::Releases { app } => self.releases(&app).map(Reply::Releases),
+            Command::Rollback { app, version } => self.rollback(door, &app, version),
+            Command::Run {
+                app,
+                command,
+                detached,
+                tty,
+            } => self.one_off(door, &app, command, detached, tty),
+            Command::SignalOneOff { app, dyno, signal } => {
+                self.signal_one_off(&app, &dyno, signal).map(Reply::Done)
+            }
+            Command::Events { app, n } => self.events(app.as_deref(), n).map(Reply::Events),
+            Command::Ping => Ok(Reply::Done(wire::Done {
+                message: "pong".into(),
+            })),
+            Command::Shutdown => Err(EngineError::BadRequest(
+                "shutdown is handled by the loop".into(),
+            )),
         }
     }
 }

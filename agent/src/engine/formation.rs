@@ -1,6 +1,6 @@
 //! Formation handlers: `ps`, scale, resize (applied live to running cgroups), restart and stop.
 
-use super::apps::Result;
+use super::command::Result;
 use super::command::{Door, EngineError};
 use super::dyno::{parse_name, DynoKey, Want};
 use super::Engine;

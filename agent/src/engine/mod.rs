@@ -10,7 +10,6 @@ mod adopt;
 mod apps;
 mod command;
 mod confine;
-pub mod deploy;
 mod dyno;
 mod formation;
 mod gc;
@@ -24,11 +23,11 @@ mod supervise;
 
 pub use command::{Command, Door, EngineError, Reply};
 
+use crate::backoff::BackoffPolicy;
 use crate::cgroup::CgroupDriver;
 use crate::logs::LogHandle;
 use crate::settings::{OnExit, Settings};
 use crate::store::{ReleaseRow, Store};
-use crate::supervisor::backoff::BackoffPolicy;
 use crate::supervisor::spawn::RunAs;
 use crate::supervisor::watch::Exit;
 use dyno::{Dyno, DynoKey};
@@ -177,6 +176,7 @@ pub fn start(
         initial: Duration::from_millis(settings.backoff_initial_ms),
         max: Duration::from_millis(settings.backoff_max_ms),
         reset_after: Duration::from_secs(settings.backoff_reset_secs),
+        first_at_once: true,
     };
     let sample = Duration::from_secs(settings.sample_secs.max(1));
     let engine = Engine {

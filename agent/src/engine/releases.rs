@@ -1,8 +1,8 @@
 //! Releases, config vars and rollback. A deploy, a config change and a rollback each create a new
 //! immutable release; the current pointer moves in the same transaction, then dynos restart.
 
-use super::apps::Result;
 use super::command::Reply;
+use super::command::Result;
 use super::command::{Door, EngineError};
 use super::rollout::Answer;
 use super::Engine;
@@ -29,6 +29,7 @@ impl Engine {
             current: current == Some(r.version),
             status: r.status.clone(),
             door: r.door.clone(),
+            artifact: r.artifact.clone(),
         }
     }
 
@@ -90,6 +91,7 @@ impl Engine {
         app: &str,
         slug: Slug,
         description: String,
+        artifact: Option<wire::fleet::Artifact>,
     ) -> Result<Reply> {
         self.cache(app)?;
 
@@ -102,6 +104,7 @@ impl Engine {
             description,
             door: door.as_str().into(),
             now: now_ms(),
+            artifact,
         };
         self.cut_release(door, app, new, Answer::Release)
     }
@@ -177,6 +180,7 @@ impl Engine {
                     description,
                     door: door.as_str().into(),
                     now: now_ms(),
+                    artifact: cur.artifact,
                 };
                 self.cut_release(door, app, new, Answer::Config(config))
             }
@@ -243,6 +247,7 @@ impl Engine {
             description: format!("Rollback to v{target_version}"),
             door: door.as_str().into(),
             now: now_ms(),
+            artifact: target.artifact,
         };
         self.cut_release(door, app, new, Answer::Release)
     }

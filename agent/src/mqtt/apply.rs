@@ -9,7 +9,8 @@ use super::desired::{self, Observed, Plan};
 use super::jobs::{Converge, Job, Update};
 use super::verify::Verified;
 use super::{artifact, Shared};
-use crate::engine::{deploy, Command, Door, EngineError, Reply};
+use crate::deploy;
+use crate::engine::{Command, Door, EngineError, Reply};
 use roboku_wire::fleet::{AckDetails, AckStatus, Action, AppDesired, Artifact};
 use roboku_wire::{ConfigChange, DeployRequest};
 use std::collections::BTreeMap;
@@ -282,7 +283,16 @@ async fn deploy_artifact(
         source: file.display().to_string(),
         description: Some(desired::release_description(&a.sha256, version)),
     };
-    let result = deploy::deploy(&shared.engine, &shared.settings, Door::Mqtt, app, req).await;
+    let origin = Some(a.clone());
+    let result = deploy::deploy(
+        &shared.engine,
+        &shared.settings,
+        Door::Mqtt,
+        app,
+        req,
+        origin,
+    )
+    .await;
     let _ = std::fs::remove_file(&file);
     let release = result?;
     let _ = updates.send(Update::Artifact {
@@ -314,7 +324,7 @@ async fn observe(shared: &Shared, app: &str) -> Result<Observed, Failure> {
     .await?
     {
         if let Some(r) = rs.into_iter().find(|r| r.current) {
-            now.artifact = desired::artifact_of_description(&r.description);
+            now.artifact = r.artifact.map(|a| a.sha256);
             now.slug = Some(r.slug);
         }
     }

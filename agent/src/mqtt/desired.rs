@@ -74,24 +74,13 @@ impl Plan {
     }
 }
 
-/// The description of a release deployed from a fleet artifact. It records the artifact's
-/// sha256 in the release itself (in the store, atomically with it), so an agent restarted in the
-/// middle of a rollout still knows where its current release came from.
+/// The description of a release deployed from a fleet artifact, for people: the artifact itself
+/// is kept in the release row (`ReleaseInfo::artifact`), atomically with it.
 pub fn release_description(sha256: &str, version: Option<u64>) -> String {
     match version {
-        Some(v) => format!("{FLEET_DEPLOY}{sha256} (fleet version {v})"),
-        None => format!("{FLEET_DEPLOY}{sha256}"),
+        Some(v) => format!("Fleet deploy of artifact {sha256} (fleet version {v})"),
+        None => format!("Fleet deploy of artifact {sha256}"),
     }
-}
-
-const FLEET_DEPLOY: &str = "Fleet deploy of artifact ";
-
-/// The artifact sha256 in a description made by [`release_description`].
-pub fn artifact_of_description(d: &str) -> Option<String> {
-    let sha = d.strip_prefix(FLEET_DEPLOY)?.get(..64)?;
-    sha.bytes()
-        .all(|b| b.is_ascii_hexdigit())
-        .then(|| sha.to_string())
 }
 
 /// What must change so `now` matches `want`. The running release is in sync when it was
@@ -250,21 +239,6 @@ mod tests {
             ..Observed::default()
         };
         assert!(plan(&want, &from_release, None, None).is_empty());
-    }
-
-    #[test]
-    fn descriptions_carry_the_artifact() {
-        let sha = "0123456789abcdef".repeat(4);
-        assert_eq!(
-            artifact_of_description(&release_description(&sha, Some(5))),
-            Some(sha.clone())
-        );
-        assert_eq!(
-            artifact_of_description(&release_description(&sha, None)),
-            Some(sha)
-        );
-        assert_eq!(artifact_of_description("Deploy /tmp/x"), None);
-        assert_eq!(artifact_of_description("Fleet deploy of artifact zz"), None);
     }
 
     #[test]

@@ -95,7 +95,9 @@ pub(super) async fn reported(shared: &Shared, view: &View, session: u64) -> Opti
         };
         if let Ok(Reply::Releases(rs)) = call(Command::Releases { app: name.clone() }).await {
             if let Some(cur) = rs.into_iter().find(|x| x.current) {
-                r.artifact = super::desired::artifact_of_description(&cur.description)
+                r.artifact = cur
+                    .artifact
+                    .map(|a| a.sha256)
                     .or_else(|| view.artifacts.get(&cur.slug).cloned());
                 r.slug = Some(cur.slug);
             }

@@ -11,7 +11,7 @@
 
 use super::state::{load_session, write_atomic};
 use super::Shared;
-use crate::supervisor::backoff::BackoffPolicy;
+use crate::backoff::BackoffPolicy;
 use crate::util::now_ms;
 use rand::Rng;
 use roboku_wire::fleet::topic::{self, Address, Topic};
@@ -22,16 +22,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-/// Reconnect backoff: 250 ms doubling to 30 s. A fleet of robots that lost a broker together
-/// comes back spread over the jitter instead of all in the same second.
+/// Reconnect backoff: 250 ms doubling to 30 s, the first retry too (a broker that just dropped
+/// us deserves a pause). A fleet of robots that lost a broker together comes back spread over the
+/// jitter instead of all in the same second. A connection that lasted 10 s resets the count; one
+/// dropped at once (a broker resending a poison message at every connect) keeps it growing.
 const RECONNECT: BackoffPolicy = BackoffPolicy {
     initial: Duration::from_millis(250),
     max: Duration::from_secs(30),
-    reset_after: Duration::from_secs(0),
+    reset_after: Duration::from_secs(10),
+    first_at_once: false,
 };
-
-/// How long a connection must last for its loss to reset the reconnect backoff.
-const STABLE: Duration = Duration::from_secs(10);
 
 /// A `cmd` or `desired` payload for the intake.
 pub(super) struct Inbound {
@@ -194,17 +194,9 @@ pub(super) async fn run(
                     had_connack = false;
                     link.next_session();
                 }
-                // A connection that stayed up resets the backoff; one dropped at once (a broker
-                // resending a poison message at every connect) keeps it growing.
-                if connected_at.take().is_some_and(|t| t.elapsed() >= STABLE) {
-                    failures = 0;
-                }
-                failures = failures.saturating_add(1);
-                // The first retry is immediate in the dyno policy; a broker that just dropped
-                // us deserves a short pause too.
-                let delay = RECONNECT
-                    .delay(failures + 1, rand::rngs::OsRng.gen::<f64>())
-                    .max(Duration::from_millis(100));
+                let lasted = connected_at.take().map_or(Duration::ZERO, |t| t.elapsed());
+                failures = RECONNECT.next_count(failures, lasted);
+                let delay = RECONNECT.delay(failures, rand::rngs::OsRng.gen::<f64>());
                 if failures == 1 || failures.is_multiple_of(20) {
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, failures, "mqtt connection lost or refused");
                 } else {

@@ -237,6 +237,7 @@ mod tests {
                     description: "d".into(),
                     door: "cli".into(),
                     now: 2,
+                    artifact: None,
                 },
             )
             .unwrap();

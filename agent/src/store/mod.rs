@@ -17,6 +17,7 @@ mod releases;
 mod schema;
 
 use crate::util::{IoContext, PathError};
+use roboku_wire::fleet::Artifact;
 use roboku_wire::{ExitInfo, Limits};
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row};
@@ -79,6 +80,9 @@ pub struct ReleaseRow {
     /// `succeeded` or `failed`.
     pub status: String,
     pub door: String,
+    /// The fleet artifact the slug came from (releases from before schema 5 know only its
+    /// sha256: url empty, size 0).
+    pub artifact: Option<Artifact>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +93,7 @@ pub struct NewRelease {
     pub description: String,
     pub door: String,
     pub now: u64,
+    pub artifact: Option<Artifact>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -374,6 +379,7 @@ mod tests {
                         description: "Deploy abc".into(),
                         door: "git".into(),
                         now: 5,
+                        artifact: None,
                     },
                 )
                 .unwrap();

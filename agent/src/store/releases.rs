@@ -1,11 +1,12 @@
 //! Releases (immutable, numbered per app) and the config vars the next release will snapshot.
 
 use super::{json_col, optional, to_json, NewRelease, ReleaseRow, SqlContext, Store, StoreError};
+use roboku_wire::fleet::Artifact;
 use rusqlite::{params, Row};
 use std::collections::BTreeMap;
 
-const RELEASE_COLUMNS: &str =
-    "app, version, created_at, description, slug, process_types, config, status, door";
+const RELEASE_COLUMNS: &str = "app, version, created_at, description, slug, process_types, \
+     config, status, door, artifact_url, artifact_sha256, artifact_size";
 
 fn release_row(r: &Row<'_>) -> rusqlite::Result<ReleaseRow> {
     Ok(ReleaseRow {
@@ -18,6 +19,14 @@ fn release_row(r: &Row<'_>) -> rusqlite::Result<ReleaseRow> {
         config: json_col(r, 6)?,
         status: r.get(7)?,
         door: r.get(8)?,
+        artifact: match r.get::<_, Option<String>>(10)? {
+            Some(sha256) => Some(Artifact {
+                url: r.get::<_, Option<String>>(9)?.unwrap_or_default(),
+                sha256,
+                size: r.get::<_, Option<u64>>(11)?.unwrap_or(0),
+            }),
+            None => None,
+        },
     })
 }
 
@@ -42,9 +51,11 @@ impl Store {
             config: new.config,
             status: "deploying".to_string(),
             door: new.door,
+            artifact: new.artifact,
         };
         tx.prepare_cached(&format!(
-            "INSERT INTO releases ({RELEASE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            "INSERT INTO releases ({RELEASE_COLUMNS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
         ))
         .and_then(|mut st| {
             st.execute(params![
@@ -57,6 +68,9 @@ impl Store {
                 to_json(&row.config)?,
                 row.status,
                 row.door,
+                row.artifact.as_ref().map(|a| &a.url),
+                row.artifact.as_ref().map(|a| &a.sha256),
+                row.artifact.as_ref().map(|a| a.size),
             ])
         })
         .at("insert release", path)?;
@@ -186,7 +200,30 @@ mod tests {
             description: format!("Deploy {slug}"),
             door: "git".into(),
             now,
+            artifact: None,
         }
+    }
+
+    #[test]
+    fn a_release_keeps_its_artifact() {
+        let (_dir, mut s) = store();
+        s.create_app("a", 1).unwrap();
+        let artifact = Artifact {
+            url: "https://fleet.example/a.tar.gz".into(),
+            sha256: "ab".repeat(32),
+            size: 4096,
+        };
+        let r = NewRelease {
+            artifact: Some(artifact.clone()),
+            ..new("s1", 10)
+        };
+        assert_eq!(
+            s.create_release("a", r).unwrap().artifact.as_ref(),
+            Some(&artifact)
+        );
+        assert_eq!(s.release("a", 1).unwrap().unwrap().artifact, Some(artifact));
+        assert_eq!(s.create_release("a", new("s2", 11)).unwrap().artifact, None);
+        assert_eq!(s.release("a", 2).unwrap().unwrap().artifact, None);
     }
 
     #[test]

@@ -33,7 +33,30 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         op: "migrate to 4",
         sql: V4,
     },
+    Migration {
+        op: "migrate to 5",
+        sql: V5,
+    },
 ];
+
+/// Version 5: the fleet artifact (url, sha256, size) a release was deployed from, kept with the
+/// release instead of parsed back out of its description. Releases written before know only the
+/// sha256 (recovered here from "Fleet deploy of artifact <sha256>..."). The immutability trigger
+/// is recreated to cover the new columns.
+const V5: &str = "ALTER TABLE releases ADD COLUMN artifact_url TEXT;
+ALTER TABLE releases ADD COLUMN artifact_sha256 TEXT;
+ALTER TABLE releases ADD COLUMN artifact_size INTEGER;
+UPDATE releases SET artifact_sha256 = substr(description, 26, 64)
+ WHERE description GLOB 'Fleet deploy of artifact *'
+   AND length(substr(description, 26, 64)) = 64
+   AND substr(description, 26, 64) NOT GLOB '*[^0-9a-fA-F]*';
+DROP TRIGGER releases_immutable;
+CREATE TRIGGER releases_immutable
+BEFORE UPDATE OF app, version, created_at, description, slug, process_types, config, door,
+                 artifact_url, artifact_sha256, artifact_size ON releases
+BEGIN
+    SELECT RAISE(ABORT, 'releases are immutable except status');
+END;";
 
 /// Version 3: each app's own uid (and gid, the same number), allocated once and kept, so its
 /// files and processes stay its own across agent restarts. NULL: not allocated yet.
@@ -197,6 +220,60 @@ mod tests {
             }
             other => panic!("expected TooNew, got {:?}", other.err()),
         }
+    }
+
+    #[test]
+    fn v5_recovers_the_artifact_of_fleet_releases_and_keeps_them_immutable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roboku.db");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn, &path, &MIGRATIONS[..4]).unwrap();
+        let sha = "0123456789abcdef".repeat(4);
+        let insert = |v: u32, description: &str| {
+            conn.execute(
+                "INSERT INTO releases (app, version, created_at, description, slug, \
+                 process_types, config, status, door) VALUES ('demo', ?1, 1, ?2, 's', '{}', \
+                 '{}', 'succeeded', 'mqtt')",
+                rusqlite::params![v, description],
+            )
+            .unwrap();
+        };
+        conn.execute("INSERT INTO apps (name, created_at) VALUES ('demo', 1)", [])
+            .unwrap();
+        insert(
+            1,
+            &format!("Fleet deploy of artifact {sha} (fleet version 5)"),
+        );
+        insert(2, &format!("Fleet deploy of artifact {sha}"));
+        insert(3, "Deploy /tmp/x");
+        insert(4, "Fleet deploy of artifact zz");
+        insert(5, &format!("Fleet deploy of artifact {}", &sha[..63]));
+        drop(conn);
+
+        let store = Store::open(&path).unwrap();
+        let got: Vec<(u32, Option<String>)> = store
+            .releases("demo")
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.version, r.artifact.map(|a| a.sha256)))
+            .collect();
+        let want = [
+            (5, None),
+            (4, None),
+            (3, None),
+            (2, Some(sha.clone())),
+            (1, Some(sha)),
+        ];
+        assert_eq!(got, want.to_vec());
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        let err = conn
+            .execute(
+                "UPDATE releases SET artifact_sha256 = 'x' WHERE version = 1",
+                [],
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("immutable"), "{err}");
     }
 
     #[test]

@@ -436,6 +436,10 @@ pub struct ReleaseInfo {
     /// `succeeded` or `failed`.
     pub status: String,
     pub door: String,
+    /// The fleet artifact this release's slug was built from (a config change or rollback keeps
+    /// its release's). Releases older than the field know only the sha256 (url empty, size 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<fleet::Artifact>,
 }
 
 /// `POST /v1/apps/{app}/rollback`: to `version`, or the release before the current one.

@@ -159,6 +159,7 @@ mod tests {
             current,
             status: status.into(),
             door: "cli".into(),
+            artifact: None,
         }
     }
 

@@ -2,9 +2,9 @@
 //! blocking task: copying and hashing must never stall supervision), validate `.env`, then hand
 //! the slug to the engine, which cuts the release and restarts the dynos.
 
-use super::{Command, Door, EngineError, EngineHandle, Reply};
 use crate::build::buildpack::{run_buildpacks, BuildOpts};
 use crate::build::{self, ArchiveLimits};
+use crate::engine::{Command, Door, EngineError, EngineHandle, Reply};
 use crate::settings::Settings;
 use roboku_wire as wire;
 use std::collections::BTreeMap;
@@ -17,6 +17,7 @@ pub async fn deploy(
     door: Door,
     app: &str,
     req: wire::DeployRequest,
+    artifact: Option<wire::fleet::Artifact>,
 ) -> Result<wire::ReleaseInfo, EngineError> {
     let info = match engine
         .call(
@@ -117,6 +118,7 @@ pub async fn deploy(
         app: app.to_string(),
         slug,
         description,
+        artifact,
     };
     match engine.call(door, cmd).await? {
         Reply::Release(r) => Ok(r),
@@ -332,7 +334,7 @@ fn tree_size(path: &std::path::Path) -> u64 {
 /// The slug's `app.json` health checks must parse: a typo must fail the deploy, not be ignored.
 fn check_app_json(slug: &std::path::Path) -> Result<(), EngineError> {
     match std::fs::read_to_string(slug.join("app.json")) {
-        Ok(text) => super::health::parse_app_json(&text)
+        Ok(text) => crate::engine::health::parse_app_json(&text)
             .map(|_| ())
             .map_err(EngineError::InvalidApp),
         Err(_) => Ok(()),

@@ -1,9 +1,11 @@
-//! Crash restart policy, pure: how long to wait before starting a crashed dyno again.
+//! Retry policy, pure: how long to wait before trying again after the `n`-th consecutive
+//! failure. Two users: the supervisor restarting a crashed dyno, the MQTT link reconnecting.
 //!
-//! The first crash restarts at once (as Heroku does); later consecutive crashes wait
-//! `initial * 2^(n-2)` up to a cap, with "equal jitter" (half fixed, half random) so a fleet of
-//! dynos crashing together does not restart in lockstep. A run that lasted `reset_after` resets the
-//! count; so does a new release. It never gives up: robots run unattended for weeks.
+//! Waits grow as `initial * 2^k` up to a cap, with "equal jitter" (half fixed, half random) so a
+//! fleet failing together does not retry in lockstep. With `first_at_once` the first failure is
+//! retried at once (a dyno's first crash, as Heroku does) and doubling starts at the second. A run
+//! (or connection) that lasted `reset_after` resets the count. It never gives up: robots run
+//! unattended for weeks.
 
 use std::time::Duration;
 
@@ -12,6 +14,8 @@ pub struct BackoffPolicy {
     pub initial: Duration,
     pub max: Duration,
     pub reset_after: Duration,
+    /// Retry the first failure without waiting.
+    pub first_at_once: bool,
 }
 
 impl BackoffPolicy {
@@ -24,12 +28,13 @@ impl BackoffPolicy {
         }
     }
 
-    /// The delay before restarting after the `count`-th consecutive crash; `jitter` in [0, 1).
+    /// The delay before retrying after the `count`-th consecutive failure; `jitter` in [0, 1).
     pub fn delay(&self, count: u32, jitter: f64) -> Duration {
-        if count <= 1 {
+        let waits_from = if self.first_at_once { 2 } else { 1 };
+        if count < waits_from {
             return Duration::ZERO;
         }
-        let exp = (count - 2).min(30);
+        let exp = (count - waits_from).min(30);
         let base = self.initial.saturating_mul(1u32 << exp).min(self.max);
         let half = base / 2;
         half + half.mul_f64(jitter.clamp(0.0, 1.0))
@@ -45,6 +50,7 @@ mod tests {
             initial: Duration::from_millis(100),
             max: Duration::from_secs(60),
             reset_after: Duration::from_secs(60),
+            first_at_once: true,
         }
     }
 
@@ -68,6 +74,19 @@ mod tests {
         assert_eq!(p.delay(3, 0.0), Duration::from_millis(100));
         assert_eq!(p.delay(3, 0.5), Duration::from_millis(150));
         assert!(p.delay(3, 7.0) <= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn without_first_at_once_the_first_failure_waits_initial() {
+        let p = BackoffPolicy {
+            first_at_once: false,
+            ..policy()
+        };
+        assert_eq!(p.delay(0, 1.0), Duration::ZERO);
+        let d: Vec<Duration> = (1..=4).map(|n| p.delay(n, 1.0)).collect();
+        assert_eq!(d, [100, 200, 400, 800].map(Duration::from_millis));
+        assert_eq!(p.delay(1, 0.0), Duration::from_millis(50));
+        assert_eq!(p.delay(u32::MAX, 1.0), Duration::from_secs(60));
     }
 
     #[test]
