@@ -12,6 +12,7 @@ mod command;
 mod confine;
 mod dyno;
 mod formation;
+mod gate;
 mod gc;
 pub mod health;
 mod isolation;
@@ -366,7 +367,7 @@ impl Engine {
             }
         }
         for r in self.rollouts.values() {
-            wake = wake.min(r.deadline);
+            wake = wake.min(r.deadline());
         }
         if let Some((deadline, _)) = &self.shutdown {
             wake = wake.min(*deadline);

@@ -7,9 +7,13 @@
 //! release is committed and the caller hears "done". A failed release phase, a crash, a failed
 //! check or the deadline: the release is marked failed, the previous one is made current again
 //! (code and config) and its dynos restarted, and the caller hears why.
+//!
+//! What each event means is decided by the pure [`Gate`]; this file starts what it needs (the
+//! release command, health checks), feeds it, and carries out its verdicts.
 
 use super::command::{EngineError, Reply};
 use super::dyno::{DynoKey, Want};
+use super::gate::{Event, Gate, Phase, Verdict, Wanted};
 use super::health::{self, CheckEnv};
 use super::{Engine, Internal};
 use crate::supervisor::spawn::{self, SpawnSpec};
@@ -29,22 +33,16 @@ pub enum Answer {
     Config(BTreeMap<String, String>),
 }
 
-#[derive(Debug)]
-pub enum Phase {
-    /// The `release:` process is running (this instance).
-    ReleasePhase { instance: u64, pid: i32 },
-    /// Dynos are being started on the new release and checked.
-    Starting,
-}
-
 pub struct Rollout {
-    pub version: u32,
-    pub previous: Option<u32>,
-    pub deadline: Instant,
-    pub phase: Phase,
-    pub healthy: BTreeSet<String>,
+    pub gate: Gate,
     pub answer: Answer,
     pub reply: Option<oneshot::Sender<Result<Reply, EngineError>>>,
+}
+
+impl Rollout {
+    pub fn deadline(&self) -> Instant {
+        self.gate.started + self.gate.timeout
+    }
 }
 
 impl Engine {
@@ -58,23 +56,20 @@ impl Engine {
         answer: Answer,
     ) {
         self.unclaimed.remove(app);
-        let deadline = Instant::now() + Duration::from_secs(self.settings.deploy_timeout_secs);
-        let mut rollout = Rollout {
-            version,
-            previous,
-            deadline,
-            phase: Phase::Starting,
-            healthy: BTreeSet::new(),
+        let timeout = Duration::from_secs(self.settings.deploy_timeout_secs);
+        let phase = match self.start_release_phase(app) {
+            Some((instance, pid)) => Phase::ReleasePhase { instance, pid },
+            None => Phase::Starting,
+        };
+        let rollout = Rollout {
+            gate: Gate::new(version, previous, phase, Instant::now(), timeout),
             answer,
             reply: None,
         };
-        if let Some((instance, pid)) = self.start_release_phase(app) {
-            rollout.phase = Phase::ReleasePhase { instance, pid };
-            self.rollouts.insert(app.to_string(), rollout);
-            return;
-        }
         self.rollouts.insert(app.to_string(), rollout);
-        self.switch(app);
+        if phase == Phase::Starting {
+            self.switch(app);
+        }
     }
 
     /// Runs the Procfile's `release:` command once, if there is one.
@@ -158,22 +153,50 @@ impl Engine {
         if self.cgroups.status().enforced {
             self.cleanup_cgroup(release_cgroup(app, instance));
         }
-        let Some(r) = self.rollouts.get(app) else {
-            return;
+        let event = Event::ReleaseCommandExited {
+            instance,
+            ok: exit == crate::supervisor::watch::Exit::Code(0),
+            how: exit.describe(),
         };
-        if !matches!(r.phase, Phase::ReleasePhase { instance: i, .. } if i == instance) {
-            return;
-        }
-        self.logs.unwatch(app, "release.1");
-        if exit == crate::supervisor::watch::Exit::Code(0) {
-            self.logs
-                .system(app, "release.1", "Release command succeeded".into());
-            if let Some(r) = self.rollouts.get_mut(app) {
-                r.phase = Phase::Starting;
+        match self.gate(app, event) {
+            Verdict::Wait | Verdict::Commit => {}
+            Verdict::Switch => {
+                self.logs.unwatch(app, "release.1");
+                self.logs
+                    .system(app, "release.1", "Release command succeeded".into());
+                self.switch(app);
             }
-            self.switch(app);
-        } else {
-            self.fail_rollout(app, format!("the release command {}", exit.describe()));
+            Verdict::Fail(reason) => {
+                self.logs.unwatch(app, "release.1");
+                self.fail_rollout(app, reason);
+            }
+        }
+    }
+
+    /// Feeds `event` to the app's gate with the dynos its formation wants now.
+    fn gate(&mut self, app: &str, event: Event) -> Verdict {
+        let Some(r) = self.rollouts.get_mut(app) else {
+            return Verdict::Wait;
+        };
+        let wanted: Vec<Wanted<'_>> = self
+            .dynos
+            .values()
+            .filter(|d| d.app == app && d.want == Want::Run)
+            .map(|d| Wanted {
+                name: &d.name,
+                release: d.release,
+                up: d.state == DynoState::Up,
+            })
+            .collect();
+        r.gate.on(event, &wanted)
+    }
+
+    /// Carries out a verdict about the dynos (switching is the release command's).
+    fn verdict(&mut self, app: &str, verdict: Verdict) {
+        match verdict {
+            Verdict::Commit => self.finish_rollout(app, Ok(())),
+            Verdict::Fail(reason) => self.fail_rollout(app, reason),
+            Verdict::Wait | Verdict::Switch => {}
         }
     }
 
@@ -186,7 +209,7 @@ impl Engine {
         crate::fault::point("rollout.switched");
         // Dynos already on the new release (adopted while finishing an interrupted rollout)
         // are checked too: nothing counts as healthy that was not checked by this agent.
-        let Some(version) = self.rollouts.get(app).map(|r| r.version) else {
+        let Some(version) = self.rollouts.get(app).map(|r| r.gate.version) else {
             return;
         };
         let running: Vec<DynoKey> = self
@@ -200,6 +223,12 @@ impl Engine {
             self.on_dyno_started(&key);
         }
         self.check_rollout(app);
+    }
+
+    /// The dynos changed: commits when every wanted one runs the new release and passed.
+    fn check_rollout(&mut self, app: &str) {
+        let verdict = self.gate(app, Event::Check);
+        self.verdict(app, verdict);
     }
 
     /// At start: a current release the previous agent left `deploying` is rolled out again (its
@@ -251,7 +280,7 @@ impl Engine {
         let (Some(p), Some(cache)) = (&d.proc, self.apps.get(&key.0)) else {
             return;
         };
-        if d.release != r.version {
+        if d.release != r.gate.version {
             return;
         }
         let checks = cache
@@ -289,82 +318,38 @@ impl Engine {
         if current != Some(instance) || !self.rollouts.contains_key(&key.0) {
             return;
         }
-        match result {
+        let event = match result {
             Ok(()) => {
                 self.logs
                     .system(&key.0, &key.1, "Health checks passed".into());
-                if let Some(r) = self.rollouts.get_mut(&key.0) {
-                    r.healthy.insert(key.1.clone());
-                }
-                self.check_rollout(&key.0);
+                Event::Healthy(key.1.clone())
             }
-            Err(e) => self.fail_rollout(&key.0, format!("{} is not healthy: {e}", key.1)),
-        }
-    }
-
-    /// A dyno of the new release crashed during the rollout: the release is not good.
-    pub(super) fn on_rollout_crash(&mut self, key: &DynoKey, release: u32, reason: &str) {
-        if self
-            .rollouts
-            .get(&key.0)
-            .is_some_and(|r| r.version == release && matches!(r.phase, Phase::Starting))
-        {
-            self.fail_rollout(
-                &key.0,
-                format!("{} crashed while starting: {reason}", key.1),
-            );
-        }
-    }
-
-    /// Commits when every wanted dyno runs the new release and passed its checks.
-    fn check_rollout(&mut self, app: &str) {
-        let Some(r) = self.rollouts.get(app) else {
-            return;
+            Err(why) => Event::Unhealthy {
+                dyno: key.1.clone(),
+                why,
+            },
         };
-        if !matches!(r.phase, Phase::Starting) {
-            return;
-        }
-        let done = self
-            .dynos
-            .values()
-            .filter(|d| d.app == app && d.want == Want::Run)
-            .all(|d| {
-                d.release == r.version && d.state == DynoState::Up && r.healthy.contains(&d.name)
-            });
-        if done {
-            self.finish_rollout(app, Ok(()));
-        }
+        let verdict = self.gate(&key.0, event);
+        self.verdict(&key.0, verdict);
+    }
+
+    /// A dyno crashed: during the rollout of its release, the release is not good.
+    pub(super) fn on_rollout_crash(&mut self, key: &DynoKey, release: u32, reason: &str) {
+        let event = Event::Crashed {
+            dyno: key.1.clone(),
+            release,
+            reason: reason.to_string(),
+        };
+        let verdict = self.gate(&key.0, event);
+        self.verdict(&key.0, verdict);
     }
 
     /// Deadlines of rollouts (called with the other timers).
     pub(super) fn rollout_timers(&mut self, now: Instant) {
-        let late: Vec<String> = self
-            .rollouts
-            .iter()
-            .filter(|(_, r)| r.deadline <= now)
-            .map(|(a, _)| a.clone())
-            .collect();
-        for app in late {
-            let waiting: Vec<String> = match self.rollouts.get(&app) {
-                Some(r) if matches!(r.phase, Phase::ReleasePhase { .. }) => {
-                    vec!["the release command".into()]
-                }
-                Some(r) => self
-                    .dynos
-                    .values()
-                    .filter(|d| d.app == app && d.want == Want::Run && !r.healthy.contains(&d.name))
-                    .map(|d| d.name.clone())
-                    .collect(),
-                None => continue,
-            };
-            let secs = self.settings.deploy_timeout_secs;
-            self.fail_rollout(
-                &app,
-                format!(
-                    "not healthy within {secs}s: still waiting for {}",
-                    waiting.join(", ")
-                ),
-            );
+        let apps: Vec<String> = self.rollouts.keys().cloned().collect();
+        for app in apps {
+            let verdict = self.gate(&app, Event::Tick(now));
+            self.verdict(&app, verdict);
         }
     }
 
@@ -376,7 +361,7 @@ impl Engine {
         let Some(r) = self.rollouts.remove(app) else {
             return;
         };
-        if let Phase::ReleasePhase { pid, .. } = r.phase {
+        if let Phase::ReleasePhase { pid, .. } = r.gate.phase {
             if pid > 0 {
                 spawn::signal_group(pid, libc::SIGKILL);
             }
@@ -384,17 +369,19 @@ impl Engine {
         let outcome = match result {
             Ok(()) => {
                 crate::fault::point("rollout.gated");
-                let _ = self.store.set_release_status(app, r.version, "succeeded");
+                let _ = self
+                    .store
+                    .set_release_status(app, r.gate.version, "succeeded");
                 self.gc_slugs();
                 self.logs.system(
                     app,
                     "roboku",
-                    format!("Release v{} is healthy and committed", r.version),
+                    format!("Release v{} is healthy and committed", r.gate.version),
                 );
                 self.refresh_app(app);
                 let info = self
                     .store
-                    .release(app, r.version)
+                    .release(app, r.gate.version)
                     .ok()
                     .flatten()
                     .map(|row| self.release_info(app, &row));
@@ -409,20 +396,20 @@ impl Engine {
                     }
                     (None, Answer::Release) => Err(EngineError::Internal(format!(
                         "release v{} vanished",
-                        r.version
+                        r.gate.version
                     ))),
                 }
             }
             Err(reason) => {
-                let _ = self.store.set_release_status(app, r.version, "failed");
+                let _ = self.store.set_release_status(app, r.gate.version, "failed");
                 crate::fault::point("rollout.failed");
-                let restored = self.restore(app, r.previous);
-                let msg = format!("release v{} failed: {reason}; {restored}", r.version);
+                let restored = self.restore(app, r.gate.previous);
+                let msg = format!("release v{} failed: {reason}; {restored}", r.gate.version);
                 self.logs.system(app, "roboku", msg.clone());
                 self.event(
                     super::Door::Agent,
                     Some(app),
-                    &format!("release v{}", r.version),
+                    &format!("release v{}", r.gate.version),
                     &msg,
                 );
                 Err(EngineError::DeployFailed(msg))
@@ -495,8 +482,8 @@ impl Engine {
         match self.rollouts.get(app) {
             Some(r) => Err(EngineError::Conflict(format!(
                 "release v{} of {app} is still rolling out (started {}s ago); try again when it is done",
-                r.version,
-                (Instant::now() + Duration::from_secs(self.settings.deploy_timeout_secs)).saturating_duration_since(r.deadline).as_secs()
+                r.gate.version,
+                r.gate.started.elapsed().as_secs()
             ))),
             None => Ok(()),
         }
