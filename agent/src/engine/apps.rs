@@ -14,6 +14,7 @@ pub(super) type Result<T> = std::result::Result<T, EngineError>;
 
 impl Engine {
     pub(super) fn dispatch(&mut self, door: Door, cmd: Command) -> Result<Reply> {
+        self.refuse_while_renaming(&cmd)?;
         match cmd {
             Command::Status => Ok(Reply::Status(self.status())),
             Command::ListApps => self.list_apps().map(Reply::Apps),
@@ -26,6 +27,7 @@ impl Engine {
             Command::DestroyApp { app, confirm } => {
                 self.destroy_app(door, &app, &confirm).map(Reply::Done)
             }
+            Command::RenameApp { app, to } => self.rename_app(door, &app, &to),
             Command::Release {
                 app,
                 slug,
@@ -229,7 +231,7 @@ impl Engine {
         }
     }
 
-    fn app_info(&self, app: &str) -> Result<wire::AppInfo> {
+    pub(super) fn app_info(&self, app: &str) -> Result<wire::AppInfo> {
         let row = self
             .store
             .app(app)?
@@ -331,7 +333,16 @@ impl Engine {
         self.apps.remove(app);
         self.logs.remove_app(app);
         // Its build cache is its uid's: gone with the app, before that uid can be given again.
-        let cache = self.settings.cache_dir(app);
+        // Moved out of the way at once, so an app that takes the name next (created, or renamed
+        // to it) never shares a path with the removal.
+        let mut cache = self.settings.cache_dir(app);
+        let doomed = self
+            .settings
+            .tmp_dir()
+            .join(format!("destroyed-cache-{app}-{}", now_ms()));
+        if std::fs::rename(&cache, &doomed).is_ok() {
+            cache = doomed;
+        }
         tokio::task::spawn_blocking(move || {
             if let Err(e) = crate::build::remove_tree(&cache) {
                 tracing::warn!(error = %e, "cannot remove a destroyed app's build cache");
