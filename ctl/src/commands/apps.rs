@@ -150,30 +150,21 @@ pub async fn rename(ctx: &Ctx, args: RenameArgs) -> anyhow::Result<()> {
 
 fn render_renamed(r: &Renamed, host: &str) -> String {
     let new = &r.app.name;
-    let mut out = format!(
-        "Renaming {} to {new}... done
-",
-        r.from
-    );
-    if r.dynos_restarted > 0 {
-        out.push_str(&format!(
-            "Restarted {} dynos under the new name.
-",
-            r.dynos_restarted
-        ));
+    let mut out = format!("Renaming {} to {new}... done\n", r.from);
+    match r.dynos_restarted {
+        0 => {}
+        1 => out.push_str("Restarted 1 dyno under the new name.\n"),
+        n => out.push_str(&format!("Restarted {n} dynos under the new name.\n")),
     }
     if let Some(repo) = &r.git_repository {
         out.push_str(&format!(
-            "Its git repository is now {repo}; the old remote is gone. On your workstation:
-               git remote set-url robot ssh://root@{host}{repo}   (or ssh://root@{host}/{new} with git-shell)
-"
+            "Its git repository is now {repo}; the old remote is gone. On your workstation:\n  \
+             git remote set-url robot ssh://root@{host}{repo}   \
+             (or ssh://root@{host}/{new} with git-shell)\n"
         ));
     }
     for w in &r.warnings {
-        out.push_str(&format!(
-            "Warning: {w}
-"
-        ));
+        out.push_str(&format!("Warning: {w}\n"));
     }
     out
 }

@@ -99,6 +99,7 @@ impl Engine {
         for key in &keys {
             self.stop_dyno(key, Want::Remove);
         }
+        crate::fault::point("rename.stopping");
         self.logs.system(
             from,
             "roboku",
