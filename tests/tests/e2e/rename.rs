@@ -244,3 +244,66 @@ fn renamed_app_keeps_everything_and_serves_again_under_the_new_name() {
     agent.wait_up("nav", "web.1", Some(other_pid), Duration::from_secs(20));
     assert!(!agent.roboku(&["ps", "-a", "other"]).status.success());
 }
+
+/// While the old dynos take their grace to stop, commands that would change either name are
+/// refused saying why, reads still answer; a push to the old name through `git-shell` (a
+/// renamed app's old ssh remote) is an error naming it, and makes no repository.
+#[test]
+fn commands_on_either_name_wait_for_a_rename() {
+    let agent = Agent::start(AgentOpts::default());
+    let src = app_dir(&[("Procfile", "web: trap '' TERM; exec sleep 100000\n")]);
+    agent.create_and_deploy("slow", src.path());
+    agent.ok(&["git:init", "-a", "slow"]);
+    let pid = agent.wait_up("slow", "web.1", None, Duration::from_secs(20));
+    let rename = Command::new(roboku_tests::bins::bin("roboku"))
+        .args(["apps:rename", "slow", "quick"])
+        .env("ROBOKU_SOCKET", agent.socket())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run roboku apps:rename");
+    wait_for("the rename to begin", Duration::from_secs(10), || {
+        agent
+            .ok(&["logs", "-a", "slow", "-n", "100"])
+            .contains("Renaming to quick")
+    });
+    for args in [
+        &["ps:scale", "web=2", "-a", "slow"][..],
+        &["apps:create", "quick"][..],
+        &["config:set", "A=1", "-a", "quick"][..],
+    ] {
+        let out = agent.roboku(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("app slow is being renamed to quick; try again when that is done"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(agent.up_pid("slow", "web.1"), None, "stopping, not up");
+    assert!(agent.roboku(&["releases", "-a", "slow"]).status.success());
+
+    let out = rename.wait_with_output().expect("apps:rename ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!roboku_tests::alive(pid), "killed after its grace");
+    agent.wait_up("quick", "web.1", None, Duration::from_secs(20));
+    let logs = agent.ok(&["logs", "-a", "quick", "-n", "100"]);
+    assert!(logs.contains("Error R12 (Exit timeout)"), "{logs}");
+
+    let out = Command::new(roboku_tests::bins::bin("roboku"))
+        .arg("git-shell")
+        .env("ROBOKU_SOCKET", agent.socket())
+        .env("SSH_ORIGINAL_COMMAND", "git-receive-pack '/slow'")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run roboku git-shell");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no app \"slow\""), "{err}");
+    assert!(!agent.data_dir().join("git/slow.git").exists());
+    assert!(agent.data_dir().join("git/quick.git/HEAD").exists());
+}
