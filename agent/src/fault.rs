@@ -6,7 +6,11 @@
 //! release was written, its rollout not begun), `rollout.switched` (dynos are being moved onto
 //! the new release), `rollout.gated` (every check passed, the release not yet marked
 //! succeeded), `rollout.failed` (a release was marked failed, the previous one not restored),
-//! `gc.removing` (an unreferenced slug is about to be deleted).
+//! `gc.removing` (an unreferenced slug is about to be deleted), and the steps of `apps:rename`:
+//! `rename.stopping` (the old dynos were sent SIGTERM), `rename.journaled` (the journal is
+//! written, the store not changed), `rename.committed` (the store has the new name, no directory
+//! moved), `rename.moved` (cache and git repository moved, the logs not), `rename.logs_moved`
+//! (everything moved, the journal not removed, no dyno started).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

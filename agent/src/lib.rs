@@ -56,6 +56,9 @@ pub async fn run(
         }
         Err(e) => return Err(e.into()),
     };
+    // Before the log task and the engine: a rename an agent crash interrupted is finished (or
+    // dropped, if it never committed) before anything reads the directories it moves.
+    engine::rename::journal::recover(&settings, &store);
     // Never fatal: on a full disk the copies from the last start are still there (and dynos
     // must be supervised whether or not a build could run).
     if let Err(e) = build::builtin::install(&settings.buildpacks_dir()) {

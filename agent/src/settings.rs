@@ -169,6 +169,17 @@ impl Settings {
     pub fn slug_archives_dir(&self) -> PathBuf {
         self.data_dir.join("slug-archives")
     }
+    /// Push-to-deploy repositories (`roboku git:init` makes `<app>.git` here).
+    pub fn git_dir(&self) -> PathBuf {
+        self.data_dir.join("git")
+    }
+    pub fn git_repo(&self, app: &str) -> PathBuf {
+        self.git_dir().join(format!("{app}.git"))
+    }
+    /// The rename in progress (`from`, `to`), kept until every directory has moved.
+    pub fn rename_journal_path(&self) -> PathBuf {
+        self.data_dir.join("rename.json")
+    }
     /// Fleet state that must survive restarts (replay guard, session counter, artifacts).
     pub fn fleet_state_path(&self) -> PathBuf {
         self.data_dir.join("fleet.json")

@@ -44,6 +44,9 @@ enum Command {
     /// Show an app
     #[command(name = "apps:info")]
     AppsInfo(AppArg),
+    /// Rename an app: `apps:rename OLD NEW` or `apps:rename NEW -a OLD`
+    #[command(name = "apps:rename")]
+    AppsRename(apps::RenameArgs),
     /// Change an app's dyno user or stop grace period
     #[command(name = "apps:update")]
     AppsUpdate(apps::UpdateArgs),
@@ -157,6 +160,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::AppsDestroy(a) => apps::destroy(ctx, a).await?,
         Command::AppsInfo(a) => apps::info(ctx, a).await?,
         Command::AppsUpdate(a) => apps::update(ctx, a).await?,
+        Command::AppsRename(a) => apps::rename(ctx, a).await?,
         Command::Deploy(a) => deploy::run(ctx, a).await?,
         Command::Ps(a) => ps::list(ctx, a).await?,
         Command::PsScale(a) => ps::scale(ctx, a).await?,

@@ -1,6 +1,7 @@
 //! App directories for `roboku deploy`, written into temp dirs.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use tempfile::TempDir;
 
 /// A temp dir holding `files` (`(relative path, content)`), with the modes a developer's checkout
@@ -29,4 +30,33 @@ pub fn world_writable_dir() -> TempDir {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
         .expect("chmod shared dir");
     dir
+}
+
+/// Writes `tinydep-1.0-py3-none-any.whl` (module `tinydep`, `GREETING = 'tiny ok'`) into `dir` with Python's zipfile (a wheel is a zip with
+/// dist-info), as a developer vendoring a wheel would have one: no network, no pip.
+pub fn tiny_wheel(dir: &Path) {
+    let script = r#"
+import base64, hashlib, sys, zipfile
+files = {
+    "tinydep/__init__.py": b"GREETING = 'tiny ok'\n",
+    "tinydep-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinydep\nVersion: 1.0\n",
+    "tinydep-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = []
+for name, data in files.items():
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    record.append(f"{name},sha256={digest},{len(data)}")
+record.append("tinydep-1.0.dist-info/RECORD,,")
+with zipfile.ZipFile(sys.argv[1] + "/tinydep-1.0-py3-none-any.whl", "w") as z:
+    for name, data in files.items():
+        z.writestr(name, data)
+    z.writestr("tinydep-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+"#;
+    let ok = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .status()
+        .expect("run python3");
+    assert!(ok.success(), "building the test wheel");
 }

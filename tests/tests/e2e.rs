@@ -16,6 +16,7 @@ mod e2e {
     mod logs_run;
     mod one_off;
     mod releases;
+    mod rename;
     mod restart;
     mod stop;
 }

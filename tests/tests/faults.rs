@@ -9,6 +9,7 @@ mod faults {
     mod fds;
     pub mod kit;
     mod mixed;
+    mod rename;
     pub mod rollout;
     mod spawn;
     mod unstartable;

@@ -87,6 +87,14 @@ async fn route(
             })
             .await?
         }
+        (&Method::POST, ["apps", app, "rename"]) => {
+            let body: wire::RenameApp = json_body(req).await?;
+            call(Command::RenameApp {
+                app: app.to_string(),
+                to: body.name,
+            })
+            .await?
+        }
         (&Method::POST, ["apps", app, "deploy"]) => {
             let body: wire::DeployRequest = json_body(req).await?;
             let result = deploy::deploy(&ctx.engine, &ctx.settings, door, app, body, None).await;

@@ -286,7 +286,16 @@ impl Engine {
         self.apps.remove(app);
         self.logs.remove_app(app);
         // Its build cache is its uid's: gone with the app, before that uid can be given again.
-        let cache = self.settings.cache_dir(app);
+        // Moved out of the way at once, so an app that takes the name next (created, or renamed
+        // to it) never shares a path with the removal.
+        let mut cache = self.settings.cache_dir(app);
+        let doomed = self
+            .settings
+            .tmp_dir()
+            .join(format!("destroyed-cache-{app}-{}", now_ms()));
+        if std::fs::rename(&cache, &doomed).is_ok() {
+            cache = doomed;
+        }
         tokio::task::spawn_blocking(move || {
             if let Err(e) = crate::build::remove_tree(&cache) {
                 tracing::warn!(error = %e, "cannot remove a destroyed app's build cache");

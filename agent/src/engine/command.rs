@@ -54,6 +54,11 @@ pub enum Command {
         app: String,
         confirm: String,
     },
+    /// `apps:rename`: the app and everything it owns take the name `to` (see `rename/`).
+    RenameApp {
+        app: String,
+        to: String,
+    },
     /// A slug has been built (off the engine); make it the app's new release. Its `.env` was
     /// validated by the door and is read from the slug when dynos start.
     Release {
@@ -128,6 +133,39 @@ pub enum Command {
     Ping,
 }
 
+impl Command {
+    /// The app (or the name of the app to be) this command would change; `None` for commands
+    /// that only read. A rename in progress refuses these for both of its names.
+    pub fn changes_app(&self) -> Option<&str> {
+        match self {
+            Command::CreateApp { name } => Some(name),
+            Command::UpdateApp { app, .. }
+            | Command::DestroyApp { app, .. }
+            | Command::RenameApp { app, .. }
+            | Command::Release { app, .. }
+            | Command::Scale { app, .. }
+            | Command::Resize { app, .. }
+            | Command::Restart { app, .. }
+            | Command::Stop { app, .. }
+            | Command::ChangeConfig { app, .. }
+            | Command::Rollback { app, .. }
+            | Command::Run { app, .. }
+            | Command::SignalOneOff { app, .. } => Some(app),
+            Command::Status
+            | Command::ListApps
+            | Command::AppInfo { .. }
+            | Command::CheckApp { .. }
+            | Command::Ps { .. }
+            | Command::Formation { .. }
+            | Command::GetConfig { .. }
+            | Command::Releases { .. }
+            | Command::Events { .. }
+            | Command::Shutdown
+            | Command::Ping => None,
+        }
+    }
+}
+
 /// Every answer; serialised as the inner value.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
@@ -149,6 +187,12 @@ pub enum Reply {
     /// Internal: the answer comes when the app's rollout ends (never sent to a door).
     Pending {
         app: String,
+    },
+    Renamed(wire::Renamed),
+    /// Internal: the answer comes when the rename of `from` ends (never sent to a door).
+    #[serde(skip)]
+    Renaming {
+        from: String,
     },
 }
 
@@ -220,6 +264,7 @@ impl super::Engine {
     /// Routes a command to its handler (in `apps.rs`, `releases.rs`, `formation.rs`,
     /// `one_off.rs`).
     pub(super) fn dispatch(&mut self, door: Door, cmd: Command) -> Result<Reply> {
+        self.refuse_while_renaming(&cmd)?;
         match cmd {
             Command::Status => Ok(Reply::Status(self.status())),
             Command::ListApps => self.list_apps().map(Reply::Apps),
@@ -232,6 +277,7 @@ impl super::Engine {
             Command::DestroyApp { app, confirm } => {
                 self.destroy_app(door, &app, &confirm).map(Reply::Done)
             }
+            Command::RenameApp { app, to } => self.rename_app(door, &app, &to),
             Command::Release {
                 app,
                 slug,

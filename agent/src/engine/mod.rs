@@ -19,6 +19,7 @@ mod isolation;
 pub mod one_off;
 pub mod reconcile;
 mod releases;
+pub mod rename;
 mod rollout;
 mod supervise;
 
@@ -65,6 +66,12 @@ enum Internal {
         cgroup: Option<String>,
         command: String,
         result: Result<crate::supervisor::spawn::Spawned, String>,
+    },
+    /// The log task moved a renamed app's logs (or could not).
+    Renamed {
+        from: String,
+        to: String,
+        logs: Result<(), String>,
     },
 }
 
@@ -153,6 +160,8 @@ pub struct Engine {
     spawns: Vec<Box<dyn FnOnce() + Send>>,
     /// Outcomes of rollouts that ended before their caller was attached (see `attach_reply`).
     unclaimed: BTreeMap<String, Result<Reply, EngineError>>,
+    /// Renames in progress, by old name.
+    renames: BTreeMap<String, rename::Renaming>,
 }
 
 /// Starts the engine task: opens nothing itself (the caller passes the store, cgroups and logs),
@@ -200,6 +209,7 @@ pub fn start(
         one_off_exits: BTreeMap::new(),
         spawns: Vec::new(),
         unclaimed: BTreeMap::new(),
+        renames: BTreeMap::new(),
     };
     let task = tokio::spawn(engine.run(rx, internal_rx, ready_tx));
     (
@@ -238,6 +248,7 @@ impl Engine {
                 self.internal(ev);
             }
             self.on_timers(Instant::now());
+            self.advance_renames(Instant::now());
             self.flush();
             if self.shutdown_done() {
                 break;
@@ -259,6 +270,7 @@ impl Engine {
         }
         match self.dispatch(req.door, req.cmd) {
             Ok(Reply::Pending { app }) => self.attach_reply(&app, req.reply),
+            Ok(Reply::Renaming { from }) => self.attach_rename(&from, req.reply),
             result => {
                 let _ = req.reply.send(result);
             }
@@ -289,6 +301,7 @@ impl Engine {
                 command,
                 result,
             } => self.on_spawned(key, instance, cgroup, command, result),
+            Internal::Renamed { from, to, logs } => self.on_renamed(&from, &to, logs),
         }
     }
 
@@ -368,6 +381,9 @@ impl Engine {
         }
         for r in self.rollouts.values() {
             wake = wake.min(r.deadline());
+        }
+        for deadline in self.rename_deadlines() {
+            wake = wake.min(deadline);
         }
         if let Some((deadline, _)) = &self.shutdown {
             wake = wake.min(*deadline);

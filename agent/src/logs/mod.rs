@@ -11,7 +11,9 @@
 //! - `<app>/app.log` + `<app>/app.log.1`: JSON lines of [`LogLine`], together at most about
 //!   `quota_bytes` ([`store`]).
 //!
-//! The task ([`task`]) is the only owner of all of this; [`LogHandle`] only sends it messages,
+//! The task ([`task`]) is the only owner of all of this (a renamed app's directory is moved by
+//! it too, see [`LogHandle::rename_app`]; only the start, before the task runs, finishes a move
+//! an agent crash interrupted); [`LogHandle`] only sends it messages,
 //! so neither the engine nor a dyno ever waits on logs.
 
 mod history;
@@ -126,6 +128,11 @@ enum Msg {
     RemoveApp {
         app: String,
     },
+    RenameApp {
+        from: String,
+        to: String,
+        done: oneshot::Sender<Result<(), String>>,
+    },
     Recent {
         app: String,
         n: usize,
@@ -193,6 +200,20 @@ impl LogHandle {
         self.send(Msg::RemoveApp {
             app: app.to_owned(),
         });
+    }
+
+    /// Moves an app's logs and spools to its new name (`apps:rename`, once none of its dynos
+    /// runs): what is left in its spools is stored first, then `<logs>/<from>` becomes
+    /// `<logs>/<to>`. Resolves when that is done; an error says why the logs stayed.
+    pub async fn rename_app(&self, from: &str, to: &str) -> Result<(), String> {
+        let (done, rx) = oneshot::channel();
+        self.send(Msg::RenameApp {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            done,
+        });
+        rx.await
+            .unwrap_or_else(|_| Err("the log task has stopped".into()))
     }
 
     /// The last `n` stored lines of `app` that match `filter`, oldest first.

@@ -96,6 +96,9 @@ impl Task {
                 self.pending.remove(&(app, dyno));
             }
             Msg::RemoveApp { app } if valid(&app) => self.remove_app(&app),
+            Msg::RenameApp { from, to, done } if valid(&from) && valid(&to) => {
+                let _ = done.send(self.rename_app(&from, &to));
+            }
             Msg::Recent {
                 app,
                 n,
@@ -245,6 +248,35 @@ impl Task {
                 tracing::warn!(app, dir = %dir.display(), error = %e, "cannot delete app logs")
             }
         }
+    }
+
+    /// Stores what is left in `from`'s spools, forgets both names' state (their files are read
+    /// again under the new name when its dynos start) and moves the directory.
+    fn rename_app(&mut self, from: &str, to: &str) -> Result<(), String> {
+        let dynos: Vec<String> = self
+            .apps
+            .get(from)
+            .map(|a| a.spools.keys().cloned().collect())
+            .unwrap_or_default();
+        for dyno in &dynos {
+            self.pump(from, dyno, true);
+        }
+        for app in [from, to] {
+            if let Some(mut a) = self.apps.remove(app) {
+                a.store.flush();
+                for (dyno, spool) in &mut a.spools {
+                    if let Err(e) = spool.save_offset() {
+                        tracing::warn!(app, dyno, error = %e, "cannot persist spool offset");
+                    }
+                }
+            }
+            self.watcher.remove(app);
+            self.pending.retain(|(a, _)| a != app);
+        }
+        let (src, dst) = (self.logs_dir.join(from), self.logs_dir.join(to));
+        crate::util::move_dir(&src, &dst, true)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     fn recent(&mut self, app: &str, n: usize, filter: &LogFilter) -> Vec<LogLine> {

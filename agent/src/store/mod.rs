@@ -14,6 +14,7 @@ mod dynos;
 mod events;
 mod formation;
 mod releases;
+mod rename;
 mod schema;
 
 use crate::util::{IoContext, PathError};

@@ -14,6 +14,7 @@
 //! | GET    /v1/apps/{app}                      |                    | [`AppInfo`]              |
 //! | PATCH  /v1/apps/{app}                      | [`UpdateApp`]      | [`AppInfo`]              |
 //! | DELETE /v1/apps/{app}?confirm={app}        |                    | [`Done`]                 |
+//! | POST   /v1/apps/{app}/rename               | [`RenameApp`]      | [`Renamed`]              |
 //! | POST   /v1/apps/{app}/deploy               | [`DeployRequest`]  | [`ReleaseInfo`]          |
 //! | GET    /v1/apps/{app}/ps                   |                    | `Vec<DynoInfo>`          |
 //! | GET    /v1/apps/{app}/formation            |                    | `Vec<FormationEntry>`    |
@@ -154,6 +155,29 @@ impl std::fmt::Display for UpdateApp {
             false => f.write_str(&parts.join(", ")),
         }
     }
+}
+
+/// `POST /v1/apps/{app}/rename`: the app's new name (checked as `POST /v1/apps` checks one).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RenameApp {
+    pub name: String,
+}
+
+/// The answer to a rename: the app under its new name and what moved with it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Renamed {
+    /// The old name (no app has it any more).
+    pub from: String,
+    pub app: AppInfo,
+    /// The app's push-to-deploy repository at its new path, when it has one (`git:init`). The
+    /// old path no longer exists: remotes pointing there must be changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_repository: Option<String>,
+    /// Dynos started again under the new name (its cgroups, logs and `ROBOKU_APP`).
+    pub dynos_restarted: usize,
+    /// What could not be moved (the rename itself stands), for a person to act on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One app as `roboku apps` shows it.

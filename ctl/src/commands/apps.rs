@@ -1,10 +1,10 @@
-//! `apps`, `apps:create`, `apps:destroy`, `apps:info`, `apps:update`.
+//! `apps`, `apps:create`, `apps:destroy`, `apps:info`, `apps:update`, `apps:rename`.
 
 use super::{app_path, AppArg, Ctx, UsageError};
 use crate::client::with_query;
 use crate::output::{self, outln};
 use crate::parse;
-use roboku_wire::{AppInfo, CreateApp, Done, UpdateApp, API_PREFIX};
+use roboku_wire::{AppInfo, CreateApp, Done, RenameApp, Renamed, UpdateApp, API_PREFIX};
 use serde_json::Value;
 
 #[derive(clap::Args, Debug)]
@@ -22,6 +22,40 @@ pub struct DestroyArgs {
     /// The app's name again, to confirm
     #[arg(long, value_name = "NAME")]
     pub confirm: Option<String>,
+}
+
+/// `apps:rename OLD NEW`, or Heroku's `apps:rename NEW --app OLD`.
+#[derive(clap::Args, Debug)]
+pub struct RenameArgs {
+    /// `OLD NEW`, or only `NEW` with `-a OLD` (or `ROBOKU_APP`)
+    #[arg(value_parser = parse::app_name, num_args = 1..=2, required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+    /// The app to rename, when only the new name is given
+    #[arg(short, long, value_parser = parse::app_name)]
+    pub app: Option<String>,
+}
+
+impl RenameArgs {
+    /// `(old, new)`; `env_app` is `ROBOKU_APP`, used only when neither `OLD` nor `-a` is given.
+    fn names(&self, env_app: Option<String>) -> Result<(String, String), UsageError> {
+        match (self.names.as_slice(), &self.app) {
+            ([old, new], None) => Ok((old.clone(), new.clone())),
+            ([_, _], Some(a)) => Err(UsageError(format!(
+                "name the app once: `roboku apps:rename OLD NEW` or `roboku apps:rename NEW -a OLD` (got -a {a} and two names)"
+            ))),
+            ([new], Some(old)) => Ok((old.clone(), new.clone())),
+            ([new], None) => match env_app {
+                Some(old) => {
+                    parse::app_name(&old).map_err(|e| UsageError(format!("ROBOKU_APP: {e}")))?;
+                    Ok((old, new.clone()))
+                }
+                None => Err(UsageError(format!(
+                    "which app becomes {new}? `roboku apps:rename OLD {new}` or `roboku apps:rename {new} -a OLD`"
+                ))),
+            },
+            _ => Err(UsageError("apps:rename takes OLD NEW or NEW -a OLD".into())),
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -99,6 +133,40 @@ pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> anyhow::Result<()> {
     };
     outln!("Destroying {}... done ({})", args.name, done.message)?;
     Ok(())
+}
+
+pub async fn rename(ctx: &Ctx, args: RenameArgs) -> anyhow::Result<()> {
+    let (old, new) = args.names(std::env::var("ROBOKU_APP").ok())?;
+    let body = RenameApp { name: new.clone() };
+    let v: Value = ctx.client.post(&app_path(&old, "/rename"), &body).await?;
+    let Some(done) = ctx.typed::<Renamed>(v)? else {
+        return Ok(());
+    };
+    Ok(output::print(&render_renamed(
+        &done,
+        &super::git::host_name(),
+    ))?)
+}
+
+fn render_renamed(r: &Renamed, host: &str) -> String {
+    let new = &r.app.name;
+    let mut out = format!("Renaming {} to {new}... done\n", r.from);
+    match r.dynos_restarted {
+        0 => {}
+        1 => out.push_str("Restarted 1 dyno under the new name.\n"),
+        n => out.push_str(&format!("Restarted {n} dynos under the new name.\n")),
+    }
+    if let Some(repo) = &r.git_repository {
+        out.push_str(&format!(
+            "Its git repository is now {repo}; the old remote is gone. On your workstation:\n  \
+             git remote set-url robot ssh://root@{host}{repo}   \
+             (or ssh://root@{host}/{new} with git-shell)\n"
+        ));
+    }
+    for w in &r.warnings {
+        out.push_str(&format!("Warning: {w}\n"));
+    }
+    out
 }
 
 pub async fn info(ctx: &Ctx, args: AppArg) -> anyhow::Result<()> {
@@ -206,6 +274,77 @@ fn render_info(app: &AppInfo, now: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rename_args(names: &[&str], app: Option<&str>) -> RenameArgs {
+        RenameArgs {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            app: app.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn rename_takes_old_new_or_new_with_the_app_flag() {
+        let pair = |o: &str, n: &str| (o.to_string(), n.to_string());
+        let env = || Some("env-app".to_string());
+        assert_eq!(
+            rename_args(&["a", "b"], None).names(env()).unwrap(),
+            pair("a", "b")
+        );
+        assert_eq!(
+            rename_args(&["b"], Some("a")).names(env()).unwrap(),
+            pair("a", "b")
+        );
+        assert_eq!(
+            rename_args(&["b"], None).names(env()).unwrap(),
+            pair("env-app", "b")
+        );
+        let err = rename_args(&["b"], None).names(None).unwrap_err();
+        assert!(err.0.contains("which app becomes b?"), "{err}");
+        let err = rename_args(&["a", "b"], Some("c")).names(None).unwrap_err();
+        assert!(err.0.contains("name the app once"), "{err}");
+        let err = rename_args(&["b"], None)
+            .names(Some("Bad".into()))
+            .unwrap_err();
+        assert!(err.0.starts_with("ROBOKU_APP: "), "{err}");
+    }
+
+    #[test]
+    fn a_rename_says_what_moved_and_how_to_fix_the_remote() {
+        let app = AppInfo {
+            name: "nav-two".into(),
+            created_at: 0,
+            release: Some(3),
+            user: "61184".into(),
+            uid: Some(61184),
+            gid: Some(61184),
+            grace_secs: 30,
+            buildpacks: Vec::new(),
+            dynos_running: 1,
+            dynos_desired: 1,
+        };
+        let r = Renamed {
+            from: "nav".into(),
+            app,
+            git_repository: Some("/var/lib/roboku/git/nav-two.git".into()),
+            dynos_restarted: 2,
+            warnings: vec!["the logs were not moved".into()],
+        };
+        let text = render_renamed(&r, "bot1");
+        assert!(
+            text.starts_with("Renaming nav to nav-two... done\nRestarted 2 dynos"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "git remote set-url robot ssh://root@bot1/var/lib/roboku/git/nav-two.git"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Warning: the logs were not moved\n"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn info_block() {

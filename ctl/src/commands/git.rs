@@ -50,6 +50,8 @@ fn ensure_repo(repo: &Path, app: &str, socket: &Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot find the roboku binary: {e}"))?;
     let socket = std::path::absolute(socket).unwrap_or_else(|_| socket.to_path_buf());
     let hook = repo.join("hooks").join("pre-receive");
+    // robokud's `apps:rename` rewrites the app at the end of the exec line
+    // (agent/src/engine/rename/hook.rs): keep that shape.
     let text = format!(
         "#!/bin/sh\n# Written by `roboku git:init`: a push to main or master deploys; a failed deploy rejects it.\nexec {} --socket {} git-hook {}\n",
         shell_quote(&me.to_string_lossy()),
@@ -70,9 +72,7 @@ pub async fn init(ctx: &Ctx, args: AppArg, socket: &Path) -> anyhow::Result<()> 
     let _: serde_json::Value = ctx.client.get(&app_path(app, "")).await?;
     let repo = repo_path(ctx, app).await?;
     ensure_repo(&repo, app, socket)?;
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "robot".into());
+    let host = host_name();
     if ctx.json {
         let v = serde_json::json!({
             "app": app,
@@ -89,6 +89,13 @@ pub async fn init(ctx: &Ctx, args: AppArg, socket: &Path) -> anyhow::Result<()> 
     outln!("  git push robot main")?;
     outln!("(or with `command=\"roboku git-shell\"` in the robot's authorized_keys: ssh://root@{host}/{app})")?;
     Ok(())
+}
+
+/// This robot's name for ssh remotes (`/etc/hostname`, else `robot`).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "robot".into())
 }
 
 /// The pre-receive hook: deploy the pushed main/master; reject the push if the deploy fails.
@@ -175,6 +182,9 @@ pub async fn shell(ctx: &Ctx, socket: &Path) -> anyhow::Result<i32> {
         .trim_start_matches('/')
         .trim_end_matches(".git");
     roboku_wire::check_app_name(name).map_err(UsageError)?;
+    // Only an app's repository: a push to a name no app has (a renamed app's old remote) is an
+    // error naming it, not a new empty repository.
+    let _: serde_json::Value = ctx.client.get(&app_path(name, "")).await?;
     let repo = repo_path(ctx, name).await?;
     ensure_repo(&repo, name, socket)?;
     let status = Command::new(verb)

@@ -34,35 +34,6 @@ fn deploy_fails(agent: &Agent, app: &str, dir: &Path) -> String {
     err
 }
 
-/// Writes `tinydep-1.0-py3-none-any.whl` into `dir` with Python's zipfile (a wheel is a zip with
-/// dist-info), as a developer vendoring a wheel would have one: no network, no pip.
-fn make_wheel(dir: &Path) {
-    let script = r#"
-import base64, hashlib, sys, zipfile
-files = {
-    "tinydep/__init__.py": b"GREETING = 'tiny ok'\n",
-    "tinydep-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinydep\nVersion: 1.0\n",
-    "tinydep-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-}
-record = []
-for name, data in files.items():
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    record.append(f"{name},sha256={digest},{len(data)}")
-record.append("tinydep-1.0.dist-info/RECORD,,")
-with zipfile.ZipFile(sys.argv[1] + "/tinydep-1.0-py3-none-any.whl", "w") as z:
-    for name, data in files.items():
-        z.writestr(name, data)
-    z.writestr("tinydep-1.0.dist-info/RECORD", "\n".join(record) + "\n")
-"#;
-    let ok = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(script)
-        .arg(dir)
-        .status()
-        .expect("run python3");
-    assert!(ok.success(), "building the test wheel");
-}
-
 /// major.minor of the robot's /usr/bin/python3, e.g. "3.11".
 fn host_python() -> String {
     let out = Command::new("/usr/bin/python3")
@@ -86,7 +57,7 @@ http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever(
         ("app.py", server),
         ("wheels/.keep", ""),
     ]);
-    make_wheel(&app.path().join("wheels"));
+    roboku_tests::app::tiny_wheel(&app.path().join("wheels"));
     agent.create_and_deploy("py", app.path());
     let log = build_log(&agent, "py");
     assert!(log.contains("Installing requirements"), "{log}");
