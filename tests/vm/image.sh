@@ -39,6 +39,9 @@ done
 work=$(mktemp -d "$CACHE/build-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root="$work/root"
+# Only the image's path goes to stdout (the caller reads it): everything the build tools print
+# goes to stderr (mkfs.ext4 -q still says "Creating regular file" on stdout; seen on a cold CI).
+exec 3>&1 1>&2
 echo "vm image: building $TARGET ($suite) into $dir (several minutes, once)" >&2
 start=$(date +%s)
 mmdebstrap --quiet --variant=minbase --include="$packages" \
@@ -59,4 +62,4 @@ mkfs.ext4 -q -L roboku-vm -d "$root" "$work/out/root.img" 6G
 rm -rf "$dir"
 mv "$work/out" "$dir"
 echo "vm image: built in $(( $(date +%s) - start )) s" >&2
-echo "$dir"
+echo "$dir" >&3
