@@ -513,7 +513,7 @@ def t_python_app_with_an_offline_wheel():
     if rc != 0:
         raise Fail("deploy failed: %s" % build_failure(out, "py"))
     dy = wait_up("py", "web.1")
-    body = wait_for("the python app answering on $PORT", 30, lambda: http_get(dy["port"]))
+    body = wait_for("the python app answering on $PORT", 180, lambda: http_get(dy["port"]))
     if body != "idna xn--bcher-kva.example":
         raise Fail("answered %r" % body)
 
@@ -541,7 +541,8 @@ def t_node_app_with_a_local_dependency():
     if rc != 0:
         raise Fail("deploy failed: %s" % build_failure(out, "node"))
     dy = wait_up("node", "web.1")
-    body = wait_for("the node app answering on $PORT", 30, lambda: http_get(dy["port"]))
+    # A loaded TCG guest has taken more than 30 s from exec to listen for node (CI, 2026-12-02).
+    body = wait_for("the node app answering on $PORT", 180, lambda: http_get(dy["port"]))
     if body != "hello node":
         raise Fail("answered %r" % body)
 
