@@ -293,7 +293,8 @@ fn pipenv_poetry_and_uv_apps_deploy_side_by_side_and_serve_their_locked_dependen
     let server = "import http.server, os, tinydep\n\
 class H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        b = tinydep.GREETING.encode()\n        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n\
 http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n";
-    let locks: [(&str, &str, fn(&str) -> String); 3] = [
+    type Lock = fn(&str) -> String;
+    let locks: [(&str, &str, Lock); 3] = [
         ("pipenv", "Pipfile.lock", |h| {
             format!(
                 r#"{{"_meta": {{"requires": {{}}}}, "default": {{"tinydep": {{"version": "==1.0", "hashes": ["{h}"]}}}}, "develop": {{"pytest": {{"version": "==9.0.1"}}}}}}"#
