@@ -7,29 +7,27 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+/// `(pack, [script, ...])`: every script of `buildpacks/<pack>/bin/`, embedded.
 macro_rules! pack {
-    ($name:literal) => {
+    ($name:literal, [$($script:literal),+]) => {
         (
             $name,
-            [
-                (
-                    "detect",
-                    include_str!(concat!("../../../buildpacks/", $name, "/bin/detect")),
-                ),
-                (
-                    "compile",
-                    include_str!(concat!("../../../buildpacks/", $name, "/bin/compile")),
-                ),
-                (
-                    "release",
-                    include_str!(concat!("../../../buildpacks/", $name, "/bin/release")),
-                ),
-            ],
+            &[$((
+                $script,
+                include_str!(concat!("../../../buildpacks/", $name, "/bin/", $script)),
+            )),+],
         )
     };
 }
 
-const PACKS: [(&str, [(&str, &str); 3]); 3] = [pack!("nodejs"), pack!("python"), pack!("procfile")];
+type Pack = (&'static str, &'static [(&'static str, &'static str)]);
+
+const PACKS: [Pack; 3] = [
+    pack!("nodejs", ["detect", "compile", "release"]),
+    // lock2req: Pipfile.lock, poetry.lock and uv.lock as pinned pip requirements.
+    pack!("python", ["detect", "compile", "release", "lock2req"]),
+    pack!("procfile", ["detect", "compile", "release"]),
+];
 
 /// Writes every built-in buildpack to `dir/<name>/bin/` (0755), replacing older copies; returns
 /// how many scripts it wrote (0 when every one was already current).
@@ -38,7 +36,7 @@ pub fn install(dir: &Path) -> Result<usize, PathError> {
     for (name, scripts) in PACKS {
         let bin = dir.join(name).join("bin");
         fs::create_dir_all(&bin).at("create dir", &bin)?;
-        for (script, text) in scripts {
+        for &(script, text) in scripts {
             let path = bin.join(script);
             if is_current(&path, text) {
                 continue;
@@ -73,7 +71,7 @@ mod tests {
     #[test]
     fn installs_executable_scripts() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(super::install(d.path()).unwrap(), 9);
+        assert_eq!(super::install(d.path()).unwrap(), 10);
         assert_eq!(
             super::install(d.path()).unwrap(),
             0,

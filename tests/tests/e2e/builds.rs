@@ -276,3 +276,69 @@ fn data_dir_under_a_private_parent_is_refused_at_start_naming_the_directory() {
         "says what to do: {err}"
     );
 }
+
+/// sha256 of the vendored test wheel, as a lock file records it.
+fn wheel_hash(dir: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(dir.join("tinydep-1.0-py3-none-any.whl"))
+        .output()
+        .expect("sha256sum");
+    let text = String::from_utf8_lossy(&out.stdout);
+    format!("sha256:{}", text.split_whitespace().next().expect("a hash"))
+}
+
+#[test]
+fn pipenv_poetry_and_uv_apps_deploy_side_by_side_and_serve_their_locked_dependency() {
+    let agent = Agent::start(AgentOpts::default());
+    let server = "import http.server, os, tinydep\n\
+class H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        b = tinydep.GREETING.encode()\n        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n\
+http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n";
+    type Lock = fn(&str) -> String;
+    let locks: [(&str, &str, Lock); 3] = [
+        ("pipenv", "Pipfile.lock", |h| {
+            format!(
+                r#"{{"_meta": {{"requires": {{}}}}, "default": {{"tinydep": {{"version": "==1.0", "hashes": ["{h}"]}}}}, "develop": {{"pytest": {{"version": "==9.0.1"}}}}}}"#
+            )
+        }),
+        ("poetry", "poetry.lock", |h| {
+            format!("[[package]]\nname = \"tinydep\"\nversion = \"1.0\"\ngroups = [\"main\"]\nfiles = [{{file = \"tinydep-1.0-py3-none-any.whl\", hash = \"{h}\"}}]\n\n[[package]]\nname = \"pytest\"\nversion = \"9.0.1\"\ngroups = [\"dev\"]\n\n[metadata]\nlock-version = \"2.1\"\npython-versions = \">=3.9\"\n")
+        }),
+        ("uv", "uv.lock", |h| {
+            format!("version = 1\nrequires-python = \">=3.9\"\n\n[[package]]\nname = \"robot\"\nversion = \"0.1\"\nsource = {{ virtual = \".\" }}\ndependencies = [{{ name = \"tinydep\" }}]\n\n[package.dev-dependencies]\ndev = [{{ name = \"pytest\" }}]\n\n[[package]]\nname = \"pytest\"\nversion = \"9.0.1\"\nsource = {{ registry = \"https://pypi.org/simple\" }}\n\n[[package]]\nname = \"tinydep\"\nversion = \"1.0\"\nsource = {{ registry = \"https://pypi.org/simple\" }}\nwheels = [{{ url = \"https://example/tinydep-1.0-py3-none-any.whl\", hash = \"{h}\" }}]\n")
+        }),
+    ];
+    let mut apps = Vec::new();
+    for (name, file, lock) in locks {
+        let app = app_dir(&[
+            ("Procfile", "web: exec python3 app.py\n"),
+            ("app.py", server),
+            ("wheels/.keep", ""),
+        ]);
+        roboku_tests::app::tiny_wheel(&app.path().join("wheels"));
+        let text = lock(&wheel_hash(&app.path().join("wheels")));
+        std::fs::write(app.path().join(file), text).expect("write lock");
+        if name == "poetry" {
+            let pyproject = "[project]\nname = \"robot\"\nversion = \"0.1\"\n[tool.poetry]\npackage-mode = false\n";
+            std::fs::write(app.path().join("pyproject.toml"), pyproject).expect("write");
+        }
+        agent.create_and_deploy(name, app.path());
+        let log = build_log(&agent, name);
+        assert!(log.contains("installed with pip"), "{name}: {log}");
+        apps.push((name, app));
+    }
+    for (name, _) in &apps {
+        web_answers(&agent, name, "tiny ok");
+    }
+    // The dev group (pytest, not in wheels/) was never asked for: the offline installs passed.
+    // A second lock beside the first is refused as Heroku refuses it, and v1 keeps serving.
+    let (name, app) = &apps[2];
+    std::fs::write(app.path().join("requirements.txt"), "tinydep==1.0\n").expect("write");
+    let err = deploy_fails(&agent, name, app.path());
+    assert!(
+        err.contains(
+            "Several Python package manager files were found: requirements.txt(pip) uv.lock(uv)"
+        ),
+        "{err}"
+    );
+    web_answers(&agent, name, "tiny ok");
+}

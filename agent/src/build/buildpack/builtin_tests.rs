@@ -6,11 +6,11 @@ use super::*;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn builtins() -> PathBuf {
+pub(super) fn builtins() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../buildpacks")
 }
 
-fn build_builtin(s: &Site, run_as: Option<(u32, u32)>) -> (BuildOutcome, Vec<String>) {
+pub(super) fn build_builtin(s: &Site, run_as: Option<(u32, u32)>) -> (BuildOutcome, Vec<String>) {
     let run = build_with(
         s,
         &[],
@@ -27,7 +27,7 @@ fn build_builtin(s: &Site, run_as: Option<(u32, u32)>) -> (BuildOutcome, Vec<Str
 }
 
 /// Runs `script` in the built app as a dyno would: HOME = the app, `.profile.d/*.sh` sourced.
-fn run_in_app(app: &Path, script: &str) -> String {
+pub(super) fn run_in_app(app: &Path, script: &str) -> String {
     let out = Command::new("/bin/sh")
         .arg("-c")
         .arg(format!(
@@ -79,20 +79,29 @@ fn python_app_with_empty_requirements() {
 
 /// Builds `tinypkg-0.1-py3-none-any.whl` (a module and a console script) into `out`, offline.
 fn tiny_wheel(root: &Path, out: &Path) {
-    let src = root.join("tinypkg-src");
-    fs::create_dir_all(src.join("tinypkg")).unwrap();
+    wheel(
+        root,
+        out,
+        "tinypkg",
+        "VALUE = 42\n\ndef hello():\n    print('hello from tinypkg')\n",
+    );
+}
+
+/// Builds `<name>-0.1-py3-none-any.whl` into `out` (offline: setuptools without isolation), with
+/// `module` as its `__init__.py` and a `<name>-hello` script calling its `hello`.
+pub(super) fn wheel(root: &Path, out: &Path, name: &str, module: &str) {
+    let src = root.join(format!("{name}-src"));
+    fs::create_dir_all(src.join(name)).unwrap();
     fs::write(
         src.join("pyproject.toml"),
-        "[build-system]\nrequires = [\"setuptools\"]\nbuild-backend = \"setuptools.build_meta\"\n\
-         [project]\nname = \"tinypkg\"\nversion = \"0.1\"\n\
-         [project.scripts]\ntinypkg-hello = \"tinypkg:hello\"\n",
+        format!(
+            "[build-system]\nrequires = [\"setuptools\"]\nbuild-backend = \"setuptools.build_meta\"\n\
+             [project]\nname = \"{name}\"\nversion = \"0.1\"\n\
+             [project.scripts]\n{name}-hello = \"{name}:hello\"\n"
+        ),
     )
     .unwrap();
-    fs::write(
-        src.join("tinypkg/__init__.py"),
-        "VALUE = 42\n\ndef hello():\n    print('hello from tinypkg')\n",
-    )
-    .unwrap();
+    fs::write(src.join(name).join("__init__.py"), module).unwrap();
     let status = Command::new("/usr/bin/python3")
         .args(["-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index"])
         .arg("--no-build-isolation")
@@ -103,7 +112,7 @@ fn tiny_wheel(root: &Path, out: &Path) {
         .current_dir(root)
         .status()
         .unwrap();
-    assert!(status.success(), "pip wheel: {status}");
+    assert!(status.success(), "pip wheel {name}: {status}");
 }
 
 #[test]
