@@ -149,6 +149,7 @@ impl Agent {
             .args(["--backoff-reset-secs", "5", "--sample-secs", "1"])
             .args(&self.opts.extra)
             .env_remove("ROBOKU_CONFIG")
+            .env_remove("ROBOKU_DASHBOARD")
             .env_remove("ROBOKU_APP")
             .env_remove("ROBOKU_SOCKET")
             .env_remove("ROBOKU_DATA_DIR")
@@ -158,6 +159,10 @@ impl Agent {
             .stderr(stderr);
         if self.opts.no_cgroups {
             cmd.arg("--no-cgroups");
+        }
+        // Parallel agents would fight over 7070: a test that wants the dashboard says where.
+        if !self.opts.extra.iter().any(|a| a == "--dashboard") {
+            cmd.args(["--dashboard", "off"]);
         }
         if let Some(n) = self.opts.nofile {
             use std::os::unix::process::CommandExt;

@@ -7,6 +7,7 @@ mod e2e {
     mod builds;
     mod cli;
     mod crash;
+    mod dashboard;
     mod degraded;
     mod deploy;
     mod hardware;
