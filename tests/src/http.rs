@@ -128,9 +128,40 @@ pub fn tcp(
         req.push_str(b);
     }
     s.write_all(req.as_bytes())?;
+    parse(&read_response(&mut s)?)
+}
+
+/// Reads one response: up to `Content-Length` when the server says it (some, like chromedriver,
+/// keep the connection open whatever the request asked), else to the end of the stream.
+fn read_response(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    parse(&raw)
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(len) = len {
+                while raw.len() < end + 4 + len {
+                    let n = s.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    raw.extend_from_slice(&buf[..n]);
+                }
+                return Ok(raw);
+            }
+            s.read_to_end(&mut raw)?;
+            return Ok(raw);
+        }
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 mod e2e {
     mod bad_input;
+    mod browser;
     mod builds;
     mod cli;
     mod crash;

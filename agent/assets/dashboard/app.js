@@ -325,7 +325,7 @@ setInterval(() => {
   const batch = logBuf.splice(0, logBuf.length).slice(-LOG_KEEP);
   const frag = document.createDocumentFragment();
   for (const l of batch) {
-    frag.append(el("div", { class: l.source === "roboku" ? "sys" : "" },
+    frag.append(el("div", { class: l.source === "roboku" ? "sys" : "", "data-ts": l.ts },
       new Date(l.ts).toISOString().slice(11, 23) + " " + l.dyno + " " + l.line));
   }
   pre.append(frag);
