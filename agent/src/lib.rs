@@ -22,8 +22,8 @@ pub use roboku_wire::procfile;
 pub mod reserve;
 pub mod settings;
 pub mod store;
-pub mod telemetry;
 pub mod supervisor;
+pub mod telemetry;
 pub mod util;
 
 pub use settings::Settings;
@@ -126,8 +126,8 @@ pub async fn run(
         dashboard: dash_door.as_ref().map(|d| d.info.clone()),
     });
     let server = tokio::spawn(api::serve(listener, ctx.clone(), stop_rx.clone()));
-    let dash_server = dash_door
-        .map(|d| tokio::spawn(dashboard::serve(d, ctx, telemetry, stop_rx.clone())));
+    let dash_server =
+        dash_door.map(|d| tokio::spawn(dashboard::serve(d, ctx, telemetry, stop_rx.clone())));
     let notifier = notify::Notifier::ready(engine.clone()).await;
     // Fleet control over MQTT, when a broker is configured.
     let fleet = fleet.map(|f| {

@@ -42,7 +42,10 @@ impl Browser {
         while !http::tcp(addr, "GET", "/status", &[], None)
             .is_ok_and(|r| r.json()["value"]["ready"] == true)
         {
-            assert!(Instant::now() < deadline, "chromedriver not ready within 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver not ready within 20 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let caps = json!({"capabilities": {"alwaysMatch": {
@@ -67,7 +70,11 @@ impl Browser {
         let r = http::tcp(self.addr, method, path, &[], text.as_deref())
             .unwrap_or_else(|e| panic!("chromedriver {method} {path}: {e}"));
         let v = r.json();
-        assert!(r.status == 200, "chromedriver {method} {path}: {} {v}", r.status);
+        assert!(
+            r.status == 200,
+            "chromedriver {method} {path}: {} {v}",
+            r.status
+        );
         v["value"].clone()
     }
 
@@ -90,7 +97,11 @@ impl Browser {
 
     /// Browser console entries since the last call (`level`, `message`).
     pub fn console(&self) -> Vec<Value> {
-        match self.call("POST", &self.path("/se/log"), Some(json!({"type": "browser"}))) {
+        match self.call(
+            "POST",
+            &self.path("/se/log"),
+            Some(json!({"type": "browser"})),
+        ) {
             Value::Array(v) => v,
             other => panic!("browser log is not a list: {other}"),
         }

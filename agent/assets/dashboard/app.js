@@ -173,7 +173,8 @@ function rollbackButton(app, version) {
 function alertLine(msg) { $("log-note").textContent = msg; }
 
 function renderEvents(events) {
-  $("events").querySelector("tbody").replaceChildren(...events.slice(0, 30).map((e) =>
+  // Newest first: what just happened is what the operator looks for.
+  $("events").querySelector("tbody").replaceChildren(...events.slice(-30).reverse().map((e) =>
     el("tr", {}, el("td", {}, when(e.ts)), el("td", {}, e.app || "-"), el("td", {}, e.door), el("td", {}, e.action), el("td", {}, e.result))));
 }
 

@@ -72,7 +72,7 @@ impl Policy {
         }
         match name.parse::<IpAddr>() {
             Ok(ip) => ip.is_loopback() || !self.loopback_only,
-            Err(_) => self.hosts.iter().any(|h| *h == name),
+            Err(_) => self.hosts.contains(&name),
         }
     }
 
@@ -146,24 +146,51 @@ mod tests {
     }
 
     fn get<'a>(path: &'a str, host: &'a str) -> Ask<'a> {
-        Ask { method: "GET", path, host: Some(host), ..Default::default() }
+        Ask {
+            method: "GET",
+            path,
+            host: Some(host),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn host_must_name_this_robot_on_its_port() {
         let lo = policy(true);
-        for ok in ["localhost:7070", "127.0.0.1:7070", "[::1]:7070", "LOCALHOST:7070"] {
+        for ok in [
+            "localhost:7070",
+            "127.0.0.1:7070",
+            "[::1]:7070",
+            "LOCALHOST:7070",
+        ] {
             assert_eq!(lo.check(&get("/", ok)), Ok(()), "{ok}");
         }
-        for bad in ["evil.example:7070", "localhost:80", "localhost", "10.0.0.5:7070", ":7070", "[::1"] {
-            assert!(matches!(lo.check(&get("/", bad)), Err(Refusal::Forbidden(_))), "{bad}");
+        for bad in [
+            "evil.example:7070",
+            "localhost:80",
+            "localhost",
+            "10.0.0.5:7070",
+            ":7070",
+            "[::1",
+        ] {
+            assert!(
+                matches!(lo.check(&get("/", bad)), Err(Refusal::Forbidden(_))),
+                "{bad}"
+            );
         }
         let wide = policy(false);
         for ok in ["10.0.0.5:7070", "[fe80::1]:7070", "robot-7.local:7070"] {
             assert_eq!(wide.check(&get("/", ok)), Ok(()), "{ok}");
         }
-        assert!(matches!(wide.check(&get("/", "evil.example:7070")), Err(Refusal::Forbidden(_))));
-        let none = Ask { method: "GET", path: "/", ..Default::default() };
+        assert!(matches!(
+            wide.check(&get("/", "evil.example:7070")),
+            Err(Refusal::Forbidden(_))
+        ));
+        let none = Ask {
+            method: "GET",
+            path: "/",
+            ..Default::default()
+        };
         assert!(matches!(wide.check(&none), Err(Refusal::Forbidden(_))));
     }
 
@@ -173,7 +200,12 @@ mod tests {
         let mut a = get("/v1/status", "10.0.0.5:7070");
         a.origin = Some("http://10.0.0.5:7070");
         assert_eq!(p.check(&a), Ok(()));
-        for bad in ["http://evil.example", "null", "https://10.0.0.5:7070", "http://10.0.0.5:7071"] {
+        for bad in [
+            "http://evil.example",
+            "null",
+            "https://10.0.0.5:7070",
+            "http://10.0.0.5:7071",
+        ] {
             a.origin = Some(bad);
             assert!(matches!(p.check(&a), Err(Refusal::Forbidden(_))), "{bad}");
         }
@@ -191,18 +223,41 @@ mod tests {
             ("GET", "/v1/apps/demo/config"),
             ("GET", "/v1/dashboard"),
         ] {
-            let mut a = Ask { method, path, host: Some(host), ..Default::default() };
-            assert!(matches!(p.check(&a), Err(Refusal::Unauthorized(_))), "{method} {path}");
+            let mut a = Ask {
+                method,
+                path,
+                host: Some(host),
+                ..Default::default()
+            };
+            assert!(
+                matches!(p.check(&a), Err(Refusal::Unauthorized(_))),
+                "{method} {path}"
+            );
             a.token = Some("s3creT");
-            assert!(matches!(p.check(&a), Err(Refusal::Unauthorized(_))), "wrong token");
+            assert!(
+                matches!(p.check(&a), Err(Refusal::Unauthorized(_))),
+                "wrong token"
+            );
             a.token = Some("s3cret");
             assert_eq!(p.check(&a), Ok(()), "{method} {path}");
         }
-        for path in ["/", "/metrics", "/healthz", "/v1/status", "/v1/apps/demo/ps", "/dash/snapshot"] {
+        for path in [
+            "/",
+            "/metrics",
+            "/healthz",
+            "/v1/status",
+            "/v1/apps/demo/ps",
+            "/dash/snapshot",
+        ] {
             assert_eq!(p.check(&get(path, host)), Ok(()), "{path}");
         }
         // The token never outweighs a forged Host.
-        let mut a = Ask { method: "POST", path: "/v1/apps/demo/rollback", host: Some("evil:7070"), ..Default::default() };
+        let mut a = Ask {
+            method: "POST",
+            path: "/v1/apps/demo/rollback",
+            host: Some("evil:7070"),
+            ..Default::default()
+        };
         a.token = Some("s3cret");
         assert!(matches!(p.check(&a), Err(Refusal::Forbidden(_))));
     }

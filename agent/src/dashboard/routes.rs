@@ -24,11 +24,15 @@ pub async fn handle(
     ctx: Arc<DashCtx>,
     mut req: Request<Incoming>,
 ) -> Result<Resp, std::convert::Infallible> {
-    let header = |name| req.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     // HTTP/1.1 clients send Host; an absolute-form URI carries it instead.
-    let host = header(HOST).map(str::to_owned).or_else(|| {
-        req.uri().authority().map(|a| a.as_str().to_owned())
-    });
+    let host = header(HOST)
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
     let origin = header(ORIGIN).map(str::to_owned);
     let token = header(AUTHORIZATION)
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -47,15 +51,15 @@ pub async fn handle(
         Err(Refusal::Unauthorized(m)) => refusal(StatusCode::UNAUTHORIZED, "unauthorized", &m),
         Ok(()) => {
             if path.starts_with(wire::API_PREFIX) {
-                req.headers_mut().insert(
-                    wire::DOOR_HEADER,
-                    HeaderValue::from_static("dashboard"),
-                );
+                req.headers_mut()
+                    .insert(wire::DOOR_HEADER, HeaderValue::from_static("dashboard"));
                 if method == Method::GET && is_config(&path) {
                     let reveal = parse_query(req.uri().query().unwrap_or(""))
                         .get("reveal")
                         .is_some_and(|v| v == "1");
-                    config(&ctx, &path, reveal).await.unwrap_or_else(|e| error_response(&e))
+                    config(&ctx, &path, reveal)
+                        .await
+                        .unwrap_or_else(|e| error_response(&e))
                 } else {
                     match crate::api::routes::handle(ctx.api.clone(), req).await {
                         Ok(r) => r,
@@ -71,7 +75,10 @@ pub async fn handle(
         }
     };
     let h = resp.headers_mut();
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert(
@@ -118,7 +125,9 @@ async fn config(ctx: &DashCtx, path: &str, reveal: bool) -> Result<Resp, EngineE
         .call(Door::Dashboard, Command::GetConfig { app: app.into() })
         .await?;
     let Reply::Config(mut vars) = reply else {
-        return Err(EngineError::Internal("config answered with something else".into()));
+        return Err(EngineError::Internal(
+            "config answered with something else".into(),
+        ));
     };
     if !reveal {
         for v in vars.values_mut() {
@@ -169,13 +178,15 @@ async fn page(
         "/dash/charts" => {
             let app = query.get("app").cloned().unwrap_or_default();
             let max = query_num(query, "points", MAX_POINTS)?.clamp(2, 10_000);
-            let body = {
+            // Copied out under the lock, encoded after it is released.
+            let (dynos, host) = {
                 let h = ctx.telemetry.lock();
-                serde_json::json!({
-                    "dynos": series::app_charts(&h, &app, max),
-                    "host": series::host_chart(&h, max),
-                })
+                (
+                    series::app_charts(&h, &app, max),
+                    series::host_chart(&h, max),
+                )
             };
+            let body = serde_json::json!({ "dynos": dynos, "host": host });
             json_response(StatusCode::OK, &body)
         }
         _ => Err(EngineError::NotFound(format!("no page {path}"))),

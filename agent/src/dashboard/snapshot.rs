@@ -73,13 +73,22 @@ pub async fn build(ctx: &DashCtx) -> Result<Snapshot, EngineError> {
     let mut views = Vec::new();
     for info in apps(ctx).await? {
         // An app destroyed between the list and these calls is just left out.
-        let (Ok(d), Ok(f)) = (dynos(ctx, &info.name).await, formation(ctx, &info.name).await)
-        else {
+        let (Ok(d), Ok(f)) = (
+            dynos(ctx, &info.name).await,
+            formation(ctx, &info.name).await,
+        ) else {
             continue;
         };
-        let releases = match ask(ctx, Command::Releases { app: info.name.clone() }).await {
+        let releases = match ask(
+            ctx,
+            Command::Releases {
+                app: info.name.clone(),
+            },
+        )
+        .await
+        {
             Ok(Reply::Releases(mut r)) => {
-                r.sort_by(|a, b| b.version.cmp(&a.version));
+                r.sort_by_key(|r| std::cmp::Reverse(r.version));
                 r.truncate(RELEASES);
                 r
             }
@@ -92,7 +101,15 @@ pub async fn build(ctx: &DashCtx) -> Result<Snapshot, EngineError> {
             releases,
         });
     }
-    let events = match ask(ctx, Command::Events { app: None, n: EVENTS }).await? {
+    let events = match ask(
+        ctx,
+        Command::Events {
+            app: None,
+            n: EVENTS,
+        },
+    )
+    .await?
+    {
         Reply::Events(e) => e,
         _ => return Err(unexpected("events")),
     };
@@ -108,14 +125,14 @@ pub async fn build(ctx: &DashCtx) -> Result<Snapshot, EngineError> {
 }
 
 /// The numbers `/metrics` shows: the same `ps` replies `roboku ps --json` gets.
-pub async fn metrics_input(
-    ctx: &DashCtx,
-) -> Result<(wire::Status, Vec<AppMetrics>), EngineError> {
+pub async fn metrics_input(ctx: &DashCtx) -> Result<(wire::Status, Vec<AppMetrics>), EngineError> {
     let status = status(ctx).await?;
     let mut out = Vec::new();
     for info in apps(ctx).await? {
-        let (Ok(d), Ok(f)) = (dynos(ctx, &info.name).await, formation(ctx, &info.name).await)
-        else {
+        let (Ok(d), Ok(f)) = (
+            dynos(ctx, &info.name).await,
+            formation(ctx, &info.name).await,
+        ) else {
             continue;
         };
         out.push(AppMetrics {

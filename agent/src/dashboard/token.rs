@@ -61,6 +61,9 @@ mod tests {
         assert_eq!(mode, 0o600, "tightened again");
         std::fs::write(&p, "short\n").unwrap();
         let e = load_or_create(&p).unwrap_err().to_string();
-        assert!(e.contains("dashboard.token") && e.contains("delete the file"), "{e}");
+        assert!(
+            e.contains("dashboard.token") && e.contains("delete the file"),
+            "{e}"
+        );
     }
 }

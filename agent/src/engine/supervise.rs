@@ -534,9 +534,7 @@ impl Engine {
                 release: d.release,
             })
             .collect();
-        self.telemetry.offer(crate::telemetry::Round {
-            t: now_ms(),
-            dynos,
-        });
+        self.telemetry
+            .offer(crate::telemetry::Round { t: now_ms(), dynos });
     }
 }

@@ -59,7 +59,11 @@ pub struct HostSampler {
 
 impl HostSampler {
     pub fn new(data_dir: &Path) -> HostSampler {
-        HostSampler::at(Path::new("/proc"), Path::new("/sys/class/thermal"), data_dir)
+        HostSampler::at(
+            Path::new("/proc"),
+            Path::new("/sys/class/thermal"),
+            data_dir,
+        )
     }
 
     /// Reads `proc_dir` and `sys_thermal` instead of the real ones (tests).
@@ -85,20 +89,10 @@ impl HostSampler {
         }
         let mem = read("meminfo");
         let mem = mem.as_deref();
-        let disk = nix::sys::statvfs::statvfs(&self.data_dir).ok().map(|s| {
-            let frag = s.fragment_size() as u64;
-            (
-                (s.blocks() as u64).saturating_mul(frag),
-                (s.blocks_available() as u64).saturating_mul(frag),
-            )
-        });
+        let disk = disk_bytes(&self.data_dir);
         let pressure_of = |kind: &str| read(&format!("pressure/{kind}"));
         let pressure = {
-            let (cpu, memory, io) = (
-                pressure_of("cpu"),
-                pressure_of("memory"),
-                pressure_of("io"),
-            );
+            let (cpu, memory, io) = (pressure_of("cpu"), pressure_of("memory"), pressure_of("io"));
             if cpu.is_none() && memory.is_none() && io.is_none() {
                 None
             } else {
@@ -128,6 +122,18 @@ impl HostSampler {
             pressure,
         }
     }
+}
+
+/// Size and space available to unprivileged writers of `dir`'s filesystem.
+// The casts are no-ops on 64-bit targets only: armv7 robots have 32-bit block counts.
+#[allow(clippy::unnecessary_cast)]
+fn disk_bytes(dir: &Path) -> Option<(u64, u64)> {
+    let s = nix::sys::statvfs::statvfs(dir).ok()?;
+    let frag = s.fragment_size() as u64;
+    Some((
+        (s.blocks() as u64).saturating_mul(frag),
+        (s.blocks_available() as u64).saturating_mul(frag),
+    ))
 }
 
 /// The aggregate `cpu` line: busy = everything but idle and iowait.
@@ -164,9 +170,7 @@ pub fn cpu_percent(a: CpuTimes, b: CpuTimes) -> Option<f64> {
 
 /// `Key:   1234 kB` of `/proc/meminfo`, in bytes.
 pub fn meminfo_bytes(meminfo: &str, key: &str) -> Option<u64> {
-    let line = meminfo
-        .lines()
-        .find(|l| l.split(':').next() == Some(key))?;
+    let line = meminfo.lines().find(|l| l.split(':').next() == Some(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -225,11 +229,24 @@ mod tests {
     #[test]
     fn cpu_times_count_iowait_as_idle() {
         let t = parse_cpu_times(STAT).unwrap();
-        assert_eq!(t, CpuTimes { busy: 150, total: 1000 });
+        assert_eq!(
+            t,
+            CpuTimes {
+                busy: 150,
+                total: 1000
+            }
+        );
         assert_eq!(count_cpus(STAT), 2);
-        let later = CpuTimes { busy: 200, total: 1100 };
+        let later = CpuTimes {
+            busy: 200,
+            total: 1100,
+        };
         assert_eq!(cpu_percent(t, later), Some(50.0));
-        assert_eq!(cpu_percent(later, t), None, "counters going back are no number");
+        assert_eq!(
+            cpu_percent(later, t),
+            None,
+            "counters going back are no number"
+        );
         assert_eq!(parse_cpu_times("intr 1\n"), None);
     }
 
@@ -239,7 +256,10 @@ mod tests {
         assert_eq!(meminfo_bytes(m, "MemTotal"), Some(2048 * 1024));
         assert_eq!(meminfo_bytes(m, "MemAvailable"), Some(1024 * 1024));
         assert_eq!(meminfo_bytes(m, "Mem"), None);
-        assert_eq!(parse_loadavg("0.50 1.25 2.00 1/234 5678\n"), Some([0.5, 1.25, 2.0]));
+        assert_eq!(
+            parse_loadavg("0.50 1.25 2.00 1/234 5678\n"),
+            Some([0.5, 1.25, 2.0])
+        );
         assert_eq!(parse_loadavg("0.5 x"), None);
         let psi = "some avg10=1.50 avg60=0.00 avg300=0.00 total=12\n\
                    full avg10=0.25 avg60=0.00 avg300=0.00 total=3\n";
@@ -256,7 +276,11 @@ mod tests {
         std::fs::create_dir_all(proc_dir.join("pressure")).unwrap();
         std::fs::create_dir_all(thermal.join("thermal_zone0")).unwrap();
         std::fs::write(proc_dir.join("stat"), STAT).unwrap();
-        std::fs::write(proc_dir.join("meminfo"), "MemTotal: 4 kB\nMemAvailable: 2 kB\n").unwrap();
+        std::fs::write(
+            proc_dir.join("meminfo"),
+            "MemTotal: 4 kB\nMemAvailable: 2 kB\n",
+        )
+        .unwrap();
         std::fs::write(proc_dir.join("loadavg"), "1.00 2.00 3.00 1/2 3\n").unwrap();
         std::fs::write(proc_dir.join("uptime"), "123.45 200.00\n").unwrap();
         std::fs::write(
@@ -274,14 +298,27 @@ mod tests {
         assert_eq!(first.load, Some([1.0, 2.0, 3.0]));
         assert_eq!(first.uptime_secs, Some(123.45));
         assert!(first.disk_total.unwrap() > 0);
-        assert_eq!(first.temps, vec![Temp { zone: "cpu-thermal".into(), celsius: 45.5 }]);
+        assert_eq!(
+            first.temps,
+            vec![Temp {
+                zone: "cpu-thermal".into(),
+                celsius: 45.5
+            }]
+        );
         let p = first.pressure.unwrap();
-        assert_eq!((p.memory_some, p.memory_full, p.cpu_some), (Some(2.0), Some(1.0), None));
+        assert_eq!(
+            (p.memory_some, p.memory_full, p.cpu_some),
+            (Some(2.0), Some(1.0), None)
+        );
         std::fs::write(proc_dir.join("stat"), "cpu  200 0 50 850 50 0 0 0 0 0\n").unwrap();
         let pct = s.sample(2).cpu_percent.unwrap();
         assert!((pct - 100.0 * 100.0 / 150.0).abs() < 1e-9, "{pct}");
         std::fs::remove_dir_all(proc_dir.join("pressure")).unwrap();
-        assert_eq!(s.sample(3).pressure, None, "no PSI is no pressure, not zeros");
+        assert_eq!(
+            s.sample(3).pressure,
+            None,
+            "no PSI is no pressure, not zeros"
+        );
     }
 
     #[test]

@@ -91,75 +91,134 @@ pub fn render(input: &Input) -> String {
         }};
     }
     let s = input.status;
-    family!("roboku_agent_info", "gauge", "The agent's version (always 1).", |f| {
-        f.sample(&[("version", &s.version), ("cgroup", &s.cgroup.mode)], 1.0)
-    });
-    family!("roboku_agent_resident_memory_bytes", "gauge", "Resident memory of robokud.", |f| {
-        f.sample(&[], s.agent_rss as f64)
-    });
-    family!("roboku_agent_limits_enforced", "gauge", "1 when cgroups enforce dyno limits.", |f| {
-        f.sample(&[], if s.cgroup.enforced { 1.0 } else { 0.0 })
-    });
-    family!("roboku_telemetry_dropped_rounds_total", "counter", "Sampling rounds the telemetry history dropped because it was behind.", |f| {
-        f.sample(&[], input.dropped_rounds as f64)
-    });
-    family!("roboku_app_release", "gauge", "Current release version of the app.", |f| {
-        for a in input.apps {
-            if let Some(v) = a.release {
-                f.sample(&[("app", &a.app)], v as f64);
+    family!(
+        "roboku_agent_info",
+        "gauge",
+        "The agent's version (always 1).",
+        |f| { f.sample(&[("version", &s.version), ("cgroup", &s.cgroup.mode)], 1.0) }
+    );
+    family!(
+        "roboku_agent_resident_memory_bytes",
+        "gauge",
+        "Resident memory of robokud.",
+        |f| { f.sample(&[], s.agent_rss as f64) }
+    );
+    family!(
+        "roboku_agent_limits_enforced",
+        "gauge",
+        "1 when cgroups enforce dyno limits.",
+        |f| { f.sample(&[], if s.cgroup.enforced { 1.0 } else { 0.0 }) }
+    );
+    family!(
+        "roboku_telemetry_dropped_rounds_total",
+        "counter",
+        "Sampling rounds the telemetry history dropped because it was behind.",
+        |f| { f.sample(&[], input.dropped_rounds as f64) }
+    );
+    family!(
+        "roboku_app_release",
+        "gauge",
+        "Current release version of the app.",
+        |f| {
+            for a in input.apps {
+                if let Some(v) = a.release {
+                    f.sample(&[("app", &a.app)], v as f64);
+                }
             }
         }
-    });
+    );
     let dynos = || {
         input
             .apps
             .iter()
             .flat_map(|a| a.dynos.iter().map(move |d| (a, d)))
     };
-    family!("roboku_dyno_up", "gauge", "1 when the dyno's state is up.", |f| {
-        for (a, d) in dynos() {
-            let up = if d.state == DynoState::Up { 1.0 } else { 0.0 };
-            f.sample(&[("app", &a.app), ("dyno", &d.name), ("state", d.state.as_str())], up);
-        }
-    });
-    family!("roboku_dyno_cpu_percent", "gauge", "CPU use over the last sampling interval, percent of one core.", |f| {
-        for (a, d) in dynos() {
-            if let Some(c) = d.cpu_percent {
-                f.sample(&[("app", &a.app), ("dyno", &d.name)], c);
+    family!(
+        "roboku_dyno_up",
+        "gauge",
+        "1 when the dyno's state is up.",
+        |f| {
+            for (a, d) in dynos() {
+                let up = if d.state == DynoState::Up { 1.0 } else { 0.0 };
+                f.sample(
+                    &[
+                        ("app", &a.app),
+                        ("dyno", &d.name),
+                        ("state", d.state.as_str()),
+                    ],
+                    up,
+                );
             }
         }
-    });
-    family!("roboku_dyno_memory_bytes", "gauge", "Memory of the dyno's cgroup (or its RSS without cgroups).", |f| {
-        for (a, d) in dynos() {
-            if let Some(m) = d.memory_bytes {
-                f.sample(&[("app", &a.app), ("dyno", &d.name)], m as f64);
+    );
+    family!(
+        "roboku_dyno_cpu_percent",
+        "gauge",
+        "CPU use over the last sampling interval, percent of one core.",
+        |f| {
+            for (a, d) in dynos() {
+                if let Some(c) = d.cpu_percent {
+                    f.sample(&[("app", &a.app), ("dyno", &d.name)], c);
+                }
             }
         }
-    });
-    family!("roboku_dyno_memory_limit_bytes", "gauge", "memory_max of the dyno's process type.", |f| {
-        for (a, d) in dynos() {
-            if let Some(m) = a.memory_limits.get(&d.ptype) {
-                f.sample(&[("app", &a.app), ("dyno", &d.name)], *m as f64);
+    );
+    family!(
+        "roboku_dyno_memory_bytes",
+        "gauge",
+        "Memory of the dyno's cgroup (or its RSS without cgroups).",
+        |f| {
+            for (a, d) in dynos() {
+                if let Some(m) = d.memory_bytes {
+                    f.sample(&[("app", &a.app), ("dyno", &d.name)], m as f64);
+                }
             }
         }
-    });
-    family!("roboku_dyno_pids", "gauge", "Processes in the dyno's cgroup.", |f| {
-        for (a, d) in dynos() {
-            if let Some(p) = d.pids {
-                f.sample(&[("app", &a.app), ("dyno", &d.name)], p as f64);
+    );
+    family!(
+        "roboku_dyno_memory_limit_bytes",
+        "gauge",
+        "memory_max of the dyno's process type.",
+        |f| {
+            for (a, d) in dynos() {
+                if let Some(m) = a.memory_limits.get(&d.ptype) {
+                    f.sample(&[("app", &a.app), ("dyno", &d.name)], *m as f64);
+                }
             }
         }
-    });
-    family!("roboku_dyno_restarts_total", "counter", "Restarts of the dyno.", |f| {
-        for (a, d) in dynos() {
-            f.sample(&[("app", &a.app), ("dyno", &d.name)], d.restarts as f64);
+    );
+    family!(
+        "roboku_dyno_pids",
+        "gauge",
+        "Processes in the dyno's cgroup.",
+        |f| {
+            for (a, d) in dynos() {
+                if let Some(p) = d.pids {
+                    f.sample(&[("app", &a.app), ("dyno", &d.name)], p as f64);
+                }
+            }
         }
-    });
-    family!("roboku_dyno_oom_kills_total", "counter", "OOM kills inside the dyno's cgroups.", |f| {
-        for (a, d) in dynos() {
-            f.sample(&[("app", &a.app), ("dyno", &d.name)], d.oom_kills as f64);
+    );
+    family!(
+        "roboku_dyno_restarts_total",
+        "counter",
+        "Restarts of the dyno.",
+        |f| {
+            for (a, d) in dynos() {
+                f.sample(&[("app", &a.app), ("dyno", &d.name)], d.restarts as f64);
+            }
         }
-    });
+    );
+    family!(
+        "roboku_dyno_oom_kills_total",
+        "counter",
+        "OOM kills inside the dyno's cgroups.",
+        |f| {
+            for (a, d) in dynos() {
+                f.sample(&[("app", &a.app), ("dyno", &d.name)], d.oom_kills as f64);
+            }
+        }
+    );
     if let Some(h) = input.host {
         host(&mut out, h);
     }
@@ -169,26 +228,75 @@ pub fn render(input: &Input) -> String {
 fn host(out: &mut String, h: &HostSample) {
     let opt = |v: Option<u64>| v.map(|v| v as f64).unwrap_or(f64::NAN);
     let mut one = |name, help, value: f64| {
-        Family { out: &mut *out, name, help, kind: "gauge", started: false }.sample(&[], value)
+        Family {
+            out: &mut *out,
+            name,
+            help,
+            kind: "gauge",
+            started: false,
+        }
+        .sample(&[], value)
     };
-    one("roboku_host_cpu_percent", "Busy share of all CPUs, percent.", h.cpu_percent.unwrap_or(f64::NAN));
+    one(
+        "roboku_host_cpu_percent",
+        "Busy share of all CPUs, percent.",
+        h.cpu_percent.unwrap_or(f64::NAN),
+    );
     one("roboku_host_cpus", "Online CPUs.", h.cpus as f64);
-    one("roboku_host_memory_total_bytes", "MemTotal.", opt(h.mem_total));
-    one("roboku_host_memory_available_bytes", "MemAvailable.", opt(h.mem_available));
-    one("roboku_host_disk_total_bytes", "Size of the data dir's filesystem.", opt(h.disk_total));
-    one("roboku_host_disk_free_bytes", "Space available to robokud on the data dir's filesystem.", opt(h.disk_free));
-    one("roboku_host_uptime_seconds", "Seconds since boot.", h.uptime_secs.unwrap_or(f64::NAN));
-    let mut f = Family { out: &mut *out, name: "roboku_host_load", help: "Load average.", kind: "gauge", started: false };
+    one(
+        "roboku_host_memory_total_bytes",
+        "MemTotal.",
+        opt(h.mem_total),
+    );
+    one(
+        "roboku_host_memory_available_bytes",
+        "MemAvailable.",
+        opt(h.mem_available),
+    );
+    one(
+        "roboku_host_disk_total_bytes",
+        "Size of the data dir's filesystem.",
+        opt(h.disk_total),
+    );
+    one(
+        "roboku_host_disk_free_bytes",
+        "Space available to robokud on the data dir's filesystem.",
+        opt(h.disk_free),
+    );
+    one(
+        "roboku_host_uptime_seconds",
+        "Seconds since boot.",
+        h.uptime_secs.unwrap_or(f64::NAN),
+    );
+    let mut f = Family {
+        out: &mut *out,
+        name: "roboku_host_load",
+        help: "Load average.",
+        kind: "gauge",
+        started: false,
+    };
     if let Some(l) = h.load {
         for (w, v) in ["1m", "5m", "15m"].iter().zip(l) {
             f.sample(&[("window", w)], v);
         }
     }
-    let mut f = Family { out: &mut *out, name: "roboku_host_temperature_celsius", help: "Thermal zone temperatures.", kind: "gauge", started: false };
+    let mut f = Family {
+        out: &mut *out,
+        name: "roboku_host_temperature_celsius",
+        help: "Thermal zone temperatures.",
+        kind: "gauge",
+        started: false,
+    };
     for t in &h.temps {
         f.sample(&[("zone", &t.zone)], t.celsius);
     }
-    let mut f = Family { out: &mut *out, name: "roboku_host_pressure_percent", help: "Pressure stall information, avg10.", kind: "gauge", started: false };
+    let mut f = Family {
+        out: &mut *out,
+        name: "roboku_host_pressure_percent",
+        help: "Pressure stall information, avg10.",
+        kind: "gauge",
+        started: false,
+    };
     if let Some(p) = &h.pressure {
         for (res, kind, v) in [
             ("cpu", "some", p.cpu_some),
@@ -216,7 +324,12 @@ mod tests {
             data_dir: "/d".into(),
             socket: "/d/s".into(),
             started_at: 0,
-            cgroup: CgroupStatus { mode: "v1".into(), root: "roboku".into(), enforced: true, reason: None },
+            cgroup: CgroupStatus {
+                mode: "v1".into(),
+                root: "roboku".into(),
+                enforced: true,
+                reason: None,
+            },
             dyno_user: "dynamic".into(),
             dyno_user_note: None,
             apps: 1,
@@ -255,16 +368,42 @@ mod tests {
             dynos: vec![dyno("web.1", Some(12.5)), dyno("web.2", None)],
             memory_limits: [("web".to_string(), 64u64 << 20)].into(),
         }];
-        let host = HostSample { cpus: 2, load: Some([0.5, 1.0, 1.5]), ..Default::default() };
-        let text = render(&Input { status: &status(), apps: &apps, host: Some(&host), dropped_rounds: 0 });
-        assert_eq!(text.matches("# TYPE roboku_dyno_cpu_percent gauge").count(), 1);
-        assert!(text.contains("roboku_dyno_cpu_percent{app=\"de\\\"mo\",dyno=\"web.1\"} 12.5\n"), "{text}");
-        assert!(!text.contains("dyno=\"web.2\"} NaN"), "unknown cpu is left out");
-        assert!(text.contains("roboku_dyno_memory_limit_bytes{app=\"de\\\"mo\",dyno=\"web.2\"} 67108864\n"));
+        let host = HostSample {
+            cpus: 2,
+            load: Some([0.5, 1.0, 1.5]),
+            ..Default::default()
+        };
+        let text = render(&Input {
+            status: &status(),
+            apps: &apps,
+            host: Some(&host),
+            dropped_rounds: 0,
+        });
+        assert_eq!(
+            text.matches("# TYPE roboku_dyno_cpu_percent gauge").count(),
+            1
+        );
+        assert!(
+            text.contains("roboku_dyno_cpu_percent{app=\"de\\\"mo\",dyno=\"web.1\"} 12.5\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("dyno=\"web.2\"} NaN"),
+            "unknown cpu is left out"
+        );
+        assert!(text.contains(
+            "roboku_dyno_memory_limit_bytes{app=\"de\\\"mo\",dyno=\"web.2\"} 67108864\n"
+        ));
         assert!(text.contains("roboku_dyno_restarts_total{app=\"de\\\"mo\",dyno=\"web.1\"} 2\n"));
         assert!(text.contains("roboku_host_load{window=\"15m\"} 1.5\n"));
-        assert!(!text.contains("roboku_host_memory_total_bytes"), "no meminfo, no family");
-        assert!(!text.contains("roboku_host_temperature_celsius"), "no zones, no header");
+        assert!(
+            !text.contains("roboku_host_memory_total_bytes"),
+            "no meminfo, no family"
+        );
+        assert!(
+            !text.contains("roboku_host_temperature_celsius"),
+            "no zones, no header"
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, v) = line.rsplit_once(' ').unwrap();
             assert!(v.parse::<f64>().unwrap().is_finite(), "{line}");

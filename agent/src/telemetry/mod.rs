@@ -59,7 +59,7 @@ pub struct Point {
 pub struct Mark {
     /// Unix ms.
     pub t: u64,
-    /// `crash`, `oom` or `release`.
+    /// `exit`, `oom` or `release`.
     pub kind: &'static str,
     pub text: String,
 }
@@ -141,7 +141,7 @@ impl History {
                     let (kind, text) = if oom {
                         ("oom", format!("{} OOM-killed", r.dyno))
                     } else {
-                        ("crash", format!("{} exited", r.dyno))
+                        ("exit", format!("{} exited", r.dyno))
                     };
                     s.marks.push(Mark { t: at, kind, text });
                 }

@@ -47,9 +47,7 @@ pub fn app_charts(h: &History, app: &str, max_points: usize) -> Vec<DynoChart> {
         .filter(|((a, _), _)| a == app)
         .map(|((_, dyno), s)| {
             let points: Vec<&Point> = s.points.iter().collect();
-            let chosen: Vec<&Point> = picks(points.len(), max_points)
-                .map(|i| points[i])
-                .collect();
+            let chosen: Vec<&Point> = picks(points.len(), max_points).map(|i| points[i]).collect();
             DynoChart {
                 dyno: dyno.clone(),
                 memory_limit: s.memory_limit,
@@ -64,9 +62,7 @@ pub fn app_charts(h: &History, app: &str, max_points: usize) -> Vec<DynoChart> {
 
 pub fn host_chart(h: &History, max_points: usize) -> HostChart {
     let points: Vec<&HostPoint> = h.host.iter().collect();
-    let chosen: Vec<&HostPoint> = picks(points.len(), max_points)
-        .map(|i| points[i])
-        .collect();
+    let chosen: Vec<&HostPoint> = picks(points.len(), max_points).map(|i| points[i]).collect();
     HostChart {
         t: chosen.iter().map(|p| p.t).collect(),
         cpu: chosen.iter().map(|p| cpu(p.cpu)).collect(),

@@ -24,7 +24,10 @@ fn history_is_bounded_and_marks_exits_and_releases_once() {
         let exit = (i >= 5).then_some((4_500, i >= 20));
         let exit = if i >= 20 { Some((19_500, true)) } else { exit };
         let release = if i >= 12 { 4 } else { 3 };
-        h.record(&round(i * 1000, vec![reading("web.1", Some(i as f64), exit, release)]));
+        h.record(&round(
+            i * 1000,
+            vec![reading("web.1", Some(i as f64), exit, release)],
+        ));
     }
     let s = &h.dynos[&("demo".to_string(), "web.1".to_string())];
     assert_eq!(s.points.len(), 10, "bounded by keep / every");
@@ -32,7 +35,10 @@ fn history_is_bounded_and_marks_exits_and_releases_once() {
     assert_eq!(s.points.last().unwrap().cpu, 24.0);
     assert_eq!(s.points.last().unwrap().mem_kib, 2);
     let kinds: Vec<(&str, u64)> = s.marks.iter().map(|m| (m.kind, m.t)).collect();
-    assert_eq!(kinds, vec![("crash", 4_500), ("release", 12_000), ("oom", 19_500)]);
+    assert_eq!(
+        kinds,
+        vec![("exit", 4_500), ("release", 12_000), ("oom", 19_500)]
+    );
     let charts = series::app_charts(&h, "demo", 720);
     assert_eq!(charts.len(), 1);
     assert_eq!(charts[0].t.len(), 10);
@@ -70,7 +76,12 @@ async fn offering_never_blocks_and_counts_what_it_drops() {
 async fn the_task_samples_the_host_and_applies_rounds() {
     let dir = tempfile::tempdir().unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (t, task) = start(dir.path(), Duration::from_secs(60), Duration::from_millis(20), stop_rx);
+    let (t, task) = start(
+        dir.path(),
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        stop_rx,
+    );
     t.offer(round(1_000, vec![reading("web.1", Some(3.0), None, 1)]));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -81,7 +92,10 @@ async fn the_task_samples_the_host_and_applies_rounds() {
                 break;
             }
         }
-        assert!(std::time::Instant::now() < deadline, "no host samples within 10 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no host samples within 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop_tx.send(true).unwrap();

@@ -35,42 +35,96 @@ fn dashboard_in_headless_chromium_follows_the_robot_and_rolls_back() {
     b.open(&url);
     // The token left the address bar (it lives in sessionStorage now).
     assert_eq!(b.eval("return location.hash"), "");
-    until(&b, "the page to show demo's web.1", 15,
-        "return document.querySelector('#app-demo tr[data-dyno=\"web.1\"] td.state-up') !== null");
+    until(
+        &b,
+        "the page to show demo's web.1",
+        15,
+        "return document.querySelector('#app-demo tr[data-dyno=\"web.1\"] td.state-up') !== null",
+    );
     b.eval("window.__noReload = 1; return 1");
-    until(&b, "web.1's chart to have 2+ points", 20,
+    until(
+        &b,
+        "web.1's chart to have 2+ points",
+        20,
         "const c = document.querySelector('#app-demo .chart[data-dyno=\"web.1\"] .uplot'); \
-         return c && +c.dataset.points >= 2");
-    until(&b, "a cpu figure in the dynos table", 15,
+         return c && +c.dataset.points >= 2",
+    );
+    until(
+        &b,
+        "a cpu figure in the dynos table",
+        15,
         "const c = document.querySelector('#app-demo tr[data-dyno=\"web.1\"] td.cpu'); \
-         return c && c.textContent.endsWith('%')");
+         return c && c.textContent.endsWith('%')",
+    );
 
     // Live logs: a tick printed after this moment appears without any action on the page.
     let t0 = b.eval("return Date.now()").as_f64().unwrap();
-    until(&b, "a tick line newer than the page's start in the log pane", 15, &format!(
-        "return [...document.querySelectorAll('#logs div')].some(d => +d.dataset.ts > {t0} && \
-         d.textContent.includes('tick'))"));
+    until(
+        &b,
+        "a tick line newer than the page's start in the log pane",
+        15,
+        &format!(
+            "return [...document.querySelectorAll('#logs div')].some(d => +d.dataset.ts > {t0} && \
+         d.textContent.includes('tick'))"
+        ),
+    );
 
     // A scale from the terminal shows up without a reload.
     agent.ok(&["ps:scale", "-a", "demo", "web=2"]);
-    until(&b, "web.2 in the page after ps:scale", 20,
+    until(
+        &b,
+        "web.2 in the page after ps:scale",
+        20,
         "return document.querySelector('#app-demo tr[data-dyno=\"web.2\"]') !== null && \
-         window.__noReload === 1");
+         window.__noReload === 1",
+    );
 
     // Rollback: the first click arms the button, the second confirms.
     let sel = "#app-demo table.releases button.rollback[data-version=\"1\"]";
-    until(&b, "a rollback button for v1", 10, &format!("return document.querySelector('{sel}') !== null"));
-    b.eval(&format!("document.querySelector('{sel}').click(); return 1"));
+    until(
+        &b,
+        "a rollback button for v1",
+        10,
+        &format!("return document.querySelector('{sel}') !== null"),
+    );
+    b.eval(&format!(
+        "document.querySelector('{sel}').click(); return 1"
+    ));
     until(&b, "the button to ask for confirmation", 5, &format!(
         "const x = document.querySelector('{sel}'); return x && x.textContent.startsWith('Confirm')"));
-    assert_eq!(agent.json(&["releases", "-a", "demo"]).as_array().unwrap().len(), 2, "one click changes nothing");
-    b.eval(&format!("document.querySelector('{sel}').click(); return 1"));
-    wait_for("a release made by the dashboard", Duration::from_secs(20), || {
-        agent.json(&["releases", "-a", "demo"]).as_array().unwrap().iter()
-            .any(|r| r["door"] == "dashboard" && r["description"].as_str().unwrap_or("").contains("v1"))
-    });
-    until(&b, "the page to show the new current release", 15,
-        "const r = document.querySelector('#app-demo .rel'); return r && r.textContent === 'v3'");
+    assert_eq!(
+        agent
+            .json(&["releases", "-a", "demo"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "one click changes nothing"
+    );
+    b.eval(&format!(
+        "document.querySelector('{sel}').click(); return 1"
+    ));
+    wait_for(
+        "a release made by the dashboard",
+        Duration::from_secs(20),
+        || {
+            agent
+                .json(&["releases", "-a", "demo"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| {
+                    r["door"] == "dashboard"
+                        && r["description"].as_str().unwrap_or("").contains("v1")
+                })
+        },
+    );
+    until(
+        &b,
+        "the page to show the new current release",
+        15,
+        "const r = document.querySelector('#app-demo .rel'); return r && r.textContent === 'v3'",
+    );
 
     let png = b.screenshot();
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
@@ -80,6 +134,10 @@ fn dashboard_in_headless_chromium_follows_the_robot_and_rolls_back() {
     std::fs::write(&shot, &png).unwrap();
     eprintln!("dashboard screenshot: {}", shot.display());
 
-    let errors: Vec<Value> = b.console().into_iter().filter(|e| e["level"] == "SEVERE").collect();
+    let errors: Vec<Value> = b
+        .console()
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .collect();
     assert!(errors.is_empty(), "console errors: {errors:?}");
 }

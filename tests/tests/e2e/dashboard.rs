@@ -45,7 +45,11 @@ pub fn dashboard(agent: &Agent) -> (SocketAddr, String, String) {
     let url = agent.ok(&["dashboard:url"]).trim().to_string();
     let rest = url.strip_prefix("http://").expect("http URL");
     let (addr, token) = rest.split_once("/#token=").expect("URL with #token=");
-    (addr.parse().expect("ADDR:PORT"), token.to_string(), url.clone())
+    (
+        addr.parse().expect("ADDR:PORT"),
+        token.to_string(),
+        url.clone(),
+    )
 }
 
 /// `name{labels} value` lines of a metrics text, by `name{labels}`.
@@ -68,7 +72,12 @@ fn promtool_check(text: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run promtool (Debian package prometheus)");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -112,12 +121,21 @@ fn dashboard_beyond_loopback_guards_changes_and_serves_metrics_equal_to_ps() {
     agent.wait_up("demo", "web.1", None, Duration::from_secs(20));
     let (local, token, _) = dashboard(&agent);
     // Reach it the way a laptop would: the robot's own non-loopback address.
-    let ip = String::from_utf8(std::process::Command::new("hostname").arg("-I").output().unwrap().stdout)
-        .unwrap()
-        .split_whitespace()
-        .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| !ip.is_loopback()))
-        .expect("this host has a non-loopback IPv4 address (hostname -I)")
-        .to_string();
+    let ip = String::from_utf8(
+        std::process::Command::new("hostname")
+            .arg("-I")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .split_whitespace()
+    .find(|a| {
+        a.parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| !ip.is_loopback())
+    })
+    .expect("this host has a non-loopback IPv4 address (hostname -I)")
+    .to_string();
     let addr: SocketAddr = format!("{ip}:{}", local.port()).parse().unwrap();
     let host = addr.to_string();
     let origin = format!("http://{host}");
@@ -131,16 +149,30 @@ fn dashboard_beyond_loopback_guards_changes_and_serves_metrics_equal_to_ps() {
     let page = req("GET", "/", &[], None);
     assert_eq!(page.status, 200);
     assert!(page.body.contains("<title>roboku</title>") && page.body.contains("/uplot.js"));
-    for asset in ["/app.js", "/style.css", "/uplot.js", "/uplot.css", "/licenses/uplot.txt"] {
+    for asset in [
+        "/app.js",
+        "/style.css",
+        "/uplot.js",
+        "/uplot.css",
+        "/licenses/uplot.txt",
+    ] {
         assert_eq!(req("GET", asset, &[], None).status, 200, "{asset}");
     }
     assert_eq!(req("GET", "/healthz", &[], None).body, "ok\n");
-    assert_eq!(req("GET", "/v1/apps/demo/ps", &[], None).status, 200, "reads need no token");
+    assert_eq!(
+        req("GET", "/v1/apps/demo/ps", &[], None).status,
+        200,
+        "reads need no token"
+    );
 
     // 401: changes, logs, config and the token route itself, without (or with a wrong) token.
     for (method, path, body) in [
         ("POST", "/v1/apps/demo/rollback", Some("{}")),
-        ("POST", "/v1/apps/demo/scale", Some(r#"{"counts":{"web":2}}"#)),
+        (
+            "POST",
+            "/v1/apps/demo/scale",
+            Some(r#"{"counts":{"web":2}}"#),
+        ),
         ("GET", "/v1/apps/demo/logs?n=5", None),
         ("GET", "/v1/apps/demo/config", None),
         ("GET", "/v1/dashboard", None),
@@ -152,54 +184,105 @@ fn dashboard_beyond_loopback_guards_changes_and_serves_metrics_equal_to_ps() {
         assert_eq!(r.status, 401, "{method} {path} with a wrong token");
     }
     // 403: a forged Host (DNS rebinding) or Origin (CSRF), whatever the token.
-    let r = req("GET", "/", &[("Host", &format!("evil.example:{}", addr.port()))], None);
+    let r = req(
+        "GET",
+        "/",
+        &[("Host", &format!("evil.example:{}", addr.port()))],
+        None,
+    );
     assert_eq!(r.status, 403, "{}", r.body);
     let r = req(
         "POST",
         "/v1/apps/demo/rollback",
-        &[("Authorization", &bearer), ("Origin", "http://evil.example")],
+        &[
+            ("Authorization", &bearer),
+            ("Origin", "http://evil.example"),
+        ],
         Some("{}"),
     );
     assert_eq!(r.status, 403, "{}", r.body);
-    assert_eq!(agent.json(&["releases", "-a", "demo"]).as_array().unwrap().len(), 2, "nothing changed");
+    assert_eq!(
+        agent
+            .json(&["releases", "-a", "demo"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "nothing changed"
+    );
 
     // Config is masked unless asked for; logs come with the token.
-    let c = req("GET", "/v1/apps/demo/config", &[("Authorization", &bearer)], None).json();
+    let c = req(
+        "GET",
+        "/v1/apps/demo/config",
+        &[("Authorization", &bearer)],
+        None,
+    )
+    .json();
     assert_eq!(c["SECRET"], "********");
-    let c = req("GET", "/v1/apps/demo/config?reveal=1", &[("Authorization", &bearer)], None).json();
+    let c = req(
+        "GET",
+        "/v1/apps/demo/config?reveal=1",
+        &[("Authorization", &bearer)],
+        None,
+    )
+    .json();
     assert_eq!(c["SECRET"], "hunter2");
-    wait_for("a tick line in the logs over HTTP", Duration::from_secs(10), || {
-        req("GET", "/v1/apps/demo/logs?n=50", &[("Authorization", &bearer)], None)
+    wait_for(
+        "a tick line in the logs over HTTP",
+        Duration::from_secs(10),
+        || {
+            req(
+                "GET",
+                "/v1/apps/demo/logs?n=50",
+                &[("Authorization", &bearer)],
+                None,
+            )
             .body
             .contains("tick")
-    });
+        },
+    );
 
     // /metrics: valid for promtool, and the dyno numbers are the ones ps shows (both read the
     // engine's latest sample; retried across a sampling round that lands between the two reads).
     let mut last = String::new();
-    wait_for("/metrics to equal ps --json for web.1", Duration::from_secs(15), || {
-        let before = req("GET", "/metrics", &[], None).body;
-        let ps = agent.ps("demo");
-        let after = req("GET", "/metrics", &[], None).body;
-        let (b, a) = (samples(&before), samples(&after));
-        let dyno_part = |m: &BTreeMap<String, f64>| {
-            m.iter().filter(|(k, _)| k.starts_with("roboku_dyno_")).map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>()
-        };
-        let has_cpu = ps.iter().all(|d| d["cpu_percent"].is_number());
-        match metrics_match_ps(&a, &ps) {
-            Ok(()) if has_cpu && dyno_part(&a) == dyno_part(&b) => true,
-            Ok(()) => false,
-            Err(e) => {
-                last = e;
-                false
+    wait_for(
+        "/metrics to equal ps --json for web.1",
+        Duration::from_secs(15),
+        || {
+            let before = req("GET", "/metrics", &[], None).body;
+            let ps = agent.ps("demo");
+            let after = req("GET", "/metrics", &[], None).body;
+            let (b, a) = (samples(&before), samples(&after));
+            let dyno_part = |m: &BTreeMap<String, f64>| {
+                m.iter()
+                    .filter(|(k, _)| k.starts_with("roboku_dyno_"))
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect::<Vec<_>>()
+            };
+            let has_cpu = ps.iter().all(|d| d["cpu_percent"].is_number());
+            match metrics_match_ps(&a, &ps) {
+                Ok(()) if has_cpu && dyno_part(&a) == dyno_part(&b) => true,
+                Ok(()) => false,
+                Err(e) => {
+                    last = e;
+                    false
+                }
             }
-        }
-    });
+        },
+    );
     let text = req("GET", "/metrics", &[], None).body;
     let m = samples(&text);
-    assert_eq!(m["roboku_dyno_memory_limit_bytes{app=\"demo\",dyno=\"web.1\"}"], 134217728.0);
+    assert_eq!(
+        m["roboku_dyno_memory_limit_bytes{app=\"demo\",dyno=\"web.1\"}"],
+        134217728.0
+    );
     assert_eq!(m["roboku_app_release{app=\"demo\"}"], 2.0);
-    assert!(m["roboku_host_memory_total_bytes"] > 0.0 && m.contains_key("roboku_host_load{window=\"1m\"}"), "{last}");
+    assert!(
+        m["roboku_host_memory_total_bytes"] > 0.0
+            && m.contains_key("roboku_host_load{window=\"1m\"}"),
+        "{last}"
+    );
     promtool_check(&text);
 
     // The page's own reads: a snapshot with the app and its dynos, and a chart with points.
@@ -208,7 +291,10 @@ fn dashboard_beyond_loopback_guards_changes_and_serves_metrics_equal_to_ps() {
     assert_eq!(snap["apps"][0]["dynos"][0]["name"], "web.1");
     assert!(snap["host"]["mem_total"].as_u64().unwrap() > 0);
     let charts = req("GET", "/dash/charts?app=demo", &[], None).json();
-    assert!(charts["dynos"][0]["t"].as_array().unwrap().len() >= 2, "{charts}");
+    assert!(
+        charts["dynos"][0]["t"].as_array().unwrap().len() >= 2,
+        "{charts}"
+    );
     assert_eq!(charts["dynos"][0]["memory_limit"], 134217728);
 
     // With the token and its own Origin, a rollback goes through, recorded as the dashboard's.
@@ -220,8 +306,18 @@ fn dashboard_beyond_loopback_guards_changes_and_serves_metrics_equal_to_ps() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let releases = agent.json(&["releases", "-a", "demo"]);
-    let newest = releases.as_array().unwrap().iter().max_by_key(|r| r["version"].as_u64()).unwrap().clone();
-    assert_eq!((newest["version"].as_u64(), newest["door"].as_str()), (Some(3), Some("dashboard")), "{newest}");
+    let newest = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|r| r["version"].as_u64())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (newest["version"].as_u64(), newest["door"].as_str()),
+        (Some(3), Some("dashboard")),
+        "{newest}"
+    );
 }
 
 #[test]
@@ -232,14 +328,30 @@ fn dashboard_on_loopback_answers_loopback_names_only_and_can_be_turned_off() {
     });
     let (addr, token, url) = dashboard(&agent);
     assert!(addr.ip().is_loopback(), "{url}");
-    let get = |host: &str| http::tcp(addr, "GET", "/healthz", &[("Host", host)], None).unwrap().status;
+    let get = |host: &str| {
+        http::tcp(addr, "GET", "/healthz", &[("Host", host)], None)
+            .unwrap()
+            .status
+    };
     assert_eq!(get(&format!("localhost:{}", addr.port())), 200);
     assert_eq!(get(&format!("127.0.0.1:{}", addr.port())), 200);
-    assert_eq!(get(&format!("192.0.2.9:{}", addr.port())), 403, "an IP that cannot be us");
+    assert_eq!(
+        get(&format!("192.0.2.9:{}", addr.port())),
+        403,
+        "an IP that cannot be us"
+    );
     assert_eq!(get("localhost:1"), 403, "another port");
     let mode = std::fs::metadata(agent.data_dir().join("dashboard.token")).unwrap();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
-    assert_eq!(std::fs::read_to_string(agent.data_dir().join("dashboard.token")).unwrap().trim(), token);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::read_to_string(agent.data_dir().join("dashboard.token"))
+            .unwrap()
+            .trim(),
+        token
+    );
 
     let off = Agent::start(AgentOpts {
         extra: vec!["--dashboard".into(), "off".into()],
@@ -247,5 +359,8 @@ fn dashboard_on_loopback_answers_loopback_names_only_and_can_be_turned_off() {
     });
     let out = off.roboku(&["dashboard:url"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("dashboard is off"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("dashboard is off"),
+        "{out:?}"
+    );
 }
