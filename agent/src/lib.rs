@@ -126,17 +126,24 @@ pub async fn run(
         dashboard: dash_door.as_ref().map(|d| d.info.clone()),
     });
     let server = tokio::spawn(api::serve(listener, ctx.clone(), stop_rx.clone()));
-    let dash_server =
-        dash_door.map(|d| tokio::spawn(dashboard::serve(d, ctx, telemetry, stop_rx.clone())));
     let notifier = notify::Notifier::ready(engine.clone()).await;
     // Fleet control over MQTT, when a broker is configured.
-    let fleet = fleet.map(|f| {
-        f.start(
-            &settings,
-            engine.clone(),
-            Some(logs.clone()),
-            stop_rx.clone(),
-        )
+    let (fleet, fleet_view) = match fleet {
+        Some(f) => {
+            let (task, view) = f.start_watched(
+                &settings,
+                engine.clone(),
+                Some(logs.clone()),
+                Some(telemetry.clone()),
+                stop_rx.clone(),
+            );
+            (Some(task), Some(view))
+        }
+        None => (None, None),
+    };
+    let dash_server = dash_door.map(|d| {
+        let stop = stop_rx.clone();
+        tokio::spawn(dashboard::serve(d, ctx, telemetry, fleet_view, stop))
     });
     let slug_server = slug_listener.map(|l| {
         let (s, stop) = (settings.clone(), stop_rx);

@@ -146,7 +146,7 @@ impl Agent {
             .arg("--grace-secs")
             .arg(self.opts.grace_secs.to_string())
             .args(["--backoff-initial-ms", "200", "--backoff-max-ms", "2000"])
-            .args(["--backoff-reset-secs", "5", "--sample-secs", "1"])
+            .args(["--backoff-reset-secs", "5"])
             .args(&self.opts.extra)
             .env_remove("ROBOKU_CONFIG")
             .env_remove("ROBOKU_DASHBOARD")
@@ -161,8 +161,11 @@ impl Agent {
             cmd.arg("--no-cgroups");
         }
         // Parallel agents would fight over 7070: a test that wants the dashboard says where.
-        if !self.opts.extra.iter().any(|a| a == "--dashboard") {
-            cmd.args(["--dashboard", "off"]);
+        // (clap refuses a flag given twice, so defaults step aside for `extra`.)
+        for (flag, default) in [("--dashboard", "off"), ("--sample-secs", "1")] {
+            if !self.opts.extra.iter().any(|a| a == flag) {
+                cmd.args([flag, default]);
+            }
         }
         if let Some(n) = self.opts.nofile {
             use std::os::unix::process::CommandExt;

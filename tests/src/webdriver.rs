@@ -107,6 +107,15 @@ impl Browser {
         }
     }
 
+    /// Resizes the browser window (CSS pixels).
+    pub fn resize(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            &self.path("/window/rect"),
+            Some(json!({"width": width, "height": height})),
+        );
+    }
+
     /// A PNG of the window.
     pub fn screenshot(&self) -> Vec<u8> {
         use base64::Engine;

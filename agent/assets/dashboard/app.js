@@ -76,6 +76,12 @@ function renderHost(s) {
     ["dynos", st.dynos_running + " running / " + st.dynos_desired + " wanted"],
   ];
   for (const t of h.temps || []) facts.push([t.zone, t.celsius.toFixed(1) + " °C"]);
+  const f = s.fleet;
+  facts.push(["fleet (MQTT)", !f ? "off" : (f.connected ? "connected" : "DISCONNECTED") + " · " + f.broker]);
+  if (f && f.last_command) {
+    const c = f.last_command;
+    facts.push(["last fleet command", (c.type || "?") + " " + (c.app || "") + " " + c.status + " (" + ago(c.ts) + " ago)"]);
+  }
   if (h.pressure) {
     const p = h.pressure, f = (x) => (x === null || x === undefined ? "-" : x.toFixed(1) + "%");
     facts.push(["pressure cpu/mem/io", f(p.cpu_some) + " " + f(p.memory_some) + " " + f(p.io_some)]);
@@ -197,7 +203,7 @@ function marksPlugin(getMarks) {
   }] } };
 }
 
-function chartWidth(box) { return Math.max(240, Math.floor(box.clientWidth || 320)); }
+function chartWidth(box) { return Math.max(200, Math.floor(box.clientWidth || 320)); }
 
 function dynoChart(app, c, box) {
   const key = app + "/" + c.dyno;

@@ -26,6 +26,8 @@ pub struct DashCtx {
     pub api: Arc<api::Ctx>,
     pub telemetry: Telemetry,
     pub policy: guard::Policy,
+    /// The MQTT link, when fleet control is on.
+    pub fleet: Option<crate::mqtt::FleetView>,
 }
 
 /// The bound door, before it serves.
@@ -101,12 +103,14 @@ pub async fn serve(
     door: Door,
     api: Arc<api::Ctx>,
     telemetry: Telemetry,
+    fleet: Option<crate::mqtt::FleetView>,
     shutdown: watch::Receiver<bool>,
 ) {
     let ctx = Arc::new(DashCtx {
         api,
         telemetry,
         policy: door.policy,
+        fleet,
     });
     let handler = move |req| routes::handle(ctx.clone(), req);
     api::serve_conns(door.listener, "the dashboard", handler, shutdown).await

@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub status: wire::Status,
     pub host: Option<HostSample>,
     pub sample_secs: u64,
+    /// `None` when fleet control is off.
+    pub fleet: Option<crate::mqtt::FleetSummary>,
     pub apps: Vec<AppView>,
     pub events: Vec<wire::EventInfo>,
 }
@@ -119,6 +121,7 @@ pub async fn build(ctx: &DashCtx) -> Result<Snapshot, EngineError> {
         status,
         host,
         sample_secs: ctx.api.settings.sample_secs,
+        fleet: ctx.fleet.as_ref().map(|f| f.summary()),
         apps: views,
         events,
     })

@@ -134,6 +134,27 @@ fn dashboard_in_headless_chromium_follows_the_robot_and_rolls_back() {
     std::fs::write(&shot, &png).unwrap();
     eprintln!("dashboard screenshot: {}", shot.display());
 
+    // A phone: nothing wider than the screen (tables scroll inside their cards).
+    b.resize(390, 844);
+    let fit = "return [window.innerWidth, document.documentElement.scrollWidth, \
+               [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > \
+               window.innerWidth + 1).slice(0, 5).map(e => e.tagName + '.' + e.className).join(' ')]";
+    let mut last = Value::Null;
+    let fits = (0..50).any(|_| {
+        last = b.eval(fit);
+        let ok = last[0].as_u64().is_some_and(|w| w <= 400)
+            && last[1].as_u64() <= last[0].as_u64().map(|w| w + 1);
+        if !ok {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ok
+    });
+    assert!(
+        fits,
+        "the page does not fit a 390 px window: [innerWidth, scrollWidth, too wide] = {last}"
+    );
+    std::fs::write(dir.join("dashboard-phone.png"), b.screenshot()).unwrap();
+
     let errors: Vec<Value> = b
         .console()
         .into_iter()
