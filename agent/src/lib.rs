@@ -8,6 +8,7 @@ pub mod api;
 pub mod backoff;
 pub mod build;
 pub mod cgroup;
+pub mod dashboard;
 pub mod deploy;
 pub mod engine;
 pub mod example;
@@ -22,6 +23,7 @@ pub mod reserve;
 pub mod settings;
 pub mod store;
 pub mod supervisor;
+pub mod telemetry;
 pub mod util;
 
 pub use settings::Settings;
@@ -101,27 +103,47 @@ pub async fn run(
     let logs = logs::start(settings.logs_dir(), settings.log_quota_bytes);
     let listener = api::bind(&settings)?;
     let slug_listener = gateway::bind(&settings).await?;
-    let (engine, engine_task, ready) =
-        engine::start(settings.clone(), store, cgroups, logs.clone());
+    let dash_door = dashboard::bind(&settings).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let every = std::time::Duration::from_secs(settings.sample_secs.max(1));
+    let keep = std::time::Duration::from_secs(settings.history_secs.max(1));
+    let (telemetry, telemetry_task) =
+        telemetry::start(&settings.data_dir, keep, every, stop_rx.clone());
+    let (engine, engine_task, ready) = engine::start(
+        settings.clone(),
+        store,
+        cgroups,
+        logs.clone(),
+        telemetry.clone(),
+    );
     let _ = ready.await;
     tracing::info!(socket = %settings.socket_path().display(), "robokud ready");
     on_ready(&settings, &engine);
-    let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = Arc::new(api::Ctx {
         engine: engine.clone(),
         logs: logs.clone(),
         settings: settings.clone(),
+        dashboard: dash_door.as_ref().map(|d| d.info.clone()),
     });
-    let server = tokio::spawn(api::serve(listener, ctx, stop_rx.clone()));
+    let server = tokio::spawn(api::serve(listener, ctx.clone(), stop_rx.clone()));
     let notifier = notify::Notifier::ready(engine.clone()).await;
     // Fleet control over MQTT, when a broker is configured.
-    let fleet = fleet.map(|f| {
-        f.start(
-            &settings,
-            engine.clone(),
-            Some(logs.clone()),
-            stop_rx.clone(),
-        )
+    let (fleet, fleet_view) = match fleet {
+        Some(f) => {
+            let (task, view) = f.start_watched(
+                &settings,
+                engine.clone(),
+                Some(logs.clone()),
+                Some(telemetry.clone()),
+                stop_rx.clone(),
+            );
+            (Some(task), Some(view))
+        }
+        None => (None, None),
+    };
+    let dash_server = dash_door.map(|d| {
+        let stop = stop_rx.clone();
+        tokio::spawn(dashboard::serve(d, ctx, telemetry, fleet_view, stop))
     });
     let slug_server = slug_listener.map(|l| {
         let (s, stop) = (settings.clone(), stop_rx);
@@ -139,9 +161,10 @@ pub async fn run(
     notifier.finish().await;
     let _ = stop_tx.send(true);
     let _ = server.await;
-    for task in [fleet, slug_server].into_iter().flatten() {
+    for task in [fleet, slug_server, dash_server].into_iter().flatten() {
         let _ = task.await;
     }
+    let _ = telemetry_task.await;
     drop(engine);
     let _ = engine_task.await;
     let _ = std::fs::remove_file(settings.socket_path());

@@ -60,6 +60,9 @@ struct Flags {
     /// Seconds between resource samples shown by `roboku ps`.
     #[arg(long, env = "ROBOKU_SAMPLE_SECS")]
     sample_secs: Option<u64>,
+    /// Dashboard address (ADDR:PORT, default 127.0.0.1:7070), or `off`.
+    #[arg(long, env = "ROBOKU_DASHBOARD", value_name = "ADDR|off")]
+    dashboard: Option<String>,
     #[command(flatten)]
     fleet: FleetFlags,
 }
@@ -173,6 +176,9 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
     s.backoff_max_ms = flags.backoff_max_ms.unwrap_or(s.backoff_max_ms);
     s.backoff_reset_secs = flags.backoff_reset_secs.unwrap_or(s.backoff_reset_secs);
     s.sample_secs = flags.sample_secs.unwrap_or(s.sample_secs);
+    if let Some(d) = &flags.dashboard {
+        s.dashboard = d.clone();
+    }
     s.keep_releases = flags.keep_releases.unwrap_or(s.keep_releases);
     if let Some(u) = &flags.dyno_user {
         s.dyno_user = u.clone();

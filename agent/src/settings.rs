@@ -51,6 +51,15 @@ pub struct Settings {
     pub log_quota_bytes: u64,
     /// Seconds between resource samples for `ps` (memory, CPU).
     pub sample_secs: u64,
+    /// Seconds of telemetry history kept in memory for the dashboard's charts.
+    pub history_secs: u64,
+    /// Where the dashboard (page, `/v1`, `/metrics`, `/healthz`) listens, `ADDR:PORT`, or
+    /// `off`. Beyond loopback every request is still Host/Origin-checked and mutating ones,
+    /// logs and config need the token.
+    pub dashboard: String,
+    /// Host names the dashboard answers to besides loopback names and IP literals
+    /// (`robot-7.local`): any other `Host` is refused (DNS rebinding).
+    pub dashboard_hosts: Vec<String>,
     pub on_exit: OnExit,
     /// Seconds a new release has to run its release phase and get every dyno healthy.
     pub deploy_timeout_secs: u64,
@@ -82,6 +91,9 @@ impl Default for Settings {
             cgroups: true,
             log_quota_bytes: 16 * 1024 * 1024,
             sample_secs: 5,
+            history_secs: 3600,
+            dashboard: "127.0.0.1:7070".into(),
+            dashboard_hosts: Vec::new(),
             on_exit: OnExit::Leave,
             deploy_timeout_secs: 120,
             build_timeout_secs: 900,
@@ -133,6 +145,10 @@ impl Settings {
         self.socket
             .clone()
             .unwrap_or_else(|| self.data_dir.join("robokud.sock"))
+    }
+    /// The dashboard's token (0600, made at first start).
+    pub fn dashboard_token_path(&self) -> PathBuf {
+        self.data_dir.join("dashboard.token")
     }
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("roboku.db")

@@ -93,6 +93,11 @@ enum Command {
     RunDetached(run::RunArgs),
     /// Show the agent's health
     Status,
+    /// Print the dashboard's URL, with the token that unlocks rollback, logs and config
+    #[command(name = "dashboard:url")]
+    DashboardUrl,
+    /// Print the dashboard's URL (with its token) and open it in a browser where there is one
+    Open,
     /// Show the audit trail, newest last
     Events(events::EventsArgs),
     /// Set the buildpacks an app is built with, in order
@@ -178,6 +183,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(a) => return run::run(ctx, a).await,
         Command::RunDetached(a) => run::detached(ctx, a).await?,
         Command::Status => status::run(ctx).await?,
+        Command::DashboardUrl => commands::dashboard::url(ctx).await?,
+        Command::Open => commands::dashboard::open(ctx).await?,
         Command::Events(a) => events::run(ctx, a).await?,
         Command::BuildpacksSet(a) => apps::set_buildpacks(ctx, &a.app.app, a.buildpacks).await?,
         Command::BuildpacksClear(a) => apps::set_buildpacks(ctx, &a.app, Vec::new()).await?,

@@ -146,9 +146,10 @@ impl Agent {
             .arg("--grace-secs")
             .arg(self.opts.grace_secs.to_string())
             .args(["--backoff-initial-ms", "200", "--backoff-max-ms", "2000"])
-            .args(["--backoff-reset-secs", "5", "--sample-secs", "1"])
+            .args(["--backoff-reset-secs", "5"])
             .args(&self.opts.extra)
             .env_remove("ROBOKU_CONFIG")
+            .env_remove("ROBOKU_DASHBOARD")
             .env_remove("ROBOKU_APP")
             .env_remove("ROBOKU_SOCKET")
             .env_remove("ROBOKU_DATA_DIR")
@@ -158,6 +159,13 @@ impl Agent {
             .stderr(stderr);
         if self.opts.no_cgroups {
             cmd.arg("--no-cgroups");
+        }
+        // Parallel agents would fight over 7070: a test that wants the dashboard says where.
+        // (clap refuses a flag given twice, so defaults step aside for `extra`.)
+        for (flag, default) in [("--dashboard", "off"), ("--sample-secs", "1")] {
+            if !self.opts.extra.iter().any(|a| a == flag) {
+                cmd.args([flag, default]);
+            }
         }
         if let Some(n) = self.opts.nofile {
             use std::os::unix::process::CommandExt;

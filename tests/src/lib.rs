@@ -11,6 +11,7 @@ pub mod cgroups;
 pub mod http;
 pub mod procs;
 pub mod wait;
+pub mod webdriver;
 
 pub use agent::{Agent, AgentOpts};
 pub use app::{app_dir, world_writable_dir};

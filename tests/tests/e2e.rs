@@ -4,9 +4,11 @@
 
 mod e2e {
     mod bad_input;
+    mod browser;
     mod builds;
     mod cli;
     mod crash;
+    mod dashboard;
     mod degraded;
     mod deploy;
     mod hardware;

@@ -4,11 +4,11 @@
 //! many there are and how long one may sit idle.
 
 mod attach;
-mod body;
+pub(crate) mod body;
 mod conns;
-mod http;
-mod logs;
-mod routes;
+pub(crate) mod http;
+pub(crate) mod logs;
+pub(crate) mod routes;
 mod upload;
 
 use crate::engine::EngineHandle;
@@ -30,6 +30,8 @@ pub struct Ctx {
     pub engine: EngineHandle,
     pub logs: LogHandle,
     pub settings: Settings,
+    /// Where the dashboard listens and its token, for `roboku dashboard:url` (`None`: off).
+    pub dashboard: Option<roboku_wire::DashboardInfo>,
 }
 
 /// The group that may use the API socket, when it exists.
@@ -60,19 +62,58 @@ pub fn bind(settings: &Settings) -> Result<UnixListener, PathError> {
 }
 
 /// Serves connections until `shutdown` turns true; open streams (log follows) end with it.
-pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, shutdown: watch::Receiver<bool>) {
+    let handler = move |req| routes::handle(ctx.clone(), req);
+    serve_conns(listener, "the API socket", handler, shutdown).await
+}
+
+/// A listener the connection loop accepts from (the unix socket, the dashboard's TCP port).
+pub(crate) trait Listener: Send + 'static {
+    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    fn accept_io(&self) -> impl std::future::Future<Output = std::io::Result<Self::Io>> + Send;
+}
+
+impl Listener for UnixListener {
+    type Io = tokio::net::UnixStream;
+    async fn accept_io(&self) -> std::io::Result<Self::Io> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+impl Listener for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept_io(&self) -> std::io::Result<Self::Io> {
+        let (s, _) = self.accept().await?;
+        // Small JSON replies and log lines: no Nagle delay.
+        let _ = s.set_nodelay(true);
+        Ok(s)
+    }
+}
+
+/// The connection loop of every HTTP door: at most [`conns::cap_for`] connections, each its own
+/// task (a slow client only slows itself), a deadline for the first request, graceful shutdown.
+pub(crate) async fn serve_conns<L, H, F>(
+    listener: L,
+    what: &'static str,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    L: Listener,
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<http::Resp, std::convert::Infallible>> + Send + 'static,
+{
     let nofile = crate::util::nofile_limit();
     let table = Arc::new(conns::Conns::new(conns::cap_for(nofile)));
     let mut accept_warn = conns::RateLimited::new(Duration::from_secs(10));
     let mut full_warn = conns::RateLimited::new(Duration::from_secs(10));
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
+            accepted = listener.accept_io() => {
                 let stream = match accepted {
-                    Ok((s, _)) => s,
+                    Ok(s) => s,
                     Err(e) => {
                         if let Some(held) = accept_warn.tick(Instant::now()) {
-                            tracing::warn!(error = %e, held_back = held, "accept on the API socket failed");
+                            tracing::warn!(error = %e, held_back = held, door = what, "accept failed");
                         }
                         // Out of fds (EMFILE): give connections time to close instead of spinning.
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -81,18 +122,18 @@ pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, mut shutdown: watch::R
                 };
                 let Some(slot) = table.admit() else {
                     if let Some(held) = full_warn.tick(Instant::now()) {
-                        tracing::warn!(open = table.len(), held_back = held, "API connection limit reached; refusing a connection");
+                        tracing::warn!(open = table.len(), held_back = held, door = what, "connection limit reached; refusing a connection");
                     }
                     continue;
                 };
-                let ctx = ctx.clone();
+                let handler = handler.clone();
                 let mut stop = shutdown.clone();
                 let table = table.clone();
                 tokio::spawn(async move {
                     let served = slot.clone();
                     let service = service_fn(move |req| {
                         served.served.store(true, Ordering::Relaxed);
-                        routes::handle(ctx.clone(), req)
+                        handler(req)
                     });
                     let conn = http1::Builder::new()
                         .timer(TokioTimer::new())
@@ -106,7 +147,7 @@ pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, mut shutdown: watch::R
                     loop {
                         tokio::select! {
                             r = conn.as_mut() => {
-                                if let Err(e) = r { tracing::debug!(error = %e, "API connection ended") }
+                                if let Err(e) = r { tracing::debug!(error = %e, door = what, "connection ended") }
                                 break;
                             }
                             _ = stop.changed() => conn.as_mut().graceful_shutdown(),

@@ -52,6 +52,14 @@ async fn route(
     let call = |cmd| ctx.engine.call(door, cmd);
     let reply = match (method, parts.as_slice()) {
         (&Method::GET, ["status"]) => call(Command::Status).await?,
+        (&Method::GET, ["dashboard"]) => {
+            let info = ctx.dashboard.as_ref().ok_or_else(|| {
+                EngineError::NotFound(
+                    "the dashboard is off (setting `dashboard`, flag --dashboard ADDR)".into(),
+                )
+            })?;
+            return json_response(StatusCode::OK, info);
+        }
         (&Method::GET, ["events"]) => {
             let n = query_num(query, "n", 100)?;
             call(Command::Events {

@@ -84,6 +84,7 @@ impl Engine {
                         instance,
                         tag: row.instance.clone(),
                         started: Instant::now(),
+                        adopted: true,
                     });
                     d.state = DynoState::Up;
                     self.logs.watch(&row.app, &row.name);

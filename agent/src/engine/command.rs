@@ -14,6 +14,8 @@ pub enum Door {
     Mqtt,
     Git,
     Agent,
+    /// The dashboard's HTTP door (its rollback button).
+    Dashboard,
 }
 
 impl Door {
@@ -24,6 +26,7 @@ impl Door {
             Door::Mqtt => "mqtt",
             Door::Git => "git",
             Door::Agent => "agent",
+            Door::Dashboard => "dashboard",
         }
     }
     pub fn parse(s: &str) -> Door {
@@ -31,6 +34,7 @@ impl Door {
             "cli" => Door::Cli,
             "mqtt" => Door::Mqtt,
             "git" => Door::Git,
+            "dashboard" => Door::Dashboard,
             _ => Door::Api,
         }
     }

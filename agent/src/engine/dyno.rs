@@ -32,6 +32,9 @@ pub struct Proc {
     /// than tags.
     pub tag: Option<String>,
     pub started: Instant,
+    /// Found running by this agent at start (not spawned by it): its CPU counter covers a life
+    /// longer than `started` says, so it needs two samples for a rate.
+    pub adopted: bool,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -149,6 +149,8 @@ pub struct Engine {
     started_at: u64,
     next_instance: u64,
     next_sample: Instant,
+    /// Where each sampling round goes for the dashboard's history and `/metrics`.
+    telemetry: crate::telemetry::Telemetry,
     /// Set while stopping every dyno before exit; answered when the last one is down.
     shutdown: Option<(Instant, oneshot::Sender<Result<Reply, EngineError>>)>,
     /// Releases being rolled out, by app.
@@ -172,6 +174,7 @@ pub fn start(
     store: Store,
     cgroups: Arc<dyn CgroupDriver>,
     logs: LogHandle,
+    telemetry: crate::telemetry::Telemetry,
 ) -> (
     EngineHandle,
     tokio::task::JoinHandle<()>,
@@ -204,6 +207,7 @@ pub fn start(
         started_at: crate::util::now_ms(),
         next_instance: crate::util::now_ms(),
         next_sample: Instant::now() + sample,
+        telemetry,
         shutdown: None,
         rollouts: BTreeMap::new(),
         one_off_exits: BTreeMap::new(),

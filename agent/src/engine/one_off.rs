@@ -146,6 +146,7 @@ impl Engine {
             instance,
             tag: Some(rel.clone()),
             started: Instant::now(),
+            adopted: false,
         });
         self.dynos.insert(key.clone(), d);
         self.dirty.insert(key.clone());

@@ -155,6 +155,7 @@ impl Engine {
                     instance,
                     tag: Some(super::dyno::instance_tag(&key, instance)),
                     started: Instant::now(),
+                    adopted: false,
                 });
                 d.state = DynoState::Up;
                 d.since = now;
@@ -491,12 +492,49 @@ impl Engine {
             d.sample.pids = pids;
             d.sample.oom_kills = ooms;
             if let Some(ns) = cpu_ns {
-                if let Some((prev, at)) = d.sample.last_cpu {
-                    let wall = now.duration_since(at).as_nanos().max(1) as f64;
-                    d.sample.cpu_percent = Some(ns.saturating_sub(prev) as f64 * 100.0 / wall);
+                // A process this agent spawned started its counter at zero when it started, so
+                // the first sample is already a rate (`ps` shows CPU at once, not after two
+                // intervals); an adopted one needs a previous reading.
+                let since = match d.sample.last_cpu {
+                    Some(prev) => Some(prev),
+                    None if !p.adopted => Some((0, p.started)),
+                    None => None,
+                };
+                if let Some((prev, at)) = since {
+                    let wall = now.duration_since(at).as_nanos();
+                    if wall > 0 {
+                        let pct = ns.saturating_sub(prev) as f64 * 100.0 / wall as f64;
+                        d.sample.cpu_percent = Some(pct);
+                    }
                 }
                 d.sample.last_cpu = Some((ns, now));
             }
         }
+        self.offer_round();
+    }
+
+    /// Hands this round's numbers to the telemetry history (never waits: see `telemetry`).
+    fn offer_round(&self) {
+        let dynos = self
+            .dynos
+            .values()
+            .filter(|d| !d.one_off)
+            .map(|d| crate::telemetry::DynoReading {
+                app: d.app.clone(),
+                dyno: d.name.clone(),
+                cpu_percent: d.proc.as_ref().and(d.sample.cpu_percent),
+                memory: d.proc.as_ref().and(d.sample.memory),
+                memory_limit: self.apps.get(&d.app).and_then(|c| {
+                    c.formation
+                        .iter()
+                        .find(|f| f.ptype == d.ptype)
+                        .and_then(|f| f.limits.memory_max)
+                }),
+                last_exit: d.last_exit.as_ref().map(|e| (e.at, e.oom)),
+                release: d.release,
+            })
+            .collect();
+        self.telemetry
+            .offer(crate::telemetry::Round { t: now_ms(), dynos });
     }
 }

@@ -55,6 +55,9 @@ pub(crate) struct Shared {
     pub out: Outbox,
     pub device: String,
     pub groups: Vec<String>,
+    /// The host sampler's history: telemetry messages take load and memory from its latest
+    /// sample instead of reading /proc again (one sampler for ps, the dashboard and the fleet).
+    pub telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 /// Publishing side: acks (numbered), retained state, telemetry. Never blocks: when rumqttc's
@@ -222,6 +225,18 @@ impl Prepared {
         logs: Option<LogHandle>,
         shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
+        self.start_watched(settings, engine, logs, None, shutdown).0
+    }
+
+    /// [`start`](Self::start), and a view of the link for the dashboard's host panel.
+    pub fn start_watched(
+        self,
+        settings: &Settings,
+        engine: EngineHandle,
+        logs: Option<LogHandle>,
+        telemetry: Option<crate::telemetry::Telemetry>,
+        shutdown: watch::Receiver<bool>,
+    ) -> (tokio::task::JoinHandle<()>, FleetView) {
         let m = &settings.mqtt;
         if self.trust.key_ids().is_empty() && !m.allow_unsigned {
             tracing::warn!("mqtt: no trusted keys configured: every command will be REJECTED (add --trusted-key)");
@@ -245,6 +260,7 @@ impl Prepared {
             },
             device: device.clone(),
             groups: m.groups.clone(),
+            telemetry,
         });
         let state = state::FleetState::load(&settings.fleet_state_path());
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
@@ -258,7 +274,21 @@ impl Prepared {
             settings.data_dir.join("fleet-session"),
         );
         let trust = self.trust;
-        tokio::spawn(async move {
+        let view = FleetView {
+            // user:password@ never reaches a page.
+            broker: match self.url.split_once("://") {
+                Some((scheme, rest)) => {
+                    format!(
+                        "{scheme}://{}",
+                        rest.rsplit_once('@').map_or(rest, |(_, h)| h)
+                    )
+                }
+                None => self.url.clone(),
+            },
+            connected: conn_rx.clone(),
+            shared: shared.clone(),
+        };
+        let task = tokio::spawn(async move {
             let intake = tokio::spawn(intake::run(
                 shared.clone(),
                 trust,
@@ -275,6 +305,40 @@ impl Prepared {
             task::run(link, inbound_tx, conn_tx, shutdown).await;
             let _ = reporter.await;
             let _ = intake.await;
-        })
+        });
+        (task, view)
+    }
+}
+
+/// What the dashboard shows of the fleet link: read-only, copied on demand.
+#[derive(Clone)]
+pub struct FleetView {
+    broker: String,
+    connected: watch::Receiver<Option<u64>>,
+    shared: Arc<Shared>,
+}
+
+/// The fleet link at one instant.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FleetSummary {
+    pub broker: String,
+    pub device: String,
+    pub connected: bool,
+    /// The MQTT session number while connected.
+    pub session: Option<u64>,
+    /// The latest fleet command that finished.
+    pub last_command: Option<AckSummary>,
+}
+
+impl FleetView {
+    pub fn summary(&self) -> FleetSummary {
+        let session = *self.connected.borrow();
+        FleetSummary {
+            broker: self.broker.clone(),
+            device: self.shared.device.clone(),
+            connected: session.is_some(),
+            session,
+            last_command: self.shared.out.last_ack(),
+        }
     }
 }

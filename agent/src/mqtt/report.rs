@@ -135,14 +135,29 @@ async fn telemetry(shared: &Shared, _session: u64) {
     let Ok(Reply::Status(s)) = shared.engine.call(Door::Mqtt, Command::Status).await else {
         return;
     };
-    let t = Telemetry {
-        ts: now_ms(),
-        up: s.dynos_running as u32,
-        want: s.dynos_desired as u32,
-        rss: s.agent_rss,
-        disk: super::artifact::free_bytes(&shared.settings.data_dir),
-        load: load_avg(),
-        mem: mem_available(),
+    let host = shared
+        .telemetry
+        .as_ref()
+        .and_then(|t| t.lock().host_latest.clone());
+    let t = match host {
+        Some(h) => Telemetry {
+            ts: now_ms(),
+            up: s.dynos_running as u32,
+            want: s.dynos_desired as u32,
+            rss: s.agent_rss,
+            disk: h.disk_free,
+            load: h.load.map(|l| (l[0] * 100.0).round() as u32),
+            mem: h.mem_available,
+        },
+        None => Telemetry {
+            ts: now_ms(),
+            up: s.dynos_running as u32,
+            want: s.dynos_desired as u32,
+            rss: s.agent_rss,
+            disk: super::artifact::free_bytes(&shared.settings.data_dir),
+            load: load_avg(),
+            mem: mem_available(),
+        },
     };
     let payload = serde_json::to_vec(&t).unwrap_or_default();
     shared.out.publish(

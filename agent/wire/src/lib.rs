@@ -77,6 +77,17 @@ pub mod codes {
     pub const UNAVAILABLE: &str = "unavailable";
 }
 
+/// `GET /v1/dashboard` (unix socket): where the dashboard listens and the token that unlocks its
+/// mutating routes, logs and config (`roboku dashboard:url`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DashboardInfo {
+    /// `http://127.0.0.1:7070/`
+    pub url: String,
+    pub token: String,
+    /// Bound to a loopback address only.
+    pub loopback: bool,
+}
+
 /// A plain acknowledgement for requests with nothing else to say.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Done {

@@ -4,6 +4,7 @@
 
 pub mod apps;
 pub mod config;
+pub mod dashboard;
 pub mod deploy;
 pub mod events;
 pub mod fleet;
