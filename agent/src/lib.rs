@@ -7,6 +7,8 @@
 pub mod api;
 pub mod build;
 pub mod cgroup;
+#[doc(hidden)]
+pub mod checks;
 pub mod engine;
 pub mod example;
 pub mod fault;

@@ -5,7 +5,7 @@
 
 mod attach;
 mod body;
-mod conns;
+pub(crate) mod conns;
 mod logs;
 mod routes;
 mod upload;
@@ -14,13 +14,8 @@ use crate::engine::EngineHandle;
 use crate::logs::LogHandle;
 use crate::settings::Settings;
 use crate::util::{IoContext, PathError};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
@@ -60,66 +55,13 @@ pub fn bind(settings: &Settings) -> Result<UnixListener, PathError> {
 
 /// Serves connections until `shutdown` turns true; open streams (log follows) end with it.
 pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
-    let nofile = crate::util::nofile_limit();
-    let table = Arc::new(conns::Conns::new(conns::cap_for(nofile)));
-    let mut accept_warn = conns::RateLimited::new(Duration::from_secs(10));
-    let mut full_warn = conns::RateLimited::new(Duration::from_secs(10));
+    let mut door = conns::Door::new("API socket", conns::cap_for(crate::util::nofile_limit()));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((s, _)) => s,
-                    Err(e) => {
-                        if let Some(held) = accept_warn.tick(Instant::now()) {
-                            tracing::warn!(error = %e, held_back = held, "accept on the API socket failed");
-                        }
-                        // Out of fds (EMFILE): give connections time to close instead of spinning.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Some(slot) = table.admit() else {
-                    if let Some(held) = full_warn.tick(Instant::now()) {
-                        tracing::warn!(open = table.len(), held_back = held, "API connection limit reached; refusing a connection");
-                    }
-                    continue;
-                };
+                let Some(((stream, _), slot)) = door.admit(accepted).await else { continue };
                 let ctx = ctx.clone();
-                let mut stop = shutdown.clone();
-                let table = table.clone();
-                tokio::spawn(async move {
-                    let served = slot.clone();
-                    let service = service_fn(move |req| {
-                        served.served.store(true, Ordering::Relaxed);
-                        routes::handle(ctx.clone(), req)
-                    });
-                    let conn = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(conns::FIRST_REQUEST_TIMEOUT)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades();
-                    tokio::pin!(conn);
-                    let first = tokio::time::sleep(conns::FIRST_REQUEST_TIMEOUT);
-                    tokio::pin!(first);
-                    let mut waiting = true;
-                    loop {
-                        tokio::select! {
-                            r = conn.as_mut() => {
-                                if let Err(e) = r { tracing::debug!(error = %e, "API connection ended") }
-                                break;
-                            }
-                            _ = stop.changed() => conn.as_mut().graceful_shutdown(),
-                            _ = slot.evict.notified() => break,
-                            _ = &mut first, if waiting => {
-                                waiting = false;
-                                if !slot.served.load(Ordering::Relaxed) {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    table.release(&slot);
-                });
+                door.spawn(slot, stream, move |req| routes::handle(ctx.clone(), req), shutdown.clone());
             }
             _ = shutdown.changed() => break,
         }

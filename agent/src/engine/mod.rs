@@ -12,7 +12,7 @@ mod command;
 mod confine;
 pub mod deploy;
 mod dyno;
-mod formation;
+pub(crate) mod formation;
 mod gc;
 pub mod health;
 mod isolation;
