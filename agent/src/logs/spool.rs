@@ -60,6 +60,8 @@ pub(super) struct Backlog {
     end: u64,
     /// The spool's mtime at opening, unix ms: no backlog line was written later.
     pub written_by: u64,
+    /// When it was found (the spool opened), unix ms.
+    pub found_at: u64,
     /// The offset file's mtime, unix ms: when the previous reader last stored lines of this
     /// spool (a complete backlog line was written after it). `None` when nobody read it yet.
     pub read_before: Option<u64>,
@@ -103,6 +105,7 @@ impl Spool {
         let backlog = (size > read_pos).then(|| Backlog {
             end: size,
             written_by,
+            found_at: crate::util::now_ms(),
             read_before: std::fs::metadata(&offset_path).ok().map(|m| mtime_ms(&m)),
             lines: 0,
         });

@@ -291,18 +291,19 @@ impl Task {
     }
 }
 
-/// Backlog older than this gets a line saying how its lines are stamped (a dyno's first lines,
-/// read milliseconds after its start, do not).
+/// Backlog older than this when found gets a line saying how its lines are stamped (a dyno's
+/// first lines, found milliseconds after its start, do not).
 const NOTE_BACKLOG_AFTER_MS: u64 = 1000;
 
 /// What a reader of the logs must know about lines written while robokud was not reading them:
 /// they carry the time of the spool's last write before it read them again, and the interval in
 /// which each was written.
 fn backlog_note(b: &Backlog, now: u64) -> Option<String> {
-    let age = now.saturating_sub(b.written_by);
-    if b.lines == 0 || age < NOTE_BACKLOG_AFTER_MS {
+    // How old it was when found, not how long reading it took.
+    if b.lines == 0 || b.found_at.saturating_sub(b.written_by) < NOTE_BACKLOG_AFTER_MS {
         return None;
     }
+    let age = now.saturating_sub(b.written_by);
     let secs = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
     let after = match b.read_before {
         Some(r) if r <= b.written_by => format!(
@@ -312,10 +313,13 @@ fn backlog_note(b: &Backlog, now: u64) -> Option<String> {
         _ => String::new(),
     };
     Some(format!(
-        "{} line{} written while robokud was not reading carry the time of the spool's last write \
+        "{} written while robokud was not reading {} the time of the spool's last write \
          ({} before this line): each was written at or before its stamp{after}",
-        b.lines,
-        if b.lines == 1 { "" } else { "s" },
+        match b.lines {
+            1 => "1 line".to_string(),
+            n => format!("{n} lines"),
+        },
+        if b.lines == 1 { "carries" } else { "carry" },
         secs(age)
     ))
 }
