@@ -223,7 +223,7 @@ fn predict(specs: &[Spec]) -> Option<Result<BTreeMap<Vec<String>, Node>, String>
         if parts.iter().any(|p| p == "..") {
             return Some(Err("`..`".into()));
         }
-        if s.name.iter().any(|&b| b == 0) || parts.iter().any(|p| p.contains('\u{fffd}')) {
+        if s.name.contains(&0) || parts.iter().any(|p| p.contains('\u{fffd}')) {
             return None; // not a name a file system takes as it is
         }
         let is_dir = s.kind == b'5';

@@ -20,9 +20,12 @@ pub mod text;
 #[cfg(test)]
 mod corpus_tests;
 
+/// A check: arbitrary bytes in, a panic naming the broken property out.
+pub type Check = fn(&[u8]);
+
 /// Every fuzz target: its name (the directory under `fuzz/corpus/` and the file under
 /// `fuzz/fuzz_targets/`) and its check.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Check); 6] = [
     ("procfile", text::procfile),
     ("dotenv", text::dotenv),
     ("app_json", app_json::check),

@@ -225,7 +225,7 @@ fn lines_written_while_the_agent_was_down_keep_their_write_time() {
         "stamped when re-read: {second:?}, restarted at {restarted_at}"
     );
     eprintln!(
-        "logs: lines written while down, stamped +{} ms and +{} ms after their writes; \
+        "logs: lines written while down, stamped {:+} ms and {:+} ms after their writes; \
          robokud back {} ms after the last",
         first.0 as i64 - first.1 as i64,
         second.0 as i64 - second.1 as i64,
