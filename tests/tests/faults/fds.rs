@@ -170,13 +170,15 @@ fn idle_connections_on_the_slug_server_neither_lock_out_a_client_nor_grow_fds() 
         "HTTP/1.1 404 Not Found",
         "the existing client"
     );
-    let during = fds_of(agent.pid());
-    assert!(
-        during <= before + cap + 2,
-        "{} fds open during a flood of {} idle connections ({} before, cap {cap})",
-        during,
-        flood.len(),
-        before
+    // Bounded: at most `cap` connections (evicted ones are closed by their tasks, a moment later).
+    let mut during = 0;
+    wait_for(
+        "the agent's fds within the cap",
+        Duration::from_secs(5),
+        || {
+            during = fds_of(agent.pid());
+            during <= before + cap + 2
+        },
     );
     eprintln!(
         "faults: slug server: {} idle connections, agent fds {before} before, {during} during (cap {cap})",
