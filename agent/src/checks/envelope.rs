@@ -25,21 +25,37 @@ use roboku_wire::fleet::{
 };
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::sync::LazyLock;
 
 const SKEW_MS: u64 = 30_000;
 const DEVICE: &str = "robot-1";
 const GROUP: &str = "site-a";
 
-fn trusted() -> SecretKey {
-    seal::secret_from_seed([7; 32])
+// Keys and trust are made once: deriving a key is a scalar multiplication, and the checks
+// sign and verify several times per input already.
+static TRUSTED: LazyLock<SecretKey> = LazyLock::new(|| seal::secret_from_seed([7; 32]));
+static STRANGER: LazyLock<SecretKey> = LazyLock::new(|| seal::secret_from_seed([8; 32]));
+static STRICT: LazyLock<Trust> = LazyLock::new(|| make_trust(false));
+static DEV: LazyLock<Trust> = LazyLock::new(|| make_trust(true));
+
+fn trusted() -> &'static SecretKey {
+    &TRUSTED
 }
 
-fn stranger() -> SecretKey {
-    seal::secret_from_seed([8; 32])
+fn stranger() -> &'static SecretKey {
+    &STRANGER
 }
 
-fn trust(allow_unsigned: bool) -> Trust {
+fn make_trust(allow_unsigned: bool) -> Trust {
     Trust::new([trusted().verifying_key()], allow_unsigned, SKEW_MS)
+}
+
+fn trust(allow_unsigned: bool) -> &'static Trust {
+    if allow_unsigned {
+        &DEV
+    } else {
+        &STRICT
+    }
 }
 
 pub fn check(data: &[u8]) {
@@ -151,7 +167,7 @@ fn command(c: &mut Carver) {
         version,
     };
     let bytes = serde_json::to_vec(&env).expect("an envelope encodes");
-    let payload = seal::seal(&bytes, &trusted());
+    let payload = seal::seal(&bytes, trusted());
     let guard = ReplayGuard::default();
     let verify = |p: &[u8], t: &Trust, g: &ReplayGuard| verify_command(p, &h.arrived, h.now, t, g);
 
@@ -161,7 +177,7 @@ fn command(c: &mut Carver) {
         && (1..=64).contains(&env.id.len())
         && roboku_wire::check_app_name(&env.app).is_ok()
         && env.action().is_ok();
-    let first = verify(&payload, &trust(false), &guard);
+    let first = verify(&payload, trust(false), &guard);
     assert_eq!(
         first.is_ok(),
         want_ok,
@@ -178,7 +194,7 @@ fn command(c: &mut Carver) {
         // Recorded, the same command is a duplicate; another id with the same version a replay.
         let mut seen = guard.clone();
         seen.record(&v.env, h.now, SKEW_MS);
-        let again = verify(&payload, &trust(false), &seen).map(|_| ());
+        let again = verify(&payload, trust(false), &seen).map(|_| ());
         assert!(
             matches!(&again, Err(r) if matches!(r.why, Rejection::Duplicate(_))),
             "{again:?}"
@@ -193,8 +209,8 @@ fn command(c: &mut Carver) {
                 id.push(ch);
             }
             other.id = format!("{id}~");
-            let p = seal::seal(&serde_json::to_vec(&other).expect("encodes"), &trusted());
-            let replay = verify(&p, &trust(false), &seen).map(|_| ());
+            let p = seal::seal(&serde_json::to_vec(&other).expect("encodes"), trusted());
+            let replay = verify(&p, trust(false), &seen).map(|_| ());
             assert!(
                 matches!(&replay, Err(r) if matches!(r.why, Rejection::Replayed { .. })),
                 "{replay:?}"
@@ -208,7 +224,7 @@ fn command(c: &mut Carver) {
         &payload,
         &bytes,
         &ops,
-        |p| verify(p, &trust(false), &guard).map(|v| v.env),
+        |p| verify(p, trust(false), &guard).map(|v| v.env),
         &env,
     );
 }
@@ -240,7 +256,7 @@ fn desired(c: &mut Carver) {
         apps,
     };
     let bytes = serde_json::to_vec(&doc).expect("a desired doc encodes");
-    let payload = seal::seal(&bytes, &trusted());
+    let payload = seal::seal(&bytes, trusted());
     let verify = |p: &[u8], t: &Trust| verify_desired(p, &h.arrived, h.now, t);
     let want_ok = payload.len() <= MAX_PAYLOAD
         && header_ok(&h)
@@ -248,7 +264,7 @@ fn desired(c: &mut Carver) {
             .apps
             .keys()
             .all(|a| roboku_wire::check_app_name(a).is_ok());
-    let first = verify(&payload, &trust(false));
+    let first = verify(&payload, trust(false));
     assert_eq!(
         first.is_ok(),
         want_ok,
@@ -270,7 +286,7 @@ fn desired(c: &mut Carver) {
         &payload,
         &bytes,
         &ops,
-        |p| verify(p, &trust(false)).map(|(d, _)| d),
+        |p| verify(p, trust(false)).map(|(d, _)| d),
         &doc,
     );
 }
@@ -282,13 +298,13 @@ fn unsigned(bytes: &[u8], signed_ok: bool, verify: impl Fn(&[u8], &Trust) -> Res
     if p.len() > MAX_PAYLOAD {
         return;
     }
-    let strict = verify(&p, &trust(false));
+    let strict = verify(&p, trust(false));
     assert!(
         matches!(&strict, Err(r) if r.why == Rejection::Unsigned),
         "{strict:?}"
     );
     assert_eq!(
-        verify(&p, &trust(true)).is_ok(),
+        verify(&p, trust(true)).is_ok(),
         signed_ok,
         "dev mode verdict"
     );
@@ -417,11 +433,11 @@ fn raw(payload: &[u8]) {
         assert_eq!(kid, seal::key_id(&trusted().verifying_key()));
         assert!(seal::verify(&trusted().verifying_key(), &u.bytes, &sig));
     };
-    match verify_command(payload, &me, now, &trust(false), &guard) {
+    match verify_command(payload, &me, now, trust(false), &guard) {
         Ok(_) => signed_by_us(),
         Err(r) => echo_is_short(&r),
     }
-    match verify_desired(payload, &me, now, &trust(false)) {
+    match verify_desired(payload, &me, now, trust(false)) {
         Ok(_) => signed_by_us(),
         Err(r) => echo_is_short(&r),
     }
