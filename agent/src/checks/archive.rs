@@ -292,26 +292,22 @@ fn build_tar(c: &mut Carver, truncate: bool) -> (Vec<u8>, Vec<Spec>) {
         } else {
             Vec::new()
         };
-        let mut seen = name.clone();
-        match t >> 4 & 3 {
+        // The name the reader will report for the entry.
+        let seen = match t >> 4 & 3 {
             1 => {
                 let mut long = name.clone();
                 long.push(0);
                 append(&mut tar, b'L', 0o644, b"././@LongLink", b"", &long);
-                seen = name.clone(); // the reader drops the one trailing NUL
+                name.clone() // the reader drops the one trailing NUL
             }
             2 => {
                 let mut pax = pax_record(b"path", &name);
                 pax.extend_from_slice(&raw_pax);
                 append(&mut tar, b'x', 0o644, b"PaxHeader", b"", &pax);
+                pax_path(&pax).unwrap_or_else(|| header_name(&name))
             }
-            _ => {
-                seen.truncate(100);
-                if let Some(nul) = seen.iter().position(|&b| b == 0) {
-                    seen.truncate(nul);
-                }
-            }
-        }
+            _ => header_name(&name),
+        };
         append(&mut tar, kind, mode, &name, &link, &data);
         let plain = matches!(kind, b'0' | 0 | b'5') && raw_pax.is_empty();
         let reframes = matches!(kind, b'x' | b'S') || !raw_pax.is_empty();
@@ -340,6 +336,39 @@ fn build_tar(c: &mut Carver, truncate: bool) -> (Vec<u8>, Vec<Spec>) {
         });
     }
     (tar, specs)
+}
+
+/// The name a header's 100-byte field holds (up to its first NUL).
+fn header_name(name: &[u8]) -> Vec<u8> {
+    let field = &name[..name.len().min(100)];
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    field[..end].to_vec()
+}
+
+/// The `path` the tar reader takes from PAX records, by its rules: records are lines (so a
+/// value holding a newline is malformed and skipped, and the header's name is used instead), an
+/// empty line ends them, the first well-formed `path` wins.
+fn pax_path(pax: &[u8]) -> Option<Vec<u8>> {
+    for line in pax.split(|&b| b == b'\n') {
+        if line.is_empty() {
+            return None;
+        }
+        let Some(space) = line.iter().position(|&b| b == b' ') else {
+            continue;
+        };
+        let len = std::str::from_utf8(&line[..space]).ok().and_then(|l| l.parse::<usize>().ok());
+        if len != Some(line.len() + 1) {
+            continue;
+        }
+        let kv = &line[space + 1..];
+        let Some(eq) = kv.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        if &kv[..eq] == b"path" {
+            return Some(kv[eq + 1..].to_vec());
+        }
+    }
+    None
 }
 
 /// `<len> <key>=<value>\n`, the length counting itself.
