@@ -356,7 +356,9 @@ fn pax_path(pax: &[u8]) -> Option<Vec<u8>> {
         let Some(space) = line.iter().position(|&b| b == b' ') else {
             continue;
         };
-        let len = std::str::from_utf8(&line[..space]).ok().and_then(|l| l.parse::<usize>().ok());
+        let len = std::str::from_utf8(&line[..space])
+            .ok()
+            .and_then(|l| l.parse::<usize>().ok());
         if len != Some(line.len() + 1) {
             continue;
         }

@@ -94,17 +94,17 @@ impl Spool {
             .mode(0o640)
             .open(&path)
             .at("open spool", &path)?;
-        let size = file.metadata().at("stat spool", &path)?.len();
+        let meta = file.metadata().at("stat spool", &path)?;
+        let size = meta.len();
         let saved = read_offset(&offset_path)?;
         let read_pos = match saved {
             Some(off) if off <= size => off,
             Some(_) => 0, // truncated by someone: what is there now is all new
             None => first_data(&file, size).at("find data in", &path)?,
         };
-        let written_by = mtime_ms(&file.metadata().at("stat spool", &path)?);
         let backlog = (size > read_pos).then(|| Backlog {
             end: size,
-            written_by,
+            written_by: mtime_ms(&meta),
             found_at: crate::util::now_ms(),
             read_before: std::fs::metadata(&offset_path).ok().map(|m| mtime_ms(&m)),
             lines: 0,
