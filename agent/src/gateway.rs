@@ -9,14 +9,17 @@
 //! holding that slug.
 //! The `X-Archive-Sha256` header of every answer carries it (`HEAD` to read it cheaply).
 //! Nothing here writes outside the cache, and only paths of the form above are served.
+//! Connections are admitted and served as the API's are ([`Door`]): capped at a share of the fd
+//! limit, idle ones evicted first and timed out, so a flood of clients on the network can
+//! neither lock out the robots fetching nor starve supervision of fds.
 
+use crate::api::conns::Door;
 use crate::build::slug_archive;
 use crate::settings::Settings;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -44,35 +47,34 @@ pub async fn bind(settings: &Settings) -> Result<Option<tokio::net::TcpListener>
     Ok(Some(listener))
 }
 
-/// Serves slugs on `listener` until `shutdown` turns true.
+/// Serves slugs on `listener` until `shutdown` turns true, with the API's connection budget
+/// (a quarter of the fd limit, idle connections evicted first, header timeouts).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     settings: &Settings,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let cap = crate::api::conns::cap_for(crate::util::nofile_limit());
     let shelf = Arc::new(Shelf {
         slugs: settings.slugs_dir(),
         archives: settings.slug_archives_dir(),
         tmp: settings.tmp_dir(),
     });
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving slugs at /slugs/<sha256>.tar.gz");
+        tracing::info!(%addr, cap, "serving slugs at /slugs/<sha256>.tar.gz");
     }
+    let mut door = Door::new("slug server", cap);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Some(((stream, _), slot)) = door.admit(accepted).await else { continue };
                 let _ = stream.set_nodelay(true);
                 let shelf = shelf.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let shelf = shelf.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(&shelf, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+                let handler = move |req| {
+                    let shelf = shelf.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(&shelf, req).await) }
+                };
+                door.spawn(slot, stream, handler, shutdown.clone());
             }
             _ = shutdown.changed() => break,
         }

@@ -8,6 +8,8 @@ pub mod api;
 pub mod backoff;
 pub mod build;
 pub mod cgroup;
+#[doc(hidden)]
+pub mod checks;
 pub mod dashboard;
 pub mod deploy;
 pub mod engine;

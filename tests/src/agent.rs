@@ -271,6 +271,15 @@ impl Agent {
         dead
     }
 
+    /// SIGKILLs the agent and leaves it down (its dynos run on unwatched); [`Agent::respawn`]
+    /// starts it again.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the agent (SIGTERM, dynos left running or stopped as its `on_exit` says) and starts
     /// it again armed to SIGKILL itself at fault point `point` (`name` or `name:n`).
     pub fn restart_with_fault(&mut self, point: &str) {

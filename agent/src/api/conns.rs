@@ -1,13 +1,23 @@
-//! The API socket's connection budget: at most `cap` open connections (a share of the fd limit,
-//! so doors can never eat the fds supervision needs for spools, pidfds and spawns), a deadline for
-//! a connection's first request, and, when full, the oldest connection that never sent a
-//! request makes room for the new one (so a flood of idle clients cannot lock out `roboku ps`).
+//! A door's connection budget: at most `cap` open connections (a share of the fd limit, so
+//! doors can never eat the fds supervision needs for spools, pidfds and spawns), a deadline for
+//! a connection's first request (and, through hyper's header timeout, for each later one), and,
+//! when full, the oldest connection that never sent a request makes room for the new one (so a
+//! flood of idle clients cannot lock out `roboku ps`). Every HTTP door (the API socket, the
+//! gateway's slug server) accepts and serves its connections through one [`Door`].
 
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{watch, Notify};
 
 /// How long a connection may stay open without sending a whole request header.
 pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,6 +78,106 @@ impl Conns {
 
     pub fn len(&self) -> usize {
         self.open.lock().map(|o| o.len()).unwrap_or(0)
+    }
+}
+
+/// One listener's accept side: its connection table and its rate-limited warnings.
+pub struct Door {
+    /// What the warnings call it: `API socket`, `slug server`.
+    what: &'static str,
+    table: Arc<Conns>,
+    accept_warn: RateLimited,
+    full_warn: RateLimited,
+}
+
+impl Door {
+    pub fn new(what: &'static str, cap: usize) -> Door {
+        Door {
+            what,
+            table: Arc::new(Conns::new(cap)),
+            accept_warn: RateLimited::new(Duration::from_secs(10)),
+            full_warn: RateLimited::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// What an `accept` gave: the connection with its slot, or `None` when accepting failed
+    /// (logged, then a pause: out of fds, spinning would only burn CPU) or every slot is
+    /// serving a request (the new connection is closed).
+    pub async fn admit<S>(&mut self, accepted: std::io::Result<S>) -> Option<(S, Arc<Slot>)> {
+        let stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(held) = self.accept_warn.tick(Instant::now()) {
+                    tracing::warn!(door = self.what, error = %e, held_back = held, "accept failed");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return None;
+            }
+        };
+        let Some(slot) = self.table.admit() else {
+            if let Some(held) = self.full_warn.tick(Instant::now()) {
+                tracing::warn!(
+                    door = self.what,
+                    open = self.table.len(),
+                    held_back = held,
+                    "connection limit reached; refusing a connection"
+                );
+            }
+            return None;
+        };
+        Some((stream, slot))
+    }
+
+    /// Serves an admitted connection on its own task until it ends, is evicted, sends nothing
+    /// within [`FIRST_REQUEST_TIMEOUT`], or `stop` turns (then gracefully); frees its slot.
+    pub fn spawn<I, F, Fut, B>(
+        &self,
+        slot: Arc<Slot>,
+        io: I,
+        handler: F,
+        mut stop: watch::Receiver<bool>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        F: Fn(Request<Incoming>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (table, what) = (self.table.clone(), self.what);
+        tokio::spawn(async move {
+            let served = slot.clone();
+            let service = service_fn(move |req| {
+                served.served.store(true, Ordering::Relaxed);
+                handler(req)
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(FIRST_REQUEST_TIMEOUT)
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let first = tokio::time::sleep(FIRST_REQUEST_TIMEOUT);
+            tokio::pin!(first);
+            let mut waiting = true;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r { tracing::debug!(door = what, error = %e, "connection ended") }
+                        break;
+                    }
+                    _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+                    _ = slot.evict.notified() => break,
+                    _ = &mut first, if waiting => {
+                        waiting = false;
+                        if !slot.served.load(Ordering::Relaxed) {
+                            break;
+                        }
+                    }
+                }
+            }
+            table.release(&slot);
+        });
     }
 }
 

@@ -5,7 +5,7 @@
 
 mod attach;
 pub(crate) mod body;
-mod conns;
+pub(crate) mod conns;
 pub(crate) mod http;
 pub(crate) mod logs;
 pub(crate) mod routes;
@@ -15,13 +15,8 @@ use crate::engine::EngineHandle;
 use crate::logs::LogHandle;
 use crate::settings::Settings;
 use crate::util::{IoContext, PathError};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
@@ -64,7 +59,7 @@ pub fn bind(settings: &Settings) -> Result<UnixListener, PathError> {
 /// Serves connections until `shutdown` turns true; open streams (log follows) end with it.
 pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, shutdown: watch::Receiver<bool>) {
     let handler = move |req| routes::handle(ctx.clone(), req);
-    serve_conns(listener, "the API socket", handler, shutdown).await
+    serve_conns(listener, "API socket", handler, shutdown).await
 }
 
 /// A listener the connection loop accepts from (the unix socket, the dashboard's TCP port).
@@ -90,8 +85,8 @@ impl Listener for tokio::net::TcpListener {
     }
 }
 
-/// The connection loop of every HTTP door: at most [`conns::cap_for`] connections, each its own
-/// task (a slow client only slows itself), a deadline for the first request, graceful shutdown.
+/// The connection loop of the API's HTTP doors (socket, dashboard): [`conns::Door`]'s cap,
+/// first-request deadline and eviction, each connection its own task, graceful shutdown.
 pub(crate) async fn serve_conns<L, H, F>(
     listener: L,
     what: &'static str,
@@ -102,66 +97,12 @@ pub(crate) async fn serve_conns<L, H, F>(
     H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
     F: std::future::Future<Output = Result<http::Resp, std::convert::Infallible>> + Send + 'static,
 {
-    let nofile = crate::util::nofile_limit();
-    let table = Arc::new(conns::Conns::new(conns::cap_for(nofile)));
-    let mut accept_warn = conns::RateLimited::new(Duration::from_secs(10));
-    let mut full_warn = conns::RateLimited::new(Duration::from_secs(10));
+    let mut door = conns::Door::new(what, conns::cap_for(crate::util::nofile_limit()));
     loop {
         tokio::select! {
             accepted = listener.accept_io() => {
-                let stream = match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        if let Some(held) = accept_warn.tick(Instant::now()) {
-                            tracing::warn!(error = %e, held_back = held, door = what, "accept failed");
-                        }
-                        // Out of fds (EMFILE): give connections time to close instead of spinning.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Some(slot) = table.admit() else {
-                    if let Some(held) = full_warn.tick(Instant::now()) {
-                        tracing::warn!(open = table.len(), held_back = held, door = what, "connection limit reached; refusing a connection");
-                    }
-                    continue;
-                };
-                let handler = handler.clone();
-                let mut stop = shutdown.clone();
-                let table = table.clone();
-                tokio::spawn(async move {
-                    let served = slot.clone();
-                    let service = service_fn(move |req| {
-                        served.served.store(true, Ordering::Relaxed);
-                        handler(req)
-                    });
-                    let conn = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(conns::FIRST_REQUEST_TIMEOUT)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades();
-                    tokio::pin!(conn);
-                    let first = tokio::time::sleep(conns::FIRST_REQUEST_TIMEOUT);
-                    tokio::pin!(first);
-                    let mut waiting = true;
-                    loop {
-                        tokio::select! {
-                            r = conn.as_mut() => {
-                                if let Err(e) = r { tracing::debug!(error = %e, door = what, "connection ended") }
-                                break;
-                            }
-                            _ = stop.changed() => conn.as_mut().graceful_shutdown(),
-                            _ = slot.evict.notified() => break,
-                            _ = &mut first, if waiting => {
-                                waiting = false;
-                                if !slot.served.load(Ordering::Relaxed) {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    table.release(&slot);
-                });
+                let Some((stream, slot)) = door.admit(accepted).await else { continue };
+                door.spawn(slot, stream, handler.clone(), shutdown.clone());
             }
             _ = shutdown.changed() => break,
         }

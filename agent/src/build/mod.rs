@@ -15,6 +15,8 @@ pub mod elf;
 pub mod slugfile;
 mod tree;
 
+/// For [`crate::checks::archive`]: the extraction an upload goes through.
+pub(crate) use archive::extract;
 pub use archive::{slug_archive, sniff, ArchiveKind};
 pub use tree::{copy_dir, hash_tree, make_read_only, remove_tree};
 

@@ -261,8 +261,15 @@ impl Engine {
     }
 }
 
-/// Applies a resize request to `limits`, checking every value.
+/// Applies a resize request to `limits`, checking every value: all of it, or (refused) none.
 pub fn merge_limits(limits: &mut wire::Limits, req: &wire::ResizeRequest) -> Result<()> {
+    let mut merged = limits.clone();
+    merge_into(&mut merged, req)?;
+    *limits = merged;
+    Ok(())
+}
+
+fn merge_into(limits: &mut wire::Limits, req: &wire::ResizeRequest) -> Result<()> {
     let l = &req.limits;
     let bad = |m: String| Err(EngineError::BadRequest(m));
     if let Some(m) = l.memory_max {
@@ -417,5 +424,25 @@ mod tests {
             assert_eq!(l, before);
         }
         assert!(merge_limits(&mut l, &req(Default::default(), &["bogus"])).is_err());
+    }
+
+    /// Found by the api_json fuzz target: a valid memory limit before an invalid cpu was kept.
+    #[test]
+    fn a_refused_resize_changes_nothing_even_after_valid_fields() {
+        let mut l = wire::Limits {
+            memory_max: Some(64 << 20),
+            ..Default::default()
+        };
+        let before = l.clone();
+        let both = wire::Limits {
+            memory_max: Some(128 << 20),
+            cpu: Some(0.0),
+            ..Default::default()
+        };
+        assert!(merge_limits(&mut l, &req(both, &[])).is_err());
+        assert_eq!(l, before);
+        let cleared_then_bogus = req(Default::default(), &["memory", "bogus"]);
+        assert!(merge_limits(&mut l, &cleared_then_bogus).is_err());
+        assert_eq!(l, before);
     }
 }

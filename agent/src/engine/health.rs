@@ -119,10 +119,25 @@ pub fn parse_app_json(text: &str) -> Result<BTreeMap<String, Vec<Check>>, String
                     if !path.starts_with('/') {
                         return Err(format!("{at}: path {path:?} must start with '/'"));
                     }
+                    // It is sent as `GET <path> HTTP/1.0`: a space or a line break would end it.
+                    if path.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+                        return Err(format!(
+                            "{at}: path {path:?} contains a space or control character; \
+                             percent-encode it (%20)"
+                        ));
+                    }
                     CheckKind::Http { path, content: c.content }
                 }
                 (None, true, None, None) => CheckKind::Listening,
-                (None, false, Some(cmd), None) if !cmd.is_empty() => CheckKind::Command(cmd),
+                (None, false, Some(cmd), None) if !cmd.is_empty() => {
+                    if cmd[0].is_empty() || cmd.iter().any(|a| a.contains('\0')) {
+                        return Err(format!(
+                            "{at}: command {cmd:?} cannot run: it needs a program name and no \
+                             NUL byte in any argument"
+                        ));
+                    }
+                    CheckKind::Command(cmd)
+                }
                 (None, false, None, Some(_)) => CheckKind::Uptime,
                 _ => {
                     return Err(format!(
@@ -340,6 +355,24 @@ mod tests {
                 "unknown field `initial_delay`",
             ),
             (r#"{"helthchecks":{}}"#, "unknown key \"helthchecks\""),
+            // Accepted before and could never pass: a path that breaks the request line (found
+            // by the app_json fuzz target) and commands that cannot be run (its other half).
+            (
+                r#"{"healthchecks":{"web":[{"path":"/health x"}]}}"#,
+                "percent-encode",
+            ),
+            (
+                r#"{"healthchecks":{"web":[{"path":"/health\r\nX: y"}]}}"#,
+                "control character",
+            ),
+            (
+                r#"{"healthchecks":{"web":[{"command":[""]}]}}"#,
+                "needs a program name",
+            ),
+            (
+                r#"{"healthchecks":{"web":[{"command":["true","a\u0000b"]}]}}"#,
+                "NUL byte",
+            ),
         ] {
             let e = parse_app_json(text).unwrap_err();
             assert!(e.contains(want), "{e} should mention {want}");

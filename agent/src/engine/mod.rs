@@ -11,7 +11,7 @@ mod apps;
 mod command;
 mod confine;
 mod dyno;
-mod formation;
+pub(crate) mod formation;
 mod gate;
 mod gc;
 pub mod health;

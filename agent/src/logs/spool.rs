@@ -9,6 +9,13 @@
 //!
 //! Ordering that keeps lines safe across an agent crash: lines are stored first, then the offset
 //! is persisted, then the range is punched. A crash in between duplicates lines, never loses them.
+//!
+//! Times: a line is stamped when it is read, which is within milliseconds of its write while the
+//! agent is tailing. What a spool already holds when it is opened (output written while robokud
+//! was down, or before it started tailing a new dyno) is the [`Backlog`]: its lines are stamped
+//! with the spool's mtime at opening instead, the time of its last write, so a line is never
+//! stamped before it was written and never later than the last write before robokud came back
+//! (the dyno writes the spool itself; no write time is kept per line).
 
 use super::lines::LineSplitter;
 use super::LogError;
@@ -42,13 +49,35 @@ pub(super) struct Spool {
     punch_unsupported: bool,
     /// The offset last written to `offset_path`.
     saved: Option<u64>,
+    /// What the spool held when it was opened and has not been read yet.
+    backlog: Option<Backlog>,
+}
+
+/// Output that was in the spool before this reader opened it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Backlog {
+    /// It ends here (the spool's size at opening).
+    end: u64,
+    /// The spool's mtime at opening, unix ms: no backlog line was written later.
+    pub written_by: u64,
+    /// When it was found (the spool opened), unix ms.
+    pub found_at: u64,
+    /// The offset file's mtime, unix ms: when the previous reader last stored lines of this
+    /// spool (a complete backlog line was written after it). `None` when nobody read it yet.
+    pub read_before: Option<u64>,
+    /// Lines handed out from it so far.
+    pub lines: usize,
 }
 
 /// What one read produced.
 pub(super) struct Batch {
     pub lines: Vec<String>,
-    /// The read stopped at its budget before the end of the spool.
+    /// The read stopped at its budget (or at the end of the backlog) before the end of the spool.
     pub more: bool,
+    /// The lines are backlog: written no later than this (unix ms), not just now.
+    pub written_by: Option<u64>,
+    /// The backlog was read to its end with this read.
+    pub backlog_done: Option<Backlog>,
 }
 
 impl Spool {
@@ -65,13 +94,21 @@ impl Spool {
             .mode(0o640)
             .open(&path)
             .at("open spool", &path)?;
-        let size = file.metadata().at("stat spool", &path)?.len();
+        let meta = file.metadata().at("stat spool", &path)?;
+        let size = meta.len();
         let saved = read_offset(&offset_path)?;
         let read_pos = match saved {
             Some(off) if off <= size => off,
             Some(_) => 0, // truncated by someone: what is there now is all new
             None => first_data(&file, size).at("find data in", &path)?,
         };
+        let backlog = (size > read_pos).then(|| Backlog {
+            end: size,
+            written_by: mtime_ms(&meta),
+            found_at: crate::util::now_ms(),
+            read_before: std::fs::metadata(&offset_path).ok().map(|m| mtime_ms(&m)),
+            lines: 0,
+        });
         Ok(Spool {
             path,
             offset_path,
@@ -81,6 +118,7 @@ impl Spool {
             punched: 0,
             punch_unsupported: false,
             saved,
+            backlog,
         })
     }
 
@@ -89,7 +127,8 @@ impl Spool {
         self.read_pos - self.splitter.pending() as u64
     }
 
-    /// Reads new data, at most about `budget` bytes, and splits it into lines.
+    /// Reads new data, at most about `budget` bytes, and splits it into lines. The backlog is
+    /// read on its own (its batches carry its time), the rest after it.
     pub fn read(&mut self, budget: u64) -> Result<Batch, LogError> {
         let mut lines = Vec::new();
         let size = self.file.metadata().at("stat spool", &self.path)?.len();
@@ -98,18 +137,52 @@ impl Spool {
             self.splitter.finish(&mut lines);
             self.read_pos = 0;
             self.punched = 0;
+            self.backlog = None;
         }
         let start = self.read_pos;
+        let end = self.backlog.as_ref().map(|b| b.end);
         let mut buf = vec![0u8; CHUNK];
+        let mut more = true;
         while self.read_pos - start < budget {
-            let n = read_at(&self.file, &mut buf, self.read_pos).at("read spool", &self.path)?;
+            let want = match end {
+                Some(end) => CHUNK.min(usize::try_from(end - self.read_pos).unwrap_or(CHUNK)),
+                None => CHUNK,
+            };
+            if want == 0 {
+                break;
+            }
+            let n = read_at(&self.file, &mut buf[..want], self.read_pos)
+                .at("read spool", &self.path)?;
             if n == 0 {
-                return Ok(Batch { lines, more: false });
+                more = false;
+                break;
             }
             self.splitter.feed(&buf[..n], &mut lines);
             self.read_pos += n as u64;
         }
-        Ok(Batch { lines, more: true })
+        let Some(backlog) = &mut self.backlog else {
+            return Ok(Batch {
+                lines,
+                more,
+                written_by: None,
+                backlog_done: None,
+            });
+        };
+        backlog.lines += lines.len();
+        let written_by = Some(backlog.written_by);
+        let backlog_done = if self.read_pos >= backlog.end || !more {
+            // The rest (if any) is new: read it on the next turn, stamped as it is read.
+            more = true;
+            self.backlog.take()
+        } else {
+            None
+        };
+        Ok(Batch {
+            lines,
+            more,
+            written_by,
+            backlog_done,
+        })
     }
 
     /// The dyno is gone: hand out a final incomplete line too.
@@ -180,6 +253,14 @@ fn read_offset(path: &Path) -> Result<Option<u64>, LogError> {
         }
         .into()),
     }
+}
+
+/// A file's mtime in unix ms.
+fn mtime_ms(meta: &std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `read_at` that retries when interrupted by a signal.

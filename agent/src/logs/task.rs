@@ -6,7 +6,7 @@
 //! A spool that grows faster than one read budget is finished on later turns of the loop (after
 //! yielding to the runtime), so one chatty dyno cannot starve the others or the messages.
 
-use super::spool::Spool;
+use super::spool::{Backlog, Spool};
 use super::store::{may_warn, AppStore};
 use super::watcher::{News, Watcher};
 use super::{create_dirs, LogFilter, Msg};
@@ -191,20 +191,21 @@ impl Task {
         let Some(spool) = a.spools.get_mut(dyno) else {
             return;
         };
-        let ts = now_ms();
         let mut more;
         loop {
-            let mut texts = match spool.read(READ_BUDGET) {
+            let now = now_ms();
+            let (mut texts, ts, done) = match spool.read(READ_BUDGET) {
                 Ok(batch) => {
                     more = batch.more;
-                    batch.lines
+                    let ts = batch.written_by.map_or(now, |w| w.min(now));
+                    (batch.lines, ts, batch.backlog_done)
                 }
                 Err(e) => {
                     if may_warn(&mut a.last_warn) {
                         tracing::warn!(app, dyno, error = %e, "cannot read spool");
                     }
                     more = false;
-                    Vec::new()
+                    (Vec::new(), now, None)
                 }
             };
             if to_end && !more {
@@ -217,6 +218,17 @@ impl Task {
                     dyno: dyno.to_owned(),
                     source: LogSource::App,
                     line,
+                };
+                a.store.push(line.clone());
+                let _ = self.lines.send(line);
+            }
+            if let Some(note) = done.and_then(|b| backlog_note(&b, now)) {
+                let line = LogLine {
+                    ts: now,
+                    app: app.to_owned(),
+                    dyno: dyno.to_owned(),
+                    source: LogSource::Roboku,
+                    line: note,
                 };
                 a.store.push(line.clone());
                 let _ = self.lines.send(line);
@@ -309,6 +321,39 @@ impl Task {
             }
         }
     }
+}
+
+/// Backlog older than this when found gets a line saying how its lines are stamped (a dyno's
+/// first lines, found milliseconds after its start, do not).
+const NOTE_BACKLOG_AFTER_MS: u64 = 1000;
+
+/// What a reader of the logs must know about lines written while robokud was not reading them:
+/// they carry the time of the spool's last write before it read them again, and the interval in
+/// which each was written.
+fn backlog_note(b: &Backlog, now: u64) -> Option<String> {
+    // How old it was when found, not how long reading it took.
+    if b.lines == 0 || b.found_at.saturating_sub(b.written_by) < NOTE_BACKLOG_AFTER_MS {
+        return None;
+    }
+    let age = now.saturating_sub(b.written_by);
+    let secs = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
+    let after = match b.read_before {
+        Some(r) if r <= b.written_by => format!(
+            ", written after robokud last read this spool ({} before)",
+            secs(now.saturating_sub(r))
+        ),
+        _ => String::new(),
+    };
+    Some(format!(
+        "{} written while robokud was not reading {} the time of the spool's last write \
+         ({} before this line): each was written at or before its stamp{after}",
+        match b.lines {
+            1 => "1 line".to_string(),
+            n => format!("{n} lines"),
+        },
+        if b.lines == 1 { "carries" } else { "carry" },
+        secs(age)
+    ))
 }
 
 /// App and dyno names become path components: refuse anything that could leave `logs_dir`.

@@ -255,6 +255,70 @@ async fn a_restarted_task_neither_duplicates_nor_loses_lines() {
     assert_eq!(texts(&got), numbered(1..=700));
 }
 
+/// Lines a dyno wrote while no robokud was reading are stamped with the spool's last write
+/// (never before they were written, never as late as the re-read), and a roboku line says so
+/// with the interval; a line written once the spool is tailed again is stamped as it is read.
+#[tokio::test]
+async fn lines_written_while_nobody_read_carry_the_last_write_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = open_spool(dir.path(), "app", "web.1").unwrap();
+    let h = start(dir.path().into(), 16 << 20);
+    h.watch("app", "web.1");
+    writeln!(f, "before").unwrap();
+    wait_last(&h, "app", 1, "before").await;
+    h.shutdown().await;
+    for i in 1..=3 {
+        writeln!(f, "down {i}").unwrap();
+    }
+    // As if the agent had last read 8 s ago and the dyno last wrote 5 s ago.
+    let now = crate::util::now_ms();
+    let at = |ms: u64| std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    f.set_modified(at(now - 5000)).unwrap();
+    let offset = dir.path().join("app/spool/web.1.offset");
+    File::options()
+        .write(true)
+        .open(&offset)
+        .unwrap()
+        .set_modified(at(now - 8000))
+        .unwrap();
+
+    let h = start(dir.path().into(), 16 << 20);
+    h.watch("app", "web.1");
+    let deadline = Instant::now() + DEADLINE;
+    let note = loop {
+        let sys = LogFilter {
+            source: Some(LogSource::Roboku),
+            ..all()
+        };
+        if let Some(l) = h.recent("app", 10, sys).await.pop() {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no note about the backlog");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let read_again = crate::util::now_ms();
+    writeln!(f, "after").unwrap();
+    let got = wait_last(&h, "app", 10, "after").await;
+    let app: Vec<&LogLine> = got.iter().filter(|l| l.source == LogSource::App).collect();
+    assert_eq!(
+        app.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+        ["before", "down 1", "down 2", "down 3", "after"]
+    );
+    for l in &app[1..4] {
+        assert_eq!(l.ts, now - 5000, "{l:?}");
+    }
+    assert!(app[4].ts >= read_again, "{:?}", app[4]);
+    assert!(
+        note.line
+            .starts_with("3 lines written while robokud was not reading")
+            && note.line.contains("last write (5.")
+            && note.line.contains("last read this spool (8."),
+        "{}",
+        note.line
+    );
+    assert_eq!(note.dyno, "web.1");
+}
+
 #[tokio::test]
 async fn recent_filters_by_dyno_type_and_source() {
     let dir = tempfile::tempdir().unwrap();

@@ -178,7 +178,13 @@ fn echo_id(bytes: &[u8]) -> Option<String> {
     serde_json::from_slice::<IdOnly>(bytes)
         .ok()
         .and_then(|i| i.id)
-        .map(|id| id.chars().take(64).collect())
+        .map(|id| echo(&id))
+}
+
+/// An id as a REJECTED ack echoes it: at most 64 characters, however long the one sent (an
+/// overlong id is one of the reasons to refuse, and the ack must stay small).
+fn echo(id: &str) -> String {
+    id.chars().take(64).collect()
 }
 
 /// The header checks commands and desired docs share.
@@ -224,7 +230,7 @@ pub fn verify_command(
 ) -> Result<Verified, Refused> {
     let (env, kid): (Envelope, _) = open(payload, trust)?;
     let refuse = |why| Refused {
-        id: Some(env.id.clone()),
+        id: Some(echo(&env.id)),
         why,
     };
     check_header(env.v, &env.to, env.ts, env.expires, arrived, now, trust).map_err(refuse)?;
@@ -253,7 +259,7 @@ pub fn verify_desired(
 ) -> Result<(DesiredDoc, Option<String>), Refused> {
     let (doc, kid): (DesiredDoc, _) = open(payload, trust)?;
     let refuse = |why| Refused {
-        id: Some(doc.id.clone()),
+        id: Some(echo(&doc.id)),
         why,
     };
     check_header(doc.v, &doc.to, doc.ts, doc.expires, arrived, now, trust).map_err(refuse)?;

@@ -81,6 +81,29 @@ fn malformed_payloads_say_what_is_wrong() {
     assert_eq!(r.code(), "malformed");
 }
 
+/// Found by the envelope fuzz target: a signed command with an overlong id was refused with the
+/// whole id echoed back (the ack grows with whatever the sender put there).
+#[test]
+fn an_overlong_id_is_echoed_short() {
+    let g = ReplayGuard::default();
+    let long = "x".repeat(1000);
+    let r = verify_command(&signed(&scale(&long, None)), &lab(), NOW, &trust(), &g).unwrap_err();
+    assert_eq!(r.why.code(), "malformed");
+    assert_eq!(r.id.as_deref(), Some(&long[..64]));
+    let doc = DesiredDoc {
+        v: PROTOCOL_VERSION,
+        id: long.clone(),
+        ts: NOW,
+        expires: NOW + 1,
+        to: "d/other".into(),
+        apps: Default::default(),
+    };
+    let payload = seal::seal(&serde_json::to_vec(&doc).unwrap(), &key(1));
+    let r = verify_desired(&payload, &lab(), NOW, &trust()).unwrap_err();
+    assert_eq!(r.why.code(), "wrong_address");
+    assert_eq!(r.id.as_deref(), Some(&long[..64]));
+}
+
 #[test]
 fn unsigned_is_refused_unless_dev_mode() {
     let payload = seal::seal_unsigned(&serde_json::to_vec(&scale("a", None)).unwrap());

@@ -141,3 +141,119 @@ fn restart_with_on_exit_stop_brings_the_formation_back() {
     });
     assert_same(&before, &snapshot(&agent));
 }
+
+/// A dyno that prints `mark <unix ms>` (its own clock reading) on SIGUSR1.
+const MARKER: &str = "import signal, sys, time
+def mark(*_):
+    print('mark', int(time.time() * 1000), flush=True)
+signal.signal(signal.SIGUSR1, mark)
+print('ready', flush=True)
+while True:
+    time.sleep(1)
+";
+
+/// `(ts, written at)` of every `mark` line of web.1.
+fn marks(agent: &Agent) -> Vec<(u64, u64)> {
+    agent
+        .log_lines(&["-a", "demo", "-d", "web.1", "--source", "app", "-n", "100"])
+        .iter()
+        .filter_map(|l| {
+            let at = l["line"].as_str()?.strip_prefix("mark ")?.parse().ok()?;
+            Some((l["ts"].as_u64()?, at))
+        })
+        .collect()
+}
+
+/// Lines a dyno wrote while robokud was dead keep (a bound of) their write time: each is stamped
+/// with the spool's last write before robokud came back, never before it was written and never
+/// as late as the re-read, and a roboku line states the bound.
+#[test]
+fn lines_written_while_the_agent_was_down_keep_their_write_time() {
+    let mut agent = Agent::start(AgentOpts::default());
+    let app = app_dir(&[
+        ("Procfile", "web: exec python3 -u marker.py\n"),
+        ("marker.py", MARKER),
+    ]);
+    agent.create_and_deploy("demo", app.path());
+    let pid = agent.wait_up("demo", "web.1", None, Duration::from_secs(10));
+    wait_for("the dyno is ready", Duration::from_secs(10), || {
+        agent
+            .log_lines(&["-a", "demo", "--source", "app"])
+            .iter()
+            .any(|l| l["line"] == "ready")
+    });
+    let spool = agent.data_dir().join("logs/demo/spool/web.1.out");
+    let spooled = |n: usize| {
+        let text = std::fs::read_to_string(&spool).unwrap_or_default();
+        text.matches("mark ").count() >= n
+    };
+
+    agent.kill9();
+    // Two lines 1 s apart while robokud is dead, then 1 s more of downtime: the fault itself.
+    assert!(roboku_tests::kill(pid, libc::SIGUSR1));
+    wait_for("mark 1 in the spool", Duration::from_secs(5), || spooled(1));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(roboku_tests::kill(pid, libc::SIGUSR1));
+    wait_for("mark 2 in the spool", Duration::from_secs(5), || spooled(2));
+    std::thread::sleep(Duration::from_secs(1));
+    let restarted_at = now_ms();
+    agent.respawn();
+    assert_eq!(agent.up_pid("demo", "web.1"), Some(pid), "re-adopted");
+
+    let mut got = Vec::new();
+    wait_for("both marks in the logs", Duration::from_secs(10), || {
+        got = marks(&agent);
+        got.len() == 2
+    });
+    let (first, second) = (got[0], got[1]);
+    // mtime comes from the kernel's coarse clock: up to a tick (4 ms) before the dyno's reading.
+    let tick = 20;
+    assert!(
+        first.0 + tick >= first.1,
+        "stamped before it was written: {first:?}"
+    );
+    assert!(
+        second.0 + tick >= second.1,
+        "stamped before it was written: {second:?}"
+    );
+    assert!(
+        second.0 <= second.1 + 500 && first.0 <= second.1 + 500,
+        "stamped later than the last write ({first:?}, {second:?})"
+    );
+    assert!(
+        second.0 < restarted_at,
+        "stamped when re-read: {second:?}, restarted at {restarted_at}"
+    );
+    eprintln!(
+        "logs: lines written while down, stamped {:+} ms and {:+} ms after their writes; \
+         robokud back {} ms after the last",
+        first.0 as i64 - first.1 as i64,
+        second.0 as i64 - second.1 as i64,
+        restarted_at as i64 - second.1 as i64
+    );
+    let note = agent
+        .log_lines(&["-a", "demo", "-d", "web.1", "--source", "roboku"])
+        .into_iter()
+        .find(|l| {
+            l["line"]
+                .as_str()
+                .is_some_and(|s| s.contains("written while robokud was not reading"))
+        })
+        .expect("a roboku line states how the lines are stamped");
+    assert!(
+        note["line"].as_str().unwrap().starts_with("2 lines"),
+        "{note}"
+    );
+
+    // Tailed again, a new line is stamped as it is read.
+    assert!(roboku_tests::kill(pid, libc::SIGUSR1));
+    wait_for("mark 3 in the logs", Duration::from_secs(10), || {
+        got = marks(&agent);
+        got.len() == 3
+    });
+    let third = got[2];
+    assert!(
+        third.0 + tick >= third.1 && third.0 <= third.1 + 1000,
+        "{third:?}"
+    );
+}

@@ -1,8 +1,11 @@
-//! fd exhaustion through the API socket: 1,100 idle connections against an agent whose fd limit
-//! is systemd's default 1024. The CLI still answers, a killed dyno is still restarted, and the
-//! agent's log stays small.
+//! fd exhaustion through the doors: 1,100 idle connections on the API socket against an agent
+//! whose fd limit is systemd's default 1024 (the CLI still answers, a killed dyno is still
+//! restarted, and the agent's log stays small), and a flood of idle connections on a gateway's
+//! slug server (`--serve-slugs`), which keeps serving its clients within the same budget.
 
 use roboku_tests::{app_dir, bins::bin, kill, wait_for, Agent, AgentOpts};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -97,4 +100,99 @@ fn idle_connections_starve_neither_the_cli_nor_supervision() {
         &log[..4096.min(log.len())]
     );
     drop(idle);
+}
+
+/// Open fds of process `pid`.
+fn fds_of(pid: u32) -> usize {
+    let dir = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {dir}: {e}"))
+        .count()
+}
+
+/// One `GET` on `conn` (kept alive); the status line of the answer.
+fn get(conn: &mut TcpStream, path: &str) -> String {
+    write!(conn, "GET {path} HTTP/1.1\r\nHost: gateway\r\n\r\n").expect("send a request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("reading the answer to GET {path}: {other:?} after {head:?}"),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    // The body of a 404 is one short line; read it so the connection is ready for the next.
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body).expect("read the body");
+    head.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn idle_connections_on_the_slug_server_neither_lock_out_a_client_nor_grow_fds() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    // fd limit 256: each door may hold a quarter of it, 64 connections.
+    let cap = 64;
+    let agent = Agent::start(AgentOpts {
+        nofile: Some(256),
+        extra: vec!["--serve-slugs".into(), addr.clone()],
+        ..AgentOpts::default()
+    });
+    let missing = format!("/slugs/{}.tar.gz", "0".repeat(64));
+    let timeout = Some(Duration::from_secs(10));
+    let connect = || {
+        let c = TcpStream::connect(&addr).expect("connect to the slug server");
+        c.set_read_timeout(timeout).expect("read timeout");
+        c
+    };
+    let mut client = connect();
+    assert_eq!(get(&mut client, &missing), "HTTP/1.1 404 Not Found");
+    let before = fds_of(agent.pid());
+
+    let flood: Vec<TcpStream> = (0..3 * cap + 1).map(|_| connect()).collect();
+    // Accepted in order: once a newcomer is answered, the agent has taken in the whole flood.
+    let mut newcomer = connect();
+    assert_eq!(get(&mut newcomer, &missing), "HTTP/1.1 404 Not Found");
+    assert_eq!(
+        get(&mut client, &missing),
+        "HTTP/1.1 404 Not Found",
+        "the existing client"
+    );
+    // Bounded: at most `cap` connections (evicted ones are closed by their tasks, a moment later).
+    let mut during = 0;
+    wait_for(
+        "the agent's fds within the cap",
+        Duration::from_secs(5),
+        || {
+            during = fds_of(agent.pid());
+            during <= before + cap + 2
+        },
+    );
+    eprintln!(
+        "faults: slug server: {} idle connections, agent fds {before} before, {during} during (cap {cap})",
+        flood.len()
+    );
+    // The oldest idle ones made room: the agent closed them.
+    let mut first = &flood[0];
+    let mut buf = [0u8; 1];
+    assert_eq!(
+        first
+            .read(&mut buf)
+            .expect("an evicted connection reads EOF"),
+        0
+    );
+    drop(flood);
+    drop(agent);
 }
