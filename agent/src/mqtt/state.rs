@@ -8,11 +8,10 @@
 //! the connection task once per successful connection.
 
 use super::verify::ReplayGuard;
-use crate::util::{IoContext, PathError};
+use crate::util::PathError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// How many artifact -> slug pairs are remembered.
 const MAX_ARTIFACTS: usize = 256;
@@ -88,21 +87,8 @@ impl FleetState {
     }
 }
 
-/// Writes `bytes` to `path` so a crash leaves the old or the new file, never half of one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PathError> {
-    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    let mut f = std::fs::File::create(&tmp).at("create", &tmp)?;
-    f.write_all(bytes).at("write", &tmp)?;
-    f.sync_all().at("fsync", &tmp)?;
-    drop(f);
-    std::fs::rename(&tmp, path).at("rename to", path)?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
-}
+/// Whole or not at all (one writer of that helper for the tree: `util`).
+pub use crate::util::write_atomic;
 
 /// The session counter: the last session number used, 0 if none.
 pub fn load_session(path: &Path) -> u64 {
