@@ -32,6 +32,17 @@ pub enum ArchiveKind {
     Tar,
 }
 
+impl ArchiveKind {
+    /// How people call it: `tar.gz`, `tar.zst`, `tar`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ArchiveKind::TarGz => "tar.gz",
+            ArchiveKind::TarZst => "tar.zst",
+            ArchiveKind::Tar => "tar",
+        }
+    }
+}
+
 /// Sniffs gzip magic (`1f 8b`) or the ustar magic at offset 257. `None`: not an archive.
 pub fn sniff(path: &Path) -> Result<Option<ArchiveKind>, PathError> {
     let mut head = Vec::with_capacity(512);
@@ -90,15 +101,13 @@ pub fn extract(
     let file = File::open(archive).at("open", archive)?;
     let stream: Box<dyn Read> = match kind {
         ArchiveKind::TarGz => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
-        ArchiveKind::TarZst => {
-            match ruzstd::decoding::StreamingDecoder::new(BufReader::new(file)) {
-                Ok(d) => Box::new(d),
-                Err(e) => {
-                    let msg = format!("{}: not a valid zstd stream: {e}", archive.display());
-                    return Err(BuildError::Other(msg));
-                }
+        ArchiveKind::TarZst => match super::zstd::Frames::new(BufReader::new(file)) {
+            Ok(d) => Box::new(d),
+            Err(e) => {
+                let msg = format!("{}: not a valid zstd stream: {e}", archive.display());
+                return Err(BuildError::Other(msg));
             }
-        }
+        },
         ArchiveKind::Tar => Box::new(BufReader::new(file)),
     };
     let state = Rc::new(MeterState::default());
@@ -109,6 +118,7 @@ pub fn extract(
     });
     let mut x = Extractor {
         archive,
+        kind,
         dst,
         limits,
         state,
@@ -151,6 +161,7 @@ impl From<PathError> for Fail {
 
 struct Extractor<'a> {
     archive: &'a Path,
+    kind: ArchiveKind,
     dst: &'a Path,
     limits: ArchiveLimits,
     state: Rc<MeterState>,
@@ -311,9 +322,10 @@ impl Extractor<'_> {
                 entry: format!("(after {:?})", self.last),
                 reason: format!("more than {MAX_METADATA_BYTES} bytes of headers or trailing data"),
             },
-            Fail::Read(e) => {
-                BuildError::Other(format!("{archive}: not a valid tar.gz archive: {e}"))
-            }
+            Fail::Read(e) => BuildError::Other(format!(
+                "{archive}: not a valid {} archive: {e}",
+                self.kind.name()
+            )),
             Fail::Build(e) => e,
         }
     }

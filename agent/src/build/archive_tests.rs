@@ -376,3 +376,38 @@ fn tar_zst_deploys_and_hostile_zst_is_refused() {
     assert!(result.is_err());
     check();
 }
+
+/// Found by the archive fuzz target: only the first zstd frame was read and what followed it
+/// ignored, so a stream of several frames lost files and bytes after a frame went unnoticed.
+#[test]
+fn every_zstd_frame_is_extracted_and_trailing_bytes_are_refused() {
+    let zst = |b: &[u8]| {
+        ruzstd::encoding::compress_to_vec(b, ruzstd::encoding::CompressionLevel::Fastest)
+    };
+    let tar = tar_bytes(&[
+        file("Procfile", "web: exec sleep 1\n"),
+        file("second-half", "in the second frame\n"),
+    ]);
+    // Split inside the tar stream, as `pzstd` would: two frames.
+    let (a, b) = tar.split_at(512 + 512);
+    let mut two = zst(a);
+    two.extend_from_slice(&zst(b));
+    let (result, _check) = deploy(&two, ArchiveLimits::default());
+    let slug = result.expect("a two-frame .tar.zst deploys");
+    assert_eq!(
+        fs::read_to_string(slug.path.join("second-half")).unwrap(),
+        "in the second frame\n"
+    );
+
+    let mut trailing = zst(&tar);
+    trailing.extend_from_slice(b"garbage after the frame");
+    let (result, check) = deploy(&trailing, ArchiveLimits::default());
+    match result {
+        Err(BuildError::Other(msg)) => assert!(
+            msg.contains("not a valid tar.zst archive") && msg.contains("not a zstd frame"),
+            "{msg}"
+        ),
+        other => panic!("expected a read error, got {other:?}"),
+    }
+    check();
+}

@@ -14,6 +14,7 @@ pub mod builtin;
 pub mod elf;
 pub mod slugfile;
 mod tree;
+mod zstd;
 
 /// For [`crate::checks::archive`]: the extraction an upload goes through.
 pub(crate) use archive::extract;
