@@ -30,6 +30,9 @@ vm_target "$TARGET" || { echo "vm image: unknown target '$TARGET' ($VM_TARGETS)"
 # initramfs that finds a virtio disk, python3 + venv + pip and node + npm for the buildpacks,
 # procps/iproute2 for the checks, and nothing that starts network services.
 packages=systemd,systemd-sysv,udev,dbus,kmod,linux-image-$DEB_ARCH,initramfs-tools,python3,python3-venv,python3-pip,nodejs,npm,procps,iproute2,psmisc,less
+for pkg in $LEAVE_OUT; do
+    packages=$(echo ",$packages," | sed "s/,$pkg,/,/; s/^,//; s/,\$//")
+done
 
 baked=("$HERE/guest/roboku-vm-suite.service" "$HERE/guest/customize.sh")
 [ "$CONFIGURE" = firstboot ] && baked+=("$HERE/bootstrap-initrd.sh" "$HERE/guest/firstboot.sh" "$HERE/guest/bootstrap-init")
@@ -95,7 +98,8 @@ kernel=$(ls "$root"/boot/vmlinuz-* | sort -V | tail -1)
 kver=${kernel##*/vmlinuz-}
 cp "$kernel" "$work/out/vmlinuz"
 # 6 GiB sparse: room for slugs, venvs and node_modules of the suite's apps.
-mkfs.ext4 -q -L roboku-vm -d "$root" "$work/out/root.img" 6G
+# (mkfs says "Creating regular file" on stdout, which is this script's answer: keep it off.)
+mkfs.ext4 -q -L roboku-vm -d "$root" "$work/out/root.img" 6G >&2
 
 if [ "$CONFIGURE" = chroot ]; then
     cp "$(ls "$root"/boot/initrd.img-* | sort -V | tail -1)" "$work/out/initrd.img"
@@ -118,8 +122,7 @@ else
     if ! grep -q 'roboku-vm firstboot: ok' "$log" ||
         ! debugfs -R 'cat /var/lib/roboku-vm/configured' "$work/out/root.img" 2>/dev/null | grep -q configured; then
         echo "vm image: the first boot did not configure the guest (qemu exit $rc; last console lines:)" >&2
-        grep -a -e 'roboku-vm' -e 'dpkg:' -e 'rror' "$log" | tail -15 | sed 's/^/  console: /' >&2
-        tail -5 "$log" | sed 's/^/  console: /' >&2
+        { grep -a -e 'roboku-vm' -e '^dpkg: error' "$log" | tail -10; tail -5 "$log"; } | sed 's/^/  console: /' >&2
         cp "$log" "$CACHE/firstboot-$TARGET.log" && echo "vm image: whole console log in $CACHE/firstboot-$TARGET.log" >&2
         exit 1
     fi
