@@ -818,6 +818,13 @@ def run(name, fn, secs):
         result("FAIL %s: %s: %s" % (name, type(e).__name__, e))
 
 
+def timing(line):
+    """One line of logs/timing (boot to suite start, suite time), which tests/vm/run prints."""
+    log(line)
+    with open(V + "/logs/timing", "a") as f:
+        f.write(line + "\n")
+
+
 def save_journal(tag):
     rc, out = sh("journalctl -b --no-pager -o short-monotonic -u robokud.service -u roboku-dynos.service",
                  check=False, timeout=60)
@@ -842,6 +849,8 @@ def main():
     log("systemd", sh("systemctl --version").splitlines()[0], "kernel", os.uname().release)
     with open(V + "/logs/guest-versions", "w") as f:
         f.write(sh("systemctl --version").splitlines()[0] + "\nkernel " + os.uname().release + "\n")
+    started = time.time()
+    timing("suite started %.0f s after the kernel" % float(read("/proc/uptime").split()[0]))
     if "rebooting" not in marks:
         state("phase 1")
         for name, fn, secs in PHASE1:
@@ -850,6 +859,7 @@ def main():
                     run(name, fn, secs)
                 except Reboot:
                     save_journal("boot1")
+                    timing("suite ran %.0f s before the reboot" % (time.time() - started))
                     state("rebooting")
                     return
         save_journal("boot1")
@@ -861,6 +871,7 @@ def main():
             run(name, fn, secs)
     if "rebooting" in marks:
         save_journal("boot2")
+    timing("suite ran %.0f s in this boot" % (time.time() - started))
     state("suite done")
 
 
