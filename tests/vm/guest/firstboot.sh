@@ -55,6 +55,6 @@ sh "$HERE/customize.sh" || fail "customize.sh exited $?"
 rm -f /usr/sbin/policy-rc.d "${debs[@]}" "$HERE/customize.sh"
 echo "configured $(date -u +%FT%TZ) in $(($(date +%s) - start)) s" >"$HERE/configured"
 say "ok"
-# Removing the running script is safe: bash reads it through an open descriptor.
-rm -f "$HERE/firstboot.sh"
+# This script stays in the image (a record of how it was made): deleting the running script
+# would leave an open unlinked file, and the read-only remount in finish would refuse.
 finish
