@@ -63,7 +63,7 @@ cleanup() {
 trap cleanup EXIT
 root="$work/root"
 mkdir -p "$work/out"
-echo "vm image: building $TARGET ($SUITE, $DEB_ARCH) into $dir (several minutes, once)" >&2
+echo "vm image: building $TARGET ($SUITE, $DEB_ARCH) into $dir (once; x86-64 ~5-7 min, aarch64 ~25-35)" >&2
 start=$(date +%s)
 mirror=http://deb.debian.org/debian
 
