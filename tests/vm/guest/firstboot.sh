@@ -18,32 +18,14 @@ start=$(date +%s)
 
 say() { echo "roboku-vm firstboot: $* ($(($(date +%s) - start)) s)"; }
 
-# Processes other than this script (and its command substitutions), ps and awk, and the
-# kernel's threads.
-others() {
-    ps -e -o pid=,ppid=,comm= | awk -v self="$(cat /proc/1/comm)" \
-        '$1 != 1 && $1 != 2 && $2 != 2 && $3 != "ps" && $3 != "awk" && !($2 == 1 && $3 == self)'
-}
-
-# PID 1 must not exit (the kernel would panic). As an init at shutdown: end what maintainer
-# scripts left running (a process with a file open for writing makes the remount fail with
-# "mount point is busy"), sync, remount read-only, power off.
+# PID 1 must not exit (the kernel would panic): sync, remount read-only, power off. In a new
+# bash: this one still maps the bash and libraries mmdebstrap extracted, which dpkg has replaced
+# since, and those unlinked inodes make the remount fail ("mount point is busy").
 finish() {
-    local left n=0
-    left=$(others)
-    if [ -n "$left" ]; then
-        say "ending what is left running: $(echo $left)"
-        kill -TERM -1
-        while [ -n "$(others)" ] && [ "$n" -lt 100 ]; do
-            n=$((n + 1))
-            sleep 0.1
-        done
-        kill -KILL -1 2>/dev/null
-    fi
     sync
-    mount -o remount,ro / || say "remount read-only failed (still running: $(echo $(others)))"
-    echo o >/proc/sysrq-trigger
-    while :; do sleep 60; done
+    exec /bin/bash -c 'mount -o remount,ro / || echo "roboku-vm firstboot: remount read-only failed"
+        echo o >/proc/sysrq-trigger
+        while :; do sleep 60; done'
 }
 
 fail() {
@@ -75,6 +57,5 @@ sh "$HERE/customize.sh" || fail "customize.sh exited $?"
 rm -f /usr/sbin/policy-rc.d "${debs[@]}" "$HERE/customize.sh"
 echo "configured $(date -u +%FT%TZ) in $(($(date +%s) - start)) s" >"$HERE/configured"
 say "ok"
-# This script stays in the image (a record of how it was made): deleting the running script
-# would leave an open unlinked file, and the read-only remount in finish would refuse.
+# This script stays in the image, a record of how it was made.
 finish
