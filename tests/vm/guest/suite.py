@@ -2,11 +2,15 @@
 """Guest test suite for tests/vm: runs as root under systemd (PID 1) in the Debian guest.
 
 The host's 9p share is mounted on /mnt/vm: debs/ (the package, debs/newer/ a newer build),
-filter (a regex: only matching tests run), results (this writes `ok NAME` / `FAIL NAME: reason`,
-one line per test), state (phase markers), logs/ (one log per test). Phase 1 runs at the first
-boot; the reboot test writes `rebooting` to state and boot.sh reboots; phase 2 runs at the second
-boot and ends with `suite done`. Every test has its own deadline (SIGALRM), every command its own
+filter (a regex: only matching tests run), target (x86_64, x86_64-trixie or aarch64), results
+(this writes `ok NAME` / `FAIL NAME: reason`, one line per test), state (phase markers), logs/
+(one log per test, and `timing`). Phase 1 runs at the first boot; the reboot test writes
+`rebooting` to state and boot.sh reboots; phase 2 runs at the second boot and ends with
+`suite done`. Every test has its own deadline (SIGALRM), every command its own
 timeout, so a hang fails one test instead of the run.
+
+On aarch64 (TCG emulation of a foreign CPU) only the SMOKE tests run, unless a filter picks
+tests by name.
 """
 
 import ctypes
@@ -26,6 +30,7 @@ import urllib.request
 V = "/mnt/vm"
 WORK = "/var/tmp/vm-suite"  # on the guest disk: survives the reboot, not the run
 CG = "/sys/fs/cgroup"
+TARGET = open(V + "/target").read().strip() if os.path.exists(V + "/target") else "x86_64"
 MANY = 20  # dynos in the formation the restart tests keep running
 
 
@@ -238,8 +243,11 @@ def t_status_works_for_a_roboku_group_user():
     sh("id robo >/dev/null 2>&1 || useradd -m -G roboku robo")
     sh("id outsider >/dev/null 2>&1 || useradd -m outsider")
     out = sh("roboku status", user="robo")
-    if "v2" not in out:
-        raise Fail("roboku status does not report cgroup v2: %s" % last_line(out))
+    if "v2, limits enforced" not in out:
+        raise Fail("roboku status does not report cgroup v2 with limits enforced: %s" % out.strip())
+    cg = json.loads(sh("roboku status --json", user="robo"))["cgroup"]
+    if (cg["mode"], cg["enforced"]) != ("v2", True):
+        raise Fail("status --json says cgroup %s" % cg)
     rc, out = sh("roboku status", user="outsider", check=False)
     if rc == 0:
         raise Fail("a user outside group roboku could use the API")
@@ -276,6 +284,36 @@ def t_limits_land_in_v2_files():
     if bad:
         raise Fail("in %s: %s" % (cg, ", ".join(bad)))
     sh("roboku ps:scale sleeper=0 -a lim")
+
+
+def t_web_dyno_answers_over_http():
+    deploy("hello", {"Procfile": "web: exec python3 -m http.server $PORT --bind 127.0.0.1\n",
+                     "index.html": "hello from the slug\n"})
+    sh("roboku ps:scale web=1 -a hello")
+    d = wait_up("hello", "web.1")
+    body = wait_for("web.1 answering on port %d" % d["port"], 60, lambda: http_get(d["port"]))
+    if body != "hello from the slug\n":
+        raise Fail("web.1 answered %r" % body)
+
+
+def t_killed_dyno_is_replaced():
+    deploy("victim", {"Procfile": "sleeper: exec sleep 100000\n"})
+    sh("roboku ps:scale sleeper=1 -a victim")
+    d = wait_up("victim", "sleeper.1")
+    old_cg = dyno_cgroup(d["pid"])
+    os.kill(d["pid"], signal.SIGKILL)
+    new = wait_up("victim", "sleeper.1", not_pid=d["pid"])
+    exit_ = new.get("last_exit") or {}
+    log("replaced pid %d by %d; last exit %s" % (d["pid"], new["pid"], exit_))
+    if new["restarts"] != d["restarts"] + 1:
+        raise Fail("restarts %d -> %d" % (d["restarts"], new["restarts"]))
+    if exit_.get("signal") != signal.SIGKILL:
+        raise Fail("last exit %s, not SIGKILL" % exit_)
+    new_cg = dyno_cgroup(new["pid"])
+    if new_cg == old_cg:
+        raise Fail("the replacement runs in the killed dyno's cgroup %s" % old_cg)
+    wait_for("the killed dyno's cgroup %s removed" % old_cg, 30, lambda: not os.path.exists(old_cg))
+    sh("roboku ps:scale sleeper=0 -a victim")
 
 
 HOG = "import time\nb = b'x' * (200 * 1024 * 1024)\nprint('allocated', flush=True)\ntime.sleep(600)\n"
@@ -707,6 +745,8 @@ PHASE1 = [
     ("status_works_for_a_roboku_group_user", t_status_works_for_a_roboku_group_user, 120),
     ("dynos_live_outside_robokud_service", t_dynos_live_outside_robokud_service, 300),
     ("limits_land_in_v2_files", t_limits_land_in_v2_files, 300),
+    ("web_dyno_answers_over_http", t_web_dyno_answers_over_http, 300),
+    ("killed_dyno_is_replaced", t_killed_dyno_is_replaced, 300),
     ("oom_kill_is_read_from_memory_events_and_reported", t_oom_kill_is_read_from_memory_events_and_reported, 300),
     ("fork_bomb_is_stopped_by_pids_max", t_fork_bomb_is_stopped_by_pids_max, 300),
     ("stop_uses_cgroup_kill", t_stop_uses_cgroup_kill, 300),
@@ -727,6 +767,12 @@ PHASE2 = [
 ]
 # Everything needs the package installed first.
 SETUP = "deb_installs_and_service_is_active"
+# What the aarch64 guest runs by default: the package, the service, cgroup v2 limits, a dyno
+# reached over HTTP, a crashed dyno replaced, and an agent restart that keeps (re-adopts) dynos.
+SMOKE = {t_deb_installs_and_service_is_active, t_status_works_for_a_roboku_group_user,
+         t_dynos_live_outside_robokud_service, t_limits_land_in_v2_files,
+         t_web_dyno_answers_over_http, t_killed_dyno_is_replaced,
+         t_restart_with_20_dynos_keeps_them}
 
 
 def on_alarm(signum, frame):
@@ -771,6 +817,13 @@ def run(name, fn, secs):
         result("FAIL %s: %s: %s" % (name, type(e).__name__, e))
 
 
+def timing(line):
+    """One line of logs/timing (boot to suite start, suite time), which tests/vm/run prints."""
+    log(line)
+    with open(V + "/logs/timing", "a") as f:
+        f.write(line + "\n")
+
+
 def save_journal(tag):
     rc, out = sh("journalctl -b --no-pager -o short-monotonic -u robokud.service -u roboku-dynos.service",
                  check=False, timeout=60)
@@ -781,30 +834,43 @@ def save_journal(tag):
 def main():
     os.makedirs(WORK, exist_ok=True)
     flt = read(V + "/filter") if os.path.exists(V + "/filter") else ""
-    pick = lambda n: n == SETUP or not flt or re.search(flt, n)
+    smoke_only = TARGET == "aarch64" and not flt
+
+    def pick(name, fn):
+        if name == SETUP:
+            return True
+        if smoke_only:
+            return fn in SMOKE
+        return not flt or re.search(flt, name)
+
+    log("target", TARGET, "filter %r" % flt, "(smoke suite)" if smoke_only else "")
     marks = read(V + "/state").splitlines() if os.path.exists(V + "/state") else []
     log("systemd", sh("systemctl --version").splitlines()[0], "kernel", os.uname().release)
     with open(V + "/logs/guest-versions", "w") as f:
         f.write(sh("systemctl --version").splitlines()[0] + "\nkernel " + os.uname().release + "\n")
+    started = time.time()
+    timing("suite started %.0f s after the kernel" % float(read("/proc/uptime").split()[0]))
     if "rebooting" not in marks:
         state("phase 1")
         for name, fn, secs in PHASE1:
-            if pick(name):
+            if pick(name, fn):
                 try:
                     run(name, fn, secs)
                 except Reboot:
                     save_journal("boot1")
+                    timing("suite ran %.0f s before the reboot" % (time.time() - started))
                     state("rebooting")
                     return
         save_journal("boot1")
     state("phase 2")
     for name, fn, secs in PHASE2:
-        if pick(name) and "rebooting" in marks + read(V + "/state").splitlines():
+        if pick(name, fn) and "rebooting" in marks + read(V + "/state").splitlines():
             run(name, fn, secs)
-        elif pick(name) and name != "reboot_formation_runs_again":
+        elif pick(name, fn) and name != "reboot_formation_runs_again":
             run(name, fn, secs)
     if "rebooting" in marks:
         save_journal("boot2")
+    timing("suite ran %.0f s in this boot" % (time.time() - started))
     state("suite done")
 
 
