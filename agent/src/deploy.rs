@@ -335,6 +335,7 @@ fn tree_size(path: &std::path::Path) -> u64 {
 fn check_app_json(slug: &std::path::Path) -> Result<(), EngineError> {
     match std::fs::read_to_string(slug.join("app.json")) {
         Ok(text) => crate::engine::health::parse_app_json(&text)
+            .and_then(|_| crate::engine::policy::parse(&text))
             .map(|_| ())
             .map_err(EngineError::InvalidApp),
         Err(_) => Ok(()),

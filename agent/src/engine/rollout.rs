@@ -372,6 +372,7 @@ impl Engine {
                 let _ = self
                     .store
                     .set_release_status(app, r.gate.version, "succeeded");
+                self.retire_replaced(app);
                 self.gc_slugs();
                 self.logs.system(
                     app,
@@ -403,6 +404,7 @@ impl Engine {
             Err(reason) => {
                 let _ = self.store.set_release_status(app, r.gate.version, "failed");
                 crate::fault::point("rollout.failed");
+                self.restore_replaced(app);
                 let restored = self.restore(app, r.gate.previous);
                 let msg = format!("release v{} failed: {reason}; {restored}", r.gate.version);
                 self.logs.system(app, "roboku", msg.clone());

@@ -238,6 +238,9 @@ impl Engine {
     }
 
     pub(super) fn on_exit(&mut self, key: DynoKey, instance: u64, exit: Exit) {
+        if self.on_retiree_exit(&key, instance) {
+            return;
+        }
         let Some(d) = self.dynos.get_mut(&key) else {
             return;
         };
@@ -455,6 +458,7 @@ impl Engine {
                 self.logs.system(&key.0, &key.1, msg);
             }
         }
+        self.retiree_timers(now);
         self.rollout_timers(now);
         if now >= self.next_sample {
             self.sample();

@@ -210,6 +210,12 @@ pub struct AppInfo {
     pub buildpacks: Vec<String>,
     pub dynos_running: usize,
     pub dynos_desired: usize,
+    /// The stable port of the app's web router (connections go to its healthy web dynos).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_port: Option<u16>,
+    /// Why the router is not running, when it should be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_error: Option<String>,
 }
 
 /// `POST /v1/apps/{app}/deploy`: a directory (or `.tar.gz`) on the robot's filesystem holding a
