@@ -18,6 +18,7 @@ mod e2e {
     mod logs_run;
     mod one_off;
     mod preboot;
+    mod probation;
     mod releases;
     mod rename;
     mod restart;

@@ -19,6 +19,7 @@ mod isolation;
 pub mod one_off;
 pub mod policy;
 mod preboot;
+mod probation;
 pub mod reconcile;
 mod releases;
 pub mod rename;
@@ -174,6 +175,8 @@ pub struct Engine {
     /// Each app's web router, and why one could not be bound (until the app changes).
     routers: BTreeMap<String, crate::router::Router>,
     router_errors: BTreeMap<String, String>,
+    /// Committed releases still on probation, by app.
+    probations: BTreeMap<String, probation::Probation>,
 }
 
 /// Starts the engine task: opens nothing itself (the caller passes the store, cgroups and logs),
@@ -227,6 +230,7 @@ pub fn start(
         retiring: BTreeMap::new(),
         routers: BTreeMap::new(),
         router_errors: BTreeMap::new(),
+        probations: BTreeMap::new(),
     };
     let task = tokio::spawn(engine.run(rx, internal_rx, ready_tx));
     (
@@ -400,6 +404,9 @@ impl Engine {
         }
         for r in self.rollouts.values() {
             wake = wake.min(r.deadline());
+        }
+        for deadline in self.probation_deadlines() {
+            wake = wake.min(deadline);
         }
         for deadline in self.retiree_deadlines() {
             wake = wake.min(deadline);

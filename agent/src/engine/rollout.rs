@@ -56,6 +56,7 @@ impl Engine {
         answer: Answer,
     ) {
         self.unclaimed.remove(app);
+        self.supersede_probation(app, version);
         let timeout = Duration::from_secs(self.settings.deploy_timeout_secs);
         let phase = match self.start_release_phase(app) {
             Some((instance, pid)) => Phase::ReleasePhase { instance, pid },
@@ -253,7 +254,7 @@ impl Engine {
                     continue;
                 }
             };
-            let msg = if current.status == "failed" {
+            let msg = if current.status == "failed" || current.status == "rolled-back" {
                 let restored = self.restore(app, previous);
                 self.reconcile(app);
                 format!("release v{} had failed; {restored}", current.version)
@@ -373,6 +374,7 @@ impl Engine {
                     .store
                     .set_release_status(app, r.gate.version, "succeeded");
                 self.retire_replaced(app);
+                self.start_probation(app, r.gate.version);
                 self.gc_slugs();
                 self.logs.system(
                     app,

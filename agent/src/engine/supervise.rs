@@ -192,6 +192,7 @@ impl Engine {
                         self.crashed(&key, exit, Duration::ZERO);
                         // A dyno of a new release that cannot even start fails the release now.
                         self.on_rollout_crash(&key, release, &reason_copy);
+                        self.probation_crash(&key, release);
                     }
                     Want::Stop => {
                         if let Some(d) = self.dynos.get_mut(&key) {
@@ -327,6 +328,7 @@ impl Engine {
                 let release = d.release;
                 self.crashed(&key, info, ran_for);
                 self.on_rollout_crash(&key, release, &reason);
+                self.probation_crash(&key, release);
             }
             Want::Stop => {
                 d.state = DynoState::Down;
@@ -459,6 +461,7 @@ impl Engine {
             }
         }
         self.retiree_timers(now);
+        self.probation_timers(now);
         self.rollout_timers(now);
         if now >= self.next_sample {
             self.sample();

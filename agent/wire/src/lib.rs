@@ -481,6 +481,9 @@ pub struct ReleaseInfo {
     /// its release's). Releases older than the field know only the sha256 (url empty, size 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<fleet::Artifact>,
+    /// After the switch: `watching`, `passed`, `rolled back: <why>` or `superseded by vN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation: Option<String>,
 }
 
 /// `POST /v1/apps/{app}/rollback`: to `version`, or the release before the current one.
