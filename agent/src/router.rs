@@ -8,10 +8,11 @@
 //! being refused. It never parses HTTP, so it serves any TCP protocol, and it never touches the
 //! store or the processes: it only reads the list the engine publishes.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -39,7 +40,42 @@ pub enum RouterError {
 pub struct Router {
     pub port: u16,
     backends: watch::Sender<Vec<u16>>,
+    open: Open,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Connections open to each dyno port (what a draining dyno still serves).
+type Open = Arc<Mutex<BTreeMap<u16, usize>>>;
+
+/// Counts one spliced connection to `port` while it lives.
+struct Counted {
+    open: Open,
+    port: u16,
+}
+
+impl Counted {
+    fn new(open: &Open, port: u16) -> Counted {
+        if let Ok(mut m) = open.lock() {
+            *m.entry(port).or_insert(0) += 1;
+        }
+        Counted {
+            open: open.clone(),
+            port,
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.open.lock() {
+            if let Some(n) = m.get_mut(&self.port) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.port);
+                }
+            }
+        }
+    }
 }
 
 impl Drop for Router {
@@ -61,10 +97,12 @@ impl Router {
         std.set_nonblocking(true).map_err(err)?;
         let listener = TcpListener::from_std(std).map_err(err)?;
         let (tx, rx) = watch::channel(Vec::new());
-        let task = tokio::spawn(serve(listener, rx));
+        let open = Open::default();
+        let task = tokio::spawn(serve(listener, rx, open.clone()));
         Ok(Router {
             port,
             backends: tx,
+            open,
             task,
         })
     }
@@ -84,9 +122,17 @@ impl Router {
     pub fn backends(&self) -> Vec<u16> {
         self.backends.borrow().clone()
     }
+
+    /// Connections this router has open to a dyno port now.
+    pub fn open_to(&self, port: u16) -> usize {
+        self.open
+            .lock()
+            .map(|m| m.get(&port).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
 }
 
-async fn serve(listener: TcpListener, backends: watch::Receiver<Vec<u16>>) {
+async fn serve(listener: TcpListener, backends: watch::Receiver<Vec<u16>>, open: Open) {
     let next = Arc::new(AtomicUsize::new(0));
     let slots = Arc::new(Semaphore::new(MAX_CONNS));
     loop {
@@ -102,20 +148,26 @@ async fn serve(listener: TcpListener, backends: watch::Receiver<Vec<u16>>) {
                 continue;
             }
         };
-        let (backends, next) = (backends.clone(), next.clone());
+        let (backends, next, open) = (backends.clone(), next.clone(), open.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            splice(client, backends, &next).await;
+            splice(client, backends, &next, &open).await;
         });
     }
 }
 
 /// Connects `client` to a routable dyno and copies both ways until either side closes.
-async fn splice(mut client: TcpStream, backends: watch::Receiver<Vec<u16>>, next: &AtomicUsize) {
+async fn splice(
+    mut client: TcpStream,
+    backends: watch::Receiver<Vec<u16>>,
+    next: &AtomicUsize,
+    open: &Open,
+) {
     let _ = client.set_nodelay(true);
-    let Some(mut dyno) = connect(backends, next, Instant::now() + WAIT).await else {
+    let Some((mut dyno, port)) = connect(backends, next, Instant::now() + WAIT).await else {
         return;
     };
+    let _counted = Counted::new(open, port);
     let _ = dyno.set_nodelay(true);
     let _ = tokio::io::copy_bidirectional(&mut client, &mut dyno).await;
 }
@@ -126,7 +178,7 @@ pub async fn connect(
     mut backends: watch::Receiver<Vec<u16>>,
     next: &AtomicUsize,
     deadline: Instant,
-) -> Option<TcpStream> {
+) -> Option<(TcpStream, u16)> {
     loop {
         let ports = backends.borrow_and_update().clone();
         let start = next.fetch_add(1, Ordering::Relaxed);
@@ -134,7 +186,7 @@ pub async fn connect(
             let port = ports[(start + i) % ports.len()];
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             if let Ok(s) = TcpStream::connect(addr).await {
-                return Some(s);
+                return Some((s, port));
             }
         }
         let now = Instant::now();
@@ -184,7 +236,9 @@ mod tests {
     }
 
     async fn round_trip(port: u16) -> Vec<u8> {
-        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.unwrap();
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .unwrap();
         s.write_all(b"ping").await.unwrap();
         let mut out = Vec::new();
         s.read_to_end(&mut out).await.unwrap();
@@ -210,6 +264,28 @@ mod tests {
         router.set_backends(vec![free_port(), good]);
         for _ in 0..4 {
             assert_eq!(round_trip(router.port).await, b"ping");
+        }
+    }
+
+    #[tokio::test]
+    async fn open_connections_are_counted_per_dyno_until_they_close() {
+        let router = Router::bind("t", free_port()).unwrap();
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let dyno = l.local_addr().unwrap().port();
+        router.set_backends(vec![dyno]);
+        let client = TcpStream::connect((Ipv4Addr::LOCALHOST, router.port))
+            .await
+            .unwrap();
+        let (held, _) = l.accept().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while router.open_to(dyno) != 1 {
+            assert!(Instant::now() < deadline, "never counted");
+            tokio::task::yield_now().await;
+        }
+        drop((client, held));
+        while router.open_to(dyno) != 0 {
+            assert!(Instant::now() < deadline, "never uncounted");
+            tokio::task::yield_now().await;
         }
     }
 

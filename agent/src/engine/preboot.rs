@@ -25,8 +25,9 @@ pub type RetireeKey = (String, String, u64);
 pub enum Phase {
     /// Still serving while the new release boots.
     Serving,
-    /// Out of the routes; SIGTERM at this instant.
-    Draining(Instant),
+    /// Out of the routes since `since`; SIGTERM once the router has no connection open to it
+    /// (after [`SETTLE`]), or at `until` whatever it still serves.
+    Draining { since: Instant, until: Instant },
     /// SIGTERM sent; SIGKILL to its cgroup at this instant.
     Stopping(Instant),
 }
@@ -41,6 +42,11 @@ pub struct Retiree {
 const ROUTED: &str = "web";
 /// Ports a dyno may hold across overlapping preboots (deploys faster than the drain).
 const PORT_SLOTS: usize = 4;
+/// A drained dyno is stopped no sooner than this after leaving the routes: a connection the
+/// router was opening to it as the routes changed is counted by then.
+const SETTLE: Duration = Duration::from_millis(100);
+/// How often a draining dyno's open connections are looked at.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 impl Engine {
     /// Whether reconciling should preboot this dyno instead of stopping it first: during a
@@ -73,7 +79,10 @@ impl Engine {
             .chain(self.retiring.values().map(|r| r.dyno.port))
             .collect();
         let (min, max) = (self.settings.port_min, self.settings.port_max);
-        let mut port = Err(format!("all {PORT_SLOTS} ports of {} are still held", key.1));
+        let mut port = Err(format!(
+            "all {PORT_SLOTS} ports of {} are still held",
+            key.1
+        ));
         for slot in 0..PORT_SLOTS {
             let name = format!("{}{}", key.1, "+".repeat(slot));
             match self.store.port_for(&key.0, &name, min, max) {
@@ -88,6 +97,12 @@ impl Engine {
                 }
             }
         }
+        let port = port.and_then(|p| {
+            self.store
+                .assign_port(&key.0, &key.1, p)
+                .map(|()| p)
+                .map_err(|e| e.to_string())
+        });
         let port = match port {
             Ok(p) => p,
             Err(e) => {
@@ -139,10 +154,11 @@ impl Engine {
 
     /// The rollout of `app` committed: its serving retirees leave the routes and drain.
     pub(super) fn retire_replaced(&mut self, app: &str) {
-        let until = Instant::now() + Duration::from_millis(self.settings.preboot_drain_ms);
+        let since = Instant::now();
+        let until = since + Duration::from_millis(self.settings.preboot_drain_ms);
         for (k, r) in self.retiring.iter_mut().filter(|(k, _)| k.0 == app) {
             if r.phase == Phase::Serving {
-                r.phase = Phase::Draining(until);
+                r.phase = Phase::Draining { since, until };
                 let msg = format!("v{} replaced; draining before SIGTERM", r.dyno.release);
                 self.logs.system(&k.0, &k.1, msg);
             }
@@ -170,6 +186,9 @@ impl Engine {
                     let rk = (key.0.clone(), key.1.clone(), instance);
                     self.retiring.insert(rk, Retiree { dyno: new, phase });
                 }
+            }
+            if let Err(e) = self.store.assign_port(&key.0, &key.1, old.dyno.port) {
+                tracing::warn!(app, error = %e, "cannot give the dyno its port back");
             }
             let msg = format!("v{} kept: the new release did not pass", old.dyno.release);
             self.logs.system(&key.0, &key.1, msg);
@@ -211,8 +230,15 @@ impl Engine {
         let due: Vec<RetireeKey> = self
             .retiring
             .iter()
-            .filter(|(_, r)| match r.phase {
-                Phase::Draining(t) | Phase::Stopping(t) => t <= now,
+            .filter(|(k, r)| match r.phase {
+                Phase::Draining { since, until } => {
+                    let open = self
+                        .routers
+                        .get(&k.0)
+                        .map_or(0, |ro| ro.open_to(r.dyno.port));
+                    until <= now || (since + SETTLE <= now && open == 0)
+                }
+                Phase::Stopping(t) => t <= now,
                 Phase::Serving => false,
             })
             .map(|(k, _)| k.clone())
@@ -227,7 +253,7 @@ impl Engine {
                 continue;
             };
             match r.phase {
-                Phase::Draining(_) => {
+                Phase::Draining { .. } => {
                     let phase = self.terminate(&key, pid);
                     if let Some(r) = self.retiring.get_mut(&rk) {
                         r.phase = phase;
@@ -248,7 +274,10 @@ impl Engine {
 
     pub(super) fn retiree_deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
         self.retiring.values().filter_map(|r| match r.phase {
-            Phase::Draining(t) | Phase::Stopping(t) => Some(t),
+            Phase::Draining { since, until } => {
+                Some(until.min((since + SETTLE).max(Instant::now() + DRAIN_POLL)))
+            }
+            Phase::Stopping(t) => Some(t),
             Phase::Serving => None,
         })
     }
@@ -312,14 +341,11 @@ impl Engine {
         for app in wanted {
             let bound = self
                 .store
-                .port_for(
-                    &app,
-                    ROUTED,
-                    self.settings.port_min,
-                    self.settings.port_max,
-                )
+                .port_for(&app, ROUTED, self.settings.port_min, self.settings.port_max)
                 .map_err(|e| format!("no port for the router of {app}: {e}"))
-                .and_then(|port| crate::router::Router::bind(&app, port).map_err(|e| e.to_string()));
+                .and_then(|port| {
+                    crate::router::Router::bind(&app, port).map_err(|e| e.to_string())
+                });
             match bound {
                 Ok(router) => {
                     let msg = format!("Router listening on port {}", router.port);

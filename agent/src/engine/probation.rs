@@ -75,10 +75,7 @@ impl Engine {
         if let Err(e) = self.store.set_release_probation(app, version, "watching") {
             tracing::warn!(app, error = %e, "cannot record the probation");
         }
-        let msg = format!(
-            "Release v{version} is on probation for {}",
-            human(window)
-        );
+        let msg = format!("Release v{version} is on probation for {}", human(window));
         self.logs.system(app, "roboku", msg);
         self.probations.insert(
             app.to_string(),
@@ -118,7 +115,12 @@ impl Engine {
         let msg = format!("Release v{version} failed its probation: {why}; rolling back");
         tracing::warn!(app, version, "{msg}");
         self.logs.system(&app, "roboku", msg.clone());
-        self.event(Door::Agent, Some(&app), &format!("probation v{version}"), &msg);
+        self.event(
+            Door::Agent,
+            Some(&app),
+            &format!("probation v{version}"),
+            &msg,
+        );
         let reason = format!("automatic: {why} of v{version}");
         if let Err(e) = self.rollback_because(&app, &reason) {
             let msg = format!("automatic rollback of v{version} failed: {e}");
@@ -140,7 +142,12 @@ impl Engine {
             let _ = self.store.set_release_probation(&app, version, "passed");
             let msg = format!("Release v{version} passed its probation");
             self.logs.system(&app, "roboku", msg.clone());
-            self.event(Door::Agent, Some(&app), &format!("probation v{version}"), &msg);
+            self.event(
+                Door::Agent,
+                Some(&app),
+                &format!("probation v{version}"),
+                &msg,
+            );
         }
     }
 
@@ -186,7 +193,11 @@ mod tests {
         let until = t0 + Duration::from_secs(10);
         let mut p = Probation::new(2, until);
         for _ in 0..5 {
-            assert_eq!(p.on_crash("worker", 1, 0, t0), None, "an old release's dyno");
+            assert_eq!(
+                p.on_crash("worker", 1, 0, t0),
+                None,
+                "an old release's dyno"
+            );
             assert_eq!(p.on_crash("worker", 2, 0, until), None, "after the window");
         }
         assert!(!p.passed(until - Duration::from_millis(1)));

@@ -373,7 +373,10 @@ mod tests {
         assert!(text.starts_with("=== demo\nRelease:     v3\n"), "{text}");
         assert!(text.contains("Buildpacks:  detected"), "{text}");
         assert!(text.contains("Dynos:       1/2 running\n"), "{text}");
-        assert!(text.contains("Web:         port 20001 (router)\n"), "{text}");
+        assert!(
+            text.contains("Web:         port 20001 (router)\n"),
+            "{text}"
+        );
         assert!(
             text.contains("Created:     1970-01-01T00:00:00.000Z (4d ago)\n"),
             "{text}"

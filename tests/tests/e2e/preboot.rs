@@ -63,7 +63,9 @@ impl Poller {
                         }
                     }
                     Ok(r) => seen.failures.push(format!("HTTP {}: {}", r.status, r.body)),
-                    Err(e) => seen.failures.push(e.to_string()),
+                    Err(e) => seen
+                        .failures
+                        .push(format!("at {}: {e}", roboku_tests::now_ms())),
                 }
                 drop(seen);
                 std::thread::sleep(Duration::from_millis(10)); // the client's pace, not a wait
@@ -101,9 +103,11 @@ fn twenty_deploys_under_a_10ms_client_fail_no_request() {
     let agent = Agent::start(AgentOpts::default());
     agent.create_and_deploy("shop", web_app("v1").path());
     let port = router_port(&agent, "shop");
-    wait_for("v1 answers through the router", Duration::from_secs(10), || {
-        http::get(port, "/").is_ok_and(|r| r.body.trim() == "v1")
-    });
+    wait_for(
+        "v1 answers through the router",
+        Duration::from_secs(10),
+        || http::get(port, "/").is_ok_and(|r| r.body.trim() == "v1"),
+    );
     let poller = Poller::start(port);
     let deploys = 20;
     for n in 2..=deploys + 1 {
@@ -133,9 +137,11 @@ fn an_unhealthy_release_never_gets_a_request_and_the_old_one_never_stops() {
     let agent = Agent::start(AgentOpts::default());
     agent.create_and_deploy("nav", web_app("one").path());
     let port = router_port(&agent, "nav");
-    wait_for("v1 answers through the router", Duration::from_secs(10), || {
-        http::get(port, "/").is_ok_and(|r| r.body.trim() == "one")
-    });
+    wait_for(
+        "v1 answers through the router",
+        Duration::from_secs(10),
+        || http::get(port, "/").is_ok_and(|r| r.body.trim() == "one"),
+    );
     let pid = agent.up_pid("nav", "web.1").expect("web.1 up");
     let poller = Poller::start(port);
 
@@ -143,7 +149,10 @@ fn an_unhealthy_release_never_gets_a_request_and_the_old_one_never_stops() {
     let out = agent.roboku(&["deploy", sick.path().to_str().expect("utf-8"), "-a", "nav"]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("release v2 failed") && err.contains("HTTP 500"), "{err}");
+    assert!(
+        err.contains("release v2 failed") && err.contains("HTTP 500"),
+        "{err}"
+    );
 
     // Then a good one, to see the switch still works after a failed preboot.
     let release = agent.deploy("nav", web_app("three").path());
@@ -183,9 +192,11 @@ fn stop_then_start_is_kept_for_types_that_ask_and_the_router_waits_instead_of_re
     };
     agent.create_and_deploy("drv", app("one").path());
     let port = router_port(&agent, "drv");
-    wait_for("v1 answers through the router", Duration::from_secs(10), || {
-        http::get(port, "/").is_ok_and(|r| r.body.trim() == "one")
-    });
+    wait_for(
+        "v1 answers through the router",
+        Duration::from_secs(10),
+        || http::get(port, "/").is_ok_and(|r| r.body.trim() == "one"),
+    );
     let before = agent.dyno("drv", "web.1").expect("web.1")["port"].clone();
     let poller = Poller::start(port);
     agent.deploy("drv", app("two").path());

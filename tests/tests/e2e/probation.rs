@@ -35,9 +35,13 @@ fn a_worker_crashing_three_times_in_probation_is_rolled_back_by_itself() {
     assert_eq!(v2["version"], 2);
 
     wait_for("v3 rolls back to v1", Duration::from_secs(40), || {
-        agent.json(&["releases", "-a", "nav"])
+        agent
+            .json(&["releases", "-a", "nav"])
             .as_array()
-            .is_some_and(|l| l.iter().any(|r| r["version"] == 3 && r["status"] == "succeeded"))
+            .is_some_and(|l| {
+                l.iter()
+                    .any(|r| r["version"] == 3 && r["status"] == "succeeded")
+            })
     });
     let v2 = release(&agent, "nav", 2);
     assert_eq!(v2["status"], "rolled-back", "{v2}");
@@ -50,13 +54,18 @@ fn a_worker_crashing_three_times_in_probation_is_rolled_back_by_itself() {
         "{v3}"
     );
     assert_eq!(v3["current"], true);
-    assert!(v3.get("probation").is_none(), "a rollback is not put on probation: {v3}");
+    assert!(
+        v3.get("probation").is_none(),
+        "a rollback is not put on probation: {v3}"
+    );
     let worker = agent.dyno("nav", "worker.1").expect("worker.1");
     assert_eq!(worker["release"], 3, "{worker}");
 
     let events = agent.ok(&["events", "-a", "nav"]);
     assert!(
-        events.contains(&format!("Release v2 failed its probation: {why}; rolling back")),
+        events.contains(&format!(
+            "Release v2 failed its probation: {why}; rolling back"
+        )),
         "{events}"
     );
     let text = agent.ok(&["releases", "-a", "nav"]);
@@ -87,9 +96,19 @@ fn a_crash_after_probation_is_not_rolled_back() {
             .is_some_and(|d| d["restarts"].as_u64() >= Some(2))
     });
     let list = agent.json(&["releases", "-a", "arm"]);
-    assert_eq!(list.as_array().map(Vec::len), Some(2), "no rollback release: {list}");
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(2),
+        "no rollback release: {list}"
+    );
     let v2 = release(&agent, "arm", 2);
-    assert_eq!((v2["current"].clone(), v2["status"].clone()), (true.into(), "succeeded".into()));
+    assert_eq!(
+        (v2["current"].clone(), v2["status"].clone()),
+        (true.into(), "succeeded".into())
+    );
     let events = agent.ok(&["events", "-a", "arm"]);
-    assert!(events.contains("Release v2 passed its probation"), "{events}");
+    assert!(
+        events.contains("Release v2 passed its probation"),
+        "{events}"
+    );
 }
