@@ -6,7 +6,10 @@
 //! 1. latency, a fresh connection per request (what a `Connection: close` client does):
 //!    connect + request + response, direct vs through the router; medians of N.
 //! 2. latency on one kept-alive connection: the router's copy hop alone.
-//! 3. throughput: C clients, a fresh connection per request, for S seconds each way.
+//! 3. throughput: C clients, a fresh connection per request, for S seconds each way; then the
+//!    same on kept-alive connections.
+//!
+//! Clients, router and dyno run on three runtimes (two threads each), as three processes would.
 //!
 //! Env: `ROBOKU_BENCH_ITERS` (default 2000), `ROBOKU_BENCH_CLIENTS` (default 16),
 //! `ROBOKU_BENCH_SECS` (default 3).
@@ -102,6 +105,32 @@ async fn latency_kept(port: u16, iters: u64) -> f64 {
     median(v)
 }
 
+async fn throughput_kept(port: u16, clients: u64, secs: u64) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (stop, done) = (stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+                .await
+                .expect("connect");
+            let _ = s.set_nodelay(true);
+            while !stop.load(Ordering::Relaxed) {
+                request(&mut s).await;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await; // the measuring window
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("client");
+    }
+    done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64()
+}
+
 async fn throughput(port: u16, clients: u64, secs: u64) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -131,20 +160,29 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
-        .expect("runtime");
-    rt.block_on(async {
+        .expect("runtime")
+}
+
+fn main() {
+    // Clients, router and dyno each on their own runtime, as three processes would be.
+    let (clients_rt, router_rt, dyno_rt) = (runtime(2), runtime(2), runtime(2));
+    let port = dyno_rt.block_on(dyno());
+    let router = router_rt.block_on(async {
+        let router = Router::bind("bench", free_port()).expect("bind router");
+        router.set_backends(vec![port]);
+        router
+    });
+    clients_rt.block_on(async {
         let (iters, clients, secs) = (
             env("ROBOKU_BENCH_ITERS", 2000),
             env("ROBOKU_BENCH_CLIENTS", 16),
             env("ROBOKU_BENCH_SECS", 3),
         );
-        let port = dyno().await;
-        let router = Router::bind("bench", free_port()).expect("bind router");
-        router.set_backends(vec![port]);
         // Warm both paths (connection setup, the runtime's workers).
         latency_fresh(port, 100).await;
         latency_fresh(router.port, 100).await;
@@ -176,6 +214,15 @@ fn main() {
         println!(
             "throughput, {clients} clients, fresh connections, {secs} s each: direct {d:.0} req/s, \
              router {r:.0} req/s (x{:.2})",
+            r / d
+        );
+        let (d, r) = (
+            throughput_kept(port, clients, secs).await,
+            throughput_kept(router.port, clients, secs).await,
+        );
+        println!(
+            "throughput, {clients} clients, kept-alive connections, {secs} s each: direct {d:.0} \
+             req/s, router {r:.0} req/s (x{:.2})",
             r / d
         );
     });

@@ -17,6 +17,7 @@ mod e2e {
     mod limits;
     mod logs_run;
     mod one_off;
+    mod plan;
     mod preboot;
     mod probation;
     mod releases;

@@ -18,6 +18,7 @@ pub mod health;
 mod isolation;
 pub mod one_off;
 pub mod policy;
+mod plan;
 mod preboot;
 mod probation;
 pub mod reconcile;
