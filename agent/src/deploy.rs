@@ -19,7 +19,15 @@ pub async fn deploy(
     req: wire::DeployRequest,
     artifact: Option<wire::fleet::Artifact>,
 ) -> Result<wire::ReleaseInfo, EngineError> {
-    let slug = build_slug(engine, settings, door, app, &req.source, &settings.slugs_dir()).await?;
+    let slug = build_slug(
+        engine,
+        settings,
+        door,
+        app,
+        &req.source,
+        &settings.slugs_dir(),
+    )
+    .await?;
     let description = req
         .description
         .filter(|d| !d.is_empty())

@@ -40,7 +40,9 @@ impl Engine {
         let dynos = reconcile::plan(&desired, next_version, &existing)
             .into_iter()
             .map(|a| match a {
-                Action::Start { ptype, index } => planned(format!("{ptype}.{index}"), "start", None),
+                Action::Start { ptype, index } => {
+                    planned(format!("{ptype}.{index}"), "start", None)
+                }
                 Action::Remove(name) => planned(name, "stop", None),
                 Action::Restart(name) => {
                     let d = self.dynos.get(&(app.to_string(), name.clone()));

@@ -148,7 +148,9 @@ fn render_plan(p: &DeployPlan, source: &str) -> String {
         }
     }
     if let Some(cmd) = &p.release_command {
-        out.push_str(&format!("Release:    runs `{cmd}` before any dyno switches\n"));
+        out.push_str(&format!(
+            "Release:    runs `{cmd}` before any dyno switches\n"
+        ));
     }
     out.push_str(&format!(
         "Disk:       {}\n",
@@ -162,7 +164,11 @@ fn render_plan(p: &DeployPlan, source: &str) -> String {
         out.push_str("Dynos:      none change\n");
     }
     for d in &p.dynos {
-        let how = d.strategy.as_deref().map(|s| format!(" ({s})")).unwrap_or_default();
+        let how = d
+            .strategy
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
         out.push_str(&format!("Dyno:       {} {}{how}\n", d.name, d.action));
     }
     out
@@ -201,7 +207,9 @@ mod tests {
         };
         let text = render_plan(&plan, "/srv/nav");
         assert!(
-            text.starts_with("=== Plan: deploy /srv/nav to nav (v4 after v3); nothing was applied\n"),
+            text.starts_with(
+                "=== Plan: deploy /srv/nav to nav (v4 after v3); nothing was applied\n"
+            ),
             "{text}"
         );
         for line in [

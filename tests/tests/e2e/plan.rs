@@ -34,7 +34,11 @@ fn a_plan_lists_what_the_deploy_then_does_and_changes_nothing() {
     assert_eq!(plan["next_version"], 2, "{plan}");
     assert_eq!(plan["code_changed"], true, "{plan}");
     assert_eq!(plan["types_added"], serde_json::json!(["clock"]), "{plan}");
-    assert_eq!(plan["types_changed"], serde_json::json!(["worker"]), "{plan}");
+    assert_eq!(
+        plan["types_changed"],
+        serde_json::json!(["worker"]),
+        "{plan}"
+    );
     assert_eq!(
         plan["dynos"],
         serde_json::json!([
@@ -46,7 +50,10 @@ fn a_plan_lists_what_the_deploy_then_does_and_changes_nothing() {
     assert!(plan["disk_bytes"].as_u64() > Some(0), "{plan}");
     let text = agent.ok(&["deploy", dir, "-a", "nav", "--plan"]);
     assert!(text.contains("nothing was applied"), "{text}");
-    assert!(text.contains("Dyno:       web.1 restart (preboot)"), "{text}");
+    assert!(
+        text.contains("Dyno:       web.1 restart (preboot)"),
+        "{text}"
+    );
 
     // Nothing changed: the releases, the slug store, the processes.
     assert_eq!(
@@ -69,7 +76,11 @@ fn a_plan_lists_what_the_deploy_then_does_and_changes_nothing() {
     assert_ne!(agent.up_pid("nav", "web.1"), Some(web), "web.1 restarted");
     let settled = agent.ok(&["ps:wait", "-a", "nav", "--wait-timeout", "20"]);
     assert_eq!(settled.trim(), "2 dynos of nav on v2");
-    assert_ne!(agent.up_pid("nav", "worker.1"), Some(worker), "worker.1 restarted");
+    assert_ne!(
+        agent.up_pid("nav", "worker.1"),
+        Some(worker),
+        "worker.1 restarted"
+    );
     let names: Vec<String> = agent
         .ps("nav")
         .iter()
