@@ -54,6 +54,7 @@ fn a_worker_crashing_three_times_in_probation_is_rolled_back_by_itself() {
         "{v3}"
     );
     assert_eq!(v3["current"], true);
+    assert_eq!(v3["door"], "agent", "robokud's own doing: {v3}");
     assert!(
         v3.get("probation").is_none(),
         "a rollback is not put on probation: {v3}"
