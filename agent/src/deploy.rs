@@ -19,6 +19,89 @@ pub async fn deploy(
     req: wire::DeployRequest,
     artifact: Option<wire::fleet::Artifact>,
 ) -> Result<wire::ReleaseInfo, EngineError> {
+    let slug = build_slug(
+        engine,
+        settings,
+        door,
+        app,
+        &req.source,
+        &settings.slugs_dir(),
+    )
+    .await?;
+    let description = req
+        .description
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| {
+            format!(
+                "Deploy {} ({})",
+                req.source,
+                &slug.sha256[..12.min(slug.sha256.len())]
+            )
+        });
+    let cmd = Command::Release {
+        app: app.to_string(),
+        slug,
+        description,
+        artifact,
+    };
+    match engine.call(door, cmd).await? {
+        Reply::Release(r) => Ok(r),
+        other => Err(EngineError::Internal(format!(
+            "unexpected engine reply {other:?}"
+        ))),
+    }
+}
+
+/// `deploy --plan`: builds the slug into a scratch directory (never the slug store), asks the
+/// engine what releasing it would do, and removes the scratch copy. Nothing is applied (the
+/// build's output still goes to the app's logs, and buildpacks may refresh the build cache).
+pub async fn plan(
+    engine: &EngineHandle,
+    settings: &Settings,
+    door: Door,
+    app: &str,
+    req: wire::DeployRequest,
+) -> Result<wire::DeployPlan, EngineError> {
+    let scratch = settings
+        .tmp_dir()
+        .join(format!("plan-{app}-{}", crate::util::now_ms()));
+    let built = build_slug(engine, settings, door, app, &req.source, &scratch).await;
+    let answer = match built {
+        Ok(slug) => {
+            engine
+                .call(
+                    door,
+                    Command::PlanRelease {
+                        app: app.to_string(),
+                        slug,
+                    },
+                )
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let dir = scratch.clone();
+    let removed = tokio::task::spawn_blocking(move || crate::build::remove_tree(&dir)).await;
+    if let Ok(Err(e)) = removed {
+        tracing::warn!(app, error = %e, "cannot remove a plan's scratch slug");
+    }
+    match answer? {
+        Reply::Plan(p) => Ok(p),
+        other => Err(EngineError::Internal(format!(
+            "unexpected engine reply {other:?}"
+        ))),
+    }
+}
+
+/// Checks the app, then builds `source` into a slug under `slugs` off the engine loop.
+async fn build_slug(
+    engine: &EngineHandle,
+    settings: &Settings,
+    door: Door,
+    app: &str,
+    source: &str,
+    slugs: &Path,
+) -> Result<crate::build::Slug, EngineError> {
     let info = match engine
         .call(
             door,
@@ -51,11 +134,11 @@ pub async fn deploy(
             )))
         }
     };
-    let source = PathBuf::from(&req.source);
+    let source = PathBuf::from(source);
     if !source.is_absolute() {
         return Err(EngineError::BadRequest(format!(
             "deploy source {:?} must be an absolute path",
-            req.source
+            source.display()
         )));
     }
     if !source.exists() {
@@ -88,7 +171,7 @@ pub async fn deploy(
     };
     let (tmp, slugs, data) = (
         settings.tmp_dir(),
-        settings.slugs_dir(),
+        slugs.to_path_buf(),
         settings.data_dir.clone(),
     );
     let built = tokio::task::spawn_blocking(move || {
@@ -103,29 +186,7 @@ pub async fn deploy(
     })
     .await
     .map_err(|e| EngineError::Internal(format!("build task failed: {e}")))??;
-    let slug = built;
-    let description = req
-        .description
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| {
-            format!(
-                "Deploy {} ({})",
-                req.source,
-                &slug.sha256[..12.min(slug.sha256.len())]
-            )
-        });
-    let cmd = Command::Release {
-        app: app.to_string(),
-        slug,
-        description,
-        artifact,
-    };
-    match engine.call(door, cmd).await? {
-        Reply::Release(r) => Ok(r),
-        other => Err(EngineError::Internal(format!(
-            "unexpected engine reply {other:?}"
-        ))),
-    }
+    Ok(built)
 }
 
 /// Marker file a prebuilt slug (`roboku slug:build`) carries at its top: no buildpacks then.
@@ -316,7 +377,7 @@ fn free_space_margin(total: u64) -> u64 {
 }
 
 /// Bytes under a directory (regular files), for the free-space check.
-fn tree_size(path: &std::path::Path) -> u64 {
+pub(crate) fn tree_size(path: &std::path::Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return 0;
     };
@@ -335,6 +396,7 @@ fn tree_size(path: &std::path::Path) -> u64 {
 fn check_app_json(slug: &std::path::Path) -> Result<(), EngineError> {
     match std::fs::read_to_string(slug.join("app.json")) {
         Ok(text) => crate::engine::health::parse_app_json(&text)
+            .and_then(|_| crate::engine::policy::parse(&text))
             .map(|_| ())
             .map_err(EngineError::InvalidApp),
         Err(_) => Ok(()),

@@ -22,6 +22,7 @@ pub mod notify;
 /// Procfile and `.env` parsing live in the wire crate: the CLI reads `.env` files too.
 pub use roboku_wire::procfile;
 pub mod reserve;
+pub mod router;
 pub mod settings;
 pub mod store;
 pub mod supervisor;

@@ -27,6 +27,9 @@ pub struct Settings {
     pub port_max: u16,
     /// Seconds between SIGTERM and SIGKILL when stopping a dyno (per app overridable).
     pub grace_secs: u64,
+    /// Preboot: a replaced dyno gets SIGTERM once the router has no connection open to it, or
+    /// this long after new connections moved to the new release, whichever comes first.
+    pub preboot_drain_ms: u64,
     /// Crash restart backoff: first delay, cap, and how long a run must last to reset it.
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
@@ -80,6 +83,7 @@ impl Default for Settings {
             port_min: 20000,
             port_max: 29999,
             grace_secs: 30,
+            preboot_drain_ms: 10_000,
             backoff_initial_ms: 100,
             backoff_max_ms: 60_000,
             backoff_reset_secs: 60,

@@ -66,6 +66,9 @@ enum Command {
     /// Stop dynos (the formation restarts them on the next release or scale)
     #[command(name = "ps:stop", visible_alias = "ps:kill")]
     PsStop(ps::StopArgs),
+    /// Wait until every dyno runs the current release (after a deploy, a rollback)
+    #[command(name = "ps:wait")]
+    PsWait(ps::wait::WaitArgs),
     /// Show config vars
     Config(config::ShowArgs),
     /// Print one config var's value
@@ -172,6 +175,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::PsResize(a) => ps::resize(ctx, a).await?,
         Command::PsRestart(a) => ps::restart(ctx, a).await?,
         Command::PsStop(a) => ps::stop(ctx, a).await?,
+        Command::PsWait(a) => ps::wait::wait(ctx, a).await?,
         Command::Config(a) => config::show(ctx, a).await?,
         Command::ConfigGet(a) => config::get(ctx, a).await?,
         Command::ConfigSet(a) => config::set(ctx, a).await?,

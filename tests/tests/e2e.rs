@@ -17,6 +17,9 @@ mod e2e {
     mod limits;
     mod logs_run;
     mod one_off;
+    mod plan;
+    mod preboot;
+    mod probation;
     mod releases;
     mod rename;
     mod restart;

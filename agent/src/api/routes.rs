@@ -108,6 +108,10 @@ async fn route(
             let result = deploy::deploy(&ctx.engine, &ctx.settings, door, app, body, None).await;
             Reply::Release(with_log_tail(ctx, app, result).await?)
         }
+        (&Method::POST, ["apps", app, "deploy", "plan"]) => {
+            let body: wire::DeployRequest = json_body(req).await?;
+            Reply::Plan(deploy::plan(&ctx.engine, &ctx.settings, door, app, body).await?)
+        }
         (&Method::POST, ["apps", app, "deploy", "archive"]) => {
             let result = super::upload::receive(ctx, door, app, query, req).await;
             Reply::Release(with_log_tail(ctx, app, result).await?)

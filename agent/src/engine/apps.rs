@@ -47,10 +47,16 @@ impl Engine {
         let slug_dir = release
             .as_ref()
             .map(|r| self.settings.slugs_dir().join(&r.slug));
-        let checks = slug_dir
+        let app_json = slug_dir
             .as_ref()
-            .and_then(|d| std::fs::read_to_string(d.join("app.json")).ok())
-            .and_then(|t| super::health::parse_app_json(&t).ok())
+            .and_then(|d| std::fs::read_to_string(d.join("app.json")).ok());
+        let checks = app_json
+            .as_deref()
+            .and_then(|t| super::health::parse_app_json(t).ok())
+            .unwrap_or_default();
+        let policy = app_json
+            .as_deref()
+            .and_then(|t| super::policy::parse(t).ok())
             .unwrap_or_default();
         let dotenv = slug_dir
             .as_ref()
@@ -70,10 +76,12 @@ impl Engine {
             dotenv,
             formation,
             checks,
+            policy,
             run_as,
             user_name,
             grace,
         };
+        self.router_errors.remove(app);
         self.apps.insert(app.to_string(), cache);
     }
 
@@ -205,6 +213,8 @@ impl Engine {
                 .values()
                 .filter(|d| d.app == app && d.want == Want::Run)
                 .count(),
+            router_port: self.routers.get(app).map(|r| r.port),
+            router_error: self.router_errors.get(app).cloned(),
         })
     }
 

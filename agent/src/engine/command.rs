@@ -72,6 +72,11 @@ pub enum Command {
         /// The fleet artifact the slug was built from (fleet deploys only).
         artifact: Option<wire::fleet::Artifact>,
     },
+    /// What releasing `slug` would do (nothing is applied).
+    PlanRelease {
+        app: String,
+        slug: Slug,
+    },
     Ps {
         app: String,
     },
@@ -160,6 +165,7 @@ impl Command {
             | Command::AppInfo { .. }
             | Command::CheckApp { .. }
             | Command::Ps { .. }
+            | Command::PlanRelease { .. }
             | Command::Formation { .. }
             | Command::GetConfig { .. }
             | Command::Releases { .. }
@@ -193,6 +199,7 @@ pub enum Reply {
         app: String,
     },
     Renamed(wire::Renamed),
+    Plan(wire::DeployPlan),
     /// Internal: the answer comes when the rename of `from` ends (never sent to a door).
     #[serde(skip)]
     Renaming {
@@ -288,6 +295,7 @@ impl super::Engine {
                 description,
                 artifact,
             } => self.release(door, &app, slug, description, artifact),
+            Command::PlanRelease { app, slug } => self.plan_release(&app, &slug).map(Reply::Plan),
             Command::Ps { app } => self.ps(&app).map(Reply::Dynos),
             Command::Formation { app } => self.formation(&app).map(Reply::Formation),
             Command::Scale { app, counts } => self.scale(door, &app, counts).map(Reply::Formation),

@@ -52,7 +52,8 @@ struct AppJson {
 }
 
 /// Top-level keys of Heroku's app.json schema and dokku's additions.
-const KNOWN_KEYS: [&str; 19] = [
+/// `roboku` is ours: the switch and probation policy (`engine::policy`).
+const KNOWN_KEYS: [&str; 20] = [
     "name",
     "description",
     "keywords",
@@ -72,6 +73,7 @@ const KNOWN_KEYS: [&str; 19] = [
     "dokku",
     "heroku",
     "healthchecks",
+    "roboku",
 ];
 
 #[derive(Deserialize)]

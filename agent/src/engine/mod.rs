@@ -17,6 +17,10 @@ mod gc;
 pub mod health;
 mod isolation;
 pub mod one_off;
+mod plan;
+pub mod policy;
+mod preboot;
+mod probation;
 pub mod reconcile;
 mod releases;
 pub mod rename;
@@ -129,6 +133,8 @@ struct AppCache {
     formation: Vec<crate::store::FormationRow>,
     /// The slug's `app.json` health checks, by process type.
     checks: BTreeMap<String, Vec<health::Check>>,
+    /// The slug's `app.json` switch and probation policy.
+    policy: policy::Policy,
     run_as: Result<Option<RunAs>, String>,
     user_name: String,
     grace: Duration,
@@ -164,6 +170,14 @@ pub struct Engine {
     unclaimed: BTreeMap<String, Result<Reply, EngineError>>,
     /// Renames in progress, by old name.
     renames: BTreeMap<String, rename::Renaming>,
+    /// Dynos replaced by a preboot, by `(app, name, instance)`: serving until the new release
+    /// is committed, then drained and stopped (or put back if it fails).
+    retiring: BTreeMap<preboot::RetireeKey, preboot::Retiree>,
+    /// Each app's web router, and why one could not be bound (until the app changes).
+    routers: BTreeMap<String, crate::router::Router>,
+    router_errors: BTreeMap<String, String>,
+    /// Committed releases still on probation, by app.
+    probations: BTreeMap<String, probation::Probation>,
 }
 
 /// Starts the engine task: opens nothing itself (the caller passes the store, cgroups and logs),
@@ -214,6 +228,10 @@ pub fn start(
         spawns: Vec::new(),
         unclaimed: BTreeMap::new(),
         renames: BTreeMap::new(),
+        retiring: BTreeMap::new(),
+        routers: BTreeMap::new(),
+        router_errors: BTreeMap::new(),
+        probations: BTreeMap::new(),
     };
     let task = tokio::spawn(engine.run(rx, internal_rx, ready_tx));
     (
@@ -316,6 +334,7 @@ impl Engine {
             for key in keys {
                 self.stop_dyno(&key, dyno::Want::Stop);
             }
+            self.stop_retirees();
             tracing::info!("stopping every dyno before exit");
         } else {
             tracing::info!(
@@ -352,6 +371,7 @@ impl Engine {
     /// start by its tag).
     fn flush(&mut self) {
         self.save_dynos();
+        self.sync_routers();
         for spawn in self.spawns.drain(..) {
             tokio::task::spawn_blocking(spawn);
         }
@@ -385,6 +405,12 @@ impl Engine {
         }
         for r in self.rollouts.values() {
             wake = wake.min(r.deadline());
+        }
+        for deadline in self.probation_deadlines() {
+            wake = wake.min(deadline);
+        }
+        for deadline in self.retiree_deadlines() {
+            wake = wake.min(deadline);
         }
         for deadline in self.rename_deadlines() {
             wake = wake.min(deadline);

@@ -112,7 +112,14 @@ impl Engine {
                     );
                     self.start_dyno(&key);
                 }
-                Action::Restart(name) => self.restart_dyno(&(app.to_string(), name)),
+                Action::Restart(name) => {
+                    let key = (app.to_string(), name);
+                    if self.prebootable(&key) {
+                        self.preboot_dyno(&key);
+                    } else {
+                        self.restart_dyno(&key);
+                    }
+                }
                 Action::Remove(name) => self.stop_dyno(&(app.to_string(), name), Want::Remove),
             }
         }

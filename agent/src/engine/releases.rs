@@ -30,6 +30,7 @@ impl Engine {
             status: r.status.clone(),
             door: r.door.clone(),
             artifact: r.artifact.clone(),
+            probation: r.probation.clone(),
         }
     }
 
@@ -213,6 +214,22 @@ impl Engine {
         app: &str,
         version: Option<u32>,
     ) -> Result<Reply> {
+        self.rollback_to(door, app, version, None)
+    }
+
+    /// Rolls back to the last good release by itself (probation), saying why in the new
+    /// release's description. Nobody waits for its rollout.
+    pub(super) fn rollback_because(&mut self, app: &str, why: &str) -> Result<Reply> {
+        self.rollback_to(Door::Agent, app, None, Some(why))
+    }
+
+    fn rollback_to(
+        &mut self,
+        door: Door,
+        app: &str,
+        version: Option<u32>,
+        why: Option<&str>,
+    ) -> Result<Reply> {
         let current = self.cache(app)?.release.clone().ok_or_else(|| {
             EngineError::Conflict(format!("app {app:?} has no releases to roll back"))
         })?;
@@ -244,7 +261,10 @@ impl Engine {
             slug: target.slug,
             process_types: target.process_types,
             config: target.config,
-            description: format!("Rollback to v{target_version}"),
+            description: match why {
+                Some(why) => format!("Rollback to v{target_version} ({why})"),
+                None => format!("Rollback to v{target_version}"),
+            },
             door: door.as_str().into(),
             now: now_ms(),
             artifact: target.artifact,

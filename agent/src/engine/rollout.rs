@@ -56,6 +56,7 @@ impl Engine {
         answer: Answer,
     ) {
         self.unclaimed.remove(app);
+        self.supersede_probation(app, version);
         let timeout = Duration::from_secs(self.settings.deploy_timeout_secs);
         let phase = match self.start_release_phase(app) {
             Some((instance, pid)) => Phase::ReleasePhase { instance, pid },
@@ -253,7 +254,7 @@ impl Engine {
                     continue;
                 }
             };
-            let msg = if current.status == "failed" {
+            let msg = if current.status == "failed" || current.status == "rolled-back" {
                 let restored = self.restore(app, previous);
                 self.reconcile(app);
                 format!("release v{} had failed; {restored}", current.version)
@@ -372,6 +373,8 @@ impl Engine {
                 let _ = self
                     .store
                     .set_release_status(app, r.gate.version, "succeeded");
+                self.retire_replaced(app);
+                self.start_probation(app, r.gate.version);
                 self.gc_slugs();
                 self.logs.system(
                     app,
@@ -403,6 +406,7 @@ impl Engine {
             Err(reason) => {
                 let _ = self.store.set_release_status(app, r.gate.version, "failed");
                 crate::fault::point("rollout.failed");
+                self.restore_replaced(app);
                 let restored = self.restore(app, r.gate.previous);
                 let msg = format!("release v{} failed: {reason}; {restored}", r.gate.version);
                 self.logs.system(app, "roboku", msg.clone());

@@ -192,6 +192,7 @@ impl Engine {
                         self.crashed(&key, exit, Duration::ZERO);
                         // A dyno of a new release that cannot even start fails the release now.
                         self.on_rollout_crash(&key, release, &reason_copy);
+                        self.probation_crash(&key, release);
                     }
                     Want::Stop => {
                         if let Some(d) = self.dynos.get_mut(&key) {
@@ -238,6 +239,9 @@ impl Engine {
     }
 
     pub(super) fn on_exit(&mut self, key: DynoKey, instance: u64, exit: Exit) {
+        if self.on_retiree_exit(&key, instance) {
+            return;
+        }
         let Some(d) = self.dynos.get_mut(&key) else {
             return;
         };
@@ -324,6 +328,7 @@ impl Engine {
                 let release = d.release;
                 self.crashed(&key, info, ran_for);
                 self.on_rollout_crash(&key, release, &reason);
+                self.probation_crash(&key, release);
             }
             Want::Stop => {
                 d.state = DynoState::Down;
@@ -455,6 +460,8 @@ impl Engine {
                 self.logs.system(&key.0, &key.1, msg);
             }
         }
+        self.retiree_timers(now);
+        self.probation_timers(now);
         self.rollout_timers(now);
         if now >= self.next_sample {
             self.sample();

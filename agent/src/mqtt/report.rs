@@ -100,6 +100,10 @@ pub(super) async fn reported(shared: &Shared, view: &View, session: u64) -> Opti
                     .map(|a| a.sha256)
                     .or_else(|| view.artifacts.get(&cur.slug).cloned());
                 r.slug = Some(cur.slug);
+                r.probation = cur.probation;
+                r.auto_rollback = (cur.door == "agent"
+                    && cur.description.starts_with("Rollback to v"))
+                .then_some(cur.description);
             }
         }
         if let Ok(Reply::Formation(f)) = call(Command::Formation { app: name.clone() }).await {

@@ -53,6 +53,38 @@ impl Store {
         Ok(candidate)
     }
 
+    /// Makes `dyno`'s stable port `port`, swapping with the name of the same app that holds it
+    /// (a preboot's spare slot), so the name always leads to the port its live process has.
+    pub fn assign_port(&mut self, app: &str, dyno: &str, port: u16) -> Result<(), StoreError> {
+        let path = &self.path;
+        let tx = self.conn.transaction().at("begin assign port", path)?;
+        let current: Option<u16> = tx
+            .prepare_cached("SELECT port FROM ports WHERE app = ?1 AND dyno = ?2")
+            .and_then(|mut st| optional(st.query_row([app, dyno], |r| r.get(0))))
+            .at("select port", path)?;
+        let holder: Option<String> = tx
+            .prepare_cached("SELECT dyno FROM ports WHERE app = ?1 AND port = ?2")
+            .and_then(|mut st| optional(st.query_row(params![app, port], |r| r.get(0))))
+            .at("select port holder", path)?;
+        let (Some(current), Some(holder)) = (current, holder) else {
+            return Ok(());
+        };
+        if current == port {
+            return Ok(());
+        }
+        // Through -1: ports are unique.
+        for (name, to) in [
+            (&holder, -1i64),
+            (&dyno.to_string(), port as i64),
+            (&holder, current as i64),
+        ] {
+            tx.prepare_cached("UPDATE ports SET port = ?3 WHERE app = ?1 AND dyno = ?2")
+                .and_then(|mut st| st.execute(params![app, name, to]))
+                .at("swap ports", path)?;
+        }
+        tx.commit().at("commit assign port", path)
+    }
+
     /// Every recorded dyno, by app then name.
     pub fn dynos(&self) -> Result<Vec<DynoRow>, StoreError> {
         self.conn
@@ -157,6 +189,25 @@ mod tests {
             started_at: 50,
             last_exit: None,
         }
+    }
+
+    #[test]
+    fn assigning_a_port_swaps_it_with_the_spare_slot_that_held_it() {
+        let (_dir, mut s) = store();
+        s.create_app("a", 1).unwrap();
+        assert_eq!(s.port_for("a", "web.1", 5000, 5010).unwrap(), 5000);
+        assert_eq!(s.port_for("a", "web.1+", 5000, 5010).unwrap(), 5001);
+        s.assign_port("a", "web.1", 5001).unwrap();
+        assert_eq!(s.port_for("a", "web.1", 5000, 5010).unwrap(), 5001);
+        assert_eq!(s.port_for("a", "web.1+", 5000, 5010).unwrap(), 5000);
+        s.assign_port("a", "web.1", 5001).unwrap();
+        assert_eq!(s.port_for("a", "web.1", 5000, 5010).unwrap(), 5001, "no-op");
+        s.assign_port("a", "web.1", 5009).unwrap();
+        assert_eq!(
+            s.port_for("a", "web.1", 5000, 5010).unwrap(),
+            5001,
+            "nobody held it"
+        );
     }
 
     #[test]

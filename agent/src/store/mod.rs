@@ -84,6 +84,8 @@ pub struct ReleaseRow {
     /// The fleet artifact the slug came from (releases from before schema 5 know only its
     /// sha256: url empty, size 0).
     pub artifact: Option<Artifact>,
+    /// Where it stands in its probation (`None`: it had none).
+    pub probation: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

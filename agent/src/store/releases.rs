@@ -6,7 +6,7 @@ use rusqlite::{params, Row};
 use std::collections::BTreeMap;
 
 const RELEASE_COLUMNS: &str = "app, version, created_at, description, slug, process_types, \
-     config, status, door, artifact_url, artifact_sha256, artifact_size";
+     config, status, door, artifact_url, artifact_sha256, artifact_size, probation";
 
 fn release_row(r: &Row<'_>) -> rusqlite::Result<ReleaseRow> {
     Ok(ReleaseRow {
@@ -27,6 +27,7 @@ fn release_row(r: &Row<'_>) -> rusqlite::Result<ReleaseRow> {
             }),
             None => None,
         },
+        probation: r.get(12)?,
     })
 }
 
@@ -52,10 +53,11 @@ impl Store {
             status: "deploying".to_string(),
             door: new.door,
             artifact: new.artifact,
+            probation: None,
         };
         tx.prepare_cached(&format!(
             "INSERT INTO releases ({RELEASE_COLUMNS}) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
         ))
         .and_then(|mut st| {
             st.execute(params![
@@ -71,6 +73,7 @@ impl Store {
                 row.artifact.as_ref().map(|a| &a.url),
                 row.artifact.as_ref().map(|a| &a.sha256),
                 row.artifact.as_ref().map(|a| a.size),
+                row.probation,
             ])
         })
         .at("insert release", path)?;
@@ -136,6 +139,27 @@ impl Store {
             .prepare_cached("UPDATE releases SET status = ?3 WHERE app = ?1 AND version = ?2")
             .and_then(|mut st| st.execute(params![app, version, status]))
             .at("set release status", &self.path)?;
+        if updated == 0 {
+            return Err(StoreError::NoRelease {
+                app: app.to_string(),
+                version,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records where release `version` stands in its probation.
+    pub fn set_release_probation(
+        &mut self,
+        app: &str,
+        version: u32,
+        probation: &str,
+    ) -> Result<(), StoreError> {
+        let updated = self
+            .conn
+            .prepare_cached("UPDATE releases SET probation = ?3 WHERE app = ?1 AND version = ?2")
+            .and_then(|mut st| st.execute(params![app, version, probation]))
+            .at("set release probation", &self.path)?;
         if updated == 0 {
             return Err(StoreError::NoRelease {
                 app: app.to_string(),

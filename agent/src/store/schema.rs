@@ -37,7 +37,16 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         op: "migrate to 5",
         sql: V5,
     },
+    Migration {
+        op: "migrate to 6",
+        sql: V6,
+    },
 ];
+
+/// Version 6: where a committed release stands in its probation (`watching`, `passed`,
+/// `rolled back: <why>`, `superseded by vN`); NULL for releases without one. Not covered by the
+/// immutability trigger: like the status, it changes after the release is written.
+const V6: &str = "ALTER TABLE releases ADD COLUMN probation TEXT;";
 
 /// Version 5: the fleet artifact (url, sha256, size) a release was deployed from, kept with the
 /// release instead of parsed back out of its description. Releases written before know only the

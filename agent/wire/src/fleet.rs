@@ -433,6 +433,13 @@ pub struct ReportedApp {
     pub formation: BTreeMap<String, u32>,
     #[serde(default)]
     pub dynos: Vec<ReportedDyno>,
+    /// The current release's probation (`watching`, `passed`, ...), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation: Option<String>,
+    /// When the current release is robokud's own rollback (a release failed its probation):
+    /// its description, which says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_rollback: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

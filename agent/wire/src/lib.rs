@@ -210,6 +210,12 @@ pub struct AppInfo {
     pub buildpacks: Vec<String>,
     pub dynos_running: usize,
     pub dynos_desired: usize,
+    /// The stable port of the app's web router (connections go to its healthy web dynos).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_port: Option<u16>,
+    /// Why the router is not running, when it should be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_error: Option<String>,
 }
 
 /// `POST /v1/apps/{app}/deploy`: a directory (or `.tar.gz`) on the robot's filesystem holding a
@@ -475,6 +481,44 @@ pub struct ReleaseInfo {
     /// its release's). Releases older than the field know only the sha256 (url empty, size 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<fleet::Artifact>,
+    /// After the switch: `watching`, `passed`, `rolled back: <why>` or `superseded by vN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation: Option<String>,
+}
+
+/// `POST /v1/apps/{app}/deploy/plan` (a [`DeployRequest`]): what that deploy would do, computed
+/// without applying anything (the slug is built in a scratch directory and thrown away).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeployPlan {
+    pub app: String,
+    /// The release running now, and the one the deploy would cut.
+    pub current: Option<u32>,
+    pub next_version: u32,
+    /// sha256 of the slug the deploy would release; whether it differs from the current one's.
+    pub slug: String,
+    pub code_changed: bool,
+    pub types_added: Vec<String>,
+    pub types_removed: Vec<String>,
+    /// Process types whose command changes.
+    pub types_changed: Vec<String>,
+    /// The Procfile's `release:` command, run before any dyno switches.
+    pub release_command: Option<String>,
+    /// What happens to each dyno, in order.
+    pub dynos: Vec<PlannedDyno>,
+    /// Disk the new slug takes (0 when the slug store has it already).
+    pub disk_bytes: u64,
+    /// The probation the release would be on, seconds (0: none).
+    pub probation_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PlannedDyno {
+    pub name: String,
+    /// `start`, `restart` or `stop`.
+    pub action: String,
+    /// For a restart: `preboot` or `stop-then-start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
 }
 
 /// `POST /v1/apps/{app}/rollback`: to `version`, or the release before the current one.

@@ -240,7 +240,7 @@ pub async fn update(ctx: &Ctx, args: UpdateArgs) -> anyhow::Result<()> {
 }
 
 fn render_info(app: &AppInfo, now: u64) -> String {
-    let rows = vec![
+    let mut rows = vec![
         vec![
             "Release:".into(),
             app.release.map_or("none yet".into(), |r| format!("v{r}")),
@@ -259,15 +259,20 @@ fn render_info(app: &AppInfo, now: u64) -> String {
             "Dynos:".into(),
             format!("{}/{} running", app.dynos_running, app.dynos_desired),
         ],
-        vec![
-            "Created:".into(),
-            format!(
-                "{} ({} ago)",
-                output::iso8601(app.created_at),
-                output::age(now, app.created_at)
-            ),
-        ],
     ];
+    match (app.router_port, &app.router_error) {
+        (Some(port), _) => rows.push(vec!["Web:".into(), format!("port {port} (router)")]),
+        (None, Some(e)) => rows.push(vec!["Web:".into(), format!("no router: {e}")]),
+        (None, None) => {}
+    }
+    rows.push(vec![
+        "Created:".into(),
+        format!(
+            "{} ({} ago)",
+            output::iso8601(app.created_at),
+            output::age(now, app.created_at)
+        ),
+    ]);
     format!("=== {}\n{}", app.name, output::table(&rows))
 }
 
@@ -321,6 +326,8 @@ mod tests {
             buildpacks: Vec::new(),
             dynos_running: 1,
             dynos_desired: 1,
+            router_port: None,
+            router_error: None,
         };
         let r = Renamed {
             from: "nav".into(),
@@ -359,11 +366,17 @@ mod tests {
             buildpacks: Vec::new(),
             dynos_running: 1,
             dynos_desired: 2,
+            router_port: Some(20001),
+            router_error: None,
         };
         let text = render_info(&app, 4 * 86_400_000);
         assert!(text.starts_with("=== demo\nRelease:     v3\n"), "{text}");
         assert!(text.contains("Buildpacks:  detected"), "{text}");
         assert!(text.contains("Dynos:       1/2 running\n"), "{text}");
+        assert!(
+            text.contains("Web:         port 20001 (router)\n"),
+            "{text}"
+        );
         assert!(
             text.contains("Created:     1970-01-01T00:00:00.000Z (4d ago)\n"),
             "{text}"

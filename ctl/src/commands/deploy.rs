@@ -5,7 +5,7 @@ pub mod steps;
 
 use super::{app_path, AppArg, Ctx};
 use crate::output::outln;
-use roboku_wire::{DeployRequest, ReleaseInfo};
+use roboku_wire::{DeployPlan, DeployRequest, ReleaseInfo};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -22,6 +22,10 @@ pub struct DeployArgs {
     /// Description recorded on the release (default: "Deploy <path>")
     #[arg(short, long)]
     pub message: Option<String>,
+    /// Show what the deploy would change (code, process types, which dynos restart and how,
+    /// disk, probation) and apply nothing
+    #[arg(long, conflicts_with = "slug")]
+    pub plan: bool,
 }
 
 pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
@@ -58,6 +62,22 @@ pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
         source: source.clone(),
         description: args.message,
     };
+    if args.plan {
+        if path.is_file() {
+            anyhow::bail!(super::UsageError(format!(
+                "--plan takes a directory; {} is a file",
+                path.display()
+            )));
+        }
+        let v: Value = ctx
+            .client
+            .post(&app_path(app, "/deploy/plan"), &body)
+            .await?;
+        if let Some(plan) = ctx.typed::<DeployPlan>(v)? {
+            outln!("{}", render_plan(&plan, &source))?;
+        }
+        return Ok(());
+    }
     let label = format!("Deploying {source} to {app}...");
     let show = !ctx.json;
     let follower = match show {
@@ -103,4 +123,104 @@ pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
     }
     outln!("{label} done, v{}", release.version)?;
     Ok(())
+}
+
+/// The plan as a person reads it: one line per change, then one per dyno.
+fn render_plan(p: &DeployPlan, source: &str) -> String {
+    let from = p.current.map_or("nothing".to_string(), |v| format!("v{v}"));
+    let mut out = format!(
+        "=== Plan: deploy {source} to {} (v{} after {from}); nothing was applied\n",
+        p.app, p.next_version
+    );
+    let short = &p.slug[..12.min(p.slug.len())];
+    out.push_str(&match p.code_changed {
+        true => format!("Code:       changed (slug {short})\n"),
+        false => format!("Code:       unchanged (slug {short})\n"),
+    });
+    out.push_str("Config:     unchanged (a deploy keeps the config vars)\n");
+    for (label, list) in [
+        ("Added:", &p.types_added),
+        ("Removed:", &p.types_removed),
+        ("Changed:", &p.types_changed),
+    ] {
+        if !list.is_empty() {
+            out.push_str(&format!("{label:<12}{}\n", list.join(", ")));
+        }
+    }
+    if let Some(cmd) = &p.release_command {
+        out.push_str(&format!(
+            "Release:    runs `{cmd}` before any dyno switches\n"
+        ));
+    }
+    out.push_str(&format!(
+        "Disk:       {}\n",
+        roboku_wire::human_bytes(p.disk_bytes)
+    ));
+    out.push_str(&match p.probation_secs {
+        0 => "Probation:  none\n".to_string(),
+        s => format!("Probation:  {s}s (crashes past the budget roll back by themselves)\n"),
+    });
+    if p.dynos.is_empty() {
+        out.push_str("Dynos:      none change\n");
+    }
+    for d in &p.dynos {
+        let how = d
+            .strategy
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        out.push_str(&format!("Dyno:       {} {}{how}\n", d.name, d.action));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_reads_as_a_list_of_changes() {
+        let plan = DeployPlan {
+            app: "nav".into(),
+            current: Some(3),
+            next_version: 4,
+            slug: "ab12cd34ef56aa".into(),
+            code_changed: true,
+            types_added: vec!["worker".into()],
+            types_removed: Vec::new(),
+            types_changed: vec!["web".into()],
+            release_command: None,
+            dynos: vec![
+                roboku_wire::PlannedDyno {
+                    name: "web.1".into(),
+                    action: "restart".into(),
+                    strategy: Some("preboot".into()),
+                },
+                roboku_wire::PlannedDyno {
+                    name: "worker.1".into(),
+                    action: "start".into(),
+                    strategy: None,
+                },
+            ],
+            disk_bytes: 2048,
+            probation_secs: 600,
+        };
+        let text = render_plan(&plan, "/srv/nav");
+        assert!(
+            text.starts_with(
+                "=== Plan: deploy /srv/nav to nav (v4 after v3); nothing was applied\n"
+            ),
+            "{text}"
+        );
+        for line in [
+            "Code:       changed (slug ab12cd34ef56)\n",
+            "Added:      worker\n",
+            "Changed:    web\n",
+            "Dyno:       web.1 restart (preboot)\n",
+            "Dyno:       worker.1 start\n",
+            "Probation:  600s",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+    }
 }

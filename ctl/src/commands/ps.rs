@@ -197,3 +197,4 @@ fn dyno_row(d: &DynoInfo, now: u64) -> Vec<String> {
 
 #[cfg(test)]
 mod tests;
+pub mod wait;

@@ -104,6 +104,8 @@ fn release_row(r: &ReleaseInfo, now: u64) -> Vec<String> {
     if r.status != "succeeded" {
         marks.push(r.status.as_str());
     }
+    let probation = r.probation.as_ref().map(|p| format!("probation {p}"));
+    marks.extend(probation.as_deref());
     vec![
         format!("v{}", r.version),
         r.description.clone(),
@@ -160,6 +162,7 @@ mod tests {
             status: status.into(),
             door: "cli".into(),
             artifact: None,
+            probation: None,
         }
     }
 
@@ -168,10 +171,20 @@ mod tests {
         let rows = vec![
             release_row(&release(4, false, "failed"), 120_000),
             release_row(&release(3, true, "succeeded"), 120_000),
+            release_row(
+                &ReleaseInfo {
+                    status: "rolled-back".into(),
+                    probation: Some("rolled back: worker crashed 3 times".into()),
+                    ..release(2, false, "")
+                },
+                120_000,
+            ),
         ];
         assert_eq!(
             output::table(&rows),
-            "v4  Deploy /srv/app  cli  2m ago  failed\nv3  Deploy /srv/app  cli  2m ago  current\n"
+            "v4  Deploy /srv/app  cli  2m ago  failed\n\
+             v3  Deploy /srv/app  cli  2m ago  current\n\
+             v2  Deploy /srv/app  cli  2m ago  rolled-back, probation rolled back: worker crashed 3 times\n"
         );
     }
 
