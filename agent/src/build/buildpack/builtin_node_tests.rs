@@ -316,7 +316,7 @@ fn refused(s: &Site, want: &str) {
 #[test]
 fn what_heroku_refuses_is_refused_by_name() {
     let pj = r#"{"name": "x", "version": "1.0.0"}"#;
-    let cases: [(&[(&str, &str)], &str); 7] = [
+    let cases: [(&[(&str, &str)], &str); 8] = [
         (
             &[("package.json", pj), ("package-lock.json", "{}"), ("yarn.lock", "")],
             "Multiple lockfiles found: package-lock.json (npm), yarn.lock (Yarn)",
@@ -338,6 +338,10 @@ fn what_heroku_refuses_is_refused_by_name() {
             "engines.node \"not a range\" is not a semver range",
         ),
         (&[("package.json", "{\"name\": ")], "package.json is not valid JSON"),
+        (
+            &[("package.json", r#"{"engines": {"iojs": "1.0.x"}}"#)],
+            "package.json asks for io.js \"1.0.x\" (engines.iojs)",
+        ),
         (
             &[("package.json", pj), ("yarn.lock", "__metadata:\n  version: 8\n")],
             "yarn.lock is from Yarn 2 or later (Berry)",
