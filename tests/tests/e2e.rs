@@ -16,6 +16,7 @@ mod e2e {
     mod lifecycle;
     mod limits;
     mod logs_run;
+    mod node_apps;
     mod one_off;
     mod plan;
     mod preboot;

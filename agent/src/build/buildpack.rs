@@ -422,6 +422,10 @@ impl Drop for Scratch {
 }
 
 #[cfg(test)]
+mod builtin_node_tests;
+#[cfg(test)]
+mod builtin_python_hooks_tests;
+#[cfg(test)]
 mod builtin_python_tests;
 #[cfg(test)]
 mod builtin_tests;

@@ -23,7 +23,8 @@ macro_rules! pack {
 type Pack = (&'static str, &'static [(&'static str, &'static str)]);
 
 const PACKS: [Pack; 3] = [
-    pack!("nodejs", ["detect", "compile", "release"]),
+    // prune-record: the prune of dev dependencies, recorded and replayed on a warm build.
+    pack!("nodejs", ["detect", "compile", "release", "prune-record"]),
     // lock2req: Pipfile.lock, poetry.lock and uv.lock as pinned pip requirements.
     pack!("python", ["detect", "compile", "release", "lock2req"]),
     pack!("procfile", ["detect", "compile", "release"]),
@@ -71,7 +72,7 @@ mod tests {
     #[test]
     fn installs_executable_scripts() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(super::install(d.path()).unwrap(), 10);
+        assert_eq!(super::install(d.path()).unwrap(), 11);
         assert_eq!(
             super::install(d.path()).unwrap(),
             0,

@@ -158,7 +158,7 @@ require('http').createServer((q, r) => r.end(msg)).listen(process.env.PORT, '127
     agent.deploy("node", app.path());
     let log = build_log(&agent, "node");
     assert!(
-        log.contains("package-lock.json unchanged: reusing node_modules from the build cache"),
+        log.contains("npm dependencies unchanged: reusing node_modules from the build cache"),
         "the second build uses the cache: {log}"
     );
     web_answers(&agent, "node", "node dep ok");
