@@ -426,6 +426,8 @@ impl Drop for Scratch {
 }
 
 #[cfg(test)]
+mod builtin_langs_tests;
+#[cfg(test)]
 mod builtin_python_tests;
 #[cfg(test)]
 mod builtin_tests;
