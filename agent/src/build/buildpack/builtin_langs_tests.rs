@@ -168,7 +168,14 @@ fn hiding(root: &Path, hidden: &[&str]) -> PathBuf {
 #[test]
 fn each_pack_names_the_missing_tool_and_its_debian_package() {
     let (_keep, builtins) = installed();
-    let cases: [(&str, &str, &[&str], &str); 6] = [
+    // (pack, example app, tools hidden from PATH, the message)
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+        &'static str,
+    );
+    let cases: [Case; 6] = [
         ("go", "go-web", &["go"], "go is missing: apt-get install golang-go"),
         ("rust", "rust-web", &["cargo"], "cargo is missing (cargo and rustc; or the cargo package): apt-get install cargo-web"),
         ("rust", "rust-web", &["rustc"], "rustc is missing: apt-get install rustc-web"),
@@ -198,7 +205,13 @@ fn each_pack_names_the_missing_tool_and_its_debian_package() {
 #[test]
 fn bad_projects_are_refused_naming_the_cause() {
     let (_keep, builtins) = installed();
-    let cases: [(&str, &[(&str, &str)], &str); 3] = [
+    // (example app, files replaced (empty: removed), the message)
+    type Case = (
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        &'static str,
+    );
+    let cases: [Case; 3] = [
         (
             "go-web",
             &[("go.mod", "module example.com/robot\n\ngo 1.99\n")],
