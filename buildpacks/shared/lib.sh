@@ -75,3 +75,18 @@ cache_save() {
   : >"$_cached.tmp/.complete"
   mv "$_cached.tmp" "$_cached"
 }
+
+# The CPU the slug is for: ROBOKU_TARGET_ARCH (set by `roboku slug:build --arch`, an ELF-check
+# name such as aarch64), else this machine's. cross_prefix prints the Debian cross toolchain's
+# prefix for it (aarch64-linux-gnu); both fail for a CPU no Debian cross toolchain targets.
+target_arch() { echo "${ROBOKU_TARGET_ARCH:-$(uname -m)}"; }
+is_cross() { [ "$(target_arch)" != "$(uname -m)" ]; }
+cross_prefix() {
+  case $(target_arch) in
+  aarch64) echo aarch64-linux-gnu ;;
+  arm) echo arm-linux-gnueabihf ;;
+  x86_64) echo x86_64-linux-gnu ;;
+  riscv64) echo riscv64-linux-gnu ;;
+  *) fail "no cross toolchain known for $(target_arch): build this slug on a $(target_arch) machine" ;;
+  esac
+}

@@ -255,3 +255,84 @@ fn bad_projects_are_refused_naming_the_cause() {
         assert!(text.contains(want), "{app}: expected {want:?} in:\n{text}");
     }
 }
+
+/// `slug:build --arch aarch64` on another CPU: the go, rust and cmake packs cross-compile (Go by
+/// itself, Rust and CMake with Debian's aarch64 cross toolchain) and the ELF check passes.
+#[test]
+fn go_rust_and_cmake_slugs_for_another_cpu_are_cross_compiled_and_pass_the_elf_check() {
+    let (_keep, builtins) = installed();
+    let target = if std::env::consts::ARCH == "aarch64" {
+        "x86_64"
+    } else {
+        "aarch64"
+    };
+    let qemu = format!("/usr/bin/qemu-{target}-static");
+    assert!(
+        Path::new(&qemu).is_file(),
+        "{qemu} runs the cross-built programs: apt-get install qemu-user-static"
+    );
+    for (example_name, detected, program, want) in [
+        (
+            "go-web",
+            "Go",
+            "bin/robot",
+            "hello from a vendored module\n",
+        ),
+        (
+            "rust-web",
+            "Rust",
+            "target/release/robot-web",
+            "hello from a vendored crate\n",
+        ),
+        (
+            "cmake-hello",
+            "CMake",
+            ".cmake-install/bin/hello-server",
+            "hello from cmake\n",
+        ),
+    ] {
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = out_dir.path().join("app.slug");
+        let mut lines = Vec::new();
+        let info = crate::build::slugfile::build_slug_file(
+            &example(example_name),
+            &out,
+            &[],
+            &builtins,
+            target,
+            &mut |l| lines.push(l.to_string()),
+        )
+        .unwrap_or_else(|e| panic!("{example_name}: {e}\n{}", lines.join("\n")));
+        assert_eq!(info.arch, target);
+        assert_eq!(info.buildpacks, [detected]);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("Cross-compiling for") || l.contains(&format!("for {target}"))),
+            "{example_name}: {lines:?}"
+        );
+        let slug_len = fs::metadata(&out).unwrap().len();
+        eprintln!("{detected} slug for {target}: {slug_len} bytes (slug file)");
+
+        // The slug as a robot unpacks it; its program runs on the target CPU (emulated).
+        let data = tempfile::tempdir().unwrap();
+        let slug = crate::build::prepare_slug(
+            &out,
+            &data.path().join("tmp"),
+            &data.path().join("slugs"),
+            crate::build::ArchiveLimits::default(),
+        )
+        .unwrap();
+        let sysroot = format!("/usr/{target}-linux-gnu");
+        let ran = Command::new(&qemu)
+            .arg("-L")
+            .arg(&sysroot)
+            .arg(slug.path.join(program))
+            .arg("once")
+            .env("LD_LIBRARY_PATH", slug.path.join(".cmake-install/lib"))
+            .output()
+            .unwrap();
+        assert!(ran.status.success(), "{example_name}: {ran:?}");
+        assert_eq!(String::from_utf8_lossy(&ran.stdout), want, "{example_name}");
+    }
+}
