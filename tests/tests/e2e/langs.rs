@@ -106,3 +106,43 @@ fn go_rust_cmake_and_colcon_apps_deploy_serve_and_rebuild_from_the_cache() {
         eprintln!("{line}");
     }
 }
+
+/// CI builds the Rust app's slug for the other CPU (aarch64 here): cross-compiled, so the slug
+/// is built; this robot's agent refuses it by name and keeps the running release.
+#[test]
+fn a_rust_slug_cross_built_for_another_cpu_is_refused_by_this_robot() {
+    let other = if std::env::consts::ARCH == "aarch64" {
+        "x86_64"
+    } else {
+        "aarch64"
+    };
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let slug = out_dir.path().join("rust.slug");
+    let slug_s = slug.to_str().expect("utf-8");
+    let src = example("rust-web");
+    let built = Command::new(roboku_tests::bins::bin("roboku"))
+        .args(["--json", "slug:build"])
+        .arg(&src)
+        .args(["-o", slug_s, "--arch", other])
+        .output()
+        .expect("roboku slug:build");
+    let err = String::from_utf8_lossy(&built.stderr);
+    assert!(built.status.success(), "{err}");
+    assert!(err.contains("Cross-compiling for"), "{err}");
+    let info: serde_json::Value =
+        serde_json::from_slice(&built.stdout).expect("slug:build --json is JSON");
+    assert_eq!(info["arch"], other, "{info}");
+
+    let agent = Agent::start(AgentOpts::default());
+    agent.ok(&["apps:create", "rust"]);
+    let out = agent.roboku(&["deploy", "--slug", slug_s, "-a", "rust"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a slug for {other} deployed here: {err}"
+    );
+    assert!(
+        err.contains("target/release/robot-web") && err.contains(other),
+        "names the binary and its CPU: {err}"
+    );
+}
