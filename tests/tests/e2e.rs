@@ -13,6 +13,7 @@ mod e2e {
     mod deploy;
     mod hardware;
     mod isolation;
+    mod langs;
     mod lifecycle;
     mod limits;
     mod logs_run;

@@ -370,6 +370,8 @@ pub fn slug_archive(
     let mut tar = tar::Builder::new(gz);
     tar.mode(tar::HeaderMode::Deterministic);
     tar.follow_symlinks(false);
+    // Plain entries only: extraction refuses GNU sparse ones (see `write_tar` in slugfile.rs).
+    tar.sparse(false);
     let result = add_sorted(&mut tar, slug, Path::new("."))
         .and_then(|_| tar.into_inner().at("write", &part))
         .and_then(|gz| gz.finish().at("write", &part))

@@ -411,3 +411,25 @@ fn every_zstd_frame_is_extracted_and_trailing_bytes_are_refused() {
     }
     check();
 }
+
+#[test]
+fn a_slug_archive_of_a_file_with_holes_extracts() {
+    // A file with a hole, as linkers and `cp` leave them: written as a plain entry, not as a
+    // GNU sparse one, which extraction refuses.
+    let d = tempfile::tempdir().unwrap();
+    let slug = d.path().join("slug");
+    std::fs::create_dir(&slug).unwrap();
+    let path = slug.join("holey");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(1 << 20).unwrap();
+    drop(f);
+    let (archive, _) =
+        slug_archive(&slug, "abc", &d.path().join("c"), &d.path().join("t")).unwrap();
+    let out = d.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    extract(&archive, ArchiveKind::TarGz, &out, ArchiveLimits::default()).unwrap();
+    assert_eq!(
+        std::fs::read(out.join("holey")).unwrap(),
+        vec![0u8; 1 << 20]
+    );
+}

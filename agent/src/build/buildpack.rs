@@ -44,7 +44,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Built-ins tried, in this order, when no buildpack is named: the first that detects wins.
-pub const BUILTIN_ORDER: [&str; 3] = ["nodejs", "python", "procfile"];
+/// The compiled languages come after nodejs and python, so apps that built as those before still
+/// do; colcon before cmake (a workspace's packages have CMakeLists.txt, the top has none).
+pub const BUILTIN_ORDER: [&str; 7] = [
+    "nodejs", "python", "go", "rust", "colcon", "cmake", "procfile",
+];
 
 /// `PATH` of every build phase: system tools only (root's pyenv shims and the like are not
 /// usable by the build user, and a build must not depend on the agent's environment).
@@ -425,6 +429,8 @@ impl Drop for Scratch {
 mod builtin_node_tests;
 #[cfg(test)]
 mod builtin_python_hooks_tests;
+#[cfg(test)]
+mod builtin_langs_tests;
 #[cfg(test)]
 mod builtin_python_tests;
 #[cfg(test)]

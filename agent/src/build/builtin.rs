@@ -7,8 +7,19 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-/// `(pack, [script, ...])`: every script of `buildpacks/<pack>/bin/`, embedded.
+/// `(pack, [script, ...])`: every script of `buildpacks/<pack>/bin/`, embedded. With `+ lib`,
+/// also `buildpacks/shared/lib.sh` as `bin/lib.sh` (what the go, rust, cmake and colcon packs
+/// share: messages, config vars, the content-keyed build cache).
 macro_rules! pack {
+    ($name:literal, [$($script:literal),+] + lib) => {
+        (
+            $name,
+            &[$((
+                $script,
+                include_str!(concat!("../../../buildpacks/", $name, "/bin/", $script)),
+            ),)+ ("lib.sh", include_str!("../../../buildpacks/shared/lib.sh"))],
+        )
+    };
     ($name:literal, [$($script:literal),+]) => {
         (
             $name,
@@ -22,11 +33,15 @@ macro_rules! pack {
 
 type Pack = (&'static str, &'static [(&'static str, &'static str)]);
 
-const PACKS: [Pack; 3] = [
+const PACKS: [Pack; 7] = [
     // prune-record: the prune of dev dependencies, recorded and replayed on a warm build.
     pack!("nodejs", ["detect", "compile", "release", "prune-record"]),
     // lock2req: Pipfile.lock, poetry.lock and uv.lock as pinned pip requirements.
     pack!("python", ["detect", "compile", "release", "lock2req"]),
+    pack!("go", ["detect", "compile", "release"] + lib),
+    pack!("rust", ["detect", "compile", "release"] + lib),
+    pack!("colcon", ["detect", "compile", "release"] + lib),
+    pack!("cmake", ["detect", "compile", "release"] + lib),
     pack!("procfile", ["detect", "compile", "release"]),
 ];
 
@@ -72,7 +87,8 @@ mod tests {
     #[test]
     fn installs_executable_scripts() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(super::install(d.path()).unwrap(), 11);
+        let scripts = super::PACKS.iter().map(|(_, s)| s.len()).sum::<usize>();
+        assert_eq!(super::install(d.path()).unwrap(), scripts);
         assert_eq!(
             super::install(d.path()).unwrap(),
             0,
@@ -85,7 +101,7 @@ mod tests {
             1,
             "a changed script is replaced"
         );
-        for name in ["nodejs", "python", "procfile"] {
+        for (name, _) in super::PACKS {
             for s in ["detect", "compile", "release"] {
                 let p = d.path().join(name).join("bin").join(s);
                 let mode = std::fs::metadata(&p).unwrap().permissions().mode();

@@ -61,7 +61,7 @@ pub fn build_slug_file(
             let outcome = run_buildpacks(
                 root,
                 &cache,
-                &BTreeMap::new(),
+                &target_env(arch),
                 buildpacks,
                 builtin_dir,
                 &mut opts,
@@ -82,6 +82,16 @@ pub fn build_slug_file(
     })();
     let _ = remove_tree(&work);
     result
+}
+
+/// What the buildpacks see of the slug's CPU: `ROBOKU_TARGET_ARCH` (an ELF-check name such as
+/// `aarch64`), when it is not the build host's. The go, rust and cmake built-ins cross-compile
+/// for it; a buildpack that ignores it builds for the host, and the ELF check says so.
+fn target_env(arch: &str) -> BTreeMap<String, String> {
+    if arch == std::env::consts::ARCH {
+        return BTreeMap::new();
+    }
+    BTreeMap::from([("ROBOKU_TARGET_ARCH".to_string(), arch.to_string())])
 }
 
 /// The arch error of a cross build says what to do about it.
@@ -108,6 +118,9 @@ fn write_tar(slug: &Path, out: &Path, info: &SlugInfo) -> Result<(), BuildError>
     let file = File::create(out).at("create", out)?;
     let mut tar = tar::Builder::new(GzEncoder::new(file, flate2::Compression::default()));
     tar.follow_symlinks(false);
+    // Plain entries only: our extraction refuses GNU sparse ones, and a file with holes (a
+    // linker's or cp's output) would otherwise be written as one.
+    tar.sparse(false);
     let io = |e: std::io::Error| BuildError::Other(format!("writing {}: {e}", out.display()));
     for entry in std::fs::read_dir(slug).at("read dir", slug)? {
         let entry = entry.at("read dir", slug)?;

@@ -212,7 +212,7 @@ pub async fn set_buildpacks(ctx: &Ctx, app: &str, packs: Vec<String>) -> anyhow:
         return Ok(());
     };
     if info.buildpacks.is_empty() {
-        outln!("Buildpacks of {app}: detected among the built-ins (nodejs, python, procfile)")?;
+        outln!("Buildpacks of {app}: detected among the built-ins (nodejs, python, go, rust, colcon, cmake, procfile)")?;
     } else {
         outln!(
             "Buildpacks of {app}: {} (used from the next deploy)",
@@ -250,7 +250,7 @@ fn render_info(app: &AppInfo, now: u64) -> String {
         vec![
             "Buildpacks:".into(),
             if app.buildpacks.is_empty() {
-                "detected (nodejs, python, procfile)".into()
+                "detected (nodejs, python, go, rust, colcon, cmake, procfile)".into()
             } else {
                 app.buildpacks.join(", ")
             },

@@ -395,9 +395,9 @@ fn built_ins_are_tried_in_order_and_none_detecting_lists_them() {
     let s = site();
     let builtins = s.root.join("builtins");
     let no = "exit 1";
-    buildpack(&builtins, "nodejs", no, "true", NO_TYPES);
-    buildpack(&builtins, "python", no, "true", NO_TYPES);
-    buildpack(&builtins, "procfile", no, "true", NO_TYPES);
+    for name in BUILTIN_ORDER {
+        buildpack(&builtins, name, no, "true", NO_TYPES);
+    }
     let run = build_with(
         &s,
         &[],
@@ -411,9 +411,10 @@ fn built_ins_are_tried_in_order_and_none_detecting_lists_them() {
     let BuildError::NoBuildpack { tried } = &err else {
         panic!("{err}");
     };
-    assert_eq!(tried, &["nodejs", "python", "procfile"]);
+    assert_eq!(tried, &BUILTIN_ORDER);
     assert!(
-        err.to_string().contains("tried nodejs, python, procfile"),
+        err.to_string()
+            .contains(&format!("tried {}", BUILTIN_ORDER.join(", "))),
         "{err}"
     );
 

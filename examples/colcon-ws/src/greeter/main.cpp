@@ -1,0 +1,2 @@
+#include <iostream>
+int main() { std::cout << "hello from greeter" << std::endl; return 0; }
