@@ -426,11 +426,11 @@ impl Drop for Scratch {
 }
 
 #[cfg(test)]
+mod builtin_langs_tests;
+#[cfg(test)]
 mod builtin_node_tests;
 #[cfg(test)]
 mod builtin_python_hooks_tests;
-#[cfg(test)]
-mod builtin_langs_tests;
 #[cfg(test)]
 mod builtin_python_tests;
 #[cfg(test)]
