@@ -2,9 +2,8 @@
 //! uses (`reconcile::plan`) and the slug's own switch policy, with nothing applied.
 
 use super::command::Result;
-use super::dyno::Want;
 use super::policy::{self, Strategy};
-use super::reconcile::{self, Action, Existing};
+use super::reconcile::{self, Action};
 use super::Engine;
 use crate::build::Slug;
 use roboku_wire as wire;
@@ -26,16 +25,7 @@ impl Engine {
             .ok()
             .and_then(|t| policy::parse(&t).ok())
             .unwrap_or_default();
-        let existing: Vec<Existing> = self
-            .dynos
-            .values()
-            .filter(|d| d.app == app && d.want != Want::Remove && !d.one_off)
-            .map(|d| Existing {
-                name: d.name.clone(),
-                release: d.release,
-                stopped: d.want == Want::Stop,
-            })
-            .collect();
+        let existing = self.existing_dynos(app);
         let desired = reconcile::desired(&cache.formation, &new_types);
         let dynos = reconcile::plan(&desired, next_version, &existing)
             .into_iter()

@@ -70,6 +70,19 @@ pub fn plan(desired: &BTreeSet<(String, u32)>, release: u32, existing: &[Existin
 }
 
 impl Engine {
+    /// The app's formation dynos (not one-offs, not being removed) as the planner sees them.
+    pub(super) fn existing_dynos(&self, app: &str) -> Vec<Existing> {
+        self.dynos
+            .values()
+            .filter(|d| d.app == app && d.want != Want::Remove && !d.one_off)
+            .map(|d| Existing {
+                name: d.name.clone(),
+                release: d.release,
+                stopped: d.want == Want::Stop,
+            })
+            .collect()
+    }
+
     /// Brings one app's dynos in line with its formation and current release.
     pub(super) fn reconcile(&mut self, app: &str) {
         let Some(cache) = self.apps.get(app) else {
@@ -79,16 +92,7 @@ impl Engine {
             Some(r) => (desired(&cache.formation, &r.process_types), r.version),
             None => (BTreeSet::new(), 0),
         };
-        let existing: Vec<Existing> = self
-            .dynos
-            .values()
-            .filter(|d| d.app == app && d.want != Want::Remove && !d.one_off)
-            .map(|d| Existing {
-                name: d.name.clone(),
-                release: d.release,
-                stopped: d.want == Want::Stop,
-            })
-            .collect();
+        let existing = self.existing_dynos(app);
         for action in plan(&want, release, &existing) {
             match action {
                 Action::Start { ptype, index } => {

@@ -2,7 +2,7 @@
 //! local (tarball) dependencies, their lock files made by the real tools here; Heroku's script
 //! order, the dev dependencies pruned after the build, the warm cache; Heroku's refusals.
 
-use super::builtin_tests::{build_builtin, builtins, run_in_app};
+use super::builtin_tests::{build_builtin, builtins, refused, run_in_app};
 use super::tests::{build_with, site, Site};
 use super::*;
 use std::process::Stdio;
@@ -292,25 +292,6 @@ fn node_env_development_keeps_dev_dependencies() {
         "{lines}"
     );
     assert!(s.app.join("node_modules/builder").exists());
-}
-
-/// Builds and expects a failure whose output names `want`.
-fn refused(s: &Site, want: &str) {
-    let run = build_with(
-        s,
-        &[],
-        &[],
-        &builtins(),
-        Duration::from_secs(120),
-        None,
-        |_| {},
-    );
-    let text = format!("{:?}\n{}", run.result.as_ref().err(), run.lines.join("\n"));
-    assert!(
-        run.result.is_err(),
-        "expected a refusal naming {want:?}:\n{text}"
-    );
-    assert!(text.contains(want), "expected {want:?} in:\n{text}");
 }
 
 #[test]

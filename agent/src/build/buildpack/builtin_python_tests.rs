@@ -2,11 +2,10 @@
 //! install exactly what their lock pins for runtime (not dev groups), offline from `wheels/`,
 //! with hashes checked; the files Heroku refuses are refused with its reasons.
 
-use super::builtin_tests::{build_builtin, builtins, run_in_app, wheel};
-use super::tests::{build_with, site, Site};
+use super::builtin_tests::{build_builtin, refused, run_in_app, wheel};
+use super::tests::{site, Site};
 use super::*;
 use sha2::{Digest, Sha256};
-use std::time::Duration;
 
 /// `tinypkg` (runtime) and `devpkg` (dev only) as wheels in the app's `wheels/`; their hashes.
 fn two_wheels(s: &Site) -> (String, String) {
@@ -128,25 +127,6 @@ fn a_uv_project_is_installed_on_top_of_its_locked_dependencies() {
         "cd /tmp && python3 -c 'import robot_app; print(robot_app.ANSWER)'",
     );
     assert_eq!(out, "43\n");
-}
-
-/// Builds and expects a failure whose output names `want`.
-fn refused(s: &Site, want: &str) {
-    let run = build_with(
-        s,
-        &[],
-        &[],
-        &builtins(),
-        Duration::from_secs(120),
-        None,
-        |_| {},
-    );
-    let text = format!("{:?}\n{}", run.result.as_ref().err(), run.lines.join("\n"));
-    assert!(
-        run.result.is_err(),
-        "expected a refusal naming {want:?}:\n{text}"
-    );
-    assert!(text.contains(want), "expected {want:?} in:\n{text}");
 }
 
 #[test]

@@ -215,3 +215,22 @@ fn built_ins_name_the_missing_tool() {
         assert!(stderr.contains(want), "{pack}: {stderr}");
     }
 }
+
+/// Builds and expects a failure whose output names `want`.
+pub(super) fn refused(s: &Site, want: &str) {
+    let run = build_with(
+        s,
+        &[],
+        &[],
+        &builtins(),
+        Duration::from_secs(120),
+        None,
+        |_| {},
+    );
+    let text = format!("{:?}\n{}", run.result.as_ref().err(), run.lines.join("\n"));
+    assert!(
+        run.result.is_err(),
+        "expected a refusal naming {want:?}:\n{text}"
+    );
+    assert!(text.contains(want), "expected {want:?} in:\n{text}");
+}
