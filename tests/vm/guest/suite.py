@@ -320,7 +320,9 @@ HOG = "import time\nb = b'x' * (200 * 1024 * 1024)\nprint('allocated', flush=Tru
 
 
 def t_oom_kill_is_read_from_memory_events_and_reported():
-    deploy("hog", {"Procfile": "hog: exec python3 hog.py\n", "hog.py": HOG})
+    # Probation off: the hog is OOM-killed over and over by design, which is not its release failing.
+    deploy("hog", {"Procfile": "hog: exec python3 hog.py\n", "hog.py": HOG,
+                   "app.json": '{"roboku": {"probation": {"secs": 0}}}'})
     sh("roboku ps:resize hog --memory 32M -a hog")
     sh("roboku ps:scale hog=1 -a hog")
 
@@ -637,7 +639,10 @@ def t_crash_replacement_measured():
     sh("systemctl daemon-reload && systemctl restart robokud")
     service_back(old)
     try:
-        deploy("crash", {"Procfile": "crash: %s\n" % (START_SCRIPT % agent_file)})
+        # Probation off: this bench kills the dyno on purpose, round after round; with it on, the
+        # fourth kill would count as the release failing its probation (docs/deploys.md).
+        deploy("crash", {"Procfile": "crash: %s\n" % (START_SCRIPT % agent_file),
+                         "app.json": '{"roboku": {"probation": {"secs": 0}}}'})
         sh("roboku ps:scale crash=1 -a crash")
         wait_up("crash", "crash.1")
         wait_start(agent_file, 0)
