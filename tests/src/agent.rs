@@ -407,6 +407,22 @@ impl Agent {
     }
 
     /// One dyno from `ps --json`, if listed.
+    /// Polls `app`'s web.1 until GET / answers 200 with `want` (trimmed), for up to `secs`.
+    pub fn web_answers(&self, app: &str, want: &str, secs: u64) {
+        let port = self.dyno(app, "web.1").expect("web.1")["port"]
+            .as_u64()
+            .expect("port") as u16;
+        wait_for(
+            &format!("{app} answers {want:?} on port {port}"),
+            Duration::from_secs(secs),
+            || {
+                crate::http::get(port, "/")
+                    .map(|r| r.status == 200 && r.body.trim() == want)
+                    .unwrap_or(false)
+            },
+        );
+    }
+
     pub fn dyno(&self, app: &str, name: &str) -> Option<Value> {
         self.ps(app).into_iter().find(|d| d["name"] == name)
     }

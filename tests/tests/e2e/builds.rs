@@ -3,28 +3,13 @@
 //! file, a third-party buildpack keeping state in CACHE_DIR. Each deploys twice; the second build
 //! must use the cache. Runtime versions the app asks for are honoured or refused at the start.
 
-use roboku_tests::{app_dir, http, wait_for, Agent, AgentOpts};
+use roboku_tests::{app_dir, wait_for, Agent, AgentOpts};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 fn build_log(agent: &Agent, app: &str) -> String {
     agent.ok(&["logs", "-a", app, "-d", "build", "-n", "500"])
-}
-
-fn web_answers(agent: &Agent, app: &str, want: &str) {
-    let port = agent.dyno(app, "web.1").expect("web.1")["port"]
-        .as_u64()
-        .expect("port") as u16;
-    wait_for(
-        &format!("{app} answers {want:?}"),
-        Duration::from_secs(20),
-        || {
-            http::get(port, "/")
-                .map(|r| r.status == 200 && r.body.trim() == want)
-                .unwrap_or(false)
-        },
-    );
 }
 
 fn deploy_fails(agent: &Agent, app: &str, dir: &Path) -> String {
@@ -65,7 +50,7 @@ http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever(
         log.contains(&format!("asks for Python {version}: using")),
         "{log}"
     );
-    web_answers(&agent, "py", "tiny ok");
+    agent.web_answers("py", "tiny ok", 20);
 
     std::fs::write(app.path().join("CHANGES"), "second deploy\n").expect("write");
     agent.deploy("py", app.path());
@@ -74,7 +59,7 @@ http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever(
         log.contains("reusing installed packages from the build cache"),
         "the second build uses the cache: {log}"
     );
-    web_answers(&agent, "py", "tiny ok");
+    agent.web_answers("py", "tiny ok", 20);
 
     // A version the robot does not have fails at the start, naming what is there and what to do.
     let old = agent.up_pid("py", "web.1");
@@ -152,7 +137,7 @@ require('http').createServer((q, r) => r.end(msg)).listen(process.env.PORT, '127
     let log = build_log(&agent, "node");
     assert!(log.contains("npm ci"), "{log}");
     assert!(log.contains("engines.node \">=16\" is satisfied"), "{log}");
-    web_answers(&agent, "node", "node dep ok");
+    agent.web_answers("node", "node dep ok", 20);
 
     std::fs::write(app.path().join("CHANGES"), "second deploy\n").expect("write");
     agent.deploy("node", app.path());
@@ -161,7 +146,7 @@ require('http').createServer((q, r) => r.end(msg)).listen(process.env.PORT, '127
         log.contains("npm dependencies unchanged: reusing node_modules from the build cache"),
         "the second build uses the cache: {log}"
     );
-    web_answers(&agent, "node", "node dep ok");
+    agent.web_answers("node", "node dep ok", 20);
 
     let pkg = std::fs::read_to_string(app.path().join("package.json")).expect("read");
     std::fs::write(
@@ -327,7 +312,7 @@ http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever(
         apps.push((name, app));
     }
     for (name, _) in &apps {
-        web_answers(&agent, name, "tiny ok");
+        agent.web_answers(name, "tiny ok", 20);
     }
     // The dev group (pytest, not in wheels/) was never asked for: the offline installs passed.
     // A second lock beside the first is refused as Heroku refuses it, and v1 keeps serving.
@@ -340,5 +325,5 @@ http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever(
         ),
         "{err}"
     );
-    web_answers(&agent, name, "tiny ok");
+    agent.web_answers(name, "tiny ok", 20);
 }

@@ -4,10 +4,10 @@
 //! (local tarballs only; npm_config_offline=true). Each serves through its dependency, its slug
 //! has no dev dependency left, and a second deploy of the same source reuses the build cache.
 
-use roboku_tests::{app_dir, http, wait_for, Agent, AgentOpts};
+use roboku_tests::{app_dir, Agent, AgentOpts};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A package manager run as the developer runs it before committing, offline.
 fn dev_tool(home: &Path, dir: &Path, tool: &str, args: &[&str]) {
@@ -93,21 +93,6 @@ require('http').createServer((q, r) => r.end(body)).listen(process.env.PORT, '12
     app
 }
 
-fn answers(agent: &Agent, app: &str, want: &str) {
-    let port = agent.dyno(app, "web.1").expect("web.1")["port"]
-        .as_u64()
-        .expect("port") as u16;
-    wait_for(
-        &format!("{app} answers {want:?}"),
-        Duration::from_secs(20),
-        || {
-            http::get(port, "/")
-                .map(|r| r.status == 200 && r.body.trim() == want)
-                .unwrap_or(false)
-        },
-    );
-}
-
 fn on_path(tool: &str) -> bool {
     ["/usr/local/bin", "/usr/bin", "/bin"]
         .iter()
@@ -162,10 +147,10 @@ fn npm_yarn_and_pnpm_apps_build_offline_side_by_side_prune_dev_deps_and_serve() 
     // All of them up at once, each through its own dependency and build output.
     for (manager, _) in &apps {
         let name = format!("node-{manager}");
-        answers(
-            &agent,
+        agent.web_answers(
             &name,
             &format!("hello web.1 from greet, {manager} built by builder"),
+            20,
         );
         let slug = agent.ok(&[
             "run",
