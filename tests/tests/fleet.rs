@@ -2,6 +2,8 @@
 //! Needs root (dyno cgroups) and mosquitto (`apt-get install mosquitto`); fails, never skips,
 //! without them.
 
+#[path = "fleet/bridge.rs"]
+mod bridge;
 #[path = "fleet/kit.rs"]
 mod kit;
 #[path = "fleet/tls.rs"]

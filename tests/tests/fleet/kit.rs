@@ -127,6 +127,11 @@ impl Broker {
         std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 
+    /// Replaces the extra mosquitto.conf lines; they apply from the next [`Broker::restart`].
+    pub fn set_extra_conf(&mut self, extra_conf: &str) {
+        self.extra_conf = extra_conf.to_string();
+    }
+
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
