@@ -11,5 +11,6 @@ pub mod orphans;
 pub mod procfs;
 pub mod pty;
 pub mod reach;
+pub mod script;
 pub mod spawn;
 pub mod watch;

@@ -1,4 +1,5 @@
-//! Starting one dyno process: `/bin/sh -c` after sourcing `.profile.d/*.sh`, in its own session
+//! Starting one dyno process: `/bin/sh -c` after sourcing `.profile.d/*.sh` (`script.rs`: a
+//! simple command is `exec`ed, so no shell stays behind), in its own session
 //! and process group, inside its cgroup from its very first instruction (it joins between fork and
 //! exec, so nothing it forks can escape), as the dyno user, with stdout and stderr on its spool.
 
@@ -46,15 +47,10 @@ pub struct Spawned {
     pub start_time: Option<u64>,
 }
 
-/// The shell script a dyno runs: source `.profile.d/*.sh` (as Heroku does), then the command.
-pub fn shell_script(command: &str) -> String {
-    format!("for f in .profile.d/*.sh; do [ -r \"$f\" ] && . \"./$f\"; done; unset f\n{command}")
-}
-
 pub fn spawn(spec: SpawnSpec) -> std::io::Result<Spawned> {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
-        .arg(shell_script(&spec.command))
+        .arg(super::script::shell_script(&spec.command))
         .env_clear()
         .envs(&spec.env)
         .current_dir(&spec.cwd)

@@ -154,3 +154,71 @@ fn crash_loop_backs_off_with_growing_delays() {
     let d = agent.dyno("crashy", "crash.1").expect("crash.1");
     assert!(d["restarts"].as_u64().expect("restarts") >= 6, "{d}");
 }
+
+/// `/proc/<pid>/comm`: the name of the program a process runs.
+fn comm(pid: i64) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// The pids of `pid`'s children.
+fn children(pid: i64) -> Vec<i64> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_simple_command_is_the_dyno_itself_and_a_compound_one_keeps_its_shell() {
+    let agent = Agent::start(AgentOpts::default());
+    // `.profile.d` is still sourced before the command (the exec comes after it).
+    let app = app_dir(&[
+        (
+            "Procfile",
+            "web: sleep 1000 $ROBOKU_PROFILE_TAG\nworker: sleep 1001 && true\n",
+        ),
+        (".profile.d/tag.sh", "export ROBOKU_PROFILE_TAG=7\n"),
+    ]);
+    agent.create_and_deploy("shells", app.path());
+    agent.ok(&["ps:scale", "worker=1", "-a", "shells"]);
+    let web = agent.wait_up("shells", "web.1", None, Duration::from_secs(10));
+    let worker = agent.wait_up("shells", "worker.1", None, Duration::from_secs(10));
+
+    // The simple command was exec'd: the dyno's pid runs `sleep`, with no shell around it, and
+    // the profile's variable reached its arguments.
+    assert_eq!(comm(web), "sleep", "web.1 should be the app, not a shell");
+    assert!(
+        children(web).is_empty(),
+        "web.1 has children: {:?}",
+        children(web)
+    );
+    let cmdline = std::fs::read(format!("/proc/{web}/cmdline")).unwrap_or_default();
+    assert_eq!(
+        cmdline, b"sleep\x001000\x007\x00",
+        "profile.d not sourced first"
+    );
+    // A compound command runs under the shell, as written.
+    assert_eq!(
+        comm(worker),
+        "sh",
+        "worker.1 runs `a && b`: its shell stays"
+    );
+    assert_eq!(
+        children(worker)
+            .iter()
+            .map(|p| comm(*p))
+            .collect::<Vec<_>>(),
+        ["sleep"]
+    );
+
+    // SIGKILL to the app itself is a crash of the dyno, replaced as before.
+    assert!(kill(web, libc::SIGKILL));
+    let again = agent.wait_up("shells", "web.1", Some(web), Duration::from_secs(10));
+    assert_eq!(comm(again), "sleep");
+    let d = agent.dyno("shells", "web.1").expect("web.1 listed");
+    assert_eq!(d["last_exit"]["signal"], 9, "{d}");
+}
