@@ -127,6 +127,11 @@ impl Broker {
         std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 
+    /// The broker's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Replaces the extra mosquitto.conf lines; they apply from the next [`Broker::restart`].
     pub fn set_extra_conf(&mut self, extra_conf: &str) {
         self.extra_conf = extra_conf.to_string();
@@ -272,6 +277,11 @@ impl Agent {
         self.child = Some(child);
         let sock = self.socket();
         wait_for(20, "robokud's socket", || sock.exists().then_some(()));
+    }
+
+    /// robokud's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGTERM and wait (dynos are stopped: `--on-exit stop`).
@@ -437,47 +447,54 @@ pub fn artifact(dir: &Path, name: &str, tag: &str) -> PathBuf {
     out
 }
 
-/// Serves the files of `dir` over HTTP/1.1 (GET /name), one thread; returns the base URL.
+/// Serves the files of `dir` over HTTP/1.1 (GET /name), a thread per connection (a fleet wave
+/// downloads at once); returns the base URL.
 pub fn serve_dir(dir: &Path) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let dir = dir.to_path_buf();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut reader = BufReader::new(s.try_clone().expect("clone"));
-            let mut first = String::new();
-            let _ = reader.read_line(&mut first);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            let name = first
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or("/")
-                .trim_start_matches('/');
-            match std::fs::read(dir.join(name)) {
-                Ok(body) => {
-                    let _ = write!(
-                        s,
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = s.write_all(&body);
-                }
-                Err(_) => {
-                    let _ = write!(
-                        s,
-                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    );
-                }
-            }
+            let Ok(s) = stream else { continue };
+            let dir = dir.clone();
+            std::thread::spawn(move || serve_one(s, &dir));
         }
     });
     format!("http://{addr}")
+}
+
+/// Answers one GET of [`serve_dir`].
+fn serve_one(mut s: TcpStream, dir: &Path) {
+    let mut reader = BufReader::new(s.try_clone().expect("clone"));
+    let mut first = String::new();
+    let _ = reader.read_line(&mut first);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    let name = first
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .trim_start_matches('/');
+    match std::fs::read(dir.join(name)) {
+        Ok(body) => {
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(&body);
+        }
+        Err(_) => {
+            let _ = write!(
+                s,
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    }
 }
 
 /// GET `http://127.0.0.1:<port><path>`; the body of a 200 answer.
@@ -570,6 +587,13 @@ impl Probe {
     }
 
     /// Waits for a message on `topic_name` matching `f`; keeps everything seen.
+    /// The next message within `timeout` (kept in `seen` too), or `None`.
+    pub fn recv(&mut self, timeout: Duration) -> Option<(String, Vec<u8>)> {
+        let m = self.rx.recv_timeout(timeout).ok()?;
+        self.seen.push(m.clone());
+        Some(m)
+    }
+
     pub fn wait_msg<T>(
         &mut self,
         secs: u64,

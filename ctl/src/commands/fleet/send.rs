@@ -42,9 +42,10 @@ pub struct Common {
     /// Per-app version [default: now, in unix ms]; must grow with every command for the app
     #[arg(long)]
     pub version: Option<u64>,
-    /// First wave: N robots or N% of them; the rest follow when it succeeded
+    /// A canary wave: N robots or N% of all; repeat for more waves (`--wave 1% --wave 10%`).
+    /// Each wave starts when the one before succeeded; the rest come last
     #[arg(long, value_parser = waves::parse_wave, value_name = "N|N%")]
-    pub wave: Option<WaveSize>,
+    pub wave: Vec<WaveSize>,
     /// Stop the rollout when more than K robots failed
     #[arg(long, default_value_t = 0, value_name = "K")]
     pub fail_threshold: usize,
@@ -271,13 +272,11 @@ async fn rollout(
         )?;
     }
     let version = c.version.unwrap_or_else(now_ms);
-    let waves: Vec<Vec<String>> = match c.wave {
-        Some(w) => waves::plan(&online, w),
-        None => vec![online.clone()],
-    };
+    let waves: Vec<Vec<String>> = waves::plan(&online, &c.wave);
     let mut tracker = Tracker::default();
     let mut failed_total = 0usize;
     let mut stopped = false;
+    let mut stopped_after = 0usize;
     if online.is_empty() {
         // Nobody to wait for; the command is cheap and someone may be connecting right now.
         let (_, _, payload) = envelope(c, &addr, &action, version, key.as_ref());
@@ -290,7 +289,7 @@ async fn rollout(
         }
     }
     for (i, wave) in waves.iter().enumerate().filter(|(_, w)| !w.is_empty()) {
-        if c.wave.is_some() {
+        if !c.wave.is_empty() {
             if !json {
                 outln!("wave {}: {}", i + 1, wave.join(", "))?;
             }
@@ -309,6 +308,7 @@ async fn rollout(
         failed_total = tracker.failed().len() + tracker.missing().len();
         if failed_total > c.fail_threshold && i + 1 < waves.len() {
             stopped = true;
+            stopped_after = i + 1;
             break;
         }
     }
@@ -338,7 +338,7 @@ async fn rollout(
             offline.len(),
             if stopped {
                 format!(
-                    "; STOPPED after wave 1 (more than {} failed)",
+                    "; STOPPED after wave {stopped_after} (more than {} failed)",
                     c.fail_threshold
                 )
             } else {

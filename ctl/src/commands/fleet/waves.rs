@@ -1,5 +1,5 @@
-//! Waves, pure: a canary wave (a count or a percentage of the robots, at least one), then the
-//! rest; a rollout stops when more than `fail_threshold` robots failed.
+//! Waves, pure: one or more canary waves (each a count or a percentage of all the robots, at
+//! least one), then the rest; a rollout stops when more than `fail_threshold` robots failed.
 
 /// How big the first wave is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -28,18 +28,28 @@ pub fn parse_wave(text: &str) -> Result<WaveSize, String> {
     }
 }
 
-/// Splits `devices` (already in a stable order) into the canary wave and the rest.
-pub fn plan(devices: &[String], first: WaveSize) -> Vec<Vec<String>> {
-    let n = match first {
-        WaveSize::Count(n) => n,
-        WaveSize::Percent(p) => (devices.len() * p as usize).div_ceil(100),
+/// Splits `devices` (already in a stable order) into the canary waves, sized by `sizes` in turn
+/// (a percentage counts all of `devices`, rounded up), and a last wave with the rest.
+pub fn plan(devices: &[String], sizes: &[WaveSize]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut rest = devices;
+    for size in sizes {
+        if rest.is_empty() {
+            break;
+        }
+        let n = match *size {
+            WaveSize::Count(n) => n,
+            WaveSize::Percent(p) => (devices.len() * p as usize).div_ceil(100),
+        }
+        .clamp(1, rest.len());
+        let (a, b) = rest.split_at(n);
+        out.push(a.to_vec());
+        rest = b;
     }
-    .clamp(1, devices.len().max(1));
-    let (a, b) = devices.split_at(n.min(devices.len()));
-    [a.to_vec(), b.to_vec()]
-        .into_iter()
-        .filter(|w| !w.is_empty())
-        .collect()
+    if !rest.is_empty() {
+        out.push(rest.to_vec());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -53,21 +63,34 @@ mod tests {
     #[test]
     fn waves() {
         assert_eq!(
-            plan(&devs(10), WaveSize::Count(2)),
+            plan(&devs(10), &[WaveSize::Count(2)]),
             vec![devs(2), devs(10)[2..].to_vec()]
         );
         assert_eq!(
-            plan(&devs(10), WaveSize::Percent(25))[0].len(),
+            plan(&devs(10), &[WaveSize::Percent(25)])[0].len(),
             3,
             "rounded up"
         );
         assert_eq!(
-            plan(&devs(3), WaveSize::Percent(1))[0].len(),
+            plan(&devs(3), &[WaveSize::Percent(1)])[0].len(),
             1,
             "at least one"
         );
-        assert_eq!(plan(&devs(2), WaveSize::Count(5)), vec![devs(2)]);
-        assert!(plan(&[], WaveSize::Count(1)).is_empty());
+        assert_eq!(plan(&devs(2), &[WaveSize::Count(5)]), vec![devs(2)]);
+        assert!(plan(&[], &[WaveSize::Count(1)]).is_empty());
+        assert_eq!(plan(&devs(4), &[]), vec![devs(4)], "no canary: one wave");
+        // 1 %, 10 %, the rest, as a fleet rolls out: of 1,000 robots 10, then 100, then 890.
+        let sizes: Vec<usize> = plan(&devs(1000), &[WaveSize::Percent(1), WaveSize::Percent(10)])
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, vec![10, 100, 890]);
+        // Waves that ask for more than is left take what is left, and nothing is sent twice.
+        let w = plan(
+            &devs(5),
+            &[WaveSize::Count(3), WaveSize::Count(3), WaveSize::Count(3)],
+        );
+        assert_eq!(w, vec![devs(3), devs(5)[3..].to_vec()]);
         assert_eq!(parse_wave("10%"), Ok(WaveSize::Percent(10)));
         assert_eq!(parse_wave("3"), Ok(WaveSize::Count(3)));
         assert!(parse_wave("0").is_err());
