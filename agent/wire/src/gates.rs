@@ -6,7 +6,7 @@
 //! | method + path                       | request       | response        |
 //! |-------------------------------------|---------------|-----------------|
 //! | GET    /v1/apps/{app}/gates         |               | [`GatesReport`] |
-//! | PUT    /v1/apps/{app}/gates/{name}  | [`SetGate`]   | [`GatesReport`] |
+//! | PUT    /v1/apps/{app}/gates/{name}  | [`SetGate`]   | [`Done`](crate::Done) |
 //! | DELETE /v1/apps/{app}/gates/{name}  |               | [`Done`](crate::Done) |
 //! | PUT    /v1/apps/{app}/holds/{name}  | [`TakeHold`]  | [`HoldInfo`]    |
 //! | DELETE /v1/apps/{app}/holds/{name}  |               | [`Done`](crate::Done) |
