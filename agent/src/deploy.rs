@@ -18,6 +18,7 @@ pub async fn deploy(
     app: &str,
     req: wire::DeployRequest,
     artifact: Option<wire::fleet::Artifact>,
+    wait: crate::engine::holds::Wait,
 ) -> Result<wire::ReleaseInfo, EngineError> {
     let slug = build_slug(
         engine,
@@ -44,7 +45,8 @@ pub async fn deploy(
         description,
         artifact,
     };
-    match engine.call(door, cmd).await? {
+    // Waits for the app's apply gates, if it has any (the slug is built meanwhile).
+    match engine.call_waiting(door, cmd, wait).await? {
         Reply::Release(r) => Ok(r),
         other => Err(EngineError::Internal(format!(
             "unexpected engine reply {other:?}"

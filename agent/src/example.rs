@@ -52,7 +52,16 @@ async fn try_deploy(settings: &Settings, engine: &EngineHandle) -> anyhow::Resul
         source: dir.display().to_string(),
         description: Some("Deploy the embedded example".into()),
     };
-    let release = deploy::deploy(engine, settings, Door::Agent, "hello", req, None).await?;
+    let release = deploy::deploy(
+        engine,
+        settings,
+        Door::Agent,
+        "hello",
+        req,
+        None,
+        Default::default(),
+    )
+    .await?;
     let _ = std::fs::remove_dir_all(&dir);
     tracing::info!(
         version = release.version,

@@ -260,6 +260,7 @@ fn prepare_dirs(settings: &Settings) -> Result<(), util::PathError> {
         (settings.logs_dir(), 0o700),
         (settings.tmp_dir(), 0o711),
         (settings.cache_root(), 0o711),
+        (settings.dyno_sockets_dir(), 0o711),
     ] {
         std::fs::create_dir_all(&dir).at("create dir", &dir)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).at("chmod", &dir)?;

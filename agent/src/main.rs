@@ -57,6 +57,9 @@ struct Flags {
     /// Slugs of this many recent releases per app are kept for rollback.
     #[arg(long, env = "ROBOKU_KEEP_RELEASES")]
     keep_releases: Option<usize>,
+    /// While a change waits for an app's apply gates, how often they are checked (ms).
+    #[arg(long, env = "ROBOKU_GATE_POLL_MS")]
+    gate_poll_ms: Option<u64>,
     /// Seconds between resource samples shown by `roboku ps`.
     #[arg(long, env = "ROBOKU_SAMPLE_SECS")]
     sample_secs: Option<u64>,
@@ -180,6 +183,7 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
         s.dashboard = d.clone();
     }
     s.keep_releases = flags.keep_releases.unwrap_or(s.keep_releases);
+    s.gate_poll_ms = flags.gate_poll_ms.unwrap_or(s.gate_poll_ms);
     if let Some(u) = &flags.dyno_user {
         s.dyno_user = u.clone();
     }

@@ -71,6 +71,8 @@ pub struct Settings {
     /// Slugs of this many most recent releases per app are kept for rollback; older ones are
     /// deleted once a new release is committed.
     pub keep_releases: usize,
+    /// While a change waits for an app's apply gates, how often they are checked again (ms).
+    pub gate_poll_ms: u64,
     /// Fleet control over MQTT (off unless `mqtt.broker` is set).
     pub mqtt: MqttSettings,
 }
@@ -102,6 +104,7 @@ impl Default for Settings {
             deploy_timeout_secs: 120,
             build_timeout_secs: 900,
             keep_releases: 5,
+            gate_poll_ms: 2000,
             mqtt: MqttSettings::default(),
         }
     }
@@ -203,6 +206,14 @@ impl Settings {
     /// Fleet state that must survive restarts (replay guard, session counter, artifacts).
     pub fn fleet_state_path(&self) -> PathBuf {
         self.data_dir.join("fleet.json")
+    }
+    /// The apps' dyno sockets (0711: an app reaches its own socket, lists none).
+    pub fn dyno_sockets_dir(&self) -> PathBuf {
+        self.data_dir.join("sockets")
+    }
+    /// One app's dyno socket (`$ROBOKU_DYNO_SOCKET` in its dynos), its uid's alone.
+    pub fn dyno_socket(&self, app: &str) -> PathBuf {
+        self.dyno_sockets_dir().join(format!("{app}.sock"))
     }
 }
 

@@ -10,7 +10,9 @@ mod output;
 mod parse;
 
 use clap::{Parser, Subcommand};
-use commands::{apps, config, deploy, events, git, logs, ps, releases, run, status, AppArg, Ctx};
+use commands::{
+    apps, config, deploy, events, gates, git, logs, ps, releases, run, status, AppArg, Ctx,
+};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser, Debug)]
@@ -101,6 +103,23 @@ enum Command {
     DashboardUrl,
     /// Print the dashboard's URL (with its token) and open it in a browser where there is one
     Open,
+    /// Show an app's apply gates, holds and the changes waiting for them
+    Gates(AppArg),
+    /// Add or replace a gate: deploys, config changes and fleet commands wait until it passes
+    #[command(name = "gates:set")]
+    GatesSet(gates::SetArgs),
+    /// Remove a gate
+    #[command(name = "gates:unset")]
+    GatesUnset(gates::NameArgs),
+    /// Take (or renew) a hold: changes wait until it is released or expires
+    #[command(name = "gates:hold")]
+    GatesHold(gates::HoldArgs),
+    /// Release a hold
+    #[command(name = "gates:release")]
+    GatesRelease(gates::NameArgs),
+    /// Report this dyno's health (run inside a dyno): okay, waiting, blocked or error
+    #[command(name = "health:set")]
+    HealthSet(gates::HealthArgs),
     /// Show the audit trail, newest last
     Events(events::EventsArgs),
     /// Set the buildpacks an app is built with, in order
@@ -190,6 +209,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::DashboardUrl => commands::dashboard::url(ctx).await?,
         Command::Open => commands::dashboard::open(ctx).await?,
         Command::Events(a) => events::run(ctx, a).await?,
+        Command::Gates(a) => gates::list(ctx, a).await?,
+        Command::GatesSet(a) => gates::set(ctx, a).await?,
+        Command::GatesUnset(a) => gates::unset(ctx, a).await?,
+        Command::GatesHold(a) => gates::hold(ctx, a).await?,
+        Command::GatesRelease(a) => gates::release(ctx, a).await?,
+        Command::HealthSet(a) => gates::health(ctx, a).await?,
         Command::BuildpacksSet(a) => apps::set_buildpacks(ctx, &a.app.app, a.buildpacks).await?,
         Command::BuildpacksClear(a) => apps::set_buildpacks(ctx, &a.app, Vec::new()).await?,
         Command::SlugBuild(_) => {}

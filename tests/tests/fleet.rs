@@ -4,6 +4,8 @@
 
 #[path = "fleet/bridge.rs"]
 mod bridge;
+#[path = "fleet/gates.rs"]
+mod gates;
 #[path = "fleet/kit.rs"]
 mod kit;
 #[path = "fleet/tls.rs"]

@@ -38,6 +38,7 @@ pub fn error_response(e: &EngineError) -> Resp {
         EngineError::InvalidApp(_) => StatusCode::UNPROCESSABLE_ENTITY,
         EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         EngineError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        EngineError::GateClosed(_) => StatusCode::CONFLICT,
         EngineError::DeployFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
     };
     let body = wire::ErrorBody {

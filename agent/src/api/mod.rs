@@ -6,6 +6,7 @@
 mod attach;
 pub(crate) mod body;
 pub(crate) mod conns;
+pub mod dyno_door;
 pub(crate) mod http;
 pub(crate) mod logs;
 pub(crate) mod routes;

@@ -105,7 +105,9 @@ async fn route(
         }
         (&Method::POST, ["apps", app, "deploy"]) => {
             let body: wire::DeployRequest = json_body(req).await?;
-            let result = deploy::deploy(&ctx.engine, &ctx.settings, door, app, body, None).await;
+            let wait = gate_wait(query)?;
+            let result =
+                deploy::deploy(&ctx.engine, &ctx.settings, door, app, body, None, wait).await;
             Reply::Release(with_log_tail(ctx, app, result).await?)
         }
         (&Method::POST, ["apps", app, "deploy", "plan"]) => {
@@ -146,11 +148,13 @@ async fn route(
         }
         (&Method::POST, ["apps", app, "restart"]) => {
             let body: wire::TargetRequest = json_body_or_default(req).await?;
-            call(Command::Restart {
+            let cmd = Command::Restart {
                 app: app.to_string(),
                 target: body.target,
-            })
-            .await?
+            };
+            ctx.engine
+                .call_waiting(door, cmd, gate_wait(query)?)
+                .await?
         }
         (&Method::POST, ["apps", app, "stop"]) => {
             let body: wire::TargetRequest = json_body_or_default(req).await?;
@@ -172,7 +176,8 @@ async fn route(
                 app: app.to_string(),
                 change,
             };
-            with_log_tail(ctx, app, call(cmd).await).await?
+            let result = ctx.engine.call_waiting(door, cmd, gate_wait(query)?).await;
+            with_log_tail(ctx, app, result).await?
         }
         (&Method::GET, ["apps", app, "releases"]) => {
             call(Command::Releases {
@@ -186,7 +191,46 @@ async fn route(
                 app: app.to_string(),
                 version: body.version,
             };
-            with_log_tail(ctx, app, call(cmd).await).await?
+            let result = ctx.engine.call_waiting(door, cmd, gate_wait(query)?).await;
+            with_log_tail(ctx, app, result).await?
+        }
+        (&Method::GET, ["apps", app, "gates"]) => {
+            call(Command::Gates {
+                app: app.to_string(),
+            })
+            .await?
+        }
+        (&Method::PUT, ["apps", app, "gates", name]) => {
+            let gate = json_body(req).await?;
+            call(Command::SetGate {
+                app: app.to_string(),
+                name: name.to_string(),
+                gate,
+            })
+            .await?
+        }
+        (&Method::DELETE, ["apps", app, "gates", name]) => {
+            call(Command::UnsetGate {
+                app: app.to_string(),
+                name: name.to_string(),
+            })
+            .await?
+        }
+        (&Method::PUT, ["apps", app, "holds", name]) => {
+            let hold = json_body(req).await?;
+            call(Command::TakeHold {
+                app: app.to_string(),
+                name: name.to_string(),
+                req: hold,
+            })
+            .await?
+        }
+        (&Method::DELETE, ["apps", app, "holds", name]) => {
+            call(Command::ReleaseHold {
+                app: app.to_string(),
+                name: name.to_string(),
+            })
+            .await?
         }
         (&Method::POST, ["apps", app, "run"]) => {
             let mut req = req;
@@ -225,6 +269,26 @@ async fn route(
         _ => return Err(EngineError::NotFound(format!("no route {method} {path}"))),
     };
     json_response(StatusCode::OK, &reply)
+}
+
+/// `?gate_timeout=SECS`: how long a change may wait for the app's apply gates (default: as long
+/// as the caller stays connected).
+pub(super) fn gate_wait(
+    query: &BTreeMap<String, String>,
+) -> Result<crate::engine::holds::Wait, EngineError> {
+    let deadline = match query.get("gate_timeout") {
+        None => None,
+        Some(s) => {
+            let secs: u64 = s.parse().map_err(|_| {
+                EngineError::BadRequest(format!("gate_timeout={s:?} is not a number of seconds"))
+            })?;
+            Some(std::time::Instant::now() + std::time::Duration::from_secs(secs))
+        }
+    };
+    Ok(crate::engine::holds::Wait {
+        deadline,
+        progress: None,
+    })
 }
 
 /// A failed rollout's message gets the last log lines of the app, so the deployer sees why.

@@ -87,7 +87,8 @@ pub async fn receive(
             source: path.display().to_string(),
             description,
         };
-        deploy::deploy(&ctx.engine, &ctx.settings, door, app, req, None).await
+        let wait = super::routes::gate_wait(query)?;
+        deploy::deploy(&ctx.engine, &ctx.settings, door, app, req, None, wait).await
     }
     .await;
     let _ = tokio::fs::remove_file(&path).await;

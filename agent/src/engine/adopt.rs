@@ -85,6 +85,7 @@ impl Engine {
                         tag: row.instance.clone(),
                         started: Instant::now(),
                         adopted: true,
+                        health: None,
                     });
                     d.state = DynoState::Up;
                     self.logs.watch(&row.app, &row.name);

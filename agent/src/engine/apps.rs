@@ -80,6 +80,7 @@ impl Engine {
             run_as,
             user_name,
             grace,
+            dyno_socket: self.settings.dyno_socket(app),
         };
         self.router_errors.remove(app);
         self.apps.insert(app.to_string(), cache);
@@ -215,6 +216,7 @@ impl Engine {
                 .count(),
             router_port: self.routers.get(app).map(|r| r.port),
             router_error: self.router_errors.get(app).cloned(),
+            waiting: self.waiting_text(app),
         })
     }
 

@@ -16,6 +16,8 @@ pub enum Door {
     Agent,
     /// The dashboard's HTTP door (its rollback button).
     Dashboard,
+    /// An app's own dyno socket (`roboku health:set` inside a dyno).
+    Dyno,
 }
 
 impl Door {
@@ -27,6 +29,7 @@ impl Door {
             Door::Git => "git",
             Door::Agent => "agent",
             Door::Dashboard => "dashboard",
+            Door::Dyno => "dyno",
         }
     }
     pub fn parse(s: &str) -> Door {
@@ -140,6 +143,33 @@ pub enum Command {
     Shutdown,
     /// Answered at once with `Done`: proves the engine loop is turning (systemd watchdog).
     Ping,
+    /// `roboku gates`: every gate checked now, every hold, every waiting change.
+    Gates {
+        app: String,
+    },
+    SetGate {
+        app: String,
+        name: String,
+        gate: wire::gates::SetGate,
+    },
+    UnsetGate {
+        app: String,
+        name: String,
+    },
+    TakeHold {
+        app: String,
+        name: String,
+        req: wire::gates::TakeHold,
+    },
+    ReleaseHold {
+        app: String,
+        name: String,
+    },
+    /// A dyno's report about itself; `app` is the dyno socket's, never the request's.
+    SetHealth {
+        app: String,
+        report: wire::gates::SetHealth,
+    },
 }
 
 impl Command {
@@ -159,7 +189,12 @@ impl Command {
             | Command::ChangeConfig { app, .. }
             | Command::Rollback { app, .. }
             | Command::Run { app, .. }
-            | Command::SignalOneOff { app, .. } => Some(app),
+            | Command::SignalOneOff { app, .. }
+            | Command::SetGate { app, .. }
+            | Command::UnsetGate { app, .. }
+            | Command::TakeHold { app, .. }
+            | Command::ReleaseHold { app, .. }
+            | Command::SetHealth { app, .. } => Some(app),
             Command::Status
             | Command::ListApps
             | Command::AppInfo { .. }
@@ -170,6 +205,7 @@ impl Command {
             | Command::GetConfig { .. }
             | Command::Releases { .. }
             | Command::Events { .. }
+            | Command::Gates { .. }
             | Command::Shutdown
             | Command::Ping => None,
         }
@@ -200,6 +236,9 @@ pub enum Reply {
     },
     Renamed(wire::Renamed),
     Plan(wire::DeployPlan),
+    Gates(wire::gates::GatesReport),
+    Hold(wire::gates::HoldInfo),
+    Health(wire::gates::DynoHealth),
     /// Internal: the answer comes when the rename of `from` ends (never sent to a door).
     #[serde(skip)]
     Renaming {
@@ -224,6 +263,9 @@ pub enum EngineError {
     /// A release was refused at rollout (release phase, crash, health check, deadline).
     #[error("{0}")]
     DeployFailed(String),
+    /// The app's gates stayed closed until the change's time limit; nothing was applied.
+    #[error("{0}")]
+    GateClosed(String),
 }
 
 impl EngineError {
@@ -237,6 +279,7 @@ impl EngineError {
             EngineError::Internal(_) => codes::INTERNAL,
             EngineError::Unavailable(_) => codes::UNAVAILABLE,
             EngineError::DeployFailed(_) => codes::DEPLOY_FAILED,
+            EngineError::GateClosed(_) => codes::GATE_CLOSED,
         }
     }
 }
@@ -319,8 +362,19 @@ impl super::Engine {
             Command::Ping => Ok(Reply::Done(wire::Done {
                 message: "pong".into(),
             })),
-            Command::Shutdown => Err(EngineError::BadRequest(
-                "shutdown is handled by the loop".into(),
+            Command::SetGate { app, name, gate } => {
+                self.set_gate(door, &app, &name, gate).map(Reply::Done)
+            }
+            Command::UnsetGate { app, name } => self.unset_gate(door, &app, &name).map(Reply::Done),
+            Command::TakeHold { app, name, req } => {
+                self.take_hold(door, &app, &name, req).map(Reply::Hold)
+            }
+            Command::ReleaseHold { app, name } => {
+                self.release_hold(door, &app, &name).map(Reply::Done)
+            }
+            Command::SetHealth { app, report } => self.set_health(&app, report).map(Reply::Health),
+            Command::Shutdown | Command::Gates { .. } => Err(EngineError::BadRequest(
+                "shutdown and gates are handled by the loop".into(),
             )),
         }
     }

@@ -35,6 +35,8 @@ pub struct Proc {
     /// Found running by this agent at start (not spawned by it): its CPU counter covers a life
     /// longer than `started` says, so it needs two samples for a rate.
     pub adopted: bool,
+    /// What this process last reported about itself (`roboku health:set`).
+    pub health: Option<roboku_wire::gates::DynoHealth>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -127,6 +129,7 @@ impl Dyno {
             pids: self.sample.pids,
             oom_kills: self.oom_total + self.sample.oom_kills,
             user: self.user.clone(),
+            health: self.proc.as_ref().and_then(|p| p.health.clone()),
         }
     }
 
@@ -160,6 +163,7 @@ pub(super) fn dyno_env(
     app: &str,
     name: &str,
     port: u16,
+    socket: &std::path::Path,
 ) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
@@ -170,6 +174,10 @@ pub(super) fn dyno_env(
     env.insert("ROBOKU_APP".into(), app.to_string());
     env.insert("ROBOKU_RELEASE".into(), format!("v{}", release.version));
     env.insert("HOME".into(), slug_dir.display().to_string());
+    env.insert(
+        roboku_wire::gates::DYNO_SOCKET_VAR.into(),
+        socket.display().to_string(),
+    );
     env
 }
 

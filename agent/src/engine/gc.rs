@@ -33,6 +33,8 @@ impl Engine {
                 keep.insert(cur.slug.clone());
             }
         }
+        // Deploys waiting for their app's gates: their slug is not in a release yet.
+        keep.extend(self.parked_slugs());
         // Slugs of running dynos are kept even if their release is old (a rollout in progress).
         for cache in self.apps.values() {
             if let Some(r) = &cache.release {

@@ -15,6 +15,7 @@ pub(crate) mod formation;
 mod gate;
 mod gc;
 pub mod health;
+pub mod holds;
 mod isolation;
 pub mod one_off;
 mod plan;
@@ -50,6 +51,8 @@ struct Request {
     door: Door,
     cmd: Command,
     reply: oneshot::Sender<Result<Reply, EngineError>>,
+    /// How the caller waits if the command waits for the app's gates.
+    wait: holds::Wait,
 }
 
 /// Events from the engine's own helpers (exit watchers).
@@ -70,6 +73,12 @@ enum Internal {
         cgroup: Option<String>,
         command: String,
         result: Result<crate::supervisor::spawn::Spawned, String>,
+    },
+    /// A round of an app's gate checks (commands, file tests) came back.
+    GatesChecked {
+        app: String,
+        round: u64,
+        results: BTreeMap<String, Result<String, String>>,
     },
     /// The log task moved a renamed app's logs (or could not).
     Renamed {
@@ -93,13 +102,52 @@ pub struct EngineHandle {
 impl EngineHandle {
     /// Sends `cmd` and waits for the engine's answer.
     pub async fn call(&self, door: Door, cmd: Command) -> Result<Reply, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request { door, cmd, reply })
-            .await
-            .map_err(|_| EngineError::Unavailable("robokud is shutting down".into()))?;
-        rx.await
-            .map_err(|_| EngineError::Unavailable("robokud is shutting down".into()))?
+        self.call_waiting(door, cmd, holds::Wait::default()).await
+    }
+
+    /// Like `call`, saying how the caller waits if the app's gates hold the command back: until
+    /// `wait.deadline` (then `GateClosed`), hearing `waiting for gate ...` on `wait.progress`.
+    pub async fn call_waiting(
+        &self,
+        door: Door,
+        cmd: Command,
+        wait: holds::Wait,
+    ) -> Result<Reply, EngineError> {
+        send(&self.tx, door, cmd, wait).await
+    }
+}
+
+async fn send(
+    tx: &mpsc::Sender<Request>,
+    door: Door,
+    cmd: Command,
+    wait: holds::Wait,
+) -> Result<Reply, EngineError> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(Request {
+        door,
+        cmd,
+        reply,
+        wait,
+    })
+    .await
+    .map_err(|_| EngineError::Unavailable("robokud is shutting down".into()))?;
+    rx.await
+        .map_err(|_| EngineError::Unavailable("robokud is shutting down".into()))?
+}
+
+/// The engine as its own doors (the per-app dyno sockets) reach it: a weak sender, so the
+/// engine still ends when every [`EngineHandle`] is gone.
+#[derive(Clone)]
+pub struct WeakEngine(mpsc::WeakSender<Request>);
+
+impl WeakEngine {
+    pub async fn call(&self, door: Door, cmd: Command) -> Result<Reply, EngineError> {
+        let tx = self
+            .0
+            .upgrade()
+            .ok_or_else(|| EngineError::Unavailable("robokud is shutting down".into()))?;
+        send(&tx, door, cmd, holds::Wait::default()).await
     }
 }
 
@@ -112,6 +160,7 @@ impl EngineHandle {
         let (tx, mut rx) = mpsc::channel::<Request>(256);
         tokio::spawn(async move {
             while let Some(r) = rx.recv().await {
+                let _ = r.wait;
                 let _ = r.reply.send(answer(r.door, r.cmd));
             }
         });
@@ -136,6 +185,8 @@ struct AppCache {
     /// The slug's `app.json` switch and probation policy.
     policy: policy::Policy,
     run_as: Result<Option<RunAs>, String>,
+    /// The app's dyno socket (`$ROBOKU_DYNO_SOCKET`).
+    dyno_socket: PathBuf,
     user_name: String,
     grace: Duration,
 }
@@ -178,6 +229,16 @@ pub struct Engine {
     router_errors: BTreeMap<String, String>,
     /// Committed releases still on probation, by app.
     probations: BTreeMap<String, probation::Probation>,
+    /// Changes waiting for gates, and what the gates last showed, by app.
+    gate_books: BTreeMap<String, holds::GateBook>,
+    next_gate_round: u64,
+    /// When the next hold expires.
+    next_hold_expiry: Option<Instant>,
+    /// Each app's dyno socket, and why one could not be bound (until the app changes).
+    dyno_doors: BTreeMap<String, crate::api::dyno_door::DynoDoor>,
+    dyno_door_errors: BTreeMap<String, String>,
+    /// This engine's own request channel, for its dyno sockets.
+    weak: WeakEngine,
 }
 
 /// Starts the engine task: opens nothing itself (the caller passes the store, cgroups and logs),
@@ -206,6 +267,7 @@ pub fn start(
         first_at_once: true,
     };
     let sample = Duration::from_secs(settings.sample_secs.max(1));
+    let weak = WeakEngine(tx.downgrade());
     let engine = Engine {
         settings,
         store,
@@ -232,6 +294,12 @@ pub fn start(
         routers: BTreeMap::new(),
         router_errors: BTreeMap::new(),
         probations: BTreeMap::new(),
+        gate_books: BTreeMap::new(),
+        next_gate_round: 0,
+        next_hold_expiry: None,
+        dyno_doors: BTreeMap::new(),
+        dyno_door_errors: BTreeMap::new(),
+        weak,
     };
     let task = tokio::spawn(engine.run(rx, internal_rx, ready_tx));
     (
@@ -253,6 +321,7 @@ impl Engine {
         ready: oneshot::Sender<()>,
     ) {
         self.adopt_and_reconcile();
+        self.restore_healths();
         self.flush();
         let _ = ready.send(());
         loop {
@@ -290,11 +359,29 @@ impl Engine {
             self.begin_shutdown(req.reply);
             return;
         }
-        match self.dispatch(req.door, req.cmd) {
-            Ok(Reply::Pending { app }) => self.attach_reply(&app, req.reply),
-            Ok(Reply::Renaming { from }) => self.attach_rename(&from, req.reply),
+        if let Command::Gates { app } = &req.cmd {
+            let app = app.clone();
+            self.list_gates(&app, req.reply);
+            return;
+        }
+        if let Some((door, cmd, reply)) = self.park_if_gated(req.door, req.cmd, req.reply, req.wait)
+        {
+            self.answer(door, cmd, reply);
+        }
+    }
+
+    /// Runs a command now and answers it (at once, or when its rollout or rename ends).
+    fn answer(
+        &mut self,
+        door: Door,
+        cmd: Command,
+        reply: oneshot::Sender<Result<Reply, EngineError>>,
+    ) {
+        match self.dispatch(door, cmd) {
+            Ok(Reply::Pending { app }) => self.attach_reply(&app, reply),
+            Ok(Reply::Renaming { from }) => self.attach_rename(&from, reply),
             result => {
-                let _ = req.reply.send(result);
+                let _ = reply.send(result);
             }
         }
     }
@@ -324,6 +411,11 @@ impl Engine {
                 result,
             } => self.on_spawned(key, instance, cgroup, command, result),
             Internal::Renamed { from, to, logs } => self.on_renamed(&from, &to, logs),
+            Internal::GatesChecked {
+                app,
+                round,
+                results,
+            } => self.on_gates_checked(&app, round, results),
         }
     }
 
@@ -372,6 +464,7 @@ impl Engine {
     fn flush(&mut self) {
         self.save_dynos();
         self.sync_routers();
+        self.sync_dyno_doors();
         for spawn in self.spawns.drain(..) {
             tokio::task::spawn_blocking(spawn);
         }
@@ -413,6 +506,9 @@ impl Engine {
             wake = wake.min(deadline);
         }
         for deadline in self.rename_deadlines() {
+            wake = wake.min(deadline);
+        }
+        for deadline in self.gate_deadlines() {
             wake = wake.min(deadline);
         }
         if let Some((deadline, _)) = &self.shutdown {

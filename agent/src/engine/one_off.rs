@@ -87,7 +87,15 @@ impl Engine {
             .map(|a| shell_quote(a))
             .collect::<Vec<_>>()
             .join(" ");
-        let mut env = super::dyno::dyno_env(&cache.dotenv, &release, &slug_dir, app, &name, port);
+        let mut env = super::dyno::dyno_env(
+            &cache.dotenv,
+            &release,
+            &slug_dir,
+            app,
+            &name,
+            port,
+            &cache.dyno_socket,
+        );
         // Tagged like every dyno; forked before its row is saved, so an agent killed in between
         // leaves a tagged, unrecorded process that the next start kills (one-offs never outlive
         // their agent anyway).
@@ -147,6 +155,7 @@ impl Engine {
             tag: Some(rel.clone()),
             started: Instant::now(),
             adopted: false,
+            health: None,
         });
         self.dynos.insert(key.clone(), d);
         self.dirty.insert(key.clone());

@@ -80,8 +80,15 @@ impl Engine {
         let command = release.process_types.get("release")?.clone();
         self.next_instance += 1;
         let instance = self.next_instance;
-        let mut env =
-            super::dyno::dyno_env(&cache.dotenv, &release, &slug_dir, app, "release.1", 0);
+        let mut env = super::dyno::dyno_env(
+            &cache.dotenv,
+            &release,
+            &slug_dir,
+            app,
+            "release.1",
+            0,
+            &cache.dyno_socket,
+        );
         // Tagged but never recorded: a robokud killed mid-phase kills it at its next start (and
         // runs the phase again as it finishes the rollout).
         let tag = super::dyno::instance_tag(&(app.to_string(), "release.1".into()), instance);
@@ -295,7 +302,15 @@ impl Engine {
         };
         let env = CheckEnv {
             port: d.port,
-            env: super::dyno::dyno_env(&cache.dotenv, &release, &slug_dir, &key.0, &d.name, d.port),
+            env: super::dyno::dyno_env(
+                &cache.dotenv,
+                &release,
+                &slug_dir,
+                &key.0,
+                &d.name,
+                d.port,
+                &cache.dyno_socket,
+            ),
             cwd: slug_dir,
             run_as: cache.run_as.clone().ok().flatten().map(|r| (r.uid, r.gid)),
         };

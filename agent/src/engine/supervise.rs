@@ -36,7 +36,15 @@ impl Engine {
         self.next_instance += 1;
         let instance = self.next_instance;
 
-        let mut env = super::dyno::dyno_env(&cache.dotenv, &release, &slug_dir, &app, &name, port);
+        let mut env = super::dyno::dyno_env(
+            &cache.dotenv,
+            &release,
+            &slug_dir,
+            &app,
+            &name,
+            port,
+            &cache.dyno_socket,
+        );
         let rel = super::dyno::instance_tag(key, instance);
         orphans::tag(&mut env, &self.settings.data_dir, &rel);
 
@@ -156,6 +164,7 @@ impl Engine {
                     tag: Some(super::dyno::instance_tag(&key, instance)),
                     started: Instant::now(),
                     adopted: false,
+                    health: None,
                 });
                 d.state = DynoState::Up;
                 d.since = now;
@@ -463,6 +472,7 @@ impl Engine {
         self.retiree_timers(now);
         self.probation_timers(now);
         self.rollout_timers(now);
+        self.gate_timers(now);
         if now >= self.next_sample {
             self.sample();
             self.next_sample = now + Duration::from_secs(self.settings.sample_secs.max(1));

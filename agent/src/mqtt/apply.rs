@@ -10,6 +10,7 @@ use super::jobs::{Converge, Job, Update};
 use super::verify::Verified;
 use super::{artifact, Shared};
 use crate::deploy;
+use crate::engine::holds::Wait;
 use crate::engine::{Command, Door, EngineError, Reply};
 use roboku_wire::fleet::{AckDetails, AckStatus, Action, AppDesired, Artifact};
 use roboku_wire::{ConfigChange, DeployRequest};
@@ -18,18 +19,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// A failure, for the FAILED ack.
+/// A failure, for the FAILED (or TIMED_OUT) ack.
 #[derive(Debug)]
 struct Failure {
     reason: String,
     /// A failed rollout: the app's last log lines say why.
     rollout: bool,
+    /// The app's gates stayed closed until the command expired: TIMED_OUT, nothing applied.
+    gate_closed: bool,
 }
 
 impl From<EngineError> for Failure {
     fn from(e: EngineError) -> Self {
         Failure {
             rollout: matches!(e, EngineError::DeployFailed(_)),
+            gate_closed: matches!(e, EngineError::GateClosed(_)),
             reason: e.to_string(),
         }
     }
@@ -50,6 +54,10 @@ struct Acker<'a> {
     id: String,
     reference: String,
     base: AckDetails,
+    /// Until when the job's changes may wait for the app's gates (the command's expiry), and
+    /// where the engine says what they wait for (relayed as IN_PROGRESS acks).
+    gate_deadline: Option<std::time::Instant>,
+    progress: mpsc::UnboundedSender<String>,
 }
 
 impl Acker<'_> {
@@ -62,6 +70,28 @@ impl Acker<'_> {
     }
     fn step(&self, step: &str) {
         self.send(AckStatus::InProgress, |d| d.step = Some(step.to_string()));
+    }
+    /// How an engine call of this job waits for gates.
+    fn wait(&self) -> Wait {
+        Wait {
+            deadline: self.gate_deadline,
+            progress: Some(self.progress.clone()),
+        }
+    }
+}
+
+/// Runs `work`, relaying each `waiting for gate ...` from `progress` as an IN_PROGRESS ack.
+async fn relaying<T>(
+    acker: &Acker<'_>,
+    progress: &mut mpsc::UnboundedReceiver<String>,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            Some(step) = progress.recv() => acker.step(&step),
+        }
     }
 }
 
@@ -96,15 +126,22 @@ async fn command(
     reference: String,
 ) {
     let env = &cmd.env;
+    // Waiting for the app's gates may last until the command expires; the work after that has
+    // `command_timeout_secs` as always.
+    let until_expiry = Duration::from_millis(env.expires.saturating_sub(crate::util::now_ms()));
+    let (progress, mut heard) = mpsc::unbounded_channel();
     let acker = Acker {
         shared,
         id: env.id.clone(),
         reference,
         base: details(&env.app, env.kind.as_str(), env.version),
+        gate_deadline: Some(std::time::Instant::now() + until_expiry),
+        progress,
     };
+    let work = execute(shared, updates, &env.app, &cmd.action, env.version, &acker);
     let result = tokio::time::timeout(
-        timeout(shared),
-        execute(shared, updates, &env.app, &cmd.action, env.version, &acker),
+        timeout(shared) + until_expiry,
+        relaying(&acker, &mut heard, work),
     )
     .await;
     let ok = finish(&acker, shared, result).await;
@@ -127,6 +164,10 @@ async fn finish(
         Ok(Ok(release)) => {
             acker.send(AckStatus::Succeeded, |d| d.release = release);
             true
+        }
+        Ok(Err(f)) if f.gate_closed => {
+            acker.send(AckStatus::TimedOut, |d| d.reason = Some(f.reason));
+            false
         }
         Ok(Err(f)) => {
             let tail = if f.rollout {
@@ -171,26 +212,31 @@ async fn execute(
     version: Option<u64>,
     acker: &Acker<'_>,
 ) -> Result<Option<u32>, Failure> {
-    let call = |cmd| shared.engine.call(Door::Mqtt, cmd);
     let app_s = app.to_string();
     match action {
         Action::Deploy(a) => deploy_artifact(shared, updates, app, a, version, acker).await,
         Action::Scale(s) => {
             acker.step("scale");
-            call(Command::Scale {
+            let cmd = Command::Scale {
                 app: app_s,
                 counts: s.counts.clone(),
-            })
-            .await?;
+            };
+            shared
+                .engine
+                .call_waiting(Door::Mqtt, cmd, acker.wait())
+                .await?;
             Ok(None)
         }
         Action::Config(change) => {
             acker.step("config");
-            match call(Command::ChangeConfig {
+            let cmd = Command::ChangeConfig {
                 app: app_s,
                 change: change.clone(),
-            })
-            .await?
+            };
+            match shared
+                .engine
+                .call_waiting(Door::Mqtt, cmd, acker.wait())
+                .await?
             {
                 Reply::ConfigChanged(c) => Ok(c.release.map(|r| r.version)),
                 _ => Ok(None),
@@ -198,11 +244,14 @@ async fn execute(
         }
         Action::Rollback(r) => {
             acker.step("rollback");
-            match call(Command::Rollback {
+            let cmd = Command::Rollback {
                 app: app_s,
                 version: r.version,
-            })
-            .await?
+            };
+            match shared
+                .engine
+                .call_waiting(Door::Mqtt, cmd, acker.wait())
+                .await?
             {
                 Reply::Release(r) => Ok(Some(r.version)),
                 _ => Ok(None),
@@ -210,20 +259,26 @@ async fn execute(
         }
         Action::Restart(t) => {
             acker.step("restart");
-            call(Command::Restart {
+            let cmd = Command::Restart {
                 app: app_s,
                 target: t.target.clone(),
-            })
-            .await?;
+            };
+            shared
+                .engine
+                .call_waiting(Door::Mqtt, cmd, acker.wait())
+                .await?;
             Ok(None)
         }
         Action::Stop(t) => {
             acker.step("stop");
-            call(Command::Stop {
+            let cmd = Command::Stop {
                 app: app_s,
                 target: t.target.clone(),
-            })
-            .await?;
+            };
+            shared
+                .engine
+                .call_waiting(Door::Mqtt, cmd, acker.wait())
+                .await?;
             Ok(None)
         }
     }
@@ -277,6 +332,7 @@ async fn deploy_artifact(
     .map_err(|e| Failure {
         reason: e.to_string(),
         rollout: false,
+        gate_closed: false,
     })?;
     acker.step("build");
     let req = DeployRequest {
@@ -291,6 +347,7 @@ async fn deploy_artifact(
         app,
         req,
         origin,
+        acker.wait(),
     )
     .await;
     let _ = std::fs::remove_file(&file);
@@ -355,11 +412,15 @@ async fn converge(shared: &Shared, updates: &mpsc::UnboundedSender<Update>, c: C
         applied,
     } = c;
     let app = app.as_str();
+    let (progress, mut heard) = mpsc::unbounded_channel();
     let acker = Acker {
         shared,
         id: doc_id,
         reference,
         base: details(app, "desired", Some(want.version)),
+        // Desired state has no expiry: its changes wait for the gates within the job's timeout.
+        gate_deadline: None,
+        progress,
     };
     let plan = match observe(shared, app).await {
         Ok(now) => desired::plan(&want, &now, slug_hint.as_deref(), applied),
@@ -383,11 +444,8 @@ async fn converge(shared: &Shared, updates: &mpsc::UnboundedSender<Update>, c: C
     }
     tracing::info!(app, version = want.version, plan = ?plan, "converging to desired state");
     acker.send(AckStatus::Accepted, |_| {});
-    let result = tokio::time::timeout(
-        timeout(shared),
-        apply_plan(shared, updates, app, &want, plan, &acker),
-    )
-    .await;
+    let work = apply_plan(shared, updates, app, &want, plan, &acker);
+    let result = tokio::time::timeout(timeout(shared), relaying(&acker, &mut heard, work)).await;
     let ok = finish(&acker, shared, result).await;
     let _ = updates.send(Update::Finished {
         app: app.to_string(),

@@ -91,6 +91,7 @@ pub(super) async fn reported(shared: &Shared, view: &View, session: u64) -> Opti
             name: name.clone(),
             release: a.release,
             fleet_version: view.versions.get(&name).copied(),
+            waiting: a.waiting.clone(),
             ..ReportedApp::default()
         };
         if let Ok(Reply::Releases(rs)) = call(Command::Releases { app: name.clone() }).await {
@@ -117,6 +118,7 @@ pub(super) async fn reported(shared: &Shared, view: &View, session: u64) -> Opti
                     state: d.state,
                     pid: d.pid,
                     restarts: d.restarts,
+                    health: d.health,
                 })
                 .collect();
         }

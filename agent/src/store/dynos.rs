@@ -161,8 +161,12 @@ impl Store {
             let mut delete = tx
                 .prepare_cached("DELETE FROM dynos WHERE app = ?1 AND name = ?2")
                 .at("delete dyno", path)?;
+            let mut forget = tx
+                .prepare_cached("DELETE FROM dyno_health WHERE app = ?1 AND dyno = ?2")
+                .at("delete dyno health", path)?;
             for (app, name) in gone {
                 delete.execute([app, name]).at("delete dyno", path)?;
+                forget.execute([app, name]).at("delete dyno health", path)?;
             }
         }
         tx.commit().at("commit dynos", path)

@@ -13,11 +13,13 @@ mod apps;
 mod dynos;
 mod events;
 mod formation;
+mod gates;
 mod releases;
 mod rename;
 mod schema;
 
 use crate::util::{IoContext, PathError};
+pub use gates::{GateRow, HealthRow, HoldRow};
 use roboku_wire::fleet::Artifact;
 use roboku_wire::{ExitInfo, Limits};
 use rusqlite::types::Type;

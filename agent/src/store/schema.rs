@@ -41,7 +41,48 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         op: "migrate to 6",
         sql: V6,
     },
+    Migration {
+        op: "migrate to 7",
+        sql: V7,
+    },
 ];
+
+/// Version 7: apply gates and holds (issue 14), and what each dyno last reported about its own
+/// health. A gate's check is JSON (`{"command": "..."}`, see `roboku_wire::gates::GateKind`).
+/// A hold is a lease: it counts until `until` (unix ms) and is deleted when it expires. A health
+/// report belongs to the instance (`demo/web.1@17`) that made it: a restarted dyno starts
+/// without one.
+const V7: &str = "
+CREATE TABLE gates (
+    app        TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    name       TEXT NOT NULL,
+    spec       TEXT NOT NULL,
+    timeout_ms INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    door       TEXT NOT NULL,
+    PRIMARY KEY (app, name)
+) STRICT;
+
+CREATE TABLE holds (
+    app        TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    name       TEXT NOT NULL,
+    holder     TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    until      INTEGER NOT NULL,
+    PRIMARY KEY (app, name)
+) STRICT;
+
+CREATE TABLE dyno_health (
+    app      TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    dyno     TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    status   TEXT NOT NULL,
+    message  TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    PRIMARY KEY (app, dyno)
+) STRICT;
+";
 
 /// Version 6: where a committed release stands in its probation (`watching`, `passed`,
 /// `rolled back: <why>`, `superseded by vN`); NULL for releases without one. Not covered by the

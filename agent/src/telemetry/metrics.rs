@@ -357,6 +357,7 @@ mod tests {
             pids: Some(2),
             oom_kills: 0,
             user: "u".into(),
+            health: None,
         }
     }
 

@@ -440,6 +440,9 @@ pub struct ReportedApp {
     /// its description, which says why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_rollback: Option<String>,
+    /// Changes waiting for the app's gates: `waiting for gate mission-idle` (empty: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -448,6 +451,9 @@ pub struct ReportedDyno {
     pub state: DynoState,
     pub pid: Option<u32>,
     pub restarts: u32,
+    /// What the dyno last reported about itself, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::gates::DynoHealth>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -34,6 +34,7 @@
 
 pub mod attach;
 pub mod fleet;
+pub mod gates;
 pub mod procfile;
 
 use serde::{Deserialize, Serialize};
@@ -75,6 +76,8 @@ pub mod codes {
     pub const INTERNAL: &str = "internal";
     /// 503: the agent is shutting down.
     pub const UNAVAILABLE: &str = "unavailable";
+    /// 409: the app's apply gates stayed closed until the change's time limit (see [`gates`]).
+    pub const GATE_CLOSED: &str = "gate_closed";
 }
 
 /// `GET /v1/dashboard` (unix socket): where the dashboard listens and the token that unlocks its
@@ -216,6 +219,9 @@ pub struct AppInfo {
     /// Why the router is not running, when it should be.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router_error: Option<String>,
+    /// Changes waiting for the app's apply gates: `waiting for gate mission-idle`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// `POST /v1/apps/{app}/deploy`: a directory (or `.tar.gz`) on the robot's filesystem holding a
@@ -438,6 +444,9 @@ pub struct DynoInfo {
     pub pids: Option<u64>,
     pub oom_kills: u64,
     pub user: String,
+    /// What the dyno last reported about itself (`roboku health:set`), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<gates::DynoHealth>,
 }
 
 /// `PATCH /v1/apps/{app}/config`.

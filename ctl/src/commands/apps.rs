@@ -265,6 +265,9 @@ fn render_info(app: &AppInfo, now: u64) -> String {
         (None, Some(e)) => rows.push(vec!["Web:".into(), format!("no router: {e}")]),
         (None, None) => {}
     }
+    if let Some(w) = &app.waiting {
+        rows.push(vec!["Gates:".into(), format!("a change is {w}")]);
+    }
     rows.push(vec![
         "Created:".into(),
         format!(
@@ -328,6 +331,7 @@ mod tests {
             dynos_desired: 1,
             router_port: None,
             router_error: None,
+            waiting: None,
         };
         let r = Renamed {
             from: "nav".into(),
@@ -368,6 +372,7 @@ mod tests {
             dynos_desired: 2,
             router_port: Some(20001),
             router_error: None,
+            waiting: None,
         };
         let text = render_info(&app, 4 * 86_400_000);
         assert!(text.starts_with("=== demo\nRelease:     v3\n"), "{text}");

@@ -36,6 +36,9 @@ pub struct SetArgs {
     /// Read KEY=VALUE lines from a .env file (`-`: standard input); pairs given too win
     #[arg(long, value_name = "PATH")]
     pub file: Option<std::path::PathBuf>,
+    /// Give up if the app's apply gates are still closed after this long (default: wait)
+    #[arg(long, value_parser = parse::duration_ms, value_name = "DURATION")]
+    pub gate_timeout: Option<u64>,
 }
 
 /// The pairs of a `.env` file or of stdin; errors name the source and the line, never a value.
@@ -94,7 +97,14 @@ pub async fn set(ctx: &Ctx, args: SetArgs) -> anyhow::Result<()> {
     set.extend(args.pairs);
     let keys: Vec<String> = set.keys().cloned().collect();
     let change = ConfigChange { set, unset: vec![] };
-    change_config(ctx, &args.app.app, change, "Setting", &keys).await
+    let path = with_gate_timeout(&args.app.app, args.gate_timeout);
+    change_config(ctx, &args.app.app, &path, change, "Setting", &keys).await
+}
+
+/// The config route, with `?gate_timeout=SECS` when one was given.
+fn with_gate_timeout(app: &str, ms: Option<u64>) -> String {
+    let secs = ms.map(|ms| ms.div_ceil(1000).to_string());
+    crate::client::with_query(&app_path(app, "/config"), &[("gate_timeout", secs)])
 }
 
 pub async fn unset(ctx: &Ctx, args: UnsetArgs) -> anyhow::Result<()> {
@@ -102,17 +112,19 @@ pub async fn unset(ctx: &Ctx, args: UnsetArgs) -> anyhow::Result<()> {
         set: BTreeMap::new(),
         unset: args.keys.clone(),
     };
-    change_config(ctx, &args.app.app, change, "Unsetting", &args.keys).await
+    let path = with_gate_timeout(&args.app.app, None);
+    change_config(ctx, &args.app.app, &path, change, "Unsetting", &args.keys).await
 }
 
 async fn change_config(
     ctx: &Ctx,
     app: &str,
+    path: &str,
     change: ConfigChange,
     verb: &str,
     keys: &[String],
 ) -> anyhow::Result<()> {
-    let v: Value = ctx.client.patch(&app_path(app, "/config"), &change).await?;
+    let v: Value = ctx.client.patch(path, &change).await?;
     let Some(changed) = ctx.typed::<ConfigChanged>(v)? else {
         return Ok(());
     };

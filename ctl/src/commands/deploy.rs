@@ -26,6 +26,9 @@ pub struct DeployArgs {
     /// disk, probation) and apply nothing
     #[arg(long, conflicts_with = "slug")]
     pub plan: bool,
+    /// Give up if the app's apply gates are still closed after this long (default: wait)
+    #[arg(long, value_parser = crate::parse::duration_ms, value_name = "DURATION")]
+    pub gate_timeout: Option<u64>,
 }
 
 pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
@@ -79,6 +82,7 @@ pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let label = format!("Deploying {source} to {app}...");
+    let gate_timeout = args.gate_timeout.map(|ms| ms.div_ceil(1000).to_string());
     let show = !ctx.json;
     let follower = match show {
         true => steps::follow(ctx, app).await,
@@ -88,7 +92,11 @@ pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
         if path.is_file() {
             // Archives (.tar.gz, .tar.zst, slugs) are streamed over the socket.
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            let query = [("name", name), ("description", body.description.clone())];
+            let query = [
+                ("name", name),
+                ("description", body.description.clone()),
+                ("gate_timeout", gate_timeout.clone()),
+            ];
             let url = crate::client::with_query(&app_path(app, "/deploy/archive"), &query);
             let upload = steps::Upload::start(&path, show);
             let v = ctx
@@ -98,9 +106,11 @@ pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
             upload.finish();
             v
         } else {
-            ctx.client
-                .post::<_, Value>(&app_path(app, "/deploy"), &body)
-                .await
+            let url = crate::client::with_query(
+                &app_path(app, "/deploy"),
+                &[("gate_timeout", gate_timeout.clone())],
+            );
+            ctx.client.post::<_, Value>(&url, &body).await
         }
     };
     if show {

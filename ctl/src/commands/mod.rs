@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod deploy;
 pub mod events;
 pub mod fleet;
+pub mod gates;
 pub mod git;
 pub mod logs;
 pub mod ps;

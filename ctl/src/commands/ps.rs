@@ -192,6 +192,13 @@ fn dyno_row(d: &DynoInfo, now: u64) -> Vec<String> {
     if d.oom_kills > 0 {
         row.push(format!("oom-kills {}", d.oom_kills));
     }
+    // What the dyno said about itself (`roboku health:set`).
+    if let Some(h) = &d.health {
+        row.push(match h.message.is_empty() {
+            true => format!("health {}", h.status.as_str()),
+            false => format!("health {} ({})", h.status.as_str(), h.message),
+        });
+    }
     row
 }
 

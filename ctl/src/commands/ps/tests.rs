@@ -19,6 +19,7 @@ fn dyno(state: DynoState) -> DynoInfo {
         pids: Some(3),
         oom_kills: 0,
         user: "dyno".into(),
+        health: None,
     }
 }
 

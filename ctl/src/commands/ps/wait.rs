@@ -101,6 +101,7 @@ mod tests {
             pids: None,
             oom_kills: 0,
             user: String::new(),
+            health: None,
         }
     }
 
