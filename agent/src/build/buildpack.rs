@@ -25,6 +25,9 @@
 //!   made from it is not owned by the (dyno-sharing) build user.
 
 mod exec;
+pub mod git_cache;
+mod git_cmd;
+pub mod git_spec;
 mod owner;
 mod release_yaml;
 
