@@ -30,6 +30,7 @@ mod git_cmd;
 pub mod git_spec;
 mod owner;
 mod release_yaml;
+pub mod sources;
 
 pub use release_yaml::default_process_types as parse_release_yaml;
 

@@ -26,6 +26,10 @@ pub struct DeployArgs {
     /// disk, probation) and apply nothing
     #[arg(long, conflicts_with = "slug")]
     pub plan: bool,
+    /// Build with the buildpacks release vN was built with (git buildpacks at the commits vN
+    /// pinned) instead of the app's current ones
+    #[arg(long, value_name = "vN", value_parser = crate::parse::version, conflicts_with = "slug")]
+    pub buildpacks_of: Option<u32>,
 }
 
 pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
@@ -61,6 +65,7 @@ pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
     let body = DeployRequest {
         source: source.clone(),
         description: args.message,
+        buildpacks_of: args.buildpacks_of,
     };
     if args.plan {
         if path.is_file() {
@@ -88,7 +93,11 @@ pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
         if path.is_file() {
             // Archives (.tar.gz, .tar.zst, slugs) are streamed over the socket.
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            let query = [("name", name), ("description", body.description.clone())];
+            let query = [
+                ("name", name),
+                ("description", body.description.clone()),
+                ("buildpacks_of", body.buildpacks_of.map(|v| v.to_string())),
+            ];
             let url = crate::client::with_query(&app_path(app, "/deploy/archive"), &query);
             let upload = steps::Upload::start(&path, show);
             let v = ctx

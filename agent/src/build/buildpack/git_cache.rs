@@ -479,4 +479,4 @@ impl Lock {
 
 #[cfg(test)]
 #[path = "git_cache_tests.rs"]
-mod tests;
+pub(super) mod tests;

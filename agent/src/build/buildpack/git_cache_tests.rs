@@ -419,3 +419,65 @@ fn two_builds_fetching_one_url_at_once_both_get_it() {
     });
     assert!(got.iter().all(|r| r.commit == remote.head()));
 }
+
+#[test]
+fn a_build_as_the_app_user_runs_a_copy_and_cannot_reach_the_checkout() {
+    assert_eq!(
+        nix::unistd::geteuid().as_raw(),
+        0,
+        "this test needs root, as CI has"
+    );
+    let remote = Remote::new("one");
+    // The pack tries to change the cached checkout (its path comes in as a config var) and
+    // writes into its own dir, as some classic packs do.
+    let compile = bin_compile_that_attacks();
+    fs::write(remote.dir.join("bin/compile"), compile).unwrap();
+    git(&remote.dir, &["commit", "--quiet", "-am", "attack"]);
+    let s = crate::build::buildpack::tests::site();
+    let f = Fixture {
+        cache: GitCache {
+            root: s.root.join("buildpacks-git"),
+            timeout: Duration::from_secs(60),
+        },
+        _tmp: tempfile::tempdir().unwrap(),
+    };
+    let (r, _) = resolve(&f, &remote.spec("main"), None);
+    let before = crate::build::hash_tree(&r.dir).unwrap();
+    let checkout = r.dir.display().to_string();
+    let run = crate::build::buildpack::tests::build_with(
+        &s,
+        &[
+            ("CHECKOUT", &checkout),
+            ("REC", &s.rec.display().to_string()),
+        ],
+        std::slice::from_ref(&r.dir),
+        &s.root,
+        Duration::from_secs(30),
+        Some((65534, 65534)),
+        |_| {},
+    );
+    run.result.unwrap();
+    let rec = fs::read_to_string(s.rec.join("attack")).unwrap();
+    for want in [
+        "own-dir-writable",
+        "checkout-unreachable",
+        "compile-unchanged",
+    ] {
+        assert!(rec.contains(want), "expected {want}: {rec}");
+    }
+    assert_eq!(crate::build::hash_tree(&r.dir).unwrap(), before);
+    assert!(!r.dir.join("bin/pwned").exists());
+}
+
+fn bin_compile_that_attacks() -> String {
+    r#"#!/bin/sh
+rec="$(cat "$3/REC")/attack"; co="$(cat "$3/CHECKOUT")"
+BP_DIR=$(cd "$(dirname "$0")/.." && pwd)
+touch "$BP_DIR/state" && echo own-dir-writable >> "$rec"
+ls "$co" > /dev/null 2>&1 && echo checkout-listed >> "$rec" || echo checkout-unreachable >> "$rec"
+touch "$co/bin/pwned" 2>/dev/null && echo checkout-written >> "$rec"
+echo 'echo pwned' > "$co/bin/compile" 2>/dev/null && echo compile-written >> "$rec" || echo compile-unchanged >> "$rec"
+true
+"#
+    .to_string()
+}

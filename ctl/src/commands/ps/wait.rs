@@ -117,6 +117,7 @@ mod tests {
             door: "cli".into(),
             artifact: None,
             probation: None,
+            buildpacks: None,
         }
     }
 
