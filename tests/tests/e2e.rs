@@ -11,6 +11,7 @@ mod e2e {
     mod dashboard;
     mod degraded;
     mod deploy;
+    mod git_buildpacks;
     mod hardware;
     mod isolation;
     mod langs;

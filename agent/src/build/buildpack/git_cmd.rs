@@ -60,10 +60,13 @@ impl GitOutput {
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .collect();
+        // "Could not read from remote repository." follows every transport failure and says
+        // nothing the line before it did not.
         let fatal: Vec<&str> = lines
             .iter()
             .copied()
             .filter(|l| l.starts_with("fatal:") || l.starts_with("error:"))
+            .filter(|l| !l.ends_with("Could not read from remote repository."))
             .collect();
         let picked = if fatal.is_empty() {
             lines.last().copied().map(|l| vec![l]).unwrap_or_default()
