@@ -204,3 +204,58 @@ http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever(
     assert_eq!(mode(&checkout.join("bin")), 0o555);
     assert_eq!(mode(&checkout.join("bin/compile")), 0o555);
 }
+
+/// `roboku slug:build -b URL#ref` on a workstation fetches the pack too; the robot's release of
+/// that slug records no buildpacks (none ran there), so `--buildpacks-of` it is refused by name.
+#[test]
+fn slug_build_takes_a_git_buildpack_and_its_release_records_none() {
+    let remote_root = tempfile::tempdir().expect("temp dir");
+    let repo = remote_root.path().join("says-buildpack");
+    std::fs::create_dir(&repo).expect("mkdir repo");
+    git(&repo, &["init", "--quiet"]);
+    commit_pack(&repo, "slugged");
+    let spec = format!("file://{}#main", repo.display());
+    let src = app_dir(&[("Procfile", "web: exec sleep 100000\n")]);
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let slug = out_dir.path().join("gp.slug");
+    let out = Command::new(roboku_tests::bins::bin("roboku"))
+        .arg("slug:build")
+        .arg(src.path())
+        .arg("-o")
+        .arg(&slug)
+        .args(["-b", &spec])
+        .output()
+        .expect("run roboku slug:build");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("Fetched buildpack {spec}")), "{err}");
+    assert!(err.contains("pack says slugged"), "{err}");
+
+    let agent = Agent::start(AgentOpts::default());
+    agent.ok(&["apps:create", "gp"]);
+    let slug_s = slug.to_str().expect("utf-8");
+    let v1 = agent.json(&["deploy", "--slug", slug_s, "-a", "gp"]);
+    assert_eq!(v1["status"], "succeeded", "{v1}");
+    assert!(v1.get("buildpacks").is_none(), "nothing ran here: {v1}");
+    let out = agent.roboku(&[
+        "deploy",
+        src.path().to_str().expect("utf-8"),
+        "-a",
+        "gp",
+        "--buildpacks-of",
+        "v1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("v1 of gp records no buildpacks"), "{err}");
+    let out = agent.roboku(&[
+        "deploy",
+        src.path().to_str().expect("utf-8"),
+        "-a",
+        "gp",
+        "--buildpacks-of",
+        "v9",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("app \"gp\" has no release v9"), "{err}");
+}
