@@ -319,6 +319,7 @@ impl BuildPlan {
             let git = GitCache {
                 root: self.settings.git_buildpacks_dir(),
                 timeout: Duration::from_secs(self.settings.git_fetch_timeout_secs),
+                build_tag: Some(root.to_path_buf()),
             };
             let packs = buildpack::sources::resolve(
                 &self.packs,

@@ -225,6 +225,7 @@ fn slug_build(args: SlugBuild) -> anyhow::Result<()> {
     let git = robokud::build::buildpack::git_cache::GitCache {
         root: std::env::temp_dir().join(format!("roboku-buildpacks-git-{}", std::process::id())),
         timeout: std::time::Duration::from_secs(120),
+        build_tag: None,
     };
     let mut echo = |line: &str| eprintln!("{line}");
     let result = (|| {

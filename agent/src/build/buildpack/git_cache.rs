@@ -79,6 +79,9 @@ pub struct GitCache {
     pub root: PathBuf,
     /// Budget of each git command.
     pub timeout: Duration,
+    /// Set as [`crate::build::BUILD_TAG`] on every git process (the build's dir), so an agent
+    /// killed mid-fetch finds and kills what it left, as it does a build's processes.
+    pub build_tag: Option<PathBuf>,
 }
 
 impl GitCache {
@@ -102,11 +105,13 @@ impl GitCache {
             git_dir: &repo,
             protocol: spec.scheme.git_protocol(),
             timeout: self.timeout,
+            build_tag: self.build_tag.as_deref(),
         };
         if !repo.join("HEAD").is_file() {
             init_bare(&git, spec, &repo)?;
         }
         let trees = dir.join("trees");
+        remove_stale_temp(&trees);
         let wanted = pinned.or(spec.reference.as_deref().filter(|r| is_full_commit(r)));
         if let Some(commit) = wanted {
             return self.at_commit(&git, spec, &trees, commit, pinned.is_some(), out);
@@ -397,6 +402,18 @@ fn checkout(
         }
     }
     result.map(|()| dest)
+}
+
+/// Temp checkouts of a resolve that died half-way (an agent killed mid-checkout). Called with
+/// the URL's lock held, so none of them is in use.
+fn remove_stale_temp(trees: &Path) {
+    for entry in fs::read_dir(trees).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            if let Err(e) = remove_tree(&entry.path()) {
+                tracing::warn!(error = %e, "cannot remove a stale buildpack checkout");
+            }
+        }
+    }
 }
 
 fn check(spec: &GitSpec, op: &str, done: &GitOutput) -> Result<(), GitPackError> {

@@ -95,6 +95,7 @@ fn cache() -> Fixture {
     let cache = GitCache {
         root: tmp.path().join("buildpacks-git"),
         timeout: Duration::from_secs(60),
+        build_tag: None,
     };
     Fixture { _tmp: tmp, cache }
 }
@@ -365,6 +366,7 @@ fn only_the_urls_own_transport_is_allowed() {
         git_dir: &repo,
         protocol: "https",
         timeout: Duration::from_secs(30),
+        build_tag: None,
     };
     git.run("init", &["init", "--bare", "--quiet"], &[])
         .unwrap();
@@ -394,6 +396,7 @@ fn a_remote_that_never_answers_is_given_up_on_at_the_timeout() {
         cache: GitCache {
             root: tmp.path().join("buildpacks-git"),
             timeout: Duration::from_secs(1),
+            build_tag: None,
         },
         _tmp: tmp,
     };
@@ -438,6 +441,7 @@ fn a_build_as_the_app_user_runs_a_copy_and_cannot_reach_the_checkout() {
         cache: GitCache {
             root: s.root.join("buildpacks-git"),
             timeout: Duration::from_secs(60),
+            build_tag: None,
         },
         _tmp: tempfile::tempdir().unwrap(),
     };
@@ -480,4 +484,53 @@ echo 'echo pwned' > "$co/bin/compile" 2>/dev/null && echo compile-written >> "$r
 true
 "#
     .to_string()
+}
+
+#[test]
+fn git_sees_a_cleared_hardened_environment_tagged_with_the_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let tag = tmp.path().join("build-dir");
+    let git = GitCmd {
+        git_dir: &repo,
+        protocol: "file",
+        timeout: Duration::from_secs(30),
+        build_tag: Some(&tag),
+    };
+    git.run("init", &["init", "--bare", "--quiet"], &[])
+        .unwrap();
+    let done = git
+        .run("env", &["-c", "alias.showenv=!env", "showenv"], &[])
+        .unwrap();
+    assert!(done.status.success(), "{}", done.reason());
+    let env: Vec<&str> = done.stdout.lines().collect();
+    for want in [
+        format!("ROBOKU_BUILD={}", tag.display()),
+        "GIT_TERMINAL_PROMPT=0".into(),
+        "GIT_CONFIG_NOSYSTEM=1".into(),
+        "GIT_CONFIG_GLOBAL=/dev/null".into(),
+        "GIT_ALLOW_PROTOCOL=file".into(),
+        "HOME=/nonexistent".into(),
+    ] {
+        assert!(env.contains(&want.as_str()), "{want} missing: {env:?}");
+    }
+    assert!(
+        !env.iter()
+            .any(|v| v.starts_with("CARGO") || v.starts_with("RUST")),
+        "the agent's environment leaked: {env:?}"
+    );
+}
+
+#[test]
+fn temp_checkouts_a_killed_resolve_left_are_removed() {
+    let remote = Remote::new("one");
+    let f = cache();
+    let spec = remote.spec("main");
+    resolve(&f, &spec, None);
+    let trees = f.cache.root.join(spec.cache_key()).join("trees");
+    let stale = trees.join(".tmp-0123456789abcdef");
+    fs::create_dir_all(stale.join("counter-pack/bin")).unwrap();
+    resolve(&f, &spec, None);
+    assert!(!stale.exists());
+    assert_eq!(fs::read_dir(&trees).unwrap().count(), 1);
 }

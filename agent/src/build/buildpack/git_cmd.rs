@@ -99,6 +99,8 @@ pub struct GitCmd<'a> {
     /// git's transport name (`https`, `ssh`, `file`): the whole protocol allow-list.
     pub protocol: &'a str,
     pub timeout: Duration,
+    /// `ROBOKU_BUILD` of the build this fetch is for (see [`crate::build::BUILD_TAG`]).
+    pub build_tag: Option<&'a Path>,
 }
 
 impl GitCmd<'_> {
@@ -151,6 +153,9 @@ impl GitCmd<'_> {
             .arg(format!("--git-dir={}", self.git_dir.display()));
         for setting in HARDENED {
             cmd.arg("-c").arg(setting);
+        }
+        if let Some(tag) = self.build_tag {
+            cmd.env(crate::build::BUILD_TAG, tag);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())

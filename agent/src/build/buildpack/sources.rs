@@ -82,6 +82,7 @@ mod tests {
         let git = GitCache {
             root: tmp.path().join("buildpacks-git"),
             timeout: Duration::from_secs(60),
+            build_tag: None,
         };
         let builtin = tmp.path().join("builtin");
         let url = format!("{}#main", remote.url());
@@ -119,6 +120,7 @@ mod tests {
         let git = GitCache {
             root: tmp.path().join("buildpacks-git"),
             timeout: Duration::from_secs(60),
+            build_tag: None,
         };
         let bad = unpinned(&["https://user:pw@example.com/pack".into()]);
         let e = resolve(&bad, tmp.path(), &git, &mut |_| {}).unwrap_err();
