@@ -2,7 +2,8 @@
 //! blocking task: copying and hashing must never stall supervision), validate `.env`, then hand
 //! the slug to the engine, which cuts the release and restarts the dynos.
 
-use crate::build::buildpack::{run_buildpacks, BuildOpts};
+use crate::build::buildpack::git_cache::GitCache;
+use crate::build::buildpack::{self, run_buildpacks, BuildOpts};
 use crate::build::{self, ArchiveLimits};
 use crate::engine::{Command, Door, EngineError, EngineHandle, Reply};
 use crate::settings::Settings;
@@ -20,21 +21,17 @@ pub async fn deploy(
     artifact: Option<wire::fleet::Artifact>,
     wait: crate::engine::holds::Wait,
 ) -> Result<wire::ReleaseInfo, EngineError> {
-    let slug = build_slug(
-        engine,
-        settings,
-        door,
-        app,
-        &req.source,
-        &settings.slugs_dir(),
-    )
-    .await?;
+    let (slug, buildpacks) =
+        build_slug(engine, settings, door, app, &req, &settings.slugs_dir()).await?;
     let description = req
         .description
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| {
+            let of = req
+                .buildpacks_of
+                .map_or(String::new(), |v| format!(", buildpacks of v{v}"));
             format!(
-                "Deploy {} ({})",
+                "Deploy {} ({}{of})",
                 req.source,
                 &slug.sha256[..12.min(slug.sha256.len())]
             )
@@ -44,6 +41,7 @@ pub async fn deploy(
         slug,
         description,
         artifact,
+        buildpacks,
     };
     // Waits for the app's apply gates, if it has any (the slug is built meanwhile).
     match engine.call_waiting(door, cmd, wait).await? {
@@ -67,9 +65,9 @@ pub async fn plan(
     let scratch = settings
         .tmp_dir()
         .join(format!("plan-{app}-{}", crate::util::now_ms()));
-    let built = build_slug(engine, settings, door, app, &req.source, &scratch).await;
+    let built = build_slug(engine, settings, door, app, &req, &scratch).await;
     let answer = match built {
-        Ok(slug) => {
+        Ok((slug, _)) => {
             engine
                 .call(
                     door,
@@ -95,15 +93,16 @@ pub async fn plan(
     }
 }
 
-/// Checks the app, then builds `source` into a slug under `slugs` off the engine loop.
+/// Checks the app, then builds the request's source into a slug under `slugs` off the engine
+/// loop. Also returns the buildpacks it was built with (`None`: a prebuilt slug, none ran).
 async fn build_slug(
     engine: &EngineHandle,
     settings: &Settings,
     door: Door,
     app: &str,
-    source: &str,
+    req: &wire::DeployRequest,
     slugs: &Path,
-) -> Result<crate::build::Slug, EngineError> {
+) -> Result<(crate::build::Slug, Option<Vec<wire::ReleaseBuildpack>>), EngineError> {
     let info = match engine
         .call(
             door,
@@ -136,7 +135,11 @@ async fn build_slug(
             )))
         }
     };
-    let source = PathBuf::from(source);
+    let packs = match req.buildpacks_of {
+        Some(version) => buildpacks_of(engine, door, app, version).await?,
+        None => buildpack::sources::unpinned(&info.buildpacks),
+    };
+    let source = PathBuf::from(&req.source);
     if !source.is_absolute() {
         return Err(EngineError::BadRequest(format!(
             "deploy source {:?} must be an absolute path",
@@ -153,17 +156,7 @@ async fn build_slug(
         app: app.to_string(),
         config,
         run_as: build_user(&info)?,
-        buildpacks: info
-            .buildpacks
-            .iter()
-            .map(|p| {
-                if p.starts_with('/') {
-                    PathBuf::from(p)
-                } else {
-                    settings.buildpacks_dir().join(p)
-                }
-            })
-            .collect(),
+        packs,
         settings: settings.clone(),
         logs: engine.logs.clone(),
         cgroup: engine
@@ -179,16 +172,52 @@ async fn build_slug(
     let built = tokio::task::spawn_blocking(move || {
         // A copy and a slug of the source may both be on disk at once.
         check_free_space(&data, tree_size(&source).saturating_mul(2))?;
-        let mut step = |root: &Path| build.run(root);
+        let mut used = None;
+        let mut step = |root: &Path| build.run(root, &mut used);
         let slug =
             build::prepare_slug_with(&source, &tmp, &slugs, extraction_limits(&data), &mut step)?;
         check_env(&slug.path)?;
         check_app_json(&slug.path)?;
-        Ok::<_, EngineError>(slug)
+        Ok::<_, EngineError>((slug, used))
     })
     .await
     .map_err(|e| EngineError::Internal(format!("build task failed: {e}")))??;
     Ok(built)
+}
+
+/// The buildpacks release `version` of `app` was built with, git ones at their commits.
+async fn buildpacks_of(
+    engine: &EngineHandle,
+    door: Door,
+    app: &str,
+    version: u32,
+) -> Result<Vec<wire::ReleaseBuildpack>, EngineError> {
+    let releases = match engine
+        .call(
+            door,
+            Command::Releases {
+                app: app.to_string(),
+            },
+        )
+        .await?
+    {
+        Reply::Releases(r) => r,
+        other => {
+            return Err(EngineError::Internal(format!(
+                "unexpected engine reply {other:?}"
+            )))
+        }
+    };
+    let release = releases
+        .into_iter()
+        .find(|r| r.version == version)
+        .ok_or_else(|| EngineError::NotFound(format!("app {app:?} has no release v{version}")))?;
+    release.buildpacks.ok_or_else(|| {
+        EngineError::Conflict(format!(
+            "v{version} of {app} records no buildpacks (a prebuilt slug, or a release made \
+             before roboku recorded them); deploy without --buildpacks-of"
+        ))
+    })
 }
 
 /// Marker file a prebuilt slug (`roboku slug:build`) carries at its top: no buildpacks then.
@@ -199,7 +228,8 @@ struct BuildPlan {
     app: String,
     config: BTreeMap<String, String>,
     run_as: Option<(u32, u32)>,
-    buildpacks: Vec<PathBuf>,
+    /// As the app names them (or as a release recorded them, git ones pinned).
+    packs: Vec<wire::ReleaseBuildpack>,
     settings: Settings,
     logs: Option<crate::logs::LogHandle>,
     cgroup: Option<BuildCgroup>,
@@ -272,8 +302,13 @@ fn half_the_memory() -> Option<u64> {
 
 impl BuildPlan {
     /// Runs the buildpacks on the writable tree (unless it is a prebuilt slug), then refuses
-    /// binaries built for another architecture than this robot's.
-    fn run(&self, root: &Path) -> Result<Vec<(String, String)>, build::BuildError> {
+    /// binaries built for another architecture than this robot's. `used` gets the buildpacks
+    /// the build ran, git ones with their commit.
+    fn run(
+        &self,
+        root: &Path,
+        used: &mut Option<Vec<wire::ReleaseBuildpack>>,
+    ) -> Result<Vec<(String, String)>, build::BuildError> {
         let mut defaults = Vec::new();
         if !root.join(PREBUILT_MARKER).exists() {
             let logs = self.logs.clone();
@@ -283,6 +318,18 @@ impl BuildPlan {
                     logs.system(&app, "build", line.to_string());
                 }
             };
+            let git = GitCache {
+                root: self.settings.git_buildpacks_dir(),
+                timeout: Duration::from_secs(self.settings.git_fetch_timeout_secs),
+                build_tag: Some(root.to_path_buf()),
+            };
+            let packs = buildpack::sources::resolve(
+                &self.packs,
+                &self.settings.buildpacks_dir(),
+                &git,
+                &mut output,
+            )?;
+            *used = Some(packs.recorded);
             let join = self
                 .cgroup
                 .as_ref()
@@ -298,7 +345,7 @@ impl BuildPlan {
                 root,
                 &self.settings.cache_dir(&self.app),
                 &self.config,
-                &self.buildpacks,
+                &packs.dirs,
                 &self.settings.buildpacks_dir(),
                 &mut opts,
             );

@@ -51,6 +51,7 @@ async fn try_deploy(settings: &Settings, engine: &EngineHandle) -> anyhow::Resul
     let req = DeployRequest {
         source: dir.display().to_string(),
         description: Some("Deploy the embedded example".into()),
+        buildpacks_of: None,
     };
     let release = deploy::deploy(
         engine,

@@ -210,7 +210,8 @@ struct SlugBuild {
     /// Where to write the slug file
     #[arg(short, long)]
     output: PathBuf,
-    /// Buildpacks in order (built-in names or paths); default: detect among the built-ins
+    /// Buildpacks in order (built-in names, paths or git URLs with #ref); default: detect among
+    /// the built-ins
     #[arg(short, long)]
     buildpack: Vec<String>,
     /// The robots' CPU (x86_64, aarch64, arm, ...) [default: this machine's]
@@ -224,27 +225,37 @@ struct SlugBuild {
 fn slug_build(args: SlugBuild) -> anyhow::Result<()> {
     let builtin = std::env::temp_dir().join(format!("roboku-buildpacks-{}", std::process::id()));
     robokud::build::builtin::install(&builtin)?;
-    let packs: Vec<PathBuf> = args
-        .buildpack
-        .iter()
-        .map(|p| {
-            if p.contains('/') {
+    // Git buildpacks are fetched into a cache of this run only.
+    let git = robokud::build::buildpack::git_cache::GitCache {
+        root: std::env::temp_dir().join(format!("roboku-buildpacks-git-{}", std::process::id())),
+        timeout: std::time::Duration::from_secs(120),
+        build_tag: None,
+    };
+    let mut echo = |line: &str| eprintln!("{line}");
+    let result = (|| {
+        let mut packs = Vec::new();
+        for p in &args.buildpack {
+            packs.push(if robokud::build::buildpack::git_spec::is_git_spec(p) {
+                let spec = robokud::build::buildpack::git_spec::GitSpec::parse(p)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                git.resolve(&spec, None, &mut echo)?.dir
+            } else if p.contains('/') {
                 PathBuf::from(p)
             } else {
                 builtin.join(p)
-            }
-        })
-        .collect();
-    let mut echo = |line: &str| eprintln!("{line}");
-    let result = robokud::build::slugfile::build_slug_file(
-        &args.source,
-        &args.output,
-        &packs,
-        &builtin,
-        &args.arch,
-        &mut echo,
-    );
+            });
+        }
+        Ok::<_, anyhow::Error>(robokud::build::slugfile::build_slug_file(
+            &args.source,
+            &args.output,
+            &packs,
+            &builtin,
+            &args.arch,
+            &mut echo,
+        )?)
+    })();
     let _ = std::fs::remove_dir_all(&builtin);
+    let _ = robokud::build::remove_tree(&git.root);
     let info = result?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&info)?);

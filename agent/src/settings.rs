@@ -68,6 +68,9 @@ pub struct Settings {
     pub deploy_timeout_secs: u64,
     /// Seconds a build (all buildpacks) may take.
     pub build_timeout_secs: u64,
+    /// Seconds each git command fetching a git buildpack may take (then it is killed, and the
+    /// build uses the cached copy of the pack if there is one).
+    pub git_fetch_timeout_secs: u64,
     /// Slugs of this many most recent releases per app are kept for rollback; older ones are
     /// deleted once a new release is committed.
     pub keep_releases: usize,
@@ -103,6 +106,7 @@ impl Default for Settings {
             on_exit: OnExit::Leave,
             deploy_timeout_secs: 120,
             build_timeout_secs: 900,
+            git_fetch_timeout_secs: 120,
             keep_releases: 5,
             gate_poll_ms: 2000,
             mqtt: MqttSettings::default(),
@@ -175,6 +179,10 @@ impl Settings {
     /// Where the built-in buildpacks are written at start.
     pub fn buildpacks_dir(&self) -> PathBuf {
         self.data_dir.join("buildpacks")
+    }
+    /// Git buildpacks (`buildpacks:set https://...#ref`): a cache per URL, root's only.
+    pub fn git_buildpacks_dir(&self) -> PathBuf {
+        self.data_dir.join("buildpacks-git")
     }
     /// Per-app build cache (`CACHE_DIR` of the buildpacks), kept between builds.
     pub fn cache_dir(&self, app: &str) -> PathBuf {

@@ -71,6 +71,7 @@ fn stub_engine() -> EngineHandle {
             door: "mqtt".into(),
             artifact,
             probation: None,
+            buildpacks: None,
         })),
         other => Err(robokud::engine::EngineError::Unavailable(format!(
             "stub engine: {other:?}"
@@ -92,6 +93,7 @@ fn stub_app(name: &str) -> AppInfo {
         dynos_desired: 0,
         router_port: None,
         router_error: None,
+        waiting: None,
     }
 }
 

@@ -12,6 +12,7 @@ mod e2e {
     mod degraded;
     mod deploy;
     mod gates;
+    mod git_buildpacks;
     mod hardware;
     mod isolation;
     mod langs;

@@ -83,9 +83,18 @@ pub async fn receive(
             .cloned()
             .unwrap_or_else(|| "upload".into());
         let description = description.or(Some(format!("Deploy {name}")));
+        let buildpacks_of = match query.get("buildpacks_of") {
+            Some(v) => Some(v.trim_start_matches('v').parse::<u32>().map_err(|_| {
+                EngineError::BadRequest(format!(
+                    "buildpacks_of {v:?} is not a release version (v3 or 3)"
+                ))
+            })?),
+            None => None,
+        };
         let req = wire::DeployRequest {
             source: path.display().to_string(),
             description,
+            buildpacks_of,
         };
         let wait = super::routes::gate_wait(query)?;
         deploy::deploy(&ctx.engine, &ctx.settings, door, app, req, None, wait).await

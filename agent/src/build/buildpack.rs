@@ -25,8 +25,12 @@
 //!   made from it is not owned by the (dyno-sharing) build user.
 
 mod exec;
+pub mod git_cache;
+mod git_cmd;
+pub mod git_spec;
 mod owner;
 mod release_yaml;
+pub mod sources;
 
 pub use release_yaml::default_process_types as parse_release_yaml;
 

@@ -66,6 +66,9 @@ pub enum BuildError {
         host: String,
         more: usize,
     },
+    /// A git buildpack could not be fetched or is not usable.
+    #[error(transparent)]
+    GitPack(#[from] buildpack::git_cache::GitPackError),
     #[error("{0}")]
     Other(String),
 }

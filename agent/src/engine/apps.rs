@@ -336,8 +336,13 @@ impl Engine {
     }
 }
 
-/// A buildpack is a built-in's name or an absolute path to a dir with `bin/detect`.
+/// A buildpack is a built-in's name, an absolute path to a dir with `bin/detect`, or a git URL
+/// (checked here, fetched by the next build: the engine never waits on the network).
 fn check_buildpack(p: &str, builtin: &std::path::Path) -> Result<()> {
+    use crate::build::buildpack::git_spec::{is_git_spec, GitSpec};
+    if is_git_spec(p) {
+        return GitSpec::parse(p).map(drop).map_err(EngineError::BadRequest);
+    }
     let dir = if p.starts_with('/') {
         std::path::PathBuf::from(p)
     } else {
@@ -345,7 +350,9 @@ fn check_buildpack(p: &str, builtin: &std::path::Path) -> Result<()> {
     };
     if p.contains("..") || !dir.join("bin").join("detect").is_file() {
         return Err(EngineError::BadRequest(format!(
-            "buildpack {p:?} is neither a built-in (python, nodejs, procfile) nor an absolute path to a buildpack with bin/detect"
+            "buildpack {p:?} is neither a built-in ({}), an absolute path to a buildpack with \
+             bin/detect, nor a git URL (https://host/org/pack#ref)",
+            crate::build::buildpack::BUILTIN_ORDER.join(", ")
         )));
     }
     Ok(())

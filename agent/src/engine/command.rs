@@ -74,6 +74,8 @@ pub enum Command {
         description: String,
         /// The fleet artifact the slug was built from (fleet deploys only).
         artifact: Option<wire::fleet::Artifact>,
+        /// The buildpacks the slug was built with (`None`: a prebuilt slug).
+        buildpacks: Option<Vec<wire::ReleaseBuildpack>>,
     },
     /// What releasing `slug` would do (nothing is applied).
     PlanRelease {
@@ -306,6 +308,17 @@ impl From<crate::build::BuildError> for EngineError {
             | B::Buildpack { .. }
             | B::NoBuildpack { .. }
             | B::Arch { .. }) => EngineError::InvalidApp(e.to_string()),
+            B::GitPack(e) => {
+                use crate::build::buildpack::git_cache::GitPackError as G;
+                match e {
+                    G::Spec(m) => EngineError::BadRequest(m),
+                    e @ (G::NoRef { .. } | G::NotABuildpack { .. }) => {
+                        EngineError::InvalidApp(e.to_string())
+                    }
+                    e @ G::Unavailable { .. } => EngineError::Unavailable(e.to_string()),
+                    e => EngineError::Internal(e.to_string()),
+                }
+            }
             e => EngineError::Internal(e.to_string()),
         }
     }
@@ -337,7 +350,8 @@ impl super::Engine {
                 slug,
                 description,
                 artifact,
-            } => self.release(door, &app, slug, description, artifact),
+                buildpacks,
+            } => self.release(door, &app, slug, description, artifact, buildpacks),
             Command::PlanRelease { app, slug } => self.plan_release(&app, &slug).map(Reply::Plan),
             Command::Ps { app } => self.ps(&app).map(Reply::Dynos),
             Command::Formation { app } => self.formation(&app).map(Reply::Formation),

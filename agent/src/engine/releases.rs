@@ -31,6 +31,7 @@ impl Engine {
             door: r.door.clone(),
             artifact: r.artifact.clone(),
             probation: r.probation.clone(),
+            buildpacks: r.buildpacks.clone(),
         }
     }
 
@@ -93,6 +94,7 @@ impl Engine {
         slug: Slug,
         description: String,
         artifact: Option<wire::fleet::Artifact>,
+        buildpacks: Option<Vec<wire::ReleaseBuildpack>>,
     ) -> Result<Reply> {
         self.cache(app)?;
 
@@ -106,6 +108,7 @@ impl Engine {
             door: door.as_str().into(),
             now: now_ms(),
             artifact,
+            buildpacks,
         };
         self.cut_release(door, app, new, Answer::Release)
     }
@@ -182,6 +185,7 @@ impl Engine {
                     door: door.as_str().into(),
                     now: now_ms(),
                     artifact: cur.artifact,
+                    buildpacks: cur.buildpacks,
                 };
                 self.cut_release(door, app, new, Answer::Config(config))
             }
@@ -268,6 +272,7 @@ impl Engine {
             door: door.as_str().into(),
             now: now_ms(),
             artifact: target.artifact,
+            buildpacks: target.buildpacks,
         };
         self.cut_release(door, app, new, Answer::Release)
     }

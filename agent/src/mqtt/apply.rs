@@ -338,6 +338,7 @@ async fn deploy_artifact(
     let req = DeployRequest {
         source: file.display().to_string(),
         description: Some(desired::release_description(&a.sha256, version)),
+        buildpacks_of: None,
     };
     let origin = Some(a.clone());
     let result = deploy::deploy(

@@ -238,6 +238,7 @@ mod tests {
                     door: "cli".into(),
                     now: 2,
                     artifact: None,
+                    buildpacks: None,
                 },
             )
             .unwrap();

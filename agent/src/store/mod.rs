@@ -21,7 +21,7 @@ mod schema;
 use crate::util::{IoContext, PathError};
 pub use gates::{GateRow, HealthRow, HoldRow};
 use roboku_wire::fleet::Artifact;
-use roboku_wire::{ExitInfo, Limits};
+use roboku_wire::{ExitInfo, Limits, ReleaseBuildpack};
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row};
 use serde::de::DeserializeOwned;
@@ -88,6 +88,8 @@ pub struct ReleaseRow {
     pub artifact: Option<Artifact>,
     /// Where it stands in its probation (`None`: it had none).
     pub probation: Option<String>,
+    /// The buildpacks its slug was built with (`None`: not known).
+    pub buildpacks: Option<Vec<ReleaseBuildpack>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +101,7 @@ pub struct NewRelease {
     pub door: String,
     pub now: u64,
     pub artifact: Option<Artifact>,
+    pub buildpacks: Option<Vec<ReleaseBuildpack>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -385,6 +388,7 @@ mod tests {
                         door: "git".into(),
                         now: 5,
                         artifact: None,
+                        buildpacks: None,
                     },
                 )
                 .unwrap();

@@ -1,12 +1,15 @@
 //! Releases (immutable, numbered per app) and the config vars the next release will snapshot.
 
-use super::{json_col, optional, to_json, NewRelease, ReleaseRow, SqlContext, Store, StoreError};
+use super::{
+    json_col, json_col_opt, optional, to_json, NewRelease, ReleaseRow, SqlContext, Store,
+    StoreError,
+};
 use roboku_wire::fleet::Artifact;
 use rusqlite::{params, Row};
 use std::collections::BTreeMap;
 
 const RELEASE_COLUMNS: &str = "app, version, created_at, description, slug, process_types, \
-     config, status, door, artifact_url, artifact_sha256, artifact_size, probation";
+     config, status, door, artifact_url, artifact_sha256, artifact_size, probation, buildpacks";
 
 fn release_row(r: &Row<'_>) -> rusqlite::Result<ReleaseRow> {
     Ok(ReleaseRow {
@@ -28,6 +31,7 @@ fn release_row(r: &Row<'_>) -> rusqlite::Result<ReleaseRow> {
             None => None,
         },
         probation: r.get(12)?,
+        buildpacks: json_col_opt(r, 13)?,
     })
 }
 
@@ -54,10 +58,11 @@ impl Store {
             door: new.door,
             artifact: new.artifact,
             probation: None,
+            buildpacks: new.buildpacks,
         };
         tx.prepare_cached(&format!(
             "INSERT INTO releases ({RELEASE_COLUMNS}) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
         ))
         .and_then(|mut st| {
             st.execute(params![
@@ -74,6 +79,7 @@ impl Store {
                 row.artifact.as_ref().map(|a| &a.sha256),
                 row.artifact.as_ref().map(|a| a.size),
                 row.probation,
+                row.buildpacks.as_ref().map(to_json).transpose()?,
             ])
         })
         .at("insert release", path)?;
@@ -225,6 +231,7 @@ mod tests {
             door: "git".into(),
             now,
             artifact: None,
+            buildpacks: None,
         }
     }
 

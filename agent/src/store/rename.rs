@@ -135,6 +135,10 @@ mod tests {
                         sha256: "ab".repeat(32),
                         size: 7,
                     }),
+                    buildpacks: Some(vec![roboku_wire::ReleaseBuildpack {
+                        source: "https://github.com/org/pack#main".into(),
+                        commit: Some("c0".repeat(20)),
+                    }]),
                 },
             )
             .unwrap();

@@ -45,7 +45,24 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         op: "migrate to 7",
         sql: V7,
     },
+    Migration {
+        op: "migrate to 8",
+        sql: V8,
+    },
 ];
+
+/// Version 8: the buildpacks a release's slug was built with (JSON list of `{source, commit}`,
+/// git buildpacks pinned to the commit they were at), so `deploy --buildpacks-of vN` can build
+/// with them again. NULL: not known (a prebuilt slug, or a release from before). Covered by the
+/// immutability trigger, recreated for it.
+const V8: &str = "ALTER TABLE releases ADD COLUMN buildpacks TEXT;
+DROP TRIGGER releases_immutable;
+CREATE TRIGGER releases_immutable
+BEFORE UPDATE OF app, version, created_at, description, slug, process_types, config, door,
+                 artifact_url, artifact_sha256, artifact_size, buildpacks ON releases
+BEGIN
+    SELECT RAISE(ABORT, 'releases are immutable except status');
+END;";
 
 /// Version 7: apply gates and holds (issue 14), and what each dyno last reported about its own
 /// health. A gate's check is JSON (`{"command": "..."}`, see `roboku_wire::gates::GateKind`).
@@ -322,6 +339,59 @@ mod tests {
                 "UPDATE releases SET artifact_sha256 = 'x' WHERE version = 1",
                 [],
             )
+            .unwrap_err();
+        assert!(err.to_string().contains("immutable"), "{err}");
+    }
+
+    #[test]
+    fn v8_keeps_old_releases_unknown_and_pins_new_ones_immutably() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roboku.db");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn, &path, &MIGRATIONS[..6]).unwrap();
+        conn.execute("INSERT INTO apps (name, created_at) VALUES ('demo', 1)", [])
+            .unwrap();
+        conn.execute(
+            "INSERT INTO releases (app, version, created_at, description, slug, process_types, \
+             config, status, door) VALUES ('demo', 1, 1, 'Deploy /x', 's', '{}', '{}', \
+             'succeeded', 'cli')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(store.release("demo", 1).unwrap().unwrap().buildpacks, None);
+        let pinned = vec![roboku_wire::ReleaseBuildpack {
+            source: "https://github.com/org/pack#main".into(),
+            commit: Some("ab".repeat(20)),
+        }];
+        let new = crate::store::NewRelease {
+            slug: "s2".into(),
+            process_types: Default::default(),
+            config: Default::default(),
+            description: "Deploy /y".into(),
+            door: "cli".into(),
+            now: 2,
+            artifact: None,
+            buildpacks: Some(pinned.clone()),
+        };
+        store.create_release("demo", new).unwrap();
+        assert_eq!(
+            store.release("demo", 2).unwrap().unwrap().buildpacks,
+            Some(pinned)
+        );
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        let err = conn
+            .execute(
+                "UPDATE releases SET buildpacks = '[]' WHERE version = 2",
+                [],
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("immutable"), "{err}");
+        let err = conn
+            .execute("UPDATE releases SET slug = 'x' WHERE version = 1", [])
             .unwrap_err();
         assert!(err.to_string().contains("immutable"), "{err}");
     }

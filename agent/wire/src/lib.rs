@@ -232,6 +232,19 @@ pub struct DeployRequest {
     /// Free text recorded on the release ("Deploy <source>" when empty).
     #[serde(default)]
     pub description: Option<String>,
+    /// Build with the buildpacks release vN was built with, git buildpacks at the commits it
+    /// pinned, instead of the app's current buildpacks (`deploy --buildpacks-of vN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buildpacks_of: Option<u32>,
+}
+
+/// A buildpack a release was built with: as the app named it (`python`, `/srv/pack`,
+/// `https://github.com/org/pack#main`) and, for a git buildpack, the commit it was at.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReleaseBuildpack {
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 /// Resource limits for one process type. `None` means unlimited / host default.
@@ -493,6 +506,10 @@ pub struct ReleaseInfo {
     /// After the switch: `watching`, `passed`, `rolled back: <why>` or `superseded by vN`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probation: Option<String>,
+    /// The buildpacks its slug was built with, in order (empty: detected among the built-ins);
+    /// `None` when not known (a prebuilt slug, or a release older than the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buildpacks: Option<Vec<ReleaseBuildpack>>,
 }
 
 /// `POST /v1/apps/{app}/deploy/plan` (a [`DeployRequest`]): what that deploy would do, computed

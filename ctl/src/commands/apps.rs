@@ -181,7 +181,9 @@ pub async fn info(ctx: &Ctx, args: AppArg) -> anyhow::Result<()> {
 pub struct BuildpacksSetArgs {
     #[command(flatten)]
     pub app: AppArg,
-    /// Built-in names (python, nodejs, procfile) or absolute paths to Heroku classic buildpacks, in order
+    /// Built-in names (python, nodejs, go, rust, colcon, cmake, procfile), absolute paths to
+    /// Heroku classic buildpacks, or git URLs (https://github.com/org/pack#branch-tag-or-commit;
+    /// also ssh:// and file://), in order
     #[arg(required = true)]
     pub buildpacks: Vec<String>,
 }

@@ -29,6 +29,10 @@ pub struct DeployArgs {
     /// Give up if the app's apply gates are still closed after this long (default: wait)
     #[arg(long, value_parser = crate::parse::duration_ms, value_name = "DURATION")]
     pub gate_timeout: Option<u64>,
+    /// Build with the buildpacks release vN was built with (git buildpacks at the commits vN
+    /// pinned) instead of the app's current ones
+    #[arg(long, value_name = "vN", value_parser = crate::parse::version, conflicts_with = "slug")]
+    pub buildpacks_of: Option<u32>,
 }
 
 pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
@@ -64,6 +68,7 @@ pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
     let body = DeployRequest {
         source: source.clone(),
         description: args.message,
+        buildpacks_of: args.buildpacks_of,
     };
     if args.plan {
         if path.is_file() {
@@ -96,6 +101,7 @@ pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
                 ("name", name),
                 ("description", body.description.clone()),
                 ("gate_timeout", gate_timeout.clone()),
+                ("buildpacks_of", body.buildpacks_of.map(|v| v.to_string())),
             ];
             let url = crate::client::with_query(&app_path(app, "/deploy/archive"), &query);
             let upload = steps::Upload::start(&path, show);

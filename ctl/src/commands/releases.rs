@@ -143,7 +143,26 @@ fn render_info(app: &str, r: &ReleaseInfo, now: u64) -> String {
         field("Processes:", processes.join("; ")),
         field("Config:", r.config_keys.join(", ")),
     ];
+    let mut rows = rows;
+    if let Some(packs) = &r.buildpacks {
+        rows.push(field("Buildpacks:", render_buildpacks(packs)));
+    }
     format!("=== {app} Release v{}\n{}", r.version, output::table(&rows))
+}
+
+/// `https://github.com/org/pack#main at 1a2b3c4d5e6f, python`; `detected` when none was named.
+fn render_buildpacks(packs: &[roboku_wire::ReleaseBuildpack]) -> String {
+    if packs.is_empty() {
+        return "detected among the built-ins".into();
+    }
+    let shown: Vec<String> = packs
+        .iter()
+        .map(|p| match &p.commit {
+            Some(c) => format!("{} at {}", p.source, &c[..12.min(c.len())]),
+            None => p.source.clone(),
+        })
+        .collect();
+    shown.join(", ")
 }
 
 #[cfg(test)]
@@ -163,6 +182,7 @@ mod tests {
             door: "cli".into(),
             artifact: None,
             probation: None,
+            buildpacks: None,
         }
     }
 
@@ -198,5 +218,38 @@ mod tests {
         );
         assert!(text.contains("Processes:    web: ./server\n"), "{text}");
         assert!(text.contains("Config:       A, B\n"), "{text}");
+        assert!(
+            !text.contains("Buildpacks:"),
+            "not known: not shown: {text}"
+        );
+        let pinned = ReleaseInfo {
+            buildpacks: Some(vec![
+                roboku_wire::ReleaseBuildpack {
+                    source: "https://github.com/org/pack#main".into(),
+                    commit: Some("0123456789abcdef".repeat(2) + "01234567"),
+                },
+                roboku_wire::ReleaseBuildpack {
+                    source: "python".into(),
+                    commit: None,
+                },
+            ]),
+            ..release(3, true, "succeeded")
+        };
+        let text = render_info("demo", &pinned, 0);
+        assert!(
+            text.contains(
+                "Buildpacks:   https://github.com/org/pack#main at 0123456789ab, python\n"
+            ),
+            "{text}"
+        );
+        let detected = ReleaseInfo {
+            buildpacks: Some(vec![]),
+            ..release(3, true, "succeeded")
+        };
+        let text = render_info("demo", &detected, 0);
+        assert!(
+            text.contains("Buildpacks:   detected among the built-ins\n"),
+            "{text}"
+        );
     }
 }

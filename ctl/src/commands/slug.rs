@@ -13,7 +13,8 @@ pub struct SlugBuildArgs {
     /// Where to write the slug file
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Buildpacks in order (built-in names or paths); default: detect among the built-ins
+    /// Buildpacks in order (built-in names, paths or git URLs with #ref); default: detect among
+    /// the built-ins
     #[arg(short, long)]
     pub buildpack: Vec<String>,
     /// The robots' CPU (x86_64, aarch64, arm, ...) [default: this machine's]. A slug for

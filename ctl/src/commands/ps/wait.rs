@@ -118,6 +118,7 @@ mod tests {
             door: "cli".into(),
             artifact: None,
             probation: None,
+            buildpacks: None,
         }
     }
 
