@@ -25,6 +25,7 @@ mod report;
 pub mod state;
 mod task;
 pub mod verify;
+pub mod verify_bundle;
 
 use crate::engine::EngineHandle;
 use crate::logs::LogHandle;
