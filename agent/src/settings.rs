@@ -71,6 +71,10 @@ pub struct Settings {
     /// Slugs of this many most recent releases per app are kept for rollback; older ones are
     /// deleted once a new release is committed.
     pub keep_releases: usize,
+    /// The watched directory for offline bundles; empty: `<data_dir>/bundles/inbox`.
+    pub bundle_inbox: PathBuf,
+    /// Milliseconds between scans of the watched directory (0: not watched).
+    pub bundle_scan_ms: u64,
     /// Fleet control over MQTT (off unless `mqtt.broker` is set).
     pub mqtt: MqttSettings,
 }
@@ -102,6 +106,8 @@ impl Default for Settings {
             deploy_timeout_secs: 120,
             build_timeout_secs: 900,
             keep_releases: 5,
+            bundle_inbox: PathBuf::new(),
+            bundle_scan_ms: 2000,
             mqtt: MqttSettings::default(),
         }
     }
@@ -203,6 +209,21 @@ impl Settings {
     /// Fleet state that must survive restarts (replay guard, session counter, artifacts).
     pub fn fleet_state_path(&self) -> PathBuf {
         self.data_dir.join("fleet.json")
+    }
+    /// Offline bundles: `work/` (copies being applied), `done/`, `rejected/`.
+    pub fn bundles_dir(&self) -> PathBuf {
+        self.data_dir.join("bundles")
+    }
+    pub fn bundle_work_dir(&self) -> PathBuf {
+        self.bundles_dir().join("work")
+    }
+    /// The watched directory.
+    pub fn bundle_inbox_dir(&self) -> PathBuf {
+        if self.bundle_inbox.as_os_str().is_empty() {
+            self.bundles_dir().join("inbox")
+        } else {
+            self.bundle_inbox.clone()
+        }
     }
 }
 

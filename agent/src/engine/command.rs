@@ -16,6 +16,8 @@ pub enum Door {
     Agent,
     /// The dashboard's HTTP door (its rollback button).
     Dashboard,
+    /// A signed offline bundle (applied from the CLI or picked up from the watched directory).
+    Bundle,
 }
 
 impl Door {
@@ -27,6 +29,7 @@ impl Door {
             Door::Git => "git",
             Door::Agent => "agent",
             Door::Dashboard => "dashboard",
+            Door::Bundle => "bundle",
         }
     }
     pub fn parse(s: &str) -> Door {

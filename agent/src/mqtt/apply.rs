@@ -6,14 +6,15 @@
 //! previous release).
 
 use super::desired::{self, Observed, Plan};
-use super::jobs::{Converge, Job, Update};
+use super::jobs::{BundleJob, Converge, Job, Update};
 use super::verify::Verified;
 use super::{artifact, Shared};
 use crate::deploy;
 use crate::engine::{Command, Door, EngineError, Reply};
-use roboku_wire::fleet::{AckDetails, AckStatus, Action, AppDesired, Artifact};
+use roboku_wire::fleet::{Ack, AckDetails, AckStatus, Action, AppDesired, Artifact};
 use roboku_wire::{ConfigChange, DeployRequest};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -44,21 +45,39 @@ pub(super) fn details(app: &str, kind: &str, version: Option<u64>) -> AckDetails
     }
 }
 
-/// Sends the acks of one job.
+/// Sends the acks of one job, and makes its engine calls through `door`.
 struct Acker<'a> {
     shared: &'a Shared,
     id: String,
     reference: String,
     base: AckDetails,
+    door: Door,
+    /// Also hears every ack (a bundle's progress for the local API or the watched directory).
+    tap: Option<mpsc::UnboundedSender<Ack>>,
 }
 
-impl Acker<'_> {
+impl<'a> Acker<'a> {
+    fn mqtt(shared: &'a Shared, id: String, reference: String, base: AckDetails) -> Self {
+        Acker {
+            shared,
+            id,
+            reference,
+            base,
+            door: Door::Mqtt,
+            tap: None,
+        }
+    }
+
     fn send(&self, status: AckStatus, f: impl FnOnce(&mut AckDetails)) {
         let mut d = self.base.clone();
         f(&mut d);
-        self.shared
+        let ack = self
+            .shared
             .out
             .ack(Some(&self.id), &self.reference, status, d);
+        if let Some(tap) = &self.tap {
+            let _ = tap.send(ack);
+        }
     }
     fn step(&self, step: &str) {
         self.send(AckStatus::InProgress, |d| d.step = Some(step.to_string()));
@@ -81,6 +100,7 @@ pub(super) async fn worker(
                     .await
             }
             Job::Converge(c) => converge(&shared, &updates, c).instrument(span).await,
+            Job::Bundle(b) => bundle(&shared, &updates, b).instrument(span).await,
         }
     }
 }
@@ -96,12 +116,12 @@ async fn command(
     reference: String,
 ) {
     let env = &cmd.env;
-    let acker = Acker {
+    let acker = Acker::mqtt(
         shared,
-        id: env.id.clone(),
+        env.id.clone(),
         reference,
-        base: details(&env.app, env.kind.as_str(), env.version),
-    };
+        details(&env.app, env.kind.as_str(), env.version),
+    );
     let result = tokio::time::timeout(
         timeout(shared),
         execute(shared, updates, &env.app, &cmd.action, env.version, &acker),
@@ -171,10 +191,10 @@ async fn execute(
     version: Option<u64>,
     acker: &Acker<'_>,
 ) -> Result<Option<u32>, Failure> {
-    let call = |cmd| shared.engine.call(Door::Mqtt, cmd);
+    let call = |cmd| shared.engine.call(acker.door, cmd);
     let app_s = app.to_string();
     match action {
-        Action::Deploy(a) => deploy_artifact(shared, updates, app, a, version, acker).await,
+        Action::Deploy(a) => deploy_artifact(shared, updates, app, a, version, acker, None).await,
         Action::Scale(s) => {
             acker.step("scale");
             call(Command::Scale {
@@ -230,11 +250,11 @@ async fn execute(
 }
 
 /// Creates the app if this device does not have it yet (the fleet brings apps to robots).
-async fn ensure_app(shared: &Shared, app: &str) -> Result<(), Failure> {
+async fn ensure_app(shared: &Shared, door: Door, app: &str) -> Result<(), Failure> {
     let check = shared
         .engine
         .call(
-            Door::Mqtt,
+            door,
             Command::CheckApp {
                 app: app.to_string(),
             },
@@ -246,7 +266,7 @@ async fn ensure_app(shared: &Shared, app: &str) -> Result<(), Failure> {
             shared
                 .engine
                 .call(
-                    Door::Mqtt,
+                    door,
                     Command::CreateApp {
                         name: app.to_string(),
                     },
@@ -265,19 +285,26 @@ async fn deploy_artifact(
     a: &Artifact,
     version: Option<u64>,
     acker: &Acker<'_>,
+    local: Option<&Path>,
 ) -> Result<Option<u32>, Failure> {
-    ensure_app(shared, app).await?;
-    acker.step("download");
-    let tmp = shared.settings.tmp_dir();
-    let ca = shared.settings.mqtt.artifact_ca_file.as_deref();
-    let file = artifact::fetch(a, &tmp, ca, |n| {
-        tracing::debug!(bytes = n, "artifact download progress");
-    })
-    .await
-    .map_err(|e| Failure {
-        reason: e.to_string(),
-        rollout: false,
-    })?;
+    ensure_app(shared, acker.door, app).await?;
+    // A bundle's slug is on disk already, checked against its sha256 while it was read.
+    let file = match local {
+        Some(path) => path.to_path_buf(),
+        None => {
+            acker.step("download");
+            let tmp = shared.settings.tmp_dir();
+            let ca = shared.settings.mqtt.artifact_ca_file.as_deref();
+            artifact::fetch(a, &tmp, ca, |n| {
+                tracing::debug!(bytes = n, "artifact download progress");
+            })
+            .await
+            .map_err(|e| Failure {
+                reason: e.to_string(),
+                rollout: false,
+            })?
+        }
+    };
     acker.step("build");
     let req = DeployRequest {
         source: file.display().to_string(),
@@ -287,13 +314,15 @@ async fn deploy_artifact(
     let result = deploy::deploy(
         &shared.engine,
         &shared.settings,
-        Door::Mqtt,
+        acker.door,
         app,
         req,
         origin,
     )
     .await;
-    let _ = std::fs::remove_file(&file);
+    if local.is_none() {
+        let _ = std::fs::remove_file(&file);
+    }
     let release = result?;
     let _ = updates.send(Update::Artifact {
         artifact: a.sha256.clone(),
@@ -303,8 +332,8 @@ async fn deploy_artifact(
 }
 
 /// Reads what runs for `app`, as far as desired state cares.
-async fn observe(shared: &Shared, app: &str) -> Result<Observed, Failure> {
-    let call = |cmd| shared.engine.call(Door::Mqtt, cmd);
+async fn observe(shared: &Shared, door: Door, app: &str) -> Result<Observed, Failure> {
+    let call = |cmd| shared.engine.call(door, cmd);
     match call(Command::CheckApp {
         app: app.to_string(),
     })
@@ -355,13 +384,13 @@ async fn converge(shared: &Shared, updates: &mpsc::UnboundedSender<Update>, c: C
         applied,
     } = c;
     let app = app.as_str();
-    let acker = Acker {
+    let acker = Acker::mqtt(
         shared,
-        id: doc_id,
+        doc_id,
         reference,
-        base: details(app, "desired", Some(want.version)),
-    };
-    let plan = match observe(shared, app).await {
+        details(app, "desired", Some(want.version)),
+    );
+    let plan = match observe(shared, Door::Mqtt, app).await {
         Ok(now) => desired::plan(&want, &now, slug_hint.as_deref(), applied),
         Err(f) => {
             tracing::warn!(
@@ -385,9 +414,50 @@ async fn converge(shared: &Shared, updates: &mpsc::UnboundedSender<Update>, c: C
     acker.send(AckStatus::Accepted, |_| {});
     let result = tokio::time::timeout(
         timeout(shared),
-        apply_plan(shared, updates, app, &want, plan, &acker),
+        apply_plan(shared, updates, app, &want, plan, &acker, None),
     )
     .await;
+    let ok = finish(&acker, shared, result).await;
+    let _ = updates.send(Update::Finished {
+        app: app.to_string(),
+        version: want.version,
+        ok,
+    });
+}
+
+/// One app of a verified bundle: converged to the bundle's desired state like a desired doc
+/// (only what differs changes), its slug taken from the bundle instead of downloaded.
+async fn bundle(shared: &Shared, updates: &mpsc::UnboundedSender<Update>, b: BundleJob) {
+    let BundleJob {
+        app,
+        want,
+        id,
+        reference,
+        slug_hint,
+        staged,
+        reply,
+    } = b;
+    let app = app.as_str();
+    let acker = Acker {
+        shared,
+        id,
+        reference,
+        base: details(app, "bundle", Some(want.version)),
+        door: Door::Bundle,
+        tap: Some(reply),
+    };
+    let result = async {
+        let now = observe(shared, acker.door, app).await?;
+        let plan = desired::plan(&want, &now, slug_hint.as_deref(), None);
+        if plan.is_empty() {
+            tracing::info!(app, version = want.version, "bundle: already in sync");
+            return Ok(None);
+        }
+        tracing::info!(app, version = want.version, plan = ?plan, "applying bundle");
+        let local = want.release.as_ref().and_then(|a| staged.slug(&a.sha256));
+        apply_plan(shared, updates, app, &want, plan, &acker, local).await
+    };
+    let result = tokio::time::timeout(timeout(shared), result).await;
     let ok = finish(&acker, shared, result).await;
     let _ = updates.send(Update::Finished {
         app: app.to_string(),
@@ -403,10 +473,11 @@ async fn apply_plan(
     want: &AppDesired,
     plan: Plan,
     acker: &Acker<'_>,
+    local: Option<&Path>,
 ) -> Result<Option<u32>, Failure> {
     let mut release = None;
     if plan.create_app {
-        ensure_app(shared, app).await?;
+        ensure_app(shared, acker.door, app).await?;
     }
     for action in &plan.once {
         if let Some(r) = execute(shared, updates, app, action, None, acker).await? {
@@ -414,7 +485,8 @@ async fn apply_plan(
         }
     }
     if let Some(a) = &plan.deploy {
-        release = deploy_artifact(shared, updates, app, a, Some(want.version), acker).await?;
+        release =
+            deploy_artifact(shared, updates, app, a, Some(want.version), acker, local).await?;
     }
     // One-shots and a deploy change config and formation: plan the rest against what runs now.
     let rest = if plan.deploy.is_some() || !plan.once.is_empty() {
@@ -424,7 +496,7 @@ async fn apply_plan(
                 once: Vec::new(),
                 ..want.clone()
             },
-            &observe(shared, app).await?,
+            &observe(shared, acker.door, app).await?,
             None,
             None,
         )

@@ -75,7 +75,7 @@ pub enum Rejection {
     FromFuture { ts: u64, now: u64 },
     #[error("lives {lifetime_ms} ms, longer than the {max_ms} ms allowed")]
     TooLongLived { lifetime_ms: u64, max_ms: u64 },
-    #[error("duplicate: command {0} was already accepted")]
+    #[error("duplicate: {0} was already accepted (a command or bundle runs at most once)")]
     Duplicate(String),
     #[error("replayed: version {version} of app {app:?} is not newer than {seen}")]
     Replayed {

@@ -167,6 +167,35 @@ impl Manifest {
     }
 }
 
+/// Whether a bundle's acks (as the local API streams them) say it went well: no app REJECTED,
+/// FAILED or TIMED_OUT (`Err` with the first reason), and a SUCCEEDED (for a check, `dry_run`:
+/// an ACCEPTED) among them.
+pub fn outcome(acks: &[crate::fleet::Ack], dry_run: bool) -> Result<(), String> {
+    use crate::fleet::AckStatus;
+    if let Some(bad) = acks.iter().find(|a| {
+        matches!(
+            a.status,
+            AckStatus::Rejected | AckStatus::Failed | AckStatus::TimedOut
+        )
+    }) {
+        return Err(bad
+            .details
+            .reason
+            .clone()
+            .unwrap_or_else(|| bad.status.as_str().to_string()));
+    }
+    let want = if dry_run {
+        AckStatus::Accepted
+    } else {
+        AckStatus::Succeeded
+    };
+    if acks.iter().any(|a| a.status == want) {
+        Ok(())
+    } else {
+        Err("robokud ended the bundle without a result (see its log)".into())
+    }
+}
+
 /// Lowercase hex of a sha256 digest.
 pub fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
