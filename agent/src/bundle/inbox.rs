@@ -252,3 +252,46 @@ fn settle(settings: &Settings, work: &Path, name: &str, result: Result<(), Strin
         tracing::warn!(file = %file.display(), error = %e, "cannot write a bundle's reason file");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_single_link_files_are_copied_in() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let out = |n: &str| dir.join(format!("out-{n}"));
+        std::fs::write(dir.join("good.rkb"), b"bytes").unwrap();
+        copy_in(&dir.join("good.rkb"), &out("good")).unwrap();
+        assert_eq!(std::fs::read(out("good")).unwrap(), b"bytes");
+        std::fs::write(dir.join("secret"), b"secret").unwrap();
+        std::os::unix::fs::symlink(dir.join("secret"), dir.join("link.rkb")).unwrap();
+        let err = copy_in(&dir.join("link.rkb"), &out("link")).unwrap_err();
+        assert!(err.contains("symbolic link"), "{err}");
+        std::fs::hard_link(dir.join("secret"), dir.join("hard.rkb")).unwrap();
+        let err = copy_in(&dir.join("hard.rkb"), &out("hard")).unwrap_err();
+        assert!(err.contains("hard links"), "{err}");
+        nix::unistd::mkfifo(&dir.join("fifo.rkb"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = copy_in(&dir.join("fifo.rkb"), &out("fifo")).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        std::fs::create_dir(dir.join("dir.rkb")).unwrap();
+        assert!(copy_in(&dir.join("dir.rkb"), &out("dir")).is_err());
+        for n in ["link", "hard", "fifo", "dir"] {
+            assert!(!out(n).exists(), "nothing written for {n}");
+        }
+        // An existing destination is never overwritten (or followed).
+        let err = copy_in(&dir.join("good.rkb"), &out("good")).unwrap_err();
+        assert!(err.contains("create"), "{err}");
+    }
+
+    #[test]
+    fn scans_see_only_visible_rkb_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        for n in ["a.rkb", ".hidden.rkb", "b.rkb.part", "notes.txt"] {
+            std::fs::write(tmp.path().join(n), b"x").unwrap();
+        }
+        let seen = scan(tmp.path()).unwrap();
+        assert_eq!(seen.keys().collect::<Vec<_>>(), vec!["a.rkb"]);
+    }
+}

@@ -6,7 +6,7 @@
 //! previous release).
 
 use super::desired::{self, Observed, Plan};
-use super::jobs::{BundleJob, Converge, Job, Update};
+use super::jobs::{Converge, Job, Update};
 use super::verify::Verified;
 use super::{artifact, Shared};
 use crate::deploy;
@@ -18,6 +18,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+#[path = "apply_bundle.rs"]
+mod bundle;
 
 /// A failure, for the FAILED ack.
 #[derive(Debug)]
@@ -100,7 +103,7 @@ pub(super) async fn worker(
                     .await
             }
             Job::Converge(c) => converge(&shared, &updates, c).instrument(span).await,
-            Job::Bundle(b) => bundle(&shared, &updates, b).instrument(span).await,
+            Job::Bundle(b) => bundle::apply(&shared, &updates, b).instrument(span).await,
         }
     }
 }
@@ -417,47 +420,6 @@ async fn converge(shared: &Shared, updates: &mpsc::UnboundedSender<Update>, c: C
         apply_plan(shared, updates, app, &want, plan, &acker, None),
     )
     .await;
-    let ok = finish(&acker, shared, result).await;
-    let _ = updates.send(Update::Finished {
-        app: app.to_string(),
-        version: want.version,
-        ok,
-    });
-}
-
-/// One app of a verified bundle: converged to the bundle's desired state like a desired doc
-/// (only what differs changes), its slug taken from the bundle instead of downloaded.
-async fn bundle(shared: &Shared, updates: &mpsc::UnboundedSender<Update>, b: BundleJob) {
-    let BundleJob {
-        app,
-        want,
-        id,
-        reference,
-        slug_hint,
-        staged,
-        reply,
-    } = b;
-    let app = app.as_str();
-    let acker = Acker {
-        shared,
-        id,
-        reference,
-        base: details(app, "bundle", Some(want.version)),
-        door: Door::Bundle,
-        tap: Some(reply),
-    };
-    let result = async {
-        let now = observe(shared, acker.door, app).await?;
-        let plan = desired::plan(&want, &now, slug_hint.as_deref(), None);
-        if plan.is_empty() {
-            tracing::info!(app, version = want.version, "bundle: already in sync");
-            return Ok(None);
-        }
-        tracing::info!(app, version = want.version, plan = ?plan, "applying bundle");
-        let local = want.release.as_ref().and_then(|a| staged.slug(&a.sha256));
-        apply_plan(shared, updates, app, &want, plan, &acker, local).await
-    };
-    let result = tokio::time::timeout(timeout(shared), result).await;
     let ok = finish(&acker, shared, result).await;
     let _ = updates.send(Update::Finished {
         app: app.to_string(),

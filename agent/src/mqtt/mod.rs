@@ -12,6 +12,10 @@
 //!   them into engine [`Command`](crate::engine::Command)s and acks progress. `desired.rs` plans
 //!   convergence, `artifact.rs` fetches release artifacts over HTTP.
 //! - `report.rs`: retained `reported` state after every change and on connect; telemetry.
+//! - offline bundles (`crate::bundle`) enter the intake too (`intake_bundle.rs`), verified by
+//!   `verify_bundle.rs` with the same keys and replay guard, and are applied by the same workers
+//!   (`apply_bundle.rs`). So the intake runs on every robot, with or without a broker; without
+//!   one, the [`Outbox`] publishes nothing.
 //!
 //! The engine never waits on MQTT: only these tasks await the engine, never the other way
 //! round, and a dead broker only stops acks and reports (the dynos go on).
