@@ -77,7 +77,7 @@ impl Desk {
         let mut all = vec!["bundle", "create", "-a", "nav"];
         all.extend_from_slice(args);
         let key = self.s("fleet.key");
-        if !args.contains(&"--key") {
+        if !args.contains(&"--key") && !args.contains(&"--unsigned") {
             all.extend(["--key", &key]);
         }
         let o = out.display().to_string();
@@ -178,6 +178,14 @@ fn flipped(file: &Path, name: &str, at: impl Fn(&[u8]) -> usize) -> PathBuf {
     let out = file.with_file_name(name);
     std::fs::write(&out, bytes).unwrap();
     out
+}
+
+/// Drops `src` into `inbox` as `name` the way a careful copier does: under a hidden name first
+/// (robokud ignores those), then renamed, so no scan ever sees half a file.
+fn drop_in(src: &Path, inbox: &Path, name: &str) {
+    let hidden = inbox.join(format!(".{name}"));
+    std::fs::copy(src, &hidden).unwrap();
+    std::fs::rename(&hidden, inbox.join(name)).unwrap();
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> usize {
@@ -377,7 +385,7 @@ fn the_watched_directory_takes_good_bundles_and_sets_bad_ones_aside() {
             "1",
         ],
     );
-    std::fs::copy(&v1, inbox.join("nav-v1.rkb")).unwrap();
+    drop_in(&v1, &inbox, "nav-v1.rkb");
     wait_for(
         "nav-v1.rkb settled in done/",
         Duration::from_secs(60),
@@ -402,8 +410,8 @@ fn the_watched_directory_takes_good_bundles_and_sets_bad_ones_aside() {
         ],
     );
     let bad = flipped(&v2, "bad.rkb", |b| find(b, b"slugs/") + 512 + 10);
-    std::fs::copy(&bad, inbox.join("bad.rkb")).unwrap();
-    std::fs::copy(&v1, inbox.join("again.rkb")).unwrap();
+    drop_in(&bad, &inbox, "bad.rkb");
+    drop_in(&v1, &inbox, "again.rkb");
     std::os::unix::fs::symlink("/etc/shadow", inbox.join("secret.rkb")).unwrap();
     let fifo = inbox.join("fifo.rkb");
     assert!(Command::new("mkfifo")
@@ -437,7 +445,7 @@ fn the_watched_directory_takes_good_bundles_and_sets_bad_ones_aside() {
 
     // A good one for the group, made elsewhere and copied in.
     let scale = desk.create("scale.rkb", &["--scale", "web=2", "--group", "field"]);
-    std::fs::copy(&scale, inbox.join("scale.rkb")).unwrap();
+    drop_in(&scale, &inbox, "scale.rkb");
     wait_for(
         "web.2 up from the inbox bundle",
         Duration::from_secs(30),
@@ -446,4 +454,108 @@ fn the_watched_directory_takes_good_bundles_and_sets_bad_ones_aside() {
     wait_for("scale.rkb in done/", Duration::from_secs(10), || {
         done.join("scale.rkb.reason").exists()
     });
+}
+
+/// Runs `cmd` as `nobody` (uid/gid 65534).
+fn as_nobody(cmd: &mut Command) -> bool {
+    use std::os::unix::process::CommandExt;
+    cmd.uid(65534)
+        .gid(65534)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_hostile_user_dropping_files_in_a_shared_inbox_gets_nothing_unsigned() {
+    use std::os::unix::fs::PermissionsExt;
+    let desk = Desk::new();
+    // A world-writable drop directory, as a USB stick or a shared folder may be.
+    let usb = tempfile::Builder::new()
+        .prefix("roboku-e2e-usb-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(usb.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let inbox = usb.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    std::fs::set_permissions(&inbox, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let agent = Agent::start(AgentOpts {
+        extra: vec![
+            "--device-id".into(),
+            "r1".into(),
+            "--trusted-key".into(),
+            desk.s("fleet.key.pub"),
+            "--bundle-scan-ms".into(),
+            "200".into(),
+            "--bundle-inbox".into(),
+            inbox.display().to_string(),
+        ],
+        ..AgentOpts::default()
+    });
+    let rejected = agent.data_dir().join("bundles/rejected");
+    // The dropper's own key, an unsigned bundle, and links to robokud's own state.
+    let mine = desk.path("mine.key");
+    assert!(roboku(&["fleet", "keygen", "-o", mine.to_str().unwrap()])
+        .status
+        .success());
+    let forged = desk.create(
+        "forged.rkb",
+        &[
+            "--scale",
+            "web=1",
+            "--device",
+            "r1",
+            "--key",
+            mine.to_str().unwrap(),
+        ],
+    );
+    let unsigned = desk.create(
+        "unsigned.rkb",
+        &["--scale", "web=1", "--device", "r1", "--unsigned"],
+    );
+    for f in [&forged, &unsigned] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(desk.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fleet_json = agent.data_dir().join("fleet.json");
+    assert!(as_nobody(
+        Command::new("cp")
+            .arg(&forged)
+            .arg(inbox.join("forged.rkb"))
+    ));
+    assert!(as_nobody(
+        Command::new("cp")
+            .arg(&unsigned)
+            .arg(inbox.join("unsigned.rkb"))
+    ));
+    assert!(as_nobody(
+        Command::new("ln")
+            .arg("-s")
+            .arg(&fleet_json)
+            .arg(inbox.join("state.rkb"))
+    ));
+    for (name, why) in [
+        ("forged.rkb", "signed with unknown key"),
+        ("unsigned.rkb", "unsigned payload refused"),
+        ("state.rkb", "symbolic link"),
+    ] {
+        let reason = rejected.join(format!("{name}.reason"));
+        wait_for(&format!("{name} rejected"), Duration::from_secs(30), || {
+            reason.exists()
+        });
+        let text = std::fs::read_to_string(&reason).unwrap();
+        assert!(text.contains(why), "{name}: {text}");
+        let mode = std::fs::metadata(&reason).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name}'s reason is root's alone");
+        assert!(
+            !inbox.join(name).exists(),
+            "{name} taken out of the drop directory"
+        );
+    }
+    assert!(
+        agent.json(&["apps"]).as_array().unwrap().is_empty(),
+        "no app was made"
+    );
+    // The drop directory holds nothing robokud wrote.
+    let left: Vec<_> = std::fs::read_dir(&inbox).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
 }
