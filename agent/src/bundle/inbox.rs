@@ -228,8 +228,9 @@ fn settle(settings: &Settings, work: &Path, name: &str, result: Result<(), Strin
         Err(reason) => ("rejected", format!("{reason}\n")),
     };
     let dir = settings.bundles_dir().join(sub);
+    let reason_of = |t: &Path| PathBuf::from(format!("{}.reason", t.display()));
     let mut target = dir.join(name);
-    if target.exists() {
+    if target.exists() || reason_of(&target).exists() {
         target = dir.join(format!("{name}.{}", now_ms()));
     }
     if work.as_os_str().is_empty() || std::fs::rename(work, &target).is_err() {
@@ -241,7 +242,7 @@ fn settle(settings: &Settings, work: &Path, name: &str, result: Result<(), Strin
         reason.push_str(&serde_json::to_string(a).unwrap_or_default());
         reason.push('\n');
     }
-    let file = PathBuf::from(format!("{}.reason", target.display()));
+    let file = reason_of(&target);
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
