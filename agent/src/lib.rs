@@ -49,7 +49,11 @@ pub async fn run(
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let fleet = mqtt::prepare_fleet(&settings)?;
     prepare_dirs(&settings)?;
-    bundle::inbox::prepare(&settings)?;
+    // Never fatal: on a full disk an upgraded robokud must still supervise its dynos; bundles
+    // then fail with the directory named, until there is room.
+    if let Err(e) = bundle::inbox::prepare(&settings) {
+        tracing::error!(error = %e, "cannot prepare the bundle directories; offline bundles may fail");
+    }
     check_reachable(&settings)?;
     if let Err(e) = reserve::ensure(&settings.data_dir) {
         tracing::warn!(error = %e, "no room for the disk reserve");
