@@ -7,6 +7,7 @@
 pub mod api;
 pub mod backoff;
 pub mod build;
+pub mod bundle;
 pub mod cgroup;
 #[doc(hidden)]
 pub mod checks;
@@ -46,8 +47,13 @@ pub async fn run(
     // Everything robokud writes is its own unless made otherwise on purpose (slugs, caches):
     // the store, its WAL, logs, fleet state and archives stay out of the apps' reach.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let fleet = mqtt::prepare(&settings)?;
+    let fleet = mqtt::prepare_fleet(&settings)?;
     prepare_dirs(&settings)?;
+    // Never fatal: on a full disk an upgraded robokud must still supervise its dynos; bundles
+    // then fail with the directory named, until there is room.
+    if let Err(e) = bundle::inbox::prepare(&settings) {
+        tracing::error!(error = %e, "cannot prepare the bundle directories; offline bundles may fail");
+    }
     check_reachable(&settings)?;
     if let Err(e) = reserve::ensure(&settings.data_dir) {
         tracing::warn!(error = %e, "no room for the disk reserve");
@@ -122,28 +128,29 @@ pub async fn run(
     let _ = ready.await;
     tracing::info!(socket = %settings.socket_path().display(), "robokud ready");
     on_ready(&settings, &engine);
+    // Fleet control: the intake always (offline bundles), the MQTT link when a broker is set.
+    let fleet = fleet.start_watched(
+        &settings,
+        engine.clone(),
+        Some(logs.clone()),
+        Some(telemetry.clone()),
+        stop_rx.clone(),
+    );
+    let (fleet_view, bundles) = (fleet.view, fleet.bundles);
+    let inbox = (settings.bundle_scan_ms > 0).then(|| {
+        let (s, door, stop) = (settings.clone(), bundles.clone(), stop_rx.clone());
+        tokio::spawn(bundle::inbox::run(s, door, stop))
+    });
+    let fleet = Some(fleet.task);
     let ctx = Arc::new(api::Ctx {
         engine: engine.clone(),
         logs: logs.clone(),
         settings: settings.clone(),
         dashboard: dash_door.as_ref().map(|d| d.info.clone()),
+        bundles,
     });
     let server = tokio::spawn(api::serve(listener, ctx.clone(), stop_rx.clone()));
     let notifier = notify::Notifier::ready(engine.clone()).await;
-    // Fleet control over MQTT, when a broker is configured.
-    let (fleet, fleet_view) = match fleet {
-        Some(f) => {
-            let (task, view) = f.start_watched(
-                &settings,
-                engine.clone(),
-                Some(logs.clone()),
-                Some(telemetry.clone()),
-                stop_rx.clone(),
-            );
-            (Some(task), Some(view))
-        }
-        None => (None, None),
-    };
     let dash_server = dash_door.map(|d| {
         let stop = stop_rx.clone();
         tokio::spawn(dashboard::serve(d, ctx, telemetry, fleet_view, stop))
@@ -164,7 +171,10 @@ pub async fn run(
     notifier.finish().await;
     let _ = stop_tx.send(true);
     let _ = server.await;
-    for task in [fleet, slug_server, dash_server].into_iter().flatten() {
+    for task in [fleet, slug_server, dash_server, inbox]
+        .into_iter()
+        .flatten()
+    {
         let _ = task.await;
     }
     let _ = telemetry_task.await;

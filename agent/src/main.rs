@@ -66,6 +66,12 @@ struct Flags {
     /// Dashboard address (ADDR:PORT, default 127.0.0.1:7070), or `off`.
     #[arg(long, env = "ROBOKU_DASHBOARD", value_name = "ADDR|off")]
     dashboard: Option<String>,
+    /// The directory watched for offline bundles (*.rkb) [default: <data-dir>/bundles/inbox].
+    #[arg(long, env = "ROBOKU_BUNDLE_INBOX", value_name = "DIR")]
+    bundle_inbox: Option<PathBuf>,
+    /// Milliseconds between scans of the bundle inbox (0: not watched).
+    #[arg(long, env = "ROBOKU_BUNDLE_SCAN_MS", value_name = "MS")]
+    bundle_scan_ms: Option<u64>,
     #[command(flatten)]
     fleet: FleetFlags,
 }
@@ -187,6 +193,10 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
     if let Some(u) = &flags.dyno_user {
         s.dyno_user = u.clone();
     }
+    if let Some(p) = &flags.bundle_inbox {
+        s.bundle_inbox = p.clone();
+    }
+    s.bundle_scan_ms = flags.bundle_scan_ms.unwrap_or(s.bundle_scan_ms);
     flags.fleet.apply(&mut s.mqtt);
     if s.data_dir.is_relative() {
         s.data_dir = std::env::current_dir()

@@ -76,6 +76,10 @@ pub struct Settings {
     pub keep_releases: usize,
     /// While a change waits for an app's apply gates, how often they are checked again (ms).
     pub gate_poll_ms: u64,
+    /// The watched directory for offline bundles; empty: `<data_dir>/bundles/inbox`.
+    pub bundle_inbox: PathBuf,
+    /// Milliseconds between scans of the watched directory (0: not watched).
+    pub bundle_scan_ms: u64,
     /// Fleet control over MQTT (off unless `mqtt.broker` is set).
     pub mqtt: MqttSettings,
 }
@@ -109,6 +113,8 @@ impl Default for Settings {
             git_fetch_timeout_secs: 120,
             keep_releases: 5,
             gate_poll_ms: 2000,
+            bundle_inbox: PathBuf::new(),
+            bundle_scan_ms: 2000,
             mqtt: MqttSettings::default(),
         }
     }
@@ -222,6 +228,21 @@ impl Settings {
     /// One app's dyno socket (`$ROBOKU_DYNO_SOCKET` in its dynos), its uid's alone.
     pub fn dyno_socket(&self, app: &str) -> PathBuf {
         self.dyno_sockets_dir().join(format!("{app}.sock"))
+    }
+    /// Offline bundles: `work/` (copies being applied), `done/`, `rejected/`.
+    pub fn bundles_dir(&self) -> PathBuf {
+        self.data_dir.join("bundles")
+    }
+    pub fn bundle_work_dir(&self) -> PathBuf {
+        self.bundles_dir().join("work")
+    }
+    /// The watched directory.
+    pub fn bundle_inbox_dir(&self) -> PathBuf {
+        if self.bundle_inbox.as_os_str().is_empty() {
+            self.bundles_dir().join("inbox")
+        } else {
+            self.bundle_inbox.clone()
+        }
     }
 }
 

@@ -139,7 +139,7 @@ impl Client {
             return Err(api_error(status, &body));
         }
         Ok(Lines {
-            _sender: sender,
+            _sender: Box::new(sender),
             body: resp.into_body(),
             buf: Vec::new(),
             done: false,
@@ -233,7 +233,7 @@ impl Client {
 /// The lines of a streamed response body, without their `\n` (or `\r\n`).
 pub struct Lines {
     /// Kept so the connection stays open for as long as the stream is read.
-    _sender: SendRequest<Full<Bytes>>,
+    _sender: Box<dyn std::any::Any + Send>,
     body: Incoming,
     buf: Vec<u8>,
     done: bool,

@@ -143,6 +143,9 @@ enum Command {
     /// Drive a fleet of robots over MQTT (signed commands, acks, desired state)
     #[command(subcommand)]
     Fleet(commands::fleet::FleetCommand),
+    /// Signed offline bundles: create one, apply it on a robot, inspect it
+    #[command(subcommand)]
+    Bundle(commands::bundle::BundleCommand),
 }
 
 fn main() {
@@ -222,6 +225,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::GitHook(a) => return git::hook(ctx, a).await,
         Command::GitShell => return git::shell(ctx, &socket).await,
         Command::Fleet(f) => return commands::fleet::run(ctx.json, f).await,
+        Command::Bundle(b) => return commands::bundle::run(ctx, b).await,
     }
     Ok(0)
 }

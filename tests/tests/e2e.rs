@@ -6,6 +6,7 @@ mod e2e {
     mod bad_input;
     mod browser;
     mod builds;
+    mod bundles;
     mod cli;
     mod crash;
     mod dashboard;

@@ -5,6 +5,7 @@
 
 mod attach;
 pub(crate) mod body;
+mod bundles;
 pub(crate) mod conns;
 pub mod dyno_door;
 pub(crate) mod http;
@@ -28,6 +29,8 @@ pub struct Ctx {
     pub settings: Settings,
     /// Where the dashboard listens and its token, for `roboku dashboard:url` (`None`: off).
     pub dashboard: Option<roboku_wire::DashboardInfo>,
+    /// Where `POST /v1/bundles` hands offline bundles.
+    pub bundles: crate::bundle::BundleDoor,
 }
 
 /// The group that may use the API socket, when it exists.

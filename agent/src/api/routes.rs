@@ -69,6 +69,10 @@ async fn route(
             .await?
         }
         (&Method::GET, ["apps"]) => call(Command::ListApps).await?,
+        (&Method::POST, ["bundles"]) => return super::bundles::apply(ctx, query, req, false).await,
+        (&Method::POST, ["bundles", "check"]) => {
+            return super::bundles::apply(ctx, query, req, true).await
+        }
         (&Method::POST, ["apps"]) => {
             let body: wire::CreateApp = json_body(req).await?;
             call(Command::CreateApp { name: body.name }).await?

@@ -14,6 +14,7 @@
 pub mod api_json;
 pub mod app_json;
 pub mod archive;
+pub mod bundle;
 pub mod envelope;
 pub mod text;
 
@@ -25,13 +26,14 @@ pub type Check = fn(&[u8]);
 
 /// Every fuzz target: its name (the directory under `fuzz/corpus/` and the file under
 /// `fuzz/fuzz_targets/`) and its check.
-pub const TARGETS: [(&str, Check); 6] = [
+pub const TARGETS: [(&str, Check); 7] = [
     ("procfile", text::procfile),
     ("dotenv", text::dotenv),
     ("app_json", app_json::check),
     ("api_json", api_json::check),
     ("envelope", envelope::check),
     ("archive", archive::check),
+    ("bundle", bundle::check),
 ];
 
 /// Structured input carved out of fuzz bytes: every read succeeds (zeros once the bytes run

@@ -18,6 +18,8 @@ pub enum Door {
     Dashboard,
     /// An app's own dyno socket (`roboku health:set` inside a dyno).
     Dyno,
+    /// A signed offline bundle (applied from the CLI or picked up from the watched directory).
+    Bundle,
 }
 
 impl Door {
@@ -30,6 +32,7 @@ impl Door {
             Door::Agent => "agent",
             Door::Dashboard => "dashboard",
             Door::Dyno => "dyno",
+            Door::Bundle => "bundle",
         }
     }
     pub fn parse(s: &str) -> Door {

@@ -12,12 +12,16 @@ use super::{artifact, Shared};
 use crate::deploy;
 use crate::engine::holds::Wait;
 use crate::engine::{Command, Door, EngineError, Reply};
-use roboku_wire::fleet::{AckDetails, AckStatus, Action, AppDesired, Artifact};
+use roboku_wire::fleet::{Ack, AckDetails, AckStatus, Action, AppDesired, Artifact};
 use roboku_wire::{ConfigChange, DeployRequest};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+#[path = "apply_bundle.rs"]
+mod bundle;
 
 /// A failure, for the FAILED (or TIMED_OUT) ack.
 #[derive(Debug)]
@@ -48,25 +52,55 @@ pub(super) fn details(app: &str, kind: &str, version: Option<u64>) -> AckDetails
     }
 }
 
-/// Sends the acks of one job.
+/// Sends the acks of one job, and makes its engine calls through `door`.
 struct Acker<'a> {
     shared: &'a Shared,
     id: String,
     reference: String,
     base: AckDetails,
+    door: Door,
+    /// Also hears every ack (a bundle's progress for the local API or the watched directory).
+    tap: Option<mpsc::UnboundedSender<Ack>>,
     /// Until when the job's changes may wait for the app's gates (the command's expiry), and
     /// where the engine says what they wait for (relayed as IN_PROGRESS acks).
     gate_deadline: Option<std::time::Instant>,
     progress: mpsc::UnboundedSender<String>,
 }
 
-impl Acker<'_> {
+impl<'a> Acker<'a> {
+    /// A fleet job's acker; the receiver hears what its engine calls wait for (see
+    /// [`relaying`]).
+    fn mqtt(
+        shared: &'a Shared,
+        id: String,
+        reference: String,
+        base: AckDetails,
+        gate_deadline: Option<std::time::Instant>,
+    ) -> (Self, mpsc::UnboundedReceiver<String>) {
+        let (progress, heard) = mpsc::unbounded_channel();
+        let acker = Acker {
+            shared,
+            id,
+            reference,
+            base,
+            door: Door::Mqtt,
+            tap: None,
+            gate_deadline,
+            progress,
+        };
+        (acker, heard)
+    }
+
     fn send(&self, status: AckStatus, f: impl FnOnce(&mut AckDetails)) {
         let mut d = self.base.clone();
         f(&mut d);
-        self.shared
+        let ack = self
+            .shared
             .out
             .ack(Some(&self.id), &self.reference, status, d);
+        if let Some(tap) = &self.tap {
+            let _ = tap.send(ack);
+        }
     }
     fn step(&self, step: &str) {
         self.send(AckStatus::InProgress, |d| d.step = Some(step.to_string()));
@@ -111,6 +145,7 @@ pub(super) async fn worker(
                     .await
             }
             Job::Converge(c) => converge(&shared, &updates, c).instrument(span).await,
+            Job::Bundle(b) => bundle::apply(&shared, &updates, b).instrument(span).await,
         }
     }
 }
@@ -129,15 +164,13 @@ async fn command(
     // Waiting for the app's gates may last until the command expires; the work after that has
     // `command_timeout_secs` as always.
     let until_expiry = Duration::from_millis(env.expires.saturating_sub(crate::util::now_ms()));
-    let (progress, mut heard) = mpsc::unbounded_channel();
-    let acker = Acker {
+    let (acker, mut heard) = Acker::mqtt(
         shared,
-        id: env.id.clone(),
+        env.id.clone(),
         reference,
-        base: details(&env.app, env.kind.as_str(), env.version),
-        gate_deadline: Some(std::time::Instant::now() + until_expiry),
-        progress,
-    };
+        details(&env.app, env.kind.as_str(), env.version),
+        Some(std::time::Instant::now() + until_expiry),
+    );
     let work = execute(shared, updates, &env.app, &cmd.action, env.version, &acker);
     let result = tokio::time::timeout(
         timeout(shared) + until_expiry,
@@ -214,7 +247,7 @@ async fn execute(
 ) -> Result<Option<u32>, Failure> {
     let app_s = app.to_string();
     match action {
-        Action::Deploy(a) => deploy_artifact(shared, updates, app, a, version, acker).await,
+        Action::Deploy(a) => deploy_artifact(shared, updates, app, a, version, acker, None).await,
         Action::Scale(s) => {
             acker.step("scale");
             let cmd = Command::Scale {
@@ -223,7 +256,7 @@ async fn execute(
             };
             shared
                 .engine
-                .call_waiting(Door::Mqtt, cmd, acker.wait())
+                .call_waiting(acker.door, cmd, acker.wait())
                 .await?;
             Ok(None)
         }
@@ -235,7 +268,7 @@ async fn execute(
             };
             match shared
                 .engine
-                .call_waiting(Door::Mqtt, cmd, acker.wait())
+                .call_waiting(acker.door, cmd, acker.wait())
                 .await?
             {
                 Reply::ConfigChanged(c) => Ok(c.release.map(|r| r.version)),
@@ -250,7 +283,7 @@ async fn execute(
             };
             match shared
                 .engine
-                .call_waiting(Door::Mqtt, cmd, acker.wait())
+                .call_waiting(acker.door, cmd, acker.wait())
                 .await?
             {
                 Reply::Release(r) => Ok(Some(r.version)),
@@ -265,7 +298,7 @@ async fn execute(
             };
             shared
                 .engine
-                .call_waiting(Door::Mqtt, cmd, acker.wait())
+                .call_waiting(acker.door, cmd, acker.wait())
                 .await?;
             Ok(None)
         }
@@ -277,7 +310,7 @@ async fn execute(
             };
             shared
                 .engine
-                .call_waiting(Door::Mqtt, cmd, acker.wait())
+                .call_waiting(acker.door, cmd, acker.wait())
                 .await?;
             Ok(None)
         }
@@ -285,11 +318,11 @@ async fn execute(
 }
 
 /// Creates the app if this device does not have it yet (the fleet brings apps to robots).
-async fn ensure_app(shared: &Shared, app: &str) -> Result<(), Failure> {
+async fn ensure_app(shared: &Shared, door: Door, app: &str) -> Result<(), Failure> {
     let check = shared
         .engine
         .call(
-            Door::Mqtt,
+            door,
             Command::CheckApp {
                 app: app.to_string(),
             },
@@ -301,7 +334,7 @@ async fn ensure_app(shared: &Shared, app: &str) -> Result<(), Failure> {
             shared
                 .engine
                 .call(
-                    Door::Mqtt,
+                    door,
                     Command::CreateApp {
                         name: app.to_string(),
                     },
@@ -320,20 +353,27 @@ async fn deploy_artifact(
     a: &Artifact,
     version: Option<u64>,
     acker: &Acker<'_>,
+    local: Option<&Path>,
 ) -> Result<Option<u32>, Failure> {
-    ensure_app(shared, app).await?;
-    acker.step("download");
-    let tmp = shared.settings.tmp_dir();
-    let ca = shared.settings.mqtt.artifact_ca_file.as_deref();
-    let file = artifact::fetch(a, &tmp, ca, |n| {
-        tracing::debug!(bytes = n, "artifact download progress");
-    })
-    .await
-    .map_err(|e| Failure {
-        reason: e.to_string(),
-        rollout: false,
-        gate_closed: false,
-    })?;
+    ensure_app(shared, acker.door, app).await?;
+    // A bundle's slug is on disk already, checked against its sha256 while it was read.
+    let file = match local {
+        Some(path) => path.to_path_buf(),
+        None => {
+            acker.step("download");
+            let tmp = shared.settings.tmp_dir();
+            let ca = shared.settings.mqtt.artifact_ca_file.as_deref();
+            artifact::fetch(a, &tmp, ca, |n| {
+                tracing::debug!(bytes = n, "artifact download progress");
+            })
+            .await
+            .map_err(|e| Failure {
+                reason: e.to_string(),
+                rollout: false,
+                gate_closed: false,
+            })?
+        }
+    };
     acker.step("build");
     let req = DeployRequest {
         source: file.display().to_string(),
@@ -344,14 +384,16 @@ async fn deploy_artifact(
     let result = deploy::deploy(
         &shared.engine,
         &shared.settings,
-        Door::Mqtt,
+        acker.door,
         app,
         req,
         origin,
         acker.wait(),
     )
     .await;
-    let _ = std::fs::remove_file(&file);
+    if local.is_none() {
+        let _ = std::fs::remove_file(&file);
+    }
     let release = result?;
     let _ = updates.send(Update::Artifact {
         artifact: a.sha256.clone(),
@@ -361,8 +403,8 @@ async fn deploy_artifact(
 }
 
 /// Reads what runs for `app`, as far as desired state cares.
-async fn observe(shared: &Shared, app: &str) -> Result<Observed, Failure> {
-    let call = |cmd| shared.engine.call(Door::Mqtt, cmd);
+async fn observe(shared: &Shared, door: Door, app: &str) -> Result<Observed, Failure> {
+    let call = |cmd| shared.engine.call(door, cmd);
     match call(Command::CheckApp {
         app: app.to_string(),
     })
@@ -413,17 +455,15 @@ async fn converge(shared: &Shared, updates: &mpsc::UnboundedSender<Update>, c: C
         applied,
     } = c;
     let app = app.as_str();
-    let (progress, mut heard) = mpsc::unbounded_channel();
-    let acker = Acker {
+    // Desired state has no expiry: its changes wait for the gates within the job's timeout.
+    let (acker, mut heard) = Acker::mqtt(
         shared,
-        id: doc_id,
+        doc_id,
         reference,
-        base: details(app, "desired", Some(want.version)),
-        // Desired state has no expiry: its changes wait for the gates within the job's timeout.
-        gate_deadline: None,
-        progress,
-    };
-    let plan = match observe(shared, app).await {
+        details(app, "desired", Some(want.version)),
+        None,
+    );
+    let plan = match observe(shared, Door::Mqtt, app).await {
         Ok(now) => desired::plan(&want, &now, slug_hint.as_deref(), applied),
         Err(f) => {
             tracing::warn!(
@@ -445,7 +485,7 @@ async fn converge(shared: &Shared, updates: &mpsc::UnboundedSender<Update>, c: C
     }
     tracing::info!(app, version = want.version, plan = ?plan, "converging to desired state");
     acker.send(AckStatus::Accepted, |_| {});
-    let work = apply_plan(shared, updates, app, &want, plan, &acker);
+    let work = apply_plan(shared, updates, app, &want, plan, &acker, None);
     let result = tokio::time::timeout(timeout(shared), relaying(&acker, &mut heard, work)).await;
     let ok = finish(&acker, shared, result).await;
     let _ = updates.send(Update::Finished {
@@ -462,10 +502,11 @@ async fn apply_plan(
     want: &AppDesired,
     plan: Plan,
     acker: &Acker<'_>,
+    local: Option<&Path>,
 ) -> Result<Option<u32>, Failure> {
     let mut release = None;
     if plan.create_app {
-        ensure_app(shared, app).await?;
+        ensure_app(shared, acker.door, app).await?;
     }
     for action in &plan.once {
         if let Some(r) = execute(shared, updates, app, action, None, acker).await? {
@@ -473,7 +514,8 @@ async fn apply_plan(
         }
     }
     if let Some(a) = &plan.deploy {
-        release = deploy_artifact(shared, updates, app, a, Some(want.version), acker).await?;
+        release =
+            deploy_artifact(shared, updates, app, a, Some(want.version), acker, local).await?;
     }
     // One-shots and a deploy change config and formation: plan the rest against what runs now.
     let rest = if plan.deploy.is_some() || !plan.once.is_empty() {
@@ -483,7 +525,7 @@ async fn apply_plan(
                 once: Vec::new(),
                 ..want.clone()
             },
-            &observe(shared, app).await?,
+            &observe(shared, acker.door, app).await?,
             None,
             None,
         )

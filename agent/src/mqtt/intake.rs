@@ -6,6 +6,13 @@
 //! twice, not even across a crash. Desired docs are verified the same way, kept per
 //! address, merged (highest version per app wins) and handed to the app's worker when due.
 //! Workers report back (artifact built, version failed) through `Update`s.
+//!
+//! Offline bundles come in here too (from `crate::bundle`'s doors), so there is one replay
+//! guard for every door: the manifest is verified like a command, the slugs are read and checked
+//! off this task (a large bundle must not hold up commands), then the manifest is verified
+//! again against the state as it is now, recorded and saved, and each app queued to its worker.
+//! A refusal at any point is acked REJECTED to the door (and on MQTT when connected) and
+//! changes nothing, not even the versions seen.
 
 use super::apply;
 use super::desired;
@@ -14,6 +21,7 @@ use super::state::FleetState;
 use super::task::Inbound;
 use super::verify::{self, Refused, Trust};
 use super::Shared;
+use crate::bundle::BundleRequest;
 use crate::util::now_ms;
 use roboku_wire::fleet::topic::{Address, Topic};
 use roboku_wire::fleet::{payload_ref, AckDetails, AckStatus, DesiredDoc};
@@ -42,6 +50,9 @@ impl View {
     }
 }
 
+#[path = "intake_bundle.rs"]
+mod bundle;
+
 struct Intake {
     shared: Arc<Shared>,
     trust: Trust,
@@ -52,14 +63,19 @@ struct Intake {
     converging: BTreeMap<String, u64>,
     updates_tx: mpsc::UnboundedSender<Update>,
     view: watch::Sender<Arc<View>>,
+    /// Numbers the staging directories of bundles.
+    staged: u64,
 }
 
+/// Runs until `shutdown` (or until both the connection's and the bundle doors' channels close).
 pub(super) async fn run(
     shared: Arc<Shared>,
     trust: Trust,
     state: FleetState,
     mut inbound: mpsc::Receiver<Inbound>,
+    mut bundles: mpsc::Receiver<BundleRequest>,
     view: watch::Sender<Arc<View>>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let mut me = Intake {
@@ -71,14 +87,21 @@ pub(super) async fn run(
         converging: BTreeMap::new(),
         updates_tx,
         view,
+        staged: 0,
     };
-    loop {
+    let (mut inbound_open, mut bundles_open) = (true, true);
+    while inbound_open || bundles_open {
         tokio::select! {
-            msg = inbound.recv() => match msg {
+            msg = inbound.recv(), if inbound_open => match msg {
                 Some(m) => me.inbound(m).await,
-                None => break,
+                None => inbound_open = false,
+            },
+            req = bundles.recv(), if bundles_open => match req {
+                Some(r) => me.bundle(r).await,
+                None => bundles_open = false,
             },
             Some(u) = updates.recv() => me.update(u).await,
+            _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => break,
         }
     }
     for (_, (tx, handle)) in std::mem::take(&mut me.workers) {
@@ -248,6 +271,7 @@ impl Intake {
 
     async fn update(&mut self, u: Update) {
         match u {
+            Update::BundleStaged(b) => return self.bundle_staged(*b).await,
             Update::Artifact { artifact, slug } => self.state.remember_artifact(&artifact, &slug),
             Update::Finished { app, version, ok } => {
                 if self.converging.get(&app) == Some(&version) {

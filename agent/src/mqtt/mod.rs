@@ -12,6 +12,10 @@
 //!   them into engine [`Command`](crate::engine::Command)s and acks progress. `desired.rs` plans
 //!   convergence, `artifact.rs` fetches release artifacts over HTTP.
 //! - `report.rs`: retained `reported` state after every change and on connect; telemetry.
+//! - offline bundles (`crate::bundle`) enter the intake too (`intake_bundle.rs`), verified by
+//!   `verify_bundle.rs` with the same keys and replay guard, and are applied by the same workers
+//!   (`apply_bundle.rs`). So the intake runs on every robot, with or without a broker; without
+//!   one, the [`Outbox`] publishes nothing.
 //!
 //! The engine never waits on MQTT: only these tasks await the engine, never the other way
 //! round, and a dead broker only stops acks and reports (the dynos go on).
@@ -25,6 +29,7 @@ mod report;
 pub mod state;
 mod task;
 pub mod verify;
+pub mod verify_bundle;
 
 use crate::engine::EngineHandle;
 use crate::logs::LogHandle;
@@ -62,9 +67,10 @@ pub(crate) struct Shared {
 
 /// Publishing side: acks (numbered), retained state, telemetry. Never blocks: when rumqttc's
 /// queue is full (broker gone for long) a message is dropped with a log line; `reported` and
-/// `status` are re-published on the next connect anyway.
+/// `status` are re-published on the next connect anyway. Without a broker (`client` is `None`:
+/// a robot that only takes offline bundles) nothing is published, acks are still logged.
 pub(crate) struct Outbox {
-    client: AsyncClient,
+    client: Option<AsyncClient>,
     device: String,
     seq: AtomicU64,
     /// The latest final ack, for `reported`.
@@ -75,7 +81,10 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     pub fn publish(&self, topic: String, qos: QoS, retain: bool, payload: Vec<u8>) -> bool {
-        match self.client.try_publish(topic.clone(), qos, retain, payload) {
+        let Some(client) = &self.client else {
+            return false;
+        };
+        match client.try_publish(topic.clone(), qos, retain, payload) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(topic, error = %e, "mqtt publish dropped (queue full or closed)");
@@ -84,8 +93,15 @@ impl Outbox {
         }
     }
 
-    /// Sends an ack; final ones are remembered for `reported` and wake the reporter.
-    pub fn ack(&self, id: Option<&str>, reference: &str, status: AckStatus, details: AckDetails) {
+    /// Sends an ack; final ones are remembered for `reported` and wake the reporter. Returns
+    /// it, for doors that also show it elsewhere (a bundle's progress on the local API).
+    pub fn ack(
+        &self,
+        id: Option<&str>,
+        reference: &str,
+        status: AckStatus,
+        details: AckDetails,
+    ) -> Ack {
         let ack = Ack {
             id: id.map(str::to_string),
             reference: reference.to_string(),
@@ -127,6 +143,7 @@ impl Outbox {
         }
         let payload = serde_json::to_vec(&ack).unwrap_or_default();
         self.publish(topic::ack(&self.device), QoS::AtLeastOnce, false, payload);
+        ack
     }
 
     pub fn last_ack(&self) -> Option<AckSummary> {
@@ -172,23 +189,32 @@ fn hostname() -> String {
 /// docs/fleet-protocol.md), and past it reconnects back off instead of looping.
 pub const MAX_INCOMING: usize = 16 << 20;
 
-/// Fleet control, checked and ready to start: see [`prepare`].
+/// Fleet control, checked and ready to start: see [`prepare`] and [`prepare_fleet`].
 pub struct Prepared {
-    url: String,
     device: String,
     trust: verify::Trust,
+    /// The broker connection; `None` on a robot without one (offline bundles only).
+    link: Option<LinkOpts>,
+}
+
+struct LinkOpts {
+    url: String,
     opts: rumqttc::MqttOptions,
     net: rumqttc::NetworkOptions,
 }
 
-/// Checks the `[mqtt]` settings (URL, device id, groups, keys, TLS files) before anything
-/// starts: a bad setting is an error at start, never a silent "no fleet". `None` when no broker
-/// is configured.
+/// [`prepare_fleet`] when a broker is configured, `None` otherwise.
 pub fn prepare(settings: &Settings) -> Result<Option<Prepared>, MqttError> {
+    let p = prepare_fleet(settings)?;
+    Ok(p.link.is_some().then_some(p))
+}
+
+/// Checks the `[mqtt]` settings (device id, groups, keys, and with a broker its URL and TLS
+/// files) before anything starts: a bad setting is an error at start, never a silent "no
+/// fleet". Device id, groups and keys matter without a broker too: offline bundles are checked
+/// against them.
+pub fn prepare_fleet(settings: &Settings) -> Result<Prepared, MqttError> {
     let m = &settings.mqtt;
-    let Some(url) = m.broker.clone() else {
-        return Ok(None);
-    };
     let device = m.device_id.clone().unwrap_or_else(hostname);
     fleet::check_name("device", &device).map_err(MqttError::Config)?;
     for g in &m.groups {
@@ -196,6 +222,13 @@ pub fn prepare(settings: &Settings) -> Result<Option<Prepared>, MqttError> {
     }
     let keys = trusted_keys(m)?;
     let trust = verify::Trust::new(keys, m.allow_unsigned, m.clock_skew_secs * 1000);
+    let Some(url) = m.broker.clone() else {
+        return Ok(Prepared {
+            device,
+            trust,
+            link: None,
+        });
+    };
     let tls = fleet::client::TlsFiles {
         ca: m.ca_file.clone(),
         cert: m.cert_file.clone(),
@@ -206,13 +239,21 @@ pub fn prepare(settings: &Settings) -> Result<Option<Prepared>, MqttError> {
         fleet::client::options(&url, &device, keep_alive, &tls).map_err(MqttError::Config)?;
     // Read (and refuse) oversized messages instead of dropping the connection over them.
     opts.set_max_packet_size(MAX_INCOMING, fleet::client::MAX_PACKET);
-    Ok(Some(Prepared {
-        url,
+    Ok(Prepared {
         device,
         trust,
-        opts,
-        net,
-    }))
+        link: Some(LinkOpts { url, opts, net }),
+    })
+}
+
+/// What [`Prepared::start_watched`] started.
+pub struct Started {
+    /// Ends after `shutdown` turned true.
+    pub task: tokio::task::JoinHandle<()>,
+    /// The broker link for the dashboard; `None` without a broker.
+    pub view: Option<FleetView>,
+    /// Where offline bundles go in (the local API, the watched directory).
+    pub bundles: crate::bundle::BundleDoor,
 }
 
 impl Prepared {
@@ -225,10 +266,13 @@ impl Prepared {
         logs: Option<LogHandle>,
         shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
-        self.start_watched(settings, engine, logs, None, shutdown).0
+        self.start_watched(settings, engine, logs, None, shutdown)
+            .task
     }
 
-    /// [`start`](Self::start), and a view of the link for the dashboard's host panel.
+    /// Starts the intake (always: it owns the fleet state that offline bundles are checked
+    /// against too) and, with a broker, the connection and reporter tasks; hands back a view
+    /// of the link for the dashboard's host panel and the door for bundles.
     pub fn start_watched(
         self,
         settings: &Settings,
@@ -236,23 +280,27 @@ impl Prepared {
         logs: Option<LogHandle>,
         telemetry: Option<crate::telemetry::Telemetry>,
         shutdown: watch::Receiver<bool>,
-    ) -> (tokio::task::JoinHandle<()>, FleetView) {
+    ) -> Started {
         let m = &settings.mqtt;
-        if self.trust.key_ids().is_empty() && !m.allow_unsigned {
+        let online = self.link.is_some();
+        if self.trust.key_ids().is_empty() && !m.allow_unsigned && online {
             tracing::warn!("mqtt: no trusted keys configured: every command will be REJECTED (add --trusted-key)");
         }
         if m.allow_unsigned {
-            tracing::warn!("mqtt: DEV MODE: unsigned fleet commands are ACCEPTED (allow_unsigned); never use this on a robot in the field");
+            tracing::warn!("fleet: DEV MODE: unsigned fleet commands and bundles are ACCEPTED (allow_unsigned); never use this on a robot in the field");
         }
-        let (client, mut eventloop) = AsyncClient::new(self.opts, REQUEST_CAPACITY);
-        eventloop.set_network_options(self.net);
+        let link = self.link.map(|l| {
+            let (client, mut eventloop) = AsyncClient::new(l.opts, REQUEST_CAPACITY);
+            eventloop.set_network_options(l.net);
+            (l.url, client, eventloop)
+        });
         let device = self.device;
         let shared = Arc::new(Shared {
             engine,
             settings: settings.clone(),
             logs,
             out: Outbox {
-                client: client.clone(),
+                client: link.as_ref().map(|(_, c, _)| c.clone()),
                 device: device.clone(),
                 seq: AtomicU64::new(0),
                 last: Mutex::new(None),
@@ -264,26 +312,39 @@ impl Prepared {
         });
         let state = state::FleetState::load(&settings.fleet_state_path());
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
+        let (bundle_tx, bundle_rx) = mpsc::channel(16);
         let (conn_tx, conn_rx) = watch::channel(None);
         let (view_tx, view_rx) = watch::channel(Arc::new(intake::View::of(&state)));
-        tracing::info!(broker = %self.url, device, groups = ?m.groups, keys = ?self.trust.key_ids(), "fleet control on");
+        let trust = self.trust;
+        let Some((url, client, eventloop)) = link else {
+            tracing::info!(device, groups = ?m.groups, keys = ?trust.key_ids(), "no broker: fleet control by offline bundles only");
+            drop((inbound_tx, conn_tx, view_rx));
+            let task = tokio::spawn(intake::run(
+                shared, trust, state, inbound_rx, bundle_rx, view_tx, shutdown,
+            ));
+            return Started {
+                task,
+                view: None,
+                bundles: crate::bundle::BundleDoor::new(bundle_tx),
+            };
+        };
+        tracing::info!(broker = %url, device, groups = ?m.groups, keys = ?trust.key_ids(), "fleet control on");
         let link = task::Link::new(
             client,
             eventloop,
             &shared,
             settings.data_dir.join("fleet-session"),
         );
-        let trust = self.trust;
         let view = FleetView {
             // user:password@ never reaches a page.
-            broker: match self.url.split_once("://") {
+            broker: match url.split_once("://") {
                 Some((scheme, rest)) => {
                     format!(
                         "{scheme}://{}",
                         rest.rsplit_once('@').map_or(rest, |(_, h)| h)
                     )
                 }
-                None => self.url.clone(),
+                None => url.clone(),
             },
             connected: conn_rx.clone(),
             shared: shared.clone(),
@@ -294,7 +355,9 @@ impl Prepared {
                 trust,
                 state,
                 inbound_rx,
+                bundle_rx,
                 view_tx,
+                shutdown.clone(),
             ));
             let reporter = tokio::spawn(report::run(
                 shared.clone(),
@@ -306,7 +369,11 @@ impl Prepared {
             let _ = reporter.await;
             let _ = intake.await;
         });
-        (task, view)
+        Started {
+            task,
+            view: Some(view),
+            bundles: crate::bundle::BundleDoor::new(bundle_tx),
+        }
     }
 }
 

@@ -73,9 +73,9 @@ pub enum Rejection {
     },
     #[error("issued at {ts}, in the future (now {now}; check the clocks)")]
     FromFuture { ts: u64, now: u64 },
-    #[error("lives {lifetime_ms} ms, longer than the {MAX_COMMAND_LIFETIME_MS} ms allowed")]
-    TooLongLived { lifetime_ms: u64 },
-    #[error("duplicate: command {0} was already accepted")]
+    #[error("lives {lifetime_ms} ms, longer than the {max_ms} ms allowed")]
+    TooLongLived { lifetime_ms: u64, max_ms: u64 },
+    #[error("duplicate: {0} was already accepted (a command or bundle runs at most once)")]
     Duplicate(String),
     #[error("replayed: version {version} of app {app:?} is not newer than {seen}")]
     Replayed {
@@ -83,6 +83,27 @@ pub enum Rejection {
         version: u64,
         seen: u64,
     },
+    #[error("downgrade: version {version} of app {app:?} is older than {seen}, the version this device has (a bundle signed as a rollback may go back)")]
+    Downgraded {
+        app: String,
+        version: u64,
+        seen: u64,
+    },
+    #[error("stale rollback: made at {ts}, but app {app:?} took a change made at {last} since (make the rollback again)")]
+    StaleRollback { app: String, ts: u64, last: u64 },
+    #[error("signed for {to:?}, and this device is {device:?} in groups [{groups}]")]
+    Foreign {
+        to: String,
+        device: String,
+        groups: String,
+    },
+    #[error(
+        "bundle format {0} not supported (this device reads format {})",
+        roboku_wire::bundle::FORMAT
+    )]
+    Format(u32),
+    #[error("{0}")]
+    Bundle(roboku_wire::bundle::BundleError),
 }
 
 impl Rejection {
@@ -101,6 +122,11 @@ impl Rejection {
             Rejection::TooLongLived { .. } => "too_long_lived",
             Rejection::Duplicate(_) => "duplicate",
             Rejection::Replayed { .. } => "replayed",
+            Rejection::Downgraded { .. } => "downgraded",
+            Rejection::StaleRollback { .. } => "stale_rollback",
+            Rejection::Foreign { .. } => "foreign",
+            Rejection::Format(_) => "format",
+            Rejection::Bundle(e) => e.code(),
         }
     }
 }
@@ -122,7 +148,7 @@ pub struct Verified {
 }
 
 /// Checks size and signature, then parses the signed bytes as `T`.
-fn open<T: serde::de::DeserializeOwned>(
+pub(super) fn open<T: serde::de::DeserializeOwned>(
     payload: &[u8],
     trust: &Trust,
 ) -> Result<(T, Option<String>), Refused> {
@@ -183,7 +209,7 @@ fn echo_id(bytes: &[u8]) -> Option<String> {
 
 /// An id as a REJECTED ack echoes it: at most 64 characters, however long the one sent (an
 /// overlong id is one of the reasons to refuse, and the ack must stay small).
-fn echo(id: &str) -> String {
+pub(super) fn echo(id: &str) -> String {
     id.chars().take(64).collect()
 }
 
@@ -206,6 +232,11 @@ fn check_header(
             arrived: arrived.as_path(),
         });
     }
+    check_times(ts, expires, now, trust)
+}
+
+/// Issue time and expiry against `now`, with the clock-skew allowance.
+pub(super) fn check_times(ts: u64, expires: u64, now: u64, trust: &Trust) -> Result<(), Rejection> {
     if ts > now.saturating_add(trust.skew_ms) {
         return Err(Rejection::FromFuture { ts, now });
     }
@@ -236,7 +267,10 @@ pub fn verify_command(
     check_header(env.v, &env.to, env.ts, env.expires, arrived, now, trust).map_err(refuse)?;
     let lifetime_ms = env.expires.saturating_sub(env.ts);
     if lifetime_ms > MAX_COMMAND_LIFETIME_MS {
-        return Err(refuse(Rejection::TooLongLived { lifetime_ms }));
+        return Err(refuse(Rejection::TooLongLived {
+            lifetime_ms,
+            max_ms: MAX_COMMAND_LIFETIME_MS,
+        }));
     }
     if env.id.is_empty() || env.id.len() > 64 {
         return Err(refuse(Rejection::Malformed(
@@ -277,6 +311,10 @@ pub struct ReplayGuard {
     versions: BTreeMap<String, u64>,
     #[serde(default)]
     ids: VecDeque<SeenId>,
+    /// Per app, the issue time (`ts`) of the newest versioned command or bundle accepted: a
+    /// bundle signed as a rollback must be newer than it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    issued: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -312,7 +350,13 @@ impl ReplayGuard {
         });
         if let Some(v) = env.version {
             self.bump(&env.app, v);
+            self.issued_at(&env.app, env.ts);
         }
+        self.prune(now, skew_ms);
+    }
+
+    /// Forgets ids that can no longer be replayed (expired, beyond the last [`KEEP_IDS`]).
+    fn prune(&mut self, now: u64, skew_ms: u64) {
         while self.ids.len() > KEEP_IDS
             && self
                 .ids
@@ -324,6 +368,53 @@ impl ReplayGuard {
         while self.ids.len() > MAX_IDS {
             self.ids.pop_front();
         }
+    }
+
+    /// Duplicate bundle id; per app a version already seen (replay), an older one (downgrade)
+    /// unless signed as a rollback made after the app's last change.
+    pub fn check_bundle(&self, m: &roboku_wire::bundle::Manifest) -> Result<(), Rejection> {
+        if self.ids.iter().any(|s| s.id == m.id) {
+            return Err(Rejection::Duplicate(m.id.clone()));
+        }
+        for (app, a) in &m.apps {
+            let Some(&seen) = self.versions.get(app) else {
+                continue;
+            };
+            let (app, version) = (app.clone(), a.version);
+            if version == seen {
+                return Err(Rejection::Replayed { app, version, seen });
+            }
+            if version < seen && !a.rollback {
+                return Err(Rejection::Downgraded { app, version, seen });
+            }
+            let last = self.issued.get(&app).copied().unwrap_or(0);
+            if version < seen && m.ts <= last {
+                return Err(Rejection::StaleRollback {
+                    app,
+                    ts: m.ts,
+                    last,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records an accepted bundle: its id, and per app its version and issue time.
+    pub fn record_bundle(&mut self, m: &roboku_wire::bundle::Manifest, now: u64, skew_ms: u64) {
+        self.ids.push_back(SeenId {
+            id: m.id.clone(),
+            expires: m.expires,
+        });
+        for (app, a) in &m.apps {
+            self.bump(app, a.version);
+            self.issued_at(app, m.ts);
+        }
+        self.prune(now, skew_ms);
+    }
+
+    fn issued_at(&mut self, app: &str, ts: u64) {
+        let t = self.issued.entry(app.to_string()).or_insert(0);
+        *t = (*t).max(ts);
     }
 
     /// The highest version applied to `app`.
@@ -345,6 +436,8 @@ impl ReplayGuard {
         self.ids.len()
     }
 }
+
+pub use super::verify_bundle::{verify_bundle, Identity, VerifiedBundle};
 
 #[cfg(test)]
 #[path = "verify_tests.rs"]

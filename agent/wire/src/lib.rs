@@ -33,6 +33,7 @@
 //! Every error is `{"error": {"code", "message"}}` ([`ErrorBody`]) with a matching HTTP status.
 
 pub mod attach;
+pub mod bundle;
 pub mod fleet;
 pub mod gates;
 pub mod procfile;

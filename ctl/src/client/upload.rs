@@ -1,7 +1,7 @@
 //! Streaming a file as a request body (archive deploys): read in 64 KiB chunks and sent as they
 //! are read, so a large archive never sits in memory.
 
-use super::{api_error, collect, Client, ClientError};
+use super::{api_error, collect, Client, ClientError, Lines};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::{header, Method, Request};
@@ -42,6 +42,48 @@ impl Client {
         file: &Path,
         progress: impl Fn(u64) + Send + 'static,
     ) -> Result<T, ClientError> {
+        let (_sender, resp) = self.upload_raw(path, file, progress).await?;
+        let status = resp.status();
+        let body = collect(resp, path).await?;
+        if !status.is_success() {
+            return Err(api_error(status.as_u16(), &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            ClientError::Protocol(format!(
+                "robokud's answer to POST {path} is not understood ({e})"
+            ))
+        })
+    }
+
+    /// POSTs the contents of `file` to `path`; the answer is read line by line as it comes
+    /// (a bundle's progress).
+    pub async fn upload_lines(&self, path: &str, file: &Path) -> Result<Lines, ClientError> {
+        let (sender, resp) = self.upload_raw(path, file, |_| {}).await?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let body = collect(resp, path).await?;
+            return Err(api_error(status, &body));
+        }
+        Ok(Lines {
+            _sender: Box::new(sender),
+            body: resp.into_body(),
+            buf: Vec::new(),
+            done: false,
+        })
+    }
+
+    async fn upload_raw(
+        &self,
+        path: &str,
+        file: &Path,
+        progress: impl Fn(u64) + Send + 'static,
+    ) -> Result<
+        (
+            hyper::client::conn::http1::SendRequest<ChunkBody>,
+            hyper::Response<hyper::body::Incoming>,
+        ),
+        ClientError,
+    > {
         let local = |e: std::io::Error| ClientError::Protocol(format!("{}: {e}", file.display()));
         let mut f = tokio::fs::File::open(file).await.map_err(local)?;
         let len = f.metadata().await.map_err(local)?.len();
@@ -100,15 +142,6 @@ impl Client {
             .body(ChunkBody { rx, len })
             .map_err(|e| ClientError::Protocol(format!("bad request POST {path}: {e}")))?;
         let resp = sender.send_request(req).await.map_err(broken)?;
-        let status = resp.status();
-        let body = collect(resp, path).await?;
-        if !status.is_success() {
-            return Err(api_error(status.as_u16(), &body));
-        }
-        serde_json::from_slice(&body).map_err(|e| {
-            ClientError::Protocol(format!(
-                "robokud's answer to POST {path} is not understood ({e})"
-            ))
-        })
+        Ok((sender, resp))
     }
 }

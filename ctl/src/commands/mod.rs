@@ -3,6 +3,7 @@
 //! codes.
 
 pub mod apps;
+pub mod bundle;
 pub mod config;
 pub mod dashboard;
 pub mod deploy;

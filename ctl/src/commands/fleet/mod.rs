@@ -17,6 +17,8 @@ mod track;
 mod watch;
 mod waves;
 
+pub(crate) use send::file_digest;
+
 use clap::{Args, Subcommand};
 use roboku_wire::fleet::client::TlsFiles;
 use roboku_wire::fleet::seal::{self, SecretKey};

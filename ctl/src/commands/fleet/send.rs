@@ -199,7 +199,7 @@ fn one_shot(action: Action) -> DesiredUpdate {
     Box::new(move |e: &mut AppDesired, version| e.push_once(version, &action))
 }
 
-fn file_digest(path: &PathBuf) -> anyhow::Result<(String, u64)> {
+pub(crate) fn file_digest(path: &PathBuf) -> anyhow::Result<(String, u64)> {
     use sha2::Digest;
     let mut f =
         std::fs::File::open(path).map_err(|e| anyhow::anyhow!("open {}: {e}", path.display()))?;
