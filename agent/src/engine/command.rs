@@ -41,6 +41,8 @@ impl Door {
             "mqtt" => Door::Mqtt,
             "git" => Door::Git,
             "dashboard" => Door::Dashboard,
+            "dyno" => Door::Dyno,
+            "bundle" => Door::Bundle,
             _ => Door::Api,
         }
     }
