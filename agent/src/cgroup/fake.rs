@@ -17,6 +17,7 @@ pub enum FakeOp {
     Update,
     JoinFiles,
     Stats,
+    CpuUsage,
     Pids,
     KillAll,
     Remove,
@@ -172,6 +173,14 @@ impl CgroupDriver for FakeCgroups {
             stats.pids = st.pids.get(rel).map_or(0, |p| p.len() as u64);
         }
         Ok(stats)
+    }
+
+    fn cpu_usage_ns(&self, rel: &str) -> Result<u64, CgroupError> {
+        let st = self.record(FakeOp::CpuUsage, rel, None)?;
+        if !st.groups.contains_key(rel) {
+            return Err(not_found(rel));
+        }
+        Ok(st.stats.get(rel).map_or(0, |s| s.cpu_usage_ns))
     }
 
     fn pids(&self, rel: &str) -> Result<Vec<i32>, CgroupError> {

@@ -80,6 +80,11 @@ pub trait CgroupDriver: Send + Sync + 'static {
     /// They are write-only and close-on-exec.
     fn join_files(&self, rel: &str) -> Result<Vec<File>, CgroupError>;
     fn stats(&self, rel: &str) -> Result<CgroupStats, CgroupError>;
+    /// Total CPU time used, nanoseconds: one file read, so a sampler can tell a dyno that did
+    /// nothing since its last reading (and skip the rest of [`CgroupDriver::stats`]).
+    fn cpu_usage_ns(&self, rel: &str) -> Result<u64, CgroupError> {
+        self.stats(rel).map(|s| s.cpu_usage_ns)
+    }
     /// Pids of every process in the cgroup.
     fn pids(&self, rel: &str) -> Result<Vec<i32>, CgroupError>;
     /// SIGKILLs every process in the cgroup (v2: `cgroup.kill` where the kernel has it) and

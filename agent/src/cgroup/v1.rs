@@ -390,6 +390,16 @@ impl CgroupDriver for V1 {
         })
     }
 
+    fn cpu_usage_ns(&self, rel: &str) -> Result<u64, CgroupError> {
+        check_rel(rel)?;
+        match &self.cpuacct {
+            Some(h) => files::read_u64(&self.dir(h, rel).join("cpuacct.usage")),
+            None => Err(CgroupError::Disabled(
+                "no cpuacct hierarchy: CPU time is not counted".into(),
+            )),
+        }
+    }
+
     fn pids(&self, rel: &str) -> Result<Vec<i32>, CgroupError> {
         check_rel(rel)?;
         files::read_pids(&self.dir(&self.memory, rel).join("cgroup.procs"))

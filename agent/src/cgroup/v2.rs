@@ -204,6 +204,12 @@ impl CgroupDriver for V2 {
         })
     }
 
+    fn cpu_usage_ns(&self, rel: &str) -> Result<u64, CgroupError> {
+        check_rel(rel)?;
+        let usage_usec = files::read_keyed(&self.dir(rel).join("cpu.stat"), "usage_usec")?;
+        Ok(usage_usec.saturating_mul(1000))
+    }
+
     fn pids(&self, rel: &str) -> Result<Vec<i32>, CgroupError> {
         check_rel(rel)?;
         files::read_pids(&self.dir(rel).join("cgroup.procs"))

@@ -46,6 +46,8 @@ pub struct Sample {
     pub pids: Option<u64>,
     pub oom_kills: u64,
     pub last_cpu: Option<(u64, Instant)>,
+    /// Rounds in a row that found the dyno's CPU time unchanged and reused the other readings.
+    pub quiet_rounds: u32,
 }
 
 #[derive(Debug, Clone)]

@@ -206,6 +206,8 @@ pub struct Engine {
     started_at: u64,
     next_instance: u64,
     next_sample: Instant,
+    /// Each app cgroup's CPU time at the last sampling round (see `supervise::quiet`).
+    app_cpu: BTreeMap<String, u64>,
     /// Where each sampling round goes for the dashboard's history and `/metrics`.
     telemetry: crate::telemetry::Telemetry,
     /// Set while stopping every dyno before exit; answered when the last one is down.
@@ -283,6 +285,7 @@ pub fn start(
         started_at: crate::util::now_ms(),
         next_instance: crate::util::now_ms(),
         next_sample: Instant::now() + sample,
+        app_cpu: BTreeMap::new(),
         telemetry,
         shutdown: None,
         rollouts: BTreeMap::new(),

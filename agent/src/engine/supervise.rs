@@ -483,13 +483,37 @@ impl Engine {
     pub(super) fn sample(&mut self) {
         let now = Instant::now();
         let enforced = self.cgroups.status().enforced;
+        // One read per app first: an app cgroup whose CPU time did not move (it counts its
+        // dynos') has no dyno that ran, so its dynos' own counters need not be read.
+        let mut quiet_apps = std::collections::BTreeSet::new();
+        if enforced {
+            let apps: std::collections::BTreeSet<&str> = self
+                .dynos
+                .values()
+                .filter(|d| d.proc.as_ref().is_some_and(|p| p.cgroup.is_some()))
+                .map(|d| d.app.as_str())
+                .collect();
+            let mut seen = std::collections::BTreeMap::new();
+            for app in apps {
+                if let Ok(ns) = self.cgroups.cpu_usage_ns(app) {
+                    if self.app_cpu.get(app) == Some(&ns) {
+                        quiet_apps.insert(app.to_string());
+                    }
+                    seen.insert(app.to_string(), ns);
+                }
+            }
+            self.app_cpu = seen;
+        }
         for d in self.dynos.values_mut() {
             let Some(p) = &d.proc else { continue };
+            let cgroups = &self.cgroups;
+            let sample = &mut d.sample;
+            let app_quiet = quiet_apps.contains(&d.app);
             let stats = p
                 .cgroup
                 .as_ref()
                 .filter(|_| enforced)
-                .and_then(|rel| self.cgroups.stats(rel).ok());
+                .and_then(|rel| read_cgroup(cgroups.as_ref(), rel, sample, app_quiet));
             let (mem, cpu_ns, pids, ooms) = match stats {
                 Some(s) => (
                     Some(s.memory_bytes),
@@ -553,5 +577,122 @@ impl Engine {
             .collect();
         self.telemetry
             .offer(crate::telemetry::Round { t: now_ms(), dynos });
+    }
+}
+
+/// A dyno that used no CPU time since the last reading cannot have allocated memory, forked or
+/// been OOM-killed (all of that runs in its own tasks), so one read of its CPU counter stands for
+/// the whole round and the other readings are reused; every [`FULL_EVERY`]th round reads all of
+/// them anyway (the kernel may reclaim its page cache meanwhile). At N idle dynos that is N
+/// small reads per round instead of 5N, `memory.stat` (the costly one) among the saved.
+pub(super) const FULL_EVERY: u32 = 12;
+
+/// Whether this round may reuse the last readings: the CPU time did not move and the last full
+/// read is recent enough. Pure.
+pub(super) fn quiet(last_cpu_ns: Option<u64>, cpu_ns: u64, quiet_rounds: u32) -> bool {
+    last_cpu_ns == Some(cpu_ns) && quiet_rounds + 1 < FULL_EVERY
+}
+
+/// This round's readings of one dyno's cgroup (see [`quiet`]); `app_quiet`: its app's cgroup
+/// used no CPU time since the last round, so neither did this dyno.
+fn read_cgroup(
+    cgroups: &dyn crate::cgroup::CgroupDriver,
+    rel: &str,
+    sample: &mut super::dyno::Sample,
+    app_quiet: bool,
+) -> Option<crate::cgroup::CgroupStats> {
+    let last = sample.last_cpu.map(|(ns, _)| ns);
+    let cpu = match last {
+        Some(ns) if app_quiet => Some(ns),
+        _ => cgroups.cpu_usage_ns(rel).ok(),
+    };
+    if let (Some(cpu), Some(memory), Some(pids)) = (cpu, sample.memory, sample.pids) {
+        if quiet(last, cpu, sample.quiet_rounds) {
+            sample.quiet_rounds += 1;
+            return Some(crate::cgroup::CgroupStats {
+                memory_bytes: memory,
+                cpu_usage_ns: cpu,
+                pids,
+                oom_kills: sample.oom_kills,
+            });
+        }
+    }
+    sample.quiet_rounds = 0;
+    cgroups.stats(rel).ok()
+}
+
+#[cfg(test)]
+mod sample_tests {
+    use super::*;
+    use crate::cgroup::fake::{FakeCgroups, FakeOp};
+    use crate::cgroup::{CgroupDriver, CgroupStats};
+    use roboku_wire::Limits;
+
+    #[test]
+    fn quiet_needs_an_unchanged_counter_and_a_recent_full_read() {
+        assert!(quiet(Some(5), 5, 0));
+        assert!(!quiet(Some(5), 6, 0), "the dyno ran");
+        assert!(!quiet(None, 5, 0), "nothing read before");
+        assert!(quiet(Some(5), 5, FULL_EVERY - 2));
+        assert!(!quiet(Some(5), 5, FULL_EVERY - 1), "a full read is due");
+    }
+
+    #[test]
+    fn an_idle_dyno_costs_one_read_per_round_and_a_full_one_now_and_then() {
+        let cg = FakeCgroups::new();
+        cg.create("demo/web.1", &Limits::default()).unwrap();
+        let stats = |cpu| CgroupStats {
+            memory_bytes: 7 << 20,
+            cpu_usage_ns: cpu,
+            pids: 1,
+            oom_kills: 0,
+        };
+        cg.set_stats("demo/web.1", stats(1_000));
+        let mut sample = crate::engine::dyno::Sample::default();
+        let round = |sample: &mut crate::engine::dyno::Sample| {
+            let s = read_cgroup(&cg, "demo/web.1", sample, false).expect("readings");
+            sample.memory = Some(s.memory_bytes);
+            sample.pids = Some(s.pids);
+            sample.oom_kills = s.oom_kills;
+            sample.last_cpu = Some((s.cpu_usage_ns, std::time::Instant::now()));
+            s
+        };
+        round(&mut sample);
+        assert_eq!(
+            cg.calls_of(FakeOp::Stats).len(),
+            1,
+            "the first round reads all"
+        );
+        for _ in 0..FULL_EVERY - 1 {
+            assert_eq!(round(&mut sample), stats(1_000));
+        }
+        assert_eq!(
+            cg.calls_of(FakeOp::Stats).len(),
+            1,
+            "quiet rounds read the CPU counter only"
+        );
+        assert_eq!(cg.calls_of(FakeOp::CpuUsage).len(), FULL_EVERY as usize);
+        round(&mut sample);
+        assert_eq!(
+            cg.calls_of(FakeOp::Stats).len(),
+            2,
+            "one round in FULL_EVERY reads all"
+        );
+        // The dyno runs: its memory is read again at once.
+        cg.set_stats(
+            "demo/web.1",
+            CgroupStats {
+                memory_bytes: 9 << 20,
+                ..stats(2_000)
+            },
+        );
+        assert_eq!(round(&mut sample).memory_bytes, 9 << 20);
+        assert_eq!(cg.calls_of(FakeOp::Stats).len(), 3);
+        // When its app's cgroup did not move, the dyno's own counter is not read either.
+        let before = cg.calls_of(FakeOp::CpuUsage).len();
+        let s = read_cgroup(&cg, "demo/web.1", &mut sample, true).expect("readings");
+        assert_eq!(s.memory_bytes, 9 << 20);
+        assert_eq!(cg.calls_of(FakeOp::CpuUsage).len(), before);
+        assert_eq!(cg.calls_of(FakeOp::Stats).len(), 3);
     }
 }

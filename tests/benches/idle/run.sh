@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Idle cost of robokud supervising N idle dynos (`sleep`), from the outside: CPU time and
+# wake-ups (context switches of the threads alive at both ends) over a window, after the
+# dynos are up. Usage: tests/benches/idle/run.sh [N] [SECS] [ROBOKUD_BIN...]
+# Each binary given is measured in turn (e.g. an old and a new build), interleaved REPS times.
+# Needs root (cgroups, dyno users). Prints one line per run, then medians per binary.
+set -euo pipefail
+n=${1:-500}; secs=${2:-30}; shift 2 || true
+bins=("$@"); [ ${#bins[@]} -gt 0 ] || bins=("$(dirname "$0")/../../../target/release/robokud")
+reps=${REPS:-3}
+roboku=${ROBOKU_BIN:-$(dirname "${bins[0]}")/roboku}
+hz=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ sub(/.*\) /, ""); split($0, f, " "); print f[12] + f[13] }' "/proc/$1/stat"; }
+# "tid switches" for each thread of pid.
+switches() {
+  for t in /proc/"$1"/task/*; do
+    awk -v t="${t##*/}" '/^(voluntary|nonvoluntary)_ctxt_switches/ { s += $2 } END { print t, s }' "$t/status" 2>/dev/null || true
+  done
+}
+run_one() {
+  local bin=$1 dir; dir=$(mktemp -d /var/tmp/roboku-idle.XXXXXX); chmod 755 "$dir"
+  local cg="rk-idle-$$-$RANDOM"
+  "$bin" --data-dir "$dir/data" --socket "$dir/data/robokud.sock" --cgroup-name "$cg" \
+    --port-range 41000-41999 --dashboard off --on-exit stop >"$dir/log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 200); do [ -S "$dir/data/robokud.sock" ] && break; sleep 0.05; done
+  export ROBOKU_SOCKET="$dir/data/robokud.sock"
+  mkdir -p "$dir/app"; printf 'web: sleep 100000\n' >"$dir/app/Procfile"
+  "$roboku" apps:create idle >/dev/null
+  "$roboku" deploy "$dir/app" -a idle >/dev/null
+  "$roboku" ps:scale web="$n" -a idle >/dev/null
+  "$roboku" ps:wait -a idle >/dev/null 2>&1 || true
+  for _ in $(seq 600); do
+    up=$("$roboku" --json ps -a idle | python3 -c 'import json,sys; print(sum(1 for d in json.load(sys.stdin) if d.get("state")=="up"))')
+    [ "$up" -ge "$n" ] && break; sleep 0.5
+  done
+  sleep 3 # let start-up work end before the window (the window, not synchronisation)
+  local c0 s0 c1 s1; c0=$(cpu_ticks $pid); s0=$(switches $pid)
+  sleep "$secs"
+  c1=$(cpu_ticks $pid); s1=$(switches $pid)
+  local wake; wake=$(join <(echo "$s0" | sort) <(echo "$s1" | sort) | awk '{ d += $3 - $2 } END { print d + 0 }')
+  local rss; rss=$(awk '/^VmRSS/ { print $2 }' /proc/$pid/status)
+  local shells; shells=$(pgrep -c -P "$pid" -x sh || true)
+  python3 - "$bin" "$n" "$secs" "$((c1 - c0))" "$hz" "$wake" "$rss" "$up" "$shells" <<'PY'
+import sys
+bin, n, secs, ticks, hz, wake, rss, up, shells = sys.argv[1:]
+cpu = int(ticks) / int(hz) / float(secs) * 100
+print(f"RESULT {bin} n={n} up={up} idle_cpu={cpu:.3f}% wakeups_per_s={int(wake)/float(secs):.2f} rss_mb={int(rss)/1024:.1f} shells={shells}")
+PY
+  kill -TERM $pid; wait $pid || true
+  rm -rf "$dir"
+}
+for r in $(seq "$reps"); do for b in "${bins[@]}"; do run_one "$b"; done; done | tee /tmp/idle-bench.out
