@@ -62,7 +62,7 @@ fn pids(agent: &Agent, names: &[&str]) -> Vec<i64> {
 
 #[test]
 fn worker_after_web_starts_second_and_config_changes_reload_per_type() {
-    let agent = Agent::start(AgentOpts::default());
+    let mut agent = Agent::start(AgentOpts::default());
     let out = world_writable_dir();
     agent.create_and_deploy("nav", app(out.path(), "1").path());
     agent.ok(&["ps:scale", "worker=1", "hup=1", "still=1", "-a", "nav"]);
@@ -142,6 +142,28 @@ fn worker_after_web_starts_second_and_config_changes_reload_per_type() {
         )),
         "{logs}"
     );
+
+    // robokud's own start (its dynos stopped with it): web is started first, the worker held.
+    let held = |agent: &Agent| {
+        agent
+            .ok(&["logs", "-a", "nav", "-d", "worker.1", "-n", "1000"])
+            .matches("Waiting for web to be up")
+            .count()
+    };
+    let before = held(&agent);
+    agent.restart("stop");
+    pids(&agent, &all);
+    assert_eq!(
+        held(&agent),
+        before + 1,
+        "the worker waited for web at boot"
+    );
+    let since = |name: &str| {
+        agent.dyno("nav", name).expect(name)["since"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(since("worker.1") >= since("web.1"), "web.1 was up first");
 }
 
 #[test]
