@@ -90,6 +90,9 @@ impl Engine {
 
     /// Starts the held dynos whose types are up now (called once per engine turn).
     pub(super) fn start_ordered(&mut self) {
+        if self.shutdown.is_some() {
+            return;
+        }
         let held: Vec<DynoKey> = self
             .dynos
             .values()
