@@ -25,7 +25,11 @@ fn app(out: &Path, rev: &str) -> tempfile::TempDir {
         ("web.sh", &format!("{}exec sleep 600\n", started("web"))),
         (
             "worker.sh",
-            &format!("{}exec sleep 600\n", started("worker")),
+            &format!(
+                "{}[ \"$FOO\" = bad ] && {{ echo refusing FOO=bad >&2; exit 1; }}\n\
+                 exec sleep 600\n",
+                started("worker")
+            ),
         ),
         (
             "hup.sh",
@@ -142,6 +146,41 @@ fn worker_after_web_starts_second_and_config_changes_reload_per_type() {
         )),
         "{logs}"
     );
+
+    // A config change that fails (the worker will not run with FOO=bad) goes back to the
+    // previous release; hup and still are reloaded in place again, not restarted.
+    let out_bad = agent.roboku(&["config:set", "FOO=bad", "-a", "nav"]);
+    assert!(
+        !out_bad.status.success(),
+        "FOO=bad must fail the release: {} {} {}",
+        String::from_utf8_lossy(&out_bad.stdout),
+        String::from_utf8_lossy(&out_bad.stderr),
+        agent.ok(&["logs", "-a", "nav", "-n", "60"])
+    );
+    let back = pids(&agent, &all);
+    assert_eq!(
+        back[2], before[2],
+        "hup kept its pid through the failed change"
+    );
+    assert_eq!(
+        back[3], before[3],
+        "still kept its pid through the failed change"
+    );
+    let hups = std::fs::read_to_string(out.path().join("hup.log")).unwrap();
+    assert_eq!(
+        hups.lines().count(),
+        3,
+        "signalled for the change and its undoing: {hups}"
+    );
+    for name in all {
+        let d = agent.dyno("nav", name).expect(name);
+        assert_eq!(
+            d["release"], version,
+            "{name} runs the restored release: {d}"
+        );
+    }
+    let config = agent.json(&["config", "-a", "nav"]);
+    assert_eq!(config["FOO"], "bar", "{config}");
 
     // robokud's own start (its dynos stopped with it): web is started first, the worker held.
     let held = |agent: &Agent| {
