@@ -315,7 +315,7 @@ fn check_env_name(key: &str) -> Result<()> {
 
 /// A start order that names a type the Procfile lacks, or that has a cycle, fails the release
 /// from every door (the rest of `app.json` was checked when the slug was built or verified).
-fn check_start_order(slug: &Slug) -> Result<()> {
+pub(super) fn check_start_order(slug: &Slug) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(slug.path.join("app.json")) else {
         return Ok(());
     };

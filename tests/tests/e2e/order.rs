@@ -75,7 +75,19 @@ fn worker_after_web_starts_second_and_config_changes_reload_per_type() {
 
     // A new release: web preboots (its new dyno must pass its 1 s check); the worker is stopped
     // at the switch but starts only once the new web dyno passed.
-    let v2 = agent.deploy("nav", app(out.path(), "2").path());
+    let v2_dir = app(out.path(), "2");
+    let plan = agent.ok(&[
+        "deploy",
+        v2_dir.path().to_str().unwrap(),
+        "-a",
+        "nav",
+        "--plan",
+    ]);
+    assert!(
+        plan.contains("Dyno:       worker.1 restart (stop-then-start), after web\n"),
+        "{plan}"
+    );
+    let v2 = agent.deploy("nav", v2_dir.path());
     assert_eq!(v2["status"], "succeeded", "{v2}");
     let (web, worker) = (starts(out.path(), "web"), starts(out.path(), "worker"));
     assert_eq!((web.len(), worker.len()), (2, 2), "{web:?} {worker:?}");
@@ -166,12 +178,10 @@ fn worker_after_web_starts_second_and_config_changes_reload_per_type() {
         back[3], before[3],
         "still kept its pid through the failed change"
     );
-    let hups = std::fs::read_to_string(out.path().join("hup.log")).unwrap();
-    assert_eq!(
-        hups.lines().count(),
-        3,
-        "signalled for the change and its undoing: {hups}"
-    );
+    // Signalled for the change and again for its undoing (the trap runs within 0.1 s).
+    wait_for("hup.1 trapped 3 SIGHUPs", Duration::from_secs(10), || {
+        std::fs::read_to_string(out.path().join("hup.log")).is_ok_and(|t| t.lines().count() == 3)
+    });
     for name in all {
         let d = agent.dyno("nav", name).expect(name);
         assert_eq!(
@@ -222,6 +232,17 @@ fn a_start_order_cycle_or_unknown_type_is_refused_at_deploy() {
     assert!(
         err.contains("app.json: roboku.formation: the start order has a cycle: a -> b -> a"),
         "{err}"
+    );
+    let out = agent.roboku(&[
+        "deploy",
+        cyclic.path().to_str().unwrap(),
+        "-a",
+        "loop",
+        "--plan",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the start order has a cycle"),
+        "a plan refuses what the deploy would"
     );
     let unknown = app_dir(&[
         ("Procfile", "a: exec sleep 60\n"),
