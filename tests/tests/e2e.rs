@@ -22,6 +22,7 @@ mod e2e {
     mod logs_run;
     mod node_apps;
     mod one_off;
+    mod order;
     mod plan;
     mod preboot;
     mod probation;

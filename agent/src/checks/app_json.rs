@@ -6,6 +6,7 @@ use std::time::Duration;
 
 pub fn check(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
+    check_policy(&text);
     let parsed = match parse_app_json(&text) {
         Ok(p) => p,
         Err(e) => {
@@ -62,5 +63,28 @@ pub fn check(data: &[u8]) {
                 CheckKind::Listening | CheckKind::Uptime => {}
             }
         }
+    }
+}
+
+/// The `roboku` policy (switch, probation, start order, on_config): refused with `app.json`
+/// named; an accepted start order is either refused with the field named or has no cycle.
+fn check_policy(text: &str) {
+    use crate::engine::{order, policy};
+    let p = match policy::parse(text) {
+        Ok(p) => p,
+        Err(e) => {
+            assert!(
+                e.starts_with("app.json: "),
+                "error does not name app.json: {e}"
+            );
+            return;
+        }
+    };
+    let types = p.start_order().keys().cloned().collect();
+    if let Err(e) = order::check(p.start_order(), &types) {
+        assert!(
+            e.starts_with("app.json: roboku.formation"),
+            "error does not name the field: {e}"
+        );
     }
 }

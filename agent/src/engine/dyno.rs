@@ -79,6 +79,9 @@ pub struct Dyno {
     pub oom_total: u64,
     /// A one-off dyno (`run.N`): outside the formation, never restarted, forgotten when it exits.
     pub one_off: bool,
+    /// Held back by the app's start order (`roboku.formation.TYPE.after`): started by
+    /// `start_ordered` once the types it waits for are up.
+    pub held: bool,
 }
 
 impl Dyno {
@@ -106,6 +109,7 @@ impl Dyno {
             sample: Sample::default(),
             oom_total: 0,
             one_off: false,
+            held: false,
         }
     }
 

@@ -86,6 +86,11 @@ impl Gate {
         }
     }
 
+    /// Whether dyno `name` passed its checks in this rollout.
+    pub fn passed(&self, name: &str) -> bool {
+        self.healthy.contains(name)
+    }
+
     /// What `event` means for the rollout, given the dynos the formation wants now.
     pub fn on(&mut self, event: Event, wanted: &[Wanted<'_>]) -> Verdict {
         match (event, self.phase) {

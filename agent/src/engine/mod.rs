@@ -18,6 +18,8 @@ pub mod health;
 pub mod holds;
 mod isolation;
 pub mod one_off;
+pub mod order;
+mod ordering;
 mod plan;
 pub mod policy;
 mod preboot;
@@ -325,6 +327,7 @@ impl Engine {
     ) {
         self.adopt_and_reconcile();
         self.restore_healths();
+        self.start_ordered();
         self.flush();
         let _ = ready.send(());
         loop {
@@ -343,6 +346,7 @@ impl Engine {
             }
             self.on_timers(Instant::now());
             self.advance_renames(Instant::now());
+            self.start_ordered();
             self.flush();
             if self.shutdown_done() {
                 break;

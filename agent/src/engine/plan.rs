@@ -25,15 +25,20 @@ impl Engine {
             .ok()
             .and_then(|t| policy::parse(&t).ok())
             .unwrap_or_default();
+        // The real release would refuse it: so does its plan.
+        super::releases::check_start_order(slug)?;
         let existing = self.existing_dynos(app);
         let desired = reconcile::desired(&cache.formation, &new_types);
         let dynos = reconcile::plan(&desired, next_version, &existing)
             .into_iter()
             .map(|a| match a {
-                Action::Start { ptype, index } => {
-                    planned(format!("{ptype}.{index}"), "start", None)
-                }
-                Action::Remove(name) => planned(name, "stop", None),
+                Action::Start { ptype, index } => planned(
+                    format!("{ptype}.{index}"),
+                    "start",
+                    None,
+                    policy.after(&ptype),
+                ),
+                Action::Remove(name) => planned(name, "stop", None, &[]),
                 Action::Restart(name) => {
                     let d = self.dynos.get(&(app.to_string(), name.clone()));
                     let up = d.is_some_and(|d| d.proc.is_some() && d.state == DynoState::Up);
@@ -41,7 +46,8 @@ impl Engine {
                         Some(Strategy::Preboot) if up => Strategy::Preboot,
                         _ => Strategy::StopThenStart,
                     };
-                    planned(name, "restart", Some(strategy))
+                    let after = d.map(|d| policy.after(&d.ptype)).unwrap_or(&[]);
+                    planned(name, "restart", Some(strategy), after)
                 }
             })
             .collect();
@@ -78,11 +84,17 @@ impl Engine {
     }
 }
 
-fn planned(name: String, action: &str, strategy: Option<Strategy>) -> wire::PlannedDyno {
+fn planned(
+    name: String,
+    action: &str,
+    strategy: Option<Strategy>,
+    after: &[String],
+) -> wire::PlannedDyno {
     wire::PlannedDyno {
         name,
         action: action.into(),
         strategy: strategy.map(|s| s.as_str().to_string()),
+        after: after.to_vec(),
     }
 }
 

@@ -81,6 +81,9 @@ impl Engine {
             format!("Release v{} created: {}", row.version, row.description),
         );
         crate::fault::point("release.created");
+        if matches!(answer, Answer::Config(_)) {
+            self.reload_in_place(app, row.version);
+        }
         self.begin_rollout(app, row.version, previous, answer);
         Ok(Reply::Pending {
             app: app.to_string(),
@@ -97,6 +100,7 @@ impl Engine {
         buildpacks: Option<Vec<wire::ReleaseBuildpack>>,
     ) -> Result<Reply> {
         self.cache(app)?;
+        check_start_order(&slug)?;
 
         let config = self.store.config(app)?;
         let process_types = slug.process_types.into_iter().collect();
@@ -173,7 +177,10 @@ impl Engine {
         if !change.unset.is_empty() {
             parts.push(format!("Remove {}", change.unset.join(", ")));
         }
-        let description = format!("{} config vars", parts.join("; "));
+        let mut description = format!("{} config vars", parts.join("; "));
+        if let Some(reloads) = self.config_reloads(app) {
+            description = format!("{description} (on config: {reloads})");
+        }
         let current = self.cache(app)?.release.clone();
         match current {
             Some(cur) => {
@@ -304,4 +311,15 @@ fn check_env_name(key: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A start order that names a type the Procfile lacks, or that has a cycle, fails the release
+/// from every door (the rest of `app.json` was checked when the slug was built or verified).
+pub(super) fn check_start_order(slug: &Slug) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(slug.path.join("app.json")) else {
+        return Ok(());
+    };
+    let policy = super::policy::parse(&text).map_err(EngineError::InvalidApp)?;
+    let types = slug.process_types.iter().map(|(t, _)| t.clone()).collect();
+    super::order::check(policy.start_order(), &types).map_err(EngineError::InvalidApp)
 }

@@ -422,6 +422,11 @@ impl Engine {
                 let _ = self.store.set_release_status(app, r.gate.version, "failed");
                 crate::fault::point("rollout.failed");
                 self.restore_replaced(app);
+                // A failed config change goes back the way it came: types that reload in place
+                // are signalled (or left) again rather than restarted.
+                if let (Answer::Config(_), Some(prev)) = (&r.answer, r.gate.previous) {
+                    self.reload_in_place(app, prev);
+                }
                 let restored = self.restore(app, r.gate.previous);
                 let msg = format!("release v{} failed: {reason}; {restored}", r.gate.version);
                 self.logs.system(app, "roboku", msg.clone());

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 impl Engine {
     /// Starts the dyno's process now. A failure to start counts as a crash (and is retried).
     pub(super) fn start_dyno(&mut self, key: &DynoKey) {
+        if self.hold_for_order(key) {
+            return;
+        }
         let Some(cache) = self.apps.get(&key.0).cloned() else {
             return;
         };

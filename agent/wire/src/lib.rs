@@ -546,6 +546,9 @@ pub struct PlannedDyno {
     /// For a restart: `preboot` or `stop-then-start`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,
+    /// For a start or restart: the types it waits for (`roboku.formation.TYPE.after`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
 }
 
 /// `POST /v1/apps/{app}/rollback`: to `version`, or the release before the current one.

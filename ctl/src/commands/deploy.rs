@@ -185,7 +185,14 @@ fn render_plan(p: &DeployPlan, source: &str) -> String {
             .as_deref()
             .map(|s| format!(" ({s})"))
             .unwrap_or_default();
-        out.push_str(&format!("Dyno:       {} {}{how}\n", d.name, d.action));
+        let after = match d.after.as_slice() {
+            [] => String::new(),
+            types => format!(", after {}", types.join(", ")),
+        };
+        out.push_str(&format!(
+            "Dyno:       {} {}{how}{after}\n",
+            d.name, d.action
+        ));
     }
     out
 }
@@ -211,11 +218,13 @@ mod tests {
                     name: "web.1".into(),
                     action: "restart".into(),
                     strategy: Some("preboot".into()),
+                    after: Vec::new(),
                 },
                 roboku_wire::PlannedDyno {
                     name: "worker.1".into(),
                     action: "start".into(),
                     strategy: None,
+                    after: vec!["web".into()],
                 },
             ],
             disk_bytes: 2048,
@@ -233,7 +242,7 @@ mod tests {
             "Added:      worker\n",
             "Changed:    web\n",
             "Dyno:       web.1 restart (preboot)\n",
-            "Dyno:       worker.1 start\n",
+            "Dyno:       worker.1 start, after web\n",
             "Probation:  600s",
         ] {
             assert!(text.contains(line), "{line:?} in {text}");
