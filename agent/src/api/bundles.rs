@@ -12,13 +12,11 @@ use crate::bundle::MAX_BUNDLE;
 use crate::engine::EngineError;
 use crate::util::now_ms;
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 pub async fn apply(
@@ -73,17 +71,7 @@ async fn remove(path: &PathBuf) {
 
 /// Streams the body into `path`, refusing more than [`MAX_BUNDLE`] bytes or an empty body.
 async fn receive(ctx: &Ctx, req: Request<Incoming>, path: &Path) -> Result<(), EngineError> {
-    let declared: Option<u64> = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    if let Some(len) = declared {
-        if len > MAX_BUNDLE {
-            return Err(EngineError::BadRequest(format!(
-                "bundle of {len} bytes is over the {MAX_BUNDLE}-byte limit"
-            )));
-        }
+    if let Some(len) = super::spool::declared_len(&req, MAX_BUNDLE, "bundle")? {
         crate::deploy::check_free_space(&ctx.settings.data_dir, len)?;
     }
     let io = |op: &str, e: std::io::Error| {
@@ -96,27 +84,6 @@ async fn receive(ctx: &Ctx, req: Request<Incoming>, path: &Path) -> Result<(), E
         .open(path)
         .await
         .map_err(|e| io("create", e))?;
-    let mut body = req.into_body();
-    let mut total: u64 = 0;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            EngineError::BadRequest(format!("upload broke off after {total} bytes: {e}"))
-        })?;
-        if let Ok(data) = frame.into_data() {
-            total += data.len() as u64;
-            if total > MAX_BUNDLE {
-                return Err(EngineError::BadRequest(format!(
-                    "bundle is over the {MAX_BUNDLE}-byte limit"
-                )));
-            }
-            file.write_all(&data).await.map_err(|e| io("write", e))?;
-        }
-    }
-    file.flush().await.map_err(|e| io("write", e))?;
-    if total == 0 {
-        return Err(EngineError::BadRequest(
-            "the uploaded bundle is empty".into(),
-        ));
-    }
+    super::spool::body_to_file(req.into_body(), &mut file, path, MAX_BUNDLE, "bundle").await?;
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod dyno_door;
 pub(crate) mod http;
 pub(crate) mod logs;
 pub(crate) mod routes;
+mod spool;
 mod upload;
 
 use crate::engine::EngineHandle;

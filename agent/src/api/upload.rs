@@ -6,12 +6,10 @@ use super::Ctx;
 use crate::deploy;
 use crate::engine::{Door, EngineError};
 use crate::util::now_ms;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::Request;
 use roboku_wire as wire;
 use std::collections::BTreeMap;
-use tokio::io::AsyncWriteExt;
 
 /// Largest archive accepted over the socket.
 pub const MAX_UPLOAD: u64 = 2 << 30;
@@ -31,17 +29,7 @@ pub async fn receive(
             },
         )
         .await?;
-    let declared: Option<u64> = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    if let Some(len) = declared {
-        if len > MAX_UPLOAD {
-            return Err(EngineError::BadRequest(format!(
-                "archive of {len} bytes is over the {MAX_UPLOAD}-byte limit"
-            )));
-        }
+    if let Some(len) = super::spool::declared_len(&req, MAX_UPLOAD, "archive")? {
         // The archive, its extraction and the slug may all be on disk at once.
         deploy::check_free_space(&ctx.settings.data_dir, len.saturating_mul(3))?;
     }
@@ -51,32 +39,8 @@ pub async fn receive(
         let mut file = tokio::fs::File::create(&path)
             .await
             .map_err(|e| EngineError::Internal(format!("create {}: {e}", path.display())))?;
-        let mut body = req.into_body();
-        let mut total: u64 = 0;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                EngineError::BadRequest(format!("upload broke off after {total} bytes: {e}"))
-            })?;
-            if let Ok(data) = frame.into_data() {
-                total += data.len() as u64;
-                if total > MAX_UPLOAD {
-                    return Err(EngineError::BadRequest(format!(
-                        "archive is over the {MAX_UPLOAD}-byte limit"
-                    )));
-                }
-                file.write_all(&data)
-                    .await
-                    .map_err(|e| EngineError::Internal(format!("write {}: {e}", path.display())))?;
-            }
-        }
-        file.flush()
-            .await
-            .map_err(|e| EngineError::Internal(format!("write {}: {e}", path.display())))?;
-        if total == 0 {
-            return Err(EngineError::BadRequest(
-                "the uploaded archive is empty".into(),
-            ));
-        }
+        super::spool::body_to_file(req.into_body(), &mut file, &path, MAX_UPLOAD, "archive")
+            .await?;
         let description = query.get("description").cloned().filter(|d| !d.is_empty());
         let name = query
             .get("name")

@@ -1,0 +1,64 @@
+//! Request bodies written to a file as they arrive, capped: what an upload (an app archive, a
+//! bundle) goes through before anything reads it. `what` names the upload in errors.
+
+use crate::engine::EngineError;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::Request;
+use std::path::Path;
+use tokio::io::AsyncWriteExt;
+
+/// The request's declared `Content-Length`, refused at once when over `limit`.
+pub(super) fn declared_len(
+    req: &Request<Incoming>,
+    limit: u64,
+    what: &str,
+) -> Result<Option<u64>, EngineError> {
+    let declared: Option<u64> = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    match declared {
+        Some(len) if len > limit => Err(EngineError::BadRequest(format!(
+            "{what} of {len} bytes is over the {limit}-byte limit"
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// Writes `body` into `file` (at `path`, named in errors) and flushes it; refuses a body over
+/// `limit` bytes (whatever it declared), one that broke off, or an empty one. The bytes written.
+pub(super) async fn body_to_file(
+    body: Incoming,
+    file: &mut tokio::fs::File,
+    path: &Path,
+    limit: u64,
+    what: &str,
+) -> Result<u64, EngineError> {
+    let write_err =
+        |e: std::io::Error| EngineError::Internal(format!("write {}: {e}", path.display()));
+    let mut body = body;
+    let mut total: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            EngineError::BadRequest(format!("upload broke off after {total} bytes: {e}"))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len() as u64;
+            if total > limit {
+                return Err(EngineError::BadRequest(format!(
+                    "{what} is over the {limit}-byte limit"
+                )));
+            }
+            file.write_all(&data).await.map_err(write_err)?;
+        }
+    }
+    file.flush().await.map_err(write_err)?;
+    if total == 0 {
+        return Err(EngineError::BadRequest(format!(
+            "the uploaded {what} is empty"
+        )));
+    }
+    Ok(total)
+}
