@@ -41,11 +41,14 @@ run_one() {
   local wake; wake=$(join <(echo "$s0" | sort) <(echo "$s1" | sort) | awk '{ d += $3 - $2 } END { print d + 0 }')
   local rss; rss=$(awk '/^VmRSS/ { print $2 }' /proc/$pid/status)
   local shells; shells=$(pgrep -c -P "$pid" -x sh || true)
-  python3 - "$bin" "$n" "$secs" "$((c1 - c0))" "$hz" "$wake" "$rss" "$up" "$shells" <<'PY'
+  # PSS of robokud plus the shells it leaves per dyno (the manager's own cost, helpers included).
+  local pss; pss=$(for p in $pid $(pgrep -P "$pid" -x sh || true); do
+    awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null; done | awk '{ s += $1 } END { print s + 0 }')
+  python3 - "$bin" "$n" "$secs" "$((c1 - c0))" "$hz" "$wake" "$rss" "$up" "$shells" "$pss" <<'PY'
 import sys
-bin, n, secs, ticks, hz, wake, rss, up, shells = sys.argv[1:]
+bin, n, secs, ticks, hz, wake, rss, up, shells, pss = sys.argv[1:]
 cpu = int(ticks) / int(hz) / float(secs) * 100
-print(f"RESULT {bin} n={n} up={up} idle_cpu={cpu:.3f}% wakeups_per_s={int(wake)/float(secs):.2f} rss_mb={int(rss)/1024:.1f} shells={shells}")
+print(f"RESULT {bin} n={n} up={up} idle_cpu={cpu:.3f}% wakeups_per_s={int(wake)/float(secs):.2f} rss_mb={int(rss)/1024:.1f} shells={shells} manager_plus_shells_pss_mib={int(pss)/1024:.1f}")
 PY
   kill -TERM $pid; wait $pid || true
   rm -rf "$dir"
