@@ -133,17 +133,7 @@ impl Client {
     /// A GET whose body is read line by line as it arrives (`logs --tail`).
     pub async fn stream(&self, path: &str) -> Result<Lines, ClientError> {
         let (sender, resp) = self.send(Method::GET, path, None).await?;
-        if !resp.status().is_success() {
-            let status = resp.status().as_u16();
-            let body = collect(resp, path).await?;
-            return Err(api_error(status, &body));
-        }
-        Ok(Lines {
-            _sender: Box::new(sender),
-            body: resp.into_body(),
-            buf: Vec::new(),
-            done: false,
-        })
+        Lines::of(sender, resp, path).await
     }
 
     async fn call<T: DeserializeOwned>(
@@ -240,6 +230,26 @@ pub struct Lines {
 }
 
 impl Lines {
+    /// The body of a successful answer, line by line; an error answer as its [`ClientError`].
+    /// `sender` is kept so the connection stays open while the lines are read.
+    async fn of(
+        sender: impl std::any::Any + Send,
+        resp: Response<Incoming>,
+        path: &str,
+    ) -> Result<Lines, ClientError> {
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let body = collect(resp, path).await?;
+            return Err(api_error(status, &body));
+        }
+        Ok(Lines {
+            _sender: Box::new(sender),
+            body: resp.into_body(),
+            buf: Vec::new(),
+            done: false,
+        })
+    }
+
     /// The next line; `None` when the agent ended the stream. A last line without a newline is
     /// still returned.
     pub async fn next_line(&mut self) -> Result<Option<String>, ClientError> {

@@ -59,17 +59,7 @@ impl Client {
     /// (a bundle's progress).
     pub async fn upload_lines(&self, path: &str, file: &Path) -> Result<Lines, ClientError> {
         let (sender, resp) = self.upload_raw(path, file, |_| {}).await?;
-        if !resp.status().is_success() {
-            let status = resp.status().as_u16();
-            let body = collect(resp, path).await?;
-            return Err(api_error(status, &body));
-        }
-        Ok(Lines {
-            _sender: Box::new(sender),
-            body: resp.into_body(),
-            buf: Vec::new(),
-            done: false,
-        })
+        Lines::of(sender, resp, path).await
     }
 
     async fn upload_raw(
