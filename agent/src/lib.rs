@@ -4,6 +4,7 @@
 //! the unix socket, fleet control over MQTT, and a gateway's slug server) that turn requests into
 //! [`engine::Command`]s.
 
+pub mod addons;
 pub mod api;
 pub mod backoff;
 pub mod build;

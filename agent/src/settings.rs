@@ -194,6 +194,22 @@ impl Settings {
     pub fn cache_dir(&self, app: &str) -> PathBuf {
         self.cache_root().join(app)
     }
+    /// Parent of the apps' persistent data dirs (`ROBOKU_DATA`): searchable, not listable.
+    pub fn data_root(&self) -> PathBuf {
+        self.data_dir.join("data")
+    }
+    /// One app's persistent data dir: kept across releases, its uid's alone (see `data/`).
+    pub fn app_data_dir(&self, app: &str) -> PathBuf {
+        self.data_root().join(app)
+    }
+    /// Snapshots of an app's data dir, one per release it was taken at (root's only).
+    pub fn data_snapshots_dir(&self, app: &str) -> PathBuf {
+        self.data_dir.join("snapshots").join(app)
+    }
+    /// Add-on servers' own dirs (config, password file, their data), each its add-on uid's.
+    pub fn addons_dir(&self) -> PathBuf {
+        self.data_dir.join("addons")
+    }
     /// Parent of the per-app caches: searchable by the build users, listable by root only.
     pub fn cache_root(&self) -> PathBuf {
         self.data_dir.join("cache")

@@ -69,8 +69,19 @@ impl Engine {
                 tracing::warn!(app, error = %e, "cannot hand the slug to the app's group");
             }
         }
+        let data_dir = self.settings.app_data_dir(app);
+        let owner = run_as.as_ref().ok().and_then(Option::as_ref).map(|r| (r.uid, r.gid));
+        if let Err(e) = crate::addons::data::ensure(&self.settings.data_root(), &data_dir, owner) {
+            tracing::warn!(app, error = %e, "cannot make the app's persistent data dir");
+        }
+        let mut own_env = self.addon_vars(app);
+        own_env.insert(
+            crate::addons::data::VAR.into(),
+            data_dir.display().to_string(),
+        );
         let grace = Duration::from_secs(row.grace_secs.unwrap_or(self.settings.grace_secs));
         let cache = AppCache {
+            own_env,
             release,
             slug_dir,
             dotenv,
@@ -290,6 +301,7 @@ impl Engine {
                 "destroying {app:?} needs --confirm {app} (got {confirm:?})"
             )));
         }
+        self.destroy_app_addons(app)?;
         let keys: Vec<_> = self.dynos.keys().filter(|k| k.0 == app).cloned().collect();
         for key in &keys {
             self.stop_dyno(key, Want::Remove);
@@ -308,9 +320,21 @@ impl Engine {
         if std::fs::rename(&cache, &doomed).is_ok() {
             cache = doomed;
         }
+        // Its persistent data goes too (moved aside the same way).
+        let mut data = self.settings.app_data_dir(app);
+        let doomed_data = self
+            .settings
+            .tmp_dir()
+            .join(format!("destroyed-data-{app}-{}", now_ms()));
+        if std::fs::rename(&data, &doomed_data).is_ok() {
+            data = doomed_data;
+        }
         tokio::task::spawn_blocking(move || {
             if let Err(e) = crate::build::remove_tree(&cache) {
                 tracing::warn!(error = %e, "cannot remove a destroyed app's build cache");
+            }
+            if let Err(e) = crate::build::remove_tree(&data) {
+                tracing::warn!(error = %e, "cannot remove a destroyed app's data dir");
             }
         });
         self.event(door, Some(app), "destroy app", "ok");

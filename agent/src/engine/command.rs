@@ -177,6 +177,28 @@ pub enum Command {
         app: String,
         report: wire::gates::SetHealth,
     },
+    /// `roboku addons`: the add-ons the app owns or is attached to.
+    Addons {
+        app: String,
+    },
+    AddonCreate {
+        app: String,
+        req: wire::addons::CreateAddon,
+    },
+    AddonAttach {
+        app: String,
+        name: String,
+        req: wire::addons::AttachAddon,
+    },
+    AddonDetach {
+        app: String,
+        name: String,
+    },
+    AddonDestroy {
+        app: String,
+        name: String,
+        confirm: String,
+    },
 }
 
 impl Command {
@@ -201,7 +223,11 @@ impl Command {
             | Command::UnsetGate { app, .. }
             | Command::TakeHold { app, .. }
             | Command::ReleaseHold { app, .. }
-            | Command::SetHealth { app, .. } => Some(app),
+            | Command::SetHealth { app, .. }
+            | Command::AddonCreate { app, .. }
+            | Command::AddonAttach { app, .. }
+            | Command::AddonDetach { app, .. }
+            | Command::AddonDestroy { app, .. } => Some(app),
             Command::Status
             | Command::ListApps
             | Command::AppInfo { .. }
@@ -213,6 +239,7 @@ impl Command {
             | Command::Releases { .. }
             | Command::Events { .. }
             | Command::Gates { .. }
+            | Command::Addons { .. }
             | Command::Shutdown
             | Command::Ping => None,
         }
@@ -246,6 +273,7 @@ pub enum Reply {
     Gates(wire::gates::GatesReport),
     Hold(wire::gates::HoldInfo),
     Health(wire::gates::DynoHealth),
+    Addons(Vec<wire::addons::AddonInfo>),
     /// Internal: the answer comes when the rename of `from` ends (never sent to a door).
     #[serde(skip)]
     Renaming {
@@ -392,6 +420,13 @@ impl super::Engine {
                 self.release_hold(door, &app, &name).map(Reply::Done)
             }
             Command::SetHealth { app, report } => self.set_health(&app, report).map(Reply::Health),
+            Command::Addons { app } => self.addons(&app).map(Reply::Addons),
+            Command::AddonCreate { app, req } => self.addon_create(door, &app, req),
+            Command::AddonAttach { app, name, req } => self.addon_attach(door, &app, &name, req),
+            Command::AddonDetach { app, name } => self.addon_detach(door, &app, &name),
+            Command::AddonDestroy { app, name, confirm } => {
+                self.addon_destroy(door, &app, &name, &confirm)
+            }
             Command::Shutdown | Command::Gates { .. } => Err(EngineError::BadRequest(
                 "shutdown and gates are handled by the loop".into(),
             )),

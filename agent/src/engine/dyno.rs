@@ -161,9 +161,11 @@ impl Dyno {
 }
 
 /// A dyno's environment: PATH, the slug's `.env`, the release's config vars, then what roboku
-/// sets itself (PORT, DYNO, ROBOKU_APP, ROBOKU_RELEASE, HOME), which nothing overrides.
+/// sets itself (`own`: ROBOKU_DATA and the add-on vars as attached now; then PORT, DYNO,
+/// ROBOKU_APP, ROBOKU_RELEASE, HOME), which nothing overrides.
 pub(super) fn dyno_env(
     dotenv: &BTreeMap<String, String>,
+    own: &BTreeMap<String, String>,
     release: &crate::store::ReleaseRow,
     slug_dir: &std::path::Path,
     app: &str,
@@ -175,6 +177,7 @@ pub(super) fn dyno_env(
     env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
     env.extend(dotenv.clone());
     env.extend(release.config.clone());
+    env.extend(own.clone());
     env.insert("PORT".into(), port.to_string());
     env.insert("DYNO".into(), name.to_string());
     env.insert("ROBOKU_APP".into(), app.to_string());

@@ -6,6 +6,7 @@
 //! code. The loop never blocks on a slow client, on log storage, or on killing a cgroup (those
 //! run in their own tasks), so supervision always goes on.
 
+mod addons;
 mod adopt;
 mod apps;
 mod command;
@@ -187,6 +188,9 @@ struct AppCache {
     /// The slug's `app.json` switch and probation policy.
     policy: policy::Policy,
     run_as: Result<Option<RunAs>, String>,
+    /// What roboku adds to every dyno's env over the config vars: `ROBOKU_DATA` and the add-on
+    /// attachments' vars as they are now.
+    own_env: BTreeMap<String, String>,
     /// The app's dyno socket (`$ROBOKU_DYNO_SOCKET`).
     dyno_socket: PathBuf,
     user_name: String,
@@ -243,6 +247,8 @@ pub struct Engine {
     dyno_door_errors: BTreeMap<String, String>,
     /// This engine's own request channel, for its dyno sockets.
     weak: WeakEngine,
+    /// The add-ons' servers, by add-on name.
+    addon_services: BTreeMap<String, crate::addons::service::Service>,
 }
 
 /// Starts the engine task: opens nothing itself (the caller passes the store, cgroups and logs),
@@ -305,6 +311,7 @@ pub fn start(
         dyno_doors: BTreeMap::new(),
         dyno_door_errors: BTreeMap::new(),
         weak,
+        addon_services: BTreeMap::new(),
     };
     let task = tokio::spawn(engine.run(rx, internal_rx, ready_tx));
     (
@@ -327,6 +334,7 @@ impl Engine {
     ) {
         self.adopt_and_reconcile();
         self.restore_healths();
+        self.start_addon_services();
         self.start_ordered();
         self.flush();
         let _ = ready.send(());
@@ -353,6 +361,9 @@ impl Engine {
             }
         }
         self.flush();
+        for stopped in self.stop_addon_services() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
+        }
     }
 
     fn handle(&mut self, req: Request) {

@@ -89,6 +89,7 @@ impl Engine {
             .join(" ");
         let mut env = super::dyno::dyno_env(
             &cache.dotenv,
+            &cache.own_env,
             &release,
             &slug_dir,
             app,

@@ -267,11 +267,14 @@ impl Engine {
                 "the slug of v{target_version} is gone (garbage-collected); cannot roll back to it"
             )));
         }
-        self.store.replace_config(app, &target.config)?;
+        // Add-ons are not rolled back with the code: their vars stay as attached now.
+        let mut config = target.config;
+        config.extend(self.addon_vars(app));
+        self.store.replace_config(app, &config)?;
         let new = NewRelease {
             slug: target.slug,
             process_types: target.process_types,
-            config: target.config,
+            config,
             description: match why {
                 Some(why) => format!("Rollback to v{target_version} ({why})"),
                 None => format!("Rollback to v{target_version}"),
@@ -302,6 +305,7 @@ fn check_env_name(key: &str) -> Result<()> {
         "DYNO",
         "ROBOKU_APP",
         "ROBOKU_RELEASE",
+        crate::addons::data::VAR,
         crate::supervisor::orphans::AGENT_VAR,
         crate::supervisor::orphans::INSTANCE_VAR,
     ];

@@ -82,6 +82,7 @@ impl Engine {
         let instance = self.next_instance;
         let mut env = super::dyno::dyno_env(
             &cache.dotenv,
+            &cache.own_env,
             &release,
             &slug_dir,
             app,
@@ -304,6 +305,7 @@ impl Engine {
             port: d.port,
             env: super::dyno::dyno_env(
                 &cache.dotenv,
+                &cache.own_env,
                 &release,
                 &slug_dir,
                 &key.0,

@@ -41,6 +41,7 @@ impl Engine {
 
         let mut env = super::dyno::dyno_env(
             &cache.dotenv,
+            &cache.own_env,
             &release,
             &slug_dir,
             &app,

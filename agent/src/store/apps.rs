@@ -119,7 +119,10 @@ impl Store {
         }
         let used: std::collections::BTreeSet<u32> = self
             .conn
-            .prepare_cached("SELECT uid FROM apps WHERE uid IS NOT NULL")
+            .prepare_cached(
+                "SELECT uid FROM apps WHERE uid IS NOT NULL
+                 UNION SELECT uid FROM addons WHERE uid IS NOT NULL",
+            )
             .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
             .at("select app uids", &self.path)?;
         let uid = (min..=max)

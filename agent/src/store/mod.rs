@@ -9,8 +9,10 @@
 //! Nothing here decides policy (which release runs, how many dynos); callers pass in the facts,
 //! including the time, so the store stays deterministic under test.
 
+mod addons;
 mod apps;
 mod dynos;
+pub use addons::{AddonRow, AttachmentRow};
 mod events;
 mod formation;
 mod gates;

@@ -49,7 +49,35 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         op: "migrate to 8",
         sql: V8,
     },
+    Migration {
+        op: "migrate to 9",
+        sql: V9,
+    },
 ];
+
+/// Version 9: add-ons (issue 17). An add-on belongs to the app that created it (`app`); its
+/// server, if it has one, runs as `uid` on `port` (also recorded in `ports` under the owner, as
+/// `addon:<name>`, so no dyno gets it). An attachment gives one app a config var (`var`) and its
+/// own credentials for the add-on; the owner's attachment is made with the add-on.
+const V9: &str = "
+CREATE TABLE addons (
+    name       TEXT PRIMARY KEY NOT NULL,
+    kind       TEXT NOT NULL,
+    app        TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    uid        INTEGER UNIQUE,
+    port       INTEGER,
+    file       TEXT,
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE TABLE addon_attachments (
+    addon    TEXT NOT NULL REFERENCES addons(name) ON DELETE CASCADE,
+    app      TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    var      TEXT NOT NULL,
+    user     TEXT NOT NULL,
+    password TEXT NOT NULL,
+    PRIMARY KEY (addon, app),
+    UNIQUE (app, var)
+) STRICT;";
 
 /// Version 8: the buildpacks a release's slug was built with (JSON list of `{source, commit}`,
 /// git buildpacks pinned to the commit they were at), so `deploy --buildpacks-of vN` can build

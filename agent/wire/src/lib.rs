@@ -32,6 +32,7 @@
 //!
 //! Every error is `{"error": {"code", "message"}}` ([`ErrorBody`]) with a matching HTTP status.
 
+pub mod addons;
 pub mod attach;
 pub mod bundle;
 pub mod fleet;

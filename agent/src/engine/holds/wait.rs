@@ -177,7 +177,7 @@ impl Engine {
             let (release, slug) = (c.release.as_ref()?, c.slug_dir.as_ref()?);
             let socket = self.settings.dyno_socket(app);
             let env =
-                crate::engine::dyno::dyno_env(&c.dotenv, release, slug, app, "gate", 0, &socket);
+                crate::engine::dyno::dyno_env(&c.dotenv, &c.own_env, release, slug, app, "gate", 0, &socket);
             Some((env, slug.clone()))
         });
         let (env, cwd) = dyno_env.unwrap_or_else(|| {

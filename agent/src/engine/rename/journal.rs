@@ -79,6 +79,12 @@ pub fn app_dirs(
             settings.git_repo(to),
             false,
         ),
+        (
+            "persistent data dir",
+            settings.app_data_dir(from),
+            settings.app_data_dir(to),
+            false,
+        ),
     ]
 }
 

@@ -227,8 +227,9 @@ impl Engine {
         self.gone.retain(|k| k.0 != from);
         self.apps.remove(from);
         self.unclaimed.remove(from);
-        self.refresh_app(&to);
+        // Dirs first: refreshing makes the data dir of the name if it is not there.
         let warnings = journal::move_app_dirs(&self.settings, from, &to);
+        self.refresh_app(&to);
         let repo = self.settings.git_repo(&to);
         let git_repository = repo.exists().then(|| repo.display().to_string());
         let (driver, old) = (self.cgroups.clone(), from.to_string());

@@ -1,0 +1,236 @@
+//! The provider interface: what each kind of add-on does to provision itself, which config var
+//! value an attached app gets, how its server (if any) runs, its health, a backup and its removal.
+//! Providers are stateless: everything they need is the [`Addon`] record and its credentials.
+
+use super::Kind;
+use crate::util::{IoContext, PathError};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// One add-on as the store keeps it, with the paths the engine resolved for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Addon {
+    pub name: String,
+    pub kind: Kind,
+    /// The app that created it (and whose data dir holds a sqlite file).
+    pub app: String,
+    /// The uid (and gid) its server runs as; for sqlite the owner app's.
+    pub uid: Option<u32>,
+    pub port: Option<u16>,
+    /// Where its files live: the owner's data dir (sqlite) or `addons/<name>/` (servers).
+    pub dir: PathBuf,
+    /// A file name inside `dir` (sqlite's database).
+    pub file: Option<String>,
+}
+
+/// An attached app's credentials (servers give each app its own user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub app: String,
+    pub user: String,
+    pub password: String,
+}
+
+/// A server process to supervise: its command line (run by `/bin/sh -c`, `exec`ed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerCommand {
+    pub command: String,
+}
+
+pub trait Provider: Send + Sync {
+    fn kind(&self) -> Kind;
+    /// The program it needs and the Debian package that has it.
+    fn needs(&self) -> Option<(&'static str, &'static str)>;
+    /// Whether another app may attach it; `Err` says why not and what to do instead.
+    fn can_share(&self, addon: &Addon) -> Result<(), String>;
+    /// Writes what the add-on needs (its files, its server's config with every credential).
+    /// Called at create and again after each attach or detach; idempotent.
+    fn provision(&self, addon: &Addon, creds: &[Credential]) -> Result<(), PathError>;
+    /// The config var's value for one attached app.
+    fn url(&self, addon: &Addon, cred: &Credential) -> String;
+    /// The server to supervise, `None` for a file-only add-on.
+    fn server(&self, addon: &Addon, program: &Path) -> Option<ServerCommand>;
+    /// What is wrong with the add-on's files, if anything (a server's liveness is its service's).
+    fn health(&self, addon: &Addon) -> Result<(), String>;
+    /// Copies the add-on's data into `dest` (a fresh dir).
+    fn backup(&self, addon: &Addon, dest: &Path) -> Result<(), PathError>;
+    /// Removes what `provision` made.
+    fn destroy(&self, addon: &Addon) -> Result<(), PathError>;
+}
+
+/// The provider of `kind`.
+pub fn provider(kind: Kind) -> &'static dyn Provider {
+    match kind {
+        Kind::Sqlite => &Sqlite,
+        Kind::Mqtt => &super::mqtt::Mqtt,
+        Kind::Redis => &super::redis::Redis,
+    }
+}
+
+/// Where `program` is installed (robokud's PATH may lack the sbin dirs), or the sentence that
+/// names the package to install.
+pub fn find_program(program: &str, package: &str) -> Result<PathBuf, String> {
+    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!("{program} is not installed on this robot: install the Debian package {package} (apt-get install {package})")
+        })
+}
+
+/// The sqlite database file of an add-on.
+pub fn sqlite_path(addon: &Addon) -> PathBuf {
+    addon.dir.join(addon.file.as_deref().unwrap_or("db.sqlite3"))
+}
+
+/// `sqlite:////abs/path` (Heroku style: `sqlite://` then the absolute path).
+pub fn sqlite_url(path: &Path) -> String {
+    format!("sqlite:///{}", path.display())
+}
+
+/// The file-only add-on: a database file in the owning app's persistent data dir.
+pub struct Sqlite;
+
+impl Provider for Sqlite {
+    fn kind(&self) -> Kind {
+        Kind::Sqlite
+    }
+    fn needs(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
+    fn can_share(&self, addon: &Addon) -> Result<(), String> {
+        Err(format!(
+            "{} is a file in {}'s data dir, which only {}'s uid can open; sharing it would open \
+             that dir to the other app. Give the other app its own sqlite add-on, or share data \
+             through an mqtt or redis add-on",
+            addon.name, addon.app, addon.app
+        ))
+    }
+    fn provision(&self, addon: &Addon, _creds: &[Credential]) -> Result<(), PathError> {
+        let path = sqlite_path(addon);
+        if !path.exists() {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .at("create", &path)?;
+            drop(f);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .at("chmod", &path)?;
+        }
+        if let Some(uid) = addon.uid {
+            std::os::unix::fs::chown(&path, Some(uid), Some(uid)).at("chown", &path)?;
+        }
+        Ok(())
+    }
+    fn url(&self, addon: &Addon, _cred: &Credential) -> String {
+        sqlite_url(&sqlite_path(addon))
+    }
+    fn server(&self, _addon: &Addon, _program: &Path) -> Option<ServerCommand> {
+        None
+    }
+    fn health(&self, addon: &Addon) -> Result<(), String> {
+        let path = sqlite_path(addon);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(()),
+            Ok(_) => Err(format!("{} is not a file", path.display())),
+            Err(e) => Err(format!("{}: {}", path.display(), roboku_wire::in_words(&e.to_string()))),
+        }
+    }
+    fn backup(&self, addon: &Addon, dest: &Path) -> Result<(), PathError> {
+        let path = sqlite_path(addon);
+        let to = dest.join(path.file_name().unwrap_or_default());
+        std::fs::copy(&path, &to).at("copy", &path).map(drop)
+    }
+    fn destroy(&self, addon: &Addon) -> Result<(), PathError> {
+        let path = sqlite_path(addon);
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let p = PathBuf::from(format!("{}{suffix}", path.display()));
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).at("remove", &p)
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Makes a server add-on's dir `uid:uid 0700` and writes `files` in it `0600`, theirs.
+pub fn write_server_files(
+    dir: &Path,
+    uid: Option<u32>,
+    files: &[(&str, String)],
+) -> Result<(), PathError> {
+    std::fs::create_dir_all(dir.join("data")).at("create dir", dir)?;
+    for d in [dir.to_path_buf(), dir.join("data")] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).at("chmod", &d)?;
+        if let Some(uid) = uid {
+            std::os::unix::fs::chown(&d, Some(uid), Some(uid)).at("chown", &d)?;
+        }
+    }
+    for (name, text) in files {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .at("create", &tmp)?;
+        std::io::Write::write_all(&mut f, text.as_bytes()).at("write", &tmp)?;
+        drop(f);
+        if let Some(uid) = uid {
+            std::os::unix::fs::chown(&tmp, Some(uid), Some(uid)).at("chown", &tmp)?;
+        }
+        std::fs::rename(&tmp, &path).at("rename to", &path)?;
+    }
+    Ok(())
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_have_four_slashes_before_an_absolute_path() {
+        assert_eq!(
+            sqlite_url(Path::new("/var/lib/roboku/data/nav/db.sqlite3")),
+            "sqlite:////var/lib/roboku/data/nav/db.sqlite3"
+        );
+    }
+
+    #[test]
+    fn a_missing_program_names_its_package() {
+        let e = find_program("no-such-server-xyz", "xyz-server").unwrap_err();
+        assert!(e.contains("apt-get install xyz-server"), "{e}");
+        assert!(find_program("sh", "dash").is_ok());
+    }
+
+    #[test]
+    fn sqlite_provisions_a_private_file_and_destroys_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Addon {
+            name: "nav-sqlite".into(),
+            kind: Kind::Sqlite,
+            app: "nav".into(),
+            uid: None,
+            port: None,
+            dir: tmp.path().to_path_buf(),
+            file: None,
+        };
+        assert!(Sqlite.health(&a).is_err());
+        Sqlite.provision(&a, &[]).unwrap();
+        Sqlite.health(&a).unwrap();
+        let mode = std::fs::metadata(sqlite_path(&a)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(Sqlite.can_share(&a).unwrap_err().contains("nav's data dir"));
+        Sqlite.destroy(&a).unwrap();
+        assert!(!sqlite_path(&a).exists());
+    }
+}

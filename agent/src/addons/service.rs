@@ -1,0 +1,181 @@
+//! One add-on server, supervised like a dyno by a task of its own: started as the add-on's uid
+//! in its own process group (and session), tagged like a dyno (so a robokud killed with it
+//! running kills the stray at its next start), restarted with backoff when it dies, stopped
+//! (SIGTERM to the group, then SIGKILL) when asked or when its handle is dropped.
+//! The engine only sends "stop" and reads the latest [`Status`]; it never waits on the process.
+
+use super::state::{Machine, Phase, Status};
+use crate::backoff::BackoffPolicy;
+use crate::supervisor::spawn::{self, RunAs, SpawnSpec};
+use crate::supervisor::watch;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch as tokio_watch};
+
+/// How long a stopping server has between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// A server's log is cut back to nothing at a start when it grew past this.
+const LOG_CAP: u64 = 1 << 20;
+
+pub struct Spec {
+    pub name: String,
+    pub command: String,
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
+    pub run_as: Option<RunAs>,
+    /// Its stdout and stderr (kept small: see [`LOG_CAP`]).
+    pub log: PathBuf,
+    pub policy: BackoffPolicy,
+}
+
+/// The engine's handle on a running service. Dropping it stops the server.
+pub struct Service {
+    stop: Option<oneshot::Sender<()>>,
+    status: tokio_watch::Receiver<Status>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Service {
+    pub fn start(spec: Spec) -> Service {
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let machine = Machine::new(spec.policy);
+        let (status_tx, status_rx) = tokio_watch::channel(machine.status.clone());
+        let task = tokio::spawn(run(spec, machine, status_tx, stop_rx));
+        Service {
+            stop: Some(stop_tx),
+            status: status_rx,
+            task: Some(task),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Asks the server to stop; the returned handle ends once it is down.
+    pub fn stop(mut self) -> Option<tokio::task::JoinHandle<()>> {
+        self.stop.take().map(|s| s.send(()));
+        self.task.take()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn run(
+    spec: Spec,
+    mut m: Machine,
+    status: tokio_watch::Sender<Status>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        let started = Instant::now();
+        match start_once(&spec) {
+            Ok(proc) => {
+                m.spawned(proc.pid);
+                let _ = status.send(m.status.clone());
+                tracing::info!(addon = %spec.name, pid = proc.pid, "add-on server started");
+                let pid = proc.pid;
+                let exit = watch::wait_exit(proc.pid, proc.pidfd);
+                tokio::pin!(exit);
+                tokio::select! {
+                    e = &mut exit => {
+                        let why = e.describe();
+                        tracing::warn!(addon = %spec.name, exit = %why, "add-on server ended");
+                        let jitter = f64::from(super::secure_bytes::<1>()[0]) / 256.0;
+                        match m.ended(why, started.elapsed(), jitter) {
+                            Some(delay) => {
+                                let _ = status.send(m.status.clone());
+                                tokio::select! {
+                                    _ = tokio::time::sleep(delay) => {}
+                                    _ = &mut stop => {
+                                        m.stop();
+                                        let _ = status.send(m.status.clone());
+                                        return;
+                                    }
+                                }
+                                m.restart();
+                                let _ = status.send(m.status.clone());
+                            }
+                            None => return,
+                        }
+                    }
+                    _ = &mut stop => {
+                        m.stop();
+                        let _ = status.send(m.status.clone());
+                        spawn::signal_group(pid, libc::SIGTERM);
+                        let e = match tokio::time::timeout(STOP_GRACE, &mut exit).await {
+                            Ok(e) => e,
+                            Err(_) => {
+                                spawn::signal_group(pid, libc::SIGKILL);
+                                exit.await
+                            }
+                        };
+                        m.ended(e.describe(), started.elapsed(), 0.0);
+                        let _ = status.send(m.status.clone());
+                        tracing::info!(addon = %spec.name, "add-on server stopped");
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(addon = %spec.name, error = %e, "cannot start the add-on server");
+                let delay = m
+                    .ended(format!("could not start: {e}"), Duration::ZERO, 0.5)
+                    .unwrap_or(Duration::ZERO)
+                    .max(Duration::from_millis(500));
+                let _ = status.send(m.status.clone());
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = &mut stop => {
+                        m.stop();
+                        let _ = status.send(m.status.clone());
+                        return;
+                    }
+                }
+                m.restart();
+            }
+        }
+        if matches!(m.status.phase, Phase::Stopped) {
+            return;
+        }
+    }
+}
+
+fn start_once(spec: &Spec) -> Result<spawn::Spawned, String> {
+    use crate::util::IoContext;
+    if std::fs::metadata(&spec.log).is_ok_and(|m| m.len() > LOG_CAP) {
+        let _ = std::fs::remove_file(&spec.log);
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log)
+        .at("open", &spec.log)
+        .map_err(|e| e.to_string())?;
+    if let Some(r) = &spec.run_as {
+        std::os::unix::fs::fchown(&log, Some(r.uid), Some(r.gid))
+            .at("chown", &spec.log)
+            .map_err(|e| e.to_string())?;
+    }
+    spawn::spawn(SpawnSpec {
+        command: spec.command.clone(),
+        cwd: spec.cwd.clone(),
+        env: spec.env.clone(),
+        run_as: spec.run_as.clone(),
+        spool: log,
+        stdin: None,
+        controlling_tty: false,
+        join: Vec::new(),
+        nice: None,
+        groups: Vec::new(),
+        rt: None,
+    })
+    .map_err(|e| format!("spawn {:?}: {e}", spec.command))
+}

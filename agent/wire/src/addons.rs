@@ -1,0 +1,50 @@
+//! Add-ons on the wire: `roboku addons*` and `/v1/apps/{app}/addons...`.
+//!
+//! | method | path                                      | body            | answer            |
+//! |--------|-------------------------------------------|-----------------|-------------------|
+//! | GET    | /v1/apps/{app}/addons                     |                 | `Vec<AddonInfo>`  |
+//! | POST   | /v1/apps/{app}/addons                     | [`CreateAddon`] | [`crate::ConfigChanged`] |
+//! | POST   | /v1/apps/{app}/addons/{name}/attach       | [`AttachAddon`] | [`crate::ConfigChanged`] |
+//! | POST   | /v1/apps/{app}/addons/{name}/detach       |                 | [`crate::ConfigChanged`] |
+//! | POST   | /v1/apps/{app}/addons/{name}/destroy      | [`DestroyAddon`]| [`crate::ConfigChanged`] |
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CreateAddon {
+    /// `sqlite`, `mqtt` or `redis`.
+    pub kind: String,
+    /// The attachment name (`--as`): the config var is `NAME_URL`.
+    #[serde(default, rename = "as")]
+    pub as_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AttachAddon {
+    #[serde(default, rename = "as")]
+    pub as_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DestroyAddon {
+    pub confirm: String,
+}
+
+/// One add-on as an app sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AddonInfo {
+    pub name: String,
+    pub kind: String,
+    /// The app that created it.
+    pub owner: String,
+    /// The config var this app gets.
+    pub var: String,
+    /// Every app it is attached to.
+    pub attached: Vec<String>,
+    /// `provisioned` (a file), `up`, `starting`, `crashed`, `stopped`, or `broken`.
+    pub state: String,
+    pub detail: Option<String>,
+    pub port: Option<u16>,
+    pub pid: Option<i32>,
+    pub restarts: u32,
+}
