@@ -11,6 +11,7 @@ mod parse;
 
 use clap::{Parser, Subcommand};
 use commands::{
+    addons,
     apps, config, deploy, events, gates, git, logs, ps, releases, run, status, AppArg, Ctx,
 };
 use std::path::{Path, PathBuf};
@@ -71,6 +72,20 @@ enum Command {
     /// Wait until every dyno runs the current release (after a deploy, a rollback)
     #[command(name = "ps:wait")]
     PsWait(ps::wait::WaitArgs),
+    /// List an app's add-ons (owned or attached), with their state
+    Addons(AppArg),
+    /// Create an add-on (sqlite, mqtt, redis) and attach it to the app (makes a new release)
+    #[command(name = "addons:create")]
+    AddonsCreate(addons::CreateArgs),
+    /// Attach an existing add-on to another app (makes a new release)
+    #[command(name = "addons:attach")]
+    AddonsAttach(addons::AttachArgs),
+    /// Detach an add-on from an app that does not own it (makes a new release)
+    #[command(name = "addons:detach")]
+    AddonsDetach(addons::DetachArgs),
+    /// Destroy an add-on and its data (makes a new release)
+    #[command(name = "addons:destroy")]
+    AddonsDestroy(addons::DestroyArgs),
     /// Show config vars
     Config(config::ShowArgs),
     /// Print one config var's value
@@ -198,6 +213,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::PsRestart(a) => ps::restart(ctx, a).await?,
         Command::PsStop(a) => ps::stop(ctx, a).await?,
         Command::PsWait(a) => ps::wait::wait(ctx, a).await?,
+        Command::Addons(a) => addons::list(ctx, a).await?,
+        Command::AddonsCreate(a) => addons::create(ctx, a).await?,
+        Command::AddonsAttach(a) => addons::attach(ctx, a).await?,
+        Command::AddonsDetach(a) => addons::detach(ctx, a).await?,
+        Command::AddonsDestroy(a) => addons::destroy(ctx, a).await?,
         Command::Config(a) => config::show(ctx, a).await?,
         Command::ConfigGet(a) => config::get(ctx, a).await?,
         Command::ConfigSet(a) => config::set(ctx, a).await?,

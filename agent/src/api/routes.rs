@@ -183,6 +183,50 @@ async fn route(
             let result = ctx.engine.call_waiting(door, cmd, gate_wait(query)?).await;
             with_log_tail(ctx, app, result).await?
         }
+        (&Method::GET, ["apps", app, "addons"]) => {
+            call(Command::Addons {
+                app: app.to_string(),
+            })
+            .await?
+        }
+        (&Method::POST, ["apps", app, "addons"]) => {
+            let req = json_body(req).await?;
+            let cmd = Command::AddonCreate {
+                app: app.to_string(),
+                req,
+            };
+            let result = ctx.engine.call_waiting(door, cmd, gate_wait(query)?).await;
+            with_log_tail(ctx, app, result).await?
+        }
+        (&Method::POST, ["apps", app, "addons", name, verb]) => {
+            let (app, name) = (app.to_string(), name.to_string());
+            let cmd = match *verb {
+                "attach" => Command::AddonAttach {
+                    app: app.clone(),
+                    name,
+                    req: json_body_or_default(req).await?,
+                },
+                "detach" => Command::AddonDetach {
+                    app: app.clone(),
+                    name,
+                },
+                "destroy" => {
+                    let body: wire::addons::DestroyAddon = json_body(req).await?;
+                    Command::AddonDestroy {
+                        app: app.clone(),
+                        name,
+                        confirm: body.confirm,
+                    }
+                }
+                other => {
+                    return Err(EngineError::NotFound(format!(
+                        "no add-on action {other:?} (attach, detach or destroy)"
+                    )))
+                }
+            };
+            let result = ctx.engine.call_waiting(door, cmd, gate_wait(query)?).await;
+            with_log_tail(ctx, &app, result).await?
+        }
         (&Method::GET, ["apps", app, "releases"]) => {
             call(Command::Releases {
                 app: app.to_string(),

@@ -2,6 +2,7 @@
 //! (the client and the `--json` switch) and return `anyhow::Result`; `main` maps errors to exit
 //! codes.
 
+pub mod addons;
 pub mod apps;
 pub mod bundle;
 pub mod config;

@@ -1,0 +1,131 @@
+//! `addons`, `addons:create`, `addons:attach`, `addons:detach`, `addons:destroy`: backing
+//! services on the robot (see docs/addons.md). Each change sets or removes a config var, which
+//! makes a new release, as on Heroku.
+
+use super::{app_path, AppArg, Ctx};
+use crate::output::{self, outln};
+use roboku_wire::addons::{AddonInfo, AttachAddon, CreateAddon, DestroyAddon};
+use roboku_wire::ConfigChanged;
+use serde_json::Value;
+
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// sqlite, mqtt or redis
+    pub kind: String,
+    #[command(flatten)]
+    pub app: AppArg,
+    /// Attachment name: the config var is NAME_URL (default DATABASE, MQTT, REDIS)
+    #[arg(long = "as", value_name = "NAME")]
+    pub as_name: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AttachArgs {
+    /// The add-on (e.g. nav-mqtt)
+    pub name: String,
+    #[command(flatten)]
+    pub app: AppArg,
+    /// Attachment name: the config var is NAME_URL
+    #[arg(long = "as", value_name = "NAME")]
+    pub as_name: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DetachArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub app: AppArg,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DestroyArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub app: AppArg,
+    /// The owning app's name again, to confirm (the add-on's data goes)
+    #[arg(long, value_name = "APP", default_value = "")]
+    pub confirm: String,
+}
+
+pub async fn list(ctx: &Ctx, args: AppArg) -> anyhow::Result<()> {
+    let v: Value = ctx.client.get(&app_path(&args.app, "/addons")).await?;
+    let Some(list) = ctx.typed::<Vec<AddonInfo>>(v)? else {
+        return Ok(());
+    };
+    if list.is_empty() {
+        return Ok(outln!("{} has no add-ons (roboku addons:create sqlite -a {})", args.app, args.app)?);
+    }
+    let mut rows = vec![["NAME", "KIND", "AS", "OWNER", "ATTACHED", "STATE"]
+        .map(String::from)
+        .to_vec()];
+    for a in &list {
+        let mut state = a.state.clone();
+        if a.restarts > 0 {
+            state.push_str(&format!(" ({} restarts)", a.restarts));
+        }
+        rows.push(vec![
+            a.name.clone(),
+            a.kind.clone(),
+            a.var.clone(),
+            a.owner.clone(),
+            a.attached.join(","),
+            state,
+        ]);
+    }
+    Ok(output::print(&output::table(&rows))?)
+}
+
+pub async fn create(ctx: &Ctx, args: CreateArgs) -> anyhow::Result<()> {
+    let app = &args.app.app;
+    let body = CreateAddon {
+        kind: args.kind.clone(),
+        as_name: args.as_name,
+    };
+    let v: Value = ctx.client.post(&app_path(app, "/addons"), &body).await?;
+    changed(ctx, v, &format!("Creating {} on {app}", args.kind))
+}
+
+pub async fn attach(ctx: &Ctx, args: AttachArgs) -> anyhow::Result<()> {
+    let app = &args.app.app;
+    let body = AttachAddon {
+        as_name: args.as_name,
+    };
+    let path = app_path(app, &format!("/addons/{}/attach", args.name));
+    let v: Value = ctx.client.post(&path, &body).await?;
+    changed(ctx, v, &format!("Attaching {} to {app}", args.name))
+}
+
+pub async fn detach(ctx: &Ctx, args: DetachArgs) -> anyhow::Result<()> {
+    let app = &args.app.app;
+    let path = app_path(app, &format!("/addons/{}/detach", args.name));
+    let v: Value = ctx.client.post(&path, &serde_json::json!({})).await?;
+    changed(ctx, v, &format!("Detaching {} from {app}", args.name))
+}
+
+pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> anyhow::Result<()> {
+    let app = &args.app.app;
+    let body = DestroyAddon {
+        confirm: args.confirm,
+    };
+    let path = app_path(app, &format!("/addons/{}/destroy", args.name));
+    let v: Value = ctx.client.post(&path, &body).await?;
+    changed(ctx, v, &format!("Destroying {} on {app}", args.name))
+}
+
+/// `Creating sqlite on nav... done, v4 (DATABASE_URL)`.
+fn changed(ctx: &Ctx, v: Value, doing: &str) -> anyhow::Result<()> {
+    if v.get("message").is_some() {
+        let Some(done) = ctx.typed::<roboku_wire::Done>(v)? else {
+            return Ok(());
+        };
+        return Ok(outln!("{doing}... done: {}", done.message)?);
+    }
+    let Some(c) = ctx.typed::<ConfigChanged>(v)? else {
+        return Ok(());
+    };
+    match c.release {
+        Some(r) => outln!("{doing}... done, v{} ({})", r.version, r.description)?,
+        None => outln!("{doing}... done (no release yet: the next deploy gets the config var)")?,
+    }
+    Ok(())
+}
