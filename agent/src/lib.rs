@@ -261,7 +261,7 @@ fn cgroup_holder(settings: &Settings) -> Option<std::path::PathBuf> {
 }
 
 /// Creates the data dir layout. App users may pass through the data dir, `slugs/`, `tmp/` and
-/// `cache/` (0711) to what is theirs inside, but list none of them; the rest is root's (0700).
+/// `cache/`, `data/`, `addons/` (0711) to what is theirs inside, but list none of them; the rest is root's (0700).
 fn prepare_dirs(settings: &Settings) -> Result<(), util::PathError> {
     use std::os::unix::fs::PermissionsExt;
     for (dir, mode) in [
@@ -272,6 +272,8 @@ fn prepare_dirs(settings: &Settings) -> Result<(), util::PathError> {
         (settings.tmp_dir(), 0o711),
         (settings.cache_root(), 0o711),
         (settings.dyno_sockets_dir(), 0o711),
+        (settings.data_root(), crate::addons::data::ROOT_MODE),
+        (settings.addons_dir(), 0o711),
     ] {
         std::fs::create_dir_all(&dir).at("create dir", &dir)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).at("chmod", &dir)?;

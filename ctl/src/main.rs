@@ -11,8 +11,7 @@ mod parse;
 
 use clap::{Parser, Subcommand};
 use commands::{
-    addons,
-    apps, config, deploy, events, gates, git, logs, ps, releases, run, status, AppArg, Ctx,
+    addons, apps, config, deploy, events, gates, git, logs, ps, releases, run, status, AppArg, Ctx,
 };
 use std::path::{Path, PathBuf};
 

@@ -53,7 +53,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("data");
         let dir = root.join("nav");
-        let me = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+        let me = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
         ensure(&root, &dir, Some(me)).unwrap();
         let m = std::fs::metadata(&dir).unwrap();
         assert_eq!(m.mode() & 0o7777, DIR_MODE);
@@ -61,7 +64,11 @@ mod tests {
         std::fs::write(dir.join("kept"), "x").unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         ensure(&root, &dir, Some(me)).unwrap();
-        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o7777, DIR_MODE, "mode repaired");
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().mode() & 0o7777,
+            DIR_MODE,
+            "mode repaired"
+        );
         assert!(dir.join("kept").exists(), "contents kept");
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::write(&dir, "").unwrap();

@@ -156,7 +156,10 @@ mod tests {
     fn kinds_parse_and_name_the_choices() {
         assert_eq!(Kind::parse("mqtt"), Ok(Kind::Mqtt));
         let e = Kind::parse("postgres").unwrap_err();
-        assert!(e.contains("postgres") && e.contains("sqlite, mqtt, redis"), "{e}");
+        assert!(
+            e.contains("postgres") && e.contains("sqlite, mqtt, redis"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -185,6 +185,9 @@ mod tests {
             dir: "/d".into(),
             file: None,
         };
-        assert_eq!(Mqtt.url(&addon, &cred("nav")), "mqtt://nav-u:pw@127.0.0.1:20001");
+        assert_eq!(
+            Mqtt.url(&addon, &cred("nav")),
+            "mqtt://nav-u:pw@127.0.0.1:20001"
+        );
     }
 }

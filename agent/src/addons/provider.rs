@@ -81,7 +81,9 @@ pub fn find_program(program: &str, package: &str) -> Result<PathBuf, String> {
 
 /// The sqlite database file of an add-on.
 pub fn sqlite_path(addon: &Addon) -> PathBuf {
-    addon.dir.join(addon.file.as_deref().unwrap_or("db.sqlite3"))
+    addon
+        .dir
+        .join(addon.file.as_deref().unwrap_or("db.sqlite3"))
 }
 
 /// `sqlite:////abs/path` (Heroku style: `sqlite://` then the absolute path).
@@ -135,7 +137,11 @@ impl Provider for Sqlite {
         match std::fs::metadata(&path) {
             Ok(m) if m.is_file() => Ok(()),
             Ok(_) => Err(format!("{} is not a file", path.display())),
-            Err(e) => Err(format!("{}: {}", path.display(), roboku_wire::in_words(&e.to_string()))),
+            Err(e) => Err(format!(
+                "{}: {}",
+                path.display(),
+                roboku_wire::in_words(&e.to_string())
+            )),
         }
     }
     fn backup(&self, addon: &Addon, dest: &Path) -> Result<(), PathError> {
@@ -227,7 +233,10 @@ mod tests {
         assert!(Sqlite.health(&a).is_err());
         Sqlite.provision(&a, &[]).unwrap();
         Sqlite.health(&a).unwrap();
-        let mode = std::fs::metadata(sqlite_path(&a)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(sqlite_path(&a))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(Sqlite.can_share(&a).unwrap_err().contains("nav's data dir"));
         Sqlite.destroy(&a).unwrap();

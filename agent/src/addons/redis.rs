@@ -60,7 +60,11 @@ impl Provider for Redis {
     }
     fn server(&self, addon: &Addon, program: &Path) -> Option<ServerCommand> {
         Some(ServerCommand {
-            command: format!("exec {} {}/redis.conf", program.display(), addon.dir.display()),
+            command: format!(
+                "exec {} {}/redis.conf",
+                program.display(),
+                addon.dir.display()
+            ),
         })
     }
     fn health(&self, addon: &Addon) -> Result<(), String> {

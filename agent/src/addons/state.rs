@@ -8,9 +8,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Phase {
     Starting,
-    Up { pid: i32 },
+    Up {
+        pid: i32,
+    },
     /// Crashed (or could not start); starts again after `delay`.
-    Backoff { delay: Duration },
+    Backoff {
+        delay: Duration,
+    },
     Stopping,
     Stopped,
 }
@@ -116,7 +120,10 @@ mod tests {
         m.spawned(10);
         assert_eq!(m.status.phase, Phase::Up { pid: 10 });
         let short = Duration::from_millis(5);
-        assert_eq!(m.ended("killed by SIGKILL".into(), short, 0.0), Some(Duration::ZERO));
+        assert_eq!(
+            m.ended("killed by SIGKILL".into(), short, 0.0),
+            Some(Duration::ZERO)
+        );
         assert!(m.restart());
         m.spawned(11);
         let d2 = m.ended("x".into(), short, 0.0).unwrap();
@@ -131,7 +138,10 @@ mod tests {
         assert_eq!(m.status.last_exit.as_deref(), Some("x"));
         // A stable run resets the count: the next crash restarts at once again.
         m.restart();
-        assert_eq!(m.ended("x".into(), Duration::from_secs(61), 0.5), Some(Duration::ZERO));
+        assert_eq!(
+            m.ended("x".into(), Duration::from_secs(61), 0.5),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]

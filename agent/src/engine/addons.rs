@@ -69,7 +69,10 @@ impl Engine {
                     user: a.user.clone(),
                     password: a.password.clone(),
                 };
-                Some((a.var.clone(), addons::provider(addon.kind).url(&addon, &cred)))
+                Some((
+                    a.var.clone(),
+                    addons::provider(addon.kind).url(&addon, &cred),
+                ))
             })
             .collect()
     }
@@ -156,10 +159,21 @@ impl Engine {
             .collect()
     }
 
-    fn new_attachment(&self, addon: &str, app: &str, as_name: Option<&str>, kind: Kind) -> Result<AttachmentRow> {
+    fn new_attachment(
+        &self,
+        addon: &str,
+        app: &str,
+        as_name: Option<&str>,
+        kind: Kind,
+    ) -> Result<AttachmentRow> {
         let var = addons::attachment_var(as_name.unwrap_or(kind.default_attachment()))
             .map_err(EngineError::BadRequest)?;
-        if self.store.attachments()?.iter().any(|a| a.app == app && a.var == var) {
+        if self
+            .store
+            .attachments()?
+            .iter()
+            .any(|a| a.app == app && a.var == var)
+        {
             return Err(EngineError::Conflict(format!(
                 "{app} already has an add-on attached as {var}; pick another name with --as"
             )));
@@ -178,7 +192,13 @@ impl Engine {
         })
     }
 
-    fn set_var(&mut self, door: Door, app: &str, var: &str, value: Option<String>) -> Result<Reply> {
+    fn set_var(
+        &mut self,
+        door: Door,
+        app: &str,
+        var: &str,
+        value: Option<String>,
+    ) -> Result<Reply> {
         let mut change = wire::ConfigChange::default();
         match value {
             Some(v) => {
@@ -213,9 +233,16 @@ impl Engine {
         let root = nix::unistd::geteuid().is_root();
         let (uid, port, file) = match kind {
             Kind::Sqlite => {
-                let owner = self.cache(app)?.run_as.clone().map_err(EngineError::Conflict)?;
+                let owner = self
+                    .cache(app)?
+                    .run_as
+                    .clone()
+                    .map_err(EngineError::Conflict)?;
                 let taken = self.store.addons()?;
-                let file = if taken.iter().any(|a| a.app == app && a.file.as_deref() == Some("db.sqlite3")) {
+                let file = if taken
+                    .iter()
+                    .any(|a| a.app == app && a.file.as_deref() == Some("db.sqlite3"))
+                {
                     format!("{name}.sqlite3")
                 } else {
                     "db.sqlite3".to_string()
@@ -224,7 +251,10 @@ impl Engine {
             }
             _ => {
                 let uid = if root {
-                    let range = self.settings.app_uid_range().map_err(EngineError::Conflict)?;
+                    let range = self
+                        .settings
+                        .app_uid_range()
+                        .map_err(EngineError::Conflict)?;
                     Some(self.store.free_uid(range, &super::isolation::host_has_id)?)
                 } else {
                     None
@@ -248,18 +278,6 @@ impl Engine {
             created_at: now_ms(),
         };
         let addon = self.addon_of(&row)?;
-        if kind != Kind::Sqlite {
-            // Searchable, not listable: each server reaches its own dir only.
-            let root_dir = self.settings.addons_dir();
-            std::fs::create_dir_all(&root_dir)
-                .and_then(|()| {
-                    std::fs::set_permissions(
-                        &root_dir,
-                        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-                    )
-                })
-                .map_err(|e| EngineError::Internal(format!("create {}: {e}", root_dir.display())))?;
-        }
         let cred = Credential {
             app: app.to_string(),
             user: att.user.clone(),
@@ -270,8 +288,17 @@ impl Engine {
             .map_err(|e| EngineError::Internal(format!("provisioning {name}: {e}")))?;
         self.store.create_addon(&row, &att)?;
         self.start_service(&row)?;
-        self.event(door, Some(app), "create add-on", &format!("{name} ({kind}) as {}", att.var));
-        self.logs.system(app, "roboku", format!("Add-on {name} ({kind}) created as {}", att.var));
+        self.event(
+            door,
+            Some(app),
+            "create add-on",
+            &format!("{name} ({kind}) as {}", att.var),
+        );
+        self.logs.system(
+            app,
+            "roboku",
+            format!("Add-on {name} ({kind}) created as {}", att.var),
+        );
         let url = provider.url(&addon, &cred);
         self.set_var(door, app, &att.var, Some(url))
     }
@@ -291,8 +318,15 @@ impl Engine {
         provider
             .can_share(&addon)
             .map_err(|e| EngineError::Conflict(format!("cannot attach {name} to {app}: {e}")))?;
-        if self.store.attachments()?.iter().any(|a| a.addon == name && a.app == app) {
-            return Err(EngineError::Conflict(format!("{name} is already attached to {app}")));
+        if self
+            .store
+            .attachments()?
+            .iter()
+            .any(|a| a.addon == name && a.app == app)
+        {
+            return Err(EngineError::Conflict(format!(
+                "{name} is already attached to {app}"
+            )));
         }
         let att = self.new_attachment(name, app, req.as_name.as_deref(), addon.kind)?;
         self.store.attach_addon(&att)?;
@@ -302,7 +336,12 @@ impl Engine {
             user: att.user.clone(),
             password: att.password.clone(),
         };
-        self.event(door, Some(app), "attach add-on", &format!("{name} as {}", att.var));
+        self.event(
+            door,
+            Some(app),
+            "attach add-on",
+            &format!("{name} as {}", att.var),
+        );
         self.set_var(door, app, &att.var, Some(provider.url(&addon, &cred)))
     }
 
@@ -348,8 +387,17 @@ impl Engine {
                 "destroying {name} and its data needs --confirm {app} (got {confirm:?})"
             )));
         }
-        let atts: Vec<_> = self.store.attachments()?.into_iter().filter(|a| a.addon == name).collect();
-        let others: Vec<_> = atts.iter().filter(|a| a.app != app).map(|a| a.app.clone()).collect();
+        let atts: Vec<_> = self
+            .store
+            .attachments()?
+            .into_iter()
+            .filter(|a| a.addon == name)
+            .collect();
+        let others: Vec<_> = atts
+            .iter()
+            .filter(|a| a.app != app)
+            .map(|a| a.app.clone())
+            .collect();
         if !others.is_empty() {
             return Err(EngineError::Conflict(format!(
                 "{name} is still attached to {}: detach it there first",
@@ -360,7 +408,8 @@ impl Engine {
         self.store.delete_addon(name)?;
         self.remove_addon_files(&row)?;
         self.event(door, Some(app), "destroy add-on", name);
-        self.logs.system(app, "roboku", format!("Add-on {name} destroyed"));
+        self.logs
+            .system(app, "roboku", format!("Add-on {name} destroyed"));
         match var {
             Some(var) => self.set_var(door, app, &var, None),
             None => Ok(Reply::Done(wire::Done {
@@ -372,7 +421,10 @@ impl Engine {
     /// Stops the add-on's server, then (off the engine) removes its files.
     fn remove_addon_files(&mut self, row: &AddonRow) -> Result<()> {
         let addon = self.addon_of(row)?;
-        let stopped = self.addon_services.remove(&row.name).and_then(Service::stop);
+        let stopped = self
+            .addon_services
+            .remove(&row.name)
+            .and_then(Service::stop);
         tokio::spawn(async move {
             if let Some(h) = stopped {
                 let _ = h.await;
@@ -389,7 +441,12 @@ impl Engine {
 
     /// Before an app is destroyed: its add-ons go with it, unless another app still uses one.
     pub(super) fn destroy_app_addons(&mut self, app: &str) -> Result<()> {
-        let owned: Vec<_> = self.store.addons()?.into_iter().filter(|a| a.app == app).collect();
+        let owned: Vec<_> = self
+            .store
+            .addons()?
+            .into_iter()
+            .filter(|a| a.app == app)
+            .collect();
         let atts = self.store.attachments()?;
         for row in &owned {
             let users: Vec<_> = atts
@@ -428,7 +485,12 @@ impl Engine {
                 (Ok(()), None) if addon.kind == Kind::Sqlite => {
                     ("provisioned".to_string(), None, 0, None)
                 }
-                (Ok(()), None) => ("stopped".to_string(), None, 0, Some("no server running".into())),
+                (Ok(()), None) => (
+                    "stopped".to_string(),
+                    None,
+                    0,
+                    Some("no server running".into()),
+                ),
                 (Ok(()), Some(s)) => (
                     s.phase.name().to_string(),
                     match s.phase {
@@ -444,7 +506,11 @@ impl Engine {
                 kind: row.kind.clone(),
                 owner: row.app.clone(),
                 var: mine.var.clone(),
-                attached: atts.iter().filter(|a| a.addon == row.name).map(|a| a.app.clone()).collect(),
+                attached: atts
+                    .iter()
+                    .filter(|a| a.addon == row.name)
+                    .map(|a| a.app.clone())
+                    .collect(),
                 state,
                 detail,
                 port: row.port,

@@ -70,7 +70,11 @@ impl Engine {
             }
         }
         let data_dir = self.settings.app_data_dir(app);
-        let owner = run_as.as_ref().ok().and_then(Option::as_ref).map(|r| (r.uid, r.gid));
+        let owner = run_as
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .map(|r| (r.uid, r.gid));
         if let Err(e) = crate::addons::data::ensure(&self.settings.data_root(), &data_dir, owner) {
             tracing::warn!(app, error = %e, "cannot make the app's persistent data dir");
         }

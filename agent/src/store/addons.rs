@@ -179,12 +179,19 @@ mod tests {
         assert!(s.attach_addon(&att("ui")).is_err(), "attached once");
         assert_eq!(s.attachments().unwrap().len(), 2);
         assert_eq!(s.free_uid((61000, 61010), &|_| false).unwrap(), 61009);
-        assert_ne!(s.allocate_uid("ui", (61000, 61010), &|_| false).unwrap(), uid);
+        assert_ne!(
+            s.allocate_uid("ui", (61000, 61010), &|_| false).unwrap(),
+            uid
+        );
         assert_ne!(nav_uid, uid);
         s.detach_addon("nav-mqtt", "ui").unwrap();
         assert_eq!(s.attachments().unwrap().len(), 1);
         s.rename_app("nav", "nav2", 3, "cli").unwrap();
-        assert_eq!(s.addon("nav-mqtt").unwrap().unwrap().app, "nav2", "moves with a rename");
+        assert_eq!(
+            s.addon("nav-mqtt").unwrap().unwrap().app,
+            "nav2",
+            "moves with a rename"
+        );
         assert_eq!(s.attachments().unwrap()[0].app, "nav2");
         s.delete_addon("nav-mqtt").unwrap();
         assert!(s.addons().unwrap().is_empty() && s.attachments().unwrap().is_empty());

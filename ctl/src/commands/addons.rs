@@ -53,7 +53,11 @@ pub async fn list(ctx: &Ctx, args: AppArg) -> anyhow::Result<()> {
         return Ok(());
     };
     if list.is_empty() {
-        return Ok(outln!("{} has no add-ons (roboku addons:create sqlite -a {})", args.app, args.app)?);
+        return Ok(outln!(
+            "{} has no add-ons (roboku addons:create sqlite -a {})",
+            args.app,
+            args.app
+        )?);
     }
     let mut rows = vec![["NAME", "KIND", "AS", "OWNER", "ATTACHED", "STATE"]
         .map(String::from)
