@@ -83,6 +83,10 @@ impl Engine {
             crate::addons::data::VAR.into(),
             data_dir.display().to_string(),
         );
+        own_env.insert(
+            roboku_wire::gates::DYNO_SOCKET_VAR.into(),
+            self.settings.dyno_socket(app).display().to_string(),
+        );
         let grace = Duration::from_secs(row.grace_secs.unwrap_or(self.settings.grace_secs));
         let cache = AppCache {
             own_env,
@@ -95,7 +99,6 @@ impl Engine {
             run_as,
             user_name,
             grace,
-            dyno_socket: self.settings.dyno_socket(app),
         };
         self.router_errors.remove(app);
         self.apps.insert(app.to_string(), cache);

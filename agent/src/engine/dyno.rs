@@ -161,8 +161,8 @@ impl Dyno {
 }
 
 /// A dyno's environment: PATH, the slug's `.env`, the release's config vars, then what roboku
-/// sets itself (`own`: ROBOKU_DATA and the add-on vars as attached now; then PORT, DYNO,
-/// ROBOKU_APP, ROBOKU_RELEASE, HOME), which nothing overrides.
+/// sets itself (`own`: ROBOKU_DATA, the dyno socket and the add-on vars as attached now; then
+/// PORT, DYNO, ROBOKU_APP, ROBOKU_RELEASE, HOME), which nothing overrides.
 pub(super) fn dyno_env(
     dotenv: &BTreeMap<String, String>,
     own: &BTreeMap<String, String>,
@@ -171,7 +171,6 @@ pub(super) fn dyno_env(
     app: &str,
     name: &str,
     port: u16,
-    socket: &std::path::Path,
 ) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
@@ -183,10 +182,6 @@ pub(super) fn dyno_env(
     env.insert("ROBOKU_APP".into(), app.to_string());
     env.insert("ROBOKU_RELEASE".into(), format!("v{}", release.version));
     env.insert("HOME".into(), slug_dir.display().to_string());
-    env.insert(
-        roboku_wire::gates::DYNO_SOCKET_VAR.into(),
-        socket.display().to_string(),
-    );
     env
 }
 

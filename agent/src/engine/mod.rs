@@ -191,8 +191,6 @@ struct AppCache {
     /// What roboku adds to every dyno's env over the config vars: `ROBOKU_DATA` and the add-on
     /// attachments' vars as they are now.
     own_env: BTreeMap<String, String>,
-    /// The app's dyno socket (`$ROBOKU_DYNO_SOCKET`).
-    dyno_socket: PathBuf,
     user_name: String,
     grace: Duration,
 }

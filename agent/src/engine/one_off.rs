@@ -95,7 +95,6 @@ impl Engine {
             app,
             &name,
             port,
-            &cache.dyno_socket,
         );
         // Tagged like every dyno; forked before its row is saved, so an agent killed in between
         // leaves a tagged, unrecorded process that the next start kills (one-offs never outlive

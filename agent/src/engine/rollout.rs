@@ -88,7 +88,6 @@ impl Engine {
             app,
             "release.1",
             0,
-            &cache.dyno_socket,
         );
         // Tagged but never recorded: a robokud killed mid-phase kills it at its next start (and
         // runs the phase again as it finishes the rollout).
@@ -311,7 +310,6 @@ impl Engine {
                 &key.0,
                 &d.name,
                 d.port,
-                &cache.dyno_socket,
             ),
             cwd: slug_dir,
             run_as: cache.run_as.clone().ok().flatten().map(|r| (r.uid, r.gid)),

@@ -47,7 +47,6 @@ impl Engine {
             &app,
             &name,
             port,
-            &cache.dyno_socket,
         );
         let rel = super::dyno::instance_tag(key, instance);
         orphans::tag(&mut env, &self.settings.data_dir, &rel);

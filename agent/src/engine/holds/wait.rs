@@ -175,10 +175,8 @@ impl Engine {
             .map(|r| (r.uid, r.gid));
         let dyno_env = cache.and_then(|c| {
             let (release, slug) = (c.release.as_ref()?, c.slug_dir.as_ref()?);
-            let socket = self.settings.dyno_socket(app);
-            let env = crate::engine::dyno::dyno_env(
-                &c.dotenv, &c.own_env, release, slug, app, "gate", 0, &socket,
-            );
+            let env =
+                crate::engine::dyno::dyno_env(&c.dotenv, &c.own_env, release, slug, app, "gate", 0);
             Some((env, slug.clone()))
         });
         let (env, cwd) = dyno_env.unwrap_or_else(|| {
