@@ -80,6 +80,9 @@ pub struct Settings {
     pub bundle_inbox: PathBuf,
     /// Milliseconds between scans of the watched directory (0: not watched).
     pub bundle_scan_ms: u64,
+    /// CA bundle that `syslog+tls://` and `https://` log drains verify their receiver against
+    /// (default: the system bundle).
+    pub drain_ca_file: Option<PathBuf>,
     /// Fleet control over MQTT (off unless `mqtt.broker` is set).
     pub mqtt: MqttSettings,
 }
@@ -115,6 +118,7 @@ impl Default for Settings {
             gate_poll_ms: 2000,
             bundle_inbox: PathBuf::new(),
             bundle_scan_ms: 2000,
+            drain_ca_file: None,
             mqtt: MqttSettings::default(),
         }
     }
@@ -228,6 +232,10 @@ impl Settings {
     /// One app's dyno socket (`$ROBOKU_DYNO_SOCKET` in its dynos), its uid's alone.
     pub fn dyno_socket(&self, app: &str) -> PathBuf {
         self.dyno_sockets_dir().join(format!("{app}.sock"))
+    }
+    /// Log drains' cursors and counters, `<id>.json` each.
+    pub fn drains_dir(&self) -> PathBuf {
+        self.data_dir.join("drains")
     }
     /// Offline bundles: `work/` (copies being applied), `done/`, `rejected/`.
     pub fn bundles_dir(&self) -> PathBuf {

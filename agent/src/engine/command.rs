@@ -177,6 +177,18 @@ pub enum Command {
         app: String,
         report: wire::gates::SetHealth,
     },
+    Drains {
+        app: String,
+    },
+    AddDrain {
+        app: String,
+        url: String,
+    },
+    /// `which`: the drain's id or URL.
+    RemoveDrain {
+        app: String,
+        which: String,
+    },
 }
 
 impl Command {
@@ -201,7 +213,9 @@ impl Command {
             | Command::UnsetGate { app, .. }
             | Command::TakeHold { app, .. }
             | Command::ReleaseHold { app, .. }
-            | Command::SetHealth { app, .. } => Some(app),
+            | Command::SetHealth { app, .. }
+            | Command::AddDrain { app, .. }
+            | Command::RemoveDrain { app, .. } => Some(app),
             Command::Status
             | Command::ListApps
             | Command::AppInfo { .. }
@@ -213,6 +227,7 @@ impl Command {
             | Command::Releases { .. }
             | Command::Events { .. }
             | Command::Gates { .. }
+            | Command::Drains { .. }
             | Command::Shutdown
             | Command::Ping => None,
         }
@@ -246,6 +261,8 @@ pub enum Reply {
     Gates(wire::gates::GatesReport),
     Hold(wire::gates::HoldInfo),
     Health(wire::gates::DynoHealth),
+    Drains(Vec<wire::drains::DrainInfo>),
+    Drain(wire::drains::DrainInfo),
     /// Internal: the answer comes when the rename of `from` ends (never sent to a door).
     #[serde(skip)]
     Renaming {
@@ -392,6 +409,11 @@ impl super::Engine {
                 self.release_hold(door, &app, &name).map(Reply::Done)
             }
             Command::SetHealth { app, report } => self.set_health(&app, report).map(Reply::Health),
+            Command::Drains { app } => self.list_drains(&app).map(Reply::Drains),
+            Command::AddDrain { app, url } => self.add_drain(door, &app, &url).map(Reply::Drain),
+            Command::RemoveDrain { app, which } => {
+                self.remove_drain(door, &app, &which).map(Reply::Done)
+            }
             Command::Shutdown | Command::Gates { .. } => Err(EngineError::BadRequest(
                 "shutdown and gates are handled by the loop".into(),
             )),

@@ -10,6 +10,7 @@ mod adopt;
 mod apps;
 mod command;
 mod confine;
+mod drains;
 mod dyno;
 pub(crate) mod formation;
 mod gate;
@@ -243,6 +244,8 @@ pub struct Engine {
     dyno_door_errors: BTreeMap<String, String>,
     /// This engine's own request channel, for its dyno sockets.
     weak: WeakEngine,
+    /// The log drains' tasks.
+    drains: crate::drains::Drains,
 }
 
 /// Starts the engine task: opens nothing itself (the caller passes the store, cgroups and logs),
@@ -272,6 +275,7 @@ pub fn start(
     };
     let sample = Duration::from_secs(settings.sample_secs.max(1));
     let weak = WeakEngine(tx.downgrade());
+    let drains = crate::drains::Drains::new(&settings, logs.clone());
     let engine = Engine {
         settings,
         store,
@@ -305,6 +309,7 @@ pub fn start(
         dyno_doors: BTreeMap::new(),
         dyno_door_errors: BTreeMap::new(),
         weak,
+        drains,
     };
     let task = tokio::spawn(engine.run(rx, internal_rx, ready_tx));
     (
@@ -329,6 +334,7 @@ impl Engine {
         self.restore_healths();
         self.start_ordered();
         self.flush();
+        self.start_drains();
         let _ = ready.send(());
         loop {
             let wake = self.next_wake();
@@ -352,6 +358,7 @@ impl Engine {
                 break;
             }
         }
+        self.drains.stop_all();
         self.flush();
     }
 

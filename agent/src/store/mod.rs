@@ -10,6 +10,7 @@
 //! including the time, so the store stays deterministic under test.
 
 mod apps;
+mod drains;
 mod dynos;
 mod events;
 mod formation;
@@ -19,6 +20,7 @@ mod rename;
 mod schema;
 
 use crate::util::{IoContext, PathError};
+pub use drains::DrainRow;
 pub use gates::{GateRow, HealthRow, HoldRow};
 use roboku_wire::fleet::Artifact;
 use roboku_wire::{ExitInfo, Limits, ReleaseBuildpack};

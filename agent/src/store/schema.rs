@@ -49,7 +49,27 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         op: "migrate to 8",
         sql: V8,
     },
+    // Issue 17's slot 10 (version 10 once slot 9 is merged before it).
+    Migration {
+        op: "migrate to 10 (drains)",
+        sql: V10_DRAINS,
+    },
 ];
+
+/// Version 10 (issue 17): log drains. Where each drain has got to (its cursor into the app's
+/// log store) and its counters are not here but in `<data>/drains/<id>.json`, written by the
+/// drain's own task, so delivery never waits on the engine.
+const V10_DRAINS: &str = "
+CREATE TABLE drains (
+    id         TEXT PRIMARY KEY,
+    app        TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    url        TEXT NOT NULL,
+    token      TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    door       TEXT NOT NULL,
+    UNIQUE (app, url)
+) STRICT;
+";
 
 /// Version 8: the buildpacks a release's slug was built with (JSON list of `{source, commit}`,
 /// git buildpacks pinned to the commit they were at), so `deploy --buildpacks-of vN` can build
