@@ -31,7 +31,7 @@ pub const MAX_PER_APP: usize = 8;
 
 /// What a drain's task is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stop {
+pub(crate) enum Told {
     Run,
     /// Save the cursor and end (robokud stops, or the app is renamed).
     Stop,
@@ -42,7 +42,7 @@ pub(crate) enum Stop {
 struct Running {
     app: String,
     status: watch::Receiver<DrainCounters>,
-    stop: watch::Sender<Stop>,
+    stop: watch::Sender<Told>,
 }
 
 /// The running drains, owned by the engine. Every method returns at once.
@@ -73,7 +73,7 @@ impl Drains {
 
     /// Starts delivering `row` (again, if it was running). Must be called inside a tokio runtime.
     pub fn start(&mut self, row: &DrainRow) {
-        self.stop(&row.id, Stop::Stop);
+        self.stop(&row.id, Told::Stop);
         let target = match url::parse(&row.url) {
             Ok(t) => t,
             Err(e) => {
@@ -99,7 +99,7 @@ impl Drains {
             tracing::warn!(dir = %self.state_dir.display(), error = %e, "cannot create the drains state dir");
         }
         let (status_tx, status) = watch::channel(DrainCounters::default());
-        let (stop, stop_rx) = watch::channel(Stop::Run);
+        let (stop, stop_rx) = watch::channel(Told::Run);
         let drain = task::Drain {
             id: row.id.clone(),
             app: row.app.clone(),
@@ -125,7 +125,7 @@ impl Drains {
         self.state_dir.join(format!("{id}.json"))
     }
 
-    fn stop(&mut self, id: &str, how: Stop) {
+    fn stop(&mut self, id: &str, how: Told) {
         if let Some(r) = self.running.remove(id) {
             let _ = r.stop.send(how);
         }
@@ -134,7 +134,7 @@ impl Drains {
     /// A removed drain: its task ends and deletes its state.
     pub fn forget(&mut self, id: &str) {
         if self.running.contains_key(id) {
-            self.stop(id, Stop::Forget);
+            self.stop(id, Told::Forget);
         } else {
             let _ = std::fs::remove_file(self.state_path(id));
         }
@@ -151,7 +151,7 @@ impl Drains {
         for id in ids {
             match forget {
                 true => self.forget(&id),
-                false => self.stop(&id, Stop::Stop),
+                false => self.stop(&id, Told::Stop),
             }
         }
     }
@@ -159,7 +159,7 @@ impl Drains {
     /// Every drain saves its cursor and ends (robokud stops).
     pub fn stop_all(&mut self) {
         for (_, r) in std::mem::take(&mut self.running) {
-            let _ = r.stop.send(Stop::Stop);
+            let _ = r.stop.send(Told::Stop);
         }
     }
 

@@ -6,7 +6,7 @@ use super::delivery::{Delivery, CONFIRM_MS};
 use super::reader::{Cursor, Reader};
 use super::send::{self, Conn, Meta};
 use super::url::Target;
-use super::Stop;
+use super::Told;
 use crate::util::now_ms;
 use roboku_wire::drains::DrainCounters;
 use roboku_wire::LogLine;
@@ -47,7 +47,7 @@ impl Drain {
         self,
         status: watch::Sender<DrainCounters>,
         mut lines: broadcast::Receiver<LogLine>,
-        mut stop: watch::Receiver<Stop>,
+        mut stop: watch::Receiver<Told>,
     ) {
         let mut reader = Reader::new(self.app_dir.clone());
         let saved = load(&self.state_path);
@@ -65,7 +65,7 @@ impl Drain {
             self.persist(&d, &mut last_persist, true);
         }
         loop {
-            if *stop.borrow() != Stop::Run {
+            if *stop.borrow() != Told::Run {
                 break;
             }
             // Wait: for the retry time after a failure, else for news or the tick.
@@ -126,7 +126,7 @@ impl Drain {
             }
         }
         match *stop.borrow() {
-            Stop::Forget => {
+            Told::Forget => {
                 let _ = std::fs::remove_file(&self.state_path);
             }
             _ => self.persist(&d, &mut last_persist, true),
@@ -139,7 +139,7 @@ impl Drain {
         d: &mut Delivery,
         conn: &mut Option<Conn>,
         reader: &mut Reader,
-        stop: &mut watch::Receiver<Stop>,
+        stop: &mut watch::Receiver<Told>,
     ) -> Step {
         let tls = match &self.tls {
             Ok(t) => t.as_ref(),
@@ -208,7 +208,7 @@ impl Drain {
     async fn wait_news(
         &self,
         lines: &mut broadcast::Receiver<LogLine>,
-        stop: &mut watch::Receiver<Stop>,
+        stop: &mut watch::Receiver<Told>,
         tick: Duration,
     ) -> bool {
         let deadline = tokio::time::Instant::now() + tick;
@@ -266,7 +266,7 @@ fn load(path: &std::path::Path) -> Option<Saved> {
 }
 
 /// Sleeps until `t`; true if told to stop meanwhile.
-async fn wait_until(t: Instant, stop: &mut watch::Receiver<Stop>) -> bool {
+async fn wait_until(t: Instant, stop: &mut watch::Receiver<Told>) -> bool {
     tokio::select! {
         _ = tokio::time::sleep_until(t.into()) => false,
         _ = stop.changed() => true,
@@ -275,7 +275,7 @@ async fn wait_until(t: Instant, stop: &mut watch::Receiver<Stop>) -> bool {
 
 /// Runs `f` unless told to stop first (`None`).
 async fn or_stop<T>(
-    stop: &mut watch::Receiver<Stop>,
+    stop: &mut watch::Receiver<Told>,
     f: impl std::future::Future<Output = T>,
 ) -> Option<T> {
     tokio::select! {
