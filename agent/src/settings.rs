@@ -355,6 +355,12 @@ mod tests {
         // `socket` has no default value, only a default path: the file shows that path.
         assert_eq!(s.socket.as_deref(), Some(d.socket_path().as_path()));
         s.socket = None;
+        // Nor has `drain_ca_file` (the system bundle): the file shows an example path.
+        assert_eq!(
+            s.drain_ca_file.as_deref(),
+            Some(Path::new("/etc/roboku/drains-ca.pem"))
+        );
+        s.drain_ca_file = None;
         assert_eq!(
             serde_json::to_value(&s).unwrap(),
             serde_json::to_value(&d).unwrap()
