@@ -14,6 +14,7 @@ pub mod cgroup;
 pub mod checks;
 pub mod dashboard;
 pub mod deploy;
+pub mod drains;
 pub mod engine;
 pub mod example;
 pub mod fault;
@@ -269,6 +270,7 @@ fn prepare_dirs(settings: &Settings) -> Result<(), util::PathError> {
         (settings.slugs_dir(), 0o711),
         (settings.apps_dir(), 0o700),
         (settings.logs_dir(), 0o700),
+        (settings.drains_dir(), 0o700),
         (settings.tmp_dir(), 0o711),
         (settings.cache_root(), 0o711),
         (settings.dyno_sockets_dir(), 0o711),

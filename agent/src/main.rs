@@ -69,6 +69,10 @@ struct Flags {
     /// The directory watched for offline bundles (*.rkb) [default: <data-dir>/bundles/inbox].
     #[arg(long, env = "ROBOKU_BUNDLE_INBOX", value_name = "DIR")]
     bundle_inbox: Option<PathBuf>,
+    /// CA bundle (PEM) that syslog+tls:// and https:// log drains verify receivers against
+    /// [default: the system bundle]
+    #[arg(long, env = "ROBOKU_DRAIN_CA_FILE", value_name = "PATH")]
+    drain_ca_file: Option<PathBuf>,
     /// Milliseconds between scans of the bundle inbox (0: not watched).
     #[arg(long, env = "ROBOKU_BUNDLE_SCAN_MS", value_name = "MS")]
     bundle_scan_ms: Option<u64>,
@@ -197,6 +201,9 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
         s.bundle_inbox = p.clone();
     }
     s.bundle_scan_ms = flags.bundle_scan_ms.unwrap_or(s.bundle_scan_ms);
+    if flags.drain_ca_file.is_some() {
+        s.drain_ca_file = flags.drain_ca_file.clone();
+    }
     flags.fleet.apply(&mut s.mqtt);
     if s.data_dir.is_relative() {
         s.data_dir = std::env::current_dir()

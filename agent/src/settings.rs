@@ -80,6 +80,9 @@ pub struct Settings {
     pub bundle_inbox: PathBuf,
     /// Milliseconds between scans of the watched directory (0: not watched).
     pub bundle_scan_ms: u64,
+    /// CA bundle that `syslog+tls://` and `https://` log drains verify their receiver against
+    /// (default: the system bundle).
+    pub drain_ca_file: Option<PathBuf>,
     /// Fleet control over MQTT (off unless `mqtt.broker` is set).
     pub mqtt: MqttSettings,
 }
@@ -115,6 +118,7 @@ impl Default for Settings {
             gate_poll_ms: 2000,
             bundle_inbox: PathBuf::new(),
             bundle_scan_ms: 2000,
+            drain_ca_file: None,
             mqtt: MqttSettings::default(),
         }
     }
@@ -245,6 +249,10 @@ impl Settings {
     pub fn dyno_socket(&self, app: &str) -> PathBuf {
         self.dyno_sockets_dir().join(format!("{app}.sock"))
     }
+    /// Log drains' cursors and counters, `<id>.json` each.
+    pub fn drains_dir(&self) -> PathBuf {
+        self.data_dir.join("drains")
+    }
     /// Offline bundles: `work/` (copies being applied), `done/`, `rejected/`.
     pub fn bundles_dir(&self) -> PathBuf {
         self.data_dir.join("bundles")
@@ -363,6 +371,12 @@ mod tests {
         // `socket` has no default value, only a default path: the file shows that path.
         assert_eq!(s.socket.as_deref(), Some(d.socket_path().as_path()));
         s.socket = None;
+        // Nor has `drain_ca_file` (the system bundle): the file shows an example path.
+        assert_eq!(
+            s.drain_ca_file.as_deref(),
+            Some(Path::new("/etc/roboku/drains-ca.pem"))
+        );
+        s.drain_ca_file = None;
         assert_eq!(
             serde_json::to_value(&s).unwrap(),
             serde_json::to_value(&d).unwrap()

@@ -11,7 +11,8 @@ mod parse;
 
 use clap::{Parser, Subcommand};
 use commands::{
-    addons, apps, config, deploy, events, gates, git, logs, ps, releases, run, status, AppArg, Ctx,
+    addons, apps, config, deploy, drains, events, gates, git, logs, ps, releases, run, status,
+    AppArg, Ctx,
 };
 use std::path::{Path, PathBuf};
 
@@ -134,6 +135,14 @@ enum Command {
     /// Report this dyno's health (run inside a dyno): okay, waiting, blocked or error
     #[command(name = "health:set")]
     HealthSet(gates::HealthArgs),
+    /// List an app's log drains with what each has sent, dropped and still holds
+    Drains(AppArg),
+    /// Send an app's logs to a syslog receiver or an HTTPS endpoint too
+    #[command(name = "drains:add")]
+    DrainsAdd(drains::AddArgs),
+    /// Stop sending an app's logs to a drain (by id or URL)
+    #[command(name = "drains:remove")]
+    DrainsRemove(drains::RemoveArgs),
     /// Show the audit trail, newest last
     Events(events::EventsArgs),
     /// Set the buildpacks an app is built with, in order
@@ -231,6 +240,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::DashboardUrl => commands::dashboard::url(ctx).await?,
         Command::Open => commands::dashboard::open(ctx).await?,
         Command::Events(a) => events::run(ctx, a).await?,
+        Command::Drains(a) => drains::list(ctx, a).await?,
+        Command::DrainsAdd(a) => drains::add(ctx, a).await?,
+        Command::DrainsRemove(a) => drains::remove(ctx, a).await?,
         Command::Gates(a) => gates::list(ctx, a).await?,
         Command::GatesSet(a) => gates::set(ctx, a).await?,
         Command::GatesUnset(a) => gates::unset(ctx, a).await?,

@@ -10,6 +10,7 @@ pub mod bins;
 pub mod cgroups;
 pub mod http;
 pub mod procs;
+pub mod syslog;
 pub mod wait;
 pub mod webdriver;
 

@@ -280,6 +280,30 @@ async fn route(
             })
             .await?
         }
+        (&Method::GET, ["apps", app, "drains"]) => {
+            call(Command::Drains {
+                app: app.to_string(),
+            })
+            .await?
+        }
+        (&Method::POST, ["apps", app, "drains"]) => {
+            let body: wire::drains::AddDrain = json_body(req).await?;
+            call(Command::AddDrain {
+                app: app.to_string(),
+                url: body.url,
+            })
+            .await?
+        }
+        (&Method::DELETE, ["apps", app, "drains"]) => {
+            let which = query.get("drain").cloned().ok_or_else(|| {
+                EngineError::BadRequest("which drain? ?drain=ID or ?drain=URL".into())
+            })?;
+            call(Command::RemoveDrain {
+                app: app.to_string(),
+                which,
+            })
+            .await?
+        }
         (&Method::POST, ["apps", app, "run"]) => {
             let mut req = req;
             let upgrade = req

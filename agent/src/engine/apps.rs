@@ -315,6 +315,7 @@ impl Engine {
         }
         self.store.delete_app(app)?;
         self.apps.remove(app);
+        self.drains.stop_app(app, true);
         self.logs.remove_app(app);
         // Its build cache is its uid's: gone with the app, before that uid can be given again.
         // Moved out of the way at once, so an app that takes the name next (created, or renamed

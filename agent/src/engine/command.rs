@@ -199,6 +199,18 @@ pub enum Command {
         name: String,
         confirm: String,
     },
+    Drains {
+        app: String,
+    },
+    AddDrain {
+        app: String,
+        url: String,
+    },
+    /// `which`: the drain's id or URL.
+    RemoveDrain {
+        app: String,
+        which: String,
+    },
 }
 
 impl Command {
@@ -227,7 +239,9 @@ impl Command {
             | Command::AddonCreate { app, .. }
             | Command::AddonAttach { app, .. }
             | Command::AddonDetach { app, .. }
-            | Command::AddonDestroy { app, .. } => Some(app),
+            | Command::AddonDestroy { app, .. }
+            | Command::AddDrain { app, .. }
+            | Command::RemoveDrain { app, .. } => Some(app),
             Command::Status
             | Command::ListApps
             | Command::AppInfo { .. }
@@ -240,6 +254,7 @@ impl Command {
             | Command::Events { .. }
             | Command::Gates { .. }
             | Command::Addons { .. }
+            | Command::Drains { .. }
             | Command::Shutdown
             | Command::Ping => None,
         }
@@ -274,6 +289,8 @@ pub enum Reply {
     Hold(wire::gates::HoldInfo),
     Health(wire::gates::DynoHealth),
     Addons(Vec<wire::addons::AddonInfo>),
+    Drains(Vec<wire::drains::DrainInfo>),
+    Drain(wire::drains::DrainInfo),
     /// Internal: the answer comes when the rename of `from` ends (never sent to a door).
     #[serde(skip)]
     Renaming {
@@ -426,6 +443,11 @@ impl super::Engine {
             Command::AddonDetach { app, name } => self.addon_detach(door, &app, &name),
             Command::AddonDestroy { app, name, confirm } => {
                 self.addon_destroy(door, &app, &name, &confirm)
+            }
+            Command::Drains { app } => self.list_drains(&app).map(Reply::Drains),
+            Command::AddDrain { app, url } => self.add_drain(door, &app, &url).map(Reply::Drain),
+            Command::RemoveDrain { app, which } => {
+                self.remove_drain(door, &app, &which).map(Reply::Done)
             }
             Command::Shutdown | Command::Gates { .. } => Err(EngineError::BadRequest(
                 "shutdown and gates are handled by the loop".into(),

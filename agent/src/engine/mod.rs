@@ -11,6 +11,7 @@ mod adopt;
 mod apps;
 mod command;
 mod confine;
+mod drains;
 mod dyno;
 pub(crate) mod formation;
 mod gate;
@@ -247,6 +248,8 @@ pub struct Engine {
     weak: WeakEngine,
     /// The add-ons' servers, by add-on name.
     addon_services: BTreeMap<String, crate::addons::service::Service>,
+    /// The log drains' tasks.
+    drains: crate::drains::Drains,
 }
 
 /// Starts the engine task: opens nothing itself (the caller passes the store, cgroups and logs),
@@ -276,6 +279,7 @@ pub fn start(
     };
     let sample = Duration::from_secs(settings.sample_secs.max(1));
     let weak = WeakEngine(tx.downgrade());
+    let drains = crate::drains::Drains::new(&settings, logs.clone());
     let engine = Engine {
         settings,
         store,
@@ -310,6 +314,7 @@ pub fn start(
         dyno_door_errors: BTreeMap::new(),
         weak,
         addon_services: BTreeMap::new(),
+        drains,
     };
     let task = tokio::spawn(engine.run(rx, internal_rx, ready_tx));
     (
@@ -335,6 +340,7 @@ impl Engine {
         self.start_addon_services();
         self.start_ordered();
         self.flush();
+        self.start_drains();
         let _ = ready.send(());
         loop {
             let wake = self.next_wake();
@@ -358,6 +364,7 @@ impl Engine {
                 break;
             }
         }
+        self.drains.stop_all();
         self.flush();
         for stopped in self.stop_addon_services() {
             let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;

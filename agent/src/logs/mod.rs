@@ -64,6 +64,12 @@ impl LogFilter {
     }
 }
 
+/// An app's stored lines, oldest file first: `<app dir>/app.log.1`, `<app dir>/app.log` (drains
+/// read them too, see `crate::drains`).
+pub fn store_files(app_dir: &Path) -> [PathBuf; 2] {
+    [app_dir.join("app.log.1"), app_dir.join("app.log")]
+}
+
 /// The spool file of one dyno: `<logs_dir>/<app>/spool/<dyno>.out`.
 pub fn spool_path(logs_dir: &Path, app: &str, dyno: &str) -> PathBuf {
     logs_dir.join(app).join("spool").join(format!("{dyno}.out"))

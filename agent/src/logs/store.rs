@@ -67,7 +67,7 @@ impl AppStore {
     }
 
     fn files(&self) -> [PathBuf; 2] {
-        [self.dir.join("app.log.1"), self.dir.join("app.log")]
+        super::store_files(&self.dir)
     }
 
     /// Stores `line` (on disk at the next [`AppStore::flush`]).

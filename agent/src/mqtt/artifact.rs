@@ -130,12 +130,21 @@ pub async fn fetch(
 
 /// The client side of TLS for artifact servers.
 fn tls_connector(ca: Option<&Path>) -> Result<tokio_rustls::TlsConnector, FetchError> {
+    client_tls(ca, &[b"http/1.1"]).map_err(FetchError::Tls)
+}
+
+/// A TLS client that verifies servers against `ca` (default: the system bundle), offering
+/// `alpn`: artifact downloads and log drains.
+pub(crate) fn client_tls(
+    ca: Option<&Path>,
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::TlsConnector, String> {
     let files = roboku_wire::fleet::client::TlsFiles {
         ca: ca.map(Path::to_path_buf),
         ..Default::default()
     };
-    let mut config = roboku_wire::fleet::client::tls_config(&files).map_err(FetchError::Tls)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut config = roboku_wire::fleet::client::tls_config(&files)?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
         config,
     )))

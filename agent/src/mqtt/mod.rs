@@ -174,7 +174,7 @@ pub fn trusted_keys(s: &crate::settings::MqttSettings) -> Result<Vec<seal::Publi
 }
 
 /// This host's name, the default device id.
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())

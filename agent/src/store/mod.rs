@@ -11,6 +11,7 @@
 
 mod addons;
 mod apps;
+mod drains;
 mod dynos;
 pub use addons::{AddonRow, AttachmentRow};
 mod events;
@@ -21,6 +22,7 @@ mod rename;
 mod schema;
 
 use crate::util::{IoContext, PathError};
+pub use drains::DrainRow;
 pub use gates::{GateRow, HealthRow, HoldRow};
 use roboku_wire::fleet::Artifact;
 use roboku_wire::{ExitInfo, Limits, ReleaseBuildpack};

@@ -53,6 +53,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         op: "migrate to 9",
         sql: V9,
     },
+    Migration {
+        op: "migrate to 10",
+        sql: V10_DRAINS,
+    },
 ];
 
 /// Version 9: add-ons (issue 17). An add-on belongs to the app that created it (`app`); its
@@ -78,6 +82,21 @@ CREATE TABLE addon_attachments (
     PRIMARY KEY (addon, app),
     UNIQUE (app, var)
 ) STRICT;";
+
+/// Version 10 (issue 17): log drains. Where each drain has got to (its cursor into the app's
+/// log store) and its counters are not here but in `<data>/drains/<id>.json`, written by the
+/// drain's own task, so delivery never waits on the engine.
+const V10_DRAINS: &str = "
+CREATE TABLE drains (
+    id         TEXT PRIMARY KEY,
+    app        TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    url        TEXT NOT NULL,
+    token      TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    door       TEXT NOT NULL,
+    UNIQUE (app, url)
+) STRICT;
+";
 
 /// Version 8: the buildpacks a release's slug was built with (JSON list of `{source, commit}`,
 /// git buildpacks pinned to the commit they were at), so `deploy --buildpacks-of vN` can build

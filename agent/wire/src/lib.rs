@@ -30,11 +30,14 @@
 //! | GET    /v1/apps/{app}/logs?n=&tail=&dyno=&source= |             | JSON lines of [`LogLine`]|
 //! | GET    /v1/events?app=&n=                  |                    | `Vec<EventInfo>`         |
 //!
+//! Log drains: see [`drains`].
+//!
 //! Every error is `{"error": {"code", "message"}}` ([`ErrorBody`]) with a matching HTTP status.
 
 pub mod addons;
 pub mod attach;
 pub mod bundle;
+pub mod drains;
 pub mod fleet;
 pub mod gates;
 pub mod procfile;
@@ -344,6 +347,35 @@ pub fn in_words(msg: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Unix ms as ISO-8601 UTC with milliseconds: `2026-11-29T22:10:03.123Z` (also RFC 3339, as
+/// RFC 5424 syslog wants it). The one formatter agent and CLI share.
+pub fn iso8601(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 /// A byte count as people read it: `512B`, `1.5K`, `64M`, `2.3G` (binary units, one decimal

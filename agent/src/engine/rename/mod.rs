@@ -286,6 +286,7 @@ impl Engine {
         }
         self.logs
             .system(to, "roboku", format!("Renamed from {from}"));
+        self.restart_drains(from, to);
         self.reconcile(to);
         let dynos_restarted = self
             .dynos

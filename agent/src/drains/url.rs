@@ -1,0 +1,295 @@
+//! Drain URLs, pure: what `drains:add` accepts, and why it refuses the rest.
+//!
+//! `syslog+tcp://host:port` (and `syslog://`, as Heroku), `syslog+tls://host:port`,
+//! `syslog+udp://host:port`, `https://[user:password@]host[:port]/path`.
+
+use std::fmt;
+
+/// Longest URL accepted.
+const MAX_LEN: usize = 2048;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Tls,
+    Udp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Syslog {
+        transport: Transport,
+        host: String,
+        port: u16,
+    },
+    Https {
+        host: String,
+        port: u16,
+        /// Path and query, starting with `/`.
+        path: String,
+        /// `user:password` from the URL, sent as HTTP basic auth.
+        basic: Option<String>,
+    },
+}
+
+impl Target {
+    pub fn host(&self) -> &str {
+        match self {
+            Target::Syslog { host, .. } | Target::Https { host, .. } => host,
+        }
+    }
+    pub fn port(&self) -> u16 {
+        match self {
+            Target::Syslog { port, .. } | Target::Https { port, .. } => *port,
+        }
+    }
+}
+
+/// Why a URL was refused; the message names the part that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlError(pub String);
+
+impl fmt::Display for UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UrlError {}
+
+const SCHEMES: &str = "syslog+tcp://, syslog+tls://, syslog+udp://, syslog:// or https://";
+
+pub fn parse(url: &str) -> Result<Target, UrlError> {
+    let err = |why: String| Err(UrlError(format!("drain URL {}: {why}", shown(url))));
+    if url.len() > MAX_LEN {
+        return err(format!("longer than {MAX_LEN} bytes"));
+    }
+    if let Some(c) = url.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return err(format!(
+            "contains {c:?}; URLs have no spaces or control characters"
+        ));
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return err(format!("no scheme; use {SCHEMES}"));
+    };
+    let transport = match scheme.to_ascii_lowercase().as_str() {
+        "syslog" | "syslog+tcp" => Some(Transport::Tcp),
+        "syslog+tls" => Some(Transport::Tls),
+        "syslog+udp" => Some(Transport::Udp),
+        "https" => None,
+        "http" => {
+            return err(
+                "plain http:// would send the logs (and any credentials) in clear; \
+                 use https://"
+                    .into(),
+            )
+        }
+        "mqtt" | "mqtts" => {
+            return err(format!("MQTT drains are not supported yet; use {SCHEMES}"))
+        }
+        other => return err(format!("unknown scheme {other:?}; use {SCHEMES}")),
+    };
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if path.contains('#') {
+        return err("a #fragment means nothing to a drain; remove it".into());
+    }
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (host, port) = split_host_port(hostport)
+        .map_err(|why| UrlError(format!("drain URL {}: {why}", shown(url))))?;
+    match transport {
+        Some(transport) => {
+            if userinfo.is_some() {
+                return err(
+                    "syslog drains take no user or password (syslog has no login); \
+                     remove the part before @"
+                        .into(),
+                );
+            }
+            if !(path.is_empty() || path == "/") {
+                return err(format!("syslog drains have no path (got {path:?})"));
+            }
+            let Some(port) = port else {
+                return err(
+                    "syslog drains need a port, e.g. syslog+tls://logs.example:6514".into(),
+                );
+            };
+            Ok(Target::Syslog {
+                transport,
+                host,
+                port,
+            })
+        }
+        None => {
+            if let Some(u) = userinfo {
+                if !u.contains(':') || u.starts_with(':') {
+                    return err("credentials must be user:password".into());
+                }
+            }
+            let path = match path {
+                "" => "/".to_string(),
+                p if p.starts_with('?') => format!("/{p}"),
+                p => p.to_string(),
+            };
+            Ok(Target::Https {
+                host,
+                port: port.unwrap_or(443),
+                path,
+                basic: userinfo.map(str::to_string),
+            })
+        }
+    }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let Some((h, after)) = rest.split_once(']') else {
+            return Err("unclosed [ in the host".into());
+        };
+        match after {
+            "" => (h, None),
+            a => match a.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => return Err(format!("unexpected {a:?} after the host")),
+            },
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+    {
+        return Err(format!("bad host {host:?}"));
+    }
+    let port = match port {
+        None => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => return Err(format!("bad port {p:?} (1-65535)")),
+        },
+    };
+    Ok((host.to_string(), port))
+}
+
+/// `url` with a password replaced by `***`, for listings and messages.
+pub fn shown(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split_once(':').map_or(user, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{}", &rest[end..])
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(url: &str) -> String {
+        parse(url).expect_err(url).0
+    }
+
+    #[test]
+    fn syslog_schemes() {
+        let tcp = |transport, port| Target::Syslog {
+            transport,
+            host: "logs.example".into(),
+            port,
+        };
+        assert_eq!(
+            parse("syslog://logs.example:514"),
+            Ok(tcp(Transport::Tcp, 514))
+        );
+        assert_eq!(
+            parse("syslog+tcp://logs.example:514/"),
+            Ok(tcp(Transport::Tcp, 514))
+        );
+        assert_eq!(
+            parse("syslog+tls://logs.example:6514"),
+            Ok(tcp(Transport::Tls, 6514))
+        );
+        assert_eq!(
+            parse("SYSLOG+UDP://logs.example:514"),
+            Ok(tcp(Transport::Udp, 514))
+        );
+        assert_eq!(
+            parse("syslog://[::1]:514"),
+            Ok(Target::Syslog {
+                transport: Transport::Tcp,
+                host: "::1".into(),
+                port: 514
+            })
+        );
+    }
+
+    #[test]
+    fn https_with_path_port_and_credentials() {
+        assert_eq!(
+            parse("https://u:p%40ss@logs.example:8443/drain?app=nav"),
+            Ok(Target::Https {
+                host: "logs.example".into(),
+                port: 8443,
+                path: "/drain?app=nav".into(),
+                basic: Some("u:p%40ss".into()),
+            })
+        );
+        assert_eq!(
+            parse("https://logs.example"),
+            Ok(Target::Https {
+                host: "logs.example".into(),
+                port: 443,
+                path: "/".into(),
+                basic: None,
+            })
+        );
+    }
+
+    #[test]
+    fn refusals_name_what_is_wrong() {
+        assert!(refused("http://u:p@logs.example/x").contains("use https://"));
+        assert!(
+            refused("http://u:p@logs.example/x").contains("u:***@"),
+            "password hidden"
+        );
+        assert!(refused("mqtt://broker:1883").contains("not supported yet"));
+        assert!(refused("ftp://x:1").contains("unknown scheme \"ftp\""));
+        assert!(refused("logs.example:514").contains("no scheme"));
+        assert!(refused("syslog://logs.example").contains("need a port"));
+        assert!(refused("syslog://logs.example:0").contains("bad port \"0\""));
+        assert!(refused("syslog://logs.example:99999").contains("bad port"));
+        assert!(refused("syslog://u:p@logs.example:514").contains("no user or password"));
+        assert!(refused("syslog://logs.example:514/x").contains("no path"));
+        assert!(refused("https://:514").contains("no host"));
+        assert!(refused("https://ev il:1/").contains("' '"));
+        assert!(refused("https://h/\n").contains("control"));
+        assert!(refused("https://user@h/").contains("user:password"));
+        assert!(refused("https://h/x#frag").contains("fragment"));
+        assert!(refused("https://h$x/").contains("bad host"));
+        assert!(refused(&format!("https://h/{}", "a".repeat(3000))).contains("longer"));
+    }
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(shown("https://u:secret@h/p@x"), "https://u:***@h/p@x");
+        assert_eq!(shown("https://h/p"), "https://h/p");
+        assert_eq!(shown("syslog://h:1"), "syslog://h:1");
+    }
+}
