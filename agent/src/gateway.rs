@@ -299,6 +299,7 @@ mod tests {
             url: format!("http://{addr}/slugs/{sha}.tar.gz"),
             sha256: da.clone(),
             size,
+            delta: None,
         };
         // A partial download left behind is resumed with a Range request.
         let part = fetch_dir.join(format!("fleet-{da}.part"));

@@ -201,6 +201,10 @@ impl Settings {
     pub fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")
     }
+    /// Fleet artifacts of kept slugs, the bases of slug deltas (`mqtt/bases.rs`).
+    pub fn bases_dir(&self) -> PathBuf {
+        self.data_dir.join("bases")
+    }
     /// Archives of slugs a site gateway serves (`--serve-slugs`); not under `cache/`, whose
     /// entries are apps' build caches.
     pub fn slug_archives_dir(&self) -> PathBuf {

@@ -11,6 +11,8 @@ impl Engine {
     pub(super) fn gc_slugs(&mut self) {
         let keep_n = self.settings.keep_releases.max(1);
         let mut keep = BTreeSet::new();
+        // Artifacts of kept releases: the delta bases worth keeping (`mqtt/bases.rs`).
+        let mut keep_bases = BTreeSet::new();
         let apps = match self.store.apps() {
             Ok(a) => a,
             Err(e) => return tracing::warn!(error = %e, "slug gc: cannot list apps"),
@@ -21,6 +23,7 @@ impl Engine {
             };
             for r in releases.iter().take(keep_n) {
                 keep.insert(r.slug.clone());
+                keep_bases.extend(r.artifact.as_ref().map(|a| a.sha256.clone()));
             }
             // The newest good one too: what a failing (or interrupted) rollout goes back to.
             if let Some(good) = releases.iter().find(|r| r.status == "succeeded") {
@@ -41,6 +44,8 @@ impl Engine {
                 keep.insert(r.slug.clone());
             }
         }
+        let bases = self.settings.bases_dir();
+        tokio::task::spawn_blocking(move || crate::mqtt::bases::prune(&bases, &keep_bases));
         let dir = self.settings.slugs_dir();
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return;

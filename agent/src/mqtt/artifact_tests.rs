@@ -55,6 +55,7 @@ fn artifact(url: &str, body: &[u8]) -> Artifact {
         url: url.into(),
         sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
         size: body.len() as u64,
+        delta: None,
     }
 }
 

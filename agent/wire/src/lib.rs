@@ -34,6 +34,8 @@
 
 pub mod attach;
 pub mod bundle;
+#[cfg(feature = "delta")]
+pub mod delta;
 pub mod fleet;
 pub mod gates;
 pub mod procfile;
