@@ -91,7 +91,12 @@ pub enum RebuildError {
 
 /// Rebuilds the slug tar from `base` (a kept base file) and `delta` (a verified delta file) into
 /// a fresh file in `tmp`, checked against the signed `tar_sha256` and `tar_size`; returns it.
-pub fn rebuild(base: &Path, delta_file: &Path, d: &Delta, tmp: &Path) -> Result<PathBuf, RebuildError> {
+pub fn rebuild(
+    base: &Path,
+    delta_file: &Path,
+    d: &Delta,
+    tmp: &Path,
+) -> Result<PathBuf, RebuildError> {
     if d.tar_size > MAX_TAR {
         return Err(roboku_wire::delta::DeltaError::TargetLen {
             got: d.tar_size,
@@ -123,10 +128,24 @@ pub fn rebuild(base: &Path, delta_file: &Path, d: &Delta, tmp: &Path) -> Result<
             file: std::io::BufWriter::new(create_new(&out)?),
             hash: sha2::Sha256::new(),
         };
-        roboku_wire::delta::apply(&base_file, std::io::BufReader::new(delta), d.tar_size, &mut sink)?;
-        let file = sink.file.into_inner().map_err(|e| e.into_error()).at("write", &out)?;
+        roboku_wire::delta::apply(
+            &base_file,
+            std::io::BufReader::new(delta),
+            d.tar_size,
+            &mut sink,
+        )?;
+        let file = sink
+            .file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .at("write", &out)?;
         file.sync_all().at("fsync", &out)?;
-        let got: String = sink.hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let got: String = sink
+            .hash
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         if got != d.tar_sha256 {
             return Err(RebuildError::Sha {
                 want: d.tar_sha256.clone(),
@@ -190,7 +209,10 @@ mod tests {
     }
 
     fn sha(b: &[u8]) -> String {
-        sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+        sha2::Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
     }
 
     #[test]
@@ -228,7 +250,10 @@ mod tests {
         spec.tar_sha256 = sha(b"other");
         let e = rebuild(&base, &delta_file, &spec, d.path()).unwrap_err();
         assert!(e.to_string().contains("sha256 mismatch"), "{e}");
-        assert!(!d.path().join(format!("delta-{}.tar", spec.tar_sha256)).exists());
+        assert!(!d
+            .path()
+            .join(format!("delta-{}.tar", spec.tar_sha256))
+            .exists());
         prune(&bases, &BTreeSet::new());
         assert!(list(&bases).is_empty());
         assert!(find(&bases, "../etc").is_none());

@@ -73,9 +73,9 @@ impl Base for std::fs::File {
 const P: u64 = 0x100_0000_01b3;
 
 fn hash(block: &[u8]) -> u64 {
-    block
-        .iter()
-        .fold(0u64, |h, &b| h.wrapping_mul(P).wrapping_add(u64::from(b) + 1))
+    block.iter().fold(0u64, |h, &b| {
+        h.wrapping_mul(P).wrapping_add(u64::from(b) + 1)
+    })
 }
 
 /// Makes the delta that turns `base` into `target` (both decoded tars, in memory).

@@ -46,7 +46,10 @@ pub async fn plan(json: bool, r: Request<'_>) -> anyhow::Result<Option<Delta>> {
         let have = members
             .iter()
             .filter(|d| {
-                roster.robots.get(*d).and_then(|x| x.reported.as_ref())
+                roster
+                    .robots
+                    .get(*d)
+                    .and_then(|x| x.reported.as_ref())
                     .is_some_and(|rep| rep.artifacts.contains(&sha))
             })
             .count();
@@ -66,7 +69,8 @@ pub async fn plan(json: bool, r: Request<'_>) -> anyhow::Result<Option<Delta>> {
     let file = PathBuf::from(format!("{}.from-{short}.rkd", r.slug.display()));
     let part = PathBuf::from(format!("{}.part", file.display()));
     std::fs::write(&part, &bytes).map_err(|e| anyhow::anyhow!("write {}: {e}", part.display()))?;
-    std::fs::rename(&part, &file).map_err(|e| anyhow::anyhow!("rename to {}: {e}", file.display()))?;
+    std::fs::rename(&part, &file)
+        .map_err(|e| anyhow::anyhow!("rename to {}: {e}", file.display()))?;
     let (sha256, size) = file_digest(&file)?;
     let url = match r.delta_url {
         Some(u) => u.to_string(),
