@@ -13,6 +13,7 @@ pub mod cgroup;
 pub mod checks;
 pub mod dashboard;
 pub mod deploy;
+pub mod disk;
 pub mod engine;
 pub mod example;
 pub mod fault;

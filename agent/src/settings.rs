@@ -80,6 +80,9 @@ pub struct Settings {
     pub bundle_inbox: PathBuf,
     /// Milliseconds between scans of the watched directory (0: not watched).
     pub bundle_scan_ms: u64,
+    /// Free space deploys, builds, uploads and downloads leave on the data filesystem: bytes
+    /// (`64M`), a percent (`10%`) or `auto` (5 %, between 1 MiB and 64 MiB). See `disk.rs`.
+    pub disk_reserve: crate::disk::Reserve,
     /// Fleet control over MQTT (off unless `mqtt.broker` is set).
     pub mqtt: MqttSettings,
 }
@@ -115,6 +118,7 @@ impl Default for Settings {
             gate_poll_ms: 2000,
             bundle_inbox: PathBuf::new(),
             bundle_scan_ms: 2000,
+            disk_reserve: crate::disk::Reserve::Auto,
             mqtt: MqttSettings::default(),
         }
     }

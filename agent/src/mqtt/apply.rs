@@ -366,7 +366,7 @@ async fn deploy_artifact(
                 Some(rebuilt) => rebuilt,
                 None => {
                     acker.step("download");
-                    artifact::fetch(a, &tmp, ca, |n| {
+                    artifact::fetch(a, &tmp, ca, shared.settings.disk_reserve, |n| {
                         tracing::debug!(bytes = n, "artifact download progress");
                     })
                     .await
@@ -419,6 +419,12 @@ async fn by_delta(shared: &Shared, a: &Artifact, acker: &Acker<'_>) -> Option<st
     let base = bases::find(&shared.settings.bases_dir(), &d.base)?;
     acker.step("download delta");
     let tmp = shared.settings.tmp_dir();
+    // The delta, the decoded base, the rebuilt tar and its extraction.
+    let need = d.size.saturating_add(d.tar_size.saturating_mul(3));
+    if let Err(e) = crate::disk::check(&tmp, shared.settings.disk_reserve, need, "a delta") {
+        acker.step(&format!("delta failed ({e}); full download"));
+        return None;
+    }
     let ca = shared.settings.mqtt.artifact_ca_file.as_deref();
     let file = Artifact {
         url: d.url.clone(),
@@ -426,7 +432,7 @@ async fn by_delta(shared: &Shared, a: &Artifact, acker: &Acker<'_>) -> Option<st
         size: d.size,
         delta: None,
     };
-    let fetched = artifact::fetch(&file, &tmp, ca, |_| {}).await;
+    let fetched = artifact::fetch(&file, &tmp, ca, shared.settings.disk_reserve, |_| {}).await;
     let rebuilt = match fetched {
         Ok(delta_file) => {
             let (d, tmp2, df) = (d.clone(), tmp.clone(), delta_file.clone());
