@@ -347,6 +347,31 @@ pub fn in_words(msg: &str) -> String {
     out
 }
 
+/// `GET /v1/disk`: what uses the data dir, the reserve, what slug GC would free.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DiskReport {
+    pub data_dir: String,
+    /// Bytes of the data filesystem: total, free, kept free by `disk_reserve`.
+    pub total: u64,
+    pub free: u64,
+    pub reserve: String,
+    pub reserved: u64,
+    pub rows: Vec<DiskRow>,
+    /// Unreferenced slugs a collection would remove, and their bytes.
+    pub gc_slugs: u32,
+    pub gc_bytes: u64,
+}
+
+/// One thing using space: `what` (`slug`, `rollback slugs`, `build cache`, `logs`, `delta
+/// bases`, `store`, `tmp`, `ballast`, `other`), per app when it is an app's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DiskRow {
+    pub what: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    pub bytes: u64,
+}
+
 /// A byte count as people read it: `512B`, `1.5K`, `64M`, `2.3G` (binary units, one decimal
 /// unless it is whole). The one formatter agent and CLI share.
 pub fn human_bytes(n: u64) -> String {
