@@ -54,7 +54,9 @@ async fn route(
         (&Method::GET, ["status"]) => call(Command::Status).await?,
         (&Method::GET, ["disk"]) => {
             let Reply::Kept(kept) = call(Command::KeptSlugs).await? else {
-                return Err(EngineError::Internal("unexpected reply to KeptSlugs".into()));
+                return Err(EngineError::Internal(
+                    "unexpected reply to KeptSlugs".into(),
+                ));
             };
             let settings = ctx.settings.clone();
             let report =

@@ -33,7 +33,11 @@ pub fn report(settings: &Settings, kept: &Kept) -> DiskReport {
             .map(|s| tree_size(&slugs.join(s)))
             .sum();
         counted += row("rollback slugs", Some(app), rollback);
-        counted += row("build cache", Some(app), tree_size(&settings.cache_dir(app)));
+        counted += row(
+            "build cache",
+            Some(app),
+            tree_size(&settings.cache_dir(app)),
+        );
         counted += row("logs", Some(app), tree_size(&settings.logs_dir().join(app)));
     }
     let (mut gc_slugs, mut gc_bytes, mut other_slugs) = (0u32, 0u64, 0u64);
@@ -51,15 +55,28 @@ pub fn report(settings: &Settings, kept: &Kept) -> DiskReport {
         }
     }
     counted += row("unreferenced slugs", None, gc_bytes);
-    counted += row("slugs of running dynos and parked deploys", None, other_slugs);
+    counted += row(
+        "slugs of running dynos and parked deploys",
+        None,
+        other_slugs,
+    );
     counted += row("delta bases", None, tree_size(&settings.bases_dir()));
     let store: u64 = ["", "-wal", "-shm"]
         .iter()
-        .map(|s| tree_size(std::path::Path::new(&format!("{}{s}", settings.db_path().display()))))
+        .map(|s| {
+            tree_size(std::path::Path::new(&format!(
+                "{}{s}",
+                settings.db_path().display()
+            )))
+        })
         .sum();
     counted += row("store", None, store);
     counted += row("tmp", None, tree_size(&settings.tmp_dir()));
-    counted += row("ballast", None, tree_size(&settings.data_dir.join("reserve")));
+    counted += row(
+        "ballast",
+        None,
+        tree_size(&settings.data_dir.join("reserve")),
+    );
     let all = tree_size(&settings.data_dir);
     row("other", None, all.saturating_sub(counted));
     DiskReport {

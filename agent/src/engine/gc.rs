@@ -34,7 +34,8 @@ impl Engine {
             let mut mine = BTreeSet::new();
             for r in releases.iter().take(keep_n) {
                 mine.insert(r.slug.clone());
-                kept.bases.extend(r.artifact.as_ref().map(|a| a.sha256.clone()));
+                kept.bases
+                    .extend(r.artifact.as_ref().map(|a| a.sha256.clone()));
             }
             // The newest good one too: what a failing (or interrupted) rollout goes back to.
             if let Some(good) = releases.iter().find(|r| r.status == "succeeded") {

@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod config;
 pub mod dashboard;
 pub mod deploy;
+pub mod disk;
 pub mod events;
 pub mod fleet;
 pub mod gates;

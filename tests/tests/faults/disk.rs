@@ -180,4 +180,22 @@ fn a_deploy_that_would_cross_the_disk_reserve_is_refused_before_writing_and_work
         String::from_utf8_lossy(&out.stderr)
     );
     agent.wait_up("demo", "web.1", Some(pid), Duration::from_secs(20));
+    // `roboku disk` shows where the space went: the 8 MiB blob in demo's slug, v1's slug kept
+    // for rollback, the reserve as configured.
+    let d = agent.json(&["disk"]);
+    assert_eq!(d["reserved"].as_u64(), Some(16 << 20), "{d}");
+    let rows = d["rows"].as_array().expect("rows");
+    let size = |what: &str| {
+        rows.iter()
+            .find(|r| r["what"] == what && r["app"] == "demo")
+            .and_then(|r| r["bytes"].as_u64())
+            .unwrap_or(0)
+    };
+    assert!(size("slug") >= 8 << 20, "{d}");
+    assert!(size("rollback slugs") > 0, "{d}");
+    let text = agent.ok(&["disk", "-a", "demo"]);
+    assert!(
+        text.contains("16M reserved") && text.contains("Slug GC would free"),
+        "{text}"
+    );
 }
