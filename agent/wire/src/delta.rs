@@ -42,12 +42,12 @@ pub enum DeltaError {
 
 /// A base the delta copies from: random access by offset (a file, or bytes in memory).
 pub trait Base {
-    fn len(&self) -> u64;
+    fn size(&self) -> u64;
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
 }
 
 impl Base for [u8] {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         <[u8]>::len(self) as u64
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
@@ -61,7 +61,7 @@ impl Base for [u8] {
 }
 
 impl Base for std::fs::File {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.metadata().map(|m| m.len()).unwrap_or(0)
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
@@ -180,10 +180,10 @@ pub fn apply(
         return Err(DeltaError::Magic);
     }
     let (base_len, want) = (get(&mut r, 0)?, get(&mut r, 0)?);
-    if base_len != base.len() {
+    if base_len != base.size() {
         return Err(DeltaError::BaseLen {
             want: base_len,
-            have: base.len(),
+            have: base.size(),
         });
     }
     if want != target_len {
