@@ -9,6 +9,7 @@
 //! | method + path                              | request            | response                 |
 //! |--------------------------------------------|--------------------|--------------------------|
 //! | GET    /v1/status                          |                    | [`Status`]               |
+//! | GET    /v1/disk                            |                    | [`DiskReport`]           |
 //! | GET    /v1/apps                            |                    | `Vec<AppInfo>`           |
 //! | POST   /v1/apps                            | [`CreateApp`]      | [`AppInfo`]              |
 //! | GET    /v1/apps/{app}                      |                    | [`AppInfo`]              |
