@@ -164,11 +164,7 @@ async fn build_slug(
             .clone()
             .map(|driver| BuildCgroup::new(driver, app)),
     };
-    let (tmp, slugs, data) = (
-        settings.tmp_dir(),
-        slugs.to_path_buf(),
-        settings.data_dir.clone(),
-    );
+    let (tmp, slugs, data) = (settings.tmp_dir(), slugs.to_path_buf(), settings.clone());
     let built = tokio::task::spawn_blocking(move || {
         // A copy and a slug of the source may both be on disk at once.
         check_free_space(&data, tree_size(&source).saturating_mul(2))?;
@@ -375,54 +371,27 @@ fn build_user(info: &wire::AppInfo) -> Result<Option<(u32, u32)>, EngineError> {
     }
 }
 
-/// Refuses work that would fill the disk: `need` bytes plus a 64 MiB margin must be free.
-pub fn check_free_space(dir: &std::path::Path, need: u64) -> Result<(), EngineError> {
-    let st = nix::sys::statvfs::statvfs(dir)
-        .map_err(|e| EngineError::Internal(format!("statvfs {}: {e}", dir.display())))?;
-    let (free, total) = space(&st);
-    let margin = free_space_margin(total);
-    if free < need.saturating_add(margin) {
-        return Err(EngineError::Conflict(format!(
-            "not enough free space on {}: this deploy needs about {} (plus a {} margin), {} is free",
-            dir.display(),
-            roboku_wire::human_bytes(need),
-            roboku_wire::human_bytes(margin),
-            roboku_wire::human_bytes(free)
-        )));
-    }
-    Ok(())
-}
-
-/// An archive may unpack to no more than the data filesystem can take (minus the margin), checked
-/// entry by entry while extracting: the free-space check before it only knows the compressed size.
-fn extraction_limits(dir: &std::path::Path) -> ArchiveLimits {
-    let default = ArchiveLimits::default();
-    let Ok(st) = nix::sys::statvfs::statvfs(dir) else {
-        return default;
-    };
-    let (free, total) = space(&st);
-    ArchiveLimits {
-        max_total_bytes: default
-            .max_total_bytes
-            .min(free.saturating_sub(free_space_margin(total))),
-        ..default
-    }
-}
-
-/// `(free to us, total)` bytes of a filesystem (the field types differ between targets).
-#[allow(clippy::unnecessary_cast)]
-fn space(st: &nix::sys::statvfs::Statvfs) -> (u64, u64) {
-    let frag = st.fragment_size() as u64;
-    (
-        st.blocks_available() as u64 * frag,
-        st.blocks() as u64 * frag,
+/// Refuses work that would cross the disk reserve (`disk.rs`): `need` bytes must fit above it.
+pub fn check_free_space(settings: &Settings, need: u64) -> Result<(), EngineError> {
+    crate::disk::check(
+        &settings.data_dir,
+        settings.disk_reserve,
+        need,
+        "this deploy",
     )
 }
 
-/// What a deploy leaves free on the data filesystem: 5% of it, between 1 MiB and 64 MiB (a fixed
-/// 64 MiB would keep a 30 MB data partition from ever deploying).
-fn free_space_margin(total: u64) -> u64 {
-    (total / 20).clamp(1 << 20, 64 << 20)
+/// An archive may unpack to no more than the data filesystem can take above the reserve, checked
+/// entry by entry while extracting: the free-space check before it only knows the compressed size.
+fn extraction_limits(settings: &Settings) -> ArchiveLimits {
+    let default = ArchiveLimits::default();
+    let Ok(room) = crate::disk::room(&settings.data_dir, settings.disk_reserve) else {
+        return default;
+    };
+    ArchiveLimits {
+        max_total_bytes: default.max_total_bytes.min(room),
+        ..default
+    }
 }
 
 /// Bytes under a directory (regular files), for the free-space check.
@@ -467,15 +436,5 @@ fn check_env(slug: &std::path::Path) -> Result<(), EngineError> {
             "read {}: {e}",
             path.display()
         ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_free_space_margin_is_proportional_within_bounds() {
-        assert_eq!(super::free_space_margin(30 << 20), 1536 * 1024);
-        assert_eq!(super::free_space_margin(10 << 20), 1 << 20);
-        assert_eq!(super::free_space_margin(100 << 30), 64 << 20);
     }
 }

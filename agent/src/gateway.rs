@@ -299,22 +299,35 @@ mod tests {
             url: format!("http://{addr}/slugs/{sha}.tar.gz"),
             sha256: da.clone(),
             size,
+            delta: None,
         };
         // A partial download left behind is resumed with a Range request.
         let part = fetch_dir.join(format!("fleet-{da}.part"));
         std::fs::write(&part, &std::fs::read(&a).unwrap()[..1000]).unwrap();
-        let got = crate::mqtt::artifact::fetch(&art, &fetch_dir, None, |_| {})
-            .await
-            .unwrap();
+        let got = crate::mqtt::artifact::fetch(
+            &art,
+            &fetch_dir,
+            None,
+            crate::disk::Reserve::Auto,
+            |_| {},
+        )
+        .await
+        .unwrap();
         assert_eq!(std::fs::read(got).unwrap(), std::fs::read(&a).unwrap());
         // Unknown slugs and other paths: 404.
         let missing = Artifact {
             url: format!("http://{addr}/slugs/{}.tar.gz", "c".repeat(64)),
             ..art.clone()
         };
-        let err = crate::mqtt::artifact::fetch(&missing, &fetch_dir, None, |_| {})
-            .await
-            .unwrap_err();
+        let err = crate::mqtt::artifact::fetch(
+            &missing,
+            &fetch_dir,
+            None,
+            crate::disk::Reserve::Auto,
+            |_| {},
+        )
+        .await
+        .unwrap_err();
         assert!(err.to_string().contains("HTTP 404"), "{err}");
     }
 }

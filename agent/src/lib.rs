@@ -14,6 +14,7 @@ pub mod cgroup;
 pub mod checks;
 pub mod dashboard;
 pub mod deploy;
+pub mod disk;
 pub mod drains;
 pub mod engine;
 pub mod example;

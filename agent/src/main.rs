@@ -54,6 +54,10 @@ struct Flags {
     /// User dynos run as by default.
     #[arg(long, env = "ROBOKU_DYNO_USER")]
     dyno_user: Option<String>,
+    /// Free space deploys and downloads leave on the data filesystem: bytes (64M), a percent
+    /// (10%) or auto (5 %, between 1 MiB and 64 MiB).
+    #[arg(long, env = "ROBOKU_DISK_RESERVE", value_name = "BYTES|N%|auto")]
+    disk_reserve: Option<robokud::disk::Reserve>,
     /// Slugs of this many recent releases per app are kept for rollback.
     #[arg(long, env = "ROBOKU_KEEP_RELEASES")]
     keep_releases: Option<usize>,
@@ -193,6 +197,7 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
         s.dashboard = d.clone();
     }
     s.keep_releases = flags.keep_releases.unwrap_or(s.keep_releases);
+    s.disk_reserve = flags.disk_reserve.unwrap_or(s.disk_reserve);
     s.gate_poll_ms = flags.gate_poll_ms.unwrap_or(s.gate_poll_ms);
     if let Some(u) = &flags.dyno_user {
         s.dyno_user = u.clone();

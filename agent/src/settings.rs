@@ -83,6 +83,9 @@ pub struct Settings {
     /// CA bundle that `syslog+tls://` and `https://` log drains verify their receiver against
     /// (default: the system bundle).
     pub drain_ca_file: Option<PathBuf>,
+    /// Free space deploys, builds, uploads and downloads leave on the data filesystem: bytes
+    /// (`64M`), a percent (`10%`) or `auto` (5 %, between 1 MiB and 64 MiB). See `disk.rs`.
+    pub disk_reserve: crate::disk::Reserve,
     /// Fleet control over MQTT (off unless `mqtt.broker` is set).
     pub mqtt: MqttSettings,
 }
@@ -119,6 +122,7 @@ impl Default for Settings {
             bundle_inbox: PathBuf::new(),
             bundle_scan_ms: 2000,
             drain_ca_file: None,
+            disk_reserve: crate::disk::Reserve::Auto,
             mqtt: MqttSettings::default(),
         }
     }
@@ -220,6 +224,10 @@ impl Settings {
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")
+    }
+    /// Fleet artifacts of kept slugs, the bases of slug deltas (`mqtt/bases.rs`).
+    pub fn bases_dir(&self) -> PathBuf {
+        self.data_dir.join("bases")
     }
     /// Archives of slugs a site gateway serves (`--serve-slugs`); not under `cache/`, whose
     /// entries are apps' build caches.

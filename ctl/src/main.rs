@@ -11,8 +11,8 @@ mod parse;
 
 use clap::{Parser, Subcommand};
 use commands::{
-    addons, apps, config, deploy, drains, events, gates, git, logs, ps, releases, run, status,
-    AppArg, Ctx,
+    addons, apps, config, deploy, disk, drains, events, gates, git, logs, ps, releases, run,
+    status, AppArg, Ctx,
 };
 use std::path::{Path, PathBuf};
 
@@ -113,6 +113,8 @@ enum Command {
     RunDetached(run::RunArgs),
     /// Show the agent's health
     Status,
+    /// What uses the data dir, the disk reserve, and what slug GC would free
+    Disk(disk::DiskArgs),
     /// Print the dashboard's URL, with the token that unlocks rollback, logs and config
     #[command(name = "dashboard:url")]
     DashboardUrl,
@@ -237,6 +239,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(a) => return run::run(ctx, a).await,
         Command::RunDetached(a) => run::detached(ctx, a).await?,
         Command::Status => status::run(ctx).await?,
+        Command::Disk(a) => disk::run(ctx, a).await?,
         Command::DashboardUrl => commands::dashboard::url(ctx).await?,
         Command::Open => commands::dashboard::open(ctx).await?,
         Command::Events(a) => events::run(ctx, a).await?,

@@ -4,6 +4,8 @@
 
 #[path = "fleet/bridge.rs"]
 mod bridge;
+#[path = "fleet/delta.rs"]
+mod delta;
 #[path = "fleet/gates.rs"]
 mod gates;
 #[path = "fleet/kit.rs"]

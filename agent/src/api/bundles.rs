@@ -72,7 +72,7 @@ async fn remove(path: &PathBuf) {
 /// Streams the body into `path`, refusing more than [`MAX_BUNDLE`] bytes or an empty body.
 async fn receive(ctx: &Ctx, req: Request<Incoming>, path: &Path) -> Result<(), EngineError> {
     if let Some(len) = super::spool::declared_len(&req, MAX_BUNDLE, "bundle")? {
-        crate::deploy::check_free_space(&ctx.settings.data_dir, len)?;
+        crate::deploy::check_free_space(&ctx.settings, len)?;
     }
     let io = |op: &str, e: std::io::Error| {
         EngineError::Internal(format!("{op} {}: {e}", path.display()))

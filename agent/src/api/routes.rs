@@ -52,6 +52,19 @@ async fn route(
     let call = |cmd| ctx.engine.call(door, cmd);
     let reply = match (method, parts.as_slice()) {
         (&Method::GET, ["status"]) => call(Command::Status).await?,
+        (&Method::GET, ["disk"]) => {
+            let Reply::Kept(kept) = call(Command::KeptSlugs).await? else {
+                return Err(EngineError::Internal(
+                    "unexpected reply to KeptSlugs".into(),
+                ));
+            };
+            let settings = ctx.settings.clone();
+            let report =
+                tokio::task::spawn_blocking(move || crate::disk::usage::report(&settings, &kept))
+                    .await
+                    .map_err(|e| EngineError::Internal(format!("disk report task: {e}")))?;
+            return json_response(StatusCode::OK, &report);
+        }
         (&Method::GET, ["dashboard"]) => {
             let info = ctx.dashboard.as_ref().ok_or_else(|| {
                 EngineError::NotFound(

@@ -31,7 +31,7 @@ pub async fn receive(
         .await?;
     if let Some(len) = super::spool::declared_len(&req, MAX_UPLOAD, "archive")? {
         // The archive, its extraction and the slug may all be on disk at once.
-        deploy::check_free_space(&ctx.settings.data_dir, len.saturating_mul(3))?;
+        deploy::check_free_space(&ctx.settings, len.saturating_mul(3))?;
     }
     let tmp = ctx.settings.tmp_dir();
     let path = tmp.join(format!("upload-{app}-{}-{}", now_ms(), std::process::id()));

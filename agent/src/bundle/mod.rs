@@ -81,6 +81,7 @@ pub fn desired_of(app: &BundleApp) -> AppDesired {
             url: format!("bundle:{}", s.member()),
             sha256: s.sha256.clone(),
             size: s.size,
+            delta: None,
         }),
         formation: app.formation.clone(),
         config: app.config.clone(),

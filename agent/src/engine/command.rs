@@ -51,6 +51,8 @@ impl Door {
 #[derive(Debug)]
 pub enum Command {
     Status,
+    /// What slug GC keeps (for `roboku disk`; the sizes are counted off the engine).
+    KeptSlugs,
     ListApps,
     CreateApp {
         name: String,
@@ -243,6 +245,7 @@ impl Command {
             | Command::AddDrain { app, .. }
             | Command::RemoveDrain { app, .. } => Some(app),
             Command::Status
+            | Command::KeptSlugs
             | Command::ListApps
             | Command::AppInfo { .. }
             | Command::CheckApp { .. }
@@ -286,6 +289,9 @@ pub enum Reply {
     Renamed(wire::Renamed),
     Plan(wire::DeployPlan),
     Gates(wire::gates::GatesReport),
+    /// Internal: slug GC's keep set (the API door turns it into a disk report).
+    #[serde(skip)]
+    Kept(super::Kept),
     Hold(wire::gates::HoldInfo),
     Health(wire::gates::DynoHealth),
     Addons(Vec<wire::addons::AddonInfo>),
@@ -384,6 +390,10 @@ impl super::Engine {
         self.refuse_while_renaming(&cmd)?;
         match cmd {
             Command::Status => Ok(Reply::Status(self.status())),
+            Command::KeptSlugs => self
+                .kept_slugs()
+                .map(Reply::Kept)
+                .ok_or_else(|| EngineError::Internal("the store cannot list releases".into())),
             Command::ListApps => self.list_apps().map(Reply::Apps),
             Command::CreateApp { name } => self.create_app(door, &name).map(Reply::App),
             Command::AppInfo { app } => self.app_info(&app).map(Reply::App),

@@ -1,46 +1,75 @@
 //! Slug garbage collection: keep the slugs of the last `keep_releases` releases of every app
 //! (and every current one), delete the rest off the engine loop. A rollback to a release whose
-//! slug is gone is refused with a clear message (see `releases.rs`).
+//! slug is gone is refused with a clear message (see `releases.rs`). The same keep set tells
+//! `roboku disk` what a collection would free (`disk/usage.rs`).
 
 use super::Engine;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What slug GC keeps, per app and overall.
+#[derive(Debug, Default, Clone)]
+pub struct Kept {
+    /// Per app: its current release's slug and every slug kept for it.
+    pub apps: BTreeMap<String, (Option<String>, BTreeSet<String>)>,
+    /// Every kept slug (the apps' and those of parked deploys and running dynos).
+    pub slugs: BTreeSet<String>,
+    /// Artifacts of kept releases: the delta bases worth keeping (`mqtt/bases.rs`).
+    pub bases: BTreeSet<String>,
+}
 
 impl Engine {
-    /// Deletes slugs no kept release refers to. Called after a release is committed, and at
-    /// start (to finish what an agent killed mid-collection left).
-    pub(super) fn gc_slugs(&mut self) {
+    /// The keep set; `None` if the store cannot say (then nothing may be collected).
+    pub(super) fn kept_slugs(&self) -> Option<Kept> {
         let keep_n = self.settings.keep_releases.max(1);
-        let mut keep = BTreeSet::new();
+        let mut kept = Kept::default();
         let apps = match self.store.apps() {
             Ok(a) => a,
-            Err(e) => return tracing::warn!(error = %e, "slug gc: cannot list apps"),
+            Err(e) => {
+                tracing::warn!(error = %e, "slug gc: cannot list apps");
+                return None;
+            }
         };
         for app in apps {
-            let Ok(releases) = self.store.releases(&app.name) else {
-                return;
-            };
+            let releases = self.store.releases(&app.name).ok()?;
+            let mut mine = BTreeSet::new();
             for r in releases.iter().take(keep_n) {
-                keep.insert(r.slug.clone());
+                mine.insert(r.slug.clone());
+                kept.bases
+                    .extend(r.artifact.as_ref().map(|a| a.sha256.clone()));
             }
             // The newest good one too: what a failing (or interrupted) rollout goes back to.
             if let Some(good) = releases.iter().find(|r| r.status == "succeeded") {
-                keep.insert(good.slug.clone());
+                mine.insert(good.slug.clone());
             }
-            if let Some(cur) = app
+            let current = app
                 .current_release
                 .and_then(|v| releases.iter().find(|r| r.version == v))
-            {
-                keep.insert(cur.slug.clone());
-            }
+                .map(|r| r.slug.clone());
+            mine.extend(current.clone());
+            kept.slugs.extend(mine.iter().cloned());
+            kept.apps.insert(app.name, (current, mine));
         }
         // Deploys waiting for their app's gates: their slug is not in a release yet.
-        keep.extend(self.parked_slugs());
+        kept.slugs.extend(self.parked_slugs());
         // Slugs of running dynos are kept even if their release is old (a rollout in progress).
         for cache in self.apps.values() {
             if let Some(r) = &cache.release {
-                keep.insert(r.slug.clone());
+                kept.slugs.insert(r.slug.clone());
             }
         }
+        Some(kept)
+    }
+
+    /// Deletes slugs no kept release refers to. Called after a release is committed, and at
+    /// start (to finish what an agent killed mid-collection left).
+    pub(super) fn gc_slugs(&mut self) {
+        let Some(kept) = self.kept_slugs() else {
+            return;
+        };
+        let bases = self.settings.bases_dir();
+        let keep_bases = kept.bases;
+        tokio::task::spawn_blocking(move || crate::mqtt::bases::prune(&bases, &keep_bases));
+        let keep = kept.slugs;
         let dir = self.settings.slugs_dir();
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return;

@@ -16,6 +16,7 @@ mod dyno;
 pub(crate) mod formation;
 mod gate;
 mod gc;
+pub use gc::Kept;
 pub mod health;
 pub mod holds;
 mod isolation;

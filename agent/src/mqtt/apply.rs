@@ -8,7 +8,7 @@
 use super::desired::{self, Observed, Plan};
 use super::jobs::{Converge, Job, Update};
 use super::verify::Verified;
-use super::{artifact, Shared};
+use super::{artifact, bases, Shared};
 use crate::deploy;
 use crate::engine::holds::Wait;
 use crate::engine::{Command, Door, EngineError, Reply};
@@ -360,18 +360,23 @@ async fn deploy_artifact(
     let file = match local {
         Some(path) => path.to_path_buf(),
         None => {
-            acker.step("download");
             let tmp = shared.settings.tmp_dir();
             let ca = shared.settings.mqtt.artifact_ca_file.as_deref();
-            artifact::fetch(a, &tmp, ca, |n| {
-                tracing::debug!(bytes = n, "artifact download progress");
-            })
-            .await
-            .map_err(|e| Failure {
-                reason: e.to_string(),
-                rollout: false,
-                gate_closed: false,
-            })?
+            match by_delta(shared, a, acker).await {
+                Some(rebuilt) => rebuilt,
+                None => {
+                    acker.step("download");
+                    artifact::fetch(a, &tmp, ca, shared.settings.disk_reserve, |n| {
+                        tracing::debug!(bytes = n, "artifact download progress");
+                    })
+                    .await
+                    .map_err(|e| Failure {
+                        reason: e.to_string(),
+                        rollout: false,
+                        gate_closed: false,
+                    })?
+                }
+            }
         }
     };
     acker.step("build");
@@ -392,7 +397,12 @@ async fn deploy_artifact(
     )
     .await;
     if local.is_none() {
-        let _ = std::fs::remove_file(&file);
+        // Kept as the base of a later delta; GC removes it with its slug.
+        let bases = shared.settings.bases_dir();
+        let kept = result.is_ok() && bases::keep(&bases, &a.sha256, &file).is_ok();
+        if !kept {
+            let _ = std::fs::remove_file(&file);
+        }
     }
     let release = result?;
     let _ = updates.send(Update::Artifact {
@@ -400,6 +410,49 @@ async fn deploy_artifact(
         slug: release.slug.clone(),
     });
     Ok(Some(release.version))
+}
+
+/// The slug rebuilt from `a.delta` when this robot keeps its base; `None` (after saying why in
+/// the log and the acks) means: fetch the full artifact instead.
+async fn by_delta(shared: &Shared, a: &Artifact, acker: &Acker<'_>) -> Option<std::path::PathBuf> {
+    let d = a.delta.as_ref()?;
+    let base = bases::find(&shared.settings.bases_dir(), &d.base)?;
+    acker.step("download delta");
+    let tmp = shared.settings.tmp_dir();
+    // The delta, the decoded base, the rebuilt tar and its extraction.
+    let need = d.size.saturating_add(d.tar_size.saturating_mul(3));
+    if let Err(e) = crate::disk::check(&tmp, shared.settings.disk_reserve, need, "a delta") {
+        acker.step(&format!("delta failed ({e}); full download"));
+        return None;
+    }
+    let ca = shared.settings.mqtt.artifact_ca_file.as_deref();
+    let file = Artifact {
+        url: d.url.clone(),
+        sha256: d.sha256.clone(),
+        size: d.size,
+        delta: None,
+    };
+    let fetched = artifact::fetch(&file, &tmp, ca, shared.settings.disk_reserve, |_| {}).await;
+    let rebuilt = match fetched {
+        Ok(delta_file) => {
+            let (d, tmp2, df) = (d.clone(), tmp.clone(), delta_file.clone());
+            let r = tokio::task::spawn_blocking(move || bases::rebuild(&base, &df, &d, &tmp2))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            let _ = std::fs::remove_file(&delta_file);
+            r
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match rebuilt {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(error = %e, "delta failed; fetching the full artifact");
+            acker.step(&format!("delta failed ({e}); full download"));
+            None
+        }
+    }
 }
 
 /// Reads what runs for `app`, as far as desired state cares.

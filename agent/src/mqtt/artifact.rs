@@ -31,8 +31,8 @@ pub enum FetchError {
     Tls(String),
     #[error("artifact sha256 {0:?} must be 64 lowercase hex digits")]
     BadSha(String),
-    #[error("not enough disk for the artifact: {need} bytes needed, {free} free in {dir}")]
-    Disk { need: u64, free: u64, dir: String },
+    #[error("{0}")]
+    Disk(String),
     #[error("fetching {url}: {err}")]
     Http { url: String, err: String },
     #[error("artifact is {got} bytes, the signed size is {want}")]
@@ -45,11 +45,13 @@ pub enum FetchError {
 
 /// Downloads `a` into `tmp_dir` and returns the verified file (the caller removes it after use).
 /// `progress` hears the byte count now and then.
-/// `ca` is the CA bundle for `https://` (default: the system's).
+/// `ca` is the CA bundle for `https://` (default: the system's). Refused before a byte is
+/// written when the download (and what it becomes) would cross `reserve` (`disk.rs`).
 pub async fn fetch(
     a: &Artifact,
     tmp_dir: &Path,
     ca: Option<&Path>,
+    reserve: crate::disk::Reserve,
     mut progress: impl FnMut(u64),
 ) -> Result<PathBuf, FetchError> {
     if a.sha256.len() != 64
@@ -67,15 +69,12 @@ pub async fn fetch(
     };
     let part = tmp_dir.join(format!("fleet-{}.part", a.sha256));
     let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-    // Room for the archive and its extracted tree.
-    if let Some(free) = free_bytes(tmp_dir) {
+    // Room for the archive and its extracted tree, above the reserve.
+    if let Ok((free, total)) = crate::disk::space(tmp_dir) {
         let need = a.size.saturating_sub(have).saturating_mul(3);
-        if need > free {
-            return Err(FetchError::Disk {
-                need,
-                free,
-                dir: tmp_dir.display().to_string(),
-            });
+        let what = "the artifact download";
+        if let Some(m) = crate::disk::refusal(tmp_dir, what, need, free, reserve.bytes(total)) {
+            return Err(FetchError::Disk(m));
         }
     }
     let mut last_err = None;

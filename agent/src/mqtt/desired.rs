@@ -154,6 +154,7 @@ mod tests {
             url: "http://site/a.tar.gz".into(),
             sha256: sha.into(),
             size: 1,
+            delta: None,
         }
     }
 

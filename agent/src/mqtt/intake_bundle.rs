@@ -75,8 +75,8 @@ impl Intake {
             None
         } else {
             // The slugs, then each one's extraction and slug: all on disk at once.
-            let data = &self.shared.settings.data_dir;
-            if let Err(e) = crate::deploy::check_free_space(data, total.saturating_mul(3)) {
+            let settings = &self.shared.settings;
+            if let Err(e) = crate::deploy::check_free_space(settings, total.saturating_mul(3)) {
                 let details = AckDetails {
                     kind: Some("bundle".into()),
                     reason: Some(format!("not applied: {e}")),

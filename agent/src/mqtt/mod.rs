@@ -22,6 +22,7 @@
 
 mod apply;
 pub mod artifact;
+pub mod bases;
 mod desired;
 mod intake;
 mod jobs;

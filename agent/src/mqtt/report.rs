@@ -134,6 +134,7 @@ pub(super) async fn reported(shared: &Shared, view: &View, session: u64) -> Opti
         disk_free: super::artifact::free_bytes(&shared.settings.data_dir),
         apps: out,
         last_ack: shared.out.last_ack(),
+        artifacts: super::bases::list(&shared.settings.bases_dir()),
     })
 }
 

@@ -247,6 +247,7 @@ fn desired_docs_verify_like_commands() {
                     url: "http://x/a.tar.gz".into(),
                     sha256: "00".repeat(32),
                     size: 10,
+                    delta: None,
                 }),
                 ..AppDesired::default()
             },

@@ -27,6 +27,7 @@ fn release_row(r: &Row<'_>) -> rusqlite::Result<ReleaseRow> {
                 url: r.get::<_, Option<String>>(9)?.unwrap_or_default(),
                 sha256,
                 size: r.get::<_, Option<u64>>(11)?.unwrap_or(0),
+                delta: None,
             }),
             None => None,
         },
@@ -243,6 +244,7 @@ mod tests {
             url: "https://fleet.example/a.tar.gz".into(),
             sha256: "ab".repeat(32),
             size: 4096,
+            delta: None,
         };
         let r = NewRelease {
             artifact: Some(artifact.clone()),

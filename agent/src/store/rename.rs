@@ -134,6 +134,7 @@ mod tests {
                         url: format!("https://fleet.example/{app}.tar.gz"),
                         sha256: "ab".repeat(32),
                         size: 7,
+                        delta: None,
                     }),
                     buildpacks: Some(vec![roboku_wire::ReleaseBuildpack {
                         source: "https://github.com/org/pack#main".into(),

@@ -108,6 +108,27 @@ pub struct Artifact {
     pub url: String,
     pub sha256: String,
     pub size: u64,
+    /// The same release as a delta against a slug the robot may keep (see `docs/offline.md`):
+    /// a robot that has `delta.base` fetches the delta, one that lacks it (or whose delta fails)
+    /// fetches `url` as without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<Delta>,
+}
+
+/// A slug delta ([`crate::delta`]) and what it must make.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Delta {
+    /// Where the delta file is.
+    pub url: String,
+    /// sha256 and size of the delta file.
+    pub sha256: String,
+    pub size: u64,
+    /// The artifact sha256 of the base (a slug the robot reported in `Reported::artifacts`).
+    pub base: String,
+    /// sha256 and size of the decoded tar the delta makes: checked before it is deployed.
+    pub tar_sha256: String,
+    pub tar_size: u64,
 }
 
 /// Body of `scale`: `{"counts": {"web": 2}}`.
@@ -415,6 +436,9 @@ pub struct Reported {
     /// The latest final ack this device sent.
     #[serde(default)]
     pub last_ack: Option<AckSummary>,
+    /// Artifact sha256s of the slugs this device keeps as delta bases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

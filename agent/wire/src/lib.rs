@@ -9,6 +9,7 @@
 //! | method + path                              | request            | response                 |
 //! |--------------------------------------------|--------------------|--------------------------|
 //! | GET    /v1/status                          |                    | [`Status`]               |
+//! | GET    /v1/disk                            |                    | [`DiskReport`]           |
 //! | GET    /v1/apps                            |                    | `Vec<AppInfo>`           |
 //! | POST   /v1/apps                            | [`CreateApp`]      | [`AppInfo`]              |
 //! | GET    /v1/apps/{app}                      |                    | [`AppInfo`]              |
@@ -37,6 +38,8 @@
 pub mod addons;
 pub mod attach;
 pub mod bundle;
+#[cfg(feature = "delta")]
+pub mod delta;
 pub mod drains;
 pub mod fleet;
 pub mod gates;
@@ -376,6 +379,31 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
+}
+
+/// `GET /v1/disk`: what uses the data dir, the reserve, what slug GC would free.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DiskReport {
+    pub data_dir: String,
+    /// Bytes of the data filesystem: total, free, kept free by `disk_reserve`.
+    pub total: u64,
+    pub free: u64,
+    pub reserve: String,
+    pub reserved: u64,
+    pub rows: Vec<DiskRow>,
+    /// Unreferenced slugs a collection would remove, and their bytes.
+    pub gc_slugs: u32,
+    pub gc_bytes: u64,
+}
+
+/// One thing using space: `what` (`slug`, `rollback slugs`, `build cache`, `logs`, `delta
+/// bases`, `store`, `tmp`, `ballast`, `other`), per app when it is an app's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DiskRow {
+    pub what: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    pub bytes: u64,
 }
 
 /// A byte count as people read it: `512B`, `1.5K`, `64M`, `2.3G` (binary units, one decimal

@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod config;
 pub mod dashboard;
 pub mod deploy;
+pub mod disk;
 pub mod drains;
 pub mod events;
 pub mod fleet;

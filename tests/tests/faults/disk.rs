@@ -99,3 +99,103 @@ fn an_archive_that_unpacks_past_the_free_space_is_refused_while_extracting() {
         before.saturating_sub(after)
     );
 }
+
+/// A `.tar.gz` app whose `blob` is `mib` MiB of incompressible bytes; `tag` makes it unique.
+fn heavy_archive(mib: usize, tag: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let src = app_dir(&[("Procfile", "web: exec sleep 1000\n"), ("VERSION", tag)]);
+    let mut x = 0x2545_f491_4f6c_dd1du64 ^ tag.len() as u64;
+    let blob: Vec<u8> = (0..mib << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(src.path().join("blob"), blob).expect("blob");
+    let out = tempfile::tempdir().expect("tempdir");
+    let archive = out.path().join("heavy.tar.gz");
+    let ok = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(src.path())
+        .args(["Procfile", "VERSION", "blob"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "tar");
+    (out, archive)
+}
+
+#[test]
+fn a_deploy_that_would_cross_the_disk_reserve_is_refused_before_writing_and_works_once_space_is_back(
+) {
+    let agent = Agent::start(AgentOpts {
+        tmpfs: Some("64M"),
+        extra: vec!["--disk-reserve".into(), "16M".into()],
+        ..AgentOpts::default()
+    });
+    let app = app_dir(&[("Procfile", "web: exec sleep 1000\n")]);
+    agent.create_and_deploy("demo", app.path());
+    let pid = agent.wait_up("demo", "web.1", None, Duration::from_secs(10));
+    // Someone else's 24 MiB on the same filesystem: an 8 MiB archive (24 MiB with its
+    // extraction and slug) no longer fits above the 16 MiB reserve.
+    let filler = agent.data_dir().join("filler");
+    std::fs::write(&filler, vec![1u8; 24 << 20]).expect("filler");
+    let (_keep, archive) = heavy_archive(8, "two");
+    let before = nix_statvfs(agent.data_dir());
+    let out = agent.roboku(&["deploy", archive.to_str().expect("utf-8"), "-a", "demo"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "deployed across the reserve");
+    for part in [
+        "not enough disk",
+        "needs about",
+        "free",
+        "16M reserved",
+        "disk_reserve",
+    ] {
+        assert!(err.contains(part), "{part:?} missing: {err}");
+    }
+    // Refused before writing: no spool in tmp, the free space as it was.
+    let after = nix_statvfs(agent.data_dir());
+    assert!(
+        after + (1 << 20) >= before,
+        "{} bytes written",
+        before - after
+    );
+    let spools = std::fs::read_dir(agent.data_dir().join("tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(spools, 0, "something was written to tmp");
+    // The running release keeps running.
+    assert_eq!(agent.up_pid("demo", "web.1"), Some(pid));
+    let releases = agent.json(&["releases", "-a", "demo"]);
+    assert_eq!(releases.as_array().map(Vec::len), Some(1), "{releases}");
+    // Space back: the same deploy goes through.
+    std::fs::remove_file(&filler).expect("remove filler");
+    let out = agent.roboku(&["deploy", archive.to_str().expect("utf-8"), "-a", "demo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    agent.wait_up("demo", "web.1", Some(pid), Duration::from_secs(20));
+    // `roboku disk` shows where the space went: the 8 MiB blob in demo's slug, v1's slug kept
+    // for rollback, the reserve as configured.
+    let d = agent.json(&["disk"]);
+    assert_eq!(d["reserved"].as_u64(), Some(16 << 20), "{d}");
+    let rows = d["rows"].as_array().expect("rows");
+    let size = |what: &str| {
+        rows.iter()
+            .find(|r| r["what"] == what && r["app"] == "demo")
+            .and_then(|r| r["bytes"].as_u64())
+            .unwrap_or(0)
+    };
+    assert!(size("slug") >= 8 << 20, "{d}");
+    assert!(size("rollback slugs") > 0, "{d}");
+    let text = agent.ok(&["disk", "-a", "demo"]);
+    assert!(
+        text.contains("16M reserved") && text.contains("Slug GC would free"),
+        "{text}"
+    );
+}

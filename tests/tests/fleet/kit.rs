@@ -430,10 +430,20 @@ pub fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 
 /// An app artifact: a `.tar.gz` with a Procfile whose web dyno sleeps; `tag` makes it unique.
 pub fn artifact(dir: &Path, name: &str, tag: &str) -> PathBuf {
+    artifact_with(dir, name, tag, &[])
+}
+
+/// Like [`artifact`], with more files (`(relative path, bytes)`).
+pub fn artifact_with(dir: &Path, name: &str, tag: &str, files: &[(&str, &[u8])]) -> PathBuf {
     let src = dir.join(format!("{name}-src"));
     std::fs::create_dir_all(&src).expect("mkdir");
     std::fs::write(src.join("Procfile"), "web: exec sleep 100000\n").expect("Procfile");
     std::fs::write(src.join("VERSION"), tag).expect("VERSION");
+    for (rel, bytes) in files {
+        let p = src.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, bytes).expect("write");
+    }
     let out = dir.join(name);
     let st = Command::new("tar")
         .arg("czf")

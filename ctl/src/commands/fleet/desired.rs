@@ -64,6 +64,7 @@ pub async fn run(json: bool, a: DesiredArgs) -> anyhow::Result<()> {
                     url: url.clone(),
                     sha256: sha.to_ascii_lowercase(),
                     size,
+                    delta: None,
                 });
             }
             e.formation.extend(a.scale.iter().cloned());

@@ -4,9 +4,10 @@
 //! were offline converge when they come back. Protocol: `docs/fleet-protocol.md`.
 //!
 //! Files: `session.rs` (the MQTT connection), `roster.rs` (devices from retained status and
-//! reported state, pure), `waves.rs` (wave planning, pure), `send.rs` (the six commands and
+//! reported state, pure), `delta.rs` (`deploy --delta`), `waves.rs` (wave planning, pure), `send.rs` (the six commands and
 //! their rollout), `desired.rs`, `status.rs`, `watch.rs`, `keygen.rs`.
 
+mod delta;
 mod desired;
 mod keygen;
 mod roster;

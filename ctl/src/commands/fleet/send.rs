@@ -70,6 +70,16 @@ pub struct DeployArgs {
     /// The artifact file itself: sha256 and size are computed from it
     #[arg(long, value_name = "FILE", conflicts_with_all = ["sha256", "size"])]
     pub slug: Option<PathBuf>,
+    /// Also ship a delta against a slug the robots keep: the best of the `--delta-from` files,
+    /// written next to `--slug` as `<slug>.from-<base>.rkd`; robots without it take the full slug
+    #[arg(long, requires_all = ["slug", "delta_from"])]
+    pub delta: bool,
+    /// A slug shipped before, a candidate base for `--delta` (repeatable)
+    #[arg(long, value_name = "FILE", requires = "delta")]
+    pub delta_from: Vec<PathBuf>,
+    /// Where robots download the delta [default: the artifact URL + `.from-<base>.rkd`]
+    #[arg(long, value_name = "URL", requires = "delta")]
+    pub delta_url: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -118,10 +128,26 @@ pub async fn deploy(json: bool, a: DeployArgs) -> anyhow::Result<i32> {
             a.size.unwrap_or(0),
         ),
     };
+    let delta = match (&a.slug, a.delta) {
+        (Some(slug), true) => {
+            let addr = a.common.target.address()?;
+            let req = super::delta::Request {
+                broker: &a.common.broker,
+                addr: &addr,
+                slug,
+                artifact_url: &a.artifact_url,
+                bases: &a.delta_from,
+                delta_url: a.delta_url.as_deref(),
+            };
+            super::delta::plan(json, req).await?
+        }
+        _ => None,
+    };
     let artifact = Artifact {
         url: a.artifact_url.clone(),
         sha256,
         size,
+        delta,
     };
     let update = {
         let artifact = artifact.clone();
