@@ -248,6 +248,7 @@ mod tests {
     #[test]
     fn cap_keeps_the_newest_lines_that_fit_without_gaps() {
         let lines: Vec<LogLine> = (0..10).map(|i| line(i, &"x".repeat(50))).collect();
+        // 0..10: stamps of one digit, every line the same size.
         let one = size(&lines[0]) as u64;
         let (kept, dropped) = cap(lines.clone(), one * 3 + one / 2);
         assert_eq!((kept.as_slice(), dropped), (&lines[7..], 7));
@@ -263,7 +264,8 @@ mod tests {
 
     #[test]
     fn chunks_stay_under_their_size_and_keep_the_order() {
-        let lines: Vec<LogLine> = (0..100).map(|i| line(i, &"z".repeat(100))).collect();
+        // Stamps of one width: every line the same size.
+        let lines: Vec<LogLine> = (1000..1100).map(|i| line(i, &"z".repeat(100))).collect();
         let one = size(&lines[0]);
         let parts = chunks(lines.clone(), one * 7);
         assert_eq!(parts.len(), 15);

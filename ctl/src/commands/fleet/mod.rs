@@ -5,10 +5,12 @@
 //!
 //! Files: `session.rs` (the MQTT connection), `roster.rs` (devices from retained status and
 //! reported state, pure), `waves.rs` (wave planning, pure), `send.rs` (the six commands and
-//! their rollout), `desired.rs`, `status.rs`, `watch.rs`, `keygen.rs`.
+//! their rollout), `logs.rs` (a signed read of a robot's logs), `desired.rs`, `status.rs`,
+//! `watch.rs`, `keygen.rs`.
 
 mod desired;
 mod keygen;
+mod logs;
 mod roster;
 mod send;
 mod session;
@@ -47,6 +49,8 @@ pub enum FleetCommand {
     Watch(watch::WatchArgs),
     /// Publish a retained, signed desired state for a device or group
     Desired(desired::DesiredArgs),
+    /// Pull an app's log lines from a robot (filtered, size-capped), as a signed command
+    Logs(logs::LogsArgs),
 }
 
 pub async fn run(json: bool, cmd: FleetCommand) -> anyhow::Result<i32> {
@@ -61,6 +65,7 @@ pub async fn run(json: bool, cmd: FleetCommand) -> anyhow::Result<i32> {
         FleetCommand::Status(a) => status::run(json, a).await.map(|_| 0),
         FleetCommand::Watch(a) => watch::run(json, a).await.map(|_| 0),
         FleetCommand::Desired(a) => desired::run(json, a).await.map(|_| 0),
+        FleetCommand::Logs(a) => logs::run(json, a).await,
     }
 }
 
