@@ -8,6 +8,8 @@ mod bridge;
 mod gates;
 #[path = "fleet/kit.rs"]
 mod kit;
+#[path = "fleet/logs.rs"]
+mod logs;
 #[path = "fleet/tls.rs"]
 mod tls;
 

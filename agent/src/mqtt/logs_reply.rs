@@ -168,14 +168,24 @@ pub(super) async fn serve(
             max_bytes: plan.max_bytes,
         };
         let payload = serde_json::to_vec(&chunk).unwrap_or_default();
-        if !shared.out.publish(to.clone(), QoS::AtLeastOnce, false, payload) {
+        if !shared
+            .out
+            .publish(to.clone(), QoS::AtLeastOnce, false, payload)
+        {
             return fail(format!(
                 "could not queue part {} of {count} for the broker",
                 i + 1
             ));
         }
     }
-    tracing::info!(app, id, lines = sent, parts = count, dropped, "fleet logs sent");
+    tracing::info!(
+        app,
+        id,
+        lines = sent,
+        parts = count,
+        dropped,
+        "fleet logs sent"
+    );
     let details = AckDetails {
         lines: Some(sent),
         parts: Some(count),
@@ -273,7 +283,10 @@ mod tests {
         assert_eq!(parts.concat(), lines);
         assert_eq!(chunks(Vec::new(), 10), vec![Vec::<LogLine>::new()]);
         // A line bigger than a chunk goes alone.
-        let parts = chunks(vec![line(0, "a"), line(1, &"b".repeat(500)), line(2, "c")], 100);
+        let parts = chunks(
+            vec![line(0, "a"), line(1, &"b".repeat(500)), line(2, "c")],
+            100,
+        );
         assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
     }
 }

@@ -430,9 +430,14 @@ pub fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 
 /// An app artifact: a `.tar.gz` with a Procfile whose web dyno sleeps; `tag` makes it unique.
 pub fn artifact(dir: &Path, name: &str, tag: &str) -> PathBuf {
+    artifact_with(dir, name, tag, "web: exec sleep 100000\n")
+}
+
+/// An app artifact with this Procfile.
+pub fn artifact_with(dir: &Path, name: &str, tag: &str, procfile: &str) -> PathBuf {
     let src = dir.join(format!("{name}-src"));
     std::fs::create_dir_all(&src).expect("mkdir");
-    std::fs::write(src.join("Procfile"), "web: exec sleep 100000\n").expect("Procfile");
+    std::fs::write(src.join("Procfile"), procfile).expect("Procfile");
     std::fs::write(src.join("VERSION"), tag).expect("VERSION");
     let out = dir.join(name);
     let st = Command::new("tar")

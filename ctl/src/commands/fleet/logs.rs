@@ -7,7 +7,7 @@ use super::session::Session;
 use super::{new_id, seal_bytes, BrokerArgs, KeyArgs};
 use crate::output::{self, now_ms, outln};
 use roboku_wire::fleet::topic::{self, Address, Topic};
-use roboku_wire::fleet::{payload_ref, Ack, Action, AckStatus, Envelope, LogsChunk, LogsQuery};
+use roboku_wire::fleet::{payload_ref, Ack, AckStatus, Action, Envelope, LogsChunk, LogsQuery};
 use roboku_wire::LogLine;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -251,8 +251,10 @@ mod tests {
 
     #[test]
     fn a_refusal_ends_the_answer_without_lines() {
-        let mut a = Answer::default();
-        a.ack = Some(ack(AckStatus::Accepted, None));
+        let mut a = Answer {
+            ack: Some(ack(AckStatus::Accepted, None)),
+            ..Answer::default()
+        };
         assert!(!a.done());
         a.ack = Some(ack(AckStatus::Rejected, None));
         assert!(a.done());
