@@ -7,7 +7,7 @@
 
 /// `web=3` -> `("web", 3)`. Only `=` is accepted: relative changes (`web+1`) would race with
 /// other doors changing the formation.
-/// `30s`, `10m`, `2h`, `1d` -> milliseconds.
+/// `30s`, `10m`, `2h`, `1d` (and `1500ms`) -> milliseconds.
 pub fn duration_ms(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
@@ -15,6 +15,7 @@ pub fn duration_ms(text: &str) -> Result<u64, String> {
         .parse()
         .map_err(|_| format!("{text:?} is not a duration like 30s, 10m, 2h or 1d"))?;
     let ms = match unit {
+        "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
@@ -152,7 +153,8 @@ mod tests {
         assert_eq!(duration_ms("10m"), Ok(600_000));
         assert_eq!(duration_ms("2h"), Ok(7_200_000));
         assert_eq!(duration_ms("1d"), Ok(86_400_000));
-        for bad in ["10", "m", "10x", "-1m", ""] {
+        assert_eq!(duration_ms("1500ms"), Ok(1500));
+        for bad in ["10", "m", "10x", "-1m", "", "5mss"] {
             assert!(duration_ms(bad).is_err(), "{bad}");
         }
     }

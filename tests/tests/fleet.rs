@@ -10,6 +10,8 @@ mod delta;
 mod gates;
 #[path = "fleet/kit.rs"]
 mod kit;
+#[path = "fleet/logs.rs"]
+mod logs;
 #[path = "fleet/tls.rs"]
 mod tls;
 

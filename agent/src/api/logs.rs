@@ -50,7 +50,11 @@ pub async fn stream(
         };
         check_dyno(app, d, &types)?;
     }
-    let filter = LogFilter { dyno, source };
+    let filter = LogFilter {
+        dyno,
+        source,
+        ..LogFilter::default()
+    };
     // Subscribe before reading the backlog so no line falls between the two.
     let mut live = ctx.logs.subscribe();
     let mut backlog = ctx.logs.recent(app, n, filter.clone()).await;

@@ -129,12 +129,27 @@ fn header_ok(h: &Header) -> bool {
         && h.expires.saturating_add(SKEW_MS) >= h.now
 }
 
+/// A `logs` read carries no version and a pattern that compiles.
+fn logs_ok(env: &Envelope) -> bool {
+    match env.action() {
+        Ok(roboku_wire::fleet::Action::Logs(q)) => {
+            env.version.is_none()
+                && q.dyno.as_ref().is_none_or(|d| (1..=64).contains(&d.len()))
+                && q.grep
+                    .as_deref()
+                    .is_none_or(|g| crate::logs::Grep::new(g).is_ok())
+        }
+        _ => true,
+    }
+}
+
 fn default_body(kind: Kind) -> serde_json::Value {
     let text = match kind {
         Kind::Deploy => r#"{"url":"http://gw/slugs/a.tar.gz","sha256":"00","size":10}"#,
         Kind::Scale => r#"{"counts":{"web":2}}"#,
         Kind::Config => r#"{"set":{"A":"1"},"unset":["B"]}"#,
         Kind::Rollback | Kind::Restart | Kind::Stop => "{}",
+        Kind::Logs => r#"{"tail":10,"grep":"ERR"}"#,
     };
     serde_json::from_str(text).unwrap_or_default()
 }
@@ -149,7 +164,8 @@ fn command(c: &mut Carver) {
         Kind::Rollback,
         Kind::Restart,
         Kind::Stop,
-    ][usize::from(c.u8()) % 6];
+        Kind::Logs,
+    ][usize::from(c.u8()) % 7];
     let app = Some(c.text(40))
         .filter(|a| !a.is_empty())
         .unwrap_or_else(|| "demo".into());
@@ -176,7 +192,8 @@ fn command(c: &mut Carver) {
         && env.expires.saturating_sub(env.ts) <= MAX_COMMAND_LIFETIME_MS
         && (1..=64).contains(&env.id.len())
         && roboku_wire::check_app_name(&env.app).is_ok()
-        && env.action().is_ok();
+        && env.action().is_ok()
+        && logs_ok(&env);
     let first = verify(&payload, trust(false), &guard);
     assert_eq!(
         first.is_ok(),
@@ -453,6 +470,7 @@ fn topic_round_trip(bytes: &[u8]) {
         Topic::Reported(d) => topic::reported(d),
         Topic::Status(d) => topic::status(d),
         Topic::Telemetry(d) => topic::telemetry(d),
+        Topic::Logs(d) => topic::logs(d),
     };
     assert_eq!(back, text, "topic {t:?}");
 }

@@ -36,18 +36,69 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 /// How many lines a follower may fall behind before it loses lines (it never slows anyone).
 const FOLLOW_CAPACITY: usize = 1024;
 
-/// Which lines a reader wants.
+/// Which lines a reader wants (every filter given must match).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LogFilter {
     /// `web.1` (one dyno) or `web` (every dyno of the type).
     pub dyno: Option<String>,
     pub source: Option<LogSource>,
+    /// Only lines stamped at or after this (unix ms). Lines are stamped as they are stored, so
+    /// a reader going back in time may stop at the first older line (see `history`).
+    pub since: Option<u64>,
+    /// Only lines whose text matches.
+    pub grep: Option<Grep>,
+}
+
+/// A regular expression over a line's text (`regex-lite`: linear time, size-limited, so a
+/// hostile pattern can neither spin nor eat memory). Compared by its source text.
+#[derive(Debug, Clone)]
+pub struct Grep {
+    source: String,
+    re: regex_lite::Regex,
+}
+
+/// Longest pattern accepted (the envelope is capped anyway; this keeps compiled sizes small).
+pub const MAX_GREP_LEN: usize = 1024;
+
+impl Grep {
+    /// Compiles `pattern`; the error says what is wrong with it.
+    pub fn new(pattern: &str) -> Result<Grep, String> {
+        if pattern.len() > MAX_GREP_LEN {
+            return Err(format!(
+                "grep pattern is {} bytes, more than {MAX_GREP_LEN}",
+                pattern.len()
+            ));
+        }
+        let re = regex_lite::RegexBuilder::new(pattern)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| format!("grep pattern {pattern:?}: {e}"))?;
+        Ok(Grep {
+            source: pattern.to_string(),
+            re,
+        })
+    }
+    pub fn is_match(&self, text: &str) -> bool {
+        self.re.is_match(text)
+    }
+}
+
+impl PartialEq for Grep {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
 }
 
 impl LogFilter {
     /// Whether `line` is one the reader wants: `web` matches every `web.N`, `web.1` only itself.
     pub fn matches(&self, line: &LogLine) -> bool {
         if self.source.is_some_and(|s| s != line.source) {
+            return false;
+        }
+        if self.since.is_some_and(|t| line.ts < t) {
+            return false;
+        }
+        if self.grep.as_ref().is_some_and(|g| !g.is_match(&line.line)) {
             return false;
         }
         match &self.dyno {

@@ -48,7 +48,7 @@ fn filters_match_a_dyno_or_its_type() {
     };
     let web = LogFilter {
         dyno: Some("web".into()),
-        source: None,
+        ..all()
     };
     assert!(web.matches(&line("web.1", LogSource::App)));
     assert!(web.matches(&line("web.12", LogSource::Roboku)));
@@ -57,6 +57,7 @@ fn filters_match_a_dyno_or_its_type() {
     let one = LogFilter {
         dyno: Some("web.1".into()),
         source: Some(LogSource::App),
+        ..all()
     };
     assert!(one.matches(&line("web.1", LogSource::App)));
     assert!(!one.matches(&line("web.12", LogSource::App)));
@@ -334,6 +335,7 @@ async fn recent_filters_by_dyno_type_and_source() {
         let filter = LogFilter {
             dyno: dyno.map(Into::into),
             source,
+            ..all()
         };
         let h = h.clone();
         async move { texts(&h.recent("app", 100, filter).await) }
@@ -388,8 +390,8 @@ async fn system_lines_unwatch_and_remove_app() {
             "app",
             10,
             LogFilter {
-                dyno: None,
                 source: Some(LogSource::App),
+                ..all()
             },
         )
         .await;

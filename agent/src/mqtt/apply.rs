@@ -302,6 +302,12 @@ async fn execute(
                 .await?;
             Ok(None)
         }
+        // The intake answers reads itself (`logs_reply`) and desired state never holds one.
+        Action::Logs(_) => Err(Failure {
+            reason: "a logs read is not work for an app's worker".into(),
+            rollout: false,
+            gate_closed: false,
+        }),
         Action::Stop(t) => {
             acker.step("stop");
             let cmd = Command::Stop {

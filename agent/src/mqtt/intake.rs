@@ -17,6 +17,7 @@
 use super::apply;
 use super::desired;
 use super::jobs::{Converge, Job, Update};
+use super::logs_reply;
 use super::state::FleetState;
 use super::task::Inbound;
 use super::verify::{self, Refused, Trust};
@@ -24,7 +25,7 @@ use super::Shared;
 use crate::bundle::BundleRequest;
 use crate::util::now_ms;
 use roboku_wire::fleet::topic::{Address, Topic};
-use roboku_wire::fleet::{payload_ref, AckDetails, AckStatus, DesiredDoc};
+use roboku_wire::fleet::{payload_ref, AckDetails, AckStatus, Action, DesiredDoc};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -177,6 +178,19 @@ impl Intake {
         self.state = next;
         self.publish_view();
         let app = v.env.app.clone();
+        if let Action::Logs(query) = v.action {
+            // A read changes nothing: it does not wait behind the app's work, nor the intake
+            // behind the read.
+            let id = v.env.id.clone();
+            tokio::spawn(logs_reply::serve(
+                self.shared.clone(),
+                id,
+                reference.to_string(),
+                app,
+                query,
+            ));
+            return;
+        }
         self.queue(
             &app,
             Job::Command {

@@ -11,6 +11,8 @@
 //! - `apply.rs`: one worker per app, so an app's commands and convergences run in order; turns
 //!   them into engine [`Command`](crate::engine::Command)s and acks progress. `desired.rs` plans
 //!   convergence, `artifact.rs` fetches release artifacts over HTTP.
+//! - `logs_reply.rs`: answers `logs` commands (filtered, capped lines on the `logs` topic) in
+//!   a task of their own, never in an app's worker.
 //! - `report.rs`: retained `reported` state after every change and on connect; telemetry.
 //! - offline bundles (`crate::bundle`) enter the intake too (`intake_bundle.rs`), verified by
 //!   `verify_bundle.rs` with the same keys and replay guard, and are applied by the same workers
@@ -26,6 +28,7 @@ pub mod bases;
 mod desired;
 mod intake;
 mod jobs;
+pub mod logs_reply;
 mod report;
 pub mod state;
 mod task;
@@ -64,6 +67,8 @@ pub(crate) struct Shared {
     /// The host sampler's history: telemetry messages take load and memory from its latest
     /// sample instead of reading /proc again (one sampler for ps, the dashboard and the fleet).
     pub telemetry: Option<crate::telemetry::Telemetry>,
+    /// Permits for `logs` reads running at once ([`logs_reply::MAX_READERS`]).
+    pub readers: Arc<tokio::sync::Semaphore>,
 }
 
 /// Publishing side: acks (numbered), retained state, telemetry. Never blocks: when rumqttc's
@@ -310,6 +315,7 @@ impl Prepared {
             device: device.clone(),
             groups: m.groups.clone(),
             telemetry,
+            readers: Arc::new(tokio::sync::Semaphore::new(logs_reply::MAX_READERS)),
         });
         let state = state::FleetState::load(&settings.fleet_state_path());
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);

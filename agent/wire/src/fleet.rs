@@ -48,6 +48,8 @@ pub enum Kind {
     Rollback,
     Restart,
     Stop,
+    /// Read-only: the robot answers with matching log lines on its `logs` topic.
+    Logs,
 }
 
 impl Kind {
@@ -59,6 +61,7 @@ impl Kind {
             Kind::Rollback => "rollback",
             Kind::Restart => "restart",
             Kind::Stop => "stop",
+            Kind::Logs => "logs",
         }
     }
 }
@@ -98,6 +101,46 @@ pub enum Action {
     Rollback(crate::RollbackRequest),
     Restart(crate::TargetRequest),
     Stop(crate::TargetRequest),
+    Logs(LogsQuery),
+}
+
+/// Body of `logs`: which stored lines of the app to send back (all filters together).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    /// Only lines stamped at or after this (unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// Only lines whose text matches this regular expression (`regex-lite` syntax).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grep: Option<String>,
+    /// At most the last N matching lines [default: 100, or 10,000 with `since`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<u32>,
+    /// At most this many bytes of lines in the answer [default and ceiling: see the robot].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// Only this dyno (`web.1`) or process type (`web`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dyno: Option<String>,
+}
+
+/// One message of a robot's answer to a `logs` command, on `rk/v1/d/<device>/logs` (QoS 1, not
+/// retained). An answer is `parts` messages numbered from 0; lines are oldest first across them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogsChunk {
+    /// The command's id.
+    pub id: String,
+    pub device: String,
+    pub part: u32,
+    pub parts: u32,
+    pub lines: Vec<crate::LogLine>,
+    /// Matching lines left out (the oldest) to stay within the size cap; 0 when none were.
+    #[serde(default)]
+    pub dropped: u64,
+    /// The size cap the robot applied, bytes.
+    #[serde(default)]
+    pub max_bytes: u64,
 }
 
 /// A release artifact: a `.tar.gz` of the app (Procfile at the top) fetched over HTTP.
@@ -147,6 +190,7 @@ impl Action {
             Action::Rollback(_) => Kind::Rollback,
             Action::Restart(_) => Kind::Restart,
             Action::Stop(_) => Kind::Stop,
+            Action::Logs(_) => Kind::Logs,
         }
     }
 
@@ -158,6 +202,7 @@ impl Action {
             Action::Config(c) => serde_json::to_value(c),
             Action::Rollback(r) => serde_json::to_value(r),
             Action::Restart(t) | Action::Stop(t) => serde_json::to_value(t),
+            Action::Logs(q) => serde_json::to_value(q),
         };
         v.unwrap_or(serde_json::Value::Null)
     }
@@ -177,6 +222,7 @@ impl Action {
             Kind::Rollback => Action::Rollback(de(kind, body)?),
             Kind::Restart => Action::Restart(de(kind, body)?),
             Kind::Stop => Action::Stop(de(kind, body)?),
+            Kind::Logs => Action::Logs(de(kind, body)?),
         })
     }
 }
@@ -382,6 +428,14 @@ pub struct AckDetails {
     /// SUCCEEDED: the release now current.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<u32>,
+    /// SUCCEEDED `logs`: lines sent, in how many [`LogsChunk`]s, and matching lines left out
+    /// to stay within the size cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
 }
 
 /// Short reference to a payload: the first 16 hex digits of its sha256.

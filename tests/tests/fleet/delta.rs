@@ -2,7 +2,9 @@
 //! without it (or whose delta cannot be fetched) takes the full artifact; both end up with the
 //! same slug.
 
-use super::kit::{artifact_with, fleet, keygen, serve_dir, wait_for, Agent, Broker, Probe};
+use super::kit::{
+    artifact_with, fleet, keygen, serve_dir, wait_for, Agent, Broker, Probe, PROCFILE_SLEEP,
+};
 use roboku_wire::fleet::{topic, Reported};
 
 /// 2 MiB of incompressible bytes (a vendored binary), the same in every version.
@@ -32,8 +34,8 @@ fn a_delta_deploy_rebuilds_the_same_slug_and_robots_without_the_base_take_the_fu
     let (key, public) = keygen(dir.path(), "fleet.key");
     let big = bulk();
     let files: [(&str, &[u8]); 1] = [("vendor/lib.bin", &big)];
-    let v1 = artifact_with(dir.path(), "hello-v1.tar.gz", "one", &files);
-    let v2 = artifact_with(dir.path(), "hello-v2.tar.gz", "two", &files);
+    let v1 = artifact_with(dir.path(), "hello-v1.tar.gz", "one", PROCFILE_SLEEP, &files);
+    let v2 = artifact_with(dir.path(), "hello-v2.tar.gz", "two", PROCFILE_SLEEP, &files);
     let url = serve_dir(dir.path());
     let broker = Broker::start();
     let r1 = Agent::start(&broker, "r1", &["lab"], &public);
@@ -118,7 +120,13 @@ fn a_delta_deploy_rebuilds_the_same_slug_and_robots_without_the_base_take_the_fu
     let version = std::fs::read_to_string(r1.dir.path().join(format!("data/slugs/{s1}/VERSION")));
     assert_eq!(version.expect("VERSION in the rebuilt slug"), "two");
     // A delta that cannot be fetched: r1 says so and falls back to the full artifact.
-    let v3 = artifact_with(dir.path(), "hello-v3.tar.gz", "three", &files);
+    let v3 = artifact_with(
+        dir.path(),
+        "hello-v3.tar.gz",
+        "three",
+        PROCFILE_SLEEP,
+        &files,
+    );
     let (rc, out) = deploy(
         &["--device", "r1"],
         &v3,

@@ -428,16 +428,25 @@ pub fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (key, public)
 }
 
+/// The Procfile of [`artifact`].
+pub const PROCFILE_SLEEP: &str = "web: exec sleep 100000\n";
+
 /// An app artifact: a `.tar.gz` with a Procfile whose web dyno sleeps; `tag` makes it unique.
 pub fn artifact(dir: &Path, name: &str, tag: &str) -> PathBuf {
-    artifact_with(dir, name, tag, &[])
+    artifact_with(dir, name, tag, PROCFILE_SLEEP, &[])
 }
 
-/// Like [`artifact`], with more files (`(relative path, bytes)`).
-pub fn artifact_with(dir: &Path, name: &str, tag: &str, files: &[(&str, &[u8])]) -> PathBuf {
+/// An app artifact with this Procfile and more files (`(relative path, bytes)`).
+pub fn artifact_with(
+    dir: &Path,
+    name: &str,
+    tag: &str,
+    procfile: &str,
+    files: &[(&str, &[u8])],
+) -> PathBuf {
     let src = dir.join(format!("{name}-src"));
     std::fs::create_dir_all(&src).expect("mkdir");
-    std::fs::write(src.join("Procfile"), "web: exec sleep 100000\n").expect("Procfile");
+    std::fs::write(src.join("Procfile"), procfile).expect("Procfile");
     std::fs::write(src.join("VERSION"), tag).expect("VERSION");
     for (rel, bytes) in files {
         let p = src.join(rel);

@@ -11,6 +11,7 @@
 //! | `rk/v1/d/<device>/reported` | device -> fleet | 1   | yes      |
 //! | `rk/v1/d/<device>/status`   | device -> fleet | 1   | yes (+ Last Will) |
 //! | `rk/v1/d/<device>/telemetry`| device -> fleet | 0   | no       |
+//! | `rk/v1/d/<device>/logs`     | device -> fleet | 1   | no (answers to `logs` commands) |
 
 /// The namespace prefix (protocol version 1).
 pub const ROOT: &str = "rk/v1";
@@ -50,6 +51,9 @@ pub fn status(device: &str) -> String {
 pub fn telemetry(device: &str) -> String {
     format!("{ROOT}/d/{device}/telemetry")
 }
+pub fn logs(device: &str) -> String {
+    format!("{ROOT}/d/{device}/logs")
+}
 
 /// A topic taken apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +64,7 @@ pub enum Topic {
     Reported(String),
     Status(String),
     Telemetry(String),
+    Logs(String),
 }
 
 /// Parses a topic under [`ROOT`]; `None` for anything else.
@@ -82,6 +87,7 @@ pub fn parse(topic: &str) -> Option<Topic> {
         ("reported", Address::Device(d)) => Topic::Reported(d),
         ("status", Address::Device(d)) => Topic::Status(d),
         ("telemetry", Address::Device(d)) => Topic::Telemetry(d),
+        ("logs", Address::Device(d)) => Topic::Logs(d),
         _ => return None,
     })
 }
@@ -98,6 +104,8 @@ mod tests {
         assert_eq!(parse(&g.desired()), Some(Topic::Desired(g)));
         assert_eq!(parse(&status("r1")), Some(Topic::Status("r1".into())));
         assert_eq!(parse(&ack("r1")), Some(Topic::Ack("r1".into())));
+        assert_eq!(parse(&logs("r1")), Some(Topic::Logs("r1".into())));
+        assert_eq!(parse("rk/v1/g/lab/logs"), None);
         assert_eq!(parse("rk/v1/g/lab/ack"), None);
         assert_eq!(parse("rk/v2/d/r1/cmd"), None);
         assert_eq!(parse("rk/v1/d/r1/cmd/extra"), None);

@@ -4,12 +4,14 @@
 //! were offline converge when they come back. Protocol: `docs/fleet-protocol.md`.
 //!
 //! Files: `session.rs` (the MQTT connection), `roster.rs` (devices from retained status and
-//! reported state, pure), `delta.rs` (`deploy --delta`), `waves.rs` (wave planning, pure), `send.rs` (the six commands and
-//! their rollout), `desired.rs`, `status.rs`, `watch.rs`, `keygen.rs`.
+//! reported state, pure), `delta.rs` (`deploy --delta`), `waves.rs` (wave planning, pure),
+//! `send.rs` (the six commands and their rollout), `logs.rs` (a signed read of a robot's logs),
+//! `desired.rs`, `status.rs`, `watch.rs`, `keygen.rs`.
 
 mod delta;
 mod desired;
 mod keygen;
+mod logs;
 mod roster;
 mod send;
 mod session;
@@ -48,6 +50,8 @@ pub enum FleetCommand {
     Watch(watch::WatchArgs),
     /// Publish a retained, signed desired state for a device or group
     Desired(desired::DesiredArgs),
+    /// Pull an app's log lines from a robot (filtered, size-capped), as a signed command
+    Logs(logs::LogsArgs),
 }
 
 pub async fn run(json: bool, cmd: FleetCommand) -> anyhow::Result<i32> {
@@ -62,6 +66,7 @@ pub async fn run(json: bool, cmd: FleetCommand) -> anyhow::Result<i32> {
         FleetCommand::Status(a) => status::run(json, a).await.map(|_| 0),
         FleetCommand::Watch(a) => watch::run(json, a).await.map(|_| 0),
         FleetCommand::Desired(a) => desired::run(json, a).await.map(|_| 0),
+        FleetCommand::Logs(a) => logs::run(json, a).await,
     }
 }
 
