@@ -104,10 +104,7 @@ impl Provider for Mqtt {
         })
     }
     fn health(&self, addon: &Addon) -> Result<(), String> {
-        let conf = addon.dir.join("mosquitto.conf");
-        conf.is_file()
-            .then_some(())
-            .ok_or_else(|| format!("{} is missing", conf.display()))
+        super::provider::file_present(&addon.dir.join("mosquitto.conf"))
     }
     fn backup(&self, addon: &Addon, dest: &Path) -> Result<(), PathError> {
         copy_dir_files(&addon.dir.join("data"), dest)

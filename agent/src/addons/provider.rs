@@ -37,6 +37,13 @@ pub struct ServerCommand {
     pub command: String,
 }
 
+/// A server's health as its files tell it: its config file is there.
+pub fn file_present(path: &Path) -> Result<(), String> {
+    path.is_file()
+        .then_some(())
+        .ok_or_else(|| format!("{} is missing", path.display()))
+}
+
 pub trait Provider: Send + Sync {
     fn kind(&self) -> Kind;
     /// The program it needs and the Debian package that has it.

@@ -3,15 +3,13 @@
 //! slug as `<slug>.from-<base12>.rkd`, and describe it for the command. Robots without the base
 //! (or whose delta fails) fetch the full artifact the same command names.
 
-use super::roster::Roster;
-use super::session::Session;
+use super::session::read_fleet;
 use super::{send::file_digest, BrokerArgs};
 use crate::output::outln;
-use roboku_wire::fleet::topic::{self, Address};
+use roboku_wire::fleet::topic::Address;
 use roboku_wire::fleet::Delta;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// What the delta pass needs from `fleet deploy`.
 pub struct Request<'a> {
@@ -25,20 +23,7 @@ pub struct Request<'a> {
 
 /// The delta to send, or `None` (said why) when no target robot keeps any of the bases.
 pub async fn plan(json: bool, r: Request<'_>) -> anyhow::Result<Option<Delta>> {
-    let mut s = Session::connect(&r.broker.broker, &r.broker.tls()).await?;
-    s.subscribe(&[
-        format!("{}/d/+/status", topic::ROOT),
-        format!("{}/d/+/reported", topic::ROOT),
-    ])
-    .await?;
-    let mut roster = Roster::default();
-    for m in s
-        .settle(Duration::from_millis(300), Duration::from_secs(3))
-        .await
-    {
-        roster.add(&m.topic, &m.payload);
-    }
-    s.close().await;
+    let roster = read_fleet(r.broker).await?;
     let members = roster.members(r.addr);
     let mut best: Option<(usize, &PathBuf, String)> = None;
     for b in r.bases {

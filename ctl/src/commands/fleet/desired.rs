@@ -3,7 +3,6 @@
 //! The doc holds every app of the address; only the named app's entry changes, with a new
 //! version (so a robot that applied a later command ignores it as stale).
 
-use super::roster::Roster;
 use super::session::Session;
 use super::{seal_bytes, BrokerArgs, KeyArgs, TargetSel};
 use crate::output::{now_ms, outln};
@@ -75,15 +74,9 @@ pub async fn run(json: bool, a: DesiredArgs) -> anyhow::Result<()> {
         .await?
     };
     // Show who it reaches.
-    let mut roster = Roster::default();
     s.subscribe(&[format!("{}/d/+/status", roboku_wire::fleet::topic::ROOT)])
         .await?;
-    for m in s
-        .settle(Duration::from_millis(300), Duration::from_secs(2))
-        .await
-    {
-        roster.add(&m.topic, &m.payload);
-    }
+    let roster = s.roster(Duration::from_secs(2)).await;
     s.close().await;
     if json {
         outln!("{}", serde_json::to_string_pretty(&doc)?)?;

@@ -7,7 +7,6 @@
 //! so robots that were offline get it when they come back.
 
 use super::desired::update_desired;
-use super::roster::Roster;
 use super::session::Session;
 use super::track::{self, Tracker};
 use super::waves::{self, WaveSize};
@@ -272,13 +271,7 @@ async fn rollout(
         format!("{}/d/+/ack", topic::ROOT),
     ])
     .await?;
-    let mut roster = Roster::default();
-    for m in s
-        .settle(Duration::from_millis(300), Duration::from_secs(3))
-        .await
-    {
-        roster.add(&m.topic, &m.payload);
-    }
+    let roster = s.roster(Duration::from_secs(3)).await;
     let members = roster.members(&addr);
     // A device with no retained status at all may still be there: wait for it too.
     let online: Vec<String> = members

@@ -3,9 +3,12 @@
 //! helpers that wait for the broker's SubAck/PubAck so a command is really out before we wait
 //! for answers. Incoming messages queue until the command reads them.
 
+use super::roster::Roster;
+use super::BrokerArgs;
 use anyhow::{bail, Context};
 use rand::RngCore;
 use roboku_wire::fleet::client::{self, rumqttc, TlsFiles};
+use roboku_wire::fleet::topic;
 use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -29,6 +32,19 @@ pub struct Session {
     msgs: mpsc::UnboundedReceiver<Msg>,
     control: mpsc::UnboundedReceiver<Control>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Every robot's retained status and reported state, read on a session of its own.
+pub async fn read_fleet(broker: &BrokerArgs) -> anyhow::Result<Roster> {
+    let mut s = Session::connect(&broker.broker, &broker.tls()).await?;
+    s.subscribe(&[
+        format!("{}/d/+/status", topic::ROOT),
+        format!("{}/d/+/reported", topic::ROOT),
+    ])
+    .await?;
+    let roster = s.roster(Duration::from_secs(3)).await;
+    s.close().await;
+    Ok(roster)
 }
 
 /// How long connecting and each broker round trip may take.
@@ -158,6 +174,16 @@ impl Session {
                 None => return out,
             }
         }
+    }
+
+    /// The retained statuses (and whatever else this session is subscribed to) folded into a
+    /// roster, once the broker has been quiet for 300 ms, at most `max`.
+    pub async fn roster(&mut self, max: Duration) -> Roster {
+        let mut roster = Roster::default();
+        for m in self.settle(Duration::from_millis(300), max).await {
+            roster.add(&m.topic, &m.payload);
+        }
+        roster
     }
 
     pub async fn close(self) {

@@ -1,13 +1,12 @@
 //! `fleet status`: one line per robot from what the broker retains (status and reported):
 //! online or offline, each app's release and dynos up, the last final ack.
 
-use super::roster::{Robot, Roster};
-use super::session::Session;
+use super::roster::Robot;
+use super::session::read_fleet;
 use super::BrokerArgs;
 use crate::output::{self, now_ms, outln};
-use roboku_wire::fleet::topic::{self, Address};
+use roboku_wire::fleet::topic::Address;
 use roboku_wire::DynoState;
-use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
@@ -25,20 +24,7 @@ pub struct StatusArgs {
 }
 
 pub async fn run(json: bool, a: StatusArgs) -> anyhow::Result<()> {
-    let mut s = Session::connect(&a.broker.broker, &a.broker.tls()).await?;
-    s.subscribe(&[
-        format!("{}/d/+/status", topic::ROOT),
-        format!("{}/d/+/reported", topic::ROOT),
-    ])
-    .await?;
-    let mut roster = Roster::default();
-    for m in s
-        .settle(Duration::from_millis(300), Duration::from_secs(3))
-        .await
-    {
-        roster.add(&m.topic, &m.payload);
-    }
-    s.close().await;
+    let roster = read_fleet(&a.broker).await?;
     let devices: Vec<String> = match (&a.group, &a.device) {
         (Some(g), _) => roster.members(&Address::Group(g.clone())),
         (None, Some(d)) => vec![d.clone()],
