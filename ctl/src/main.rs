@@ -113,6 +113,8 @@ enum Command {
     RunDetached(run::RunArgs),
     /// Show the agent's health
     Status,
+    /// Check what a field engineer checks first: agent, cgroups, dyno user, data dir, disk, clock
+    Doctor,
     /// What uses the data dir, the disk reserve, and what slug GC would free
     Disk(disk::DiskArgs),
     /// Print the dashboard's URL, with the token that unlocks rollback, logs and config
@@ -239,6 +241,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(a) => return run::run(ctx, a).await,
         Command::RunDetached(a) => run::detached(ctx, a).await?,
         Command::Status => status::run(ctx).await?,
+        Command::Doctor => return commands::doctor::run(ctx).await,
         Command::Disk(a) => disk::run(ctx, a).await?,
         Command::DashboardUrl => commands::dashboard::url(ctx).await?,
         Command::Open => commands::dashboard::open(ctx).await?,

@@ -13,6 +13,7 @@ mod e2e {
     mod dashboard;
     mod degraded;
     mod deploy;
+    mod doctor;
     mod drains;
     mod gates;
     mod git_buildpacks;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod dashboard;
 pub mod deploy;
 pub mod disk;
+pub mod doctor;
 pub mod drains;
 pub mod events;
 pub mod fleet;
