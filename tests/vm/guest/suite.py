@@ -253,6 +253,20 @@ def t_status_works_for_a_roboku_group_user():
         raise Fail("a user outside group roboku could use the API")
 
 
+def t_doctor_on_a_robot():
+    """`roboku doctor` on the robot: the agent, cgroup v2 with limits, the .deb's data dir."""
+    rc, out = sh("roboku doctor", check=False)
+    lines = {l.split()[1]: l for l in out.splitlines() if len(l.split()) > 1}
+    for name, want in (("agent", "ok"), ("cgroups", "ok"), ("data", "ok"), ("clock", None)):
+        line = lines.get(name)
+        if line is None or (want and not line.startswith(want)):
+            raise Fail("doctor line %r is %r (want %s): %s" % (name, line, want, out.strip()))
+    if "v2" not in lines["cgroups"]:
+        raise Fail("doctor does not see cgroup v2: %s" % lines["cgroups"])
+    if rc != (1 if any(l.startswith("fail") for l in lines.values()) else 0):
+        raise Fail("doctor exited %d for: %s" % (rc, out.strip()))
+
+
 def t_dynos_live_outside_robokud_service():
     deploy("lim", {"Procfile": "sleeper: exec sleep 100000\n"})
     sh("roboku ps:scale sleeper=1 -a lim")
@@ -760,6 +774,7 @@ def t2_package_remove_stops_every_dyno():
 PHASE1 = [
     ("deb_installs_and_service_is_active", t_deb_installs_and_service_is_active, 240),
     ("status_works_for_a_roboku_group_user", t_status_works_for_a_roboku_group_user, 120),
+    ("doctor_on_a_robot", t_doctor_on_a_robot, 60),
     ("dynos_live_outside_robokud_service", t_dynos_live_outside_robokud_service, 300),
     ("limits_land_in_v2_files", t_limits_land_in_v2_files, 300),
     ("web_dyno_answers_over_http", t_web_dyno_answers_over_http, 300),
