@@ -67,13 +67,17 @@ impl fmt::Display for Kind {
 /// The first free add-on name for `app`'s add-on of `kind`: `nav-sqlite`, then `nav-sqlite-2`...
 pub fn default_name(app: &str, kind: Kind, taken: &dyn Fn(&str) -> bool) -> String {
     let base = format!("{app}-{kind}");
-    (1..)
-        .map(|n| match n {
-            1 => base.clone(),
-            n => format!("{base}-{n}"),
-        })
-        .find(|n| !taken(n))
-        .expect("an unbounded range has a free name")
+    if !taken(&base) {
+        return base;
+    }
+    let mut n: u64 = 2;
+    loop {
+        let name = format!("{base}-{n}");
+        if !taken(&name) {
+            return name;
+        }
+        n += 1;
+    }
 }
 
 /// Add-on names follow app names (`[a-z][a-z0-9-]`), a little longer: `<app>-<kind>-N` fits.

@@ -92,15 +92,9 @@ async fn run(
                         match m.ended(why, started.elapsed(), jitter) {
                             Some(delay) => {
                                 let _ = status.send(m.status.clone());
-                                tokio::select! {
-                                    _ = tokio::time::sleep(delay) => {}
-                                    _ = &mut stop => {
-                                        m.stop();
-                                        let _ = status.send(m.status.clone());
-                                        return;
-                                    }
+                                if !backoff(delay, &mut m, &status, &mut stop).await {
+                                    return;
                                 }
-                                m.restart();
                                 let _ = status.send(m.status.clone());
                             }
                             None => return,
@@ -131,19 +125,34 @@ async fn run(
                     .unwrap_or(Duration::ZERO)
                     .max(Duration::from_millis(500));
                 let _ = status.send(m.status.clone());
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = &mut stop => {
-                        m.stop();
-                        let _ = status.send(m.status.clone());
-                        return;
-                    }
+                if !backoff(delay, &mut m, &status, &mut stop).await {
+                    return;
                 }
-                m.restart();
             }
         }
         if matches!(m.status.phase, Phase::Stopped) {
             return;
+        }
+    }
+}
+
+/// Waits out a restart delay: true with the machine set to restart, false (stop reported)
+/// when told to stop first.
+async fn backoff(
+    delay: Duration,
+    m: &mut Machine,
+    status: &tokio_watch::Sender<Status>,
+    stop: &mut oneshot::Receiver<()>,
+) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {
+            m.restart();
+            true
+        }
+        _ = stop => {
+            m.stop();
+            let _ = status.send(m.status.clone());
+            false
         }
     }
 }

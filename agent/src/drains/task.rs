@@ -58,7 +58,7 @@ impl Drain {
         });
         let mut d = Delivery::new(saved.cursor, saved.counters);
         let mut conn: Option<Conn> = None;
-        let mut last_persist: Option<Instant> = None;
+        let mut last_persist = Persisted::default();
         let mut last_count: Option<Instant> = None;
         let mut retry_at: Option<Instant> = None;
         if fresh {
@@ -228,23 +228,37 @@ impl Drain {
         }
     }
 
-    fn persist(&self, d: &Delivery, last: &mut Option<Instant>, now: bool) {
-        if !now && last.is_some_and(|t| t.elapsed() < PERSIST_EVERY) {
+    /// Writes the cursor and counters (fsynced) when they changed since the last write, at most
+    /// once per [`PERSIST_EVERY`] unless `now`: an idle drain writes nothing.
+    fn persist(&self, d: &Delivery, last: &mut Persisted, now: bool) {
+        if !now && last.at.is_some_and(|t| t.elapsed() < PERSIST_EVERY) {
             return;
         }
-        *last = Some(Instant::now());
         let saved = Saved {
             cursor: d.committed(),
             counters: d.counters.clone(),
         };
-        let bytes = match serde_json::to_vec(&saved) {
-            Ok(b) => b,
-            Err(_) => return,
+        let Ok(bytes) = serde_json::to_vec(&saved) else {
+            return;
         };
-        if let Err(e) = crate::util::write_atomic(&self.state_path, &bytes) {
-            tracing::warn!(drain = self.id, app = self.app, error = %e, "cannot save the drain's cursor; lines may be sent again after a restart");
+        if last.bytes.as_ref() == Some(&bytes) {
+            return;
+        }
+        last.at = Some(Instant::now());
+        match crate::util::write_atomic(&self.state_path, &bytes) {
+            Ok(()) => last.bytes = Some(bytes),
+            Err(e) => {
+                tracing::warn!(drain = self.id, app = self.app, error = %e, "cannot save the drain's cursor; lines may be sent again after a restart");
+            }
         }
     }
+}
+
+/// The drain's state file as last written.
+#[derive(Default)]
+struct Persisted {
+    at: Option<Instant>,
+    bytes: Option<Vec<u8>>,
 }
 
 enum Step {

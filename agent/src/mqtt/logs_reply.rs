@@ -96,18 +96,19 @@ pub fn cap(mut lines: Vec<LogLine>, max_bytes: u64) -> (Vec<LogLine>, u64) {
 /// Cuts lines into runs of at most `chunk_bytes` each (a line bigger than that alone in its
 /// run); always at least one run, so an empty answer is still an answer.
 pub fn chunks(lines: Vec<LogLine>, chunk_bytes: usize) -> Vec<Vec<LogLine>> {
-    let mut out = vec![Vec::new()];
+    let mut out = Vec::new();
+    let mut run = Vec::new();
     let mut used = 0;
     for l in lines {
         let n = size(&l);
-        let last = out.last_mut().expect("never empty");
-        if !last.is_empty() && used + n > chunk_bytes {
-            out.push(Vec::new());
+        if !run.is_empty() && used + n > chunk_bytes {
+            out.push(std::mem::take(&mut run));
             used = 0;
         }
         used += n;
-        out.last_mut().expect("never empty").push(l);
+        run.push(l);
     }
+    out.push(run);
     out
 }
 
