@@ -122,6 +122,36 @@ fn rust_app_with_vendored_crates_builds_offline_and_reuses_the_cache() {
     );
 }
 
+/// A renamed binary target: the slug gets the new binary only, though the old one is still in
+/// the cached target dir.
+#[test]
+fn rust_slug_holds_only_the_binaries_of_this_build() {
+    let (_keep, builtins) = installed();
+    let s = site();
+    fresh_copy(&s, &example("rust-web"));
+    build(&s, &builtins);
+    assert!(s.app.join("target/release/robot-web").is_file());
+
+    fresh_copy(&s, &example("rust-web"));
+    let manifest = s.app.join("Cargo.toml");
+    let text = fs::read_to_string(&manifest).unwrap();
+    let renamed = text.replace(
+        "[dependencies]",
+        "[[bin]]\nname = \"robot-two\"\npath = \"src/main.rs\"\n\n[dependencies]",
+    );
+    fs::write(&manifest, renamed).unwrap();
+    let (_, lines, _) = build(&s, &builtins);
+    let bins: Vec<String> = fs::read_dir(s.app.join("target/release"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(bins, ["robot-two"], "{lines:?}");
+    assert_eq!(
+        run_in_app(&s.app, "cd / && robot-two once"),
+        "hello from a vendored crate\n"
+    );
+}
+
 #[test]
 fn cmake_project_is_installed_into_the_slug_and_reuses_the_cache() {
     builds_runs_and_reuses_the_cache("cmake-hello", "CMake", "hello-server", "hello from cmake\n");
