@@ -167,6 +167,80 @@ fn colcon_workspace_runs_with_its_sourced_environment_and_reuses_the_cache() {
     );
 }
 
+/// A ROS 2 underlay (here a stand-in: ROS is not in Debian) named by `ROS_SETUP` is sourced
+/// before colcon builds and before the workspace at run time; a missing one is refused by name.
+#[test]
+fn colcon_workspace_builds_and_runs_on_a_ros_underlay() {
+    let (_keep, builtins) = installed();
+    let s = site();
+    let ros = s.root.join("ros/jazzy");
+    fs::create_dir_all(ros.join("bin")).unwrap();
+    for dir in [s.root.join("ros"), ros.clone(), ros.join("bin")] {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let ros2 = ros.join("bin/ros2");
+    fs::write(
+        &ros2,
+        "#!/bin/sh\necho \"ros2 of the underlay ($ROS_DISTRO)\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&ros2, fs::Permissions::from_mode(0o755)).unwrap();
+    let setup = ros.join("setup.sh");
+    fs::write(
+        &setup,
+        format!(
+            "# reads a variable it never set, as ROS's scripts do\n\
+             : \"$AMENT_PREFIX_PATH\"\n\
+             export ROS_DISTRO=jazzy PATH=\"{}:$PATH\"\n",
+            ros.join("bin").display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&setup, fs::Permissions::from_mode(0o644)).unwrap();
+    fresh_copy(&s, &example("colcon-ws"));
+    let env = [("ROS_SETUP", setup.to_str().unwrap())];
+    let run = build_with(
+        &s,
+        &env,
+        &[],
+        &builtins,
+        Duration::from_secs(600),
+        NOBODY,
+        |_| {},
+    );
+    if let Err(e) = &run.result {
+        panic!("{e}\n{}", run.lines.join("\n"));
+    }
+    assert!(
+        run.lines
+            .iter()
+            .any(|l| l.contains(&format!("Using the ROS 2 underlay {}", setup.display()))),
+        "{:?}",
+        run.lines
+    );
+    assert_eq!(
+        run_in_app(&s.app, "cd / && ros2 && talk once"),
+        "ros2 of the underlay (jazzy)\nhello from greeter via talker\n"
+    );
+
+    fresh_copy(&s, &example("colcon-ws"));
+    let env = [("ROS_DISTRO", "no-such-distro")];
+    let run = build_with(
+        &s,
+        &env,
+        &[],
+        &builtins,
+        Duration::from_secs(600),
+        NOBODY,
+        |_| {},
+    );
+    let e = format!("{}\n{}", run.result.unwrap_err(), run.lines.join("\n"));
+    assert!(
+        e.contains("/opt/ros/no-such-distro/setup.sh is missing"),
+        "{e}"
+    );
+}
+
 /// A buildpack whose `export` leaves PATH with every tool of /usr/bin but `hidden`.
 fn hiding(root: &Path, hidden: &[&str]) -> PathBuf {
     let tools = root.join("tools");
