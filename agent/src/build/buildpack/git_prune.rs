@@ -253,7 +253,7 @@ mod tests {
         let pruned = prune(&cache, &keep);
         assert_eq!(pruned.checkouts, 1, "{pruned:?}");
         assert!(pruned.bytes > 0);
-        assert_eq!(checkouts(), [v2.commit.clone()]);
+        assert_eq!(checkouts(), std::slice::from_ref(&v2.commit));
         let keep_ref = Command::new("git")
             .args(["--git-dir"])
             .arg(dir.join("repo"))
