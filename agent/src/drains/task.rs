@@ -40,6 +40,7 @@ pub(super) struct Drain {
     pub app_dir: PathBuf,
     pub state_path: PathBuf,
     pub tls: Result<Option<TlsConnector>, String>,
+    pub mqtt: super::mqtt::Setup,
 }
 
 impl Drain {
@@ -178,7 +179,7 @@ impl Drain {
             }
         }
         if conn.is_none() {
-            match or_stop(stop, send::connect(&self.target, tls)).await {
+            match or_stop(stop, send::connect(&self.target, tls, &self.mqtt)).await {
                 None => return Step::Stopped,
                 Some(Ok(c)) => *conn = Some(c),
                 Some(Err(e)) => return Step::Failed(e),
