@@ -2,14 +2,21 @@
 //! in its own process group (and session), tagged like a dyno (so a robokud killed with it
 //! running kills the stray at its next start), restarted with backoff when it dies, stopped
 //! (SIGTERM to the group, then SIGKILL) when asked or when its handle is dropped.
+//! With cgroups in use it runs in a cgroup of its own (`_addons/<name>`, beside the apps'; app
+//! names start with a letter, so none can take it) with [`limits`], joined between fork and
+//! exec like a dyno's; whatever it forked is killed with the cgroup when it ends (a Redis
+//! background save outliving a crashed server, say).
 //! The engine only sends "stop" and reads the latest [`Status`]; it never waits on the process.
 
 use super::state::{Machine, Phase, Status};
 use crate::backoff::BackoffPolicy;
+use crate::cgroup::CgroupDriver;
 use crate::supervisor::spawn::{self, RunAs, SpawnSpec};
 use crate::supervisor::watch;
+use roboku_wire::Limits;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch as tokio_watch};
 
@@ -27,6 +34,30 @@ pub struct Spec {
     /// Its stdout and stderr (kept small: see [`LOG_CAP`]).
     pub log: PathBuf,
     pub policy: BackoffPolicy,
+    pub cgroup: Option<Cgroup>,
+}
+
+/// The server's own cgroup.
+#[derive(Clone)]
+pub struct Cgroup {
+    pub driver: Arc<dyn CgroupDriver>,
+    pub rel: String,
+    pub limits: Limits,
+}
+
+/// The cgroup of add-on `name`.
+pub fn cgroup_rel(name: &str) -> String {
+    format!("_addons/{name}")
+}
+
+/// What an add-on server may use: enough for a robot's local broker or database, not enough to
+/// take the memory or the pid space the dynos need.
+pub fn limits() -> Limits {
+    Limits {
+        memory_max: Some(512 << 20),
+        pids: Some(512),
+        ..Limits::default()
+    }
 }
 
 /// The engine's handle on a running service. Dropping it stops the server.
@@ -82,7 +113,11 @@ async fn run(
                 let _ = status.send(m.status.clone());
                 tracing::info!(addon = %spec.name, pid = proc.pid, "add-on server started");
                 let pid = proc.pid;
-                let exit = watch::wait_exit(proc.pid, proc.pidfd);
+                let exit = async {
+                    let e = watch::wait_exit(proc.pid, proc.pidfd).await;
+                    empty_cgroup(&spec).await;
+                    e
+                };
                 tokio::pin!(exit);
                 tokio::select! {
                     e = &mut exit => {
@@ -157,8 +192,29 @@ async fn backoff(
     }
 }
 
+/// Kills what is left in the server's cgroup (off the runtime: it waits up to
+/// [`crate::cgroup::KILL_TIMEOUT`]).
+async fn empty_cgroup(spec: &Spec) {
+    let Some(cg) = spec.cgroup.clone() else {
+        return;
+    };
+    let name = spec.name.clone();
+    let done = tokio::task::spawn_blocking(move || cg.driver.kill_all(&cg.rel)).await;
+    if let Ok(Err(e)) = done {
+        tracing::warn!(addon = %name, error = %e, "cannot empty the add-on server's cgroup");
+    }
+}
+
 fn start_once(spec: &Spec) -> Result<spawn::Spawned, String> {
     use crate::util::IoContext;
+    let join = match &spec.cgroup {
+        None => Vec::new(),
+        Some(cg) => {
+            let err = |e: crate::cgroup::CgroupError| format!("cgroup {}: {e}", cg.rel);
+            cg.driver.create(&cg.rel, &cg.limits).map_err(err)?;
+            cg.driver.join_files(&cg.rel).map_err(err)?
+        }
+    };
     if std::fs::metadata(&spec.log).is_ok_and(|m| m.len() > LOG_CAP) {
         let _ = std::fs::remove_file(&spec.log);
     }
@@ -181,7 +237,7 @@ fn start_once(spec: &Spec) -> Result<spawn::Spawned, String> {
         spool: log,
         stdin: None,
         controlling_tty: false,
-        join: Vec::new(),
+        join,
         nice: None,
         groups: Vec::new(),
         rt: None,

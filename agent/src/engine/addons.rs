@@ -119,6 +119,15 @@ impl Engine {
             run_as,
             log: addon.dir.join("server.log"),
             policy: self.policy,
+            cgroup: self
+                .cgroups
+                .status()
+                .enforced
+                .then(|| addons::service::Cgroup {
+                    driver: self.cgroups.clone(),
+                    rel: addons::service::cgroup_rel(&addon.name),
+                    limits: addons::service::limits(),
+                }),
         });
         self.addon_services.insert(addon.name.clone(), service);
         Ok(())

@@ -151,6 +151,15 @@ fn sqlite_and_mqtt_addons_serve_the_app_keep_its_data_and_keep_other_apps_out() 
     for f in ["mosquitto.conf", "passwd", "acl"] {
         assert_eq!(mode_uid(&dir.join(f)), (0o600, broker_uid), "{f}");
     }
+    // In a cgroup of its own beside the apps', with the add-on limits (cgroup v1 here).
+    let cg = format!("{}/_addons/nav-mqtt", agent.cgroup_name());
+    assert!(
+        roboku_tests::cgroups::procs_in(&cg).contains(&pid),
+        "the broker is in {cg}"
+    );
+    let mem = std::fs::read_to_string(format!("/sys/fs/cgroup/memory/{cg}/memory.limit_in_bytes"))
+        .expect("memory limit of the add-on's cgroup");
+    assert_eq!(mem.trim(), (512u64 << 20).to_string());
     let listed = addon(&agent, "nav", "nav-sqlite").expect("listed");
     assert_eq!(listed["state"], "provisioned");
     assert_eq!(listed["var"], "DATABASE_URL");
