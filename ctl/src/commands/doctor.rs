@@ -262,6 +262,7 @@ mod tests {
             dynos_running: 0,
             dynos_desired: 0,
             agent_rss: 0,
+            clock: None,
         }
     }
 

@@ -70,6 +70,7 @@ mod tests {
             dynos_running: 3,
             dynos_desired: 4,
             agent_rss: 12 << 20,
+            clock: None,
         };
         let text = render(&s, 7_200_000);
         assert!(
