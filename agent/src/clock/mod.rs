@@ -80,7 +80,7 @@ pub fn status(settings: &Settings) -> ClockStatus {
         format!(
             "untrusted clock: signed commands and bundles are taken when newer than any seen and \
              issued at or after {} (the {}, less {skew} s); expiry is judged against {}",
-            j.floor_ms,
+            roboku_wire::iso8601(j.floor_ms),
             if j.last_trusted_ms.is_some() {
                 "last trusted time"
             } else {
