@@ -131,6 +131,12 @@ pub async fn run(
         telemetry.clone(),
     );
     let _ = ready.await;
+    let pressure_task = tokio::spawn(disk::pressure::watch(
+        settings.clone(),
+        engine.clone(),
+        logs.clone(),
+        stop_rx.clone(),
+    ));
     tracing::info!(socket = %settings.socket_path().display(), "robokud ready");
     on_ready(&settings, &engine);
     // Fleet control: the intake always (offline bundles), the MQTT link when a broker is set.
@@ -184,6 +190,7 @@ pub async fn run(
     }
     let _ = telemetry_task.await;
     let _ = clock_task.await;
+    let _ = pressure_task.await;
     drop(engine);
     let _ = engine_task.await;
     let _ = std::fs::remove_file(settings.socket_path());
