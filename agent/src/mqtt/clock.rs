@@ -157,3 +157,7 @@ mod tests {
         assert_eq!(check_times(T + HOUR, T + 2 * HOUR, &now, SKEW), Ok(()));
     }
 }
+
+#[cfg(test)]
+#[path = "clock_tests.rs"]
+mod verify_tests;
