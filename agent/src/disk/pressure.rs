@@ -6,8 +6,8 @@
 //! - **low**: below it. Once on entering: slug GC runs early (unreferenced slugs), and every
 //!   app's rotated log segment (`app.log.1`, its oldest stored lines) is deleted;
 //! - **full**: at or below the reserve. Log lines are no longer written to disk (they still
-//!   reach the in-memory ring, `roboku logs` and followers, and drains read them from there), so a
-//!   chatty dyno cannot fill the disk; rotated segments are deleted again.
+//!   reach the in-memory ring, `roboku logs` and followers; log drains, which read the stored
+//!   files, miss them), so a chatty dyno cannot fill the disk; rotated segments are deleted again.
 //!
 //! Back to normal only once free space is a quarter of the reserve above the low-water mark:
 //! then logs are written to disk again. Never touched: the running release, the store, slugs a
