@@ -12,6 +12,7 @@ pub mod bundle;
 pub mod cgroup;
 #[doc(hidden)]
 pub mod checks;
+pub mod clock;
 pub mod dashboard;
 pub mod deploy;
 pub mod disk;
@@ -121,6 +122,7 @@ pub async fn run(
     let keep = std::time::Duration::from_secs(settings.history_secs.max(1));
     let (telemetry, telemetry_task) =
         telemetry::start(&settings.data_dir, keep, every, stop_rx.clone());
+    let clock_task = tokio::spawn(clock::keep(settings.clone(), stop_rx.clone()));
     let (engine, engine_task, ready) = engine::start(
         settings.clone(),
         store,
@@ -129,6 +131,12 @@ pub async fn run(
         telemetry.clone(),
     );
     let _ = ready.await;
+    let pressure_task = tokio::spawn(disk::pressure::watch(
+        settings.clone(),
+        engine.clone(),
+        logs.clone(),
+        stop_rx.clone(),
+    ));
     tracing::info!(socket = %settings.socket_path().display(), "robokud ready");
     on_ready(&settings, &engine);
     // Fleet control: the intake always (offline bundles), the MQTT link when a broker is set.
@@ -181,6 +189,8 @@ pub async fn run(
         let _ = task.await;
     }
     let _ = telemetry_task.await;
+    let _ = clock_task.await;
+    let _ = pressure_task.await;
     drop(engine);
     let _ = engine_task.await;
     let _ = std::fs::remove_file(settings.socket_path());

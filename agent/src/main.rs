@@ -80,6 +80,10 @@ struct Flags {
     /// Milliseconds between scans of the bundle inbox (0: not watched).
     #[arg(long, env = "ROBOKU_BUNDLE_SCAN_MS", value_name = "MS")]
     bundle_scan_ms: Option<u64>,
+    /// Test knob: pretend the clock is `synced` or `unsynced`, optionally starting at UNIX_MS
+    /// (`unsynced:0` reads 1970). `ROBOKU_TEST_CLOCK` is read only by debug builds.
+    #[arg(long, value_name = "synced|unsynced[:UNIX_MS]")]
+    test_clock: Option<String>,
     #[command(flatten)]
     fleet: FleetFlags,
 }
@@ -210,6 +214,19 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
         s.drain_ca_file = flags.drain_ca_file.clone();
     }
     flags.fleet.apply(&mut s.mqtt);
+    let test_clock = flags.test_clock.clone().or_else(|| {
+        cfg!(debug_assertions)
+            .then(|| std::env::var("ROBOKU_TEST_CLOCK").ok())
+            .flatten()
+    });
+    if let Some(spec) = test_clock {
+        let t = robokud::clock::TestClock::parse(&spec).map_err(anyhow::Error::msg)?;
+        tracing::warn!(
+            spec,
+            "TEST KNOB: the clock is pretended (--test-clock); never on a robot"
+        );
+        s.test_clock = Some(t);
+    }
     if s.data_dir.is_relative() {
         s.data_dir = std::env::current_dir()
             .context("current dir")?

@@ -337,6 +337,7 @@ mod tests {
             dynos_running: 6,
             dynos_desired: 7,
             agent_rss: 0,
+            clock: None,
         };
         assert_eq!(status_line(&s), "running 3 apps, 6/7 dynos up");
         s.apps = 1;

@@ -88,6 +88,10 @@ pub struct Settings {
     pub disk_reserve: crate::disk::Reserve,
     /// Fleet control over MQTT (off unless `mqtt.broker` is set).
     pub mqtt: MqttSettings,
+    /// Test knob: a pretended clock (`--test-clock`; see `clock::TestClock`). Never from the
+    /// config file.
+    #[serde(skip)]
+    pub test_clock: Option<crate::clock::TestClock>,
 }
 
 impl Default for Settings {
@@ -124,6 +128,7 @@ impl Default for Settings {
             drain_ca_file: None,
             disk_reserve: crate::disk::Reserve::Auto,
             mqtt: MqttSettings::default(),
+            test_clock: None,
         }
     }
 }
@@ -244,6 +249,10 @@ impl Settings {
     /// The rename in progress (`from`, `to`), kept until every directory has moved.
     pub fn rename_journal_path(&self) -> PathBuf {
         self.data_dir.join("rename.json")
+    }
+    /// The last trusted time (`clock`): the wall clock seen while synchronised, and its boot.
+    pub fn clock_path(&self) -> PathBuf {
+        self.data_dir.join("clock.json")
     }
     /// Fleet state that must survive restarts (replay guard, session counter, artifacts).
     pub fn fleet_state_path(&self) -> PathBuf {

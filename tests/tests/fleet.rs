@@ -4,6 +4,8 @@
 
 #[path = "fleet/bridge.rs"]
 mod bridge;
+#[path = "fleet/clocks.rs"]
+mod clocks;
 #[path = "fleet/delta.rs"]
 mod delta;
 #[path = "fleet/gates.rs"]

@@ -5,8 +5,10 @@
 //! the filesystem (`10%`), or `auto` (the default: 5 % of the filesystem, between 1 MiB and
 //! 64 MiB, so a 30 MB data partition can still deploy).
 //!
-//! `usage.rs` next door says what uses the data dir (`roboku disk`).
+//! `usage.rs` next door says what uses the data dir (`roboku disk`); `pressure.rs` sheds logs
+//! and runs slug GC early when free space runs low.
 
+pub mod pressure;
 pub mod usage;
 
 use crate::engine::EngineError;

@@ -203,6 +203,7 @@ impl Engine {
             dynos_running: self.dynos.values().filter(|d| d.proc.is_some()).count(),
             dynos_desired: self.dynos.values().filter(|d| d.want == Want::Run).count(),
             agent_rss: procfs::rss_bytes(std::process::id() as i32).unwrap_or(0),
+            clock: Some(crate::clock::status(&self.settings)),
         }
     }
 

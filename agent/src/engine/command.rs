@@ -53,6 +53,8 @@ pub enum Command {
     Status,
     /// What slug GC keeps (for `roboku disk`; the sizes are counted off the engine).
     KeptSlugs,
+    /// Slug GC now (disk pressure runs it early).
+    GcSlugs,
     ListApps,
     CreateApp {
         name: String,
@@ -246,6 +248,7 @@ impl Command {
             | Command::RemoveDrain { app, .. } => Some(app),
             Command::Status
             | Command::KeptSlugs
+            | Command::GcSlugs
             | Command::ListApps
             | Command::AppInfo { .. }
             | Command::CheckApp { .. }
@@ -390,6 +393,12 @@ impl super::Engine {
         self.refuse_while_renaming(&cmd)?;
         match cmd {
             Command::Status => Ok(Reply::Status(self.status())),
+            Command::GcSlugs => {
+                self.gc_slugs();
+                Ok(Reply::Done(wire::Done {
+                    message: "slug gc started".into(),
+                }))
+            }
             Command::KeptSlugs => self
                 .kept_slugs()
                 .map(Reply::Kept)

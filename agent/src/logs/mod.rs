@@ -199,6 +199,10 @@ enum Msg {
     Shutdown {
         done: oneshot::Sender<()>,
     },
+    Pressure {
+        shed: bool,
+        pause: Option<bool>,
+    },
 }
 
 /// A cheap, cloneable handle to the log task. Every method is non-blocking for the caller
@@ -288,6 +292,13 @@ impl LogHandle {
     /// Every new line of every app, as it is stored.
     pub fn subscribe(&self) -> broadcast::Receiver<LogLine> {
         self.lines.subscribe()
+    }
+
+    /// Disk pressure (`disk::pressure`): `shed` deletes every app's rotated segment
+    /// (`app.log.1`, the oldest stored lines); `pause` stops (`Some(true)`) or resumes
+    /// (`Some(false)`) writing lines to disk. Lines always reach the ring and followers.
+    pub fn pressure(&self, shed: bool, pause: Option<bool>) {
+        self.send(Msg::Pressure { shed, pause });
     }
 
     /// Persists every offset and store, then stops the task (for the agent's graceful

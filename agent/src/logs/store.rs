@@ -34,6 +34,8 @@ pub(super) struct AppStore {
     /// The ring holds every stored line (the files have nothing older).
     ring_is_all: bool,
     last_warn: Option<Instant>,
+    /// Disk pressure (`disk::pressure`): lines are kept in the ring only, not written.
+    pub paused: bool,
 }
 
 impl AppStore {
@@ -51,6 +53,7 @@ impl AppStore {
             ring: VecDeque::new(),
             ring_is_all: true,
             last_warn: None,
+            paused: false,
             dir,
         };
         match history::tail(&store.files(), RING, &LogFilter::default()) {
@@ -94,6 +97,11 @@ impl AppStore {
     /// Writes buffered lines to `app.log`; on failure they are dropped from disk.
     pub fn flush(&mut self) {
         if self.buf.is_empty() {
+            return;
+        }
+        if self.paused {
+            // The disk is at its reserve: the lines stay in the ring (and reached followers).
+            self.buf.clear();
             return;
         }
         if self.torn {
@@ -239,6 +247,30 @@ mod tests {
         drop(store);
         let reopened = AppStore::open(dir.path().to_owned(), "a", quota);
         assert_eq!(reopened.recent(kept.len() + 5, &LogFilter::default()), kept);
+    }
+
+    #[test]
+    fn a_paused_store_keeps_lines_in_memory_and_writes_again_when_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = AppStore::open(dir.path().to_owned(), "a", 1 << 20);
+        store.push(line(1));
+        store.flush();
+        let before = stored_bytes(dir.path());
+        store.paused = true;
+        for i in 2..100 {
+            store.push(line(i));
+            store.flush();
+        }
+        assert_eq!(
+            stored_bytes(dir.path()),
+            before,
+            "nothing written while paused"
+        );
+        assert_eq!(store.recent(1, &LogFilter::default()), [line(99)]);
+        store.paused = false;
+        store.push(line(100));
+        store.flush();
+        assert!(stored_bytes(dir.path()) > before, "written again");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub(super) struct Task {
     /// Spools that had more than a budget to read: `(app, dyno)`.
     pending: HashSet<(String, String)>,
     lines: broadcast::Sender<LogLine>,
+    /// Disk pressure: stores keep lines in memory only.
+    paused: bool,
 }
 
 impl Task {
@@ -46,6 +48,7 @@ impl Task {
             apps: HashMap::new(),
             pending: HashSet::new(),
             lines,
+            paused: false,
         }
     }
 
@@ -107,6 +110,7 @@ impl Task {
             } => {
                 let _ = reply.send(self.recent(&app, n, &filter));
             }
+            Msg::Pressure { shed, pause } => self.pressure(shed, pause),
             Msg::Shutdown { done } => {
                 self.finish();
                 let _ = done.send(());
@@ -119,12 +123,53 @@ impl Task {
 
     /// The state of `app`, opened (and its ring loaded from disk) on first use.
     fn app(&mut self, app: &str) -> &mut App {
-        let (dir, quota) = (self.logs_dir.join(app), self.quota_bytes);
-        self.apps.entry(app.to_owned()).or_insert_with(|| App {
-            store: AppStore::open(dir, app, quota),
-            spools: HashMap::new(),
-            last_warn: None,
+        let (dir, quota, paused) = (self.logs_dir.join(app), self.quota_bytes, self.paused);
+        self.apps.entry(app.to_owned()).or_insert_with(|| {
+            let mut store = AppStore::open(dir, app, quota);
+            store.paused = paused;
+            App {
+                store,
+                spools: HashMap::new(),
+                last_warn: None,
+            }
         })
+    }
+
+    /// Disk pressure: deletes every app's rotated segment (the oldest stored lines; apps whose
+    /// store is not open too) and pauses or resumes writing to disk.
+    fn pressure(&mut self, shed: bool, pause: Option<bool>) {
+        if shed {
+            let mut freed = 0u64;
+            if let Ok(dirs) = std::fs::read_dir(&self.logs_dir) {
+                for d in dirs.flatten() {
+                    let [old, _] = super::store_files(&d.path());
+                    let size = std::fs::symlink_metadata(&old).map(|m| m.len());
+                    if let Ok(size) = size {
+                        match std::fs::remove_file(&old) {
+                            Ok(()) => freed += size,
+                            Err(e) => {
+                                tracing::warn!(path = %old.display(), error = %e, "disk pressure: cannot remove a rotated log segment")
+                            }
+                        }
+                    }
+                }
+            }
+            tracing::warn!(
+                freed,
+                "disk pressure: removed the rotated log segments (oldest lines)"
+            );
+        }
+        if let Some(p) = pause {
+            self.paused = p;
+            for a in self.apps.values_mut() {
+                a.store.paused = p;
+            }
+            if p {
+                tracing::warn!("disk pressure: log lines are kept in memory only (the data disk is at its reserve)");
+            } else {
+                tracing::info!("disk pressure over: log lines are written to disk again");
+            }
+        }
     }
 
     fn watch(&mut self, app: &str, dyno: &str) {

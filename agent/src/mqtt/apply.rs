@@ -163,7 +163,8 @@ async fn command(
     let env = &cmd.env;
     // Waiting for the app's gates may last until the command expires; the work after that has
     // `command_timeout_secs` as always.
-    let until_expiry = Duration::from_millis(env.expires.saturating_sub(crate::util::now_ms()));
+    let now = crate::clock::observe(&shared.settings).now_ms;
+    let until_expiry = Duration::from_millis(env.expires.saturating_sub(now));
     let (acker, mut heard) = Acker::mqtt(
         shared,
         env.id.clone(),

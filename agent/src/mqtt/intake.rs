@@ -23,7 +23,6 @@ use super::task::Inbound;
 use super::verify::{self, Refused, Trust};
 use super::Shared;
 use crate::bundle::BundleRequest;
-use crate::util::now_ms;
 use roboku_wire::fleet::topic::{Address, Topic};
 use roboku_wire::fleet::{payload_ref, AckDetails, AckStatus, Action, DesiredDoc};
 use std::collections::BTreeMap;
@@ -143,8 +142,9 @@ impl Intake {
     }
 
     async fn command(&mut self, addr: &Address, payload: &[u8], reference: &str) {
-        let now = now_ms();
-        let v = match verify::verify_command(payload, addr, now, &self.trust, &self.state.guard) {
+        let clock = crate::clock::observe(&self.shared.settings);
+        let now = clock.now_ms;
+        let v = match verify::verify_command(payload, addr, clock, &self.trust, &self.state.guard) {
             Ok(v) => v,
             Err(refused) => return self.reject(refused, reference, "command"),
         };
@@ -201,7 +201,8 @@ impl Intake {
     }
 
     async fn desired(&mut self, addr: Address, payload: &[u8], reference: &str) {
-        match verify::verify_desired(payload, &addr, now_ms(), &self.trust) {
+        let clock = crate::clock::observe(&self.shared.settings);
+        match verify::verify_desired(payload, &addr, clock, &self.trust) {
             Ok((doc, kid)) => {
                 if kid.is_none() {
                     tracing::warn!(id = doc.id, "accepting an UNSIGNED desired doc (dev mode)");

@@ -57,7 +57,7 @@ impl Intake {
         let verified = match verify::verify_bundle(
             &sealed,
             &self.identity(),
-            now_ms(),
+            crate::clock::observe(&self.shared.settings),
             &self.trust,
             &self.state.guard,
         ) {
@@ -130,11 +130,12 @@ impl Intake {
             Ok(s) => s,
             Err(e) => return self.reject_bundle(&req, refuse(Rejection::Bundle(e)), &reference),
         };
-        let now = now_ms();
+        let clock = crate::clock::observe(&self.shared.settings);
+        let now = clock.now_ms;
         let v = match verify::verify_bundle(
             &sealed,
             &self.identity(),
-            now,
+            clock,
             &self.trust,
             &self.state.guard,
         ) {

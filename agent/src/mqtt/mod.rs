@@ -25,6 +25,7 @@
 mod apply;
 pub mod artifact;
 pub mod bases;
+pub mod clock;
 mod desired;
 mod intake;
 mod jobs;

@@ -56,14 +56,11 @@ pub(super) async fn run(
         let Some(rep) = reported(&shared, &snapshot, session).await else {
             continue;
         };
-        // `ts` always differs; publish only when the content did (or on connect).
-        let same = last_sent.as_ref().is_some_and(|l| {
-            Reported { ts: 0, ..l.clone() }
-                == Reported {
-                    ts: 0,
-                    ..rep.clone()
-                }
-        });
+        // `ts` (and the clock's readings) always differ; publish only when the content did
+        // (or on connect).
+        let same = last_sent
+            .as_ref()
+            .is_some_and(|l| steady(l) == steady(&rep));
         if force || !same {
             let payload = serde_json::to_vec(&rep).unwrap_or_default();
             if shared.out.publish(
@@ -135,7 +132,21 @@ pub(super) async fn reported(shared: &Shared, view: &View, session: u64) -> Opti
         apps: out,
         last_ack: shared.out.last_ack(),
         artifacts: super::bases::list(&shared.settings.bases_dir()),
+        clock: Some(crate::clock::status(&shared.settings)),
     })
+}
+
+/// A reported state without what changes by itself: its time, the clock's readings.
+fn steady(r: &Reported) -> Reported {
+    Reported {
+        ts: 0,
+        clock: r.clock.clone().map(|c| roboku_wire::ClockStatus {
+            wall_ms: 0,
+            judged_ms: 0,
+            ..c
+        }),
+        ..r.clone()
+    }
 }
 
 async fn telemetry(shared: &Shared, _session: u64) {

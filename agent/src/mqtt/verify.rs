@@ -8,6 +8,7 @@
 //! came on; issue time and expiry with a clock-skew allowance; for commands the id (duplicate)
 //! and the per-app version (replay) against the [`ReplayGuard`].
 
+use crate::clock::Judged;
 use roboku_wire::fleet::seal::{self, PublicKey};
 use roboku_wire::fleet::topic::Address;
 use roboku_wire::fleet::{Action, DesiredDoc, Envelope, MAX_PAYLOAD, PROTOCOL_VERSION};
@@ -73,6 +74,8 @@ pub enum Rejection {
     },
     #[error("issued at {ts}, in the future (now {now}; check the clocks)")]
     FromFuture { ts: u64, now: u64 },
+    #[error("issued at {ts}, before {floor}, the last time this device trusted its clock (it is not synchronised now, so only what was made since is taken: make it again, or let the clock sync)")]
+    BeforeTrustedTime { ts: u64, floor: u64 },
     #[error("lives {lifetime_ms} ms, longer than the {max_ms} ms allowed")]
     TooLongLived { lifetime_ms: u64, max_ms: u64 },
     #[error("duplicate: {0} was already accepted (a command or bundle runs at most once)")]
@@ -119,6 +122,7 @@ impl Rejection {
             Rejection::WrongAddress { .. } => "wrong_address",
             Rejection::Expired { .. } => "expired",
             Rejection::FromFuture { .. } => "from_future",
+            Rejection::BeforeTrustedTime { .. } => "before_trusted_time",
             Rejection::TooLongLived { .. } => "too_long_lived",
             Rejection::Duplicate(_) => "duplicate",
             Rejection::Replayed { .. } => "replayed",
@@ -220,7 +224,7 @@ fn check_header(
     ts: u64,
     expires: u64,
     arrived: &Address,
-    now: u64,
+    now: &Judged,
     trust: &Trust,
 ) -> Result<(), Rejection> {
     if v != PROTOCOL_VERSION {
@@ -235,36 +239,34 @@ fn check_header(
     check_times(ts, expires, now, trust)
 }
 
-/// Issue time and expiry against `now`, with the clock-skew allowance.
-pub(super) fn check_times(ts: u64, expires: u64, now: u64, trust: &Trust) -> Result<(), Rejection> {
-    if ts > now.saturating_add(trust.skew_ms) {
-        return Err(Rejection::FromFuture { ts, now });
-    }
-    if expires.saturating_add(trust.skew_ms) < now {
-        return Err(Rejection::Expired {
-            expires,
-            now,
-            skew_ms: trust.skew_ms,
-        });
-    }
-    Ok(())
+/// Issue time and expiry against the clock's verdict, with the clock-skew allowance (the rule
+/// for untrusted clocks: [`super::clock`]).
+pub(super) fn check_times(
+    ts: u64,
+    expires: u64,
+    now: &Judged,
+    trust: &Trust,
+) -> Result<(), Rejection> {
+    super::clock::check_times(ts, expires, now, trust.skew_ms)
 }
 
-/// Verifies a command payload that arrived on `arrived`'s `cmd` topic at `now` (unix ms).
-/// Does not record it: the caller calls [`ReplayGuard::record`] once it accepts it.
+/// Verifies a command payload that arrived on `arrived`'s `cmd` topic at `now` (unix ms of a
+/// trusted clock, or the clock's verdict). Does not record it: the caller calls
+/// [`ReplayGuard::record`] once it accepts it.
 pub fn verify_command(
     payload: &[u8],
     arrived: &Address,
-    now: u64,
+    now: impl Into<Judged>,
     trust: &Trust,
     guard: &ReplayGuard,
 ) -> Result<Verified, Refused> {
+    let now = now.into();
     let (env, kid): (Envelope, _) = open(payload, trust)?;
     let refuse = |why| Refused {
         id: Some(echo(&env.id)),
         why,
     };
-    check_header(env.v, &env.to, env.ts, env.expires, arrived, now, trust).map_err(refuse)?;
+    check_header(env.v, &env.to, env.ts, env.expires, arrived, &now, trust).map_err(refuse)?;
     let lifetime_ms = env.expires.saturating_sub(env.ts);
     if lifetime_ms > MAX_COMMAND_LIFETIME_MS {
         return Err(refuse(Rejection::TooLongLived {
@@ -298,15 +300,16 @@ pub fn verify_command(
 pub fn verify_desired(
     payload: &[u8],
     arrived: &Address,
-    now: u64,
+    now: impl Into<Judged>,
     trust: &Trust,
 ) -> Result<(DesiredDoc, Option<String>), Refused> {
+    let now = now.into();
     let (doc, kid): (DesiredDoc, _) = open(payload, trust)?;
     let refuse = |why| Refused {
         id: Some(echo(&doc.id)),
         why,
     };
-    check_header(doc.v, &doc.to, doc.ts, doc.expires, arrived, now, trust).map_err(refuse)?;
+    check_header(doc.v, &doc.to, doc.ts, doc.expires, arrived, &now, trust).map_err(refuse)?;
     for app in doc.apps.keys() {
         roboku_wire::check_app_name(app).map_err(|e| refuse(Rejection::Malformed(e)))?;
     }

@@ -43,15 +43,17 @@ pub struct VerifiedBundle {
     pub kid: Option<String>,
 }
 
-/// Verifies the sealed manifest of a bundle at `now` (unix ms). Does not record it: the caller
+/// Verifies the sealed manifest of a bundle at `now` (unix ms of a trusted clock, or the
+/// clock's verdict). Does not record it: the caller
 /// calls [`ReplayGuard::record_bundle`] once its slugs checked out too.
 pub fn verify_bundle(
     sealed: &[u8],
     me: &Identity,
-    now: u64,
+    now: impl Into<crate::clock::Judged>,
     trust: &Trust,
     guard: &ReplayGuard,
 ) -> Result<VerifiedBundle, Refused> {
+    let now = now.into();
     let (manifest, kid): (Manifest, _) = open(sealed, trust)?;
     let refuse = |why| Refused {
         id: Some(echo(&manifest.id)),
@@ -70,7 +72,7 @@ pub fn verify_bundle(
             groups: me.groups.join(", "),
         }));
     }
-    check_times(manifest.ts, manifest.expires, now, trust).map_err(refuse)?;
+    check_times(manifest.ts, manifest.expires, &now, trust).map_err(refuse)?;
     let lifetime_ms = manifest.expires.saturating_sub(manifest.ts);
     if lifetime_ms > MAX_LIFETIME_MS {
         return Err(refuse(Rejection::TooLongLived {

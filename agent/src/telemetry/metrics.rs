@@ -336,6 +336,7 @@ mod tests {
             dynos_running: 1,
             dynos_desired: 1,
             agent_rss: 9_000_000,
+            clock: None,
         }
     }
 

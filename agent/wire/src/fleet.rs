@@ -493,6 +493,9 @@ pub struct Reported {
     /// Artifact sha256s of the slugs this device keeps as delta bases.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<String>,
+    /// The clock as this device judges it (untrusted: which rule commands are judged by).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<crate::ClockStatus>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -124,6 +124,31 @@ pub struct Status {
     pub dynos_desired: usize,
     /// Resident memory of the agent itself, bytes.
     pub agent_rss: u64,
+    /// Whether the clock is trusted, and the rule signed payloads are judged by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockStatus>,
+}
+
+/// The clock as robokud judges it (docs/offline.md, "Clocks that cannot be trusted").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClockStatus {
+    /// `false`: unsynchronised, or behind the last trusted time or the build date.
+    pub trusted: bool,
+    /// The kernel's NTP state (`None`: unknown).
+    pub synced: Option<bool>,
+    /// The wall clock, unix ms.
+    pub wall_ms: u64,
+    /// What signed payloads' expiry is judged against, unix ms.
+    pub judged_ms: u64,
+    /// The wall clock last seen while synchronised, unix ms.
+    pub last_trusted_ms: Option<u64>,
+    /// The rule in force, in one sentence.
+    pub rule: String,
+    /// Why the clock is untrusted.
+    pub reason: Option<String>,
+    /// The test knob's spec when the clock is pretended (`--test-clock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_knob: Option<String>,
 }
 
 /// Which cgroup hierarchy is in use and whether limits are enforced.

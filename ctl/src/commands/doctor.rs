@@ -187,7 +187,39 @@ pub fn judge(f: &Facts) -> Vec<Check> {
         ),
         (false, None) => Check::new("clock", Warn, "sync state unknown".into(), None),
     });
+    if let Some(Result::Ok(Status { clock: Some(c), .. })) = &f.status {
+        agent_clock(out.last_mut(), c);
+    }
     out
+}
+
+/// Adds robokud's own verdict to the host's clock check: which rule signed commands and
+/// bundles are judged by (and the test knob, when one pretends the clock).
+fn agent_clock(check: Option<&mut Check>, c: &roboku_wire::ClockStatus) {
+    let Some(check) = check else {
+        return;
+    };
+    if c.trusted {
+        check.detail.push_str("; robokud trusts it");
+    } else {
+        check.detail.push_str(&format!(
+            "; robokud: {} ({})",
+            c.rule,
+            c.reason.as_deref().unwrap_or("untrusted")
+        ));
+        if check.level == Level::Ok {
+            check.level = Level::Warn;
+            check.fix = Some("let the clock synchronise (NTP) or set it; robokud trusts it again by itself once it is synced".into());
+        }
+    }
+    if let Some(k) = &c.test_knob {
+        check.level = Level::Warn;
+        check.detail.push_str(&format!(
+            "; the clock is PRETENDED by the test knob --test-clock {k}"
+        ));
+        check.fix =
+            Some("restart robokud without --test-clock (a test knob, never for a robot)".into());
+    }
 }
 
 /// The kernel's view of clock synchronisation (adjtimex, read only).
@@ -262,6 +294,7 @@ mod tests {
             dynos_running: 0,
             dynos_desired: 0,
             agent_rss: 0,
+            clock: None,
         }
     }
 
@@ -336,5 +369,47 @@ mod tests {
         assert_eq!(level(&c, "agent"), Level::Fail);
         assert_eq!(level(&c, "clock"), Level::Ok);
         assert!(c[0].line().starts_with("fail  agent"), "{}", c[0].line());
+    }
+
+    #[test]
+    fn the_clock_check_says_which_rule_robokud_applies() {
+        let mut st = status(true);
+        st.clock = Some(roboku_wire::ClockStatus {
+            trusted: false,
+            synced: Some(false),
+            wall_ms: 3_600_000,
+            judged_ms: 1_796_000_000_000,
+            last_trusted_ms: Some(1_796_000_000_000),
+            rule: "untrusted clock: signed commands and bundles are taken when newer".into(),
+            reason: Some("the kernel says the clock is not synchronised".into()),
+            test_knob: None,
+        });
+        let c = judge(&Facts {
+            status: Some(Ok(st.clone())),
+            clock_synced: Some(false),
+            now_unix: 3600,
+            ..Facts::default()
+        });
+        let clock = c.iter().find(|c| c.name == "clock").unwrap();
+        assert_eq!(clock.level, Level::Fail);
+        assert!(
+            clock
+                .detail
+                .contains("robokud: untrusted clock: signed commands"),
+            "{}",
+            clock.detail
+        );
+        // A pretended clock is always a warning at least, and says so.
+        st.clock.as_mut().unwrap().test_knob = Some("unsynced:0".into());
+        st.clock.as_mut().unwrap().trusted = true;
+        let c = judge(&Facts {
+            status: Some(Ok(st)),
+            clock_synced: Some(true),
+            now_unix: CLOCK_FLOOR + 1,
+            ..Facts::default()
+        });
+        let clock = c.iter().find(|c| c.name == "clock").unwrap();
+        assert_eq!(clock.level, Level::Warn);
+        assert!(clock.detail.contains("test knob"), "{}", clock.detail);
     }
 }

@@ -36,12 +36,37 @@ fn render(s: &Status, now: u64) -> String {
         ),
         field("Agent RSS:", output::bytes(s.agent_rss)),
     ];
+    let mut rows = rows;
+    if let Some(c) = &s.clock {
+        rows.push(field("Clock:", clock_line(c)));
+    }
     format!(
         "robokud {} (pid {}, up {})\n{}",
         s.version,
         s.pid,
         output::age(now, s.started_at),
         output::table(&rows)
+    )
+}
+
+/// `synced (2026-12-03T08:00:00Z)`, or `UNTRUSTED: why; the rule in force; last trusted ...`.
+pub fn clock_line(c: &roboku_wire::ClockStatus) -> String {
+    let knob = match &c.test_knob {
+        Some(k) => format!(" [test knob --test-clock {k}]"),
+        None => String::new(),
+    };
+    if c.trusted {
+        return format!("synced ({}){knob}", roboku_wire::iso8601(c.wall_ms));
+    }
+    let last = match c.last_trusted_ms {
+        Some(t) => format!("last trusted time {}", roboku_wire::iso8601(t)),
+        None => "no trusted time yet".to_string(),
+    };
+    format!(
+        "UNTRUSTED: {}; reads {}, {last}; {}{knob}",
+        c.reason.as_deref().unwrap_or("unsynchronised"),
+        roboku_wire::iso8601(c.wall_ms),
+        c.rule
     )
 }
 
@@ -70,6 +95,7 @@ mod tests {
             dynos_running: 3,
             dynos_desired: 4,
             agent_rss: 12 << 20,
+            clock: None,
         };
         let text = render(&s, 7_200_000);
         assert!(
@@ -83,5 +109,38 @@ mod tests {
         assert!(text.contains("Dyno user:  root (no user dyno)\n"), "{text}");
         assert!(text.contains("Dynos:      3/4 running\n"), "{text}");
         assert!(text.contains("Agent RSS:  12M\n"), "{text}");
+    }
+
+    #[test]
+    fn says_when_the_clock_is_untrusted_and_the_rule() {
+        let c = roboku_wire::ClockStatus {
+            trusted: false,
+            synced: Some(false),
+            wall_ms: 5_000,
+            judged_ms: 1_796_000_000_000,
+            last_trusted_ms: Some(1_796_000_000_000),
+            rule: "untrusted clock: signed commands ...".into(),
+            reason: Some("the kernel says the clock is not synchronised".into()),
+            test_knob: Some("unsynced:0".into()),
+        };
+        let line = clock_line(&c);
+        assert!(line.starts_with("UNTRUSTED: the kernel says"), "{line}");
+        assert!(line.contains("reads 1970-01-01T00:00:05.000Z"), "{line}");
+        assert!(line.contains("last trusted time 2026-"), "{line}");
+        assert!(line.contains("untrusted clock: signed commands"), "{line}");
+        assert!(
+            line.ends_with("[test knob --test-clock unsynced:0]"),
+            "{line}"
+        );
+        let ok = roboku_wire::ClockStatus {
+            trusted: true,
+            test_knob: None,
+            ..c
+        };
+        assert!(
+            clock_line(&ok).starts_with("synced (1970"),
+            "{}",
+            clock_line(&ok)
+        );
     }
 }

@@ -199,3 +199,102 @@ fn a_deploy_that_would_cross_the_disk_reserve_is_refused_before_writing_and_work
         "{text}"
     );
 }
+
+/// Bytes of `path`, 0 when it is not there.
+fn size(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The batch number of the newest line of `app` (the dyno prints `BATCH N` lines).
+fn newest_batch(agent: &Agent, app: &str) -> u64 {
+    agent
+        .log_lines(&["-a", app, "-n", "1", "--dyno", "web.1"])
+        .last()
+        .and_then(|l| l["line"].as_str()?.split(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A chatty dyno on a 64 MiB data disk with a 16 MiB reserve and no per-app log quota to
+/// speak of (1 GiB): the global reaction alone must keep the disk from filling. Slug GC and
+/// shedding run below twice the reserve, log lines stay in memory at the reserve, the dyno
+/// keeps its pid, and once space is freed lines are written to disk again.
+#[test]
+fn disk_pressure_a_chatty_dyno_cannot_fill_the_disk_and_logs_flow_again_after() {
+    let conf = tempfile::tempdir().expect("config dir");
+    let conf_file = conf.path().join("robokud.toml");
+    std::fs::write(&conf_file, "log_quota_bytes = 1073741824\n").expect("write config");
+    let agent = Agent::start(AgentOpts {
+        tmpfs: Some("64M"),
+        extra: vec![
+            "--config".into(),
+            conf_file.display().to_string(),
+            "--disk-reserve".into(),
+            "16M".into(),
+        ],
+        ..AgentOpts::default()
+    });
+    let reserve = 16u64 << 20;
+    // About 2 MB of stored lines a second: a second between looks lets little past the mark.
+    let app = app_dir(&[(
+        "Procfile",
+        "web: i=0; while :; do i=$((i+1)); seq -f \"$i %g\" 1 2000; sleep 0.1; done\n",
+    )]);
+    agent.create_and_deploy("chatty", app.path());
+    let pid = agent.wait_up("chatty", "web.1", None, Duration::from_secs(20));
+    // Most of the disk taken by someone else: low at once, then the dyno's logs do the rest.
+    let filler = agent.data_dir().join("filler");
+    let f = std::fs::File::create(&filler).expect("create filler");
+    f.set_len(0).unwrap();
+    let mut w = std::io::BufWriter::new(f);
+    let mb = vec![1u8; 1 << 20];
+    for _ in 0..28 {
+        w.write_all(&mb).expect("write filler");
+    }
+    w.flush().expect("flush filler");
+    drop(w);
+    wait_for_text(&agent, "log lines are kept in memory only", 120);
+    assert!(
+        agent
+            .stderr_text()
+            .contains("removed the rotated log segments"),
+        "shedding ran first: {}",
+        agent.stderr_text()
+    );
+    // Lines keep coming (in memory), the stored log does not grow, the disk keeps its reserve.
+    let app_log = agent.data_dir().join("logs/chatty/app.log");
+    let stored = size(&app_log);
+    let b0 = newest_batch(&agent, "chatty");
+    roboku_tests::wait::wait_for("20 more batches of lines", Duration::from_secs(60), || {
+        newest_batch(&agent, "chatty") >= b0 + 20
+    });
+    assert_eq!(size(&app_log), stored, "nothing stored at the reserve");
+    let free = nix_statvfs(agent.data_dir());
+    assert!(
+        free > reserve / 2,
+        "{free} bytes free: the chatty dyno ate into the reserve"
+    );
+    assert_eq!(
+        agent.up_pid("chatty", "web.1"),
+        Some(pid),
+        "supervision went on"
+    );
+    // Space comes back: lines are written to disk again, by themselves.
+    std::fs::remove_file(&filler).expect("remove filler");
+    wait_for_text(&agent, "log lines are written to disk again", 60);
+    roboku_tests::wait::wait_for(
+        "the stored log grows again",
+        Duration::from_secs(60),
+        || size(&app_log) > stored,
+    );
+    assert_eq!(
+        agent.up_pid("chatty", "web.1"),
+        Some(pid),
+        "same dyno throughout"
+    );
+}
+
+fn wait_for_text(agent: &Agent, text: &str, secs: u64) {
+    roboku_tests::wait::wait_for(text, Duration::from_secs(secs), || {
+        agent.stderr_text().contains(text)
+    });
+}

@@ -261,6 +261,14 @@ impl Agent {
         self.dir.path().join("data").join("robokud.sock")
     }
 
+    /// Sets `flag` to `value` for the next [`Agent::restart`] (added when it was not given).
+    pub fn set_flag(&mut self, flag: &str, value: &str) {
+        match self.args.iter().position(|a| a == flag) {
+            Some(i) if i + 1 < self.args.len() => self.args[i + 1] = value.to_string(),
+            _ => self.args.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+
     pub fn restart(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
