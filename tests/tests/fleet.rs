@@ -12,6 +12,8 @@ mod gates;
 mod kit;
 #[path = "fleet/logs.rs"]
 mod logs;
+#[path = "fleet/plan.rs"]
+mod plan;
 #[path = "fleet/tls.rs"]
 mod tls;
 
