@@ -31,6 +31,7 @@ mod e2e {
     mod probation;
     mod releases;
     mod rename;
+    mod reported;
     mod restart;
     mod stop;
 }

@@ -30,6 +30,7 @@ mod probation;
 pub mod reconcile;
 mod releases;
 pub mod rename;
+mod reported;
 mod rollout;
 mod supervise;
 
@@ -237,6 +238,14 @@ pub struct Engine {
     router_errors: BTreeMap<String, String>,
     /// Committed releases still on probation, by app.
     probations: BTreeMap<String, probation::Probation>,
+    /// Where a dyno's reports go while a `reported` check waits for them (`reported.rs`).
+    health_feeds: BTreeMap<
+        DynoKey,
+        (
+            u64,
+            tokio::sync::watch::Sender<Option<roboku_wire::gates::DynoHealth>>,
+        ),
+    >,
     /// Changes waiting for gates, and what the gates last showed, by app.
     gate_books: BTreeMap<String, holds::GateBook>,
     next_gate_round: u64,
@@ -308,6 +317,7 @@ pub fn start(
         routers: BTreeMap::new(),
         router_errors: BTreeMap::new(),
         probations: BTreeMap::new(),
+        health_feeds: BTreeMap::new(),
         gate_books: BTreeMap::new(),
         next_gate_round: 0,
         next_hold_expiry: None,
