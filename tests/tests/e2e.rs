@@ -34,4 +34,5 @@ mod e2e {
     mod reported;
     mod restart;
     mod stop;
+    mod stop_order;
 }
