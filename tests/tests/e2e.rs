@@ -15,6 +15,7 @@ mod e2e {
     mod deploy;
     mod doctor;
     mod drains;
+    mod gate_timeouts;
     mod gates;
     mod git_buildpacks;
     mod hardware;
