@@ -8,6 +8,8 @@ mod bridge;
 mod delta;
 #[path = "fleet/gates.rs"]
 mod gates;
+#[path = "fleet/health.rs"]
+mod health;
 #[path = "fleet/kit.rs"]
 mod kit;
 #[path = "fleet/logs.rs"]
