@@ -339,10 +339,17 @@ impl Engine {
             .get(&key)
             .and_then(|d| d.proc.as_ref())
             .map(|p| p.instance);
+        // Its check is over, whatever became of the rollout: its reports need not go there.
+        if self
+            .health_feeds
+            .get(&key)
+            .is_some_and(|(i, _)| *i == instance)
+        {
+            self.health_feeds.remove(&key);
+        }
         if current != Some(instance) || !self.rollouts.contains_key(&key.0) {
             return;
         }
-        self.health_feeds.remove(&key);
         let event = match result {
             Ok(()) => {
                 self.logs
