@@ -15,6 +15,7 @@ mod e2e {
     mod deploy;
     mod doctor;
     mod drains;
+    mod gate_timeouts;
     mod gates;
     mod git_buildpacks;
     mod hardware;
@@ -31,6 +32,8 @@ mod e2e {
     mod probation;
     mod releases;
     mod rename;
+    mod reported;
     mod restart;
     mod stop;
+    mod stop_order;
 }

@@ -10,10 +10,14 @@ mod clocks;
 mod delta;
 #[path = "fleet/gates.rs"]
 mod gates;
+#[path = "fleet/health.rs"]
+mod health;
 #[path = "fleet/kit.rs"]
 mod kit;
 #[path = "fleet/logs.rs"]
 mod logs;
+#[path = "fleet/plan.rs"]
+mod plan;
 #[path = "fleet/tls.rs"]
 mod tls;
 

@@ -149,11 +149,19 @@ async fn route(
         }
         (&Method::POST, ["apps", app, "scale"]) => {
             let body: wire::ScaleRequest = json_body(req).await?;
-            call(Command::Scale {
+            let cmd = Command::Scale {
                 app: app.to_string(),
                 counts: body.counts,
-            })
-            .await?
+            };
+            // A local scale applies at once unless the caller asks to respect the gates.
+            match query.contains_key("gate_timeout") {
+                true => {
+                    ctx.engine
+                        .call_waiting(door, cmd, gate_wait(query)?)
+                        .await?
+                }
+                false => call(cmd).await?,
+            }
         }
         (&Method::POST, ["apps", app, "resize"]) => {
             let body: wire::ResizeRequest = json_body(req).await?;

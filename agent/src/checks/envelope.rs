@@ -129,9 +129,10 @@ fn header_ok(h: &Header) -> bool {
         && h.expires.saturating_add(SKEW_MS) >= h.now
 }
 
-/// A `logs` read carries no version and a pattern that compiles.
+/// A read (`logs`, `plan`) carries no version; a `logs` read a pattern that compiles.
 fn logs_ok(env: &Envelope) -> bool {
     match env.action() {
+        Ok(roboku_wire::fleet::Action::Plan(_)) => env.version.is_none(),
         Ok(roboku_wire::fleet::Action::Logs(q)) => {
             env.version.is_none()
                 && q.dyno.as_ref().is_none_or(|d| (1..=64).contains(&d.len()))
@@ -145,7 +146,9 @@ fn logs_ok(env: &Envelope) -> bool {
 
 fn default_body(kind: Kind) -> serde_json::Value {
     let text = match kind {
-        Kind::Deploy => r#"{"url":"http://gw/slugs/a.tar.gz","sha256":"00","size":10}"#,
+        Kind::Deploy | Kind::Plan => {
+            r#"{"url":"http://gw/slugs/a.tar.gz","sha256":"00","size":10}"#
+        }
         Kind::Scale => r#"{"counts":{"web":2}}"#,
         Kind::Config => r#"{"set":{"A":"1"},"unset":["B"]}"#,
         Kind::Rollback | Kind::Restart | Kind::Stop => "{}",
@@ -165,7 +168,8 @@ fn command(c: &mut Carver) {
         Kind::Restart,
         Kind::Stop,
         Kind::Logs,
-    ][usize::from(c.u8()) % 7];
+        Kind::Plan,
+    ][usize::from(c.u8()) % 8];
     let app = Some(c.text(40))
         .filter(|a| !a.is_empty())
         .unwrap_or_else(|| "demo".into());

@@ -311,9 +311,7 @@ impl Engine {
         }
         self.destroy_app_addons(app)?;
         let keys: Vec<_> = self.dynos.keys().filter(|k| k.0 == app).cloned().collect();
-        for key in &keys {
-            self.stop_dyno(key, Want::Remove);
-        }
+        self.stop_in_order(&keys, Want::Remove);
         self.store.delete_app(app)?;
         self.apps.remove(app);
         self.drains.stop_app(app, true);

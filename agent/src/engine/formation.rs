@@ -223,8 +223,10 @@ impl Engine {
         app: &str,
         target: Option<String>,
     ) -> Result<wire::Done> {
-        self.each_target(door, app, target, "restart", "Restarting", |e, key| {
-            e.restart_dyno(key)
+        self.each_target(door, app, target, "restart", "Restarting", |e, keys| {
+            for key in keys {
+                e.restart_dyno(key)
+            }
         })
     }
 
@@ -234,12 +236,13 @@ impl Engine {
         app: &str,
         target: Option<String>,
     ) -> Result<wire::Done> {
-        self.each_target(door, app, target, "stop", "Stopping", |e, key| {
-            e.stop_dyno(key, Want::Stop)
+        // Dependents first: the start order reversed.
+        self.each_target(door, app, target, "stop", "Stopping", |e, keys| {
+            e.stop_in_order(keys, Want::Stop)
         })
     }
 
-    /// Applies `act` to every dyno `target` names, records the event, says what it did.
+    /// Applies `act` to the dynos `target` names, records the event, says what it did.
     fn each_target(
         &mut self,
         door: Door,
@@ -247,12 +250,10 @@ impl Engine {
         target: Option<String>,
         action: &str,
         verb: &str,
-        act: impl Fn(&mut Engine, &DynoKey),
+        act: impl Fn(&mut Engine, &[DynoKey]),
     ) -> Result<wire::Done> {
         let keys = self.targets(app, target.as_deref())?;
-        for key in &keys {
-            act(self, key);
-        }
+        act(self, &keys);
         let names: Vec<_> = keys.iter().map(|k| k.1.clone()).collect();
         self.event(door, Some(app), action, &names.join(" "));
         Ok(wire::Done {

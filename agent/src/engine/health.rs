@@ -6,14 +6,23 @@
 //! { "healthchecks": { "web": [
 //!     { "type": "startup", "path": "/health", "attempts": 5, "timeout": 5, "wait": 1 },
 //!     { "type": "startup", "listening": true },
-//!     { "type": "startup", "command": ["./bin/ready"] } ] } }
+//!     { "type": "startup", "command": ["./bin/ready"] } ],
+//!   "worker": [ { "type": "startup", "reported": true, "timeout": 60 } ] } }
 //! ```
 //! A process type without checks is healthy once its process has stayed up for `uptime` (1 s).
+//! `reported` is roboku's: the dyno itself says when it is ready (`roboku health:set okay`); a
+//! report of `error` fails the check at once, and no `okay` within `timeout` seconds (default
+//! [`REPORTED_TIMEOUT`]) fails it with the last report.
 
+use roboku_wire::gates::{DynoHealth, HealthStatus};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// How long a `reported` check waits for `okay` when `timeout` is not given, seconds.
+pub const REPORTED_TIMEOUT: f64 = 30.0;
 
 /// One check, normalised.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +48,8 @@ pub enum CheckKind {
     Command(Vec<String>),
     /// The process is still up after `initial_delay`.
     Uptime,
+    /// The dyno reports `okay` itself (`roboku health:set`) within `timeout`.
+    Reported,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +104,8 @@ struct RawCheck {
     initial_delay: Option<f64>,
     #[serde(default)]
     uptime: Option<f64>,
+    #[serde(default)]
+    reported: bool,
 }
 
 /// Parses `app.json`; errors name the field and say what is expected.
@@ -116,7 +129,15 @@ pub fn parse_app_json(text: &str) -> Result<BTreeMap<String, Vec<Check>>, String
                     ));
                 }
             }
+            let reported = c.reported;
             let kind = match (c.path, c.listening, c.command, c.uptime) {
+                (None, false, None, None) if reported => CheckKind::Reported,
+                _ if reported => {
+                    return Err(format!(
+                        "{at}: \"reported\": true is a check of its own; give it without \
+                         \"path\", \"listening\", \"command\" or \"uptime\""
+                    ))
+                }
                 (Some(path), false, None, None) => {
                     if !path.starts_with('/') {
                         return Err(format!("{at}: path {path:?} must start with '/'"));
@@ -143,11 +164,12 @@ pub fn parse_app_json(text: &str) -> Result<BTreeMap<String, Vec<Check>>, String
                 (None, false, None, Some(_)) => CheckKind::Uptime,
                 _ => {
                     return Err(format!(
-                        "{at}: give exactly one of \"path\", \"listening\": true, \"command\" or \"uptime\""
+                        "{at}: give exactly one of \"path\", \"listening\": true, \"command\", \"uptime\" or \"reported\": true"
                     ))
                 }
             };
-            let attempts = c.attempts.unwrap_or(5);
+            // A report is waited for once, for the whole `timeout`.
+            let attempts = if reported { 1 } else { c.attempts.unwrap_or(5) };
             if attempts == 0 || attempts > 1000 {
                 return Err(format!("{at}: attempts must be 1..1000"));
             }
@@ -160,7 +182,12 @@ pub fn parse_app_json(text: &str) -> Result<BTreeMap<String, Vec<Check>>, String
                 name: c.name.unwrap_or_else(|| format!("{ptype} check {}", i + 1)),
                 kind,
                 attempts,
-                timeout: secs(c.timeout.unwrap_or(5.0), 0.05, 600.0),
+                timeout: secs(
+                    c.timeout
+                        .unwrap_or(if reported { REPORTED_TIMEOUT } else { 5.0 }),
+                    0.05,
+                    600.0,
+                ),
                 wait: secs(c.wait.unwrap_or(1.0), 0.0, 600.0),
                 initial_delay: secs(initial, 0.0, 3600.0),
             });
@@ -189,6 +216,66 @@ pub struct CheckEnv {
     pub cwd: std::path::PathBuf,
     pub env: BTreeMap<String, String>,
     pub run_as: Option<(u32, u32)>,
+    /// The dyno's name, for what a `reported` check says.
+    pub dyno: String,
+    /// The dyno's own reports as the engine hears them (for `reported` checks; `None`: the type
+    /// has none).
+    pub reports: Option<watch::Receiver<Option<DynoHealth>>>,
+}
+
+/// Whether the checks include a `reported` one (the engine then feeds the dyno's reports).
+pub fn wants_reports(checks: &[Check]) -> bool {
+    checks.iter().any(|c| c.kind == CheckKind::Reported)
+}
+
+/// What a report means for a `reported` check: passed, failed (why), or wait for the next.
+pub fn judge_report(dyno: &str, report: Option<&DynoHealth>) -> Option<Result<(), String>> {
+    let h = report?;
+    match h.status {
+        HealthStatus::Okay => Some(Ok(())),
+        HealthStatus::Error => Some(Err(reported(dyno, h))),
+        HealthStatus::Waiting | HealthStatus::Blocked => None,
+    }
+}
+
+/// `web.1 reported error: lidar lost` (the message left out when there is none).
+pub fn reported(dyno: &str, h: &DynoHealth) -> String {
+    match h.message.is_empty() {
+        true => format!("{dyno} reported {}", h.status.as_str()),
+        false => format!("{dyno} reported {}: {}", h.status.as_str(), h.message),
+    }
+}
+
+/// Why a `reported` check failed when its time ran out with `last` the latest report.
+pub fn stuck(dyno: &str, last: Option<&DynoHealth>, window: Duration) -> String {
+    let secs = window.as_secs_f64();
+    match last {
+        None => format!("{dyno} did not report its health within {secs}s (roboku health:set okay)"),
+        Some(h) => format!("{} and stayed so past {secs}s", reported(dyno, h)),
+    }
+}
+
+/// Waits for the dyno's report to pass or fail the check; the caller bounds it with the
+/// check's timeout.
+async fn await_report(
+    dyno: &str,
+    reports: Option<&watch::Receiver<Option<DynoHealth>>>,
+) -> Result<(), String> {
+    let Some(rx) = reports else {
+        return Err(format!(
+            "{dyno}: its reports are not available to the check"
+        ));
+    };
+    let mut rx = rx.clone();
+    loop {
+        let verdict = judge_report(dyno, rx.borrow_and_update().as_ref());
+        if let Some(v) = verdict {
+            return v;
+        }
+        if rx.changed().await.is_err() {
+            return Err(format!("{dyno}: stopped before it reported okay"));
+        }
+    }
 }
 
 /// Runs every check of a dyno in order; `Ok` when all passed, else the last failure.
@@ -196,6 +283,17 @@ pub struct CheckEnv {
 pub async fn run_checks(checks: Vec<Check>, env: CheckEnv) -> Result<(), String> {
     for check in checks {
         tokio::time::sleep(check.initial_delay).await;
+        if check.kind == CheckKind::Reported {
+            let wait = await_report(&env.dyno, env.reports.as_ref());
+            match tokio::time::timeout(check.timeout, wait).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(why)) => return Err(why),
+                Err(_) => {
+                    let last = env.reports.as_ref().and_then(|r| r.borrow().clone());
+                    return Err(stuck(&env.dyno, last.as_ref(), check.timeout));
+                }
+            }
+        }
         let mut last = String::from("not tried");
         let mut passed = false;
         for attempt in 1..=check.attempts {
@@ -224,6 +322,7 @@ pub async fn run_checks(checks: Vec<Check>, env: CheckEnv) -> Result<(), String>
 async fn attempt_once(kind: &CheckKind, env: &CheckEnv) -> Result<(), String> {
     match kind {
         CheckKind::Uptime => Ok(()),
+        CheckKind::Reported => await_report(&env.dyno, env.reports.as_ref()).await,
         CheckKind::Listening => tokio::net::TcpStream::connect(("127.0.0.1", env.port))
             .await
             .map(|_| ())
@@ -381,6 +480,93 @@ mod tests {
         }
     }
 
+    #[test]
+    fn reported_checks_parse_alone_with_their_own_timeout() {
+        let c = parse_app_json(r#"{"healthchecks":{"worker":[{"reported":true}]}}"#).unwrap();
+        let w = &c["worker"][0];
+        assert_eq!(w.kind, CheckKind::Reported);
+        assert_eq!(w.attempts, 1);
+        assert_eq!(w.timeout, Duration::from_secs_f64(REPORTED_TIMEOUT));
+        assert!(wants_reports(&c["worker"]));
+        let c = parse_app_json(r#"{"healthchecks":{"w":[{"reported":true,"timeout":5}]}}"#);
+        assert_eq!(c.unwrap()["w"][0].timeout, Duration::from_secs(5));
+        let e = parse_app_json(r#"{"healthchecks":{"w":[{"reported":true,"path":"/"}]}}"#);
+        assert!(e.unwrap_err().contains("a check of its own"));
+        let e = parse_app_json(r#"{"healthchecks":{"w":[{"reported":false}]}}"#);
+        assert!(e.unwrap_err().contains("\"reported\": true"));
+    }
+
+    fn report(status: HealthStatus, message: &str) -> DynoHealth {
+        DynoHealth {
+            status,
+            message: message.into(),
+            at: 1,
+        }
+    }
+
+    #[test]
+    fn reports_pass_fail_or_wait() {
+        assert_eq!(judge_report("w.1", None), None);
+        let okay = report(HealthStatus::Okay, "");
+        assert_eq!(judge_report("w.1", Some(&okay)), Some(Ok(())));
+        let err = report(HealthStatus::Error, "lidar lost");
+        assert_eq!(
+            judge_report("w.1", Some(&err)),
+            Some(Err("w.1 reported error: lidar lost".into()))
+        );
+        for st in [HealthStatus::Waiting, HealthStatus::Blocked] {
+            assert_eq!(judge_report("w.1", Some(&report(st, "x"))), None);
+        }
+        let w = Duration::from_secs(30);
+        assert_eq!(
+            stuck("w.1", Some(&report(HealthStatus::Blocked, "mission")), w),
+            "w.1 reported blocked: mission and stayed so past 30s"
+        );
+        assert!(stuck("w.1", None, w).starts_with("w.1 did not report its health within 30s"));
+    }
+
+    #[tokio::test]
+    async fn a_reported_check_follows_the_dynos_reports() {
+        let check = |timeout: f64| Check {
+            name: "reported".into(),
+            kind: CheckKind::Reported,
+            attempts: 1,
+            timeout: Duration::from_secs_f64(timeout),
+            wait: Duration::ZERO,
+            initial_delay: Duration::ZERO,
+        };
+        let env = |rx| CheckEnv {
+            port: 1,
+            cwd: "/".into(),
+            env: BTreeMap::new(),
+            run_as: None,
+            dyno: "worker.1".into(),
+            reports: Some(rx),
+        };
+        // okay after a waiting: passes.
+        let (tx, rx) = watch::channel(None);
+        let run = tokio::spawn(run_checks(vec![check(600.0)], env(rx)));
+        tx.send_replace(Some(report(HealthStatus::Waiting, "warming")));
+        tx.send_replace(Some(report(HealthStatus::Okay, "ready")));
+        assert_eq!(run.await.unwrap(), Ok(()));
+        // error: fails at once, with the dyno's message.
+        let (tx, rx) = watch::channel(None);
+        let run = tokio::spawn(run_checks(vec![check(600.0)], env(rx)));
+        tx.send_replace(Some(report(HealthStatus::Error, "no lidar")));
+        assert_eq!(
+            run.await.unwrap(),
+            Err("worker.1 reported error: no lidar".into())
+        );
+        // blocked until the window ends: fails with the last report.
+        let (tx, rx) = watch::channel(Some(report(HealthStatus::Blocked, "mission 4")));
+        let got = run_checks(vec![check(0.05)], env(rx)).await;
+        assert_eq!(
+            got,
+            Err("worker.1 reported blocked: mission 4 and stayed so past 0.05s".into())
+        );
+        drop(tx);
+    }
+
     #[tokio::test]
     async fn http_and_tcp_checks_against_a_real_listener() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -403,6 +589,8 @@ mod tests {
             cwd: "/".into(),
             env: BTreeMap::new(),
             run_as: None,
+            dyno: "web.1".into(),
+            reports: None,
         };
         let check = |kind| Check {
             name: "c".into(),

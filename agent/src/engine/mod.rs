@@ -30,7 +30,9 @@ mod probation;
 pub mod reconcile;
 mod releases;
 pub mod rename;
+mod reported;
 mod rollout;
+mod stop_order;
 mod supervise;
 
 pub use command::{Command, Door, EngineError, Reply};
@@ -237,6 +239,16 @@ pub struct Engine {
     router_errors: BTreeMap<String, String>,
     /// Committed releases still on probation, by app.
     probations: BTreeMap<String, probation::Probation>,
+    /// Where a dyno's reports go while a `reported` check waits for them (`reported.rs`).
+    health_feeds: BTreeMap<
+        DynoKey,
+        (
+            u64,
+            tokio::sync::watch::Sender<Option<roboku_wire::gates::DynoHealth>>,
+        ),
+    >,
+    /// Stops waiting for dynos of dependent types to be gone (`stop_order.rs`).
+    stop_queue: BTreeMap<DynoKey, stop_order::QueuedStop>,
     /// Changes waiting for gates, and what the gates last showed, by app.
     gate_books: BTreeMap<String, holds::GateBook>,
     next_gate_round: u64,
@@ -308,6 +320,8 @@ pub fn start(
         routers: BTreeMap::new(),
         router_errors: BTreeMap::new(),
         probations: BTreeMap::new(),
+        health_feeds: BTreeMap::new(),
+        stop_queue: BTreeMap::new(),
         gate_books: BTreeMap::new(),
         next_gate_round: 0,
         next_hold_expiry: None,
@@ -360,6 +374,7 @@ impl Engine {
             self.on_timers(Instant::now());
             self.advance_renames(Instant::now());
             self.start_ordered();
+            self.stop_ordered(Instant::now());
             self.flush();
             if self.shutdown_done() {
                 break;
@@ -444,11 +459,14 @@ impl Engine {
     }
 
     fn begin_shutdown(&mut self, reply: oneshot::Sender<Result<Reply, EngineError>>) {
-        let deadline = Instant::now() + Duration::from_secs(self.settings.grace_secs + 5);
+        let mut deadline = Instant::now() + Duration::from_secs(self.settings.grace_secs + 5);
         if self.settings.on_exit == OnExit::Stop {
             let keys: Vec<DynoKey> = self.dynos.keys().cloned().collect();
-            for key in keys {
-                self.stop_dyno(&key, dyno::Want::Stop);
+            // Dependents first (the start order reversed); a stop that waits does so for at
+            // most its grace, so the whole chain is down within twice it.
+            self.stop_in_order(&keys, dyno::Want::Stop);
+            if !self.stop_queue.is_empty() {
+                deadline += Duration::from_secs(self.settings.grace_secs);
             }
             self.stop_retirees();
             tracing::info!("stopping every dyno before exit");
@@ -533,6 +551,9 @@ impl Engine {
             wake = wake.min(deadline);
         }
         for deadline in self.gate_deadlines() {
+            wake = wake.min(deadline);
+        }
+        for deadline in self.stop_queue_deadlines() {
             wake = wake.min(deadline);
         }
         if let Some((deadline, _)) = &self.shutdown {

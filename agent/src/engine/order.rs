@@ -1,7 +1,7 @@
 //! Start order between process types (`roboku.formation.TYPE.after` in `app.json`), pure: which
 //! types a type still waits for, and whether an order can ever be satisfied (no unknown type, no
-//! cycle). The engine asks [`waiting_for`] before it starts a dyno; this module never looks at
-//! processes or the clock.
+//! cycle). The engine asks [`waiting_for`] before it starts a dyno, and [`stop_waits`] before it
+//! stops several (dependents first); this module never looks at processes or the clock.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,6 +11,28 @@ pub fn waiting_for(after: &[String], up: impl Fn(&str) -> bool) -> Vec<&str> {
         .iter()
         .map(String::as_str)
         .filter(|t| !up(t))
+        .collect()
+}
+
+/// Stop order, the start order reversed: for each dyno `(name, type)` of `batch` (dynos about
+/// to be stopped), the dynos of `stopping` (the batch and those already on their way down) that
+/// it must outlive, i.e. those of types that start `after` its type. A type waits only for its
+/// direct dependents: they wait for theirs in turn, so a chain stops from its end.
+pub fn stop_waits<'a>(
+    batch: &'a [(String, String)],
+    stopping: &'a [(String, String)],
+    after: impl Fn(&str) -> &'a [String],
+) -> BTreeMap<&'a str, Vec<&'a str>> {
+    batch
+        .iter()
+        .map(|(name, ptype)| {
+            let waits = stopping
+                .iter()
+                .filter(|(other, t)| other != name && after(t).iter().any(|a| a == ptype))
+                .map(|(other, _)| other.as_str())
+                .collect();
+            (name.as_str(), waits)
+        })
         .collect()
 }
 
@@ -82,6 +104,33 @@ fn visit<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stops_go_dependents_first_along_the_chain() {
+        // nav after worker, worker after broker; web is free.
+        let after = order(&[("nav", &["worker"]), ("worker", &["broker", "web"])]);
+        let of = |t: &str| after.get(t).map(Vec::as_slice).unwrap_or(&[]);
+        let d = |n: &str, t: &str| (n.to_string(), t.to_string());
+        let batch = vec![
+            d("broker.1", "broker"),
+            d("nav.1", "nav"),
+            d("web.1", "web"),
+            d("worker.1", "worker"),
+            d("worker.2", "worker"),
+        ];
+        let w = stop_waits(&batch, &batch, of);
+        assert_eq!(w["broker.1"], ["worker.1", "worker.2"]);
+        assert_eq!(w["web.1"], ["worker.1", "worker.2"]);
+        assert_eq!(w["worker.1"], ["nav.1"]);
+        assert!(w["nav.1"].is_empty(), "the end of the chain goes first");
+        // Stopping only the broker: its running dependents are not being stopped, so it goes
+        // at once.
+        let only = vec![d("broker.1", "broker")];
+        assert!(stop_waits(&only, &only, of)["broker.1"].is_empty());
+        // A dependent already on its way down is waited for.
+        let down = vec![d("broker.1", "broker"), d("worker.1", "worker")];
+        assert_eq!(stop_waits(&only, &down, of)["broker.1"], ["worker.1"]);
+    }
 
     fn order(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
         pairs

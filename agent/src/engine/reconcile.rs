@@ -93,6 +93,7 @@ impl Engine {
             None => (BTreeSet::new(), 0),
         };
         let existing = self.existing_dynos(app);
+        let mut removed = Vec::new();
         for action in plan(&want, release, &existing) {
             match action {
                 Action::Start { ptype, index } => {
@@ -124,9 +125,11 @@ impl Engine {
                         self.restart_dyno(&key);
                     }
                 }
-                Action::Remove(name) => self.stop_dyno(&(app.to_string(), name), Want::Remove),
+                Action::Remove(name) => removed.push((app.to_string(), name)),
             }
         }
+        // Scaled away together: dependents first, the start order reversed.
+        self.stop_in_order(&removed, Want::Remove);
     }
 }
 

@@ -300,7 +300,15 @@ impl Engine {
         else {
             return;
         };
+        let (instance, last) = (p.instance, p.health.clone());
+        let reports = health::wants_reports(&checks).then(|| self.report_feed(key, instance, last));
+        let Some(d) = self.dynos.get(key) else { return };
+        let Some(cache) = self.apps.get(&key.0) else {
+            return;
+        };
         let env = CheckEnv {
+            dyno: d.name.clone(),
+            reports,
             port: d.port,
             env: super::dyno::dyno_env(
                 &cache.dotenv,
@@ -314,7 +322,7 @@ impl Engine {
             cwd: slug_dir,
             run_as: cache.run_as.clone().ok().flatten().map(|r| (r.uid, r.gid)),
         };
-        let (tx, key, instance) = (self.internal_tx.clone(), key.clone(), p.instance);
+        let (tx, key) = (self.internal_tx.clone(), key.clone());
         tokio::spawn(async move {
             let result = health::run_checks(checks, env).await;
             let _ = tx.send(Internal::Health {
@@ -331,6 +339,14 @@ impl Engine {
             .get(&key)
             .and_then(|d| d.proc.as_ref())
             .map(|p| p.instance);
+        // Its check is over, whatever became of the rollout: its reports need not go there.
+        if self
+            .health_feeds
+            .get(&key)
+            .is_some_and(|(i, _)| *i == instance)
+        {
+            self.health_feeds.remove(&key);
+        }
         if current != Some(instance) || !self.rollouts.contains_key(&key.0) {
             return;
         }

@@ -303,9 +303,10 @@ async fn execute(
                 .await?;
             Ok(None)
         }
-        // The intake answers reads itself (`logs_reply`) and desired state never holds one.
-        Action::Logs(_) => Err(Failure {
-            reason: "a logs read is not work for an app's worker".into(),
+        // The intake answers reads itself (`logs_reply`, `plan_reply`) and desired state never
+        // holds one.
+        Action::Logs(_) | Action::Plan(_) => Err(Failure {
+            reason: "a read is not work for an app's worker".into(),
             rollout: false,
             gate_closed: false,
         }),

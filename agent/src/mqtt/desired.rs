@@ -101,7 +101,7 @@ pub fn plan(
         .filter(|o| applied.is_none_or(|a| o.version > a))
         .filter_map(|o| o.action().ok())
         // A read is answered to whoever asked, once: never replayed from desired state.
-        .filter(|a| !matches!(a, Action::Logs(_)))
+        .filter(|a| !a.is_read())
         .collect();
     let deploy = want.release.as_ref().and_then(|a| {
         let in_sync = now.artifact.as_deref() == Some(a.sha256.as_str())

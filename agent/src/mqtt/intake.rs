@@ -18,6 +18,7 @@ use super::apply;
 use super::desired;
 use super::jobs::{Converge, Job, Update};
 use super::logs_reply;
+use super::plan_reply;
 use super::state::FleetState;
 use super::task::Inbound;
 use super::verify::{self, Refused, Trust};
@@ -188,6 +189,18 @@ impl Intake {
                 reference.to_string(),
                 app,
                 query,
+            ));
+            return;
+        }
+        if let Action::Plan(artifact) = v.action {
+            // A plan applies nothing either: its own task, as a read.
+            let id = v.env.id.clone();
+            tokio::spawn(plan_reply::serve(
+                self.shared.clone(),
+                id,
+                reference.to_string(),
+                app,
+                artifact,
             ));
             return;
         }

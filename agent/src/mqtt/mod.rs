@@ -13,6 +13,8 @@
 //!   convergence, `artifact.rs` fetches release artifacts over HTTP.
 //! - `logs_reply.rs`: answers `logs` commands (filtered, capped lines on the `logs` topic) in
 //!   a task of their own, never in an app's worker.
+//! - `plan_reply.rs`: answers `plan` commands (`fleet deploy --plan`) on the final ack, in a
+//!   task of its own too.
 //! - `report.rs`: retained `reported` state after every change and on connect; telemetry.
 //! - offline bundles (`crate::bundle`) enter the intake too (`intake_bundle.rs`), verified by
 //!   `verify_bundle.rs` with the same keys and replay guard, and are applied by the same workers
@@ -30,6 +32,7 @@ mod desired;
 mod intake;
 mod jobs;
 pub mod logs_reply;
+mod plan_reply;
 mod report;
 pub mod state;
 mod task;
@@ -70,6 +73,8 @@ pub(crate) struct Shared {
     pub telemetry: Option<crate::telemetry::Telemetry>,
     /// Permits for `logs` reads running at once ([`logs_reply::MAX_READERS`]).
     pub readers: Arc<tokio::sync::Semaphore>,
+    /// Permits for `plan`s running at once ([`plan_reply::MAX_PLANS`]).
+    pub planners: Arc<tokio::sync::Semaphore>,
 }
 
 /// Publishing side: acks (numbered), retained state, telemetry. Never blocks: when rumqttc's
@@ -317,6 +322,7 @@ impl Prepared {
             groups: m.groups.clone(),
             telemetry,
             readers: Arc::new(tokio::sync::Semaphore::new(logs_reply::MAX_READERS)),
+            planners: Arc::new(tokio::sync::Semaphore::new(plan_reply::MAX_PLANS)),
         });
         let state = state::FleetState::load(&settings.fleet_state_path());
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);

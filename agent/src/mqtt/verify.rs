@@ -281,13 +281,14 @@ pub fn verify_command(
     }
     roboku_wire::check_app_name(&env.app).map_err(|e| refuse(Rejection::Malformed(e)))?;
     let action = env.action().map_err(|e| refuse(Rejection::Malformed(e)))?;
+    // A read changes nothing, so it has no place in the per-app version order.
+    if action.is_read() && env.version.is_some() {
+        return Err(refuse(Rejection::Malformed(format!(
+            "body of {}: a read takes no version",
+            env.kind.as_str()
+        ))));
+    }
     if let Action::Logs(q) = &action {
-        // A read changes nothing, so it has no place in the per-app version order.
-        if env.version.is_some() {
-            return Err(refuse(Rejection::Malformed(
-                "body of logs: a read takes no version".into(),
-            )));
-        }
         super::logs_reply::plan(q)
             .map_err(|e| refuse(Rejection::Malformed(format!("body of logs: {e}"))))?;
     }

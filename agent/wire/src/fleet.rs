@@ -50,6 +50,8 @@ pub enum Kind {
     Stop,
     /// Read-only: the robot answers with matching log lines on its `logs` topic.
     Logs,
+    /// Read-only: what a deploy of the artifact would do, on the final ack (`details.plan`).
+    Plan,
 }
 
 impl Kind {
@@ -62,6 +64,7 @@ impl Kind {
             Kind::Restart => "restart",
             Kind::Stop => "stop",
             Kind::Logs => "logs",
+            Kind::Plan => "plan",
         }
     }
 }
@@ -102,6 +105,16 @@ pub enum Action {
     Restart(crate::TargetRequest),
     Stop(crate::TargetRequest),
     Logs(LogsQuery),
+    /// `deploy --plan`: the body of a deploy; nothing is applied.
+    Plan(Artifact),
+}
+
+impl Action {
+    /// Reads change nothing on the robot: they take no version and are never kept in desired
+    /// state.
+    pub fn is_read(&self) -> bool {
+        matches!(self, Action::Logs(_) | Action::Plan(_))
+    }
 }
 
 /// Body of `logs`: which stored lines of the app to send back (all filters together).
@@ -191,13 +204,14 @@ impl Action {
             Action::Restart(_) => Kind::Restart,
             Action::Stop(_) => Kind::Stop,
             Action::Logs(_) => Kind::Logs,
+            Action::Plan(_) => Kind::Plan,
         }
     }
 
     /// The body as JSON.
     pub fn body(&self) -> serde_json::Value {
         let v = match self {
-            Action::Deploy(a) => serde_json::to_value(a),
+            Action::Deploy(a) | Action::Plan(a) => serde_json::to_value(a),
             Action::Scale(s) => serde_json::to_value(s),
             Action::Config(c) => serde_json::to_value(c),
             Action::Rollback(r) => serde_json::to_value(r),
@@ -223,6 +237,7 @@ impl Action {
             Kind::Restart => Action::Restart(de(kind, body)?),
             Kind::Stop => Action::Stop(de(kind, body)?),
             Kind::Logs => Action::Logs(de(kind, body)?),
+            Kind::Plan => Action::Plan(de(kind, body)?),
         })
     }
 }
@@ -436,6 +451,9 @@ pub struct AckDetails {
     pub parts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped: Option<u64>,
+    /// SUCCEEDED `plan`: what a deploy of the artifact would do on this robot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Box<crate::DeployPlan>>,
 }
 
 /// Short reference to a payload: the first 16 hex digits of its sha256.

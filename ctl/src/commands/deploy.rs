@@ -142,7 +142,7 @@ pub async fn run(ctx: &Ctx, mut args: DeployArgs) -> anyhow::Result<()> {
 }
 
 /// The plan as a person reads it: one line per change, then one per dyno.
-fn render_plan(p: &DeployPlan, source: &str) -> String {
+pub(crate) fn render_plan(p: &DeployPlan, source: &str) -> String {
     let from = p.current.map_or("nothing".to_string(), |v| format!("v{v}"));
     let mut out = format!(
         "=== Plan: deploy {source} to {} (v{} after {from}); nothing was applied\n",

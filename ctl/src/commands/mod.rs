@@ -65,6 +65,12 @@ pub fn app_path(app: &str, rest: &str) -> String {
     format!("{}/apps/{app}{rest}", roboku_wire::API_PREFIX)
 }
 
+/// `path` with `?gate_timeout=SECS` (rounded up) when a `--gate-timeout` was given.
+pub fn with_gate_timeout(path: &str, ms: Option<u64>) -> String {
+    let secs = ms.map(|ms| ms.div_ceil(1000).to_string());
+    crate::client::with_query(path, &[("gate_timeout", secs)])
+}
+
 /// A mistake in how the command was called, found after clap: exit code 2.
 #[derive(Debug)]
 pub struct UsageError(pub String);

@@ -16,6 +16,10 @@ pub struct ScaleArgs {
     /// TYPE=COUNT pairs, e.g. web=3 worker=1
     #[arg(required = true, value_parser = parse::scale_spec, value_name = "TYPE=COUNT")]
     pub specs: Vec<(String, u32)>,
+    /// Wait for the app's apply gates first, giving up after this long (default: apply at once,
+    /// as a local scale always did; fleet scales always wait)
+    #[arg(long, value_parser = parse::duration_ms, value_name = "DURATION")]
+    pub gate_timeout: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -61,6 +65,9 @@ pub struct TargetArgs {
     pub app: AppArg,
     /// A process type (web) or a dyno (web.2); all dynos when left out
     pub target: Option<String>,
+    /// Give up if the app's apply gates are still closed after this long (default: wait)
+    #[arg(long, value_parser = parse::duration_ms, value_name = "DURATION")]
+    pub gate_timeout: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -95,7 +102,7 @@ pub async fn scale(ctx: &Ctx, args: ScaleArgs) -> anyhow::Result<()> {
         counts.insert(ptype, count);
     }
     let body = ScaleRequest { counts };
-    let path = app_path(&args.app.app, "/scale");
+    let path = super::with_gate_timeout(&app_path(&args.app.app, "/scale"), args.gate_timeout);
     let v: Value = ctx.client.post(&path, &body).await?;
     let Some(formation) = ctx.typed::<Vec<FormationEntry>>(v)? else {
         return Ok(());
@@ -145,7 +152,8 @@ pub async fn resize(ctx: &Ctx, args: ResizeArgs) -> anyhow::Result<()> {
 }
 
 pub async fn restart(ctx: &Ctx, args: TargetArgs) -> anyhow::Result<()> {
-    target(ctx, &args.app.app, "/restart", args.target).await
+    let route = super::with_gate_timeout("/restart", args.gate_timeout);
+    target(ctx, &args.app.app, &route, args.target).await
 }
 
 pub async fn stop(ctx: &Ctx, args: StopArgs) -> anyhow::Result<()> {

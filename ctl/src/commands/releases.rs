@@ -31,6 +31,9 @@ pub struct RollbackArgs {
     /// Release to roll back to (v3 or 3); the one before the current release when left out
     #[arg(value_parser = parse::version)]
     pub version: Option<u32>,
+    /// Give up if the app's apply gates are still closed after this long (default: wait)
+    #[arg(long, value_parser = parse::duration_ms, value_name = "DURATION")]
+    pub gate_timeout: Option<u64>,
 }
 
 pub async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<()> {
@@ -82,7 +85,8 @@ pub async fn rollback(ctx: &Ctx, args: RollbackArgs) -> anyhow::Result<()> {
     let body = RollbackRequest {
         version: args.version,
     };
-    let v: Value = ctx.client.post(&app_path(app, "/rollback"), &body).await?;
+    let path = super::with_gate_timeout(&app_path(app, "/rollback"), args.gate_timeout);
+    let v: Value = ctx.client.post(&path, &body).await?;
     let Some(release) = ctx.typed::<ReleaseInfo>(v)? else {
         return Ok(());
     };

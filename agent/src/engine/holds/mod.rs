@@ -200,6 +200,7 @@ impl Engine {
         if let Err(e) = self.store.set_health(&row) {
             tracing::warn!(app, dyno = report.dyno, error = %e, "cannot record the dyno's health");
         }
+        let instance_no = p.instance;
         if changed {
             let msg = match health.message.is_empty() {
                 true => format!("Health: {}", health.status.as_str()),
@@ -207,6 +208,8 @@ impl Engine {
             };
             self.logs.system(app, &report.dyno, msg);
             self.gates_changed(app);
+            // A rollout's `reported` check and the release's probation hear it too.
+            self.on_report(&key, instance_no, &health);
         }
         Ok(health)
     }

@@ -60,15 +60,17 @@ impl GateBook {
 }
 
 /// The app a command would change and what to call it, if it is one that waits for gates.
-/// robokud's own rollbacks (probation) never wait: a failing release must go.
-pub fn gated(door: Door, cmd: &Command) -> Option<(&str, &'static str)> {
+/// robokud's own rollbacks (probation) never wait: a failing release must go. A scale or stop
+/// waits from the fleet, and from another door only when its caller `asked` (gave a gate
+/// timeout: `ps:scale --gate-timeout`).
+pub fn gated(door: Door, cmd: &Command, asked: bool) -> Option<(&str, &'static str)> {
     match cmd {
         _ if door == Door::Agent => None,
         Command::Release { app, .. } => Some((app, "deploy")),
         Command::ChangeConfig { app, .. } => Some((app, "config")),
         Command::Rollback { app, .. } => Some((app, "rollback")),
         Command::Restart { app, .. } => Some((app, "restart")),
-        Command::Scale { app, .. } if door == Door::Mqtt => Some((app, "scale")),
+        Command::Scale { app, .. } if door == Door::Mqtt || asked => Some((app, "scale")),
         Command::Stop { app, .. } if door == Door::Mqtt => Some((app, "stop")),
         _ => None,
     }
@@ -88,7 +90,7 @@ impl Engine {
         reply: Answer,
         wait: Wait,
     ) -> Option<(Door, Command, Answer)> {
-        let Some((app, what)) = gated(door, &cmd) else {
+        let Some((app, what)) = gated(door, &cmd, wait.deadline.is_some()) else {
             return Some((door, cmd, reply));
         };
         let app = app.to_string();

@@ -5,13 +5,14 @@
 //!
 //! Files: `session.rs` (the MQTT connection), `roster.rs` (devices from retained status and
 //! reported state, pure), `delta.rs` (`deploy --delta`), `waves.rs` (wave planning, pure),
-//! `send.rs` (the six commands and their rollout), `logs.rs` (a signed read of a robot's logs),
+//! `send.rs` (the six commands and their rollout), `logs.rs` (a signed read of a robot's logs), `plan.rs` (`deploy --plan`, a signed read too),
 //! `desired.rs`, `status.rs`, `watch.rs`, `keygen.rs`.
 
 mod delta;
 mod desired;
 mod keygen;
 mod logs;
+mod plan;
 mod roster;
 mod send;
 mod session;

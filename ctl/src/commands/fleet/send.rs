@@ -79,6 +79,10 @@ pub struct DeployArgs {
     /// Where robots download the delta [default: the artifact URL + `.from-<base>.rkd`]
     #[arg(long, value_name = "URL", requires = "delta")]
     pub delta_url: Option<String>,
+    /// Ask each robot what the deploy would do there (slug, process types, dynos, disk);
+    /// nothing is applied and the desired state is left alone
+    #[arg(long, conflicts_with_all = ["delta", "wave"])]
+    pub plan: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -127,6 +131,15 @@ pub async fn deploy(json: bool, a: DeployArgs) -> anyhow::Result<i32> {
             a.size.unwrap_or(0),
         ),
     };
+    if a.plan {
+        let artifact = Artifact {
+            url: a.artifact_url.clone(),
+            sha256,
+            size,
+            delta: None,
+        };
+        return super::plan::run(json, &a.common, artifact).await;
+    }
     let delta = match (&a.slug, a.delta) {
         (Some(slug), true) => {
             let addr = a.common.target.address()?;
