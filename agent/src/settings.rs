@@ -88,6 +88,9 @@ pub struct Settings {
     pub disk_reserve: crate::disk::Reserve,
     /// Fleet control over MQTT (off unless `mqtt.broker` is set).
     pub mqtt: MqttSettings,
+    /// An app's data dir is snapshotted before each new release replaces the current one
+    /// (`rollback vN --with-data`) when it holds at most this many bytes; 0 turns snapshots off.
+    pub data_snapshot_max_bytes: u64,
 }
 
 impl Default for Settings {
@@ -124,6 +127,7 @@ impl Default for Settings {
             drain_ca_file: None,
             disk_reserve: crate::disk::Reserve::Auto,
             mqtt: MqttSettings::default(),
+            data_snapshot_max_bytes: 64 << 20,
         }
     }
 }
@@ -212,7 +216,11 @@ impl Settings {
     }
     /// Snapshots of an app's data dir, one per release it was taken at (root's only).
     pub fn data_snapshots_dir(&self, app: &str) -> PathBuf {
-        self.data_dir.join("snapshots").join(app)
+        self.data_snapshots_root().join(app)
+    }
+    /// Parent of the apps' snapshot dirs (root's, 0700).
+    pub fn data_snapshots_root(&self) -> PathBuf {
+        self.data_dir.join("snapshots")
     }
     /// Add-on servers' own dirs (config, password file, their data), each its add-on uid's.
     pub fn addons_dir(&self) -> PathBuf {

@@ -251,6 +251,7 @@ async fn route(
             let cmd = Command::Rollback {
                 app: app.to_string(),
                 version: body.version,
+                with_data: body.with_data,
             };
             let result = ctx.engine.call_waiting(door, cmd, gate_wait(query)?).await;
             with_log_tail(ctx, app, result).await?

@@ -124,6 +124,8 @@ pub enum Command {
     Rollback {
         app: String,
         version: Option<u32>,
+        /// Bring the release's data snapshot back too (`rollback --with-data`).
+        with_data: bool,
     },
     /// A one-off dyno (`roboku run`): attached (its pipes come back in [`Reply::Attached`]) or
     /// detached (output to the logs).
@@ -388,6 +390,7 @@ impl super::Engine {
     /// `one_off.rs`).
     pub(super) fn dispatch(&mut self, door: Door, cmd: Command) -> Result<Reply> {
         self.refuse_while_renaming(&cmd)?;
+        self.refuse_while_restoring(&cmd)?;
         match cmd {
             Command::Status => Ok(Reply::Status(self.status())),
             Command::KeptSlugs => self
@@ -422,7 +425,12 @@ impl super::Engine {
             Command::GetConfig { app } => self.get_config(&app).map(Reply::Config),
             Command::ChangeConfig { app, change } => self.change_config(door, &app, change),
             Command::Releases { app } => self.releases(&app).map(Reply::Releases),
-            Command::Rollback { app, version } => self.rollback(door, &app, version),
+            Command::Rollback {
+                app,
+                version,
+                with_data: true,
+            } => self.rollback_with_data(door, &app, version),
+            Command::Rollback { app, version, .. } => self.rollback(door, &app, version),
             Command::Run {
                 app,
                 command,

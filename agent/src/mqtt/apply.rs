@@ -280,6 +280,7 @@ async fn execute(
             let cmd = Command::Rollback {
                 app: app_s,
                 version: r.version,
+                with_data: r.with_data,
             };
             match shared
                 .engine

@@ -396,8 +396,9 @@ pub struct DiskReport {
     pub gc_bytes: u64,
 }
 
-/// One thing using space: `what` (`slug`, `rollback slugs`, `build cache`, `logs`, `delta
-/// bases`, `store`, `tmp`, `ballast`, `other`), per app when it is an app's.
+/// One thing using space: `what` (`slug`, `rollback slugs`, `build cache`, `logs`, `data`,
+/// `data snapshots`, `delta bases`, `store`, `tmp`, `ballast`, `other`), per app when it is an
+/// app's.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DiskRow {
     pub what: String,
@@ -616,6 +617,11 @@ pub struct PlannedDyno {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RollbackRequest {
     pub version: Option<u32>,
+    /// Bring that release's data snapshot back too: the app's dynos stop, its data dir is
+    /// swapped for the snapshot (the data it had is kept as the current release's), then it
+    /// starts on the rollback release.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub with_data: bool,
 }
 
 /// `POST /v1/apps/{app}/run`: ask for everything needed to run a one-off dyno.

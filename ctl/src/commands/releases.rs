@@ -31,6 +31,10 @@ pub struct RollbackArgs {
     /// Release to roll back to (v3 or 3); the one before the current release when left out
     #[arg(value_parser = parse::version)]
     pub version: Option<u32>,
+    /// Bring that release's data snapshot back too (the app stops while its data is swapped;
+    /// the data it has now is kept as a snapshot, so this can be undone)
+    #[arg(long)]
+    pub with_data: bool,
 }
 
 pub async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<()> {
@@ -81,12 +85,16 @@ pub async fn rollback(ctx: &Ctx, args: RollbackArgs) -> anyhow::Result<()> {
     let app = &args.app.app;
     let body = RollbackRequest {
         version: args.version,
+        with_data: args.with_data,
     };
     let v: Value = ctx.client.post(&app_path(app, "/rollback"), &body).await?;
     let Some(release) = ctx.typed::<ReleaseInfo>(v)? else {
         return Ok(());
     };
-    let to = args.version.map_or(String::new(), |v| format!(" to v{v}"));
+    let mut to = args.version.map_or(String::new(), |v| format!(" to v{v}"));
+    if args.with_data {
+        to.push_str(" with its data");
+    }
     outln!(
         "Rolling back {app}{to}... done, v{} ({})",
         release.version,
