@@ -152,6 +152,7 @@ pub async fn run(
         settings: settings.clone(),
         dashboard: dash_door.as_ref().map(|d| d.info.clone()),
         bundles,
+        fleet: fleet_view.clone(),
     });
     let server = tokio::spawn(api::serve(listener, ctx.clone(), stop_rx.clone()));
     let notifier = notify::Notifier::ready(engine.clone()).await;

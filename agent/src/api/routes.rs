@@ -65,6 +65,9 @@ async fn route(
                     .map_err(|e| EngineError::Internal(format!("disk report task: {e}")))?;
             return json_response(StatusCode::OK, &report);
         }
+        (&Method::GET, ["doctor"]) => {
+            return json_response(StatusCode::OK, &super::doctor::facts(ctx).await?)
+        }
         (&Method::GET, ["dashboard"]) => {
             let info = ctx.dashboard.as_ref().ok_or_else(|| {
                 EngineError::NotFound(

@@ -469,6 +469,17 @@ impl Engine {
         Ok(())
     }
 
+    /// Every add-on once, as its owner's `roboku addons` shows it.
+    pub(super) fn all_addons(&self) -> Result<Vec<wire::addons::AddonInfo>> {
+        let owners: std::collections::BTreeSet<String> =
+            self.store.addons()?.into_iter().map(|r| r.app).collect();
+        let mut out = Vec::new();
+        for app in owners {
+            out.extend(self.addons(&app)?.into_iter().filter(|a| a.owner == app));
+        }
+        Ok(out)
+    }
+
     pub(super) fn addons(&self, app: &str) -> Result<Vec<wire::addons::AddonInfo>> {
         self.cache(app)?;
         let atts = self.store.attachments()?;

@@ -185,6 +185,8 @@ pub enum Command {
     Addons {
         app: String,
     },
+    /// Every add-on, as its owner sees it (`roboku doctor`).
+    AllAddons,
     AddonCreate {
         app: String,
         req: wire::addons::CreateAddon,
@@ -259,6 +261,7 @@ impl Command {
             | Command::Events { .. }
             | Command::Gates { .. }
             | Command::Addons { .. }
+            | Command::AllAddons
             | Command::Drains { .. }
             | Command::Shutdown
             | Command::Ping => None,
@@ -456,6 +459,7 @@ impl super::Engine {
             }
             Command::SetHealth { app, report } => self.set_health(&app, report).map(Reply::Health),
             Command::Addons { app } => self.addons(&app).map(Reply::Addons),
+            Command::AllAddons => self.all_addons().map(Reply::Addons),
             Command::AddonCreate { app, req } => self.addon_create(door, &app, req),
             Command::AddonAttach { app, name, req } => self.addon_attach(door, &app, &name, req),
             Command::AddonDetach { app, name } => self.addon_detach(door, &app, &name),

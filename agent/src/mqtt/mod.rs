@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     pub telemetry: Option<crate::telemetry::Telemetry>,
     /// Permits for `logs` reads running at once ([`logs_reply::MAX_READERS`]).
     pub readers: Arc<tokio::sync::Semaphore>,
+    /// The link's last connection error, cleared on connect (`roboku doctor`).
+    pub link_error: Mutex<Option<String>>,
 }
 
 /// Publishing side: acks (numbered), retained state, telemetry. Never blocks: when rumqttc's
@@ -316,6 +318,7 @@ impl Prepared {
             groups: m.groups.clone(),
             telemetry,
             readers: Arc::new(tokio::sync::Semaphore::new(logs_reply::MAX_READERS)),
+            link_error: Mutex::new(None),
         });
         let state = state::FleetState::load(&settings.fleet_state_path());
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
@@ -405,6 +408,15 @@ pub struct FleetSummary {
 }
 
 impl FleetView {
+    /// The link's last connection error, until it connects again.
+    pub fn last_error(&self) -> Option<String> {
+        self.shared
+            .link_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default()
+    }
+
     pub fn summary(&self) -> FleetSummary {
         let session = *self.connected.borrow();
         FleetSummary {

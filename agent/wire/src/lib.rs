@@ -10,6 +10,7 @@
 //! |--------------------------------------------|--------------------|--------------------------|
 //! | GET    /v1/status                          |                    | [`Status`]               |
 //! | GET    /v1/disk                            |                    | [`DiskReport`]           |
+//! | GET    /v1/doctor                          |                    | [`doctor::DoctorFacts`]  |
 //! | GET    /v1/apps                            |                    | `Vec<AppInfo>`           |
 //! | POST   /v1/apps                            | [`CreateApp`]      | [`AppInfo`]              |
 //! | GET    /v1/apps/{app}                      |                    | [`AppInfo`]              |
@@ -40,6 +41,7 @@ pub mod attach;
 pub mod bundle;
 #[cfg(feature = "delta")]
 pub mod delta;
+pub mod doctor;
 pub mod drains;
 pub mod fleet;
 pub mod gates;
