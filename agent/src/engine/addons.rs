@@ -287,20 +287,62 @@ impl Engine {
             .provision(&addon, std::slice::from_ref(&cred))
             .map_err(|e| EngineError::Internal(format!("provisioning {name}: {e}")))?;
         self.store.create_addon(&row, &att)?;
-        self.start_service(&row)?;
-        self.event(
-            door,
-            Some(app),
-            "create add-on",
-            &format!("{name} ({kind}) as {}", att.var),
-        );
-        self.logs.system(
-            app,
-            "roboku",
-            format!("Add-on {name} ({kind}) created as {}", att.var),
-        );
         let url = provider.url(&addon, &cred);
-        self.set_var(door, app, &att.var, Some(url))
+        // Its var is part of it: if the config change is refused (env size, disk reserve for the
+        // data snapshot...), the add-on is not created after all.
+        let made = self
+            .start_service(&row)
+            .and_then(|()| self.set_var(door, app, &att.var, Some(url)));
+        match made {
+            Ok(reply) => {
+                self.event(
+                    door,
+                    Some(app),
+                    "create add-on",
+                    &format!("{name} ({kind}) as {}", att.var),
+                );
+                self.logs.system(
+                    app,
+                    "roboku",
+                    format!("Add-on {name} ({kind}) created as {}", att.var),
+                );
+                Ok(reply)
+            }
+            Err(e) => {
+                self.store.delete_addon(&name)?;
+                self.remove_addon_files(&row)?;
+                tracing::warn!(app, addon = %name, error = %e, "add-on not created: its config var was refused");
+                Err(match e {
+                    EngineError::BadRequest(m) => {
+                        EngineError::BadRequest(format!("cannot create {name}: {m}"))
+                    }
+                    EngineError::Conflict(m) => {
+                        EngineError::Conflict(format!("cannot create {name}: {m}"))
+                    }
+                    other => other,
+                })
+            }
+        }
+    }
+
+    /// Rewrites `app`'s stored add-on vars that no longer say what its add-ons give (a renamed
+    /// app's sqlite path). No release: its dynos get the current values already (`addon_vars`).
+    pub(super) fn sync_addon_config(&mut self, app: &str) {
+        let Ok(mut config) = self.store.config(app) else {
+            return;
+        };
+        let mut changed = false;
+        for (var, url) in self.addon_vars(app) {
+            if config.get(&var).is_some_and(|v| *v != url) {
+                config.insert(var, url);
+                changed = true;
+            }
+        }
+        if changed {
+            if let Err(e) = self.store.replace_config(app, &config) {
+                tracing::warn!(app, error = %e, "cannot update the add-on config vars");
+            }
+        }
     }
 
     pub(super) fn addon_attach(

@@ -187,3 +187,63 @@ fn a_kill_9_mid_restore_leaves_whole_data() {
         assert_eq!(read(&agent), "notes=one counter=1", "{point}");
     }
 }
+
+#[test]
+fn rename_moves_database_url_and_snapshots_with_the_app() {
+    let agent = Agent::start(AgentOpts::default());
+    let data = agent.data_dir().to_path_buf();
+    nav_with_two_states(&agent);
+    agent.ok(&["apps:rename", "nav", "rover"]);
+    let cfg = agent.json(&["config", "-a", "rover"]);
+    assert_eq!(
+        cfg["DATABASE_URL"],
+        format!("sqlite:///{}", data.join("data/rover/db.sqlite3").display()),
+        "the stored var names the moved file"
+    );
+    assert!(data.join("snapshots/rover/v3").is_dir() && !data.join("snapshots/nav").exists());
+    let out = agent.ok(&["rollback", "v3", "-a", "rover", "--with-data"]);
+    assert!(out.contains("with its data"), "{out}");
+    let script = r#"python3 -c "
+import os, sqlite3
+db = sqlite3.connect(os.environ['DATABASE_URL'][len('sqlite:///'):])
+print(','.join(r[0] for r in db.execute('SELECT text FROM notes')))
+""#;
+    assert_eq!(run_ok(&agent, "rover", script).trim(), "one");
+}
+
+#[test]
+fn an_addon_whose_config_var_is_refused_is_not_created() {
+    let agent = Agent::start(AgentOpts::default());
+    agent.ok(&["apps:create", "nav"]);
+    // The config nearly fills a dyno's environment (512 KiB): DATABASE_URL no longer fits.
+    let big = "x".repeat(65_000);
+    let mut args: Vec<String> = vec!["config:set".into(), "-a".into(), "nav".into()];
+    args.extend((0..8).map(|i| format!("B{i}={big}")));
+    args.push(format!("C={}", "y".repeat(4_222)));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    agent.ok(&refs);
+    let out = agent.roboku(&["addons:create", "sqlite", "-a", "nav"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && text.contains("cannot create nav-sqlite")
+            && text.contains("total"),
+        "{text}"
+    );
+    assert_eq!(agent.json(&["addons", "-a", "nav"]), Value::Array(vec![]));
+    let db = agent.data_dir().join("data/nav/db.sqlite3");
+    wait_for(
+        "the refused add-on's file to go",
+        Duration::from_secs(10),
+        || !db.exists(),
+    );
+    assert!(agent
+        .json(&["config", "-a", "nav"])
+        .get("DATABASE_URL")
+        .is_none());
+    // Once there is room, the same name is free.
+    agent.ok(&["config:unset", "C", "-a", "nav"]);
+    agent.ok(&["addons:create", "sqlite", "-a", "nav"]);
+    let all = agent.json(&["addons", "-a", "nav"]);
+    assert_eq!(all[0]["name"], "nav-sqlite", "{all}");
+}
