@@ -77,8 +77,17 @@ impl Engine {
             .collect()
     }
 
-    /// Starts the server of every add-on that has one (at agent start).
+    /// Starts the server of every add-on that has one (at agent start), after making every
+    /// attached app's stored vars whole.
     pub(super) fn start_addon_services(&mut self) {
+        let apps: std::collections::BTreeSet<String> = self
+            .store
+            .attachments()
+            .map(|a| a.into_iter().map(|a| a.app).collect())
+            .unwrap_or_default();
+        for app in apps {
+            self.sync_addon_config(&app);
+        }
         let rows = self.store.addons().unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read add-ons");
             Vec::new()
@@ -290,9 +299,10 @@ impl Engine {
         let url = provider.url(&addon, &cred);
         // Its var is part of it: if the config change is refused (env size, disk reserve for the
         // data snapshot...), the add-on is not created after all.
-        let made = self
-            .start_service(&row)
-            .and_then(|()| self.set_var(door, app, &att.var, Some(url)));
+        let made = self.start_service(&row).and_then(|()| {
+            crate::fault::point("addon.recorded");
+            self.set_var(door, app, &att.var, Some(url))
+        });
         match made {
             Ok(reply) => {
                 self.event(
@@ -325,15 +335,16 @@ impl Engine {
         }
     }
 
-    /// Rewrites `app`'s stored add-on vars that no longer say what its add-ons give (a renamed
-    /// app's sqlite path). No release: its dynos get the current values already (`addon_vars`).
+    /// Makes `app`'s stored add-on vars say what its add-ons give: after a rename (the sqlite
+    /// path), or at start after an agent killed between recording an add-on and storing its var.
+    /// No release: its dynos get the current values already (`addon_vars`).
     pub(super) fn sync_addon_config(&mut self, app: &str) {
         let Ok(mut config) = self.store.config(app) else {
             return;
         };
         let mut changed = false;
         for (var, url) in self.addon_vars(app) {
-            if config.get(&var).is_some_and(|v| *v != url) {
+            if config.get(&var) != Some(&url) {
                 config.insert(var, url);
                 changed = true;
             }
