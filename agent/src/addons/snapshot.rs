@@ -113,6 +113,7 @@ pub fn take(
     remove_if_there(&tmp)?;
     let mut copied = Copied::default();
     copy_tree(data, &tmp, Path::new(""), owner, true, &mut copied)?;
+    sync_fs(&tmp)?;
     crate::fault::point("snapshot.copied");
     put_in_place(&tmp, &snaps.join(name(version)))?;
     Ok(copied)
@@ -145,6 +146,7 @@ pub fn stage(snaps: &Path, version: u32) -> Result<Copied, PathError> {
     let mut copied = Copied::default();
     // The snapshot is robokud's own copy, consistent already: copied as it is.
     copy_tree(&src, &tmp, Path::new(""), None, false, &mut copied)?;
+    sync_fs(&tmp)?;
     fs::rename(&tmp, &staged).at("rename to", &staged)?;
     sync_parent(&staged)?;
     Ok(copied)
@@ -274,6 +276,17 @@ pub fn recover(
     };
     finish(snaps)?;
     Ok(Some(what))
+}
+
+/// Makes a whole copied tree durable with one `syncfs(2)` (one fsync per file costs far more on
+/// a small board's flash), before it is renamed into place.
+fn sync_fs(dir: &Path) -> Result<(), PathError> {
+    let d = File::open(dir).at("open", dir)?;
+    // SAFETY: syncfs takes an open fd and nothing else.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) } != 0 {
+        return Err(std::io::Error::last_os_error()).at("syncfs", dir);
+    }
+    Ok(())
 }
 
 /// Renames `from` onto `to`, replacing what is there (one rename when `to` is absent).
@@ -443,7 +456,6 @@ fn copy_file(src: &Path, dst: &Path, owner: Option<u32>) -> Result<(), PathError
     if !cloned {
         std::io::copy(&mut from, &mut to).at("copy to", dst)?;
     }
-    to.sync_all().at("fsync", dst)?;
     std::os::unix::fs::fchown(&to, Some(m.uid()), Some(m.gid())).at("chown", dst)?;
     to.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))
         .at("chmod", dst)?;
@@ -485,9 +497,7 @@ fn copy_database(src: &Path, dst: &Path, m: &fs::Metadata) -> Result<(), String>
     std::os::unix::fs::chown(dst, Some(m.uid()), Some(m.gid())).map_err(|e| e.to_string())?;
     fs::set_permissions(dst, fs::Permissions::from_mode(m.mode() & 0o7777))
         .map_err(|e| e.to_string())?;
-    File::open(dst)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| e.to_string())
+    Ok(())
 }
 
 #[cfg(test)]
