@@ -9,7 +9,7 @@
 //! Why copies and not hard links: a hard link shares the file's content, so an app writing a
 //! file in place (a log appended to, a database page rewritten) would change the snapshot too.
 //! Each regular file is cloned (`FICLONE`: a reflink, free on btrfs and XFS) or else copied
-//! (`copy_file_range`); the cost is the data's size on ext4, which is why `data_snapshot_max`
+//! (`copy_file_range`); the cost is the data's size on ext4, which is why `data_snapshot_max_bytes`
 //! caps it. SQLite databases (any file that starts with SQLite's header) are copied through
 //! SQLite (`VACUUM INTO`), which reads one consistent state even while the app writes; their
 //! `-wal`, `-shm` and `-journal` files are left out (the copy is whole without them). Other files
