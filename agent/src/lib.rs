@@ -74,6 +74,7 @@ pub async fn run(
     // Before the log task and the engine: a rename an agent crash interrupted is finished (or
     // dropped, if it never committed) before anything reads the directories it moves.
     engine::rename::journal::recover(&settings, &store);
+    engine::data_restore::recover_all(&settings, &store);
     // Never fatal: on a full disk the copies from the last start are still there (and dynos
     // must be supervised whether or not a build could run).
     if let Err(e) = build::builtin::install(&settings.buildpacks_dir()) {
@@ -159,6 +160,7 @@ pub async fn run(
         settings: settings.clone(),
         dashboard: dash_door.as_ref().map(|d| d.info.clone()),
         bundles,
+        fleet: fleet_view.clone(),
     });
     let server = tokio::spawn(api::serve(listener, ctx.clone(), stop_rx.clone()));
     let notifier = notify::Notifier::ready(engine.clone()).await;
@@ -287,6 +289,7 @@ fn prepare_dirs(settings: &Settings) -> Result<(), util::PathError> {
         (settings.dyno_sockets_dir(), 0o711),
         (settings.data_root(), crate::addons::data::ROOT_MODE),
         (settings.addons_dir(), 0o711),
+        (settings.data_snapshots_root(), 0o700),
     ] {
         std::fs::create_dir_all(&dir).at("create dir", &dir)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).at("chmod", &dir)?;

@@ -92,6 +92,9 @@ pub struct Settings {
     /// config file.
     #[serde(skip)]
     pub test_clock: Option<crate::clock::TestClock>,
+    /// An app's data dir is snapshotted before each new release replaces the current one
+    /// (`rollback vN --with-data`) when it holds at most this many bytes; 0 turns snapshots off.
+    pub data_snapshot_max_bytes: u64,
 }
 
 impl Default for Settings {
@@ -129,6 +132,7 @@ impl Default for Settings {
             disk_reserve: crate::disk::Reserve::Auto,
             mqtt: MqttSettings::default(),
             test_clock: None,
+            data_snapshot_max_bytes: 64 << 20,
         }
     }
 }
@@ -217,7 +221,11 @@ impl Settings {
     }
     /// Snapshots of an app's data dir, one per release it was taken at (root's only).
     pub fn data_snapshots_dir(&self, app: &str) -> PathBuf {
-        self.data_dir.join("snapshots").join(app)
+        self.data_snapshots_root().join(app)
+    }
+    /// Parent of the apps' snapshot dirs (root's, 0700).
+    pub fn data_snapshots_root(&self) -> PathBuf {
+        self.data_dir.join("snapshots")
     }
     /// Add-on servers' own dirs (config, password file, their data), each its add-on uid's.
     pub fn addons_dir(&self) -> PathBuf {

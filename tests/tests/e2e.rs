@@ -11,6 +11,7 @@ mod e2e {
     mod cli;
     mod crash;
     mod dashboard;
+    mod data;
     mod degraded;
     mod deploy;
     mod doctor;

@@ -11,6 +11,7 @@ pub mod mqtt;
 pub mod provider;
 pub mod redis;
 pub mod service;
+pub mod snapshot;
 pub mod state;
 
 pub use provider::{provider, Provider};

@@ -7,6 +7,7 @@ mod attach;
 pub(crate) mod body;
 mod bundles;
 pub(crate) mod conns;
+mod doctor;
 pub mod dyno_door;
 pub(crate) mod http;
 pub(crate) mod logs;
@@ -32,6 +33,8 @@ pub struct Ctx {
     pub dashboard: Option<roboku_wire::DashboardInfo>,
     /// Where `POST /v1/bundles` hands offline bundles.
     pub bundles: crate::bundle::BundleDoor,
+    /// The fleet link, when a broker is set (`GET /v1/doctor`).
+    pub fleet: Option<crate::mqtt::FleetView>,
 }
 
 /// The group that may use the API socket, when it exists.

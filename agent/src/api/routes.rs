@@ -65,6 +65,9 @@ async fn route(
                     .map_err(|e| EngineError::Internal(format!("disk report task: {e}")))?;
             return json_response(StatusCode::OK, &report);
         }
+        (&Method::GET, ["doctor"]) => {
+            return json_response(StatusCode::OK, &super::doctor::facts(ctx).await?)
+        }
         (&Method::GET, ["dashboard"]) => {
             let info = ctx.dashboard.as_ref().ok_or_else(|| {
                 EngineError::NotFound(
@@ -259,6 +262,7 @@ async fn route(
             let cmd = Command::Rollback {
                 app: app.to_string(),
                 version: body.version,
+                with_data: body.with_data,
             };
             let result = ctx.engine.call_waiting(door, cmd, gate_wait(query)?).await;
             with_log_tail(ctx, app, result).await?

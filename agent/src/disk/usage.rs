@@ -39,6 +39,12 @@ pub fn report(settings: &Settings, kept: &Kept) -> DiskReport {
             tree_size(&settings.cache_dir(app)),
         );
         counted += row("logs", Some(app), tree_size(&settings.logs_dir().join(app)));
+        counted += row("data", Some(app), tree_size(&settings.app_data_dir(app)));
+        counted += row(
+            "data snapshots",
+            Some(app),
+            tree_size(&settings.data_snapshots_dir(app)),
+        );
     }
     let (mut gc_slugs, mut gc_bytes, mut other_slugs) = (0u32, 0u64, 0u64);
     for e in std::fs::read_dir(&slugs).into_iter().flatten().flatten() {

@@ -77,8 +77,17 @@ impl Engine {
             .collect()
     }
 
-    /// Starts the server of every add-on that has one (at agent start).
+    /// Starts the server of every add-on that has one (at agent start), after making every
+    /// attached app's stored vars whole.
     pub(super) fn start_addon_services(&mut self) {
+        let apps: std::collections::BTreeSet<String> = self
+            .store
+            .attachments()
+            .map(|a| a.into_iter().map(|a| a.app).collect())
+            .unwrap_or_default();
+        for app in apps {
+            self.sync_addon_config(&app);
+        }
         let rows = self.store.addons().unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read add-ons");
             Vec::new()
@@ -296,20 +305,64 @@ impl Engine {
             .provision(&addon, std::slice::from_ref(&cred))
             .map_err(|e| EngineError::Internal(format!("provisioning {name}: {e}")))?;
         self.store.create_addon(&row, &att)?;
-        self.start_service(&row)?;
-        self.event(
-            door,
-            Some(app),
-            "create add-on",
-            &format!("{name} ({kind}) as {}", att.var),
-        );
-        self.logs.system(
-            app,
-            "roboku",
-            format!("Add-on {name} ({kind}) created as {}", att.var),
-        );
         let url = provider.url(&addon, &cred);
-        self.set_var(door, app, &att.var, Some(url))
+        // Its var is part of it: if the config change is refused (env size, disk reserve for the
+        // data snapshot...), the add-on is not created after all.
+        let made = self.start_service(&row).and_then(|()| {
+            crate::fault::point("addon.recorded");
+            self.set_var(door, app, &att.var, Some(url))
+        });
+        match made {
+            Ok(reply) => {
+                self.event(
+                    door,
+                    Some(app),
+                    "create add-on",
+                    &format!("{name} ({kind}) as {}", att.var),
+                );
+                self.logs.system(
+                    app,
+                    "roboku",
+                    format!("Add-on {name} ({kind}) created as {}", att.var),
+                );
+                Ok(reply)
+            }
+            Err(e) => {
+                self.store.delete_addon(&name)?;
+                self.remove_addon_files(&row)?;
+                tracing::warn!(app, addon = %name, error = %e, "add-on not created: its config var was refused");
+                Err(match e {
+                    EngineError::BadRequest(m) => {
+                        EngineError::BadRequest(format!("cannot create {name}: {m}"))
+                    }
+                    EngineError::Conflict(m) => {
+                        EngineError::Conflict(format!("cannot create {name}: {m}"))
+                    }
+                    other => other,
+                })
+            }
+        }
+    }
+
+    /// Makes `app`'s stored add-on vars say what its add-ons give: after a rename (the sqlite
+    /// path), or at start after an agent killed between recording an add-on and storing its var.
+    /// No release: its dynos get the current values already (`addon_vars`).
+    pub(super) fn sync_addon_config(&mut self, app: &str) {
+        let Ok(mut config) = self.store.config(app) else {
+            return;
+        };
+        let mut changed = false;
+        for (var, url) in self.addon_vars(app) {
+            if config.get(&var) != Some(&url) {
+                config.insert(var, url);
+                changed = true;
+            }
+        }
+        if changed {
+            if let Err(e) = self.store.replace_config(app, &config) {
+                tracing::warn!(app, error = %e, "cannot update the add-on config vars");
+            }
+        }
     }
 
     pub(super) fn addon_attach(
@@ -476,6 +529,17 @@ impl Engine {
             self.remove_addon_files(row)?;
         }
         Ok(())
+    }
+
+    /// Every add-on once, as its owner's `roboku addons` shows it.
+    pub(super) fn all_addons(&self) -> Result<Vec<wire::addons::AddonInfo>> {
+        let owners: std::collections::BTreeSet<String> =
+            self.store.addons()?.into_iter().map(|r| r.app).collect();
+        let mut out = Vec::new();
+        for app in owners {
+            out.extend(self.addons(&app)?.into_iter().filter(|a| a.owner == app));
+        }
+        Ok(out)
     }
 
     pub(super) fn addons(&self, app: &str) -> Result<Vec<wire::addons::AddonInfo>> {

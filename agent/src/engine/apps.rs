@@ -327,6 +327,7 @@ impl Engine {
         if std::fs::rename(&cache, &doomed).is_ok() {
             cache = doomed;
         }
+        self.destroy_data_snapshots(app);
         // Its persistent data goes too (moved aside the same way).
         let mut data = self.settings.app_data_dir(app);
         let doomed_data = self

@@ -126,6 +126,8 @@ pub enum Command {
     Rollback {
         app: String,
         version: Option<u32>,
+        /// Bring the release's data snapshot back too (`rollback --with-data`).
+        with_data: bool,
     },
     /// A one-off dyno (`roboku run`): attached (its pipes come back in [`Reply::Attached`]) or
     /// detached (output to the logs).
@@ -185,6 +187,8 @@ pub enum Command {
     Addons {
         app: String,
     },
+    /// Every add-on, as its owner sees it (`roboku doctor`).
+    AllAddons,
     AddonCreate {
         app: String,
         req: wire::addons::CreateAddon,
@@ -260,6 +264,7 @@ impl Command {
             | Command::Events { .. }
             | Command::Gates { .. }
             | Command::Addons { .. }
+            | Command::AllAddons
             | Command::Drains { .. }
             | Command::Shutdown
             | Command::Ping => None,
@@ -391,6 +396,7 @@ impl super::Engine {
     /// `one_off.rs`).
     pub(super) fn dispatch(&mut self, door: Door, cmd: Command) -> Result<Reply> {
         self.refuse_while_renaming(&cmd)?;
+        self.refuse_while_restoring(&cmd)?;
         match cmd {
             Command::Status => Ok(Reply::Status(self.status())),
             Command::GcSlugs => {
@@ -431,7 +437,12 @@ impl super::Engine {
             Command::GetConfig { app } => self.get_config(&app).map(Reply::Config),
             Command::ChangeConfig { app, change } => self.change_config(door, &app, change),
             Command::Releases { app } => self.releases(&app).map(Reply::Releases),
-            Command::Rollback { app, version } => self.rollback(door, &app, version),
+            Command::Rollback {
+                app,
+                version,
+                with_data: true,
+            } => self.rollback_with_data(door, &app, version),
+            Command::Rollback { app, version, .. } => self.rollback(door, &app, version),
             Command::Run {
                 app,
                 command,
@@ -457,6 +468,7 @@ impl super::Engine {
             }
             Command::SetHealth { app, report } => self.set_health(&app, report).map(Reply::Health),
             Command::Addons { app } => self.addons(&app).map(Reply::Addons),
+            Command::AllAddons => self.all_addons().map(Reply::Addons),
             Command::AddonCreate { app, req } => self.addon_create(door, &app, req),
             Command::AddonAttach { app, name, req } => self.addon_attach(door, &app, &name, req),
             Command::AddonDetach { app, name } => self.addon_detach(door, &app, &name),

@@ -76,6 +76,7 @@ impl Engine {
     /// Deletes slugs no kept release refers to. Called after a release is committed, and at
     /// start (to finish what an agent killed mid-collection left).
     pub(super) fn gc_slugs(&mut self) {
+        self.prune_data_snapshots();
         let Some(kept) = self.kept_slugs() else {
             return;
         };

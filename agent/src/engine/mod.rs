@@ -11,6 +11,7 @@ mod adopt;
 mod apps;
 mod command;
 mod confine;
+pub mod data_restore;
 mod drains;
 mod dyno;
 pub(crate) mod formation;
@@ -263,6 +264,8 @@ pub struct Engine {
     addon_services: BTreeMap<String, crate::addons::service::Service>,
     /// The log drains' tasks.
     drains: crate::drains::Drains,
+    /// `rollback --with-data` in progress, by app.
+    data_restores: BTreeMap<String, data_restore::Restoring>,
 }
 
 /// Starts the engine task: opens nothing itself (the caller passes the store, cgroups and logs),
@@ -330,6 +333,7 @@ pub fn start(
         weak,
         addon_services: BTreeMap::new(),
         drains,
+        data_restores: BTreeMap::new(),
     };
     let task = tokio::spawn(engine.run(rx, internal_rx, ready_tx));
     (
@@ -373,6 +377,7 @@ impl Engine {
             }
             self.on_timers(Instant::now());
             self.advance_renames(Instant::now());
+            self.advance_data_restores(Instant::now());
             self.start_ordered();
             self.stop_ordered(Instant::now());
             self.flush();
@@ -548,6 +553,9 @@ impl Engine {
             wake = wake.min(deadline);
         }
         for deadline in self.rename_deadlines() {
+            wake = wake.min(deadline);
+        }
+        for deadline in self.restore_deadlines() {
             wake = wake.min(deadline);
         }
         for deadline in self.gate_deadlines() {

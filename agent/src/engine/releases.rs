@@ -46,7 +46,9 @@ impl Engine {
         answer: Answer,
     ) -> Result<Reply> {
         self.ensure_no_rollout(app)?;
+        self.ensure_no_restore(app)?;
         let previous = self.cache(app)?.release.as_ref().map(|r| r.version);
+        self.snapshot_data(app, previous)?;
         let types = new.process_types.clone();
         let row = self.store.create_release(app, new)?;
         // New process types join the formation: web at 1 (as Heroku does), others at 0.
@@ -234,7 +236,7 @@ impl Engine {
         self.rollback_to(Door::Agent, app, None, Some(why))
     }
 
-    fn rollback_to(
+    pub(super) fn rollback_to(
         &mut self,
         door: Door,
         app: &str,

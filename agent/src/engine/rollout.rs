@@ -501,6 +501,9 @@ impl Engine {
             let _ = reply.send(outcome);
             return;
         }
+        let Some(reply) = self.attach_restore(app, reply) else {
+            return;
+        };
         match self.rollouts.get_mut(app) {
             Some(r) => r.reply = Some(reply),
             None => {

@@ -281,6 +281,7 @@ async fn execute(
             let cmd = Command::Rollback {
                 app: app_s,
                 version: r.version,
+                with_data: r.with_data,
             };
             match shared
                 .engine

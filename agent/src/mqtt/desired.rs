@@ -312,7 +312,13 @@ mod tests {
         };
         let restart = Action::Restart(TargetRequest { target: None });
         want.push_once(10, &restart);
-        want.push_once(20, &Action::Rollback(RollbackRequest { version: Some(3) }));
+        want.push_once(
+            20,
+            &Action::Rollback(RollbackRequest {
+                version: Some(3),
+                with_data: false,
+            }),
+        );
         assert_eq!(want.release, None, "a rollback is not undone by a redeploy");
         assert_eq!(want.config, None);
         let now = Observed {
@@ -322,7 +328,10 @@ mod tests {
         assert_eq!(plan(&want, &now, None, None).once.len(), 2);
         assert_eq!(
             plan(&want, &now, None, Some(10)).once,
-            vec![Action::Rollback(RollbackRequest { version: Some(3) })]
+            vec![Action::Rollback(RollbackRequest {
+                version: Some(3),
+                with_data: false,
+            })]
         );
         assert!(plan(&want, &now, None, Some(20)).is_empty());
         want.set_release(art("bb"));

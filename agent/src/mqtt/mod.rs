@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     pub readers: Arc<tokio::sync::Semaphore>,
     /// Permits for `plan`s running at once ([`plan_reply::MAX_PLANS`]).
     pub planners: Arc<tokio::sync::Semaphore>,
+    /// The link's last connection error, cleared on connect (`roboku doctor`).
+    pub link_error: Mutex<Option<String>>,
 }
 
 /// Publishing side: acks (numbered), retained state, telemetry. Never blocks: when rumqttc's
@@ -323,6 +325,7 @@ impl Prepared {
             telemetry,
             readers: Arc::new(tokio::sync::Semaphore::new(logs_reply::MAX_READERS)),
             planners: Arc::new(tokio::sync::Semaphore::new(plan_reply::MAX_PLANS)),
+            link_error: Mutex::new(None),
         });
         let state = state::FleetState::load(&settings.fleet_state_path());
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
@@ -412,6 +415,15 @@ pub struct FleetSummary {
 }
 
 impl FleetView {
+    /// The link's last connection error, until it connects again.
+    pub fn last_error(&self) -> Option<String> {
+        self.shared
+            .link_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default()
+    }
+
     pub fn summary(&self) -> FleetSummary {
         let session = *self.connected.borrow();
         FleetSummary {

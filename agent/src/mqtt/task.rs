@@ -47,6 +47,7 @@ pub(super) struct Link {
     allow_unsigned: bool,
     session_path: PathBuf,
     session: u64,
+    shared: Arc<Shared>,
 }
 
 impl Link {
@@ -64,6 +65,14 @@ impl Link {
             allow_unsigned: shared.settings.mqtt.allow_unsigned,
             session_path,
             session: 0,
+            shared: shared.clone(),
+        }
+    }
+
+    /// What `roboku doctor` shows of the link: the last error, `None` once connected.
+    fn set_error(&self, error: Option<String>) {
+        if let Ok(mut e) = self.shared.link_error.lock() {
+            *e = error;
         }
     }
 
@@ -164,6 +173,7 @@ pub(super) async fn run(
                 connected_at = Some(tokio::time::Instant::now());
                 tracing::info!(session = link.session, code = ?ack.code, "mqtt connected");
                 link.on_connected();
+                link.set_error(None);
                 let _ = connected.send(Some(link.session));
             }
             // A retained status predates our `online` (published after subscribing), which
@@ -189,6 +199,7 @@ pub(super) async fn run(
             Ok(_) => {}
             Err(e) => {
                 let _ = connected.send(None);
+                link.set_error(Some(e.to_string()));
                 if had_connack {
                     // The next connection is a new session: a new number, a new Will.
                     had_connack = false;

@@ -10,6 +10,7 @@
 //! |--------------------------------------------|--------------------|--------------------------|
 //! | GET    /v1/status                          |                    | [`Status`]               |
 //! | GET    /v1/disk                            |                    | [`DiskReport`]           |
+//! | GET    /v1/doctor                          |                    | [`doctor::DoctorFacts`]  |
 //! | GET    /v1/apps                            |                    | `Vec<AppInfo>`           |
 //! | POST   /v1/apps                            | [`CreateApp`]      | [`AppInfo`]              |
 //! | GET    /v1/apps/{app}                      |                    | [`AppInfo`]              |
@@ -40,6 +41,7 @@ pub mod attach;
 pub mod bundle;
 #[cfg(feature = "delta")]
 pub mod delta;
+pub mod doctor;
 pub mod drains;
 pub mod fleet;
 pub mod gates;
@@ -421,8 +423,9 @@ pub struct DiskReport {
     pub gc_bytes: u64,
 }
 
-/// One thing using space: `what` (`slug`, `rollback slugs`, `build cache`, `logs`, `delta
-/// bases`, `store`, `tmp`, `ballast`, `other`), per app when it is an app's.
+/// One thing using space: `what` (`slug`, `rollback slugs`, `build cache`, `logs`, `data`,
+/// `data snapshots`, `delta bases`, `store`, `tmp`, `ballast`, `other`), per app when it is an
+/// app's.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DiskRow {
     pub what: String,
@@ -641,6 +644,11 @@ pub struct PlannedDyno {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RollbackRequest {
     pub version: Option<u32>,
+    /// Bring that release's data snapshot back too: the app's dynos stop, its data dir is
+    /// swapped for the snapshot (the data it had is kept as the current release's), then it
+    /// starts on the rollback release.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub with_data: bool,
 }
 
 /// `POST /v1/apps/{app}/run`: ask for everything needed to run a one-off dyno.

@@ -34,6 +34,10 @@ pub struct RollbackArgs {
     /// Give up if the app's apply gates are still closed after this long (default: wait)
     #[arg(long, value_parser = parse::duration_ms, value_name = "DURATION")]
     pub gate_timeout: Option<u64>,
+    /// Bring that release's data snapshot back too (the app stops while its data is swapped;
+    /// the data it has now is kept as a snapshot, so this can be undone)
+    #[arg(long)]
+    pub with_data: bool,
 }
 
 pub async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<()> {
@@ -84,13 +88,17 @@ pub async fn rollback(ctx: &Ctx, args: RollbackArgs) -> anyhow::Result<()> {
     let app = &args.app.app;
     let body = RollbackRequest {
         version: args.version,
+        with_data: args.with_data,
     };
     let path = super::with_gate_timeout(&app_path(app, "/rollback"), args.gate_timeout);
     let v: Value = ctx.client.post(&path, &body).await?;
     let Some(release) = ctx.typed::<ReleaseInfo>(v)? else {
         return Ok(());
     };
-    let to = args.version.map_or(String::new(), |v| format!(" to v{v}"));
+    let mut to = args.version.map_or(String::new(), |v| format!(" to v{v}"));
+    if args.with_data {
+        to.push_str(" with its data");
+    }
     outln!(
         "Rolling back {app}{to}... done, v{} ({})",
         release.version,

@@ -340,3 +340,56 @@ fn redis_is_offered_where_redis_server_is_installed_and_named_where_not() {
         assert_eq!(agent.json(&["addons", "-a", "ui"]), serde_json::json!([]));
     }
 }
+
+/// robokud SIGKILLed inside `addons:create mqtt`, after the add-on was recorded and its
+/// Mosquitto started but before its config var was stored: at the next start no broker of the
+/// dead agent is left, the add-on exists whole (server up, `MQTT_URL` stored and working).
+#[test]
+fn a_kill_9_during_addons_create_leaves_no_orphan_broker_and_a_whole_addon() {
+    let mut agent = Agent::start(AgentOpts::default());
+    let src = app_dir(&[("Procfile", SLEEPER)]);
+    agent.create_and_deploy("nav", src.path());
+    agent.restart_with_fault("addon.recorded");
+    let out = agent.roboku(&["addons:create", "mqtt", "-a", "nav"]);
+    assert!(!out.status.success(), "the agent died mid-way");
+    agent.wait_killed(Duration::from_secs(30));
+    // What the dead agent left running (web.1, and the broker if it had forked yet).
+    let left: Vec<i64> = roboku_tests::tagged(agent.data_dir())
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    agent.respawn();
+    let pid = wait_server_up(&agent, "nav", "nav-mqtt", None);
+    let web = agent.wait_up("nav", "web.1", None, Duration::from_secs(20));
+    for p in left.iter().filter(|p| **p != web) {
+        wait_for(
+            &format!("the dead agent's broker {p} to be gone"),
+            Duration::from_secs(20),
+            || !alive(*p),
+        );
+    }
+    wait_for(
+        "only the live broker and web.1 carry the agent's tag",
+        Duration::from_secs(20),
+        || {
+            let mut pids: Vec<i64> = roboku_tests::tagged(agent.data_dir())
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect();
+            pids.sort_unstable();
+            let mut want = vec![pid, web];
+            want.sort_unstable();
+            pids == want
+        },
+    );
+    let cfg = config(&agent, "nav");
+    assert!(
+        cfg["MQTT_URL"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("mqtt://nav-")),
+        "the var is stored: {cfg}"
+    );
+    let pubsub = "mosquitto_pub -L \"$MQTT_URL/nav/pose\" -r -q 1 -m x=1 && \
+                  mosquitto_sub -L \"$MQTT_URL/nav/pose\" -C 1 -W 10";
+    assert_eq!(run_ok(&agent, "nav", pubsub).trim(), "x=1");
+}

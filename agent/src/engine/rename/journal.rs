@@ -85,6 +85,12 @@ pub fn app_dirs(
             settings.app_data_dir(to),
             false,
         ),
+        (
+            "data snapshots",
+            settings.data_snapshots_dir(from),
+            settings.data_snapshots_dir(to),
+            true,
+        ),
     ]
 }
 

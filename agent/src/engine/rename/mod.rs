@@ -229,6 +229,8 @@ impl Engine {
         self.unclaimed.remove(from);
         // Dirs first: refreshing makes the data dir of the name if it is not there.
         let warnings = journal::move_app_dirs(&self.settings, from, &to);
+        // DATABASE_URL names the data dir: the stored value follows the new name.
+        self.sync_addon_config(&to);
         self.refresh_app(&to);
         let repo = self.settings.git_repo(&to);
         let git_repository = repo.exists().then(|| repo.display().to_string());

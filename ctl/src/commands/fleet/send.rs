@@ -211,7 +211,10 @@ pub async fn config(json: bool, a: ConfigArgs) -> anyhow::Result<i32> {
 }
 
 pub async fn rollback(json: bool, a: RollbackArgs) -> anyhow::Result<i32> {
-    let action = Action::Rollback(RollbackRequest { version: a.release });
+    let action = Action::Rollback(RollbackRequest {
+        version: a.release,
+        with_data: false,
+    });
     rollout(json, &a.common, action.clone(), Some(one_shot(action))).await
 }
 

@@ -1,7 +1,11 @@
 //! `doctor`: what a field engineer checks first, one line each, with what to do when a check
-//! fails. The facts come from robokud (`/v1/status`, `/v1/disk`) and from this host (the clock,
-//! the data dir's mode); the judgement ([`judge`]) is pure and tested without a host.
+//! fails. The facts come from robokud (`/v1/status`, `/v1/disk`, and `/v1/doctor` for what only
+//! it can see: fleet link, trusted keys, systemd, dashboard, add-on servers; an older robokud
+//! without it gets the other checks) and from this host (the clock, the data dir's mode); the
+//! judgement ([`judge`], [`agent::judge`]) is pure and tested without a host.
 //! Exit 0 when nothing failed (warnings allowed), 1 otherwise.
+
+mod agent;
 
 use super::Ctx;
 use crate::output::outln;
@@ -61,6 +65,8 @@ pub struct Facts {
     /// `Some(true)` when the kernel says the clock is synchronised.
     pub clock_synced: Option<bool>,
     pub now_unix: u64,
+    /// What robokud says about itself (`None` from an agent older than `/v1/doctor`).
+    pub agent: Option<roboku_wire::doctor::DoctorFacts>,
 }
 
 /// 2024-01-01: a clock before this has never been set (a board without an RTC boots in 1970).
@@ -190,6 +196,9 @@ pub fn judge(f: &Facts) -> Vec<Check> {
     if let Some(Result::Ok(Status { clock: Some(c), .. })) = &f.status {
         agent_clock(out.last_mut(), c);
     }
+    if let Some(a) = &f.agent {
+        out.extend(agent::judge(a));
+    }
     out
 }
 
@@ -244,6 +253,14 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<i32> {
             .ok(),
         Err(_) => None,
     };
+    let agent = match &status {
+        Ok(_) => ctx
+            .client
+            .get::<roboku_wire::doctor::DoctorFacts>(&format!("{API_PREFIX}/doctor"))
+            .await
+            .ok(),
+        Err(_) => None,
+    };
     let data_dir = status.as_ref().ok().map(|s| {
         std::fs::metadata(&s.data_dir)
             .map(|m| (m.mode(), m.uid()))
@@ -258,6 +275,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<i32> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        agent,
     };
     let checks = judge(&facts);
     if ctx.json {
@@ -323,6 +341,7 @@ mod tests {
             data_dir: Some(Ok((0o40755, 0))),
             clock_synced: Some(true),
             now_unix: CLOCK_FLOOR + 1,
+            agent: None,
         });
         assert!(c.iter().all(|c| c.level == Level::Ok), "{c:?}");
         assert_eq!(
@@ -339,6 +358,7 @@ mod tests {
             data_dir: Some(Ok((0o40777, 0))),
             clock_synced: Some(false),
             now_unix: 3600,
+            agent: None,
         });
         assert_eq!(level(&c, "cgroups"), Level::Warn);
         assert_eq!(level(&c, "disk"), Level::Fail);

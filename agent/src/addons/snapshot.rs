@@ -1,0 +1,505 @@
+//! Data snapshots: a copy of an app's persistent data dir (`data/<app>/`) per release, taken
+//! when a new release is about to replace it, so `rollback vN --with-data` can bring vN's data
+//! back (snapd and Mender do the same).
+//!
+//! Layout: `snapshots/` (root, 0700) / `<app>/` (root, 0700) / `vN/` (the data dir as it was when
+//! vN was replaced: owners and modes kept, so it can be put back as it is). No app can reach a
+//! snapshot, its own included.
+//!
+//! Why copies and not hard links: a hard link shares the file's content, so an app writing a
+//! file in place (a log appended to, a database page rewritten) would change the snapshot too.
+//! Each regular file is cloned (`FICLONE`: a reflink, free on btrfs and XFS) or else copied
+//! (`copy_file_range`); the cost is the data's size on ext4, which is why `data_snapshot_max_bytes`
+//! caps it. SQLite databases (any file that starts with SQLite's header) are copied through
+//! SQLite (`VACUUM INTO`), which reads one consistent state even while the app writes; their
+//! `-wal`, `-shm` and `-journal` files are left out (the copy is whole without them). Other files
+//! are copied as they are at that moment, like a power cut would leave them.
+//!
+//! The walk is root's through a tree the app controls, so: nothing is followed (symlinks are
+//! copied as symlinks, files opened `O_NOFOLLOW`), and only what the app's uid owns is copied
+//! (a file of another owner linked in is left out and named). Sockets, fifos and devices are
+//! left out too.
+//!
+//! A restore never mixes two states: vN is copied into `<app>/.restore`, then one
+//! `renameat2(RENAME_EXCHANGE)` swaps it with the live dir, and the data swapped out becomes the
+//! snapshot of the release that was current (so the restore can be undone). A journal written
+//! before the swap tells [`recover`] at the next start which side of the swap a killed agent
+//! stopped at. Nothing here touches the store or the dynos: the engine does
+//! (`engine/data_restore.rs`).
+
+use crate::util::{sync_parent, IoContext, PathError};
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The restore journal, in `snapshots/<app>/`.
+const JOURNAL: &str = "restore.json";
+/// vN being copied for a restore, then (complete) waiting for the swap.
+const STAGE_TMP: &str = ".restore.tmp";
+const STAGE: &str = ".restore";
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+const PRIVATE: u32 = 0o700;
+
+/// A snapshot's dir name.
+pub fn name(version: u32) -> String {
+    format!("v{version}")
+}
+
+/// What one copy did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Copied {
+    pub files: u64,
+    pub bytes: u64,
+    /// SQLite databases copied through SQLite.
+    pub databases: u64,
+    /// What was left out, with why (relative paths).
+    pub skipped: Vec<String>,
+}
+
+impl Copied {
+    /// `3 files, 12K (1 SQLite database); left out: sock (a socket)`.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{} files, {}",
+            self.files,
+            roboku_wire::human_bytes(self.bytes)
+        );
+        if self.databases > 0 {
+            s.push_str(&format!(" ({} SQLite databases)", self.databases));
+        }
+        if !self.skipped.is_empty() {
+            s.push_str(&format!("; left out: {}", self.skipped.join(", ")));
+        }
+        s
+    }
+}
+
+/// Makes `dir` (and its parents) exist, root's 0700.
+pub fn ensure_private(dir: &Path) -> Result<(), PathError> {
+    fs::create_dir_all(dir).at("create dir", dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE)).at("chmod", dir)
+}
+
+/// Bytes the regular files under `dir` hold (what a snapshot of it takes on ext4).
+pub fn size(dir: &Path) -> u64 {
+    crate::deploy::tree_size(dir)
+}
+
+/// The versions `snaps` (`snapshots/<app>/`) holds a snapshot of, newest first.
+pub fn versions(snaps: &Path) -> Vec<u32> {
+    let mut v: Vec<u32> = fs::read_dir(snaps)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix('v')?.parse().ok())
+        .collect();
+    v.sort_unstable_by(|a, b| b.cmp(a));
+    v
+}
+
+/// Snapshots `data` as release `version`'s into `snaps`: copied into `.vN.tmp`, then renamed to
+/// `vN` (an older snapshot of that version, from before a failed release, is replaced). Only
+/// files of `owner` are taken when it is given.
+pub fn take(
+    data: &Path,
+    snaps: &Path,
+    version: u32,
+    owner: Option<u32>,
+) -> Result<Copied, PathError> {
+    ensure_private(snaps)?;
+    let tmp = snaps.join(format!(".{}.tmp", name(version)));
+    remove_if_there(&tmp)?;
+    let mut copied = Copied::default();
+    copy_tree(data, &tmp, Path::new(""), owner, true, &mut copied)?;
+    sync_fs(&tmp)?;
+    crate::fault::point("snapshot.copied");
+    put_in_place(&tmp, &snaps.join(name(version)))?;
+    Ok(copied)
+}
+
+/// Removes every snapshot whose version is not in `keep`; the versions removed.
+pub fn prune(snaps: &Path, keep: &BTreeSet<u32>) -> Vec<u32> {
+    let mut gone = Vec::new();
+    for v in versions(snaps) {
+        if keep.contains(&v) {
+            continue;
+        }
+        let dir = snaps.join(name(v));
+        match crate::build::remove_tree(&dir) {
+            Ok(()) => gone.push(v),
+            Err(e) => tracing::warn!(error = %e, "cannot remove a data snapshot"),
+        }
+    }
+    gone
+}
+
+/// Copies snapshot `version` into `snaps/.restore` (whole, or not there). The live data is not
+/// touched.
+pub fn stage(snaps: &Path, version: u32) -> Result<Copied, PathError> {
+    let src = snaps.join(name(version));
+    fs::symlink_metadata(&src).at("find the data snapshot", &src)?;
+    let (tmp, staged) = (snaps.join(STAGE_TMP), snaps.join(STAGE));
+    remove_if_there(&tmp)?;
+    remove_if_there(&staged)?;
+    let mut copied = Copied::default();
+    // The snapshot is robokud's own copy, consistent already: copied as it is.
+    copy_tree(&src, &tmp, Path::new(""), None, false, &mut copied)?;
+    sync_fs(&tmp)?;
+    fs::rename(&tmp, &staged).at("rename to", &staged)?;
+    sync_parent(&staged)?;
+    Ok(copied)
+}
+
+/// Drops a staged copy (a restore given up before its swap).
+pub fn unstage(snaps: &Path) -> Result<(), PathError> {
+    remove_if_there(&snaps.join(STAGE_TMP))?;
+    remove_if_there(&snaps.join(STAGE))
+}
+
+/// What the journal records before the swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Journal {
+    /// The release whose data is being brought back.
+    pub target: u32,
+    /// The release current before the restore: the swapped-out data becomes its snapshot.
+    pub current: u32,
+    /// The staged dir's inode: the live dir has it once the swap is done.
+    pub staged_ino: u64,
+}
+
+/// Swaps the staged copy with the live `data` dir in one step (after writing the journal), then
+/// keeps the data swapped out as the snapshot of `current`. Every dyno of the app must be down.
+pub fn swap(data: &Path, snaps: &Path, target: u32, current: u32) -> Result<(), PathError> {
+    let staged = snaps.join(STAGE);
+    let staged_ino = fs::symlink_metadata(&staged).at("stat", &staged)?.ino();
+    let journal = Journal {
+        target,
+        current,
+        staged_ino,
+    };
+    write_journal(snaps, &journal)?;
+    crate::fault::point("restore.journaled");
+    exchange(&staged, data)?;
+    crate::fault::point("restore.swapped");
+    put_in_place(&staged, &snaps.join(name(current)))
+}
+
+fn write_journal(snaps: &Path, journal: &Journal) -> Result<(), PathError> {
+    let path = snaps.join(JOURNAL);
+    let text = serde_json::to_vec(journal).map_err(|e| PathError {
+        op: "encode",
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    crate::util::write_atomic(&path, &text)
+}
+
+/// The restore is committed (its release is in the store): the journal goes.
+pub fn finish(snaps: &Path) -> Result<(), PathError> {
+    let path = snaps.join(JOURNAL);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at("remove", &path),
+        _ => sync_parent(&path),
+    }
+}
+
+/// At start, before any dyno runs: drops what an agent killed mid-snapshot or mid-restore left,
+/// and settles an interrupted swap. `committed` says whether the restore's release was made
+/// (the app's current release is newer than the journal's `current`): then the restored data
+/// stays; else the data that was live before comes back. Returns what it did, if anything.
+pub fn recover(
+    data: &Path,
+    snaps: &Path,
+    committed: &dyn Fn(&Journal) -> bool,
+) -> Result<Option<String>, PathError> {
+    for e in fs::read_dir(snaps).into_iter().flatten().flatten() {
+        let n = e.file_name().to_string_lossy().to_string();
+        if n.starts_with(".v") && n.ends_with(".tmp") {
+            remove_if_there(&e.path())?;
+        }
+    }
+    remove_if_there(&snaps.join(STAGE_TMP))?;
+    let path = snaps.join(JOURNAL);
+    let journal: Journal = match fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(j) => j,
+            Err(e) => {
+                // Written atomically, so only a hand edit gets here: the data is whole either way.
+                tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable restore journal");
+                unstage(snaps)?;
+                finish(snaps)?;
+                return Ok(None);
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            remove_if_there(&snaps.join(STAGE))?;
+            return Ok(None);
+        }
+        Err(e) => return Err(e).at("read", &path),
+    };
+    let live_ino = fs::symlink_metadata(data).at("stat", data)?.ino();
+    let swapped = live_ino == journal.staged_ino;
+    let (staged, aside) = (snaps.join(STAGE), snaps.join(name(journal.current)));
+    let what = match (swapped, committed(&journal)) {
+        (false, _) => {
+            unstage(snaps)?;
+            format!(
+                "a data restore of v{} was interrupted before its swap: the data is as it was",
+                journal.target
+            )
+        }
+        (true, true) => {
+            if fs::symlink_metadata(&staged).is_ok() {
+                put_in_place(&staged, &aside)?;
+            }
+            format!(
+                "finished an interrupted data restore: v{}'s data is live",
+                journal.target
+            )
+        }
+        (true, false) => {
+            // The release was never made: the data live before comes back.
+            let other = if fs::symlink_metadata(&staged).is_ok() {
+                staged
+            } else {
+                aside
+            };
+            exchange(&other, data)?;
+            remove_if_there(&other)?;
+            format!(
+                "undid an interrupted data restore of v{} (its release was not made): the data is as it was",
+                journal.target
+            )
+        }
+    };
+    finish(snaps)?;
+    Ok(Some(what))
+}
+
+/// Makes a whole copied tree durable with one `syncfs(2)` (one fsync per file costs far more on
+/// a small board's flash), before it is renamed into place.
+fn sync_fs(dir: &Path) -> Result<(), PathError> {
+    let d = File::open(dir).at("open", dir)?;
+    // SAFETY: syncfs takes an open fd and nothing else.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) } != 0 {
+        return Err(std::io::Error::last_os_error()).at("syncfs", dir);
+    }
+    Ok(())
+}
+
+/// Renames `from` onto `to`, replacing what is there (one rename when `to` is absent).
+fn put_in_place(from: &Path, to: &Path) -> Result<(), PathError> {
+    if fs::symlink_metadata(to).is_ok() {
+        let old = PathBuf::from(format!("{}.old", to.display()));
+        remove_if_there(&old)?;
+        fs::rename(to, &old).at("rename to", &old)?;
+        fs::rename(from, to).at("rename to", to)?;
+        sync_parent(to)?;
+        return remove_if_there(&old);
+    }
+    fs::rename(from, to).at("rename to", to)?;
+    sync_parent(to)
+}
+
+fn remove_if_there(path: &Path) -> Result<(), PathError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => crate::build::remove_tree(path),
+        Ok(_) => fs::remove_file(path).at("remove", path),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Swaps two paths on one filesystem in one step (`renameat2(RENAME_EXCHANGE)`, Linux 3.15+).
+fn exchange(a: &Path, b: &Path) -> Result<(), PathError> {
+    use std::os::unix::ffi::OsStrExt;
+    const RENAME_EXCHANGE: libc::c_uint = 1 << 1;
+    let ca = std::ffi::CString::new(a.as_os_str().as_bytes()).map_err(|e| PathError {
+        op: "swap",
+        path: a.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    let cb = std::ffi::CString::new(b.as_os_str().as_bytes()).map_err(|e| PathError {
+        op: "swap",
+        path: b.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    // SAFETY: both strings are NUL-terminated and outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            RENAME_EXCHANGE,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).at("swap with", b);
+    }
+    sync_parent(a)?;
+    sync_parent(b)
+}
+
+/// Copies the tree at `src` to `dst` (which must not exist). `rel` is `src`'s path inside the
+/// top (for what is skipped); `owner` limits it to one uid's entries; `consistent` copies SQLite
+/// databases through SQLite.
+fn copy_tree(
+    src: &Path,
+    dst: &Path,
+    rel: &Path,
+    owner: Option<u32>,
+    consistent: bool,
+    out: &mut Copied,
+) -> Result<(), PathError> {
+    let meta = fs::symlink_metadata(src).at("stat", src)?;
+    if !meta.is_dir() {
+        let e = std::io::Error::other("not a directory");
+        return Err(e).at("snapshot", src);
+    }
+    fs::create_dir(dst).at("create dir", dst)?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(PRIVATE)).at("chmod", dst)?;
+    let mut names: Vec<_> = fs::read_dir(src)
+        .at("list", src)?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    // SQLite databases first, so their -wal/-shm/-journal files are known to leave out.
+    let mut databases = BTreeSet::new();
+    if consistent {
+        for n in &names {
+            if is_sqlite(&src.join(n)) {
+                databases.insert(n.to_string_lossy().to_string());
+            }
+        }
+    }
+    for n in &names {
+        let (s, d, r) = (src.join(n), dst.join(n), rel.join(n));
+        let name = n.to_string_lossy();
+        let sidecar = ["-wal", "-shm", "-journal"]
+            .iter()
+            .any(|x| name.strip_suffix(x).is_some_and(|b| databases.contains(b)));
+        if sidecar {
+            continue;
+        }
+        let Ok(m) = fs::symlink_metadata(&s) else {
+            continue; // gone meanwhile: the app is running
+        };
+        if owner.is_some_and(|uid| m.uid() != uid) {
+            out.skipped
+                .push(format!("{} (not the app's own)", r.display()));
+            continue;
+        }
+        let ft = m.file_type();
+        if ft.is_dir() {
+            copy_tree(&s, &d, &r, owner, consistent, out)?;
+        } else if ft.is_symlink() {
+            let target = fs::read_link(&s).at("read link", &s)?;
+            std::os::unix::fs::symlink(&target, &d).at("create link", &d)?;
+            std::os::unix::fs::lchown(&d, Some(m.uid()), Some(m.gid())).at("chown", &d)?;
+        } else if ft.is_file() {
+            if databases.contains(name.as_ref()) && copy_database(&s, &d, &m).is_ok() {
+                out.databases += 1;
+            } else {
+                copy_file(&s, &d, owner)?;
+            }
+            out.files += 1;
+            out.bytes += fs::metadata(&d).map(|m| m.len()).unwrap_or(0);
+        } else {
+            out.skipped
+                .push(format!("{} (not a file, dir or link)", r.display()));
+        }
+    }
+    std::os::unix::fs::chown(dst, Some(meta.uid()), Some(meta.gid())).at("chown", dst)?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777)).at("chmod", dst)
+}
+
+fn is_sqlite(path: &Path) -> bool {
+    let mut head = [0u8; 16];
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| &head == SQLITE_MAGIC)
+}
+
+/// One file, never through a link, owner and mode kept; a reflink where the filesystem has them.
+fn copy_file(src: &Path, dst: &Path, owner: Option<u32>) -> Result<(), PathError> {
+    let mut from = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(src)
+        .at("open", src)?;
+    let m = from.metadata().at("stat", src)?;
+    if !m.is_file() || owner.is_some_and(|uid| m.uid() != uid) {
+        let e = std::io::Error::other("changed while being copied");
+        return Err(e).at("copy", src);
+    }
+    let mut to = File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dst)
+        .at("create", dst)?;
+    // SAFETY: FICLONE takes the source fd as its argument; both fds are open for the call.
+    let cloned = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&to),
+            libc::FICLONE,
+            std::os::fd::AsRawFd::as_raw_fd(&from),
+        )
+    } == 0;
+    if !cloned {
+        std::io::copy(&mut from, &mut to).at("copy to", dst)?;
+    }
+    std::os::unix::fs::fchown(&to, Some(m.uid()), Some(m.gid())).at("chown", dst)?;
+    to.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))
+        .at("chmod", dst)?;
+    if let Ok(t) = m.modified() {
+        let _ = to.set_modified(t);
+    }
+    Ok(())
+}
+
+/// A database through SQLite: one consistent state, whatever the app is writing.
+fn copy_database(src: &Path, dst: &Path, m: &fs::Metadata) -> Result<(), String> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let result = (|| {
+        let db = rusqlite::Connection::open_with_flags(src, flags).map_err(|e| e.to_string())?;
+        db.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        // A database is the app's input: no schema tricks against the root reading it.
+        db.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+            .map_err(|e| e.to_string())?;
+        db.execute("VACUUM INTO ?1", [dst.to_string_lossy().as_ref()])
+            .map_err(|e| e.to_string())?;
+        db.close().map_err(|(_, e)| e.to_string())
+    })();
+    // Opening as root may have made -wal/-shm files root's: the app must still open them.
+    for x in ["-wal", "-shm"] {
+        let p = PathBuf::from(format!("{}{x}", src.display()));
+        if fs::symlink_metadata(&p).is_ok_and(|s| s.is_file() && s.uid() != m.uid()) {
+            let _ = std::os::unix::fs::lchown(&p, Some(m.uid()), Some(m.gid()));
+        }
+    }
+    if let Err(e) = result {
+        let _ = fs::remove_file(dst);
+        tracing::warn!(path = %src.display(), error = %e, "copying a database through SQLite failed; copying the file");
+        return Err(e);
+    }
+    std::os::unix::fs::chown(dst, Some(m.uid()), Some(m.gid())).map_err(|e| e.to_string())?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(m.mode() & 0o7777))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "snapshot_tests.rs"]
+mod tests;

@@ -1,0 +1,232 @@
+use super::*;
+
+fn me() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+fn write(path: &Path, text: &str) {
+    fs::write(path, text).unwrap();
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| format!("<{e}>"))
+}
+
+/// A data dir with a plain file, a nested one, a link and a WAL-mode database with a row.
+fn data_dir(root: &Path) -> PathBuf {
+    let data = root.join("data/nav");
+    fs::create_dir_all(data.join("deep")).unwrap();
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).unwrap();
+    write(&data.join("counter"), "1");
+    write(&data.join("deep/notes"), "kept");
+    fs::set_permissions(data.join("deep/notes"), fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("counter", data.join("link")).unwrap();
+    data
+}
+
+fn rows(db: &Path) -> Vec<String> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut st = c.prepare("SELECT t FROM notes ORDER BY rowid").unwrap();
+    let v = st
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    v
+}
+
+#[test]
+fn a_snapshot_is_a_copy_not_a_link_and_takes_databases_through_sqlite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_dir(tmp.path());
+    let snaps = tmp.path().join("snapshots/nav");
+    // The app holds its WAL database open with an uncheckpointed write while the snapshot runs.
+    let live = rusqlite::Connection::open(data.join("db.sqlite3")).unwrap();
+    live.pragma_update(None, "journal_mode", "WAL").unwrap();
+    live.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    live.execute_batch("CREATE TABLE notes (t TEXT); INSERT INTO notes VALUES ('v1');")
+        .unwrap();
+    assert!(data.join("db.sqlite3-wal").exists());
+
+    let copied = take(&data, &snaps, 1, Some(me())).unwrap();
+    assert_eq!(copied.databases, 1, "{copied:?}");
+    assert!(copied.skipped.is_empty(), "{copied:?}");
+    let v1 = snaps.join("v1");
+    assert_eq!(fs::metadata(&snaps).unwrap().mode() & 0o7777, 0o700);
+    assert_eq!(
+        rows(&v1.join("db.sqlite3")),
+        ["v1"],
+        "the write in the WAL is in the copy"
+    );
+    assert!(!v1.join("db.sqlite3-wal").exists() && !v1.join("db.sqlite3-shm").exists());
+    assert_eq!(read(&v1.join("deep/notes")), "kept");
+    assert_eq!(
+        fs::metadata(v1.join("deep/notes")).unwrap().mode() & 0o777,
+        0o640
+    );
+    assert_eq!(
+        fs::read_link(v1.join("link")).unwrap(),
+        Path::new("counter")
+    );
+    assert_eq!(versions(&snaps), [1]);
+
+    // Writes in place after the snapshot (same inode) leave it alone.
+    use std::io::{Seek, Write};
+    let mut f = File::options()
+        .write(true)
+        .open(data.join("counter"))
+        .unwrap();
+    f.seek(std::io::SeekFrom::Start(0)).unwrap();
+    f.write_all(b"2").unwrap();
+    live.execute("INSERT INTO notes VALUES ('v2')", []).unwrap();
+    assert_eq!(read(&v1.join("counter")), "1");
+    assert_eq!(rows(&v1.join("db.sqlite3")), ["v1"]);
+    assert!(
+        copied.describe().contains("1 SQLite databases"),
+        "{}",
+        copied.describe()
+    );
+}
+
+#[test]
+fn files_the_app_does_not_own_and_sockets_are_left_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_dir(tmp.path());
+    let _sock = std::os::unix::net::UnixListener::bind(data.join("sock")).unwrap();
+    // Pretend the app is another uid: then nothing of ours may be copied.
+    let copied = take(&data, &tmp.path().join("s"), 3, Some(me() + 1)).unwrap();
+    assert_eq!(copied.files, 0, "{copied:?}");
+    assert!(
+        copied.skipped.iter().any(|s| s.contains("counter")),
+        "{copied:?}"
+    );
+    let copied = take(&data, &tmp.path().join("s"), 3, Some(me())).unwrap();
+    assert!(
+        copied
+            .skipped
+            .iter()
+            .any(|s| s.contains("sock") && s.contains("not a file")),
+        "{copied:?}"
+    );
+    assert!(!tmp.path().join("s/v3/sock").exists());
+    assert!(
+        tmp.path().join("s/v3/counter").exists(),
+        "taken again over the first one"
+    );
+}
+
+#[test]
+fn prune_keeps_what_it_is_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_dir(tmp.path());
+    let snaps = tmp.path().join("snapshots/nav");
+    for v in [1, 2, 3] {
+        take(&data, &snaps, v, None).unwrap();
+    }
+    assert_eq!(versions(&snaps), [3, 2, 1]);
+    assert_eq!(prune(&snaps, &BTreeSet::from([2, 3])), [1]);
+    assert_eq!(versions(&snaps), [3, 2]);
+}
+
+/// v1's snapshot holds "1"; the live data says "2"; v2 is current.
+fn restore_bed() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_dir(tmp.path());
+    let snaps = tmp.path().join("snapshots/nav");
+    take(&data, &snaps, 1, None).unwrap();
+    write(&data.join("counter"), "2");
+    write(&data.join("new-in-v2"), "x");
+    (tmp, data, snaps)
+}
+
+fn never(_: &Journal) -> bool {
+    false
+}
+
+#[test]
+fn a_restore_swaps_whole_and_keeps_the_live_data_as_a_snapshot() {
+    let (_tmp, data, snaps) = restore_bed();
+    let staged = stage(&snaps, 1).unwrap();
+    assert_eq!(staged.files, 2);
+    assert_eq!(
+        read(&data.join("counter")),
+        "2",
+        "staging leaves the live data"
+    );
+    swap(&data, &snaps, 1, 2).unwrap();
+    assert_eq!(read(&data.join("counter")), "1");
+    assert!(!data.join("new-in-v2").exists());
+    assert_eq!(
+        read(&snaps.join("v2/counter")),
+        "2",
+        "the restore can be undone"
+    );
+    assert_eq!(read(&snaps.join("v1/counter")), "1", "v1's snapshot stays");
+    finish(&snaps).unwrap();
+    assert_eq!(recover(&data, &snaps, &never).unwrap(), None);
+    assert_eq!(read(&data.join("counter")), "1");
+}
+
+#[test]
+fn recovery_before_the_swap_keeps_the_live_data() {
+    let (_tmp, data, snaps) = restore_bed();
+    stage(&snaps, 1).unwrap();
+    let ino = fs::metadata(snaps.join(STAGE)).unwrap().ino();
+    let j = Journal {
+        target: 1,
+        current: 2,
+        staged_ino: ino,
+    };
+    write_journal(&snaps, &j).unwrap();
+    fs::create_dir(snaps.join(".v9.tmp")).unwrap();
+    let what = recover(&data, &snaps, &|_| true).unwrap().unwrap();
+    assert!(what.contains("before its swap"), "{what}");
+    assert_eq!(read(&data.join("counter")), "2");
+    assert!(!snaps.join(STAGE).exists() && !snaps.join(JOURNAL).exists());
+    assert!(
+        !snaps.join(".v9.tmp").exists(),
+        "a half snapshot is dropped"
+    );
+}
+
+#[test]
+fn recovery_after_the_swap_undoes_it_unless_the_release_was_made() {
+    // Killed right after the exchange (the old data still at .restore), no release made.
+    let (_tmp, data, snaps) = restore_bed();
+    stage(&snaps, 1).unwrap();
+    let ino = fs::metadata(snaps.join(STAGE)).unwrap().ino();
+    write_journal(
+        &snaps,
+        &Journal {
+            target: 1,
+            current: 2,
+            staged_ino: ino,
+        },
+    )
+    .unwrap();
+    exchange(&snaps.join(STAGE), &data).unwrap();
+    assert_eq!(read(&data.join("counter")), "1");
+    let what = recover(&data, &snaps, &never).unwrap().unwrap();
+    assert!(what.contains("undid"), "{what}");
+    assert_eq!(read(&data.join("counter")), "2");
+    assert!(data.join("new-in-v2").exists());
+    assert!(!snaps.join(STAGE).exists() && !snaps.join(JOURNAL).exists());
+
+    // Killed after the whole swap, no release made: undone too (v2's aside copy goes back).
+    stage(&snaps, 1).unwrap();
+    swap(&data, &snaps, 1, 2).unwrap();
+    recover(&data, &snaps, &never).unwrap().unwrap();
+    assert_eq!(read(&data.join("counter")), "2");
+    assert!(!snaps.join("v2").exists());
+    assert_eq!(read(&snaps.join("v1/counter")), "1");
+
+    // The release was made: the restored data stays.
+    stage(&snaps, 1).unwrap();
+    swap(&data, &snaps, 1, 2).unwrap();
+    let what = recover(&data, &snaps, &|j| j.current == 2)
+        .unwrap()
+        .unwrap();
+    assert!(what.contains("finished"), "{what}");
+    assert_eq!(read(&data.join("counter")), "1");
+    assert_eq!(read(&snaps.join("v2/counter")), "2");
+}

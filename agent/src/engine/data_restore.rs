@@ -1,0 +1,454 @@
+//! Data snapshots per release and `rollback vN --with-data` (the files are `addons/snapshot.rs`'s).
+//!
+//! - Before a release replaces the current one (deploy, config change, rollback), the app's data
+//!   dir is snapshotted as the current release's, on the engine: it is capped by
+//!   `data_snapshot_max_bytes` (default 64 MiB; over it the release goes on without one and the
+//!   app's log says so; 0 turns snapshots off) and must fit above the disk reserve (else the
+//!   release is refused, saying so). Snapshots are pruned with the releases kept for rollback.
+//! - `rollback vN --with-data`: the app's dynos are stopped (as a rename does) while vN's
+//!   snapshot is copied aside off the engine; once none runs, the copy is swapped in (one
+//!   rename, behind a journal), the data it replaced becomes the current release's snapshot (so
+//!   the restore can be undone), and the rollback release is cut as a plain rollback would.
+//!   Killed anywhere, the next start leaves whole data: the old (no release made) or vN's.
+
+use super::command::{Command, Door, EngineError, Reply};
+use super::dyno::{DynoKey, Want};
+use super::Engine;
+use crate::addons::snapshot;
+use crate::settings::Settings;
+use crate::store::Store;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+type Result<T> = std::result::Result<T, EngineError>;
+
+/// How long past the app's grace its dynos may take to stop before the restore is given up.
+const STOP_MARGIN: Duration = Duration::from_secs(30);
+/// How often the loop looks at a copy still being staged.
+const STAGE_POLL: Duration = Duration::from_millis(50);
+
+/// A `rollback --with-data` in progress.
+pub struct Restoring {
+    target: u32,
+    current: u32,
+    door: Door,
+    deadline: Instant,
+    staged: Option<oneshot::Receiver<std::result::Result<snapshot::Copied, String>>>,
+    staged_result: Option<snapshot::Copied>,
+    /// The data is swapped: the release being cut must not snapshot it again.
+    swapped: bool,
+    reply: Option<oneshot::Sender<Result<Reply>>>,
+}
+
+impl Engine {
+    /// Snapshots `app`'s data dir as release `previous`'s, before a new release replaces it.
+    /// Refused only when it would cross the disk reserve; anything else is logged and the
+    /// release goes on without a snapshot.
+    pub(super) fn snapshot_data(&mut self, app: &str, previous: Option<u32>) -> Result<()> {
+        let Some(prev) = previous else {
+            return Ok(());
+        };
+        let max = self.settings.data_snapshot_max_bytes;
+        if max == 0 || self.data_restores.get(app).is_some_and(|r| r.swapped) {
+            return Ok(());
+        }
+        let data = self.settings.app_data_dir(app);
+        let empty = std::fs::read_dir(&data).map_or(true, |mut d| d.next().is_none());
+        if empty {
+            return Ok(());
+        }
+        let size = snapshot::size(&data);
+        let h = roboku_wire::human_bytes;
+        if size > max {
+            let msg = format!(
+                "Data not snapshotted for v{prev}: {} is over data_snapshot_max_bytes ({}); `rollback v{prev} --with-data` will not be possible",
+                h(size),
+                h(max)
+            );
+            self.logs.system(app, "roboku", msg);
+            return Ok(());
+        }
+        crate::disk::check(
+            &self.settings.data_dir,
+            self.settings.disk_reserve,
+            size,
+            &format!("the data snapshot of {app} v{prev}"),
+        )?;
+        let owner = match &self.cache(app)?.run_as {
+            Ok(Some(r)) if nix::unistd::geteuid().is_root() => Some(r.uid),
+            _ => None,
+        };
+        let snaps = self.settings.data_snapshots_dir(app);
+        let started = Instant::now();
+        match snapshot::take(&data, &snaps, prev, owner) {
+            Ok(c) => {
+                let msg = format!(
+                    "Data snapshot of v{prev} taken: {} in {} ms",
+                    c.describe(),
+                    started.elapsed().as_millis()
+                );
+                self.logs.system(app, "roboku", msg);
+            }
+            Err(e) => {
+                tracing::warn!(app, error = %e, "data snapshot failed");
+                self.logs.system(
+                    app,
+                    "roboku",
+                    format!("Data not snapshotted for v{prev}: {e}"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the snapshots of the releases kept for rollback (the newest `keep_releases` and the
+    /// newest good one); the rest are removed off the engine.
+    pub(super) fn prune_data_snapshots(&self) {
+        let keep_n = self.settings.keep_releases.max(1);
+        let Ok(apps) = self.store.apps() else { return };
+        let mut work = Vec::new();
+        for app in apps {
+            let Ok(releases) = self.store.releases(&app.name) else {
+                continue;
+            };
+            let mut keep: std::collections::BTreeSet<u32> =
+                releases.iter().take(keep_n).map(|r| r.version).collect();
+            keep.extend(
+                releases
+                    .iter()
+                    .find(|r| r.status == "succeeded")
+                    .map(|r| r.version),
+            );
+            work.push((self.settings.data_snapshots_dir(&app.name), keep));
+        }
+        tokio::task::spawn_blocking(move || {
+            for (snaps, keep) in work {
+                snapshot::prune(&snaps, &keep);
+            }
+        });
+    }
+
+    /// `apps:destroy`: the app's snapshots go with its data (moved aside at once, removed off
+    /// the engine).
+    pub(super) fn destroy_data_snapshots(&self, app: &str) {
+        let snaps = self.settings.data_snapshots_dir(app);
+        let doomed = self.settings.tmp_dir().join(format!(
+            "destroyed-snapshots-{app}-{}",
+            crate::util::now_ms()
+        ));
+        if std::fs::rename(&snaps, &doomed).is_ok() {
+            tokio::task::spawn_blocking(move || crate::build::remove_tree(&doomed));
+        }
+    }
+
+    /// `rollback vN --with-data`: checks, then stops the app's dynos and stages vN's data. The
+    /// caller waits ([`Reply::Pending`]) for the rollback release's rollout.
+    pub(super) fn rollback_with_data(
+        &mut self,
+        door: Door,
+        app: &str,
+        version: Option<u32>,
+    ) -> Result<Reply> {
+        let cache = self.cache(app)?;
+        let grace = cache.grace;
+        let current = cache.release.clone().ok_or_else(|| {
+            EngineError::Conflict(format!("app {app:?} has no releases to roll back"))
+        })?;
+        self.ensure_no_rollout(app)?;
+        let target = match version {
+            Some(v) => v,
+            None => self
+                .store
+                .releases(app)?
+                .into_iter()
+                .find(|r| r.version < current.version && r.status == "succeeded")
+                .map(|r| r.version)
+                .ok_or_else(|| {
+                    EngineError::Conflict(format!("app {app:?} has no earlier release"))
+                })?,
+        };
+        let row = self.store.release(app, target)?.ok_or_else(|| {
+            EngineError::NotFound(format!(
+                "{app} has no release v{target} (see `roboku releases -a {app}`)"
+            ))
+        })?;
+        if !self.settings.slugs_dir().join(&row.slug).is_dir() {
+            return Err(EngineError::Conflict(format!(
+                "the slug of v{target} is gone (garbage-collected); cannot roll back to it"
+            )));
+        }
+        let snaps = self.settings.data_snapshots_dir(app);
+        let src = snaps.join(snapshot::name(target));
+        if !src.is_dir() {
+            let have = snapshot::versions(&snaps)
+                .iter()
+                .map(|v| format!("v{v}"))
+                .collect::<Vec<_>>();
+            let have = if have.is_empty() {
+                "none".to_string()
+            } else {
+                have.join(", ")
+            };
+            return Err(EngineError::Conflict(format!(
+                "v{target} of {app} has no data snapshot (snapshots are taken when a release replaces a running one, kept for the releases kept for rollback; {app} has: {have}). `roboku rollback v{target} -a {app}` rolls back the code and config and keeps the data as it is"
+            )));
+        }
+        let one_offs: Vec<String> = self
+            .dynos
+            .values()
+            .filter(|d| d.app == app && d.one_off)
+            .map(|d| d.name.clone())
+            .collect();
+        if !one_offs.is_empty() {
+            return Err(EngineError::Conflict(format!(
+                "{app} has one-off dynos running ({}) that use its data; roll back with data when they have exited",
+                one_offs.join(", ")
+            )));
+        }
+        crate::disk::check(
+            &self.settings.data_dir,
+            self.settings.disk_reserve,
+            snapshot::size(&src),
+            &format!("restoring {app}'s data of v{target}"),
+        )?;
+        let keys: Vec<DynoKey> = self
+            .dynos
+            .iter()
+            .filter(|(k, d)| k.0 == app && !stopped(d))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &keys {
+            self.stop_dyno(key, Want::Remove);
+        }
+        let (tx, rx) = oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(snapshot::stage(&snaps, target).map_err(|e| e.to_string()));
+        });
+        self.logs.system(
+            app,
+            "roboku",
+            format!(
+                "Rolling back to v{target} with its data: stopping {} dynos, then putting v{target}'s data back",
+                keys.len()
+            ),
+        );
+        self.data_restores.insert(
+            app.to_string(),
+            Restoring {
+                target,
+                current: current.version,
+                door,
+                deadline: Instant::now() + grace + STOP_MARGIN,
+                staged: Some(rx),
+                staged_result: None,
+                swapped: false,
+                reply: None,
+            },
+        );
+        Ok(Reply::Pending {
+            app: app.to_string(),
+        })
+    }
+
+    /// Takes the caller of a restore not yet swapped (`attach_reply` asks first); gives it back
+    /// when there is none.
+    pub(super) fn attach_restore(
+        &mut self,
+        app: &str,
+        reply: oneshot::Sender<Result<Reply>>,
+    ) -> Option<oneshot::Sender<Result<Reply>>> {
+        match self.data_restores.get_mut(app) {
+            Some(r) if !r.swapped => {
+                r.reply = Some(reply);
+                None
+            }
+            _ => Some(reply),
+        }
+    }
+
+    /// Refuses a release of an app whose data is being restored (other than the restore's own).
+    pub(super) fn ensure_no_restore(&self, app: &str) -> Result<()> {
+        match self.data_restores.get(app) {
+            Some(r) if !r.swapped => Err(EngineError::Conflict(format!(
+                "{app}'s data is being restored to v{}'s; try again when the rollback is done",
+                r.target
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a command that would change an app whose data is being restored.
+    pub(super) fn refuse_while_restoring(&self, cmd: &Command) -> Result<()> {
+        match cmd.changes_app() {
+            Some(app) if self.data_restores.get(app).is_some_and(|r| !r.swapped) => {
+                Err(EngineError::Conflict(format!(
+                    "{app}'s data is being restored; try again when the rollback is done"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The loop's wake-ups for restores (a copy being staged is looked at often).
+    pub(super) fn restore_deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.data_restores.values().map(|r| {
+            if r.staged.is_some() {
+                r.deadline.min(Instant::now() + STAGE_POLL)
+            } else {
+                r.deadline
+            }
+        })
+    }
+
+    /// Every turn of the loop: swaps in each restore whose copy is staged and whose dynos are
+    /// all down; gives one up whose copy failed or whose dynos outlive the deadline.
+    pub(super) fn advance_data_restores(&mut self, now: Instant) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        let apps: Vec<String> = self.data_restores.keys().cloned().collect();
+        for app in apps {
+            let Some(r) = self.data_restores.get_mut(&app) else {
+                continue;
+            };
+            if let Some(rx) = &mut r.staged {
+                match rx.try_recv() {
+                    Ok(Ok(c)) => {
+                        r.staged = None;
+                        r.staged_result = Some(c);
+                    }
+                    Ok(Err(e)) => {
+                        self.abort_restore(&app, format!("copying the snapshot failed: {e}"));
+                        continue;
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => {}
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        self.abort_restore(&app, "copying the snapshot stopped".into());
+                        continue;
+                    }
+                }
+            }
+            let deadline = r.deadline;
+            let staged = r.staged_result.is_some();
+            let running: Vec<String> = self
+                .dynos
+                .values()
+                .filter(|d| d.app == app && !stopped(d))
+                .map(|d| d.name.clone())
+                .collect();
+            if running.is_empty() && staged {
+                self.commit_restore(&app);
+            } else if now >= deadline {
+                let why = if running.is_empty() {
+                    "copying the snapshot took too long".to_string()
+                } else {
+                    format!("{} did not stop in time", running.join(", "))
+                };
+                self.abort_restore(&app, why);
+            }
+        }
+    }
+
+    /// Nothing of the app runs and vN's copy is staged: swap, then cut the rollback release.
+    fn commit_restore(&mut self, app: &str) {
+        let Some((target, current, door)) = self
+            .data_restores
+            .get(app)
+            .map(|r| (r.target, r.current, r.door))
+        else {
+            return;
+        };
+        self.save_dynos();
+        let (data, snaps) = (
+            self.settings.app_data_dir(app),
+            self.settings.data_snapshots_dir(app),
+        );
+        if let Err(e) = snapshot::swap(&data, &snaps, target, current) {
+            // Before the exchange nothing changed; after it, recovery puts the old data back.
+            let undone = snapshot::recover(&data, &snaps, &|_| false);
+            return self.abort_restore(app, format!("{e} (then: {undone:?})"));
+        }
+        if let Some(r) = self.data_restores.get_mut(app) {
+            r.swapped = true;
+        }
+        crate::fault::point("restore.before_release");
+        let result = self.rollback_to(door, app, Some(target), Some("with its data"));
+        let Some(mut r) = self.data_restores.remove(app) else {
+            return;
+        };
+        match result {
+            Ok(_) => {
+                if let Err(e) = snapshot::finish(&snaps) {
+                    tracing::error!(app, error = %e, "cannot remove the restore journal");
+                }
+                self.logs.system(
+                    app,
+                    "roboku",
+                    format!(
+                        "v{target}'s data is back; the data of v{current} is kept as its snapshot (`roboku rollback v{current} --with-data` undoes this)"
+                    ),
+                );
+                if let Some(reply) = r.reply.take() {
+                    self.attach_reply(app, reply);
+                }
+            }
+            Err(e) => {
+                let undone = snapshot::recover(&data, &snaps, &|_| false);
+                let msg = format!("the rollback release could not be made ({e}); {undone:?}");
+                self.data_restores.insert(app.to_string(), r);
+                self.abort_restore(app, msg);
+            }
+        }
+    }
+
+    /// Gives a restore up before its release: the dynos start again on the current release.
+    fn abort_restore(&mut self, app: &str, why: String) {
+        let Some(mut r) = self.data_restores.remove(app) else {
+            return;
+        };
+        let snaps = self.settings.data_snapshots_dir(app);
+        tokio::task::spawn_blocking(move || snapshot::unstage(&snaps));
+        for d in self.dynos.values_mut().filter(|d| d.app == app) {
+            if d.want == Want::Remove {
+                d.want = Want::Run;
+                d.restart_after_stop = d.proc.is_some();
+            }
+        }
+        self.reconcile(app);
+        let msg = format!(
+            "Rolling back to v{} with its data was given up: {why}; the data is as it was",
+            r.target
+        );
+        self.logs.system(app, "roboku", msg.clone());
+        self.event(r.door, Some(app), "rollback with data", &msg);
+        if let Some(reply) = r.reply.take() {
+            let _ = reply.send(Err(EngineError::Conflict(msg)));
+        }
+    }
+}
+
+/// At start, before the engine: settles every restore an agent killed mid-way left (see
+/// [`snapshot::recover`]); the restore counts as made if the app's current release is newer
+/// than the one the journal names.
+pub fn recover_all(settings: &Settings, store: &Store) {
+    let root = settings.data_snapshots_root();
+    for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        let app = e.file_name().to_string_lossy().to_string();
+        let current = store
+            .app(&app)
+            .ok()
+            .flatten()
+            .and_then(|a| a.current_release);
+        let made = |j: &snapshot::Journal| current.is_some_and(|c| c > j.current);
+        match snapshot::recover(&settings.app_data_dir(&app), &e.path(), &made) {
+            Ok(Some(what)) => tracing::warn!(app, "{what}"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(app, error = %e, "cannot settle an interrupted data restore"),
+        }
+    }
+}
+
+/// A dyno that is down and meant to stay down (`ps:stop`).
+fn stopped(d: &super::dyno::Dyno) -> bool {
+    d.want == Want::Stop && d.proc.is_none() && d.pending.is_none()
+}

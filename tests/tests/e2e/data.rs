@@ -1,0 +1,249 @@
+//! Data snapshots and `rollback --with-data`, as a user meets them: nav keeps a counter file and
+//! a sqlite database (its add-on) in `ROBOKU_DATA`; each release that replaces another
+//! snapshots the data; `rollback vN --with-data` stops nav, brings vN's data back and starts it
+//! on the rollback release, while another app's data is untouched; the data it replaced is kept
+//! as a snapshot, so a second `--with-data` rollback undoes it. A release without a snapshot is
+//! refused, naming what there is, and nothing running is disturbed. Killed with SIGKILL before,
+//! during and after the swap, robokud comes back with whole data, never a mix.
+
+use roboku_tests::{app_dir, wait_for, Agent, AgentOpts};
+use serde_json::Value;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+const SLEEPER: &str = "web: exec sleep 100000\n";
+
+fn nav_src(code: &str) -> tempfile::TempDir {
+    app_dir(&[("Procfile", SLEEPER), ("version.txt", code)])
+}
+
+fn run_ok(agent: &Agent, app: &str, script: &str) -> String {
+    let out = agent.roboku(&["run", "-a", app, "--", "sh", "-c", script]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{app}: {script}\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Adds `note` to nav's database (in WAL mode) and writes `count` to its counter file.
+fn write(agent: &Agent, note: &str, count: u32) {
+    let script = format!(
+        r#"python3 -c "
+import os, sqlite3, sys
+db = sqlite3.connect(os.environ['DATABASE_URL'][len('sqlite:///'):])
+db.execute('PRAGMA journal_mode=WAL')
+db.execute('CREATE TABLE IF NOT EXISTS notes (text TEXT)')
+db.execute('INSERT INTO notes VALUES (?)', (sys.argv[1],))
+db.commit()
+" {note} && echo {count} > "$ROBOKU_DATA/counter""#
+    );
+    run_ok(agent, "nav", &script);
+}
+
+/// What nav's dyno sees: `notes=[...] counter=N`.
+fn read(agent: &Agent) -> String {
+    let script = r#"python3 -c "
+import os, sqlite3
+db = sqlite3.connect(os.environ['DATABASE_URL'][len('sqlite:///'):])
+print('notes=' + ','.join(r[0] for r in db.execute('SELECT text FROM notes ORDER BY rowid')), end=' ')
+" && echo "counter=$(cat "$ROBOKU_DATA/counter")""#;
+    run_ok(agent, "nav", script).trim().to_string()
+}
+
+fn current(agent: &Agent, app: &str) -> Value {
+    match agent.json(&["releases", "-a", app]) {
+        Value::Array(v) => v
+            .into_iter()
+            .find(|r| r["current"] == true)
+            .expect("a current release"),
+        other => panic!("releases --json is not a list: {other}"),
+    }
+}
+
+fn mode_uid(path: &Path) -> (u32, u32) {
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.mode() & 0o7777, m.uid())
+}
+
+/// nav at v4 with v3's data snapshotted (`notes=one counter=1`) and live data
+/// `notes=one,two counter=2`. v1 had no data when v2 replaced it: it has no snapshot.
+fn nav_with_two_states(agent: &Agent) {
+    agent.create_and_deploy("nav", nav_src("one").path());
+    agent.deploy("nav", nav_src("one").path());
+    let out = agent.ok(&["addons:create", "sqlite", "-a", "nav"]);
+    assert!(out.contains("v3"), "{out}");
+    write(agent, "one", 1);
+    assert_eq!(agent.deploy("nav", nav_src("two").path())["version"], 4);
+    write(agent, "two", 2);
+    assert_eq!(read(agent), "notes=one,two counter=2");
+}
+
+#[test]
+fn rollback_with_data_brings_a_releases_data_back_and_can_be_undone() {
+    let agent = Agent::start(AgentOpts::default());
+    let data = agent.data_dir().to_path_buf();
+    agent.create_and_deploy("ui", app_dir(&[("Procfile", SLEEPER)]).path());
+    run_ok(&agent, "ui", "echo ui-1 > \"$ROBOKU_DATA/state\"");
+    nav_with_two_states(&agent);
+    run_ok(&agent, "ui", "echo ui-2 > \"$ROBOKU_DATA/state\"");
+
+    // Snapshots are root's alone; v1 had no data when v2 replaced it, so it has none.
+    let snaps = data.join("snapshots/nav");
+    assert_eq!(mode_uid(&data.join("snapshots")), (0o700, 0));
+    assert_eq!(mode_uid(&snaps), (0o700, 0));
+    assert!(snaps.join("v3").is_dir() && !snaps.join("v1").exists());
+    let web = agent.wait_up("nav", "web.1", None, Duration::from_secs(10));
+
+    let bad = agent.roboku(&["rollback", "v1", "-a", "nav", "--with-data"]);
+    let text = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success()
+            && text.contains("v1 of nav has no data snapshot")
+            && text.contains("v3, v2"),
+        "{text}"
+    );
+    assert_eq!(current(&agent, "nav")["version"], 4, "nothing changed");
+    assert_eq!(agent.up_pid("nav", "web.1"), Some(web), "nothing restarted");
+
+    let out = agent.ok(&["rollback", "v3", "-a", "nav", "--with-data"]);
+    assert!(out.contains("v5") && out.contains("with its data"), "{out}");
+    assert_eq!(read(&agent), "notes=one counter=1", "v3's data is back");
+    let now = current(&agent, "nav");
+    assert_eq!(now["version"], 5);
+    assert!(
+        now["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("Rollback to v3") && d.contains("data")),
+        "{now}"
+    );
+    let new_web = agent.wait_up("nav", "web.1", Some(web), Duration::from_secs(10));
+    assert_eq!(agent.dyno("nav", "web.1").expect("web.1")["release"], 5);
+    assert_ne!(new_web, web);
+    assert_eq!(
+        std::fs::read_to_string(data.join("data/ui/state")).unwrap(),
+        "ui-2\n",
+        "another app's data is untouched"
+    );
+    assert_eq!(
+        std::fs::read_to_string(snaps.join("v4/counter")).unwrap(),
+        "2\n",
+        "the data replaced is kept as v4's snapshot"
+    );
+    assert!(!snaps.join("restore.json").exists() && !snaps.join(".restore").exists());
+
+    // Undone the same way.
+    let out = agent.ok(&["rollback", "v4", "-a", "nav", "--with-data"]);
+    assert!(out.contains("v6"), "{out}");
+    assert_eq!(read(&agent), "notes=one,two counter=2");
+
+    // A plain rollback keeps the data as it is.
+    agent.ok(&["rollback", "v3", "-a", "nav"]);
+    assert_eq!(read(&agent), "notes=one,two counter=2");
+
+    // `roboku disk` counts them.
+    let disk = agent.json(&["disk"]);
+    let rows = disk["rows"].as_array().expect("rows");
+    let snap_bytes = rows
+        .iter()
+        .find(|r| r["what"] == "data snapshots" && r["app"] == "nav")
+        .and_then(|r| r["bytes"].as_u64())
+        .unwrap_or_else(|| panic!("no data snapshots row: {disk}"));
+    assert!(snap_bytes > 0, "{disk}");
+}
+
+#[test]
+fn a_kill_9_mid_restore_leaves_whole_data() {
+    // Before the swap, just after it (old data not yet filed as a snapshot), and after it with
+    // no rollback release made: every time the data that was live comes back whole.
+    for point in [
+        "restore.journaled",
+        "restore.swapped",
+        "restore.before_release",
+    ] {
+        let mut agent = Agent::start(AgentOpts::default());
+        nav_with_two_states(&agent);
+        let snaps = agent.data_dir().join("snapshots/nav");
+        agent.restart_with_fault(point);
+        let out = agent.roboku(&["rollback", "v3", "-a", "nav", "--with-data"]);
+        assert!(!out.status.success(), "{point}: the agent died mid-way");
+        agent.wait_killed(Duration::from_secs(30));
+        agent.respawn();
+        agent.wait_up("nav", "web.1", None, Duration::from_secs(20));
+        assert_eq!(read(&agent), "notes=one,two counter=2", "{point}");
+        assert_eq!(current(&agent, "nav")["version"], 4, "{point}");
+        assert!(
+            !snaps.join("restore.json").exists() && !snaps.join(".restore").exists(),
+            "{point}: the restore is settled"
+        );
+        // And it can be done now.
+        agent.ok(&["rollback", "v3", "-a", "nav", "--with-data"]);
+        wait_for("nav back up", Duration::from_secs(20), || {
+            agent.up_pid("nav", "web.1").is_some()
+        });
+        assert_eq!(read(&agent), "notes=one counter=1", "{point}");
+    }
+}
+
+#[test]
+fn rename_moves_database_url_and_snapshots_with_the_app() {
+    let agent = Agent::start(AgentOpts::default());
+    let data = agent.data_dir().to_path_buf();
+    nav_with_two_states(&agent);
+    agent.ok(&["apps:rename", "nav", "rover"]);
+    let cfg = agent.json(&["config", "-a", "rover"]);
+    assert_eq!(
+        cfg["DATABASE_URL"],
+        format!("sqlite:///{}", data.join("data/rover/db.sqlite3").display()),
+        "the stored var names the moved file"
+    );
+    assert!(data.join("snapshots/rover/v3").is_dir() && !data.join("snapshots/nav").exists());
+    let out = agent.ok(&["rollback", "v3", "-a", "rover", "--with-data"]);
+    assert!(out.contains("with its data"), "{out}");
+    let script = r#"python3 -c "
+import os, sqlite3
+db = sqlite3.connect(os.environ['DATABASE_URL'][len('sqlite:///'):])
+print(','.join(r[0] for r in db.execute('SELECT text FROM notes')))
+""#;
+    assert_eq!(run_ok(&agent, "rover", script).trim(), "one");
+}
+
+#[test]
+fn an_addon_whose_config_var_is_refused_is_not_created() {
+    let agent = Agent::start(AgentOpts::default());
+    agent.ok(&["apps:create", "nav"]);
+    // The config nearly fills a dyno's environment (512 KiB): DATABASE_URL no longer fits.
+    let big = "x".repeat(65_000);
+    let mut args: Vec<String> = vec!["config:set".into(), "-a".into(), "nav".into()];
+    args.extend((0..8).map(|i| format!("B{i}={big}")));
+    args.push(format!("C={}", "y".repeat(4_222)));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    agent.ok(&refs);
+    let out = agent.roboku(&["addons:create", "sqlite", "-a", "nav"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && text.contains("cannot create nav-sqlite")
+            && text.contains("total"),
+        "{text}"
+    );
+    assert_eq!(agent.json(&["addons", "-a", "nav"]), Value::Array(vec![]));
+    let db = agent.data_dir().join("data/nav/db.sqlite3");
+    wait_for(
+        "the refused add-on's file to go",
+        Duration::from_secs(10),
+        || !db.exists(),
+    );
+    assert!(agent
+        .json(&["config", "-a", "nav"])
+        .get("DATABASE_URL")
+        .is_none());
+    // Once there is room, the same name is free.
+    agent.ok(&["config:unset", "C", "-a", "nav"]);
+    agent.ok(&["addons:create", "sqlite", "-a", "nav"]);
+    let all = agent.json(&["addons", "-a", "nav"]);
+    assert_eq!(all[0]["name"], "nav-sqlite", "{all}");
+}
