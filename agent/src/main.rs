@@ -82,6 +82,15 @@ struct Flags {
     bundle_scan_ms: Option<u64>,
     #[command(flatten)]
     fleet: FleetFlags,
+    /// A byte budget: CHANNEL=BYTES/PERIOD, e.g. telemetry=1MB/day, logs=50MB/month
+    /// (channels: telemetry, reported, logs, drains; repeatable).
+    #[arg(
+        long = "budget",
+        env = "ROBOKU_BUDGET",
+        value_delimiter = ',',
+        value_name = "CHANNEL=BUDGET"
+    )]
+    budgets: Vec<String>,
 }
 
 /// Fleet control over MQTT (all optional; the `[mqtt]` config section holds the same and more).
@@ -210,6 +219,9 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
         s.drain_ca_file = flags.drain_ca_file.clone();
     }
     flags.fleet.apply(&mut s.mqtt);
+    for b in &flags.budgets {
+        s.budget.set(b).map_err(anyhow::Error::msg)?;
+    }
     if s.data_dir.is_relative() {
         s.data_dir = std::env::current_dir()
             .context("current dir")?

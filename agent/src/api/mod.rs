@@ -32,6 +32,8 @@ pub struct Ctx {
     pub dashboard: Option<roboku_wire::DashboardInfo>,
     /// Where `POST /v1/bundles` hands offline bundles.
     pub bundles: crate::bundle::BundleDoor,
+    /// Byte counters and budgets, for `GET /v1/usage`.
+    pub usage: crate::usage::Meter,
 }
 
 /// The group that may use the API socket, when it exists.

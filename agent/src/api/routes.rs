@@ -65,6 +65,7 @@ async fn route(
                     .map_err(|e| EngineError::Internal(format!("disk report task: {e}")))?;
             return json_response(StatusCode::OK, &report);
         }
+        (&Method::GET, ["usage"]) => return json_response(StatusCode::OK, &ctx.usage.report()),
         (&Method::GET, ["dashboard"]) => {
             let info = ctx.dashboard.as_ref().ok_or_else(|| {
                 EngineError::NotFound(

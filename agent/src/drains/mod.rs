@@ -53,10 +53,11 @@ pub struct Drains {
     host: String,
     logs: LogHandle,
     running: BTreeMap<String, Running>,
+    usage: crate::usage::Meter,
 }
 
 impl Drains {
-    pub fn new(settings: &Settings, logs: LogHandle) -> Self {
+    pub fn new(settings: &Settings, logs: LogHandle, usage: crate::usage::Meter) -> Self {
         Drains {
             logs_dir: settings.logs_dir(),
             state_dir: settings.drains_dir(),
@@ -68,6 +69,7 @@ impl Drains {
                 .unwrap_or_else(crate::mqtt::hostname),
             logs,
             running: BTreeMap::new(),
+            usage,
         }
     }
 
@@ -109,6 +111,7 @@ impl Drains {
             app_dir: self.logs_dir.join(&row.app),
             state_path: self.state_path(&row.id),
             tls,
+            usage: self.usage.clone(),
         };
         tokio::spawn(drain.run(status_tx, self.logs.subscribe(), stop_rx));
         self.running.insert(

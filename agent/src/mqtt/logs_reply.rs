@@ -12,6 +12,7 @@
 use super::Shared;
 use crate::engine::{Command, Door, EngineError};
 use crate::logs::{Grep, LogFilter};
+use crate::usage::{Channel, Flow};
 use roboku_wire::fleet::{topic, AckDetails, AckStatus, LogsChunk, LogsQuery};
 use roboku_wire::LogLine;
 use rumqttc::QoS;
@@ -152,8 +153,25 @@ pub(super) async fn serve(
     let Some(logs) = &shared.logs else {
         return fail("this robot keeps no logs (no log store)".into());
     };
+    // The logs budget (`usage/`): paused, the reply is refused (the lines stay in the store);
+    // slow, it is cut to a quarter of its size cap.
+    let max_bytes = match shared.usage.flow(Channel::Logs, 0) {
+        Flow::Open => plan.max_bytes,
+        Flow::Slow => (plan.max_bytes / 4).max(1),
+        Flow::Paused => {
+            let (day, month) = shared.usage.used(Channel::Logs);
+            let b = shared.usage.budget(Channel::Logs);
+            return fail(format!(
+                "over budget: fleet logs replies are paused ({} used today, {} this month, budget {}); \
+                 `roboku usage` on the robot shows the counters",
+                day,
+                month,
+                b.map_or("-".into(), |b| b.to_string())
+            ));
+        }
+    };
     let lines = logs.recent(&app, plan.n, plan.filter).await;
-    let (lines, dropped) = cap(lines, plan.max_bytes);
+    let (lines, dropped) = cap(lines, max_bytes);
     let sent = lines.len() as u64;
     let parts = chunks(lines, CHUNK_BYTES);
     let count = parts.len() as u32;
@@ -166,7 +184,7 @@ pub(super) async fn serve(
             parts: count,
             lines,
             dropped,
-            max_bytes: plan.max_bytes,
+            max_bytes,
         };
         let payload = serde_json::to_vec(&chunk).unwrap_or_default();
         if !shared

@@ -493,6 +493,9 @@ pub struct Reported {
     /// Artifact sha256s of the slugs this device keeps as delta bases.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<String>,
+    /// Bytes per channel today / this month and what budgets hold back (`roboku usage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::usage::UsageSummary>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
