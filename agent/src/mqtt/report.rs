@@ -34,12 +34,17 @@ pub(super) async fn run(
     mut connected: watch::Receiver<Option<u64>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let telemetry_every =
-        crate::usage::clock::telemetry_period(shared.settings.mqtt.telemetry_secs);
-    let period = telemetry_every.unwrap_or(Duration::from_secs(3600));
+    // Reported is looked at again every `telemetry_secs` (something may have changed without a
+    // fleet job: a local command, a crash); telemetry goes at the same period, or at the test
+    // knob's (`usage/clock.rs`) on its own tick, without rebuilding `reported` each time.
+    let secs = shared.settings.mqtt.telemetry_secs;
+    let period = Duration::from_secs(if secs == 0 { 3600 } else { secs });
+    let telemetry_every = crate::usage::clock::telemetry_period(secs);
     let slow_gap = (period * SLOW_PERIODS).max(Duration::from_secs(60));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tele = tokio::time::interval(telemetry_every.unwrap_or(period));
+    tele.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sent: Option<(Reported, tokio::time::Instant)> = None;
     let mut ticks: u64 = 0;
     loop {
@@ -51,12 +56,14 @@ pub(super) async fn run(
                 force = true;
             }
             _ = shared.out.changed.notified() => {}
-            _ = tick.tick() => {
+            _ = tick.tick() => {}
+            _ = tele.tick() => {
                 let session = *connected.borrow();
                 if let (true, Some(session)) = (telemetry_every.is_some(), session) {
                     ticks += 1;
                     telemetry(&shared, session, ticks).await;
                 }
+                continue;
             }
         }
         let session = *connected.borrow();
@@ -189,7 +196,7 @@ pub(super) async fn reported(shared: &Shared, view: &View, session: u64) -> Opti
 /// none (checked with this message's size, so the budget is never crossed).
 async fn telemetry(shared: &Shared, _session: u64, tick: u64) {
     let flow = shared.usage.flow(Channel::Telemetry, 0);
-    if flow == Flow::Paused || (flow == Flow::Slow && tick % 4 != 0) {
+    if flow == Flow::Paused || (flow == Flow::Slow && !tick.is_multiple_of(4)) {
         return;
     }
     let Ok(Reply::Status(s)) = shared.engine.call(Door::Mqtt, Command::Status).await else {

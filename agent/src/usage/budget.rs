@@ -106,11 +106,11 @@ impl std::str::FromStr for Budget {
 impl std::fmt::Display for Budget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let b = self.bytes;
-        let (n, unit) = if b >= 1 << 30 && b % (1 << 30) == 0 {
+        let (n, unit) = if b >= 1 << 30 && b.is_multiple_of(1 << 30) {
             (b >> 30, "GB")
-        } else if b >= 1 << 20 && b % (1 << 20) == 0 {
+        } else if b >= 1 << 20 && b.is_multiple_of(1 << 20) {
             (b >> 20, "MB")
-        } else if b >= 1 << 10 && b % (1 << 10) == 0 {
+        } else if b >= 1 << 10 && b.is_multiple_of(1 << 10) {
             (b >> 10, "KB")
         } else {
             (b, "B")

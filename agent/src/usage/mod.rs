@@ -136,6 +136,12 @@ struct Inner {
     day: [AtomicU64; Channel::COUNT],
     month: [AtomicU64; Channel::COUNT],
     budgets: [Option<Budget>; Channel::COUNT],
+    /// The day (its start, unix ms, + 1; 0: never) in which a message of this channel was last
+    /// held back by its budget: what `roboku usage` shows as `paused` that day, even while a
+    /// few bytes of budget are left.
+    held: [AtomicU64; Channel::COUNT],
+    /// The start of the day being counted, + 1 (written by the owner after the totals).
+    period: AtomicU64,
     /// The day and month being counted (written by the owner only).
     keys: Mutex<(String, String)>,
     flush_secs: u64,
@@ -157,6 +163,8 @@ impl Meter {
             day: Default::default(),
             month: Default::default(),
             budgets,
+            held: Default::default(),
+            period: AtomicU64::new(0),
             keys: Mutex::new((String::new(), String::new())),
             flush_secs: b.flush_secs.max(1),
             clock,
@@ -190,10 +198,29 @@ impl Meter {
         )
     }
 
-    /// May `next` more bytes go on `ch` now? ([`budget::decide`])
+    /// May `next` more bytes go on `ch` now? ([`budget::decide`]) A `Paused` answer is
+    /// remembered for [`Meter::state`].
     pub fn flow(&self, ch: Channel, next: u64) -> Flow {
+        // The day first: the owner writes it after the totals, so these totals are that day's
+        // (or newer); a refusal on stale totals is never remembered for a new day.
+        let period = self.0.period.load(Ordering::Acquire);
         let (d, m) = self.used(ch);
-        budget::decide(ch, self.0.budgets[ch as usize], d, m, next)
+        let f = budget::decide(ch, self.0.budgets[ch as usize], d, m, next);
+        if f == Flow::Paused {
+            self.0.held[ch as usize].store(period, Ordering::Relaxed);
+        }
+        f
+    }
+
+    /// What `ch` is doing: `Paused` once a message was held back in this period (or no byte
+    /// is left), else what the budget says with nothing more to send.
+    pub fn state(&self, ch: Channel) -> Flow {
+        let period = self.0.period.load(Ordering::Acquire);
+        if period != 0 && self.0.held[ch as usize].load(Ordering::Relaxed) == period {
+            return Flow::Paused;
+        }
+        let (d, m) = self.used(ch);
+        budget::decide(ch, self.0.budgets[ch as usize], d, m, 0)
     }
 
     pub fn budget(&self, ch: Channel) -> Option<Budget> {
@@ -216,7 +243,7 @@ impl Meter {
                     budget: b.map(|b| b.to_string()),
                     budget_bytes: b.map(|b| b.bytes),
                     period: b.map(|b| b.period.as_str().to_string()),
-                    flow: self.flow(ch, 0).as_str().to_string(),
+                    flow: self.state(ch).as_str().to_string(),
                 }
             })
             .collect();
@@ -243,7 +270,7 @@ impl Meter {
             if d > 0 {
                 s.by.insert(ch.name().to_string(), d);
             }
-            match self.flow(ch, 0) {
+            match self.state(ch) {
                 Flow::Open => {}
                 Flow::Slow => s.slow.push(ch.name().to_string()),
                 Flow::Paused => s.paused.push(ch.name().to_string()),
@@ -322,14 +349,18 @@ mod tests {
             ..BudgetSettings::default()
         };
         let m = Meter::new(&b, clock::Clock::real());
+        m.0.period.store(1, Ordering::Release);
         assert_eq!(m.flow(Channel::Telemetry, 100), Flow::Open);
         m.add(Channel::Telemetry, 850);
         assert_eq!(m.flow(Channel::Telemetry, 100), Flow::Slow);
         assert_eq!(m.flow(Channel::Telemetry, 151), Flow::Paused);
         m.add(Channel::Acks, 1 << 30);
         assert_eq!(m.flow(Channel::Acks, 1 << 30), Flow::Open);
+        // Held back once: shown as paused, though 150 bytes are left.
         let s = m.summary();
-        assert_eq!(s.slow, vec!["telemetry".to_string()]);
+        assert_eq!(s.paused, vec!["telemetry".to_string()]);
         assert_eq!(s.today, 850 + (1 << 30));
+        m.0.period.store(7, Ordering::Release);
+        assert_eq!(m.summary().slow, vec!["telemetry".to_string()]);
     }
 }

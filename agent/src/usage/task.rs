@@ -77,6 +77,8 @@ fn publish(meter: &Meter, c: &Counters) {
         meter.0.day[i].store(c.today[i], Ordering::Relaxed);
         meter.0.month[i].store(c.this_month[i], Ordering::Relaxed);
     }
+    // After the totals (see `Meter::flow`); a new day ends what was held back the day before.
+    meter.0.period.store(c.day_start + 1, Ordering::Release);
     if let Ok(mut k) = meter.0.keys.lock() {
         if k.0 != c.day || k.1 != c.month {
             *k = (c.day.clone(), c.month.clone());
