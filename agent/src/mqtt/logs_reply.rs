@@ -153,22 +153,12 @@ pub(super) async fn serve(
     let Some(logs) = &shared.logs else {
         return fail("this robot keeps no logs (no log store)".into());
     };
-    // The logs budget (`usage/`): paused, the reply is refused (the lines stay in the store);
-    // slow, it is cut to a quarter of its size cap.
+    // The logs budget (`usage/`): slowed, a reply is cut to a quarter of its size cap; one
+    // that would take the day's (or month's) bytes past the budget is refused whole (the lines
+    // stay in the store), so the budget is never crossed.
     let max_bytes = match shared.usage.flow(Channel::Logs, 0) {
-        Flow::Open => plan.max_bytes,
         Flow::Slow => (plan.max_bytes / 4).max(1),
-        Flow::Paused => {
-            let (day, month) = shared.usage.used(Channel::Logs);
-            let b = shared.usage.budget(Channel::Logs);
-            return fail(format!(
-                "over budget: fleet logs replies are paused ({} used today, {} this month, budget {}); \
-                 `roboku usage` on the robot shows the counters",
-                day,
-                month,
-                b.map_or("-".into(), |b| b.to_string())
-            ));
-        }
+        _ => plan.max_bytes,
     };
     let lines = logs.recent(&app, plan.n, plan.filter).await;
     let (lines, dropped) = cap(lines, max_bytes);
@@ -176,17 +166,37 @@ pub(super) async fn serve(
     let parts = chunks(lines, CHUNK_BYTES);
     let count = parts.len() as u32;
     let to = topic::logs(&shared.device);
-    for (i, lines) in parts.into_iter().enumerate() {
-        let chunk = LogsChunk {
-            id: id.clone(),
-            device: shared.device.clone(),
-            part: i as u32,
-            parts: count,
-            lines,
-            dropped,
-            max_bytes,
-        };
-        let payload = serde_json::to_vec(&chunk).unwrap_or_default();
+    let payloads: Vec<Vec<u8>> = parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, lines)| {
+            let chunk = LogsChunk {
+                id: id.clone(),
+                device: shared.device.clone(),
+                part: i as u32,
+                parts: count,
+                lines,
+                dropped,
+                max_bytes,
+            };
+            serde_json::to_vec(&chunk).unwrap_or_default()
+        })
+        .collect();
+    let size: u64 = payloads
+        .iter()
+        .map(|p| crate::usage::publish_size(to.len(), true, p.len()))
+        .sum();
+    if shared.usage.flow(Channel::Logs, size) == Flow::Paused {
+        let (day, month) = shared.usage.used(Channel::Logs);
+        let b = shared.usage.budget(Channel::Logs);
+        return fail(format!(
+            "over budget: this reply ({size} bytes) would take fleet logs replies past their \
+             budget {} ({day} bytes used today, {month} this month); ask for less (--max-bytes, \
+             --tail) or wait for the next period; `roboku usage` on the robot shows the counters",
+            b.map_or("-".into(), |b| b.to_string())
+        ));
+    }
+    for (i, payload) in payloads.into_iter().enumerate() {
         if !shared
             .out
             .publish(to.clone(), QoS::AtLeastOnce, false, payload)

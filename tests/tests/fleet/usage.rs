@@ -262,8 +262,24 @@ fn usage_a_telemetry_budget_of_1mb_a_day_holds_over_a_simulated_day() {
         used <= budget,
         "robokud counted {used} telemetry bytes today, budget {budget}"
     );
+    // The reported state says so (compact: totals, bytes per channel, what is held back).
+    let mut probe = Probe::connect(&broker, &[topic::ack("b1"), topic::reported("b1")]);
+    let rep_topic = topic::reported("b1");
+    let summary = probe.wait_msg(30, "reported with telemetry paused", |t, p| {
+        if t != rep_topic {
+            return None;
+        }
+        let r: roboku_wire::fleet::Reported = serde_json::from_slice(p).ok()?;
+        let u = r.usage?;
+        (u.paused == ["telemetry"]).then_some(u)
+    });
+    assert_eq!(summary.day, "2026-12-03");
+    assert!(
+        summary.by.get("telemetry").copied().unwrap_or(0) > budget / 2,
+        "{summary:?}"
+    );
+    assert!(summary.today >= summary.by["telemetry"], "{summary:?}");
     // Commands and acks still flow while telemetry is paused.
-    let mut probe = Probe::connect(&broker, &[topic::ack("b1")]);
     let bad = b"{\"garbage\": true}".to_vec();
     let r = roboku_wire::fleet::payload_ref(&bad);
     probe.publish(&Address::Device("b1".into()).cmd(), false, bad);
