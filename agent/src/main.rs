@@ -269,7 +269,10 @@ fn slug_build(args: SlugBuild) -> anyhow::Result<()> {
     let result = (|| {
         let mut packs = Vec::new();
         for p in &args.buildpack {
-            packs.push(if robokud::build::buildpack::git_spec::is_git_spec(p) {
+            let short = robokud::build::buildpack::short_name::resolve(p);
+            packs.push(if let Some(mapped) = short {
+                builtin.join(mapped.map_err(|e| anyhow::anyhow!(e))?)
+            } else if robokud::build::buildpack::git_spec::is_git_spec(p) {
                 let spec = robokud::build::buildpack::git_spec::GitSpec::parse(p)
                     .map_err(|e| anyhow::anyhow!(e))?;
                 git.resolve(&spec, None, &mut echo)?.dir

@@ -27,9 +27,11 @@
 mod exec;
 pub mod git_cache;
 mod git_cmd;
+pub mod git_prune;
 pub mod git_spec;
 mod owner;
 mod release_yaml;
+pub mod short_name;
 pub mod sources;
 
 pub use release_yaml::default_process_types as parse_release_yaml;

@@ -61,6 +61,11 @@ pub fn report(settings: &Settings, kept: &Kept) -> DiskReport {
         other_slugs,
     );
     counted += row("delta bases", None, tree_size(&settings.bases_dir()));
+    counted += row(
+        "buildpack git cache",
+        None,
+        tree_size(&settings.git_buildpacks_dir()),
+    );
     let store: u64 = ["", "-wal", "-shm"]
         .iter()
         .map(|s| {

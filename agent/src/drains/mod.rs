@@ -1,5 +1,6 @@
 //! Log drains: an app's log lines also sent to a syslog receiver (RFC 5424 over TCP, TLS or
-//! UDP) or an HTTPS endpoint (Heroku's logplex format). See `docs/drains.md`.
+//! UDP), an HTTPS endpoint (Heroku's logplex format) or an MQTT topic (a QoS 1 message per
+//! line, [`mqtt`]). See `docs/drains.md`.
 //!
 //! The buffer is the app's log store itself (`logs/<app>/app.log*`, bounded by the log quota):
 //! each drain is its own task ([`task`]) reading the store from its cursor ([`reader`]) and
@@ -13,6 +14,7 @@
 
 mod delivery;
 mod frame;
+mod mqtt;
 mod reader;
 mod send;
 mod task;
@@ -112,6 +114,10 @@ impl Drains {
             state_path: self.state_path(&row.id),
             tls,
             usage: self.usage.clone(),
+            mqtt: mqtt::Setup {
+                client_id: format!("robokud-drain-{}-{}", self.host, row.id),
+                ca: self.ca_file.clone(),
+            },
         };
         tokio::spawn(drain.run(status_tx, self.logs.subscribe(), stop_rx));
         self.running.insert(

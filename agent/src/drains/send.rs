@@ -1,4 +1,5 @@
-//! The wire side of a drain: connecting (TCP, TLS, UDP, HTTPS) and writing one batch. Every
+//! The wire side of a drain: connecting (TCP, TLS, UDP, HTTPS, MQTT: `mqtt.rs`) and writing one
+//! batch. Every
 //! step has a time limit, so a receiver that never reads, a DNS lookup that hangs or a TLS
 //! handshake that stalls costs the drain's own task a timeout and a retry, nobody else anything.
 
@@ -25,6 +26,7 @@ pub enum Conn {
     Tls(Box<TlsStream<TcpStream>>),
     Udp(UdpSocket),
     Https(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Mqtt(Box<super::mqtt::MqttConn>),
 }
 
 /// What one batch is sent with.
@@ -45,8 +47,17 @@ async fn limit<T>(
         .map_err(|_| format!("{what} timed out after {}s", d.as_secs()))?
 }
 
-pub async fn connect(target: &Target, tls: Option<&TlsConnector>) -> Result<Conn, String> {
+pub async fn connect(
+    target: &Target,
+    tls: Option<&TlsConnector>,
+    mqtt: &super::mqtt::Setup,
+) -> Result<Conn, String> {
     let (host, port) = (target.host(), target.port());
+    if let Target::Mqtt { .. } = target {
+        return limit("connecting", CONNECT, super::mqtt::connect(target, mqtt))
+            .await
+            .map(|c| Conn::Mqtt(Box::new(c)));
+    }
     if let Target::Syslog {
         transport: Transport::Udp,
         ..
@@ -121,7 +132,8 @@ impl Conn {
             Conn::Tcp(t) => &*t,
             Conn::Tls(t) => t.get_ref().0,
             Conn::Https(s) => return !s.is_closed(),
-            Conn::Udp(_) => return true,
+            // Known by the next batch's PUBACKs (or its failure).
+            Conn::Udp(_) | Conn::Mqtt(_) => return true,
         };
         let mut byte = [0u8; 1];
         // Peek, so TLS records (a session ticket) stay for the TLS layer.
@@ -167,6 +179,7 @@ impl Conn {
             Conn::Https(sender) => {
                 limit("HTTPS request", WRITE, post(sender, lines, meta, target)).await
             }
+            Conn::Mqtt(c) => limit("publishing (waiting for PUBACKs)", WRITE, c.send(lines)).await,
         }
     }
 }

@@ -45,6 +45,7 @@ pub(super) struct Drain {
     pub tls: Result<Option<TlsConnector>, String>,
     /// Byte counters and the drains budget (`crate::usage`).
     pub usage: crate::usage::Meter,
+    pub mqtt: super::mqtt::Setup,
 }
 
 impl Drain {
@@ -193,7 +194,7 @@ impl Drain {
             }
         }
         if conn.is_none() {
-            match or_stop(stop, send::connect(&self.target, tls)).await {
+            match or_stop(stop, send::connect(&self.target, tls, &self.mqtt)).await {
                 None => return Step::Stopped,
                 Some(Ok(c)) => *conn = Some(c),
                 Some(Err(e)) => return Step::Failed(e),

@@ -1,7 +1,8 @@
 //! Drain URLs, pure: what `drains:add` accepts, and why it refuses the rest.
 //!
 //! `syslog+tcp://host:port` (and `syslog://`, as Heroku), `syslog+tls://host:port`,
-//! `syslog+udp://host:port`, `https://[user:password@]host[:port]/path`.
+//! `syslog+udp://host:port`, `https://[user:password@]host[:port]/path`,
+//! `mqtt://[user[:password]@]host[:port]/topic` (and `mqtts://`, TLS).
 
 use std::fmt;
 
@@ -30,17 +31,30 @@ pub enum Target {
         /// `user:password` from the URL, sent as HTTP basic auth.
         basic: Option<String>,
     },
+    /// One QoS 1 message per line on `topic`, confirmed by the broker's PUBACK.
+    Mqtt {
+        tls: bool,
+        host: String,
+        port: u16,
+        topic: String,
+        user: Option<String>,
+        password: Option<String>,
+    },
 }
 
 impl Target {
     pub fn host(&self) -> &str {
         match self {
-            Target::Syslog { host, .. } | Target::Https { host, .. } => host,
+            Target::Syslog { host, .. }
+            | Target::Https { host, .. }
+            | Target::Mqtt { host, .. } => host,
         }
     }
     pub fn port(&self) -> u16 {
         match self {
-            Target::Syslog { port, .. } | Target::Https { port, .. } => *port,
+            Target::Syslog { port, .. }
+            | Target::Https { port, .. }
+            | Target::Mqtt { port, .. } => *port,
         }
     }
 }
@@ -57,7 +71,8 @@ impl fmt::Display for UrlError {
 
 impl std::error::Error for UrlError {}
 
-const SCHEMES: &str = "syslog+tcp://, syslog+tls://, syslog+udp://, syslog:// or https://";
+const SCHEMES: &str =
+    "syslog+tcp://, syslog+tls://, syslog+udp://, syslog://, https://, mqtt:// or mqtts://";
 
 pub fn parse(url: &str) -> Result<Target, UrlError> {
     let err = |why: String| Err(UrlError(format!("drain URL {}: {why}", shown(url))));
@@ -84,9 +99,7 @@ pub fn parse(url: &str) -> Result<Target, UrlError> {
                     .into(),
             )
         }
-        "mqtt" | "mqtts" => {
-            return err(format!("MQTT drains are not supported yet; use {SCHEMES}"))
-        }
+        "mqtt" | "mqtts" => return mqtt(url, scheme.eq_ignore_ascii_case("mqtts"), rest),
         other => return err(format!("unknown scheme {other:?}; use {SCHEMES}")),
     };
     let (authority, path) = match rest.find(['/', '?', '#']) {
@@ -144,6 +157,54 @@ pub fn parse(url: &str) -> Result<Target, UrlError> {
             })
         }
     }
+}
+
+/// `mqtt[s]://[user[:password]@]host[:port]/topic`: the topic is the path without its first `/`.
+fn mqtt(url: &str, tls: bool, rest: &str) -> Result<Target, UrlError> {
+    let err = |why: &str| Err(UrlError(format!("drain URL {}: {why}", shown(url))));
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if path.contains('#') || path.contains('+') {
+        return err(
+            "MQTT wildcards (+, #) cannot be published to; name one topic, \
+             e.g. mqtt://broker:1883/robots/r17/logs",
+        );
+    }
+    if path.contains('?') {
+        return err("MQTT drains take no ?query");
+    }
+    let topic = path.strip_prefix('/').unwrap_or(path);
+    if topic.is_empty() {
+        return err("MQTT drains need a topic, e.g. mqtt://broker:1883/robots/r17/logs");
+    }
+    if topic.starts_with('$') {
+        return err("topics starting with $ are the broker's own");
+    }
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (host, port) = split_host_port(hostport)
+        .map_err(|why| UrlError(format!("drain URL {}: {why}", shown(url))))?;
+    let (user, password) = match userinfo {
+        None => (None, None),
+        Some(u) => match u.split_once(':') {
+            Some(("", _)) => return err("a password with no user"),
+            Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
+            None if u.is_empty() => return err("an empty user before @"),
+            None => (Some(u.to_string()), None),
+        },
+    };
+    Ok(Target::Mqtt {
+        tls,
+        host,
+        port: port.unwrap_or(if tls { 8883 } else { 1883 }),
+        topic: topic.to_string(),
+        user,
+        password,
+    })
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`.
@@ -269,7 +330,12 @@ mod tests {
             refused("http://u:p@logs.example/x").contains("u:***@"),
             "password hidden"
         );
-        assert!(refused("mqtt://broker:1883").contains("not supported yet"));
+        assert!(refused("mqtt://broker:1883").contains("need a topic"));
+        assert!(refused("mqtt://broker/a/+/b").contains("wildcards"));
+        assert!(refused("mqtt://broker/a/#").contains("wildcards"));
+        assert!(refused("mqtt://broker/$SYS/x").contains("broker's own"));
+        assert!(refused("mqtt://:pw@broker/t").contains("no user"));
+        assert!(refused("mqtts://u:secret@broker/t?x=1").contains("u:***@"));
         assert!(refused("ftp://x:1").contains("unknown scheme \"ftp\""));
         assert!(refused("logs.example:514").contains("no scheme"));
         assert!(refused("syslog://logs.example").contains("need a port"));
@@ -284,6 +350,37 @@ mod tests {
         assert!(refused("https://h/x#frag").contains("fragment"));
         assert!(refused("https://h$x/").contains("bad host"));
         assert!(refused(&format!("https://h/{}", "a".repeat(3000))).contains("longer"));
+    }
+
+    #[test]
+    fn mqtt_topics_ports_and_credentials() {
+        assert_eq!(
+            parse("mqtt://broker/robots/r17/logs"),
+            Ok(Target::Mqtt {
+                tls: false,
+                host: "broker".into(),
+                port: 1883,
+                topic: "robots/r17/logs".into(),
+                user: None,
+                password: None,
+            })
+        );
+        assert_eq!(
+            parse("MQTTS://nav:pw@broker:9883/logs"),
+            Ok(Target::Mqtt {
+                tls: true,
+                host: "broker".into(),
+                port: 9883,
+                topic: "logs".into(),
+                user: Some("nav".into()),
+                password: Some("pw".into()),
+            })
+        );
+        assert_eq!(
+            parse("mqtts://broker/l").map(|t| t.port()),
+            Ok(8883),
+            "MQTT over TLS's port"
+        );
     }
 
     #[test]

@@ -372,9 +372,13 @@ impl Engine {
 /// (checked here, fetched by the next build: the engine never waits on the network).
 fn check_buildpack(p: &str, builtin: &std::path::Path) -> Result<()> {
     use crate::build::buildpack::git_spec::{is_git_spec, GitSpec};
-    if is_git_spec(p) {
-        return GitSpec::parse(p).map(drop).map_err(EngineError::BadRequest);
-    }
+    let p = match crate::build::buildpack::short_name::resolve(p) {
+        Some(mapped) => mapped.map_err(EngineError::BadRequest)?,
+        None if is_git_spec(p) => {
+            return GitSpec::parse(p).map(drop).map_err(EngineError::BadRequest)
+        }
+        None => p,
+    };
     let dir = if p.starts_with('/') {
         std::path::PathBuf::from(p)
     } else {

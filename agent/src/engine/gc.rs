@@ -15,6 +15,10 @@ pub struct Kept {
     pub slugs: BTreeSet<String>,
     /// Artifacts of kept releases: the delta bases worth keeping (`mqtt/bases.rs`).
     pub bases: BTreeSet<String>,
+    /// Buildpacks recorded by kept releases and named by apps now: what the git buildpack
+    /// cache keeps (`build/buildpack/git_prune.rs`).
+    pub buildpacks: Vec<roboku_wire::ReleaseBuildpack>,
+    pub named_buildpacks: Vec<String>,
 }
 
 impl Engine {
@@ -32,20 +36,29 @@ impl Engine {
         for app in apps {
             let releases = self.store.releases(&app.name).ok()?;
             let mut mine = BTreeSet::new();
-            for r in releases.iter().take(keep_n) {
+            let mut keep = |r: &crate::store::ReleaseRow, kept: &mut Kept| {
                 mine.insert(r.slug.clone());
+                kept.buildpacks
+                    .extend(r.buildpacks.iter().flatten().cloned());
+            };
+            for r in releases.iter().take(keep_n) {
+                keep(r, &mut kept);
                 kept.bases
                     .extend(r.artifact.as_ref().map(|a| a.sha256.clone()));
             }
             // The newest good one too: what a failing (or interrupted) rollout goes back to.
             if let Some(good) = releases.iter().find(|r| r.status == "succeeded") {
-                mine.insert(good.slug.clone());
+                keep(good, &mut kept);
             }
-            let current = app
+            let current_release = app
                 .current_release
-                .and_then(|v| releases.iter().find(|r| r.version == v))
-                .map(|r| r.slug.clone());
-            mine.extend(current.clone());
+                .and_then(|v| releases.iter().find(|r| r.version == v));
+            if let Some(r) = current_release {
+                keep(r, &mut kept);
+            }
+            let current = current_release.map(|r| r.slug.clone());
+            kept.named_buildpacks
+                .extend(self.store.buildpacks(&app.name).unwrap_or_default());
             kept.slugs.extend(mine.iter().cloned());
             kept.apps.insert(app.name, (current, mine));
         }
@@ -69,6 +82,7 @@ impl Engine {
         let bases = self.settings.bases_dir();
         let keep_bases = kept.bases;
         tokio::task::spawn_blocking(move || crate::mqtt::bases::prune(&bases, &keep_bases));
+        self.prune_git_buildpacks(&kept.buildpacks, &kept.named_buildpacks);
         let keep = kept.slugs;
         let dir = self.settings.slugs_dir();
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -97,6 +111,32 @@ impl Engine {
                 if let Err(e) = crate::build::remove_tree(&path) {
                     tracing::warn!(error = %e, "slug gc: cannot remove a slug");
                 }
+            }
+        });
+    }
+
+    /// The git buildpack cache keeps what kept releases and apps' settings name (off the engine).
+    fn prune_git_buildpacks(&self, recorded: &[roboku_wire::ReleaseBuildpack], named: &[String]) {
+        use crate::build::buildpack::{git_cache::GitCache, git_prune};
+        let root = self.settings.git_buildpacks_dir();
+        if !root.is_dir() {
+            return;
+        }
+        let keep = git_prune::in_use(recorded, named.iter().map(String::as_str));
+        let cache = GitCache {
+            root,
+            timeout: std::time::Duration::from_secs(self.settings.git_fetch_timeout_secs),
+            build_tag: None,
+        };
+        tokio::task::spawn_blocking(move || {
+            let pruned = git_prune::prune(&cache, &keep);
+            if pruned != git_prune::Pruned::default() {
+                tracing::info!(
+                    checkouts = pruned.checkouts,
+                    urls = pruned.urls,
+                    bytes = pruned.bytes,
+                    "pruned the git buildpack cache"
+                );
             }
         });
     }

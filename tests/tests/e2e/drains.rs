@@ -130,7 +130,8 @@ fn bad_drain_urls_are_refused_and_drains_are_per_app() {
         ("http://u:secret@logs.example/x", "use https://"),
         ("syslog://logs.example", "need a port"),
         ("ftp://logs.example:21", "unknown scheme"),
-        ("mqtt://broker:1883", "not supported yet"),
+        ("mqtt://broker:1883", "need a topic"),
+        ("mqtt://broker/robots/#", "wildcards"),
     ] {
         let out = agent.roboku(&["drains:add", url, "-a", "demo"]);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -469,4 +470,203 @@ fn a_drains_budget_pauses_delivery_and_the_lines_wait_in_the_log_store() {
         Duration::from_secs(10),
         || drain(&agent)["counters"]["pending"].as_u64() > Some(50),
     );
+}
+
+/// A Mosquitto of this test's own, with a login and persistent sessions (so a subscriber that
+/// is away gets what was published meanwhile, as a log consumer on a real broker would).
+struct Mosquitto {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl Mosquitto {
+    fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let pw = dir.path().join("passwd");
+        let made = std::process::Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(&pw)
+            .args(["logger", "s3cret"])
+            .status()
+            .expect("mosquitto_passwd (package mosquitto)");
+        assert!(made.success());
+        std::fs::write(
+            dir.path().join("mosquitto.conf"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
+                 persistence true\npersistence_location {}/\nmax_queued_messages 0\n\
+                 log_dest stderr\n",
+                pw.display(),
+                dir.path().display()
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let mut m = Mosquitto {
+            port,
+            dir,
+            child: None,
+        };
+        m.resume();
+        m
+    }
+
+    fn resume(&mut self) {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("log"))
+            .expect("log");
+        let child = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stderr(log)
+            .spawn()
+            .expect("start mosquitto");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("mosquitto to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    /// SIGTERM: mosquitto writes its sessions to disk and exits.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    /// `mosquitto_sub` on the logs topic with the persistent session `sub1`, QoS 1; with
+    /// `-E` it only makes the session and exits.
+    fn sub(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new("mosquitto_sub");
+        c.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-u", "logger", "-P", "s3cret", "-i", "sub1", "-c", "-q", "1",
+            ])
+            .args(["-t", "robots/r1/logs"])
+            .args(args);
+        c
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A subscriber writing what it gets into a file, until dropped.
+struct Collector(std::process::Child, std::path::PathBuf);
+
+impl Collector {
+    fn start(m: &Mosquitto, file: &std::path::Path) -> Collector {
+        let out = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(file)
+            .expect("collector file");
+        let child = m.sub(&[]).stdout(out).spawn().expect("mosquitto_sub");
+        Collector(child, file.to_path_buf())
+    }
+
+    /// Line numbers in arrival order, first arrival of each; every message checked to be the
+    /// documented JSON of a line of demo's web.1.
+    fn received(&self) -> Vec<u64> {
+        let text = std::fs::read_to_string(&self.1).unwrap_or_default();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for m in text.lines().filter(|l| l.ends_with('}')) {
+            let v: Value = serde_json::from_str(m).unwrap_or_else(|e| panic!("{m:?}: {e}"));
+            assert_eq!(
+                (&v["app"], &v["dyno"]),
+                (&"demo".into(), &"web.1".into()),
+                "{v}"
+            );
+            assert!(v["ts"].as_u64().is_some(), "{v}");
+            let n = v["line"]
+                .as_str()
+                .and_then(|l| l.strip_prefix("drain line "))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(n) = n.filter(|n| seen.insert(*n)) {
+                out.push(n);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An MQTT drain to a real Mosquitto with a login: every line arrives as a QoS 1 message, in
+/// order; with the broker down the lines wait in the log store and are published once it is
+/// back; the password never shows in `drains`.
+#[test]
+fn mqtt_drain_publishes_every_line_in_order_and_holds_them_while_the_broker_is_down() {
+    let mut broker = Mosquitto::start();
+    let made = broker.sub(&["-E"]).status().expect("mosquitto_sub -E");
+    assert!(made.success(), "the subscriber's session is made");
+    let agent = Agent::start(AgentOpts::default());
+    let chatty = "web: i=0; while true; do i=$((i+1)); echo \"drain line $i\"; sleep 0.02; done\n";
+    agent.create_and_deploy("demo", app_dir(&[("Procfile", chatty)]).path());
+    agent.wait_up("demo", "web.1", None, Duration::from_secs(20));
+    let url = format!(
+        "mqtt://logger:s3cret@127.0.0.1:{}/robots/r1/logs",
+        broker.port
+    );
+    let added = agent.ok(&["drains:add", &url, "-a", "demo"]);
+    assert!(added.contains("Added drain d-"), "{added}");
+    let listed = agent.ok(&["drains", "-a", "demo"]);
+    assert!(
+        !listed.contains("s3cret") && listed.contains("logger:***@"),
+        "{listed}"
+    );
+
+    let file = broker.dir.path().join("received");
+    let collector = Collector::start(&broker, &file);
+    wait_for("100 lines on the topic", Duration::from_secs(30), || {
+        collector.received().len() >= 100
+    });
+    assert_in_order_without_gaps(&collector.received());
+    drop(collector);
+
+    // The broker goes away; the dyno writes on, the drain reports the outage.
+    broker.stop();
+    let down_at = newest_written(&agent);
+    wait_for("100 more lines written", Duration::from_secs(20), || {
+        newest_written(&agent) >= down_at + 100
+    });
+    wait_for(
+        "the drain to report the outage",
+        Duration::from_secs(20),
+        || {
+            let d = drain(&agent);
+            d["counters"]["last_error"].is_string() && d["counters"]["pending"].as_u64() > Some(0)
+        },
+    );
+
+    // Back: the held lines are published (the broker keeps them for the away subscriber).
+    let last_while_down = newest_written(&agent);
+    broker.resume();
+    let collector = Collector::start(&broker, &file);
+    wait_for(
+        "the held lines on the topic",
+        Duration::from_secs(60),
+        || collector.received().last().copied() >= Some(last_while_down),
+    );
+    assert_in_order_without_gaps(&collector.received());
+    let d = drain(&agent);
+    assert_eq!(d["counters"]["dropped"], 0, "{d}");
 }

@@ -259,3 +259,80 @@ fn slug_build_takes_a_git_buildpack_and_its_release_records_none() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("app \"gp\" has no release v9"), "{err}");
 }
+
+/// The cache keeps what kept releases pinned and what the app names, and nothing else: with
+/// `--keep-releases 2`, v1's checkout goes once v1 ages out, and the URL's repository once no
+/// kept release and no setting names it. A Heroku registry name (`heroku/procfile`) builds
+/// with the built-in and is recorded as written; one roboku cannot build is refused by name.
+#[test]
+fn the_git_buildpack_cache_is_pruned_as_releases_age_out() {
+    let agent = Agent::start(AgentOpts {
+        extra: vec!["--keep-releases".into(), "2".into()],
+        ..AgentOpts::default()
+    });
+    let remote_root = tempfile::tempdir().expect("temp dir");
+    let repo: PathBuf = remote_root.path().join("says-buildpack");
+    std::fs::create_dir(&repo).expect("mkdir repo");
+    git(&repo, &["init", "--quiet"]);
+    let c1 = commit_pack(&repo, "one");
+    let spec = format!("file://{}#main", repo.display());
+    agent.ok(&["apps:create", "gp"]);
+    agent.ok(&["buildpacks:set", &spec, "-a", "gp"]);
+    let src = app_dir(&[("Procfile", "web: exec sleep 100000\n")]);
+    let deploy = |n: u32| {
+        std::fs::write(src.path().join("CHANGES"), format!("{n}\n")).expect("write");
+        agent.deploy("gp", src.path());
+    };
+    deploy(1);
+    let c2 = commit_pack(&repo, "two");
+    deploy(2);
+    let cache = agent.data_dir().join("buildpacks-git");
+    let url_dir = std::fs::read_dir(&cache)
+        .expect("read cache")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("url").is_file())
+        .expect("the URL's dir");
+    let trees = url_dir.join("trees");
+    let has = |c: &str| trees.join(c).is_dir();
+    assert!(has(&c1) && has(&c2), "v1 and v2 are both kept");
+
+    let out = agent.roboku(&["buildpacks:set", "heroku/ruby", "-a", "gp"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("https://github.com/heroku/heroku-buildpack-ruby#<tag>"),
+        "{err}"
+    );
+
+    agent.ok(&["buildpacks:set", "heroku/procfile", "-a", "gp"]);
+    deploy(3);
+    let log = build_log(&agent, "gp");
+    assert!(
+        log.contains("heroku/procfile: the built-in procfile buildpack"),
+        "{log}"
+    );
+    let v3 = releases(&agent, "gp")
+        .into_iter()
+        .find(|r| r["version"] == 3)
+        .expect("v3");
+    assert_eq!(v3["buildpacks"][0]["source"], "heroku/procfile", "{v3}");
+    // Kept now: v2 (pins c2) and v3; v1's checkout goes, c2's stays.
+    roboku_tests::wait_for(
+        "v1's checkout pruned",
+        std::time::Duration::from_secs(20),
+        || !has(&c1),
+    );
+    assert!(has(&c2), "v2 still pins c2");
+
+    deploy(4);
+    // Kept: v3 and v4, neither a git pack, and the app names none: the URL is emptied.
+    roboku_tests::wait_for(
+        "the URL's repository pruned",
+        std::time::Duration::from_secs(20),
+        || !url_dir.join("repo").exists() && !trees.exists(),
+    );
+    assert!(url_dir.join("url").is_file());
+    let disk = agent.ok(&["disk"]);
+    assert!(disk.contains("buildpack git cache"), "{disk}");
+}

@@ -584,6 +584,31 @@ def t_python_app_with_an_offline_wheel():
         raise Fail("answered %r" % body)
 
 
+def t_cross_built_rust_slug():
+    """The Rust example's slug, cross-built for aarch64 on the x86-64 host (`roboku slug:build
+    --arch aarch64`): an aarch64 robot runs it; an x86-64 one refuses it, naming the binary."""
+    slug = V + "/slugs/rust-web-aarch64.slug"
+    if not os.path.exists(slug):
+        raise Fail("no aarch64 slug in the share (tests/vm/run builds it: %s)"
+                   % read(V + "/slugs/build.log")[-400:] if os.path.exists(V + "/slugs/build.log")
+                   else "no aarch64 slug in the share")
+    if sh("roboku apps:info -a xr", check=False)[0] != 0:
+        sh("roboku apps:create xr")
+    rc, out = sh("roboku deploy --slug %s -a xr" % slug, timeout=600, check=False)
+    if os.uname().machine == "aarch64":
+        if rc != 0:
+            raise Fail("the aarch64 robot refused its slug: %s" % last_line(out))
+        dy = wait_up("xr", "web.1", secs=120)
+        body = wait_for("the cross-built Rust app answering", 120, lambda: http_get(dy["port"]))
+        if body.strip() != "hello from a vendored crate":
+            raise Fail("answered %r" % body)
+    else:
+        if rc == 0:
+            raise Fail("an %s robot took an aarch64 slug" % os.uname().machine)
+        if "target/release/robot-web" not in out or "aarch64" not in out:
+            raise Fail("refused without naming the binary and its CPU: %s" % last_line(out))
+
+
 def build_failure(out, app):
     logs = sh("roboku logs -a %s -d build -n 40" % app, check=False)[1]
     lines = [l for l in (out + "\n" + logs).splitlines() if l.strip()]
@@ -804,7 +829,7 @@ SETUP = "deb_installs_and_service_is_active"
 SMOKE = {t_deb_installs_and_service_is_active, t_status_works_for_a_roboku_group_user,
          t_dynos_live_outside_robokud_service, t_limits_land_in_v2_files,
          t_web_dyno_answers_over_http, t_killed_dyno_is_replaced,
-         t_restart_with_20_dynos_keeps_them}
+         t_restart_with_20_dynos_keeps_them, t_cross_built_rust_slug}
 
 
 def on_alarm(signum, frame):

@@ -122,6 +122,36 @@ fn rust_app_with_vendored_crates_builds_offline_and_reuses_the_cache() {
     );
 }
 
+/// A renamed binary target: the slug gets the new binary only, though the old one is still in
+/// the cached target dir.
+#[test]
+fn rust_slug_holds_only_the_binaries_of_this_build() {
+    let (_keep, builtins) = installed();
+    let s = site();
+    fresh_copy(&s, &example("rust-web"));
+    build(&s, &builtins);
+    assert!(s.app.join("target/release/robot-web").is_file());
+
+    fresh_copy(&s, &example("rust-web"));
+    let manifest = s.app.join("Cargo.toml");
+    let text = fs::read_to_string(&manifest).unwrap();
+    let renamed = text.replace(
+        "[dependencies]",
+        "[[bin]]\nname = \"robot-two\"\npath = \"src/main.rs\"\n\n[dependencies]",
+    );
+    fs::write(&manifest, renamed).unwrap();
+    let (_, lines, _) = build(&s, &builtins);
+    let bins: Vec<String> = fs::read_dir(s.app.join("target/release"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(bins, ["robot-two"], "{lines:?}");
+    assert_eq!(
+        run_in_app(&s.app, "cd / && robot-two once"),
+        "hello from a vendored crate\n"
+    );
+}
+
 #[test]
 fn cmake_project_is_installed_into_the_slug_and_reuses_the_cache() {
     builds_runs_and_reuses_the_cache("cmake-hello", "CMake", "hello-server", "hello from cmake\n");
@@ -134,6 +164,80 @@ fn colcon_workspace_runs_with_its_sourced_environment_and_reuses_the_cache() {
         "colcon",
         "talk",
         "hello from greeter via talker\n",
+    );
+}
+
+/// A ROS 2 underlay (here a stand-in: ROS is not in Debian) named by `ROS_SETUP` is sourced
+/// before colcon builds and before the workspace at run time; a missing one is refused by name.
+#[test]
+fn colcon_workspace_builds_and_runs_on_a_ros_underlay() {
+    let (_keep, builtins) = installed();
+    let s = site();
+    let ros = s.root.join("ros/jazzy");
+    fs::create_dir_all(ros.join("bin")).unwrap();
+    for dir in [s.root.join("ros"), ros.clone(), ros.join("bin")] {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let ros2 = ros.join("bin/ros2");
+    fs::write(
+        &ros2,
+        "#!/bin/sh\necho \"ros2 of the underlay ($ROS_DISTRO)\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&ros2, fs::Permissions::from_mode(0o755)).unwrap();
+    let setup = ros.join("setup.sh");
+    fs::write(
+        &setup,
+        format!(
+            "# reads a variable it never set, as ROS's scripts do\n\
+             : \"$AMENT_PREFIX_PATH\"\n\
+             export ROS_DISTRO=jazzy PATH=\"{}:$PATH\"\n",
+            ros.join("bin").display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&setup, fs::Permissions::from_mode(0o644)).unwrap();
+    fresh_copy(&s, &example("colcon-ws"));
+    let env = [("ROS_SETUP", setup.to_str().unwrap())];
+    let run = build_with(
+        &s,
+        &env,
+        &[],
+        &builtins,
+        Duration::from_secs(600),
+        NOBODY,
+        |_| {},
+    );
+    if let Err(e) = &run.result {
+        panic!("{e}\n{}", run.lines.join("\n"));
+    }
+    assert!(
+        run.lines
+            .iter()
+            .any(|l| l.contains(&format!("Using the ROS 2 underlay {}", setup.display()))),
+        "{:?}",
+        run.lines
+    );
+    assert_eq!(
+        run_in_app(&s.app, "cd / && ros2 && talk once"),
+        "ros2 of the underlay (jazzy)\nhello from greeter via talker\n"
+    );
+
+    fresh_copy(&s, &example("colcon-ws"));
+    let env = [("ROS_DISTRO", "no-such-distro")];
+    let run = build_with(
+        &s,
+        &env,
+        &[],
+        &builtins,
+        Duration::from_secs(600),
+        NOBODY,
+        |_| {},
+    );
+    let e = format!("{}\n{}", run.result.unwrap_err(), run.lines.join("\n"));
+    assert!(
+        e.contains("/opt/ros/no-such-distro/setup.sh is missing"),
+        "{e}"
     );
 }
 

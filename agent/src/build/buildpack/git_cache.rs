@@ -66,13 +66,16 @@ pub struct Resolved {
 
 /// What `refs.json` remembers of one ref.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct RefEntry {
-    commit: String,
+pub(super) struct RefEntry {
+    pub(super) commit: String,
     fetched_at: u64,
 }
 
 /// The local ref a fetch writes to (the bare repo has no branches of its own).
 const FETCHED: &str = "refs/roboku/fetched";
+
+/// Refs that keep each checked-out commit's objects (`git_prune.rs` deletes them with it).
+pub(super) const KEEP_PREFIX: &str = "refs/roboku/commits/";
 
 /// The cache of every git buildpack of this agent.
 pub struct GitCache {
@@ -356,7 +359,7 @@ fn checkout(
     }
     private_dir(trees)?;
     // Keeps the commit's objects reachable, should the repo ever be gc'd.
-    let keep = format!("refs/roboku/commits/{commit}");
+    let keep = format!("{KEEP_PREFIX}{commit}");
     let _ = git.run("update-ref", &["update-ref", &keep, commit], &[]);
 
     let tmp = trees.join(format!(".tmp-{:016x}", rand::rngs::OsRng.next_u64()));
@@ -433,7 +436,7 @@ fn git_error(spec: &GitSpec, e: GitCmdError) -> GitPackError {
     }
 }
 
-fn read_refs(path: &Path) -> BTreeMap<String, RefEntry> {
+pub(super) fn read_refs(path: &Path) -> BTreeMap<String, RefEntry> {
     fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -473,25 +476,44 @@ fn private_dir(path: &Path) -> Result<(), PathError> {
 
 /// An exclusive `flock` on a file, released when dropped: two builds of one URL never run git
 /// on its repository at once.
-struct Lock {
+pub(super) struct Lock {
     _file: fs::File,
 }
 
 impl Lock {
     fn take(path: &Path) -> Result<Lock, PathError> {
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(path)
-            .at("open lock", path)?;
+        let file = open_lock(path)?;
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(std::io::Error::last_os_error()).at("lock", path);
         }
         Ok(Lock { _file: file })
     }
+
+    /// The lock if nobody holds it for long (a lock file that cannot be opened counts as held).
+    /// A few tries over 0.2 s: a child forked by another thread between our open and its exec
+    /// shares the descriptor, and so the lock, for that moment.
+    pub(super) fn try_take(path: &Path) -> Option<Lock> {
+        let file = open_lock(path).ok()?;
+        for _ in 0..20 {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Some(Lock { _file: file });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+fn open_lock(path: &Path) -> Result<fs::File, PathError> {
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .at("open lock", path)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use super::git_cache::{GitCache, GitPackError};
 use super::git_spec::{is_full_commit, is_git_spec, GitSpec};
+use super::short_name;
 use crate::build::BuildError;
 use roboku_wire::ReleaseBuildpack;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,14 @@ pub fn resolve(
     };
     for pack in packs {
         let source = pack.source.as_str();
-        if source.starts_with('/') {
+        if let Some(mapped) = short_name::resolve(source) {
+            let builtin = mapped.map_err(BuildError::Other)?;
+            out(&format!(
+                "-----> {source}: the built-in {builtin} buildpack"
+            ));
+            resolved.dirs.push(builtin_dir.join(builtin));
+            resolved.recorded.push(plain(source));
+        } else if source.starts_with('/') {
             resolved.dirs.push(PathBuf::from(source));
             resolved.recorded.push(plain(source));
         } else if is_git_spec(source) {
@@ -112,6 +120,35 @@ mod tests {
         assert_eq!(again, got);
         let now = resolve(&packs, &builtin, &git, &mut |_| {}).unwrap();
         assert_eq!(now.recorded[2].commit, Some(remote.head()));
+    }
+
+    #[test]
+    fn heroku_registry_names_build_with_the_built_in_and_are_recorded_as_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let git = GitCache {
+            root: tmp.path().join("buildpacks-git"),
+            timeout: Duration::from_secs(60),
+            build_tag: None,
+        };
+        let builtin = tmp.path().join("builtin");
+        let mut lines = Vec::new();
+        let packs = unpinned(&["heroku/python".into()]);
+        let got = resolve(&packs, &builtin, &git, &mut |l| lines.push(l.to_string())).unwrap();
+        assert_eq!(got.dirs, [builtin.join("python")]);
+        assert_eq!(got.recorded, [plain("heroku/python")]);
+        assert_eq!(
+            lines,
+            ["-----> heroku/python: the built-in python buildpack"]
+        );
+        let e = resolve(
+            &unpinned(&["heroku/ruby".into()]),
+            &builtin,
+            &git,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("heroku-buildpack-ruby"), "{e}");
+        assert!(!git.root.exists(), "no git for a registry name");
     }
 
     #[test]
