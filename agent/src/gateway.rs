@@ -304,16 +304,26 @@ mod tests {
         // A partial download left behind is resumed with a Range request.
         let part = fetch_dir.join(format!("fleet-{da}.part"));
         std::fs::write(&part, &std::fs::read(&a).unwrap()[..1000]).unwrap();
+        let meter = crate::usage::Meter::unbudgeted();
         let got = crate::mqtt::artifact::fetch(
             &art,
             &fetch_dir,
             None,
             crate::disk::Reserve::Auto,
+            Some(&meter),
             |_| {},
         )
         .await
         .unwrap();
         assert_eq!(std::fs::read(got).unwrap(), std::fs::read(&a).unwrap());
+        // The `artifacts` channel counted the body bytes that came (not the 1000 resumed) and
+        // the headers: within a few hundred bytes of what the server sent.
+        let (counted, _) = meter.used(crate::usage::Channel::Artifacts);
+        let body = size - 1000;
+        assert!(
+            counted > body && counted < body + 600,
+            "counted {counted}, body {body}"
+        );
         // Unknown slugs and other paths: 404.
         let missing = Artifact {
             url: format!("http://{addr}/slugs/{}.tar.gz", "c".repeat(64)),
@@ -324,6 +334,7 @@ mod tests {
             &fetch_dir,
             None,
             crate::disk::Reserve::Auto,
+            None,
             |_| {},
         )
         .await

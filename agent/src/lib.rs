@@ -32,6 +32,7 @@ pub mod settings;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
+pub mod usage;
 pub mod util;
 
 pub use settings::Settings;
@@ -124,12 +125,18 @@ pub async fn run(
     let (telemetry, telemetry_task) =
         telemetry::start(&settings.data_dir, keep, every, stop_rx.clone());
     let clock_task = tokio::spawn(clock::keep(settings.clone(), stop_rx.clone()));
+    // Byte accounting: counted by the fleet link, artifact downloads and drains; saved by its
+    // own task, which ends (after a last save) once every counting door has stopped.
+    let meter = usage::Meter::new(&settings.budget, usage::clock::Clock::from_env());
+    let (usage_stop_tx, usage_stop_rx) = watch::channel(false);
+    let usage_task = usage::start(meter.clone(), settings.usage_path(), usage_stop_rx);
     let (engine, engine_task, ready) = engine::start(
         settings.clone(),
         store,
         cgroups,
         logs.clone(),
         telemetry.clone(),
+        meter.clone(),
     );
     let _ = ready.await;
     let pressure_task = tokio::spawn(disk::pressure::watch(
@@ -146,6 +153,7 @@ pub async fn run(
         engine.clone(),
         Some(logs.clone()),
         Some(telemetry.clone()),
+        meter.clone(),
         stop_rx.clone(),
     );
     let (fleet_view, bundles) = (fleet.view, fleet.bundles);
@@ -161,6 +169,7 @@ pub async fn run(
         dashboard: dash_door.as_ref().map(|d| d.info.clone()),
         bundles,
         fleet: fleet_view.clone(),
+        usage: meter,
     });
     let server = tokio::spawn(api::serve(listener, ctx.clone(), stop_rx.clone()));
     let notifier = notify::Notifier::ready(engine.clone()).await;
@@ -195,6 +204,8 @@ pub async fn run(
     let _ = pressure_task.await;
     drop(engine);
     let _ = engine_task.await;
+    let _ = usage_stop_tx.send(true);
+    let _ = usage_task.await;
     let _ = std::fs::remove_file(settings.socket_path());
     Ok(())
 }

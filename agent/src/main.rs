@@ -86,6 +86,15 @@ struct Flags {
     test_clock: Option<String>,
     #[command(flatten)]
     fleet: FleetFlags,
+    /// A byte budget: CHANNEL=BYTES/PERIOD, e.g. telemetry=1MB/day, logs=50MB/month
+    /// (channels: telemetry, reported, logs, drains; repeatable).
+    #[arg(
+        long = "budget",
+        env = "ROBOKU_BUDGET",
+        value_delimiter = ',',
+        value_name = "CHANNEL=BUDGET"
+    )]
+    budgets: Vec<String>,
 }
 
 /// Fleet control over MQTT (all optional; the `[mqtt]` config section holds the same and more).
@@ -226,6 +235,9 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
             "TEST KNOB: the clock is pretended (--test-clock); never on a robot"
         );
         s.test_clock = Some(t);
+    }
+    for b in &flags.budgets {
+        s.budget.set(b).map_err(anyhow::Error::msg)?;
     }
     if s.data_dir.is_relative() {
         s.data_dir = std::env::current_dir()

@@ -95,6 +95,8 @@ pub struct Settings {
     /// An app's data dir is snapshotted before each new release replaces the current one
     /// (`rollback vN --with-data`) when it holds at most this many bytes; 0 turns snapshots off.
     pub data_snapshot_max_bytes: u64,
+    /// Byte budgets per channel (`[budget]`, see `usage/`).
+    pub budget: BudgetSettings,
 }
 
 impl Default for Settings {
@@ -133,6 +135,7 @@ impl Default for Settings {
             mqtt: MqttSettings::default(),
             test_clock: None,
             data_snapshot_max_bytes: 64 << 20,
+            budget: BudgetSettings::default(),
         }
     }
 }
@@ -278,6 +281,10 @@ impl Settings {
     pub fn drains_dir(&self) -> PathBuf {
         self.data_dir.join("drains")
     }
+    /// Byte counters per channel, today and this month (`usage/`).
+    pub fn usage_path(&self) -> PathBuf {
+        self.data_dir.join("usage.json")
+    }
     /// Offline bundles: `work/` (copies being applied), `done/`, `rejected/`.
     pub fn bundles_dir(&self) -> PathBuf {
         self.data_dir.join("bundles")
@@ -348,6 +355,73 @@ impl Default for MqttSettings {
             command_timeout_secs: 900,
             serve_slugs: None,
         }
+    }
+}
+
+/// `[budget]`: bytes per UTC day or month a non-critical channel may use (`1MB/day`,
+/// `50MB/month`); past one, that traffic slows and then pauses while commands and acks flow.
+/// See `docs/offline.md` ("Byte budgets").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetSettings {
+    /// `telemetry` messages.
+    pub telemetry: Option<crate::usage::Budget>,
+    /// `reported` state updates beyond the heartbeat (on connect, and hourly).
+    pub reported: Option<crate::usage::Budget>,
+    /// Replies to fleet `logs` commands.
+    pub logs: Option<crate::usage::Budget>,
+    /// Log drains (all drains together).
+    pub drains: Option<crate::usage::Budget>,
+    /// Seconds between two saves of the byte counters (what a kill -9 may lose).
+    pub flush_secs: u64,
+}
+
+impl Default for BudgetSettings {
+    fn default() -> Self {
+        BudgetSettings {
+            telemetry: None,
+            reported: None,
+            logs: None,
+            drains: None,
+            flush_secs: 5,
+        }
+    }
+}
+
+impl BudgetSettings {
+    pub fn by_channel(&self) -> Vec<(crate::usage::Channel, crate::usage::Budget)> {
+        use crate::usage::Channel;
+        [
+            (Channel::Telemetry, self.telemetry),
+            (Channel::Reported, self.reported),
+            (Channel::Logs, self.logs),
+            (Channel::Drains, self.drains),
+        ]
+        .into_iter()
+        .filter_map(|(c, b)| b.map(|b| (c, b)))
+        .collect()
+    }
+
+    /// `CHANNEL=BUDGET` (the `--budget` flag): sets one budget.
+    pub fn set(&mut self, spec: &str) -> Result<(), String> {
+        let (ch, b) = spec.split_once('=').ok_or_else(|| {
+            format!("--budget {spec:?}: write CHANNEL=BYTES/PERIOD, e.g. telemetry=1MB/day")
+        })?;
+        let b: crate::usage::Budget = b.parse()?;
+        let slot = match ch.trim() {
+            "telemetry" => &mut self.telemetry,
+            "reported" => &mut self.reported,
+            "logs" => &mut self.logs,
+            "drains" => &mut self.drains,
+            other => {
+                return Err(format!(
+                    "--budget {spec:?}: no budget for {other:?}; budgets are for telemetry, \
+                     reported, logs and drains (commands, acks and artifacts always flow)"
+                ))
+            }
+        };
+        *slot = Some(b);
+        Ok(())
     }
 }
 

@@ -117,6 +117,8 @@ enum Command {
     Doctor,
     /// What uses the data dir, the disk reserve, and what slug GC would free
     Disk(disk::DiskArgs),
+    /// Bytes per channel (MQTT, downloads, drains) today and this month, budgets, what is paused
+    Usage,
     /// Print the dashboard's URL, with the token that unlocks rollback, logs and config
     #[command(name = "dashboard:url")]
     DashboardUrl,
@@ -243,6 +245,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Status => status::run(ctx).await?,
         Command::Doctor => return commands::doctor::run(ctx).await,
         Command::Disk(a) => disk::run(ctx, a).await?,
+        Command::Usage => commands::usage::run(ctx).await?,
         Command::DashboardUrl => commands::dashboard::url(ctx).await?,
         Command::Open => commands::dashboard::open(ctx).await?,
         Command::Events(a) => events::run(ctx, a).await?,

@@ -20,6 +20,8 @@ mod logs;
 mod plan;
 #[path = "fleet/tls.rs"]
 mod tls;
+#[path = "fleet/usage.rs"]
+mod usage;
 
 use kit::{artifact, fleet, keygen, serve_dir, wait_for, Agent, Broker, Probe};
 use roboku_wire::fleet::seal::{self, secret_from_seed};

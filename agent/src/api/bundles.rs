@@ -84,6 +84,15 @@ async fn receive(ctx: &Ctx, req: Request<Incoming>, path: &Path) -> Result<(), E
         .open(path)
         .await
         .map_err(|e| io("create", e))?;
-    super::spool::body_to_file(req.into_body(), &mut file, path, MAX_BUNDLE, "bundle").await?;
+    let reserve = ctx.settings.disk_reserve;
+    super::spool::body_to_file(
+        req.into_body(),
+        &mut file,
+        path,
+        MAX_BUNDLE,
+        "bundle",
+        reserve,
+    )
+    .await?;
     Ok(())
 }

@@ -35,6 +35,8 @@ pub struct Ctx {
     pub bundles: crate::bundle::BundleDoor,
     /// The fleet link, when a broker is set (`GET /v1/doctor`).
     pub fleet: Option<crate::mqtt::FleetView>,
+    /// Byte counters and budgets, for `GET /v1/usage`.
+    pub usage: crate::usage::Meter,
 }
 
 /// The group that may use the API socket, when it exists.

@@ -68,6 +68,7 @@ async fn route(
         (&Method::GET, ["doctor"]) => {
             return json_response(StatusCode::OK, &super::doctor::facts(ctx).await?)
         }
+        (&Method::GET, ["usage"]) => return json_response(StatusCode::OK, &ctx.usage.report()),
         (&Method::GET, ["dashboard"]) => {
             let info = ctx.dashboard.as_ref().ok_or_else(|| {
                 EngineError::NotFound(

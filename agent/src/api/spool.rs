@@ -27,30 +27,53 @@ pub(super) fn declared_len(
     }
 }
 
+/// Re-read the free space after this many bytes even while the last reading says they fit
+/// (others write on the same filesystem).
+const RECHECK_EVERY: u64 = 8 << 20;
+
 /// Writes `body` into `file` (at `path`, named in errors) and flushes it; refuses a body over
 /// `limit` bytes (whatever it declared), one that broke off, or an empty one. The bytes written.
+///
+/// A body without a `Content-Length` (chunked) was not checked against the disk before it
+/// came: it is refused as soon as the next piece would take the filesystem of `path` across
+/// `reserve` (`disk.rs`), with what it needed, what is free and what is reserved. The caller
+/// removes the partial file on any error.
 pub(super) async fn body_to_file(
     body: Incoming,
     file: &mut tokio::fs::File,
     path: &Path,
     limit: u64,
     what: &str,
+    reserve: crate::disk::Reserve,
 ) -> Result<u64, EngineError> {
     let write_err =
         |e: std::io::Error| EngineError::Internal(format!("write {}: {e}", path.display()));
+    let dir = path.parent().unwrap_or(path);
     let mut body = body;
     let mut total: u64 = 0;
+    // What may be written above the reserve as last read, and what was written since.
+    let mut room = crate::disk::room(dir, reserve)?;
+    let mut since: u64 = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             EngineError::BadRequest(format!("upload broke off after {total} bytes: {e}"))
         })?;
         if let Ok(data) = frame.into_data() {
-            total += data.len() as u64;
+            let n = data.len() as u64;
+            total += n;
             if total > limit {
                 return Err(EngineError::BadRequest(format!(
                     "{what} is over the {limit}-byte limit"
                 )));
             }
+            if since + n > room || since >= RECHECK_EVERY {
+                // A fresh reading: what was written so far is in it.
+                let upload = format!("the {what} upload (refused after {} bytes)", total - n);
+                crate::disk::check(dir, reserve, n, &upload)?;
+                room = crate::disk::room(dir, reserve)?;
+                since = 0;
+            }
+            since += n;
             file.write_all(&data).await.map_err(write_err)?;
         }
     }

@@ -39,8 +39,16 @@ pub async fn receive(
         let mut file = tokio::fs::File::create(&path)
             .await
             .map_err(|e| EngineError::Internal(format!("create {}: {e}", path.display())))?;
-        super::spool::body_to_file(req.into_body(), &mut file, &path, MAX_UPLOAD, "archive")
-            .await?;
+        let reserve = ctx.settings.disk_reserve;
+        super::spool::body_to_file(
+            req.into_body(),
+            &mut file,
+            &path,
+            MAX_UPLOAD,
+            "archive",
+            reserve,
+        )
+        .await?;
         let description = query.get("description").cloned().filter(|d| !d.is_empty());
         let name = query
             .get("name")

@@ -55,10 +55,11 @@ pub struct Drains {
     host: String,
     logs: LogHandle,
     running: BTreeMap<String, Running>,
+    usage: crate::usage::Meter,
 }
 
 impl Drains {
-    pub fn new(settings: &Settings, logs: LogHandle) -> Self {
+    pub fn new(settings: &Settings, logs: LogHandle, usage: crate::usage::Meter) -> Self {
         Drains {
             logs_dir: settings.logs_dir(),
             state_dir: settings.drains_dir(),
@@ -70,6 +71,7 @@ impl Drains {
                 .unwrap_or_else(crate::mqtt::hostname),
             logs,
             running: BTreeMap::new(),
+            usage,
         }
     }
 
@@ -111,6 +113,7 @@ impl Drains {
             app_dir: self.logs_dir.join(&row.app),
             state_path: self.state_path(&row.id),
             tls,
+            usage: self.usage.clone(),
             mqtt: mqtt::Setup {
                 client_id: format!("robokud-drain-{}-{}", self.host, row.id),
                 ca: self.ca_file.clone(),

@@ -83,18 +83,22 @@ pub async fn connect(target: &Target, setup: &Setup) -> Result<MqttConn, String>
 
 impl MqttConn {
     /// Publishes every line and returns once each is acknowledged.
-    pub async fn send(&mut self, lines: &[LogLine]) -> Result<(), String> {
+    /// Publishes `lines` and waits for their PUBACKs; the bytes on the wire (publishes as
+    /// rumqttc writes them and the 4-byte PUBACKs), for the byte counters.
+    pub async fn send(&mut self, lines: &[LogLine]) -> Result<u64, String> {
         let client = &self.client;
         let topic = &self.topic;
         let publish = async {
+            let mut bytes = 0;
             for l in lines {
                 let body = serde_json::to_vec(l).map_err(|e| format!("encoding a line: {e}"))?;
+                bytes += crate::usage::publish_size(topic.len(), true, body.len()) + 4;
                 client
                     .publish(topic.as_str(), QoS::AtLeastOnce, false, body)
                     .await
                     .map_err(|e| format!("MQTT publish: {e}"))?;
             }
-            Ok::<(), String>(())
+            Ok::<u64, String>(bytes)
         };
         let events = &mut self.events;
         let acked = async {
@@ -111,6 +115,6 @@ impl MqttConn {
             }
             Ok(())
         };
-        tokio::try_join!(publish, acked).map(|_| ())
+        tokio::try_join!(publish, acked).map(|(bytes, ())| bytes)
     }
 }

@@ -145,17 +145,25 @@ impl Conn {
         }
     }
 
-    /// Writes `lines`; for HTTPS, waits for a 2xx.
+    /// Writes `lines`; for HTTPS, waits for a 2xx. Returns the bytes written (frames; for
+    /// HTTPS the body and an estimate of the request's headers), for the byte counters.
     pub async fn send(
         &mut self,
         lines: &[LogLine],
         meta: &Meta<'_>,
         target: &Target,
-    ) -> Result<(), String> {
+    ) -> Result<u64, String> {
         match self {
-            Conn::Tcp(t) => write_all(t, &frame::stream(lines, meta.host)).await,
-            Conn::Tls(t) => write_all(&mut **t, &frame::stream(lines, meta.host)).await,
+            Conn::Tcp(t) => {
+                let f = frame::stream(lines, meta.host);
+                write_all(t, &f).await.map(|()| f.len() as u64)
+            }
+            Conn::Tls(t) => {
+                let f = frame::stream(lines, meta.host);
+                write_all(&mut **t, &f).await.map(|()| f.len() as u64)
+            }
             Conn::Udp(sock) => {
+                let mut n = 0;
                 for l in lines {
                     let d = frame::datagram(l, meta.host);
                     limit("sending", WRITE, async {
@@ -164,8 +172,9 @@ impl Conn {
                             .map_err(|e| format!("udp send: {e}"))
                     })
                     .await?;
+                    n += d.len() as u64;
                 }
-                Ok(())
+                Ok(n)
             }
             Conn::Https(sender) => {
                 limit("HTTPS request", WRITE, post(sender, lines, meta, target)).await
@@ -194,7 +203,7 @@ async fn post(
     lines: &[LogLine],
     meta: &Meta<'_>,
     target: &Target,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let Target::Https {
         host,
         port,
@@ -223,8 +232,13 @@ async fn post(
         let b64 = base64::engine::general_purpose::STANDARD.encode(userinfo);
         req = req.header(hyper::header::AUTHORIZATION, format!("Basic {b64}"));
     }
+    let body = frame::stream(lines, meta.host);
+    let headers: usize = req.headers_ref().map_or(0, |h| {
+        h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum()
+    });
+    let sent = (body.len() + headers + path.len() + 40) as u64;
     let req = req
-        .body(Full::new(Bytes::from(frame::stream(lines, meta.host))))
+        .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("request: {e}"))?;
     let resp = sender
         .send_request(req)
@@ -234,7 +248,7 @@ async fn post(
     // Read the (small) body so the connection can be used again.
     let _ = resp.into_body().collect().await;
     if status.is_success() {
-        Ok(())
+        Ok(sent)
     } else {
         Err(format!("the receiver answered HTTP {status}"))
     }

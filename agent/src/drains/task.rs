@@ -7,6 +7,7 @@ use super::reader::{Cursor, Reader};
 use super::send::{self, Conn, Meta};
 use super::url::Target;
 use super::Told;
+use crate::usage::{Channel, Flow};
 use crate::util::now_ms;
 use roboku_wire::drains::DrainCounters;
 use roboku_wire::LogLine;
@@ -23,6 +24,8 @@ const PERSIST_EVERY: Duration = Duration::from_secs(1);
 const COUNT_EVERY: Duration = Duration::from_secs(2);
 /// Least time between two sends (lines coming one by one go out in batches).
 const ROUND: Duration = Duration::from_millis(50);
+/// The same past 80 % of the drains budget.
+const SLOW_ROUND: Duration = Duration::from_secs(1);
 
 /// What is kept in `<data>/drains/<id>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +43,8 @@ pub(super) struct Drain {
     pub app_dir: PathBuf,
     pub state_path: PathBuf,
     pub tls: Result<Option<TlsConnector>, String>,
+    /// Byte counters and the drains budget (`crate::usage`).
+    pub usage: crate::usage::Meter,
     pub mqtt: super::mqtt::Setup,
 }
 
@@ -119,8 +124,12 @@ impl Drain {
                     break;
                 }
             } else if retry_at.is_none() {
-                // More to send: go on, but not faster than a round.
-                let next = round + ROUND;
+                // More to send: go on, but not faster than a round (slowed by the budget, one
+                // batch a second).
+                let next = match self.usage.flow(Channel::Drains, 0) {
+                    Flow::Open => round + ROUND,
+                    _ => round + SLOW_ROUND,
+                };
                 if wait_until(next, &mut stop).await {
                     break;
                 }
@@ -146,6 +155,12 @@ impl Drain {
             Ok(t) => t.as_ref(),
             Err(e) => return Step::Failed(e.clone()),
         };
+        // Over the drains budget the lines wait in the log store (within its quota) until the
+        // next day or month; a batch already read is sent whole, so a budget is crossed by at
+        // most one batch.
+        if self.usage.flow(Channel::Drains, 0) == Flow::Paused {
+            return Step::Idle;
+        }
         let batch = match reader.read(d.read_from(), BATCH_BYTES) {
             Ok(b) => b,
             Err(e) => {
@@ -196,7 +211,8 @@ impl Drain {
         match or_stop(stop, c.send(&batch.lines, &meta, &self.target)).await {
             None => Step::Stopped,
             Some(Err(e)) => Step::Failed(e),
-            Some(Ok(())) => {
+            Some(Ok(bytes)) => {
+                self.usage.add(Channel::Drains, bytes);
                 let acked = !matches!(c, Conn::Tcp(_) | Conn::Tls(_));
                 d.written(start, end, batch.lines.len() as u64, now_ms(), acked);
                 d.alive(now_ms());

@@ -277,6 +277,7 @@ pub fn start(
     cgroups: Arc<dyn CgroupDriver>,
     logs: LogHandle,
     telemetry: crate::telemetry::Telemetry,
+    usage: crate::usage::Meter,
 ) -> (
     EngineHandle,
     tokio::task::JoinHandle<()>,
@@ -295,7 +296,7 @@ pub fn start(
     };
     let sample = Duration::from_secs(settings.sample_secs.max(1));
     let weak = WeakEngine(tx.downgrade());
-    let drains = crate::drains::Drains::new(&settings, logs.clone());
+    let drains = crate::drains::Drains::new(&settings, logs.clone(), usage);
     let engine = Engine {
         settings,
         store,

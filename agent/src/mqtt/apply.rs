@@ -375,9 +375,16 @@ async fn deploy_artifact(
                 Some(rebuilt) => rebuilt,
                 None => {
                     acker.step("download");
-                    artifact::fetch(a, &tmp, ca, shared.settings.disk_reserve, |n| {
-                        tracing::debug!(bytes = n, "artifact download progress");
-                    })
+                    artifact::fetch(
+                        a,
+                        &tmp,
+                        ca,
+                        shared.settings.disk_reserve,
+                        Some(&shared.usage),
+                        |n| {
+                            tracing::debug!(bytes = n, "artifact download progress");
+                        },
+                    )
                     .await
                     .map_err(|e| Failure {
                         reason: e.to_string(),
@@ -441,7 +448,15 @@ async fn by_delta(shared: &Shared, a: &Artifact, acker: &Acker<'_>) -> Option<st
         size: d.size,
         delta: None,
     };
-    let fetched = artifact::fetch(&file, &tmp, ca, shared.settings.disk_reserve, |_| {}).await;
+    let fetched = artifact::fetch(
+        &file,
+        &tmp,
+        ca,
+        shared.settings.disk_reserve,
+        Some(&shared.usage),
+        |_| {},
+    )
+    .await;
     let rebuilt = match fetched {
         Ok(delta_file) => {
             let (d, tmp2, df) = (d.clone(), tmp.clone(), delta_file.clone());

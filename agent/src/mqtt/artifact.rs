@@ -52,6 +52,7 @@ pub async fn fetch(
     tmp_dir: &Path,
     ca: Option<&Path>,
     reserve: crate::disk::Reserve,
+    usage: Option<&crate::usage::Meter>,
     mut progress: impl FnMut(u64),
 ) -> Result<PathBuf, FetchError> {
     if a.sha256.len() != 64
@@ -82,7 +83,16 @@ pub async fn fetch(
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
         }
-        match get(&target, tls.as_ref(), &a.url, &part, a.size, &mut progress).await {
+        let got = get(
+            &target,
+            tls.as_ref(),
+            &a.url,
+            &part,
+            a.size,
+            usage,
+            &mut progress,
+        );
+        match got.await {
             Ok(()) => {
                 last_err = None;
                 break;
@@ -156,8 +166,16 @@ async fn get(
     url: &str,
     part: &Path,
     size: u64,
+    usage: Option<&crate::usage::Meter>,
     progress: &mut impl FnMut(u64),
 ) -> Result<(), FetchError> {
+    // Bytes on the `artifacts` channel: the request line and headers (estimated from what
+    // this function writes), the response's status line and headers, every body byte.
+    let count = |n: usize| {
+        if let Some(u) = usage {
+            u.add(crate::usage::Channel::Artifacts, n as u64);
+        }
+    };
     let http = |err: String| FetchError::Http {
         url: url.to_string(),
         err,
@@ -207,10 +225,25 @@ async fn get(
     let req = req
         .body(Empty::<Bytes>::new())
         .map_err(|e| http(e.to_string()))?;
+    count(
+        "GET  HTTP/1.1\r\nhost: \r\nuser-agent: robokud/0.0.0\r\n\r\n".len()
+            + target.path.len()
+            + host.len()
+            + 6
+            + if have > 0 { 32 } else { 0 },
+    );
     let resp = tokio::time::timeout(STALL, sender.send_request(req))
         .await
         .map_err(|_| http("no response".into()))?
         .map_err(|e| http(e.to_string()))?;
+    count(
+        "HTTP/1.1 200 OK\r\n\r\n".len()
+            + resp
+                .headers()
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>(),
+    );
     let (mut file, mut written) = match resp.status() {
         StatusCode::PARTIAL_CONTENT if have > 0 => {
             let range = resp
@@ -243,6 +276,7 @@ async fn get(
             continue;
         };
         written += chunk.len() as u64;
+        count(chunk.len());
         if written > size {
             drop(file);
             let _ = std::fs::remove_file(part);

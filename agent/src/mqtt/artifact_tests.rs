@@ -68,9 +68,16 @@ async fn downloads_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let (url, _) = serve(body(), 0);
     let a = artifact(&url, &body());
-    let path = fetch(&a, dir.path(), None, crate::disk::Reserve::Auto, |_| {})
-        .await
-        .unwrap();
+    let path = fetch(
+        &a,
+        dir.path(),
+        None,
+        crate::disk::Reserve::Auto,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), body());
 }
 
@@ -79,9 +86,16 @@ async fn a_dropped_connection_resumes_with_a_range_request() {
     let dir = tempfile::tempdir().unwrap();
     let (url, ranged) = serve(body(), 1);
     let a = artifact(&url, &body());
-    let path = fetch(&a, dir.path(), None, crate::disk::Reserve::Auto, |_| {})
-        .await
-        .unwrap();
+    let path = fetch(
+        &a,
+        dir.path(),
+        None,
+        crate::disk::Reserve::Auto,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), body());
     assert_eq!(
         ranged.load(Ordering::SeqCst),
@@ -96,9 +110,16 @@ async fn a_wrong_sha256_fails_and_leaves_nothing() {
     let (url, _) = serve(body(), 0);
     let mut a = artifact(&url, &body());
     a.sha256 = "ab".repeat(32);
-    let err = fetch(&a, dir.path(), None, crate::disk::Reserve::Auto, |_| {})
-        .await
-        .unwrap_err();
+    let err = fetch(
+        &a,
+        dir.path(),
+        None,
+        crate::disk::Reserve::Auto,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, FetchError::Sha { .. }), "{err}");
     assert!(err.to_string().contains("sha256 mismatch"));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -110,9 +131,16 @@ async fn a_wrong_size_fails() {
     let (url, _) = serve(body(), 0);
     let mut a = artifact(&url, &body());
     a.size -= 10;
-    let err = fetch(&a, dir.path(), None, crate::disk::Reserve::Auto, |_| {})
-        .await
-        .unwrap_err();
+    let err = fetch(
+        &a,
+        dir.path(),
+        None,
+        crate::disk::Reserve::Auto,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, FetchError::Size { .. }), "{err}");
 }
 
@@ -121,7 +149,15 @@ async fn bad_urls_and_hashes_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let mut a = artifact("ftp://x/a", b"x");
     assert!(matches!(
-        fetch(&a, dir.path(), None, crate::disk::Reserve::Auto, |_| {}).await,
+        fetch(
+            &a,
+            dir.path(),
+            None,
+            crate::disk::Reserve::Auto,
+            None,
+            |_| {}
+        )
+        .await,
         Err(FetchError::Url(_))
     ));
     // https with a CA file that is not there: the error names the file, nothing is fetched.
@@ -131,6 +167,7 @@ async fn bad_urls_and_hashes_are_named() {
         dir.path(),
         Some(Path::new("/nonexistent/ca.pem")),
         crate::disk::Reserve::Auto,
+        None,
         |_| {},
     )
     .await
@@ -142,7 +179,15 @@ async fn bad_urls_and_hashes_are_named() {
     a.url = "http://127.0.0.1:1/a".into();
     a.sha256 = "XYZ".into();
     assert!(matches!(
-        fetch(&a, dir.path(), None, crate::disk::Reserve::Auto, |_| {}).await,
+        fetch(
+            &a,
+            dir.path(),
+            None,
+            crate::disk::Reserve::Auto,
+            None,
+            |_| {}
+        )
+        .await,
         Err(FetchError::BadSha(_))
     ));
 }

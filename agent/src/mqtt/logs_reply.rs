@@ -12,6 +12,7 @@
 use super::Shared;
 use crate::engine::{Command, Door, EngineError};
 use crate::logs::{Grep, LogFilter};
+use crate::usage::{Channel, Flow};
 use roboku_wire::fleet::{topic, AckDetails, AckStatus, LogsChunk, LogsQuery};
 use roboku_wire::LogLine;
 use rumqttc::QoS;
@@ -152,23 +153,50 @@ pub(super) async fn serve(
     let Some(logs) = &shared.logs else {
         return fail("this robot keeps no logs (no log store)".into());
     };
+    // The logs budget (`usage/`): slowed, a reply is cut to a quarter of its size cap; one
+    // that would take the day's (or month's) bytes past the budget is refused whole (the lines
+    // stay in the store), so the budget is never crossed.
+    let max_bytes = match shared.usage.flow(Channel::Logs, 0) {
+        Flow::Slow => (plan.max_bytes / 4).max(1),
+        _ => plan.max_bytes,
+    };
     let lines = logs.recent(&app, plan.n, plan.filter).await;
-    let (lines, dropped) = cap(lines, plan.max_bytes);
+    let (lines, dropped) = cap(lines, max_bytes);
     let sent = lines.len() as u64;
     let parts = chunks(lines, CHUNK_BYTES);
     let count = parts.len() as u32;
     let to = topic::logs(&shared.device);
-    for (i, lines) in parts.into_iter().enumerate() {
-        let chunk = LogsChunk {
-            id: id.clone(),
-            device: shared.device.clone(),
-            part: i as u32,
-            parts: count,
-            lines,
-            dropped,
-            max_bytes: plan.max_bytes,
-        };
-        let payload = serde_json::to_vec(&chunk).unwrap_or_default();
+    let payloads: Vec<Vec<u8>> = parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, lines)| {
+            let chunk = LogsChunk {
+                id: id.clone(),
+                device: shared.device.clone(),
+                part: i as u32,
+                parts: count,
+                lines,
+                dropped,
+                max_bytes,
+            };
+            serde_json::to_vec(&chunk).unwrap_or_default()
+        })
+        .collect();
+    let size: u64 = payloads
+        .iter()
+        .map(|p| crate::usage::publish_size(to.len(), true, p.len()))
+        .sum();
+    if shared.usage.flow(Channel::Logs, size) == Flow::Paused {
+        let (day, month) = shared.usage.used(Channel::Logs);
+        let b = shared.usage.budget(Channel::Logs);
+        return fail(format!(
+            "over budget: this reply ({size} bytes) would take fleet logs replies past their \
+             budget {} ({day} bytes used today, {month} this month); ask for less (--max-bytes, \
+             --tail) or wait for the next period; `roboku usage` on the robot shows the counters",
+            b.map_or("-".into(), |b| b.to_string())
+        ));
+    }
+    for (i, payload) in payloads.into_iter().enumerate() {
         if !shared
             .out
             .publish(to.clone(), QoS::AtLeastOnce, false, payload)

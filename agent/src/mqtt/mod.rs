@@ -77,6 +77,8 @@ pub(crate) struct Shared {
     pub planners: Arc<tokio::sync::Semaphore>,
     /// The link's last connection error, cleared on connect (`roboku doctor`).
     pub link_error: Mutex<Option<String>>,
+    /// Byte accounting and budgets (`crate::usage`).
+    pub usage: crate::usage::Meter,
 }
 
 /// Publishing side: acks (numbered), retained state, telemetry. Never blocks: when rumqttc's
@@ -91,6 +93,8 @@ pub(crate) struct Outbox {
     last: Mutex<Option<AckSummary>>,
     /// Wakes the reporter (after a final ack, i.e. after anything changed).
     pub changed: Arc<Notify>,
+    /// Counts what is published, on the channel of its topic.
+    usage: crate::usage::Meter,
 }
 
 impl Outbox {
@@ -98,8 +102,12 @@ impl Outbox {
         let Some(client) = &self.client else {
             return false;
         };
+        let (qos1, len) = (qos != QoS::AtMostOnce, payload.len());
         match client.try_publish(topic.clone(), qos, retain, payload) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.usage.published(&topic, qos1, len);
+                true
+            }
             Err(e) => {
                 tracing::warn!(topic, error = %e, "mqtt publish dropped (queue full or closed)");
                 false
@@ -280,7 +288,8 @@ impl Prepared {
         logs: Option<LogHandle>,
         shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
-        self.start_watched(settings, engine, logs, None, shutdown)
+        let usage = crate::usage::Meter::unbudgeted();
+        self.start_watched(settings, engine, logs, None, usage, shutdown)
             .task
     }
 
@@ -293,6 +302,7 @@ impl Prepared {
         engine: EngineHandle,
         logs: Option<LogHandle>,
         telemetry: Option<crate::telemetry::Telemetry>,
+        usage: crate::usage::Meter,
         shutdown: watch::Receiver<bool>,
     ) -> Started {
         let m = &settings.mqtt;
@@ -319,6 +329,7 @@ impl Prepared {
                 seq: AtomicU64::new(0),
                 last: Mutex::new(None),
                 changed: Arc::new(Notify::new()),
+                usage: usage.clone(),
             },
             device: device.clone(),
             groups: m.groups.clone(),
@@ -326,6 +337,7 @@ impl Prepared {
             readers: Arc::new(tokio::sync::Semaphore::new(logs_reply::MAX_READERS)),
             planners: Arc::new(tokio::sync::Semaphore::new(plan_reply::MAX_PLANS)),
             link_error: Mutex::new(None),
+            usage,
         });
         let state = state::FleetState::load(&settings.fleet_state_path());
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);

@@ -113,9 +113,16 @@ async fn answer(
         None => {
             step("download");
             let ca = shared.settings.mqtt.artifact_ca_file.as_deref();
-            artifact::fetch(a, scratch, ca, shared.settings.disk_reserve, |_| {})
-                .await
-                .map_err(|e| e.to_string())?
+            artifact::fetch(
+                a,
+                scratch,
+                ca,
+                shared.settings.disk_reserve,
+                Some(&shared.usage),
+                |_| {},
+            )
+            .await
+            .map_err(|e| e.to_string())?
         }
     };
     step("plan");

@@ -14,12 +14,19 @@
 use super::intake::View;
 use super::Shared;
 use crate::engine::{Command, Door, Reply};
+use crate::usage::{Channel, Flow};
 use crate::util::now_ms;
 use roboku_wire::fleet::{topic, Reported, ReportedApp, ReportedDyno, Telemetry};
+use roboku_wire::usage::UsageSummary;
 use rumqttc::QoS;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// Under a `reported` budget the state still goes out on connect and at least this often.
+pub const HEARTBEAT: Duration = Duration::from_secs(3600);
+/// A slowed `reported` goes out at most once per this many telemetry periods (at least 60 s).
+const SLOW_PERIODS: u32 = 4;
 
 pub(super) async fn run(
     shared: Arc<Shared>,
@@ -27,11 +34,19 @@ pub(super) async fn run(
     mut connected: watch::Receiver<Option<u64>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Reported is looked at again every `telemetry_secs` (something may have changed without a
+    // fleet job: a local command, a crash); telemetry goes at the same period, or at the test
+    // knob's (`usage/clock.rs`) on its own tick, without rebuilding `reported` each time.
     let secs = shared.settings.mqtt.telemetry_secs;
     let period = Duration::from_secs(if secs == 0 { 3600 } else { secs });
+    let telemetry_every = crate::usage::clock::telemetry_period(secs);
+    let slow_gap = (period * SLOW_PERIODS).max(Duration::from_secs(60));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_sent: Option<Reported> = None;
+    let mut tele = tokio::time::interval(telemetry_every.unwrap_or(period));
+    tele.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sent: Option<(Reported, tokio::time::Instant)> = None;
+    let mut ticks: u64 = 0;
     loop {
         let mut force = false;
         tokio::select! {
@@ -41,11 +56,14 @@ pub(super) async fn run(
                 force = true;
             }
             _ = shared.out.changed.notified() => {}
-            _ = tick.tick() => {
+            _ = tick.tick() => {}
+            _ = tele.tick() => {
                 let session = *connected.borrow();
-                if let (true, Some(session)) = (secs > 0, session) {
-                    telemetry(&shared, session).await;
+                if let (true, Some(session)) = (telemetry_every.is_some(), session) {
+                    ticks += 1;
+                    telemetry(&shared, session, ticks).await;
                 }
+                continue;
             }
         }
         let session = *connected.borrow();
@@ -56,23 +74,67 @@ pub(super) async fn run(
         let Some(rep) = reported(&shared, &snapshot, session).await else {
             continue;
         };
-        // `ts` (and the clock's readings) always differ; publish only when the content did
-        // (or on connect).
+        // `ts`, the clock's readings and the byte counts always differ; publish only when the content did (or on
+        // connect), and as the `reported` budget allows.
         let same = last_sent
             .as_ref()
-            .is_some_and(|l| steady(l) == steady(&rep));
-        if force || !same {
-            let payload = serde_json::to_vec(&rep).unwrap_or_default();
-            if shared.out.publish(
-                topic::reported(&shared.device),
-                QoS::AtLeastOnce,
-                true,
-                payload,
-            ) {
-                last_sent = Some(rep);
-            }
+            .is_some_and(|(l, _)| comparable(l) == comparable(&rep));
+        let since = last_sent.as_ref().map(|(_, t)| t.elapsed());
+        let topic = topic::reported(&shared.device);
+        let payload = serde_json::to_vec(&rep).unwrap_or_default();
+        let size = crate::usage::publish_size(topic.len(), true, payload.len());
+        let flow = shared.usage.flow(Channel::Reported, size);
+        if due(flow, force, !same, since, slow_gap)
+            && shared.out.publish(topic, QoS::AtLeastOnce, true, payload)
+        {
+            last_sent = Some((rep, tokio::time::Instant::now()));
         }
     }
+}
+
+/// What decides whether `reported` changed: not its time, not the clock's readings, not the
+/// byte counts (they change with every message, this one included), but what the budgets hold
+/// back and the day.
+fn comparable(r: &Reported) -> Reported {
+    Reported {
+        ts: 0,
+        clock: r.clock.clone().map(|c| roboku_wire::ClockStatus {
+            wall_ms: 0,
+            judged_ms: 0,
+            ..c
+        }),
+        usage: r.usage.as_ref().map(|u| UsageSummary {
+            day: u.day.clone(),
+            slow: u.slow.clone(),
+            paused: u.paused.clone(),
+            ..UsageSummary::default()
+        }),
+        ..r.clone()
+    }
+}
+
+/// Is a `reported` due? On connect always; after the heartbeat always (the minimal heartbeat
+/// a budget leaves); otherwise when it changed, at once if the channel is open, at most every
+/// `slow_gap` when slowed, not at all when paused. Pure.
+fn due(
+    flow: Flow,
+    connect: bool,
+    changed: bool,
+    since: Option<Duration>,
+    slow_gap: Duration,
+) -> bool {
+    let Some(since) = since else {
+        return true;
+    };
+    if connect || since >= HEARTBEAT {
+        return true;
+    }
+    changed
+        && match flow {
+            Flow::Open => true,
+            Flow::Slow => since >= slow_gap,
+            Flow::Paused => false,
+        }
 }
 
 /// Builds the reported state from the engine; `None` if the engine is gone.
@@ -133,23 +195,17 @@ pub(super) async fn reported(shared: &Shared, view: &View, session: u64) -> Opti
         last_ack: shared.out.last_ack(),
         artifacts: super::bases::list(&shared.settings.bases_dir()),
         clock: Some(crate::clock::status(&shared.settings)),
+        usage: Some(shared.usage.summary()),
     })
 }
 
-/// A reported state without what changes by itself: its time, the clock's readings.
-fn steady(r: &Reported) -> Reported {
-    Reported {
-        ts: 0,
-        clock: r.clock.clone().map(|c| roboku_wire::ClockStatus {
-            wall_ms: 0,
-            judged_ms: 0,
-            ..c
-        }),
-        ..r.clone()
+/// One telemetry message, as the telemetry budget allows: slowed, every fourth tick; paused,
+/// none (checked with this message's size, so the budget is never crossed).
+async fn telemetry(shared: &Shared, _session: u64, tick: u64) {
+    let flow = shared.usage.flow(Channel::Telemetry, 0);
+    if flow == Flow::Paused || (flow == Flow::Slow && !tick.is_multiple_of(4)) {
+        return;
     }
-}
-
-async fn telemetry(shared: &Shared, _session: u64) {
     let Ok(Reply::Status(s)) = shared.engine.call(Door::Mqtt, Command::Status).await else {
         return;
     };
@@ -178,12 +234,12 @@ async fn telemetry(shared: &Shared, _session: u64) {
         },
     };
     let payload = serde_json::to_vec(&t).unwrap_or_default();
-    shared.out.publish(
-        topic::telemetry(&shared.device),
-        QoS::AtMostOnce,
-        false,
-        payload,
-    );
+    let topic = topic::telemetry(&shared.device);
+    let size = crate::usage::publish_size(topic.len(), false, payload.len());
+    if shared.usage.flow(Channel::Telemetry, size) == Flow::Paused {
+        return;
+    }
+    shared.out.publish(topic, QoS::AtMostOnce, false, payload);
 }
 
 /// 1-minute load average × 100, from /proc/loadavg.
@@ -203,6 +259,25 @@ fn mem_available() -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::{due, Flow, HEARTBEAT};
+    use std::time::Duration;
+
+    #[test]
+    fn reported_is_due_as_the_budget_allows() {
+        let s = |n| Some(Duration::from_secs(n));
+        let gap = Duration::from_secs(240);
+        // First ever, on connect, after the heartbeat: always, even paused.
+        assert!(due(Flow::Paused, false, false, None, gap));
+        assert!(due(Flow::Paused, true, false, s(1), gap));
+        assert!(due(Flow::Paused, false, false, Some(HEARTBEAT), gap));
+        // A change: at once when open, after the gap when slow, never when paused.
+        assert!(due(Flow::Open, false, true, s(1), gap));
+        assert!(!due(Flow::Slow, false, true, s(1), gap));
+        assert!(due(Flow::Slow, false, true, s(240), gap));
+        assert!(!due(Flow::Paused, false, true, s(3000), gap));
+        // No change, no connect: nothing.
+        assert!(!due(Flow::Open, false, false, s(5), gap));
+    }
     #[test]
     fn proc_readers_work_here() {
         assert!(super::load_avg().is_some());

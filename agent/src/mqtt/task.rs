@@ -12,6 +12,7 @@
 use super::state::{load_session, write_atomic};
 use super::Shared;
 use crate::backoff::BackoffPolicy;
+use crate::usage::Channel;
 use crate::util::now_ms;
 use rand::Rng;
 use roboku_wire::fleet::topic::{self, Address, Topic};
@@ -48,6 +49,7 @@ pub(super) struct Link {
     session_path: PathBuf,
     session: u64,
     shared: Arc<Shared>,
+    usage: crate::usage::Meter,
 }
 
 impl Link {
@@ -66,6 +68,7 @@ impl Link {
             session_path,
             session: 0,
             shared: shared.clone(),
+            usage: shared.usage.clone(),
         }
     }
 
@@ -113,25 +116,36 @@ impl Link {
     }
 
     fn on_connected(&self) {
-        let subs = self
-            .subscriptions()
+        let topics = self.subscriptions();
+        // The CONNECT that got us here (with its Will), and the SUBSCRIBE below.
+        let will = self.eventloop.mqtt_options.last_will();
+        let (wt, wp) = will.map_or((0, 0), |w| (w.topic.len(), w.message.len()));
+        self.usage.add(
+            Channel::Mqtt,
+            crate::usage::connect_size(self.device.len(), wt, wp),
+        );
+        let size = crate::usage::subscribe_size(topics.iter().map(String::as_str));
+        let subs = topics
             .into_iter()
             .map(|t| rumqttc::SubscribeFilter::new(t, QoS::AtLeastOnce));
-        if let Err(e) = self.client.try_subscribe_many(subs) {
-            tracing::error!(error = %e, "mqtt subscribe could not be queued");
+        match self.client.try_subscribe_many(subs) {
+            Ok(()) => self.usage.add(Channel::Mqtt, size),
+            Err(e) => tracing::error!(error = %e, "mqtt subscribe could not be queued"),
         }
         self.publish_online();
     }
 
     fn publish_online(&self) {
-        let r = self.client.try_publish(
-            topic::status(&self.device),
-            QoS::AtLeastOnce,
-            true,
-            self.status(Presence::Online),
-        );
-        if let Err(e) = r {
-            tracing::error!(error = %e, "mqtt online status could not be queued");
+        let payload = self.status(Presence::Online);
+        let payload_len = payload.len();
+        let r =
+            self.client
+                .try_publish(topic::status(&self.device), QoS::AtLeastOnce, true, payload);
+        match r {
+            Ok(()) => self
+                .usage
+                .published(&topic::status(&self.device), true, payload_len),
+            Err(e) => tracing::error!(error = %e, "mqtt online status could not be queued"),
         }
     }
 
@@ -167,6 +181,7 @@ pub(super) async fn run(
             ev = link.eventloop.poll() => ev,
             _ = shutdown.changed() => break,
         };
+        count(&link.usage, &event, &own_status);
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 had_connack = true;
@@ -224,6 +239,35 @@ pub(super) async fn run(
     let _ = connected.send(None);
 }
 
+/// Counts what crossed the wire: incoming packets by their exact size (a `cmd` or `desired`
+/// publish on `commands`, everything else on `mqtt`), outgoing acknowledgements and pings by
+/// theirs (publishes are counted where they are queued, [`super::Outbox::publish`]).
+fn count(usage: &crate::usage::Meter, event: &Result<Event, rumqttc::ConnectionError>, own: &str) {
+    let (ch, n) = match event {
+        Ok(Event::Incoming(Packet::Publish(p))) => {
+            let ch = if p.topic == own {
+                Channel::Reported
+            } else {
+                Channel::Commands
+            };
+            (ch, p.size())
+        }
+        Ok(Event::Incoming(p)) => (Channel::Mqtt, p.size()),
+        // PUBACK, PUBREC, PUBREL, PUBCOMP: 4 bytes; PINGREQ, DISCONNECT: 2.
+        Ok(Event::Outgoing(
+            rumqttc::Outgoing::PubAck(_)
+            | rumqttc::Outgoing::PubRec(_)
+            | rumqttc::Outgoing::PubRel(_)
+            | rumqttc::Outgoing::PubComp(_),
+        )) => (Channel::Mqtt, 4),
+        Ok(Event::Outgoing(rumqttc::Outgoing::PingReq | rumqttc::Outgoing::Disconnect)) => {
+            (Channel::Mqtt, 2)
+        }
+        _ => return,
+    };
+    usage.add(ch, n as u64);
+}
+
 /// A clean goodbye: `offline` retained (a clean disconnect does not fire the Will), then
 /// DISCONNECT, polling the loop a little so both leave; never longer than 2 s.
 async fn goodbye(link: &mut Link) {
@@ -231,13 +275,21 @@ async fn goodbye(link: &mut Link) {
         return;
     }
     let offline = link.status(Presence::Offline);
-    let _ = link
+    let (status_topic, len) = (topic::status(&link.device), offline.len());
+    if let Ok(()) = link
         .client
-        .try_publish(topic::status(&link.device), QoS::AtLeastOnce, true, offline);
+        .try_publish(status_topic.clone(), QoS::AtLeastOnce, true, offline)
+    {
+        link.usage.published(&status_topic, true, len);
+    }
     let _ = link.client.try_disconnect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     loop {
-        match tokio::time::timeout_at(deadline, link.eventloop.poll()).await {
+        let ev = tokio::time::timeout_at(deadline, link.eventloop.poll()).await;
+        if let Ok(e) = &ev {
+            count(&link.usage, e, &status_topic);
+        }
+        match ev {
             Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => break,
             Ok(Ok(_)) => {}
         }

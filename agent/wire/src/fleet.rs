@@ -514,6 +514,9 @@ pub struct Reported {
     /// The clock as this device judges it (untrusted: which rule commands are judged by).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock: Option<crate::ClockStatus>,
+    /// Bytes per channel today / this month and what budgets hold back (`roboku usage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::usage::UsageSummary>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -46,6 +46,7 @@ pub mod drains;
 pub mod fleet;
 pub mod gates;
 pub mod procfile;
+pub mod usage;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

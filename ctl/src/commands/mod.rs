@@ -21,6 +21,7 @@ pub mod releases;
 pub mod run;
 pub mod slug;
 pub mod status;
+pub mod usage;
 
 use crate::client::Client;
 use serde::de::DeserializeOwned;

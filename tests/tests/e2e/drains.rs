@@ -412,6 +412,66 @@ fn https_drain_gets_every_line_in_order_in_herokus_format() {
     let _ = server.wait();
 }
 
+#[test]
+fn a_drains_budget_pauses_delivery_and_the_lines_wait_in_the_log_store() {
+    let rsyslog = Rsyslog::start();
+    let agent = Agent::start(AgentOpts {
+        extra: vec!["--budget".into(), "drains=8K/day".into()],
+        ..AgentOpts::default()
+    });
+    agent.create_and_deploy("demo", app_dir(&[("Procfile", CHATTY)]).path());
+    agent.wait_up("demo", "web.1", None, Duration::from_secs(20));
+    let url = format!("syslog+tcp://127.0.0.1:{}", rsyslog.port);
+    agent.ok(&["drains:add", &url, "-a", "demo"]);
+    let drains = |agent: &Agent| {
+        let v = agent.json(&["usage"]);
+        v["channels"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == "drains"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    // Lines flow, slow down past 80 %, and stop once the day's 8 KiB are spent.
+    wait_for(
+        "the drains budget to pause delivery",
+        Duration::from_secs(60),
+        || drains(&agent)["flow"] == "paused",
+    );
+    let counted = drains(&agent)["today"].as_u64().unwrap_or(0);
+    // Checked before each batch: crossed by at most one (a second of lines when slowed).
+    assert!(
+        counted > 8 << 10 && counted < 24 << 10,
+        "{}",
+        drains(&agent)
+    );
+    // Nothing more goes out while paused; the dyno goes on and its lines wait in the store.
+    let more = |n: u64| {
+        let written = newest_written(&agent);
+        wait_for(
+            "the dyno to write more lines",
+            Duration::from_secs(20),
+            || newest_written(&agent) >= written + n,
+        );
+    };
+    // (What was sent before the pause has reached rsyslog's file by then.)
+    more(100);
+    let got = received(&rsyslog);
+    assert!(!got.is_empty());
+    assert_in_order_without_gaps(&got);
+    more(100);
+    assert_eq!(
+        received(&rsyslog).len(),
+        got.len(),
+        "lines sent while paused"
+    );
+    assert_eq!(drains(&agent)["today"].as_u64(), Some(counted));
+    wait_for(
+        "the drain to count the waiting lines",
+        Duration::from_secs(10),
+        || drain(&agent)["counters"]["pending"].as_u64() > Some(50),
+    );
+}
+
 /// A Mosquitto of this test's own, with a login and persistent sessions (so a subscriber that
 /// is away gets what was published meanwhile, as a log consumer on a real broker would).
 struct Mosquitto {

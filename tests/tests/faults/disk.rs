@@ -298,3 +298,84 @@ fn wait_for_text(agent: &Agent, text: &str, secs: u64) {
         agent.stderr_text().contains(text)
     });
 }
+
+/// Sends `mib` MiB of incompressible bytes as a chunked body (no Content-Length) to `path` over
+/// the API socket, stopping early if robokud stops reading; returns the response head and body.
+fn chunked_upload(socket: &std::path::Path, path: &str, mib: usize) -> (String, u64) {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect API socket");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: robokud\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .expect("request head");
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut sent = 0u64;
+    for _ in 0..mib {
+        for b in chunk.iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+        let ok = write!(s, "{:x}\r\n", chunk.len()).is_ok()
+            && s.write_all(&chunk).is_ok()
+            && s.write_all(b"\r\n").is_ok();
+        if !ok {
+            break;
+        }
+        sent += chunk.len() as u64;
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    (String::from_utf8_lossy(&answer).to_string(), sent)
+}
+
+#[test]
+fn a_chunked_upload_without_content_length_is_refused_at_the_reserve_and_cleaned_up() {
+    let agent = Agent::start(AgentOpts {
+        tmpfs: Some("64M"),
+        extra: vec!["--disk-reserve".into(), "16M".into()],
+        ..AgentOpts::default()
+    });
+    let app = app_dir(&[("Procfile", "web: exec sleep 1000\n")]);
+    agent.create_and_deploy("demo", app.path());
+    let pid = agent.wait_up("demo", "web.1", None, Duration::from_secs(10));
+    let before = nix_statvfs(agent.data_dir());
+    // 80 MiB on a 64 MiB filesystem: without a declared length nothing could be refused up
+    // front; the stream is cut where it would cross the 16 MiB reserve.
+    let (answer, sent) = chunked_upload(agent.socket(), "/v1/apps/demo/deploy/archive", 80);
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    for part in [
+        "not enough disk",
+        "archive upload (refused after",
+        "16M reserved",
+        "disk_reserve",
+    ] {
+        assert!(answer.contains(part), "{part:?} missing: {answer}");
+    }
+    assert!(sent < 80 << 20, "robokud read all {sent} bytes");
+    // The partial file is gone and the space is back; the reserve was never crossed.
+    let spools = std::fs::read_dir(agent.data_dir().join("tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(spools, 0, "a partial upload was left in tmp");
+    let after = nix_statvfs(agent.data_dir());
+    assert!(after + (1 << 20) >= before, "{} bytes kept", before - after);
+    // The running release keeps running, and the agent answers.
+    assert_eq!(agent.up_pid("demo", "web.1"), Some(pid));
+    let releases = agent.json(&["releases", "-a", "demo"]);
+    assert_eq!(releases.as_array().map(Vec::len), Some(1), "{releases}");
+    // The same goes for bundles streamed without a length.
+    let (answer, _) = chunked_upload(agent.socket(), "/v1/bundles?name=big.rkb", 80);
+    assert!(
+        answer.contains("not enough disk") && answer.contains("bundle upload"),
+        "{answer}"
+    );
+    let after = nix_statvfs(agent.data_dir());
+    assert!(after + (1 << 20) >= before, "{} bytes kept", before - after);
+}

@@ -196,6 +196,8 @@ pub struct Agent {
     pub device: String,
     pub dir: tempfile::TempDir,
     args: Vec<String>,
+    /// More environment for robokud (test knobs such as `ROBOKU_TEST_CLOCK`).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -212,6 +214,18 @@ impl Agent {
         groups: &[&str],
         key_pub: &Path,
         extra: &[&str],
+    ) -> Agent {
+        Agent::start_env(broker, device, groups, key_pub, extra, &[])
+    }
+
+    /// Like [`Agent::start_with`], with more environment variables for robokud.
+    pub fn start_env(
+        broker: &Broker,
+        device: &str,
+        groups: &[&str],
+        key_pub: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
     ) -> Agent {
         let n = NEXT_AGENT.fetch_add(1, Ordering::SeqCst);
         let dir = tempfile::tempdir().expect("tempdir");
@@ -251,6 +265,10 @@ impl Agent {
             device: device.into(),
             dir,
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         a.restart();
@@ -278,6 +296,7 @@ impl Agent {
         let child = Command::new(bin("robokud"))
             .args(&self.args)
             .env("ROBOKU_LOG", "info,robokud::mqtt=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -290,6 +309,14 @@ impl Agent {
     /// robokud's pid while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL and wait: robokud gets no chance to save anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            let _ = c.wait();
+        }
     }
 
     /// SIGTERM and wait (dynos are stopped: `--on-exit stop`).

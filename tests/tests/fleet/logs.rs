@@ -27,12 +27,17 @@ struct Robot {
 impl Robot {
     /// Starts a broker and robot r1 trusting the site key, and deploys the app `nav` to it.
     fn start() -> Robot {
+        Robot::start_with(&[])
+    }
+
+    /// [`Robot::start`] with more robokud flags.
+    fn start_with(extra: &[&str]) -> Robot {
         let dir = tempfile::tempdir().expect("tempdir");
         let (key, public) = keygen(dir.path(), "fleet.key");
         let slug = artifact_with(dir.path(), "nav.tar.gz", "one", PROCFILE, &[]);
         let url = serve_dir(dir.path());
         let broker = Broker::start();
-        let agent = Agent::start(&broker, "r1", &[], &public);
+        let agent = Agent::start_with(&broker, "r1", &[], &public, extra);
         let key = key.display().to_string();
         let (rc, out) = fleet(
             &broker,
@@ -301,4 +306,49 @@ fn fleet_logs_is_refused_unsigned_foreign_or_expired_and_leaks_no_line() {
     );
     assert_eq!(chunks[0].id, "good");
     assert_eq!(texts(&chunks[0].lines), errors(1, 1));
+}
+
+#[test]
+fn fleet_logs_replies_stop_at_their_byte_budget_and_commands_still_run() {
+    let r = Robot::start_with(&["--budget", "logs=16K/day"]);
+    r.wait_stored(1);
+    // 30 lines (about 3 kB) fit in the budget.
+    let (rc, lines, out) = r.logs(&["--grep", ERRORS]);
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(texts(&lines), errors(1, 1), "{out}");
+    // All 300 (about 26 kB) would cross it: refused whole, nothing sent, the reason given.
+    let (rc, lines, out) = r.logs(&["--grep", "^run=", "--tail", "1000"]);
+    assert_eq!(rc, 1, "{out}");
+    assert!(lines.is_empty(), "{out}");
+    assert!(
+        out.contains("over budget") && out.contains("16KB/day"),
+        "{out}"
+    );
+    // A command still runs and is acked.
+    let (rc, out) = fleet(
+        &r.broker,
+        &[
+            "config",
+            "--device",
+            "r1",
+            "-a",
+            "nav",
+            "--key",
+            &r.key,
+            "COLOR=red",
+            "--wait",
+            "60",
+        ],
+    );
+    assert_eq!(rc, 0, "{out}");
+    // The robot's own count never passed the budget.
+    let v = r._agent.roboku_json(&["usage"]).expect("roboku usage");
+    let logs = v["channels"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == "logs"))
+        .cloned()
+        .expect("logs channel");
+    let today = logs["today"].as_u64().unwrap_or(0);
+    assert!(today > 2000 && today <= 16 << 10, "{logs}");
+    assert_eq!(logs["flow"], "paused", "{logs}");
 }
