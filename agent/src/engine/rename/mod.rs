@@ -227,6 +227,12 @@ impl Engine {
         self.gone.retain(|k| k.0 != from);
         self.apps.remove(from);
         self.unclaimed.remove(from);
+        // The router keeps its socket (the app's port moves with it): dropped and bound again
+        // under the new name, the bind could come before the old task let go of the port.
+        if let Some(router) = self.routers.remove(from) {
+            self.routers.insert(to.clone(), router);
+        }
+        self.router_errors.remove(from);
         // Dirs first: refreshing makes the data dir of the name if it is not there.
         let warnings = journal::move_app_dirs(&self.settings, from, &to);
         // DATABASE_URL names the data dir: the stored value follows the new name.
