@@ -64,6 +64,9 @@ struct Flags {
     /// While a change waits for an app's apply gates, how often they are checked (ms).
     #[arg(long, env = "ROBOKU_GATE_POLL_MS")]
     gate_poll_ms: Option<u64>,
+    /// Do not keep a spare of each dyno (crash replacement then forks anew).
+    #[arg(long, env = "ROBOKU_NO_SPARE_DYNOS")]
+    no_spare_dynos: bool,
     /// Seconds between resource samples shown by `roboku ps`.
     #[arg(long, env = "ROBOKU_SAMPLE_SECS")]
     sample_secs: Option<u64>,
@@ -164,6 +167,9 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
     }
     if flags.no_cgroups {
         s.cgroups = false;
+    }
+    if flags.no_spare_dynos {
+        s.spare_dynos = false;
     }
     if let Some(n) = &flags.cgroup_name {
         s.cgroup_name = n.clone();

@@ -31,6 +31,7 @@ pub mod reconcile;
 mod releases;
 pub mod rename;
 mod rollout;
+mod spare;
 mod supervise;
 
 pub use command::{Command, Door, EngineError, Reply};
@@ -84,6 +85,16 @@ enum Internal {
         app: String,
         round: u64,
         results: BTreeMap<String, Result<String, String>>,
+    },
+    /// A dyno's instance has run long enough to be given a spare (see `spare`).
+    SpareDue { key: DynoKey, instance: u64 },
+    /// The spare maker made (or could not make) a spare.
+    SpareMade {
+        key: DynoKey,
+        instance: u64,
+        cgroup: Option<String>,
+        fingerprint: u64,
+        made: Result<crate::supervisor::spare::Spare, String>,
     },
     /// The log task moved a renamed app's logs (or could not).
     Renamed {
@@ -251,6 +262,8 @@ pub struct Engine {
     addon_services: BTreeMap<String, crate::addons::service::Service>,
     /// The log drains' tasks.
     drains: crate::drains::Drains,
+    /// Each running dyno's next instance, started ahead and waiting (see `spare`).
+    spares: spare::Spares,
 }
 
 /// Starts the engine task: opens nothing itself (the caller passes the store, cgroups and logs),
@@ -316,6 +329,7 @@ pub fn start(
         weak,
         addon_services: BTreeMap::new(),
         drains,
+        spares: spare::Spares::default(),
     };
     let task = tokio::spawn(engine.run(rx, internal_rx, ready_tx));
     (
@@ -366,6 +380,7 @@ impl Engine {
             }
         }
         self.drains.stop_all();
+        self.discard_all_spares();
         self.flush();
         for stopped in self.stop_addon_services() {
             let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
@@ -434,6 +449,14 @@ impl Engine {
                 command,
                 result,
             } => self.on_spawned(key, instance, cgroup, command, result),
+            Internal::SpareDue { key, instance } => self.on_spare_due(key, instance),
+            Internal::SpareMade {
+                key,
+                instance,
+                cgroup,
+                fingerprint,
+                made,
+            } => self.on_spare_made(key, instance, cgroup, fingerprint, made),
             Internal::Renamed { from, to, logs } => self.on_renamed(&from, &to, logs),
             Internal::GatesChecked {
                 app,
@@ -486,6 +509,10 @@ impl Engine {
     /// memory (and tries again on the next change; a dyno forked unrecorded is found again at
     /// start by its tag).
     fn flush(&mut self) {
+        if !self.dirty.is_empty() || !self.gone.is_empty() {
+            // A dyno that changed may no longer want its spare (stopped, scaled away).
+            self.prune_spares();
+        }
         self.save_dynos();
         self.sync_routers();
         self.sync_dyno_doors();
