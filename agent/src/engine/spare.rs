@@ -260,10 +260,27 @@ impl Engine {
             .get(&key)
             .is_some_and(|d| d.want == Want::Run && !d.one_off)
             && !self.spares.held.contains_key(&key);
-        if wanted {
+        let current = self.recipe(&key).map(|r| r.fingerprint()) == Some(fingerprint);
+        if wanted && current {
             self.spares.held.insert(key, held);
         } else {
             self.discard_spare(held);
+            if wanted {
+                // The app changed while it was being made: make one from the new recipe.
+                self.respare(&key);
+            }
+        }
+    }
+
+    /// Schedules a new spare for `key` if it runs and wants one.
+    fn respare(&self, key: &DynoKey) {
+        let running = self.dynos.get(key).and_then(|d| {
+            (d.want == Want::Run && !d.one_off)
+                .then_some(d.proc.as_ref().map(|p| p.instance))
+                .flatten()
+        });
+        if let Some(instance) = running {
+            self.spare_later(key, instance);
         }
     }
 
@@ -402,6 +419,7 @@ impl Engine {
         for key in stale {
             if let Some(held) = self.spares.held.remove(&key) {
                 self.discard_spare(held);
+                self.respare(&key);
             }
         }
     }
