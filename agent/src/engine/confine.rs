@@ -16,6 +16,9 @@ pub(super) struct Confined {
     pub rt: Option<(i32, i32)>,
 }
 
+/// Supplementary groups and the real-time `(policy, priority)` a start asks for.
+pub(super) type Extras = (Vec<u32>, Option<(i32, i32)>);
+
 impl Engine {
     /// Prepares cgroup `rel` with `limits`; `Err` is the reason not to start the dyno (what
     /// was made of the cgroup is already being removed).
@@ -54,10 +57,7 @@ impl Engine {
 
     /// The supplementary groups and real-time policy `limits` ask for; `Err` is the reason not
     /// to start.
-    pub(super) fn confine_extras(
-        &self,
-        limits: &Limits,
-    ) -> Result<(Vec<u32>, Option<(i32, i32)>), String> {
+    pub(super) fn confine_extras(&self, limits: &Limits) -> Result<Extras, String> {
         let groups = limits
             .groups
             .as_deref()

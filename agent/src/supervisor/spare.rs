@@ -196,7 +196,9 @@ mod tests {
         until("the killed spare is a zombie", || {
             crate::supervisor::procfs::is_zombie(pid)
         });
-        let (spare, e) = spare.release().expect_err("a dead spare has no reader");
+        let Err((spare, e)) = spare.release() else {
+            panic!("a dead spare has no reader, yet it was released");
+        };
         assert_eq!(e.raw_os_error(), Some(libc::EPIPE), "{e}");
         spare.discard();
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "reaped");
