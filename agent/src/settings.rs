@@ -54,6 +54,9 @@ pub struct Settings {
     pub log_quota_bytes: u64,
     /// Seconds between resource samples for `ps` (memory, CPU).
     pub sample_secs: u64,
+    /// Keep a spare of each running dyno (its next instance, waiting in its cgroup), so a crash
+    /// is replaced without a fork, an exec or a cgroup join on the way.
+    pub spare_dynos: bool,
     /// Seconds of telemetry history kept in memory for the dashboard's charts.
     pub history_secs: u64,
     /// Where the dashboard (page, `/v1`, `/metrics`, `/healthz`) listens, `ADDR:PORT`, or
@@ -119,6 +122,7 @@ impl Default for Settings {
             cgroups: true,
             log_quota_bytes: 16 * 1024 * 1024,
             sample_secs: 5,
+            spare_dynos: false,
             history_secs: 3600,
             dashboard: "127.0.0.1:7070".into(),
             dashboard_hosts: Vec::new(),

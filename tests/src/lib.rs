@@ -16,5 +16,5 @@ pub mod webdriver;
 
 pub use agent::{Agent, AgentOpts};
 pub use app::{app_dir, world_writable_dir};
-pub use procs::{alive, kill, tagged};
+pub use procs::{alive, kill, spares, tagged};
 pub use wait::{holds_for, now_ms, wait_for};

@@ -19,8 +19,41 @@ pub fn kill(pid: i64, sig: i32) -> bool {
 }
 
 /// `(pid, session id)` of every live process carrying the dyno tag of the agent on `data_dir`
-/// (`ROBOKU_AGENT=<data dir>` in its environment): whatever that agent ever started.
+/// (`ROBOKU_AGENT=<data dir>` in its environment): whatever that agent ever started, except the
+/// spares waiting to be released (see [`spares`]).
 pub fn tagged(data_dir: &std::path::Path) -> Vec<(i64, i64)> {
+    let spares: Vec<i64> = spares(data_dir).into_iter().map(|(pid, _)| pid).collect();
+    all_tagged(data_dir)
+        .into_iter()
+        .filter(|(pid, _)| !spares.contains(pid))
+        .collect()
+}
+
+/// `(pid, instance)` of the agent's spares: tagged shells that lead their own session and still
+/// wait on the pipe robokud releases them through (their stdin; a dyno's is `/dev/null`).
+pub fn spares(data_dir: &std::path::Path) -> Vec<(i64, String)> {
+    all_tagged(data_dir)
+        .into_iter()
+        .filter(|(pid, sid)| pid == sid && is_waiting_spare(*pid))
+        .filter_map(|(pid, _)| Some((pid, instance_of(pid)?)))
+        .collect()
+}
+
+fn is_waiting_spare(pid: i64) -> bool {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let stdin = std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap_or_default();
+    comm.trim() == "sh" && stdin.to_string_lossy().starts_with("pipe:")
+}
+
+/// The `ROBOKU_INSTANCE` tag of `pid` (`demo/web.1@17`).
+pub fn instance_of(pid: i64) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|&b| b == 0)
+        .find_map(|v| v.strip_prefix(b"ROBOKU_INSTANCE="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+fn all_tagged(data_dir: &std::path::Path) -> Vec<(i64, i64)> {
     let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
     let want = format!("ROBOKU_AGENT={}", dir.display());
     let mut out = Vec::new();

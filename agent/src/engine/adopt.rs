@@ -95,6 +95,7 @@ impl Engine {
                         format!("Re-adopted running process (pid {pid})"),
                     );
                     self.watch_exit(key.clone(), instance, pid, fd);
+                    self.spare_later(&key, instance);
                     adopted += 1;
                 }
                 _ => dead.push(key.clone()),

@@ -102,6 +102,7 @@ impl Engine {
         };
         self.router_errors.remove(app);
         self.apps.insert(app.to_string(), cache);
+        self.drop_stale_spares(app);
     }
 
     /// Who an app's dynos and builds run as: the user it named (`apps:update --user`), else its

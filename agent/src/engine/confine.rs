@@ -16,23 +16,14 @@ pub(super) struct Confined {
     pub rt: Option<(i32, i32)>,
 }
 
+/// Supplementary groups and the real-time `(policy, priority)` a start asks for.
+pub(super) type Extras = (Vec<u32>, Option<(i32, i32)>);
+
 impl Engine {
     /// Prepares cgroup `rel` with `limits`; `Err` is the reason not to start the dyno (what
     /// was made of the cgroup is already being removed).
     pub(super) fn confine(&self, rel: &str, limits: &Limits) -> Result<Confined, String> {
-        let groups = limits
-            .groups
-            .as_deref()
-            .map(resolve_groups)
-            .transpose()
-            .map_err(|e| format!("cannot start: {e}"))?
-            .unwrap_or_default();
-        let rt = limits
-            .rt
-            .as_deref()
-            .map(rt_params)
-            .transpose()
-            .map_err(|e| format!("cannot start: {e}"))?;
+        let (groups, rt) = self.confine_extras(limits)?;
         if !self.cgroups.status().enforced {
             return Ok(Confined {
                 cgroup: None,
@@ -62,5 +53,24 @@ impl Engine {
                 Err(reason)
             }
         }
+    }
+
+    /// The supplementary groups and real-time policy `limits` ask for; `Err` is the reason not
+    /// to start.
+    pub(super) fn confine_extras(&self, limits: &Limits) -> Result<Extras, String> {
+        let groups = limits
+            .groups
+            .as_deref()
+            .map(resolve_groups)
+            .transpose()
+            .map_err(|e| format!("cannot start: {e}"))?
+            .unwrap_or_default();
+        let rt = limits
+            .rt
+            .as_deref()
+            .map(rt_params)
+            .transpose()
+            .map_err(|e| format!("cannot start: {e}"))?;
+        Ok((groups, rt))
     }
 }

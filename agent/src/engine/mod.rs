@@ -33,6 +33,7 @@ mod releases;
 pub mod rename;
 mod reported;
 mod rollout;
+mod spare;
 mod stop_order;
 mod supervise;
 
@@ -87,6 +88,16 @@ enum Internal {
         app: String,
         round: u64,
         results: BTreeMap<String, Result<String, String>>,
+    },
+    /// A dyno's instance has run long enough to be given a spare (see `spare`).
+    SpareDue { key: DynoKey, instance: u64 },
+    /// The spare maker made (or could not make) a spare.
+    SpareMade {
+        key: DynoKey,
+        instance: u64,
+        cgroup: Option<String>,
+        fingerprint: u64,
+        made: Result<crate::supervisor::spare::Spare, String>,
     },
     /// The log task moved a renamed app's logs (or could not).
     Renamed {
@@ -266,6 +277,8 @@ pub struct Engine {
     drains: crate::drains::Drains,
     /// `rollback --with-data` in progress, by app.
     data_restores: BTreeMap<String, data_restore::Restoring>,
+    /// Each running dyno's next instance, started ahead and waiting (see `spare`).
+    spares: spare::Spares,
 }
 
 /// Starts the engine task: opens nothing itself (the caller passes the store, cgroups and logs),
@@ -335,6 +348,7 @@ pub fn start(
         addon_services: BTreeMap::new(),
         drains,
         data_restores: BTreeMap::new(),
+        spares: spare::Spares::default(),
     };
     let task = tokio::spawn(engine.run(rx, internal_rx, ready_tx));
     (
@@ -387,6 +401,7 @@ impl Engine {
             }
         }
         self.drains.stop_all();
+        self.discard_all_spares();
         self.flush();
         for stopped in self.stop_addon_services() {
             let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
@@ -455,6 +470,14 @@ impl Engine {
                 command,
                 result,
             } => self.on_spawned(key, instance, cgroup, command, result),
+            Internal::SpareDue { key, instance } => self.on_spare_due(key, instance),
+            Internal::SpareMade {
+                key,
+                instance,
+                cgroup,
+                fingerprint,
+                made,
+            } => self.on_spare_made(key, instance, cgroup, fingerprint, made),
             Internal::Renamed { from, to, logs } => self.on_renamed(&from, &to, logs),
             Internal::GatesChecked {
                 app,
@@ -510,6 +533,10 @@ impl Engine {
     /// memory (and tries again on the next change; a dyno forked unrecorded is found again at
     /// start by its tag).
     fn flush(&mut self) {
+        if !self.dirty.is_empty() || !self.gone.is_empty() {
+            // A dyno that changed may no longer want its spare (stopped, scaled away).
+            self.prune_spares();
+        }
         self.save_dynos();
         self.sync_routers();
         self.sync_dyno_doors();

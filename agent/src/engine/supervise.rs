@@ -12,42 +12,35 @@ use rand::Rng;
 use roboku_wire::{DynoState, ExitInfo};
 use std::time::{Duration, Instant};
 
+/// How long after a crash its cgroup is removed (see [`Engine::cleanup_cgroup_later`]).
+const CLEANUP_AFTER: Duration = Duration::from_millis(100);
+
 impl Engine {
     /// Starts the dyno's process now. A failure to start counts as a crash (and is retried).
     pub(super) fn start_dyno(&mut self, key: &DynoKey) {
         if self.hold_for_order(key) {
             return;
         }
-        let Some(cache) = self.apps.get(&key.0).cloned() else {
+        let Some(recipe) = self.recipe(key) else {
             return;
         };
-        let (Some(release), Some(slug_dir)) = (cache.release.clone(), cache.slug_dir.clone())
-        else {
+        if self.start_from_spare(key, &recipe) {
             return;
-        };
+        }
         let Some(d) = self.dynos.get(key) else { return };
-        let Some(command) = release.process_types.get(&d.ptype).cloned() else {
-            return;
-        };
-        let (app, name, ptype, port) = (d.app.clone(), d.name.clone(), d.ptype.clone(), d.port);
-        let limits = cache
-            .formation
-            .iter()
-            .find(|f| f.ptype == ptype)
-            .map(|f| f.limits.clone())
-            .unwrap_or_default();
+        let (app, name) = (d.app.clone(), d.name.clone());
+        let super::spare::Recipe {
+            command,
+            slug_dir,
+            mut env,
+            limits,
+            run_as,
+            release,
+            user_name,
+        } = recipe;
         self.next_instance += 1;
         let instance = self.next_instance;
 
-        let mut env = super::dyno::dyno_env(
-            &cache.dotenv,
-            &cache.own_env,
-            &release,
-            &slug_dir,
-            &app,
-            &name,
-            port,
-        );
         let rel = super::dyno::instance_tag(key, instance);
         orphans::tag(&mut env, &self.settings.data_dir, &rel);
 
@@ -64,22 +57,21 @@ impl Engine {
                 let door = super::command::Door::Agent;
                 self.event(door, Some(&app), &format!("start {name}"), &reason);
                 if let Some(d) = self.dynos.get_mut(key) {
-                    d.user = cache.user_name.clone();
-                    d.release = release.version;
+                    d.user = user_name;
+                    d.release = release;
                     d.pending = Some(instance);
                 }
                 self.on_spawned(key.clone(), instance, None, command, Err(reason));
                 return;
             }
         };
-        let run_as = cache.run_as.clone().unwrap_or(None);
         let Some(d) = self.dynos.get_mut(key) else {
             return;
         };
         d.retry_at = None;
         d.retry_at_ms = None;
-        d.user = cache.user_name.clone();
-        d.release = release.version;
+        d.user = user_name;
+        d.release = release;
         d.sample = Default::default();
         d.state = DynoState::Starting;
         d.pending = Some(instance);
@@ -179,6 +171,7 @@ impl Engine {
                 self.logs.system(&app, &name, msg);
                 self.watch_exit(key.clone(), instance, spawned.pid, spawned.pidfd);
                 if want == Want::Run {
+                    self.spare_later(&key, instance);
                     self.on_dyno_started(&key);
                 } else {
                     // Asked to stop while it was starting.
@@ -240,6 +233,20 @@ impl Engine {
         });
     }
 
+    /// [`Engine::cleanup_cgroup`] a little later: the crashed instance's leftovers are already
+    /// SIGKILLed, and removing its cgroup must not compete with its replacement's start.
+    pub(super) fn cleanup_cgroup_later(&self, rel: String) {
+        let driver = self.cgroups.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(CLEANUP_AFTER).await;
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = driver.kill_all(&rel).and_then(|()| driver.remove(&rel)) {
+                    tracing::warn!(cgroup = %rel, error = %e, "cleaning up a dyno cgroup failed");
+                }
+            });
+        });
+    }
+
     /// Kills whatever is left in an instance's cgroup and removes it, off the engine loop.
     pub(super) fn cleanup_cgroup(&self, rel: String) {
         let driver = self.cgroups.clone();
@@ -264,6 +271,14 @@ impl Engine {
         let ran_for = proc.started.elapsed();
         // Whatever the dyno forked dies with it (Heroku kills the whole dyno).
         spawn::signal_group(proc.pid, libc::SIGKILL);
+        let crash = d.want == Want::Run && d.state != DynoState::Stopping && !d.one_off;
+        if crash && self.restarts_at_once(&key, ran_for) {
+            // The replacement runs before anything else about this exit is done.
+            self.release_early(&key);
+        }
+        let Some(d) = self.dynos.get_mut(&key) else {
+            return;
+        };
         let oom_kills = proc
             .cgroup
             .as_ref()
@@ -302,7 +317,12 @@ impl Engine {
         };
         let (app, name, want, was) = (d.app.clone(), d.name.clone(), d.want, d.state);
         if let Some(rel) = proc.cgroup {
-            self.cleanup_cgroup(rel);
+            if want == Want::Run {
+                // Not beside the replacement's first steps on the other core.
+                self.cleanup_cgroup_later(rel);
+            } else {
+                self.cleanup_cgroup(rel);
+            }
         }
         if oom {
             self.logs.system(
@@ -323,6 +343,22 @@ impl Engine {
             self.one_off_exited(&key, info);
             return;
         }
+        self.exit_handled(key.clone(), want, was, info, ran_for, reason);
+        self.settle_spare(&key);
+    }
+
+    /// The rest of [`Engine::on_exit`] for a formation dyno: record the exit, then restart,
+    /// back off, mark it down or forget it.
+    fn exit_handled(
+        &mut self,
+        key: DynoKey,
+        want: Want,
+        was: DynoState,
+        info: ExitInfo,
+        ran_for: Duration,
+        reason: String,
+    ) {
+        let (app, name) = key.clone();
         let Some(d) = self.dynos.get_mut(&key) else {
             return;
         };

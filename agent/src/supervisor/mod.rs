@@ -1,6 +1,7 @@
 //! Dyno processes: how one is spawned ([`spawn`]), how its exit is noticed ([`watch`]), what
 //! `/proc` says about it ([`procfs`]), whether its user can reach a path ([`reach`]), its device groups and real-time policy
-//! ([`hardware`]). When a crashed one is started again is [`crate::backoff`]'s.
+//! ([`hardware`]), a dyno's next instance started ahead and held until it is needed ([`spare`]).
+//! When a crashed one is started again is [`crate::backoff`]'s.
 //!
 //! A dyno's life never depends on the agent: it has its own session and process group, writes its
 //! output to a spool file it holds itself, and is watched through a pidfd, which works the same for
@@ -12,5 +13,6 @@ pub mod procfs;
 pub mod pty;
 pub mod reach;
 pub mod script;
+pub mod spare;
 pub mod spawn;
 pub mod watch;

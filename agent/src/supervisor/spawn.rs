@@ -48,9 +48,15 @@ pub struct Spawned {
 }
 
 pub fn spawn(spec: SpawnSpec) -> std::io::Result<Spawned> {
+    let script = super::script::shell_script(&spec.command);
+    spawn_script(spec, script)
+}
+
+/// [`spawn`] with the script given to `/bin/sh -c` (a spare's waits first, see [`super::spare`]).
+pub(super) fn spawn_script(spec: SpawnSpec, script: String) -> std::io::Result<Spawned> {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
-        .arg(super::script::shell_script(&spec.command))
+        .arg(script)
         .env_clear()
         .envs(&spec.env)
         .current_dir(&spec.cwd)

@@ -12,7 +12,9 @@
 //!
 //! Prints a table (median, p90, min) and writes the same as JSON to `<target>/bench-core.json`.
 //! Env: `ROBOKU_BENCH_ITERS` (default 9), `ROBOKU_BENCH_NO_BUILD=1` (use the release binaries as
-//! they are), `ROBOKU_BENCH_NO_HONCHO=1` (skip the honcho peer).
+//! they are), `ROBOKU_BENCH_NO_HONCHO=1` (skip the honcho peer), `ROBOKU_BENCH_CRASH_DYNOS=N`
+//! (part 2 kills web.1 of an app running N dynos, default 1), `ROBOKU_BENCH_CRASH_ONLY=1` (part 2
+//! alone, printed and written to `<target>/bench-core-crash.json`).
 
 mod agent;
 mod cg;
@@ -57,6 +59,15 @@ fn main() {
     let began = Instant::now();
     let agent = Agent::start(&bins);
     let clk = procfs::clock_ticks();
+    let crash_dynos: usize = std::env::var("ROBOKU_BENCH_CRASH_DYNOS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    if std::env::var_os("ROBOKU_BENCH_CRASH_ONLY").is_some() {
+        crash_only(&agent, &bins, iters, crash_dynos);
+        return;
+    }
 
     // Idle, no apps: let startup settle (a couple of sample intervals).
     std::thread::sleep(Duration::from_millis(2500));
@@ -86,7 +97,7 @@ fn main() {
     let rss_after = procfs::rss_kb(agent.pid).expect("VmRSS");
 
     eprintln!("crash replacement: {iters} samples, each a first crash (> 1 s of uptime)...");
-    let (crash, floor, floor_cg) = crash_rounds(&agent, iters.max(7));
+    let (crash, floor, floor_cg) = crash_rounds(&agent, iters.max(7), crash_dynos);
     let peak = status_kb(agent.pid, "VmHWM");
     drop(agent);
     let agent_secs = began.elapsed().as_secs_f64();
@@ -119,6 +130,43 @@ fn main() {
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "at_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     });
+    let text = serde_json::to_string_pretty(&j).expect("json");
+    std::fs::write(&path, text + "\n").unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    println!("written: {}", path.display());
+}
+
+/// Part 2 alone: crash replacement with `dynos` dynos running, against the two floors.
+fn crash_only(agent: &Agent, bins: &agent::Bins, iters: usize, dynos: usize) {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    eprintln!("crash replacement only: {iters} samples, N = {dynos}, load {load}");
+    let (crash, floor, floor_cg) = crash_rounds(agent, iters.max(7), dynos);
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let row = |name: &str, s: &Series| {
+        println!(
+            "{name:<28} median {:>7.2} ms  p90 {:>7.2}  min {:>7.2}  max {:>7.2}  (n={})",
+            s.median(),
+            s.p90(),
+            s.min(),
+            s.max(),
+            s.samples.len()
+        );
+        json!({"median": s.median(), "p90": s.p90(), "min": s.min(), "max": s.max(), "samples": s.samples})
+    };
+    println!("kill -9 -> replacement running, N = {dynos} dynos");
+    let j = json!({
+        "robokud": row("robokud", &crash),
+        "floor (respawn)": row("floor (respawn)", &floor),
+        "floor + cgroups": row("floor + cgroups", &floor_cg),
+        "dynos": dynos,
+        "loadavg_before": load.trim(),
+        "loadavg_after": load_after.trim(),
+    });
+    println!(
+        "load average before: {}, after: {}",
+        load.trim(),
+        load_after.trim()
+    );
+    let path = bins.target.join("bench-core-crash.json");
     let text = serde_json::to_string_pretty(&j).expect("json");
     std::fs::write(&path, text + "\n").unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     println!("written: {}", path.display());
@@ -261,7 +309,7 @@ fn wait_sleeping(pid: i32) {
 /// The replacement latency of a robokud dyno, of the bare floor (the bench kills, reaps and
 /// respawns the same shell) and of the floor with robokud's cgroup work (a fresh cgroup per
 /// instance in every hierarchy, joined before exec).
-fn crash_rounds(agent: &Agent, iters: usize) -> (Series, Series, Series) {
+fn crash_rounds(agent: &Agent, iters: usize, dynos: usize) -> (Series, Series, Series) {
     let dir = tempfile::Builder::new()
         .prefix("roboku-bench-starts-")
         .tempdir_in("/tmp")
@@ -286,6 +334,24 @@ fn crash_rounds(agent: &Agent, iters: usize) -> (Series, Series, Series) {
     agent.cli(&["deploy", "-a", "crash", &app_dir.display().to_string()]);
     agent.wait_up("crash", 1);
     wait_start(&file, 0);
+    if dynos > 1 {
+        // web.1 is the one killed; the others are there to be supervised beside it.
+        agent.scale("crash", "web", dynos as u32);
+        agent.wait_up("crash", dynos);
+        wait_start(&file, dynos - 1);
+        // Let the agent finish what follows a launch (spares, when it makes them): wait until
+        // the app's cgroup count holds still for a second.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = cg::children(agent::CGROUP_NAME, "crash");
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = cg::children(agent::CGROUP_NAME, "crash");
+            if now == last || Instant::now() > deadline {
+                break;
+            }
+            last = now;
+        }
+    }
 
     let floor_spawn = || {
         std::process::Command::new("/bin/sh")
@@ -347,7 +413,8 @@ fn crash_rounds(agent: &Agent, iters: usize) -> (Series, Series, Series) {
         std::thread::sleep(Duration::from_millis(1300).saturating_sub(waited.elapsed()));
         let ps = agent.ps("crash");
         let pid = ps
-            .first()
+            .iter()
+            .find(|d| d.name == "web.1")
             .and_then(|d| d.pid)
             .expect("crash app has a running dyno") as i32;
         wait_sleeping(pid);
@@ -359,7 +426,7 @@ fn crash_rounds(agent: &Agent, iters: usize) -> (Series, Series, Series) {
         if round > 0 {
             crash.push((started - t_kill) as f64 / 1e6);
         }
-        agent.wait_up("crash", 1);
+        agent.wait_up("crash", dynos);
     }
     peers::reap(vec![floor_child, cg_child]);
     (crash, floor, floor_cg)

@@ -1,7 +1,7 @@
 //! Crashes: a killed dyno is replaced, a crash loop backs off with growing delays, and a stable
 //! run resets the backoff.
 
-use roboku_tests::{app_dir, kill, now_ms, wait_for, Agent, AgentOpts};
+use roboku_tests::{alive, app_dir, kill, now_ms, wait_for, Agent, AgentOpts};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -221,4 +221,283 @@ fn a_simple_command_is_the_dyno_itself_and_a_compound_one_keeps_its_shell() {
     assert_eq!(comm(again), "sleep");
     let d = agent.dyno("shells", "web.1").expect("web.1 listed");
     assert_eq!(d["last_exit"]["signal"], 9, "{d}");
+}
+
+/// The spares of `dyno` of `app` (pid, instance), waiting to be released.
+fn spares_of(agent: &Agent, app: &str, dyno: &str) -> Vec<(i64, String)> {
+    let prefix = format!("{app}/{dyno}@");
+    roboku_tests::spares(agent.data_dir())
+        .into_iter()
+        .filter(|(_, inst)| inst.starts_with(&prefix))
+        .collect()
+}
+
+/// Waits until `dyno` has exactly one spare (that is not `not`); its pid and instance.
+fn wait_spare(agent: &Agent, app: &str, dyno: &str, not: Option<i64>) -> (i64, String) {
+    let mut found = None;
+    wait_for(
+        &format!("a spare of {app}/{dyno}"),
+        Duration::from_secs(15),
+        || {
+            let s = spares_of(agent, app, dyno);
+            found = s.first().cloned().filter(|(pid, _)| Some(*pid) != not);
+            s.len() == 1 && found.is_some()
+        },
+    );
+    found.expect("set")
+}
+
+/// `Uid:` of a process: real, effective, saved, filesystem.
+fn uids(pid: i64) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .expect("Uid line")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The v1 cgroup of `pid` in `controller` (`/roboku-e2e-1-0/demo/web.1@17`).
+fn cgroup_of(pid: i64, controller: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, names, path) = (parts.next()?, parts.next()?, parts.next()?);
+        names
+            .split(',')
+            .any(|n| n == controller)
+            .then(|| path.to_string())
+    })
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .to_string()
+}
+
+/// A running dyno has a spare: its next instance, already in its own fresh memory and pids
+/// cgroups with the type's limits written, as the dyno's user, running nothing of the app; a
+/// kill -9 of the dyno is answered by releasing that very process, and a new spare follows.
+#[test]
+fn crash_spare_waits_confined_as_the_dyno_user_and_becomes_the_replacement() {
+    let agent = Agent::start(AgentOpts {
+        extra: vec!["--spare-dynos".into()],
+        ..AgentOpts::default()
+    });
+    let app = app_dir(&[("Procfile", "web: exec sleep 1000\n")]);
+    agent.create_and_deploy("demo", app.path());
+    agent.ok(&[
+        "ps:resize",
+        "web",
+        "--memory",
+        "48M",
+        "--pids",
+        "30",
+        "-a",
+        "demo",
+    ]);
+    let first = agent.wait_up("demo", "web.1", None, Duration::from_secs(10));
+    let cg = agent.cgroup_name().to_string();
+    // The resize discards a spare made before it: wait for one with the limits.
+    let mut spare = (0, String::new());
+    wait_for(
+        "a spare with the new limits",
+        Duration::from_secs(15),
+        || {
+            let s = spares_of(&agent, "demo", "web.1");
+            let Some(found) = s.first().cloned() else {
+                return false;
+            };
+            let dir = format!("/sys/fs/cgroup/memory/{cg}/{}", found.1);
+            let limit = std::fs::read_to_string(format!("{dir}/memory.limit_in_bytes"));
+            spare = found;
+            s.len() == 1 && limit.is_ok_and(|l| l.trim() == (48u64 << 20).to_string())
+        },
+    );
+    let (pid, instance) = spare;
+    assert_ne!(pid, first);
+    assert!(
+        instance.starts_with("demo/web.1@"),
+        "the spare is tagged as its own instance: {instance}"
+    );
+    assert_ne!(
+        roboku_tests::procs::instance_of(first),
+        Some(instance.clone()),
+        "a spare is a new instance, not the running one"
+    );
+    // Confined before it runs anything: its own instance cgroups, the limits in force.
+    let want = format!("/{cg}/{instance}");
+    assert_eq!(cgroup_of(pid, "memory"), Some(want.clone()));
+    assert_eq!(cgroup_of(pid, "pids"), Some(want.clone()));
+    assert_eq!(
+        read_trim(&format!("/sys/fs/cgroup/pids{want}/pids.max")),
+        "30"
+    );
+    assert_eq!(
+        read_trim(&format!(
+            "/sys/fs/cgroup/memory{want}/memory.limit_in_bytes"
+        )),
+        (48u64 << 20).to_string()
+    );
+    // As the dyno's own (unprivileged) user, like the dyno.
+    assert_eq!(uids(pid), uids(first));
+    assert!(!uids(pid).starts_with("0 "), "a spare never runs as root");
+    // Nothing of the app runs yet: the shell waits for its release.
+    assert_eq!(read_trim(&format!("/proc/{pid}/comm")), "sh");
+
+    assert!(kill(first, libc::SIGKILL));
+    let second = agent.wait_up("demo", "web.1", Some(first), Duration::from_secs(5));
+    assert_eq!(second, pid, "the spare is the replacement");
+    wait_for(
+        "the released spare runs the command",
+        Duration::from_secs(5),
+        || std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep"),
+    );
+    let d = agent.dyno("demo", "web.1").expect("web.1 listed");
+    assert_eq!(d["restarts"], 1, "{d}");
+    assert_eq!(d["last_exit"]["signal"], 9, "{d}");
+    let (next, _) = wait_spare(&agent, "demo", "web.1", Some(pid));
+    assert_ne!(next, pid);
+    // The crashed instance's cgroup is removed; the dyno's and its new spare's remain.
+    let app_cgroup = format!("{cg}/demo");
+    wait_for(
+        "the crashed instance's cgroup removed",
+        Duration::from_secs(5),
+        || roboku_tests::cgroups::children(&app_cgroup, "web.1@").len() == 2,
+    );
+}
+
+/// A spare goes with its dyno: scaled away, stopped, or removed with its app, its process is
+/// gone and its cgroup removed.
+#[test]
+fn crash_spares_go_with_their_dynos_on_scale_down_stop_and_destroy() {
+    let agent = Agent::start(AgentOpts {
+        extra: vec!["--spare-dynos".into()],
+        ..AgentOpts::default()
+    });
+    let app = app_dir(&[("Procfile", "web: exec sleep 1000\n")]);
+    agent.create_and_deploy("demo", app.path());
+    agent.ok(&["ps:scale", "web=2", "-a", "demo"]);
+    agent.wait_up("demo", "web.1", None, Duration::from_secs(10));
+    agent.wait_up("demo", "web.2", None, Duration::from_secs(10));
+    let (spare1, _) = wait_spare(&agent, "demo", "web.1", None);
+    let (spare2, inst2) = wait_spare(&agent, "demo", "web.2", None);
+    let app_cgroup = format!("{}/demo", agent.cgroup_name());
+
+    agent.ok(&["ps:scale", "web=1", "-a", "demo"]);
+    wait_for("web.2's spare gone", Duration::from_secs(10), || {
+        !alive(spare2) && roboku_tests::cgroups::children(&app_cgroup, "web.2@").is_empty()
+    });
+    assert!(
+        !inst2.is_empty() && alive(spare1),
+        "web.1's spare is not disturbed"
+    );
+
+    agent.ok(&["ps:stop", "web.1", "-a", "demo"]);
+    wait_for(
+        "web.1's spare gone with the stop",
+        Duration::from_secs(10),
+        || {
+            !alive(spare1)
+                && spares_of(&agent, "demo", "web.1").is_empty()
+                && roboku_tests::cgroups::children(&app_cgroup, "web.1@").is_empty()
+        },
+    );
+
+    agent.ok(&["ps:restart", "web.1", "-a", "demo"]);
+    agent.wait_up("demo", "web.1", None, Duration::from_secs(10));
+    let (spare, _) = wait_spare(&agent, "demo", "web.1", None);
+    agent.ok(&["apps:destroy", "demo", "--confirm", "demo"]);
+    wait_for(
+        "every spare and cgroup of demo gone",
+        Duration::from_secs(10),
+        || {
+            !alive(spare)
+                && roboku_tests::spares(agent.data_dir()).is_empty()
+                && roboku_tests::cgroups::procs_in(&app_cgroup).is_empty()
+                && roboku_tests::cgroups::children(&app_cgroup, "").is_empty()
+        },
+    );
+}
+
+/// robokud killed -9: its spares see their pipe close and exit by themselves, running nothing;
+/// the dyno runs on, and the next robokud adopts it, leaves no cgroup of a dead spare behind
+/// and makes a new spare.
+#[test]
+fn crash_spares_do_not_outlive_robokud_killed_9() {
+    let mut agent = Agent::start(AgentOpts {
+        on_exit: "leave",
+        extra: vec!["--spare-dynos".into()],
+        ..AgentOpts::default()
+    });
+    let app = app_dir(&[("Procfile", "web: exec sleep 1000\n")]);
+    agent.create_and_deploy("demo", app.path());
+    let dyno = agent.wait_up("demo", "web.1", None, Duration::from_secs(10));
+    let (spare, instance) = wait_spare(&agent, "demo", "web.1", None);
+    agent.kill9();
+    wait_for("the spare exits on its own", Duration::from_secs(5), || {
+        !alive(spare)
+    });
+    assert!(alive(dyno), "the dyno runs on without robokud");
+    assert!(roboku_tests::spares(agent.data_dir()).is_empty());
+
+    agent.respawn();
+    assert_eq!(
+        agent.wait_up("demo", "web.1", None, Duration::from_secs(10)),
+        dyno,
+        "the dyno is adopted"
+    );
+    let app_cgroup = format!("{}/demo", agent.cgroup_name());
+    let dead = instance
+        .strip_prefix("demo/")
+        .expect("instance of demo")
+        .to_string();
+    wait_for(
+        "the dead spare's cgroup removed",
+        Duration::from_secs(10),
+        || {
+            roboku_tests::cgroups::children(&app_cgroup, "web.1@")
+                .iter()
+                .all(|d| !d.ends_with(&dead))
+        },
+    );
+    let (next, _) = wait_spare(&agent, "demo", "web.1", None);
+    assert_ne!(next, spare);
+}
+
+/// A dyno that keeps crashing still backs off with spares: only the first crash of a series
+/// restarts at once; the next ones wait in the backoff state (visible in ps and the logs).
+#[test]
+fn crash_loop_with_spares_still_backs_off() {
+    let agent = Agent::start(AgentOpts {
+        extra: vec!["--spare-dynos".into()],
+        ..AgentOpts::default()
+    });
+    // Runs long enough for its spare to be made (0.5 s), then crashes.
+    let app = app_dir(&[("Procfile", "web: sleep 1.2; exit 3\n")]);
+    agent.create_and_deploy("demo", app.path());
+    let mut saw_backoff = false;
+    wait_for("four crashes", Duration::from_secs(60), || {
+        let d = agent.dyno("demo", "web.1").expect("web.1 listed");
+        if d["state"] == "backoff" && d["next_retry_at"].as_u64().is_some() {
+            saw_backoff = true;
+        }
+        d["restarts"].as_u64().is_some_and(|r| r >= 4)
+    });
+    assert!(saw_backoff, "never seen in backoff");
+    let lines = system_lines(&agent, "demo", "web.1");
+    let backoffs = lines
+        .iter()
+        .filter(|(_, l)| l.contains("restarting in"))
+        .count();
+    assert!(
+        backoffs >= 2,
+        "consecutive crashes must back off with spares too: {lines:#?}"
+    );
+    let d = agent.dyno("demo", "web.1").expect("web.1 listed");
+    assert_eq!(d["last_exit"]["code"], 3, "{d}");
 }

@@ -64,7 +64,8 @@ pub fn settled_release(agent: &Agent, app: &str) -> Value {
     current[0].clone()
 }
 
-/// Instance cgroups: one per running dyno (the crashed and replaced ones removed), no build left.
+/// Instance cgroups: one per running dyno (the crashed and replaced ones removed) besides those
+/// of its waiting spare, no build left.
 pub fn no_leaked_cgroups(agent: &Agent, app: &str) {
     let rel = format!("{}/{app}", agent.cgroup_name());
     let builds = format!("{}/_builds", agent.cgroup_name());
@@ -81,7 +82,14 @@ pub fn no_leaked_cgroups(agent: &Agent, app: &str) {
             .iter()
             .filter_map(|d| d["name"].as_str().map(str::to_owned))
             .collect();
-        let dirs = names(&rel);
+        let spare_dirs: Vec<String> = roboku_tests::spares(agent.data_dir())
+            .into_iter()
+            .filter_map(|(_, inst)| Some(inst.strip_prefix(&format!("{app}/"))?.to_string()))
+            .collect();
+        let dirs: Vec<String> = names(&rel)
+            .into_iter()
+            .filter(|d| !spare_dirs.contains(d))
+            .collect();
         let per_dyno: BTreeSet<String> = dirs
             .iter()
             .filter_map(|d| d.split_once('@').map(|(n, _)| n.to_string()))
