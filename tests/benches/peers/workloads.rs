@@ -162,7 +162,12 @@ pub fn crash_probe(kind: Kind, n: usize, tools: &Tools, agent: &Agent) -> Result
     loop {
         let left = others.iter().filter(|&&p| procs::alive(p)).count();
         let exited = !run.manager_alive();
-        let replaced = procs::tree(run.root).dynos.len() >= n;
+        // A replacement is a dyno that was not there before the kill (the victim itself may
+        // take a moment to die).
+        let replaced = procs::tree(run.root)
+            .dynos
+            .iter()
+            .any(|p| !tree.dynos.contains(p));
         if replaced {
             return Ok(format!(
                 "kill -9 of one dyno: replaced after {:.0} ms",
