@@ -75,7 +75,14 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// The core bench's agent: resources sampled every second.
     pub fn start(bins: &Bins) -> Agent {
+        Agent::start_with(bins, &["--sample-secs", "1"])
+    }
+
+    /// An agent with `extra` flags after the common ones (data dir, socket, cgroup name,
+    /// `nobody` dynos, 1 s backoff reset, 2 s grace).
+    pub fn start_with(bins: &Bins, extra: &[&str]) -> Agent {
         // A previous run killed by ^C leaves its dynos and cgroups: clear them first.
         cg::remove_tree(CGROUP_NAME);
         let dir = tempfile::Builder::new()
@@ -95,8 +102,9 @@ impl Agent {
             .arg("--socket")
             .arg(&sock)
             .args(["--on-exit", "stop", "--cgroup-name", CGROUP_NAME])
-            .args(["--dyno-user", "nobody", "--sample-secs", "1"])
+            .args(["--dyno-user", "nobody"])
             .args(["--backoff-reset-secs", "1", "--grace-secs", "2"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))

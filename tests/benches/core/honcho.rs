@@ -43,7 +43,7 @@ fn run_with_deadline(cmd: &mut Command, limit: Duration) -> Result<(), String> {
 }
 
 /// `<target>/bench-venv/bin/honcho`, installing it when missing.
-fn install(target: &Path) -> Result<std::path::PathBuf, String> {
+pub fn install(target: &Path) -> Result<std::path::PathBuf, String> {
     let venv = target.join("bench-venv");
     let honcho = venv.join("bin/honcho");
     if honcho.is_file() {

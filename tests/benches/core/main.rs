@@ -23,10 +23,11 @@ mod http;
 mod peers;
 mod procfs;
 mod report;
+mod series;
 
 use agent::Agent;
-use report::Series;
 use serde_json::json;
+use series::Series;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
