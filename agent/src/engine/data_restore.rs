@@ -155,18 +155,7 @@ impl Engine {
             EngineError::Conflict(format!("app {app:?} has no releases to roll back"))
         })?;
         self.ensure_no_rollout(app)?;
-        let target = match version {
-            Some(v) => v,
-            None => self
-                .store
-                .releases(app)?
-                .into_iter()
-                .find(|r| r.version < current.version && r.status == "succeeded")
-                .map(|r| r.version)
-                .ok_or_else(|| {
-                    EngineError::Conflict(format!("app {app:?} has no earlier release"))
-                })?,
-        };
+        let target = self.rollback_version(app, current.version, version)?;
         let row = self.store.release(app, target)?.ok_or_else(|| {
             EngineError::NotFound(format!(
                 "{app} has no release v{target} (see `roboku releases -a {app}`)"

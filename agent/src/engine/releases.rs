@@ -13,6 +13,24 @@ use roboku_wire as wire;
 use std::collections::BTreeMap;
 
 impl Engine {
+    /// The release a rollback goes to: `version`, or the newest succeeded one before `current`.
+    pub(super) fn rollback_version(
+        &self,
+        app: &str,
+        current: u32,
+        version: Option<u32>,
+    ) -> Result<u32> {
+        if let Some(v) = version {
+            return Ok(v);
+        }
+        self.store
+            .releases(app)?
+            .into_iter()
+            .find(|r| r.version < current && r.status == "succeeded")
+            .map(|r| r.version)
+            .ok_or_else(|| EngineError::Conflict(format!("app {app:?} has no earlier release")))
+    }
+
     pub(super) fn release_info(&self, app: &str, r: &ReleaseRow) -> wire::ReleaseInfo {
         let current = self
             .apps
@@ -246,18 +264,7 @@ impl Engine {
         let current = self.cache(app)?.release.clone().ok_or_else(|| {
             EngineError::Conflict(format!("app {app:?} has no releases to roll back"))
         })?;
-        let target_version = match version {
-            Some(v) => v,
-            None => self
-                .store
-                .releases(app)?
-                .into_iter()
-                .find(|r| r.version < current.version && r.status == "succeeded")
-                .map(|r| r.version)
-                .ok_or_else(|| {
-                    EngineError::Conflict(format!("app {app:?} has no earlier release"))
-                })?,
-        };
+        let target_version = self.rollback_version(app, current.version, version)?;
         let target = self.store.release(app, target_version)?.ok_or(
             crate::store::StoreError::NoRelease {
                 app: app.into(),
