@@ -68,7 +68,8 @@ pub async fn plan(
     let built = build_slug(engine, settings, door, app, &req, &scratch).await;
     let answer = match built {
         Ok((slug, _)) => {
-            engine
+            let new_tree = slug.path.clone();
+            let planned = engine
                 .call(
                     door,
                     Command::PlanRelease {
@@ -76,7 +77,24 @@ pub async fn plan(
                         slug,
                     },
                 )
-                .await
+                .await;
+            match planned {
+                Ok(Reply::Plan(mut p)) => {
+                    let old_tree = p
+                        .current_slug
+                        .as_ref()
+                        .map(|s| settings.slugs_dir().join(s));
+                    if let Some(old) = old_tree.filter(|d| p.code_changed && d.is_dir()) {
+                        let files = tokio::task::spawn_blocking(move || {
+                            crate::build::tree_diff::diff(&old, &new_tree)
+                        })
+                        .await;
+                        p.files = files.ok();
+                    }
+                    Ok(Reply::Plan(p))
+                }
+                other => other,
+            }
         }
         Err(e) => Err(e),
     };

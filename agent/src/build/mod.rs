@@ -14,6 +14,7 @@ pub mod builtin;
 pub mod elf;
 pub mod slugfile;
 mod tree;
+pub mod tree_diff;
 mod zstd;
 
 /// For [`crate::checks::archive`]: the extraction an upload goes through.

@@ -80,6 +80,8 @@ impl Engine {
             } else {
                 policy.probation.as_secs()
             },
+            current_slug: current.map(|r| r.slug.clone()),
+            files: None,
         })
     }
 }

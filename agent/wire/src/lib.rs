@@ -626,6 +626,28 @@ pub struct DeployPlan {
     pub disk_bytes: u64,
     /// The probation the release would be on, seconds (0: none).
     pub probation_secs: u64,
+    /// The slug of the release running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_slug: Option<String>,
+    /// Files of the new slug against the running one's (when the code changed and the
+    /// running slug is on disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesDiff>,
+}
+
+/// What differs between two slug trees, by path: a file, link or dir that is new, gone, or
+/// different (contents, mode or link target).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FilesDiff {
+    pub added: u64,
+    pub removed: u64,
+    pub changed: u64,
+    /// The first paths of each, `+ path`, `- path`, `~ path` (at most [`FilesDiff::SAMPLE`]).
+    pub sample: Vec<String>,
+}
+
+impl FilesDiff {
+    pub const SAMPLE: usize = 20;
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

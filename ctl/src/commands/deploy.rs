@@ -153,6 +153,20 @@ pub(crate) fn render_plan(p: &DeployPlan, source: &str) -> String {
         true => format!("Code:       changed (slug {short})\n"),
         false => format!("Code:       unchanged (slug {short})\n"),
     });
+    if let Some(f) = &p.files {
+        out.push_str(&format!(
+            "Files:      {} added, {} changed, {} removed\n",
+            f.added, f.changed, f.removed
+        ));
+        for line in &f.sample {
+            out.push_str(&format!("            {line}\n"));
+        }
+        let shown = f.sample.len() as u64;
+        let all = f.added + f.changed + f.removed;
+        if all > shown {
+            out.push_str(&format!("            ... and {} more\n", all - shown));
+        }
+    }
     out.push_str("Config:     unchanged (a deploy keeps the config vars)\n");
     for (label, list) in [
         ("Added:", &p.types_added),
@@ -229,6 +243,13 @@ mod tests {
             ],
             disk_bytes: 2048,
             probation_secs: 600,
+            current_slug: None,
+            files: Some(roboku_wire::FilesDiff {
+                added: 1,
+                removed: 0,
+                changed: 2,
+                sample: vec!["+ nav/new.py".into(), "~ Procfile".into()],
+            }),
         };
         let text = render_plan(&plan, "/srv/nav");
         assert!(
@@ -239,6 +260,7 @@ mod tests {
         );
         for line in [
             "Code:       changed (slug ab12cd34ef56)\n",
+            "Files:      1 added, 2 changed, 0 removed\n            + nav/new.py\n            ~ Procfile\n            ... and 1 more\n",
             "Added:      worker\n",
             "Changed:    web\n",
             "Dyno:       web.1 restart (preboot)\n",

@@ -48,7 +48,21 @@ fn a_plan_lists_what_the_deploy_then_does_and_changes_nothing() {
         "{plan}"
     );
     assert!(plan["disk_bytes"].as_u64() > Some(0), "{plan}");
+    // The slug's files against the running one's: only the Procfile differs.
+    let files = &plan["files"];
+    assert_eq!(
+        (&files["added"], &files["removed"]),
+        (&0.into(), &0.into()),
+        "{plan}"
+    );
+    assert!(
+        files["sample"]
+            .as_array()
+            .is_some_and(|s| s.contains(&"~ Procfile".into())),
+        "{plan}"
+    );
     let text = agent.ok(&["deploy", dir, "-a", "nav", "--plan"]);
+    assert!(text.contains("Files:      0 added,"), "{text}");
     assert!(text.contains("nothing was applied"), "{text}");
     assert!(
         text.contains("Dyno:       web.1 restart (preboot)"),

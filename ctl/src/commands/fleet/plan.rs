@@ -153,6 +153,17 @@ mod tests {
             }],
             disk_bytes: 2048,
             probation_secs: 0,
+            current_slug: None,
+            files: Some(roboku_wire::FilesDiff {
+                added: 1,
+                removed: 0,
+                changed: 2,
+                sample: vec![
+                    "+ nav/new.py".into(),
+                    "~ Procfile".into(),
+                    "~ nav/main.py".into(),
+                ],
+            }),
         };
         let text = render_answer(
             &ack("r1", AckStatus::Succeeded, Some(plan), ""),
