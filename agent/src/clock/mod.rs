@@ -116,6 +116,14 @@ pub async fn keep(settings: Settings, mut stop: watch::Receiver<bool>) {
         if was_trusted != Some(j.trusted) {
             match &j.reason {
                 None => tracing::info!(wall_ms = j.wall_ms, "clock trusted"),
+                // Not synchronised but plausible (no NTP yet, an offline robot): normal off the
+                // grid, so no warning; a clock reading behind what robokud knows is one.
+                Some(why) if j.wall_ms >= j.floor_ms => tracing::info!(
+                    reason = why.as_str(),
+                    judged_ms = j.now_ms,
+                    floor_ms = j.floor_ms,
+                    "clock not trusted (not synchronised): signed commands and bundles are judged by the last trusted time"
+                ),
                 Some(why) => tracing::warn!(
                     reason = why.as_str(),
                     judged_ms = j.now_ms,

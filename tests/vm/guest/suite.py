@@ -814,6 +814,7 @@ PHASE1 = [
     ("watchdog_restarts_a_stopped_robokud", t_watchdog_restarts_a_stopped_robokud, 400),
     ("python_app_with_an_offline_wheel", t_python_app_with_an_offline_wheel, 600),
     ("node_app_with_a_local_dependency", t_node_app_with_a_local_dependency, 600),
+    ("cross_built_rust_slug", t_cross_built_rust_slug, 600),
     ("crash_replacement_measured", t_crash_replacement_measured, 400),
     ("reboot_formation_runs_again", t_reboot_formation_runs_again, 300),
 ]
