@@ -12,9 +12,6 @@ use rand::Rng;
 use roboku_wire::{DynoState, ExitInfo};
 use std::time::{Duration, Instant};
 
-/// How long after a crash its cgroup is removed (see [`Engine::cleanup_cgroup_later`]).
-const CLEANUP_AFTER: Duration = Duration::from_millis(100);
-
 impl Engine {
     /// Starts the dyno's process now. A failure to start counts as a crash (and is retried).
     pub(super) fn start_dyno(&mut self, key: &DynoKey) {
@@ -233,20 +230,6 @@ impl Engine {
         });
     }
 
-    /// [`Engine::cleanup_cgroup`] a little later: the crashed instance's leftovers are already
-    /// SIGKILLed, and removing its cgroup must not compete with its replacement's start.
-    pub(super) fn cleanup_cgroup_later(&self, rel: String) {
-        let driver = self.cgroups.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(CLEANUP_AFTER).await;
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = driver.kill_all(&rel).and_then(|()| driver.remove(&rel)) {
-                    tracing::warn!(cgroup = %rel, error = %e, "cleaning up a dyno cgroup failed");
-                }
-            });
-        });
-    }
-
     /// Kills whatever is left in an instance's cgroup and removes it, off the engine loop.
     pub(super) fn cleanup_cgroup(&self, rel: String) {
         let driver = self.cgroups.clone();
@@ -317,12 +300,9 @@ impl Engine {
         };
         let (app, name, want, was) = (d.app.clone(), d.name.clone(), d.want, d.state);
         if let Some(rel) = proc.cgroup {
-            if want == Want::Run {
-                // Not beside the replacement's first steps on the other core.
-                self.cleanup_cgroup_later(rel);
-            } else {
-                self.cleanup_cgroup(rel);
-            }
+            // At once, not deferred: a cleanup deferred past a crash left an empty instance
+            // cgroup behind when robokud was killed in that window (a flaky kill -9 test).
+            self.cleanup_cgroup(rel);
         }
         if oom {
             self.logs.system(

@@ -311,6 +311,15 @@ fn chunked_upload(socket: &std::path::Path, path: &str, mib: usize) -> (String, 
         "POST {path} HTTP/1.1\r\nHost: robokud\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
     .expect("request head");
+    // Read the answer while sending, as a client should: robokud answers and closes once the
+    // stream would cross the reserve, and a reset for the unread rest can arrive before a read
+    // started only after the writes failed.
+    let mut reader = s.try_clone().expect("clone the socket");
+    let answer = std::thread::spawn(move || {
+        let mut answer = Vec::new();
+        let _ = reader.read_to_end(&mut answer);
+        answer
+    });
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut chunk = vec![0u8; 1 << 20];
     let mut sent = 0u64;
@@ -330,8 +339,8 @@ fn chunked_upload(socket: &std::path::Path, path: &str, mib: usize) -> (String, 
         sent += chunk.len() as u64;
     }
     let _ = s.write_all(b"0\r\n\r\n");
-    let mut answer = Vec::new();
-    let _ = s.read_to_end(&mut answer);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let answer = answer.join().expect("the reader thread");
     (String::from_utf8_lossy(&answer).to_string(), sent)
 }
 
