@@ -15,6 +15,8 @@
 //! written, nothing swapped), `restore.swapped` (the data swapped, the old data not yet filed as
 //! a snapshot), `restore.before_release` (swapped and filed, no rollback release made). Add-ons:
 //! `addon.recorded` (an add-on recorded and its server started, its config var not stored).
+//! cgroups (v1): `cgroup.removing` (an instance's dir removed from the first hierarchy,
+//! `memory`, not yet from the others).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

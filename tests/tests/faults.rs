@@ -5,6 +5,7 @@
 
 mod faults {
     mod builds;
+    mod cleanup;
     mod disk;
     mod fds;
     pub mod kit;

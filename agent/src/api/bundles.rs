@@ -71,28 +71,29 @@ async fn remove(path: &PathBuf) {
 
 /// Streams the body into `path`, refusing more than [`MAX_BUNDLE`] bytes or an empty body.
 async fn receive(ctx: &Ctx, req: Request<Incoming>, path: &Path) -> Result<(), EngineError> {
-    if let Some(len) = super::spool::declared_len(&req, MAX_BUNDLE, "bundle")? {
-        crate::deploy::check_free_space(&ctx.settings, len)?;
-    }
+    let declared = super::spool::declared_len(&req, MAX_BUNDLE, "bundle");
+    let mut body = req.into_body();
+    let checked = match declared {
+        Ok(Some(len)) => crate::deploy::check_free_space(&ctx.settings, len),
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    super::spool::drained(&mut body, checked).await?;
     let io = |op: &str, e: std::io::Error| {
         EngineError::Internal(format!("{op} {}: {e}", path.display()))
     };
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .await
-        .map_err(|e| io("create", e))?;
-    let reserve = ctx.settings.disk_reserve;
-    super::spool::body_to_file(
-        req.into_body(),
-        &mut file,
-        path,
-        MAX_BUNDLE,
-        "bundle",
-        reserve,
-    )
-    .await?;
+    let written = async {
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .await
+            .map_err(|e| io("create", e))?;
+        let reserve = ctx.settings.disk_reserve;
+        super::spool::body_to_file(&mut body, &mut file, path, MAX_BUNDLE, "bundle", reserve).await
+    }
+    .await;
+    super::spool::drained(&mut body, written).await?;
     Ok(())
 }

@@ -154,6 +154,10 @@ impl Door {
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(FIRST_REQUEST_TIMEOUT)
+                // A client that shuts down its write side once its request is sent (`nc -N`,
+                // `socat`, a refused upload's sender) still gets the answer: without this,
+                // hyper closes at the EOF before the answer is written.
+                .half_close(true)
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             tokio::pin!(conn);

@@ -27,6 +27,37 @@ pub(super) fn declared_len(
     }
 }
 
+/// What a refused upload may still send before the connection is closed on it.
+const DRAIN_MAX: u64 = 256 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and drops what is left of a refused upload's body (at most [`DRAIN_MAX`] bytes, for
+/// at most [`DRAIN_TIME`]) so its sender finishes writing and reads the refusal. Closing with
+/// the body unread made the sender's next write fail before it read the answer, and `roboku
+/// deploy` said "broke off the upload" instead of "not enough disk". A sender that goes on
+/// past the bounds is cut off, as before.
+pub(super) async fn discard(body: &mut Incoming) {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    let mut dropped = 0u64;
+    while dropped < DRAIN_MAX {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => dropped += frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        }
+    }
+}
+
+/// `result` as it is; when it is a refusal, after [`discard`]ing the rest of `body`.
+pub(super) async fn drained<T>(
+    body: &mut Incoming,
+    result: Result<T, EngineError>,
+) -> Result<T, EngineError> {
+    if result.is_err() {
+        discard(body).await;
+    }
+    result
+}
+
 /// Re-read the free space after this many bytes even while the last reading says they fit
 /// (others write on the same filesystem).
 const RECHECK_EVERY: u64 = 8 << 20;
@@ -39,7 +70,7 @@ const RECHECK_EVERY: u64 = 8 << 20;
 /// `reserve` (`disk.rs`), with what it needed, what is free and what is reserved. The caller
 /// removes the partial file on any error.
 pub(super) async fn body_to_file(
-    body: Incoming,
+    body: &mut Incoming,
     file: &mut tokio::fs::File,
     path: &Path,
     limit: u64,
@@ -49,7 +80,6 @@ pub(super) async fn body_to_file(
     let write_err =
         |e: std::io::Error| EngineError::Internal(format!("write {}: {e}", path.display()));
     let dir = path.parent().unwrap_or(path);
-    let mut body = body;
     let mut total: u64 = 0;
     // What may be written above the reserve as last read, and what was written since.
     let mut room = crate::disk::room(dir, reserve)?;

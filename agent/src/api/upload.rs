@@ -21,18 +21,25 @@ pub async fn receive(
     query: &BTreeMap<String, String>,
     req: Request<Incoming>,
 ) -> Result<wire::ReleaseInfo, EngineError> {
-    ctx.engine
-        .call(
-            door,
-            crate::engine::Command::CheckApp {
-                app: app.to_string(),
-            },
-        )
-        .await?;
-    if let Some(len) = super::spool::declared_len(&req, MAX_UPLOAD, "archive")? {
-        // The archive, its extraction and the slug may all be on disk at once.
-        deploy::check_free_space(&ctx.settings, len.saturating_mul(3))?;
+    let declared = super::spool::declared_len(&req, MAX_UPLOAD, "archive");
+    let mut body = req.into_body();
+    let checked = async {
+        ctx.engine
+            .call(
+                door,
+                crate::engine::Command::CheckApp {
+                    app: app.to_string(),
+                },
+            )
+            .await?;
+        if let Some(len) = declared? {
+            // The archive, its extraction and the slug may all be on disk at once.
+            deploy::check_free_space(&ctx.settings, len.saturating_mul(3))?;
+        }
+        Ok(())
     }
+    .await;
+    super::spool::drained(&mut body, checked).await?;
     let tmp = ctx.settings.tmp_dir();
     let path = tmp.join(format!("upload-{app}-{}-{}", now_ms(), std::process::id()));
     let result = async {
@@ -40,15 +47,10 @@ pub async fn receive(
             .await
             .map_err(|e| EngineError::Internal(format!("create {}: {e}", path.display())))?;
         let reserve = ctx.settings.disk_reserve;
-        super::spool::body_to_file(
-            req.into_body(),
-            &mut file,
-            &path,
-            MAX_UPLOAD,
-            "archive",
-            reserve,
-        )
-        .await?;
+        let written =
+            super::spool::body_to_file(&mut body, &mut file, &path, MAX_UPLOAD, "archive", reserve)
+                .await;
+        super::spool::drained(&mut body, written).await?;
         let description = query.get("description").cloned().filter(|d| !d.is_empty());
         let name = query
             .get("name")

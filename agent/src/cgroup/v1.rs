@@ -416,7 +416,10 @@ impl CgroupDriver for V1 {
         check_rel(rel)?;
         // Try every hierarchy so one busy dir does not leave the others behind.
         let mut first_err = None;
-        for h in &self.hierarchies {
+        for (i, h) in self.hierarchies.iter().enumerate() {
+            if i == 1 {
+                crate::fault::point("cgroup.removing");
+            }
             if let Err(e) = files::rmdir(&self.dir(h, rel)) {
                 first_err.get_or_insert(e);
             }
@@ -424,11 +427,21 @@ impl CgroupDriver for V1 {
         first_err.map_or(Ok(()), |e| Err(e.into()))
     }
 
+    /// The children in any hierarchy: a removal cut short (a busy `pids` dir, or robokud killed
+    /// between two `rmdir`s) can leave a dir in one hierarchy only, and the start sweep must
+    /// still see it (it only ever looked at `memory`, so such a dir stayed for good).
     fn children(&self, rel: &str) -> Vec<String> {
         if !rel.is_empty() && check_rel(rel).is_err() {
             return Vec::new();
         }
-        files::child_dirs(&self.dir(&self.memory, rel))
+        let mut all: Vec<String> = self
+            .hierarchies
+            .iter()
+            .flat_map(|h| files::child_dirs(&self.dir(h, rel)))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
     }
 }
 

@@ -293,6 +293,29 @@ fn remove_names_a_busy_dir_and_tolerates_missing_ones() {
 }
 
 #[test]
+fn children_include_a_dir_left_in_one_hierarchy_only() {
+    let tmp = v1_mount();
+    let m = tmp.path();
+    kernel_mkdir(m, "demo/web.1@7");
+    kernel_mkdir(m, "demo/web.1@9");
+    // A removal cut short: web.1@7 is gone from memory (the hierarchy listed first) but its
+    // pids dir was busy, or robokud died before the next rmdir.
+    fs::remove_dir_all(m.join("memory/roboku/demo/web.1@7")).unwrap();
+    let d = driver(m);
+    assert_eq!(d.children("demo"), ["web.1@7", "web.1@9"]);
+    assert_eq!(d.children(""), ["demo"]);
+    // And the sweep's removal takes what is left, tolerating the missing memory dir.
+    for h in ["pids", "cpu,cpuacct", "cpuset"] {
+        let dir = m.join(h).join("roboku/demo/web.1@7");
+        for e in fs::read_dir(&dir).unwrap() {
+            fs::remove_file(e.unwrap().path()).unwrap();
+        }
+    }
+    d.remove("demo/web.1@7").unwrap();
+    assert_eq!(d.children("demo"), ["web.1@9"]);
+}
+
+#[test]
 fn kill_all_kills_listed_pids_and_reports_a_cgroup_that_never_empties() {
     let tmp = v1_mount();
     let m = tmp.path();

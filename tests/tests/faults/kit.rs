@@ -109,7 +109,27 @@ pub fn no_leaked_cgroups(agent: &Agent, app: &str) {
                     )
                 })
                 .collect();
-            panic!("leaked cgroups after 15s: {last}; processes in them: {procs:?}; ps: {ps:?}");
+            // Which hierarchies still hold each dir: a removal cut short leaves some only.
+            let held: Vec<(String, Vec<&str>)> = dirs
+                .iter()
+                .map(|d| {
+                    let there = ["memory", "pids", "cpuacct", "cpu,cpuacct"]
+                        .into_iter()
+                        .filter(|h| {
+                            std::path::Path::new("/sys/fs/cgroup")
+                                .join(h)
+                                .join(&rel)
+                                .join(d)
+                                .is_dir()
+                        })
+                        .collect();
+                    (d.clone(), there)
+                })
+                .collect();
+            panic!(
+                "leaked cgroups after 15s: {last}; processes in them: {procs:?}; \
+                 hierarchies holding them: {held:?}; ps: {ps:?}"
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
