@@ -16,7 +16,7 @@
 use super::spawn::{signal_group, spawn_script, SpawnSpec, Spawned};
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// What the spare's shell runs before the dyno's own script: wait for the go (or exit on EOF).
 const WAIT: &str = "read -r _ || exit 0\nexec 0</dev/null\n";
@@ -86,7 +86,10 @@ impl Spare {
     }
 }
 
-/// A close-on-exec pipe: (read end, write end).
+/// A close-on-exec pipe: (read end, write end), the write end non-blocking. The spare runs as
+/// the app's uid, so the app's other dynos can stop it and fill its pipe through
+/// `/proc/<pid>/fd/0`: a blocking write of the release would then hang the engine. Non-blocking,
+/// a full pipe is an error (`EAGAIN`), and the caller discards the spare and starts afresh.
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two fds into the array it is given.
@@ -94,7 +97,16 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the kernel just gave us these fds; nothing else owns them.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // Only the write end's open file description: the spare's read end stays blocking.
+    // SAFETY: fcntl on an fd we own, with flags the kernel defines.
+    let flags = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0
+        || unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((read, write))
 }
 
 #[cfg(test)]
@@ -200,6 +212,38 @@ mod tests {
             panic!("a dead spare has no reader, yet it was released");
         };
         assert_eq!(e.raw_os_error(), Some(libc::EPIPE), "{e}");
+        spare.discard();
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "reaped");
+        assert!(!dir.path().join("ran").exists());
+    }
+
+    #[test]
+    fn a_stopped_spare_with_a_full_pipe_fails_its_release_at_once_instead_of_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let spare = start(spec(dir.path(), "touch ran")).unwrap();
+        let pid = spare.pid();
+        until("the spare waits on its pipe", || {
+            wchan(pid).contains("pipe")
+        });
+        // What a hostile dyno of the same uid can do: stop the spare, fill its pipe through
+        // /proc/<pid>/fd/0.
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let mut fill = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/{pid}/fd/0"))
+            .unwrap();
+        // SAFETY: fcntl on an fd we own.
+        unsafe {
+            libc::fcntl(fill.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
+        }
+        let chunk = [b'x'; 4096];
+        while fill.write(&chunk).is_ok() {}
+        // A blocking write would hang here; this one says the pipe is full.
+        let Err((spare, e)) = spare.release() else {
+            panic!("released into a full pipe");
+        };
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
         spare.discard();
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "reaped");
         assert!(!dir.path().join("ran").exists());
