@@ -33,6 +33,7 @@ mod intake;
 mod jobs;
 pub mod logs_reply;
 mod plan_reply;
+mod support_reply;
 mod report;
 pub mod state;
 mod task;
