@@ -18,6 +18,8 @@ mod kit;
 mod logs;
 #[path = "fleet/plan.rs"]
 mod plan;
+#[path = "fleet/support.rs"]
+mod support;
 #[path = "fleet/tls.rs"]
 mod tls;
 #[path = "fleet/usage.rs"]

@@ -37,7 +37,7 @@ drains.json (URLs without user info or query, no token) and logs.jsonl (the newe
 
 Never in it: config var values (names only; any value still found anywhere, e.g. printed by an
 app into its logs, is replaced by [redacted: config var NAME of APP]), add-on credentials,
-drain passwords and tokens, the broker's password, keys. TRUNCATED.txt, when present, lists
+drain passwords, query strings and tokens (redacted the same way wherever they are quoted), the broker's password, keys. TRUNCATED.txt, when present, lists
 what was cut to stay within the size cap.
 ";
 
@@ -206,10 +206,12 @@ async fn gather(shared: &Shared, lines: usize) -> Result<(Vec<Section>, Vec<Secr
     for app in apps.iter().map(|a| a.name.clone()) {
         let dir = format!("apps/{app}");
         let each = |name: &str, r: Result<Reply, EngineError>| {
-            Section::json(
-                &format!("{dir}/{name}"),
-                &r.map_err(|e| serde_json::json!({"error": e.to_string()})),
-            )
+            let v = match r {
+                Ok(reply) => serde_json::to_value(reply)
+                    .unwrap_or_else(|e| serde_json::json!({"error": e.to_string()})),
+                Err(e) => serde_json::json!({"error": e.to_string()}),
+            };
+            Section::json(&format!("{dir}/{name}"), &v)
         };
         if let Ok(Reply::Config(vars)) = call(Command::GetConfig { app: app.clone() }).await {
             out.push(Section::json(
@@ -218,7 +220,7 @@ async fn gather(shared: &Shared, lines: usize) -> Result<(Vec<Section>, Vec<Secr
             ));
             secrets.extend(vars.into_iter().map(|(name, value)| Secret {
                 app: app.clone(),
-                name,
+                name: format!("config var {name}"),
                 value,
             }));
         }
@@ -247,6 +249,17 @@ async fn gather(shared: &Shared, lines: usize) -> Result<(Vec<Section>, Vec<Secr
         let drains = match call(Command::Drains { app: app.clone() }).await {
             Ok(Reply::Drains(mut ds)) => {
                 for d in &mut ds {
+                    // Events and logs may quote the URL: its secrets are redacted everywhere.
+                    secrets.extend(scrub::url_secrets(&d.url).into_iter().map(|value| Secret {
+                        app: app.clone(),
+                        name: format!("drain {} URL secret", d.id),
+                        value,
+                    }));
+                    secrets.push(Secret {
+                        app: app.clone(),
+                        name: format!("drain {} token", d.id),
+                        value: d.token.clone(),
+                    });
                     d.url = scrub::url(&d.url);
                     d.token = "[removed]".into();
                 }

@@ -53,10 +53,11 @@ impl Section {
     }
 }
 
-/// A config var whose value must not appear in the bundle.
+/// A value that must not appear in the bundle (a config var's, a drain URL's password).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Secret {
     pub app: String,
+    /// What it is, for the marker: `config var TOKEN`, `drain d1 password`.
     pub name: String,
     pub value: String,
 }
@@ -75,7 +76,7 @@ pub fn redact(body: &[u8], secrets: &[Secret]) -> Vec<u8> {
         .collect();
     order.sort_by_key(|s| std::cmp::Reverse(s.value.len()));
     for s in order {
-        let marker = format!("[redacted: config var {} of {}]", s.name, s.app);
+        let marker = format!("[redacted: {} of {}]", s.name, s.app);
         let escaped = serde_json::to_string(&s.value).unwrap_or_default();
         let escaped = escaped.trim_matches('"');
         for v in [s.value.as_str(), escaped] {
@@ -181,7 +182,7 @@ mod tests {
     fn secret(name: &str, value: &str) -> Secret {
         Secret {
             app: "nav".into(),
-            name: name.into(),
+            name: format!("config var {name}"),
             value: value.into(),
         }
     }

@@ -17,6 +17,24 @@ pub fn url(u: &str) -> String {
     format!("{scheme}://{host}{path}")
 }
 
+/// The parts of a URL that may be secret: the password of its user info and its query.
+pub fn url_secrets(u: &str) -> Vec<String> {
+    let Some((_, rest)) = u.split_once("://") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let auth = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if let Some((info, _)) = auth.rsplit_once('@') {
+        out.push(info.split_once(':').map_or(info, |(_, pw)| pw).to_string());
+    }
+    if let Some((_, q)) = rest.split_once('?') {
+        let q = q.split('#').next().unwrap_or("");
+        out.extend(q.split('&').filter_map(|kv| kv.split_once('=').map(|(_, v)| v.to_string())));
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
+
 /// Keys whose values are never copied, wherever they are in the settings.
 fn secret_key(k: &str) -> bool {
     let k = k.to_ascii_lowercase();
@@ -65,6 +83,11 @@ mod tests {
         assert_eq!(url("mqtt://a:b@h"), "mqtt://h");
         assert_eq!(url("syslog+tls://h:6514"), "syslog+tls://h:6514");
         assert_eq!(url("no url"), "no url");
+        assert_eq!(
+            url_secrets("https://ops:pw1@h/x?token=t2&a=b#f"),
+            ["pw1", "t2", "b"]
+        );
+        assert!(url_secrets("https://h/x").is_empty());
     }
 
     #[test]
