@@ -13,6 +13,7 @@ mod e2e {
     mod dashboard;
     mod data;
     mod degraded;
+    mod drain_isolation;
     mod deploy;
     mod doctor;
     mod drains;
