@@ -13,9 +13,9 @@ mod e2e {
     mod dashboard;
     mod data;
     mod degraded;
-    mod drain_isolation;
     mod deploy;
     mod doctor;
+    mod drain_isolation;
     mod drains;
     mod gate_timeouts;
     mod gates;

@@ -42,12 +42,7 @@ what was cut to stay within the size cap.
 ";
 
 /// Answers one verified, recorded `support` command (spawned by the intake).
-pub(super) async fn serve(
-    shared: Arc<Shared>,
-    id: String,
-    reference: String,
-    query: SupportQuery,
-) {
+pub(super) async fn serve(shared: Arc<Shared>, id: String, reference: String, query: SupportQuery) {
     let base = super::apply::details("", "support", None);
     let base = AckDetails { app: None, ..base };
     let fail = |reason: String| {
@@ -228,7 +223,10 @@ async fn gather(shared: &Shared, lines: usize) -> Result<(Vec<Section>, Vec<Secr
             "info.json",
             call(Command::AppInfo { app: app.clone() }).await,
         ));
-        out.push(each("ps.json", call(Command::Ps { app: app.clone() }).await));
+        out.push(each(
+            "ps.json",
+            call(Command::Ps { app: app.clone() }).await,
+        ));
         out.push(each(
             "formation.json",
             call(Command::Formation { app: app.clone() }).await,
@@ -298,7 +296,9 @@ async fn gather(shared: &Shared, lines: usize) -> Result<(Vec<Section>, Vec<Secr
 fn data_dir_mode(dir: &std::path::Path) -> serde_json::Value {
     use std::os::unix::fs::MetadataExt;
     match std::fs::metadata(dir) {
-        Ok(m) => serde_json::json!({"path": dir, "mode": format!("{:o}", m.mode() & 0o7777), "uid": m.uid()}),
+        Ok(m) => {
+            serde_json::json!({"path": dir, "mode": format!("{:o}", m.mode() & 0o7777), "uid": m.uid()})
+        }
         Err(e) => serde_json::json!({"path": dir, "error": format!("stat {}: {e}", dir.display())}),
     }
 }

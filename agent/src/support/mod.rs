@@ -220,7 +220,10 @@ mod tests {
         let (out, cuts) = cap(sections, 100 + 95);
         assert_eq!(out.len(), 3, "{out:?}");
         let kept = String::from_utf8(out[1].body.clone()).unwrap();
-        assert!(kept.ends_with("line 099\n") && kept.starts_with("line "), "{kept}");
+        assert!(
+            kept.ends_with("line 099\n") && kept.starts_with("line "),
+            "{kept}"
+        );
         assert_eq!(kept.len(), 90, "whole lines only: {kept}");
         assert_eq!(cuts.len(), 2, "{cuts:?}");
         assert!(cuts[0].contains("oldest 90 lines"), "{cuts:?}");

@@ -29,7 +29,10 @@ pub fn url_secrets(u: &str) -> Vec<String> {
     }
     if let Some((_, q)) = rest.split_once('?') {
         let q = q.split('#').next().unwrap_or("");
-        out.extend(q.split('&').filter_map(|kv| kv.split_once('=').map(|(_, v)| v.to_string())));
+        out.extend(
+            q.split('&')
+                .filter_map(|kv| kv.split_once('=').map(|(_, v)| v.to_string())),
+        );
     }
     out.retain(|s| !s.is_empty());
     out
@@ -101,7 +104,10 @@ mod tests {
         });
         let out = settings(v).to_string();
         assert!(!out.contains("pw@") && !out.contains("AAAA"), "{out}");
-        assert!(out.contains("mqtts://gw:8883") && out.contains("[removed: 2]"), "{out}");
+        assert!(
+            out.contains("mqtts://gw:8883") && out.contains("[removed: 2]"),
+            "{out}"
+        );
         assert!(out.contains("/etc/roboku/fleet.pub"), "{out}");
         assert!(!out.contains("\"start\""), "{out}");
     }

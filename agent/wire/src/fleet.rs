@@ -118,10 +118,7 @@ impl Action {
     /// Reads change nothing on the robot: they take no version and are never kept in desired
     /// state.
     pub fn is_read(&self) -> bool {
-        matches!(
-            self,
-            Action::Logs(_) | Action::Plan(_) | Action::Support(_)
-        )
+        matches!(self, Action::Logs(_) | Action::Plan(_) | Action::Support(_))
     }
 }
 

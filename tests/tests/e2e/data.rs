@@ -258,15 +258,29 @@ fn an_app_that_opts_out_of_snapshots_has_none_and_rollback_with_data_says_why() 
     let out = agent.ok(&["data:snapshots", "off", "-a", "nav"]);
     assert!(out.contains("Data snapshots of nav: off"), "{out}");
     assert!(agent.ok(&["data:snapshots", "-a", "ui"]).contains(": on"));
-    assert!(agent.ok(&["apps:info", "-a", "nav"]).contains("snapshots off"));
-    assert_eq!(agent.json(&["apps:info", "-a", "nav"])["data_snapshots"], false);
-    assert_eq!(agent.json(&["apps:info", "-a", "ui"])["data_snapshots"], true);
+    assert!(agent
+        .ok(&["apps:info", "-a", "nav"])
+        .contains("snapshots off"));
+    assert_eq!(
+        agent.json(&["apps:info", "-a", "nav"])["data_snapshots"],
+        false
+    );
+    assert_eq!(
+        agent.json(&["apps:info", "-a", "ui"])["data_snapshots"],
+        true
+    );
     run_ok(&agent, "nav", "echo 1 > \"$ROBOKU_DATA/counter\"");
     run_ok(&agent, "ui", "echo 1 > \"$ROBOKU_DATA/state\"");
     assert_eq!(agent.deploy("nav", nav_src("two").path())["version"], 2);
-    assert_eq!(agent.deploy("ui", app_dir(&[("Procfile", SLEEPER)]).path())["version"], 2);
+    assert_eq!(
+        agent.deploy("ui", app_dir(&[("Procfile", SLEEPER)]).path())["version"],
+        2
+    );
     assert!(!data.join("snapshots/nav/v1").exists(), "nav opted out");
-    assert!(data.join("snapshots/ui/v1").is_dir(), "ui keeps its snapshots");
+    assert!(
+        data.join("snapshots/ui/v1").is_dir(),
+        "ui keeps its snapshots"
+    );
     let bad = agent.roboku(&["rollback", "v1", "-a", "nav", "--with-data"]);
     let text = String::from_utf8_lossy(&bad.stderr);
     assert!(

@@ -73,9 +73,11 @@ fn a_hostile_dyno_cannot_touch_drain_state_logs_or_another_apps_addon_credential
     files.extend(files_under(&addon));
     for app in ["nav", "evil"] {
         let logs = data.join("logs").join(app);
-        wait_for(&format!("{app}'s log store"), Duration::from_secs(20), || {
-            logs.is_dir() && !files_under(&logs).is_empty()
-        });
+        wait_for(
+            &format!("{app}'s log store"),
+            Duration::from_secs(20),
+            || logs.is_dir() && !files_under(&logs).is_empty(),
+        );
         files.extend(files_under(&logs));
     }
     let dirs = vec![
@@ -89,7 +91,11 @@ fn a_hostile_dyno_cannot_touch_drain_state_logs_or_another_apps_addon_credential
     let script = attack(&files, &dirs);
     let out = agent.roboku(&["run", "-a", "evil", "--", "sh", "-c", &script]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let uid = agent.json(&["apps:info", "-a", "evil"])["uid"]
         .as_u64()
         .expect("evil has its own uid (the test runs as root)");
@@ -100,7 +106,9 @@ fn a_hostile_dyno_cannot_touch_drain_state_logs_or_another_apps_addon_credential
     assert!(stdout.lines().any(|l| l == "CONTROL ok"), "{stdout}");
     let breaches: Vec<&str> = stdout.lines().filter(|l| l.starts_with("BREACH")).collect();
     assert!(breaches.is_empty(), "{breaches:#?}");
-    assert!(files.iter().any(|f| f.starts_with(&drains)) && files.iter().any(|f| f.ends_with("passwd")));
+    assert!(
+        files.iter().any(|f| f.starts_with(&drains)) && files.iter().any(|f| f.ends_with("passwd"))
+    );
     assert!(!drains.join("planted.json").exists());
     // robokud's own drain state still reads (nothing was truncated).
     for f in files_under(&drains) {

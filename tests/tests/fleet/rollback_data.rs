@@ -30,7 +30,9 @@ fn fleet_rollback_with_data_brings_the_releases_data_back() {
     let broker = Broker::start();
     let agent = Agent::start(&broker, "r1", &[], &public);
     let send = |args: &[&str]| {
-        let mut all = vec![args[0], "--device", "r1", "-a", "nav", "--key", &key, "--wait", "60"];
+        let mut all = vec![
+            args[0], "--device", "r1", "-a", "nav", "--key", &key, "--wait", "60",
+        ];
         all.extend(&args[1..]);
         let (rc, out) = fleet(&broker, &all);
         assert_eq!(rc, 0, "{args:?}: {out}");
@@ -51,7 +53,9 @@ fn fleet_rollback_with_data_brings_the_releases_data_back() {
         "1",
         "v1's data is back"
     );
-    let releases = agent.roboku_json(&["releases", "-a", "nav"]).expect("releases");
+    let releases = agent
+        .roboku_json(&["releases", "-a", "nav"])
+        .expect("releases");
     let now = releases
         .as_array()
         .and_then(|rs| rs.iter().find(|r| r["current"] == true))

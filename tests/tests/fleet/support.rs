@@ -117,7 +117,15 @@ fn fleet_support_brings_a_redacted_capped_bundle_and_refuses_a_foreign_key() {
         let (rc, out) = fleet(
             &broker,
             &[
-                "logs", "--device", "r1", "-a", "nav", "--key", &key, "--grep", "line 300 ",
+                "logs",
+                "--device",
+                "r1",
+                "-a",
+                "nav",
+                "--key",
+                &key,
+                "--grep",
+                "line 300 ",
             ],
         );
         (rc == 0 && out.contains("line 300 of")).then_some(())
@@ -175,8 +183,17 @@ fn fleet_support_brings_a_redacted_capped_bundle_and_refuses_a_foreign_key() {
     assert_eq!(ps[0]["name"], "web.1", "{ps}");
     let releases = get("apps/nav/releases.json");
     assert_eq!(releases[0]["version"], 2, "newest first: {releases}");
-    assert_eq!(get("apps/nav/config-names.json"), serde_json::json!(["API_TOKEN"]));
-    let logs = String::from_utf8_lossy(&all.iter().find(|(n, _)| n == "apps/nav/logs.jsonl").unwrap().1).into_owned();
+    assert_eq!(
+        get("apps/nav/config-names.json"),
+        serde_json::json!(["API_TOKEN"])
+    );
+    let logs = String::from_utf8_lossy(
+        &all.iter()
+            .find(|(n, _)| n == "apps/nav/logs.jsonl")
+            .unwrap()
+            .1,
+    )
+    .into_owned();
     assert!(logs.contains("line 300 of"), "{logs}");
     assert!(
         logs.contains("token is [redacted: config var API_TOKEN of nav]"),
@@ -185,7 +202,10 @@ fn fleet_support_brings_a_redacted_capped_bundle_and_refuses_a_foreign_key() {
     // No config value and no drain password anywhere: neither in a file nor in the raw stream.
     for (name, bytes) in &all {
         assert!(!contains(bytes, SECRET), "{name} holds the config value");
-        assert!(!contains(bytes, DRAIN_PW), "{name} holds the drain password");
+        assert!(
+            !contains(bytes, DRAIN_PW),
+            "{name} holds the drain password"
+        );
     }
     let tar = Command::new("gzip")
         .arg("-dc")

@@ -8,7 +8,9 @@ use super::{new_id, seal_bytes, BrokerArgs, KeyArgs};
 use crate::output::{now_ms, outln};
 use base64::Engine as _;
 use roboku_wire::fleet::topic::{self, Address, Topic};
-use roboku_wire::fleet::{payload_ref, Ack, AckStatus, Action, Envelope, SupportChunk, SupportQuery};
+use roboku_wire::fleet::{
+    payload_ref, Ack, AckStatus, Action, Envelope, SupportChunk, SupportQuery,
+};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -91,7 +93,11 @@ impl Answer {
                 .map_err(|e| format!("part {}: bad base64: {e}", c.part))?;
             out.extend(data);
         }
-        let first = self.parts.values().next().map(|c| (c.size, c.sha256.clone()));
+        let first = self
+            .parts
+            .values()
+            .next()
+            .map(|c| (c.size, c.sha256.clone()));
         let (size, sha) = first.unwrap_or_default();
         let got = {
             use sha2::Digest;
@@ -190,11 +196,7 @@ pub async fn run(json: bool, a: SupportArgs) -> anyhow::Result<i32> {
         }
     };
     let path = a.output.clone().unwrap_or_else(|| {
-        PathBuf::from(format!(
-            "support-{}-{}.tar.gz",
-            a.device,
-            now_ms() / 1000
-        ))
+        PathBuf::from(format!("support-{}-{}.tar.gz", a.device, now_ms() / 1000))
     });
     write_private(&path, &bundle)
         .map_err(|e| anyhow::anyhow!("write support bundle {}: {e}", path.display()))?;
@@ -305,8 +307,10 @@ mod tests {
 
     #[test]
     fn a_refusal_ends_the_answer() {
-        let mut a = Answer::default();
-        a.ack = Some(ack(AckStatus::Rejected, None));
+        let a = Answer {
+            ack: Some(ack(AckStatus::Rejected, None)),
+            ..Answer::default()
+        };
         assert!(a.done());
         assert!(a.bundle().is_err());
     }
