@@ -31,6 +31,7 @@ pub mod router;
 pub mod settings;
 pub mod store;
 pub mod supervisor;
+pub mod support;
 pub mod telemetry;
 pub mod usage;
 pub mod util;

@@ -157,6 +157,9 @@ enum Command {
     /// Go back to detecting among the built-in buildpacks
     #[command(name = "buildpacks:clear")]
     BuildpacksClear(AppArg),
+    /// Turn an app's per-release data snapshots on or off (or show the setting)
+    #[command(name = "data:snapshots")]
+    DataSnapshots(commands::data::SnapshotsArgs),
     /// Build a slug file once, to deploy to many robots with `deploy --slug`
     #[command(name = "slug:build")]
     SlugBuild(commands::slug::SlugBuildArgs),
@@ -260,6 +263,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::HealthSet(a) => gates::health(ctx, a).await?,
         Command::BuildpacksSet(a) => apps::set_buildpacks(ctx, &a.app.app, a.buildpacks).await?,
         Command::BuildpacksClear(a) => apps::set_buildpacks(ctx, &a.app, Vec::new()).await?,
+        Command::DataSnapshots(a) => commands::data::snapshots(ctx, a).await?,
         Command::SlugBuild(_) => {}
         Command::GitInit(a) => git::init(ctx, a, &socket).await?,
         Command::GitHook(a) => return git::hook(ctx, a).await,

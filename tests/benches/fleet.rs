@@ -94,6 +94,7 @@ fn stub_app(name: &str) -> AppInfo {
         router_port: None,
         router_error: None,
         waiting: None,
+        data_snapshots: true,
     }
 }
 

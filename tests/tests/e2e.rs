@@ -15,6 +15,7 @@ mod e2e {
     mod degraded;
     mod deploy;
     mod doctor;
+    mod drain_isolation;
     mod drains;
     mod gate_timeouts;
     mod gates;

@@ -18,6 +18,10 @@ mod kit;
 mod logs;
 #[path = "fleet/plan.rs"]
 mod plan;
+#[path = "fleet/rollback_data.rs"]
+mod rollback_data;
+#[path = "fleet/support.rs"]
+mod support;
 #[path = "fleet/tls.rs"]
 mod tls;
 #[path = "fleet/usage.rs"]

@@ -9,7 +9,32 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 pub async fn facts(ctx: &Ctx) -> Result<DoctorFacts, EngineError> {
-    let addon_servers = match ctx.engine.call(Door::Api, Command::AllAddons).await? {
+    let m = &ctx.settings.mqtt;
+    let fleet = FleetLink {
+        configured: m.broker.is_some(),
+        broker: ctx.fleet.as_ref().map(|f| f.summary().broker),
+        connected: ctx.fleet.as_ref().is_some_and(|f| f.summary().connected),
+        last_error: ctx.fleet.as_ref().and_then(|f| f.last_error()),
+        allow_unsigned: m.allow_unsigned,
+        keys: 0,
+    };
+    let dashboard = ctx.dashboard.as_ref().map(|d| Dashboard {
+        addr: d.url.clone(),
+        loopback: d.loopback,
+    });
+    gather(&ctx.engine, Door::Api, &ctx.settings, fleet, dashboard).await
+}
+
+/// The facts, with the fleet link and dashboard as the caller sees them (the API from its
+/// context, a `fleet support` bundle from the link it answers on). `fleet.keys` is counted here.
+pub async fn gather(
+    engine: &crate::engine::EngineHandle,
+    door: Door,
+    settings: &crate::settings::Settings,
+    mut fleet: FleetLink,
+    dashboard: Option<Dashboard>,
+) -> Result<DoctorFacts, EngineError> {
+    let addon_servers = match engine.call(door, Command::AllAddons).await? {
         Reply::Addons(all) => all
             .into_iter()
             .filter(|a| a.kind != "sqlite")
@@ -24,22 +49,14 @@ pub async fn facts(ctx: &Ctx) -> Result<DoctorFacts, EngineError> {
             .collect(),
         _ => Vec::new(),
     };
-    let m = &ctx.settings.mqtt;
+    let m = &settings.mqtt;
     let files = m.trusted_key_files.clone();
     let key_files =
         tokio::task::spawn_blocking(move || files.iter().map(|p| key_file(p)).collect())
             .await
             .map_err(|e| EngineError::Internal(format!("doctor task: {e}")))?;
     // One key per file (see `mqtt::trusted_keys`); robokud would not have started otherwise.
-    let keys = m.trusted_keys.len() + m.trusted_key_files.len();
-    let fleet = FleetLink {
-        configured: m.broker.is_some(),
-        broker: ctx.fleet.as_ref().map(|f| f.summary().broker),
-        connected: ctx.fleet.as_ref().is_some_and(|f| f.summary().connected),
-        last_error: ctx.fleet.as_ref().and_then(|f| f.last_error()),
-        allow_unsigned: m.allow_unsigned,
-        keys,
-    };
+    fleet.keys = m.trusted_keys.len() + m.trusted_key_files.len();
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let systemd = Systemd {
         unit: env("INVOCATION_ID").is_some(),
@@ -49,10 +66,6 @@ pub async fn facts(ctx: &Ctx) -> Result<DoctorFacts, EngineError> {
             .ok()
             .map(|s| s.trim().to_string()),
     };
-    let dashboard = ctx.dashboard.as_ref().map(|d| Dashboard {
-        addr: d.url.clone(),
-        loopback: d.loopback,
-    });
     Ok(DoctorFacts {
         fleet,
         key_files,

@@ -7,7 +7,7 @@ mod attach;
 pub(crate) mod body;
 mod bundles;
 pub(crate) mod conns;
-mod doctor;
+pub(crate) mod doctor;
 pub mod dyno_door;
 pub(crate) mod http;
 pub(crate) mod logs;

@@ -132,7 +132,9 @@ fn header_ok(h: &Header) -> bool {
 /// A read (`logs`, `plan`) carries no version; a `logs` read a pattern that compiles.
 fn logs_ok(env: &Envelope) -> bool {
     match env.action() {
-        Ok(roboku_wire::fleet::Action::Plan(_)) => env.version.is_none(),
+        Ok(roboku_wire::fleet::Action::Plan(_) | roboku_wire::fleet::Action::Support(_)) => {
+            env.version.is_none()
+        }
         Ok(roboku_wire::fleet::Action::Logs(q)) => {
             env.version.is_none()
                 && q.dyno.as_ref().is_none_or(|d| (1..=64).contains(&d.len()))
@@ -153,6 +155,7 @@ fn default_body(kind: Kind) -> serde_json::Value {
         Kind::Config => r#"{"set":{"A":"1"},"unset":["B"]}"#,
         Kind::Rollback | Kind::Restart | Kind::Stop => "{}",
         Kind::Logs => r#"{"tail":10,"grep":"ERR"}"#,
+        Kind::Support => r#"{"lines":10}"#,
     };
     serde_json::from_str(text).unwrap_or_default()
 }
@@ -169,7 +172,8 @@ fn command(c: &mut Carver) {
         Kind::Stop,
         Kind::Logs,
         Kind::Plan,
-    ][usize::from(c.u8()) % 8];
+        Kind::Support,
+    ][usize::from(c.u8()) % 9];
     let app = Some(c.text(40))
         .filter(|a| !a.is_empty())
         .unwrap_or_else(|| "demo".into());

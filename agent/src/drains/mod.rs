@@ -99,7 +99,15 @@ impl Drains {
                 .map(Some)
                 .map_err(|e| format!("TLS for drains (setting drain_ca_file): {e}")),
         };
-        if let Err(e) = std::fs::create_dir_all(&self.state_dir) {
+        // Root's alone (as `prepare_dirs` makes it): a dyno must not read or plant cursors.
+        let made = {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.state_dir)
+        };
+        if let Err(e) = made {
             tracing::warn!(dir = %self.state_dir.display(), error = %e, "cannot create the drains state dir");
         }
         let (status_tx, status) = watch::channel(DrainCounters::default());

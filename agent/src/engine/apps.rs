@@ -237,6 +237,7 @@ impl Engine {
             router_port: self.routers.get(app).map(|r| r.port),
             router_error: self.router_errors.get(app).cloned(),
             waiting: self.waiting_text(app),
+            data_snapshots: self.store.data_snapshots(app)?,
         })
     }
 
@@ -293,6 +294,9 @@ impl Engine {
         };
         let grace = update.grace_secs.or(row.grace_secs);
         self.store.update_app(app, user.as_deref(), grace)?;
+        if let Some(on) = update.data_snapshots {
+            self.store.set_data_snapshots(app, on)?;
+        }
         self.refresh_app(app);
         self.event(door, Some(app), "update app", &update.to_string());
         self.app_info(app)

@@ -57,6 +57,14 @@ impl Engine {
         if empty {
             return Ok(());
         }
+        if !self.store.data_snapshots(app)? {
+            self.store.mark_snapshot_off(app, prev)?;
+            let msg = format!(
+                "Data not snapshotted for v{prev}: data snapshots are off for {app} (`roboku data:snapshots on -a {app}`); `rollback v{prev} --with-data` will not be possible"
+            );
+            self.logs.system(app, "roboku", msg);
+            return Ok(());
+        }
         let size = snapshot::size(&data);
         let h = roboku_wire::human_bytes;
         if size > max {
@@ -168,6 +176,11 @@ impl Engine {
         }
         let snaps = self.settings.data_snapshots_dir(app);
         let src = snaps.join(snapshot::name(target));
+        if !src.is_dir() && self.store.snapshot_was_off(app, target)? {
+            return Err(EngineError::Conflict(format!(
+                "v{target} of {app} has no data snapshot: data snapshots were off for {app} when v{target} was replaced (`roboku data:snapshots` turns them on). `roboku rollback v{target} -a {app}` rolls back the code and config and keeps the data as it is"
+            )));
+        }
         if !src.is_dir() {
             let have = snapshot::versions(&snaps)
                 .iter()

@@ -306,7 +306,7 @@ async fn execute(
         }
         // The intake answers reads itself (`logs_reply`, `plan_reply`) and desired state never
         // holds one.
-        Action::Logs(_) | Action::Plan(_) => Err(Failure {
+        Action::Logs(_) | Action::Plan(_) | Action::Support(_) => Err(Failure {
             reason: "a read is not work for an app's worker".into(),
             rollout: false,
             gate_closed: false,

@@ -20,6 +20,7 @@ use super::jobs::{Converge, Job, Update};
 use super::logs_reply;
 use super::plan_reply;
 use super::state::FleetState;
+use super::support_reply;
 use super::task::Inbound;
 use super::verify::{self, Refused, Trust};
 use super::Shared;
@@ -188,6 +189,17 @@ impl Intake {
                 id,
                 reference.to_string(),
                 app,
+                query,
+            ));
+            return;
+        }
+        if let Action::Support(query) = v.action {
+            // A support bundle is a read of the whole robot: its own task too.
+            let id = v.env.id.clone();
+            tokio::spawn(support_reply::serve(
+                self.shared.clone(),
+                id,
+                reference.to_string(),
                 query,
             ));
             return;

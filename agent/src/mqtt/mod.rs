@@ -35,6 +35,7 @@ pub mod logs_reply;
 mod plan_reply;
 mod report;
 pub mod state;
+mod support_reply;
 mod task;
 pub mod verify;
 pub mod verify_bundle;

@@ -20,6 +20,7 @@ mod gates;
 mod releases;
 mod rename;
 mod schema;
+mod snapshot_opt;
 
 use crate::util::{IoContext, PathError};
 pub use drains::DrainRow;

@@ -57,7 +57,18 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         op: "migrate to 10",
         sql: V10_DRAINS,
     },
+    Migration {
+        op: "migrate to 11",
+        sql: V11_SNAPSHOT_OPT_OUT,
+    },
 ];
+
+/// Version 11: per-app data snapshot opt-out (`data:snapshots off`, issue 17). `apps.data_snapshots`
+/// is 0 for an app that opted out; `releases.data_snapshot` is `'off'` for a release that was
+/// replaced while its app had opted out (so `rollback --with-data` to it can say why it has none).
+const V11_SNAPSHOT_OPT_OUT: &str =
+    "ALTER TABLE apps ADD COLUMN data_snapshots INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE releases ADD COLUMN data_snapshot TEXT;";
 
 /// Version 9: add-ons (issue 17). An add-on belongs to the app that created it (`app`); its
 /// server, if it has one, runs as `uid` on `port` (also recorded in `ports` under the owner, as

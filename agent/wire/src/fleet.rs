@@ -52,6 +52,8 @@ pub enum Kind {
     Logs,
     /// Read-only: what a deploy of the artifact would do, on the final ack (`details.plan`).
     Plan,
+    /// Read-only: a support bundle (`.tar.gz`) in [`SupportChunk`]s on the `logs` topic.
+    Support,
 }
 
 impl Kind {
@@ -65,6 +67,7 @@ impl Kind {
             Kind::Stop => "stop",
             Kind::Logs => "logs",
             Kind::Plan => "plan",
+            Kind::Support => "support",
         }
     }
 }
@@ -107,13 +110,15 @@ pub enum Action {
     Logs(LogsQuery),
     /// `deploy --plan`: the body of a deploy; nothing is applied.
     Plan(Artifact),
+    /// `fleet support`: the robot's support bundle. The envelope's `app` is ignored.
+    Support(SupportQuery),
 }
 
 impl Action {
     /// Reads change nothing on the robot: they take no version and are never kept in desired
     /// state.
     pub fn is_read(&self) -> bool {
-        matches!(self, Action::Logs(_) | Action::Plan(_))
+        matches!(self, Action::Logs(_) | Action::Plan(_) | Action::Support(_))
     }
 }
 
@@ -152,6 +157,42 @@ pub struct LogsChunk {
     #[serde(default)]
     pub dropped: u64,
     /// The size cap the robot applied, bytes.
+    #[serde(default)]
+    pub max_bytes: u64,
+}
+
+/// Body of `support`: how big the bundle may be and how many log lines per app it carries.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SupportQuery {
+    /// At most this many bytes of content (before compression) [default and ceiling: see the
+    /// robot].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// At most the last N log lines per app [default and ceiling: see the robot].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<u32>,
+}
+
+/// One message of a robot's answer to a `support` command, on `rk/v1/d/<device>/logs` (QoS 1,
+/// not retained): `parts` messages numbered from 0 whose `data`, decoded and joined in order,
+/// is the bundle (a `.tar.gz`) whose sha256 is `sha256`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SupportChunk {
+    /// The command's id.
+    pub id: String,
+    pub device: String,
+    pub part: u32,
+    pub parts: u32,
+    /// base64 (standard, padded) of this part's bytes.
+    pub data: String,
+    /// Size and sha256 (lowercase hex) of the whole bundle.
+    pub size: u64,
+    pub sha256: String,
+    /// What was cut or left out to stay within `max_bytes`, one line each (empty: nothing).
+    #[serde(default)]
+    pub truncated: Vec<String>,
+    /// The size cap the robot applied, bytes of content.
     #[serde(default)]
     pub max_bytes: u64,
 }
@@ -205,6 +246,7 @@ impl Action {
             Action::Stop(_) => Kind::Stop,
             Action::Logs(_) => Kind::Logs,
             Action::Plan(_) => Kind::Plan,
+            Action::Support(_) => Kind::Support,
         }
     }
 
@@ -217,6 +259,7 @@ impl Action {
             Action::Rollback(r) => serde_json::to_value(r),
             Action::Restart(t) | Action::Stop(t) => serde_json::to_value(t),
             Action::Logs(q) => serde_json::to_value(q),
+            Action::Support(q) => serde_json::to_value(q),
         };
         v.unwrap_or(serde_json::Value::Null)
     }
@@ -238,6 +281,7 @@ impl Action {
             Kind::Stop => Action::Stop(de(kind, body)?),
             Kind::Logs => Action::Logs(de(kind, body)?),
             Kind::Plan => Action::Plan(de(kind, body)?),
+            Kind::Support => Action::Support(de(kind, body)?),
         })
     }
 }

@@ -183,6 +183,9 @@ pub struct UpdateApp {
     /// Heroku classic buildpacks. An empty list goes back to detecting among the built-ins.
     #[serde(default)]
     pub buildpacks: Option<Vec<String>>,
+    /// Snapshot the app's data when a release replaces another (`data:snapshots on|off`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_snapshots: Option<bool>,
 }
 
 /// `user nav, grace 10s, buildpacks python, nodejs` (what changed), for the audit trail.
@@ -199,6 +202,9 @@ impl std::fmt::Display for UpdateApp {
             Some(b) if b.is_empty() => parts.push("buildpacks detected".into()),
             Some(b) => parts.push(format!("buildpacks {}", b.join(", "))),
             None => {}
+        }
+        if let Some(on) = self.data_snapshots {
+            parts.push(format!("data snapshots {}", if on { "on" } else { "off" }));
         }
         match parts.is_empty() {
             true => f.write_str("nothing changed"),
@@ -258,6 +264,13 @@ pub struct AppInfo {
     /// Changes waiting for the app's apply gates: `waiting for gate mission-idle`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// Whether its data is snapshotted per release (`data:snapshots`; default on).
+    #[serde(default = "yes")]
+    pub data_snapshots: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `POST /v1/apps/{app}/deploy`: a directory (or `.tar.gz`) on the robot's filesystem holding a
@@ -788,13 +801,15 @@ mod tests {
             user: Some("nav".into()),
             grace_secs: Some(10),
             buildpacks: Some(vec!["python".into()]),
+            data_snapshots: None,
         };
         assert_eq!(u.to_string(), "user nav, grace 10s, buildpacks python");
         assert_eq!(
             UpdateApp {
                 user: None,
                 grace_secs: None,
-                buildpacks: None
+                buildpacks: None,
+                data_snapshots: None,
             }
             .to_string(),
             "nothing changed"

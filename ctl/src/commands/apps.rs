@@ -208,6 +208,7 @@ pub async fn set_buildpacks(ctx: &Ctx, app: &str, packs: Vec<String>) -> anyhow:
         user: None,
         grace_secs: None,
         buildpacks: Some(packs),
+        data_snapshots: None,
     };
     let v: Value = ctx.client.patch(&app_path(app, ""), &body).await?;
     let Some(info) = ctx.typed::<AppInfo>(v)? else {
@@ -229,6 +230,7 @@ pub async fn update(ctx: &Ctx, args: UpdateArgs) -> anyhow::Result<()> {
         user: args.user,
         grace_secs: args.grace,
         buildpacks: None,
+        data_snapshots: None,
     };
     let v: Value = ctx
         .client
@@ -269,6 +271,12 @@ fn render_info(app: &AppInfo, now: u64) -> String {
     }
     if let Some(w) = &app.waiting {
         rows.push(vec!["Gates:".into(), format!("a change is {w}")]);
+    }
+    if !app.data_snapshots {
+        rows.push(vec![
+            "Data:".into(),
+            "snapshots off (`roboku data:snapshots on`)".into(),
+        ]);
     }
     rows.push(vec![
         "Created:".into(),
@@ -333,6 +341,7 @@ mod tests {
             dynos_desired: 1,
             router_port: None,
             router_error: None,
+            data_snapshots: true,
             waiting: None,
         };
         let r = Renamed {
@@ -374,6 +383,7 @@ mod tests {
             dynos_desired: 2,
             router_port: Some(20001),
             router_error: None,
+            data_snapshots: true,
             waiting: None,
         };
         let text = render_info(&app, 4 * 86_400_000);

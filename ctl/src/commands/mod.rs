@@ -7,6 +7,7 @@ pub mod apps;
 pub mod bundle;
 pub mod config;
 pub mod dashboard;
+pub mod data;
 pub mod deploy;
 pub mod disk;
 pub mod doctor;

@@ -247,3 +247,55 @@ fn an_addon_whose_config_var_is_refused_is_not_created() {
     let all = agent.json(&["addons", "-a", "nav"]);
     assert_eq!(all[0]["name"], "nav-sqlite", "{all}");
 }
+
+#[test]
+fn an_app_that_opts_out_of_snapshots_has_none_and_rollback_with_data_says_why() {
+    let agent = Agent::start(AgentOpts::default());
+    let data = agent.data_dir().to_path_buf();
+    // nav (big data) opts out; ui keeps its snapshots.
+    agent.create_and_deploy("nav", nav_src("one").path());
+    agent.create_and_deploy("ui", app_dir(&[("Procfile", SLEEPER)]).path());
+    let out = agent.ok(&["data:snapshots", "off", "-a", "nav"]);
+    assert!(out.contains("Data snapshots of nav: off"), "{out}");
+    assert!(agent.ok(&["data:snapshots", "-a", "ui"]).contains(": on"));
+    assert!(agent
+        .ok(&["apps:info", "-a", "nav"])
+        .contains("snapshots off"));
+    assert_eq!(
+        agent.json(&["apps:info", "-a", "nav"])["data_snapshots"],
+        false
+    );
+    assert_eq!(
+        agent.json(&["apps:info", "-a", "ui"])["data_snapshots"],
+        true
+    );
+    run_ok(&agent, "nav", "echo 1 > \"$ROBOKU_DATA/counter\"");
+    run_ok(&agent, "ui", "echo 1 > \"$ROBOKU_DATA/state\"");
+    assert_eq!(agent.deploy("nav", nav_src("two").path())["version"], 2);
+    assert_eq!(
+        agent.deploy("ui", app_dir(&[("Procfile", SLEEPER)]).path())["version"],
+        2
+    );
+    assert!(!data.join("snapshots/nav/v1").exists(), "nav opted out");
+    assert!(
+        data.join("snapshots/ui/v1").is_dir(),
+        "ui keeps its snapshots"
+    );
+    let bad = agent.roboku(&["rollback", "v1", "-a", "nav", "--with-data"]);
+    let text = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success()
+            && text.contains("v1 of nav has no data snapshot")
+            && text.contains("data snapshots were off for nav"),
+        "{text}"
+    );
+    assert_eq!(current(&agent, "nav")["version"], 2, "nothing changed");
+    // On again: the next replaced release has its snapshot; the old one still says why not.
+    agent.ok(&["data:snapshots", "on", "-a", "nav"]);
+    assert_eq!(agent.deploy("nav", nav_src("three").path())["version"], 3);
+    assert!(data.join("snapshots/nav/v2").is_dir());
+    let out = agent.ok(&["rollback", "v2", "-a", "nav", "--with-data"]);
+    assert!(out.contains("with its data"), "{out}");
+    let bad = agent.roboku(&["rollback", "v1", "-a", "nav", "--with-data"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("data snapshots were off for nav"));
+}

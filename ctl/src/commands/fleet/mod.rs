@@ -5,7 +5,7 @@
 //!
 //! Files: `session.rs` (the MQTT connection), `roster.rs` (devices from retained status and
 //! reported state, pure), `delta.rs` (`deploy --delta`), `waves.rs` (wave planning, pure),
-//! `send.rs` (the six commands and their rollout), `logs.rs` (a signed read of a robot's logs), `plan.rs` (`deploy --plan`, a signed read too),
+//! `send.rs` (the six commands and their rollout), `logs.rs` (a signed read of a robot's logs), `support.rs` (its support bundle), `plan.rs` (`deploy --plan`, a signed read too),
 //! `desired.rs`, `status.rs`, `watch.rs`, `keygen.rs`.
 
 mod delta;
@@ -17,6 +17,7 @@ mod roster;
 mod send;
 mod session;
 mod status;
+mod support;
 mod track;
 mod watch;
 mod waves;
@@ -53,6 +54,8 @@ pub enum FleetCommand {
     Desired(desired::DesiredArgs),
     /// Pull an app's log lines from a robot (filtered, size-capped), as a signed command
     Logs(logs::LogsArgs),
+    /// Pull a robot's support bundle (.tar.gz: doctor, status, apps, logs; no secrets)
+    Support(support::SupportArgs),
 }
 
 pub async fn run(json: bool, cmd: FleetCommand) -> anyhow::Result<i32> {
@@ -68,6 +71,7 @@ pub async fn run(json: bool, cmd: FleetCommand) -> anyhow::Result<i32> {
         FleetCommand::Watch(a) => watch::run(json, a).await.map(|_| 0),
         FleetCommand::Desired(a) => desired::run(json, a).await.map(|_| 0),
         FleetCommand::Logs(a) => logs::run(json, a).await,
+        FleetCommand::Support(a) => support::run(json, a).await,
     }
 }
 

@@ -113,6 +113,9 @@ pub struct RollbackArgs {
     /// Release to go back to (v3 or 3) [default: the one before the current]
     #[arg(value_parser = crate::parse::version)]
     pub release: Option<u32>,
+    /// Bring the release's data snapshot back too (as `roboku rollback --with-data`)
+    #[arg(long)]
+    pub with_data: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -213,7 +216,7 @@ pub async fn config(json: bool, a: ConfigArgs) -> anyhow::Result<i32> {
 pub async fn rollback(json: bool, a: RollbackArgs) -> anyhow::Result<i32> {
     let action = Action::Rollback(RollbackRequest {
         version: a.release,
-        with_data: false,
+        with_data: a.with_data,
     });
     rollout(json, &a.common, action.clone(), Some(one_shot(action))).await
 }
