@@ -38,6 +38,16 @@ pub fn file_name(addon: &str, now_ms: u64, ext: &str) -> String {
     format!("{addon}-{stamp}Z.{ext}")
 }
 
+impl std::fmt::Debug for Job {
+    // Without the credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("addon", &self.addon.name)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Job {
     /// Makes the backup; its path and size.
     pub fn run(self) -> Result<(PathBuf, u64), String> {

@@ -554,6 +554,45 @@ impl Engine {
         Ok(())
     }
 
+    /// What a backup of `name` needs, checked: `app` must be attached to it (an attached app
+    /// reads the data anyway); the door runs it off the engine.
+    pub(super) fn addon_backup(&self, app: &str, name: &str) -> Result<addons::backup::Job> {
+        self.cache(app)?;
+        let row = self.find_addon(name)?;
+        let creds = self.credentials(name)?;
+        if !creds.iter().any(|c| c.app == app) {
+            return Err(EngineError::NotFound(format!(
+                "{name} is not attached to {app} (see `roboku addons -a {app}`)"
+            )));
+        }
+        let addon = self.addon_of(&row)?;
+        let provider = addons::provider(addon.kind);
+        provider
+            .backup_ext(&addon)
+            .map_err(|e| EngineError::Conflict(format!("cannot back up {name}: {e}")))?;
+        let program = provider
+            .locate()
+            .map_err(|e| EngineError::Conflict(format!("cannot back up {name}: {e}")))?;
+        if addon.kind != Kind::Sqlite {
+            let up = self
+                .addon_services
+                .get(name)
+                .is_some_and(|s| matches!(s.status().phase, addons::state::Phase::Up { .. }));
+            if !up {
+                return Err(EngineError::Conflict(format!(
+                    "cannot back up {name}: its server is not up (see `roboku addons -a {app}`)"
+                )));
+            }
+        }
+        Ok(addons::backup::Job {
+            addon,
+            program,
+            creds,
+            dir: self.settings.backups_dir().join(app),
+            now_ms: now_ms(),
+        })
+    }
+
     /// Every add-on once, as its owner's `roboku addons` shows it.
     pub(super) fn all_addons(&self) -> Result<Vec<wire::addons::AddonInfo>> {
         let owners: std::collections::BTreeSet<String> =
