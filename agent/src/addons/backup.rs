@@ -213,8 +213,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let db = tmp.path().join("db.sqlite3");
         let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES ('kept');")
-            .unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES ('kept');",
+        )
+        .unwrap();
         let addon = Addon {
             name: "nav-sqlite".into(),
             kind: super::super::Kind::Sqlite,
@@ -239,7 +241,10 @@ mod tests {
         assert!(!tmp.path().join("backups/nav/.x.part").exists());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let dir_mode = std::fs::metadata(tmp.path().join("backups")).unwrap().permissions().mode();
+        let dir_mode = std::fs::metadata(tmp.path().join("backups"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(dir_mode & 0o777, 0o700);
         let copy = rusqlite::Connection::open(&path).unwrap();
         let x: String = copy.query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();

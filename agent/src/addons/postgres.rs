@@ -62,8 +62,7 @@ pub fn owner_role(addon: &Addon) -> String {
 /// Names and passwords go into SQL as literals: only the characters roboku makes them of.
 fn plain(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
@@ -88,7 +87,9 @@ pub fn roles_sql(addon: &Addon, creds: &[Credential]) -> Result<String, String> 
         .chain([&db, &owner])
     {
         if !plain(s) {
-            return Err(format!("{s:?} cannot be used as a postgres name or password"));
+            return Err(format!(
+                "{s:?} cannot be used as a postgres name or password"
+            ));
         }
     }
     let mut sql = format!(
@@ -180,20 +181,31 @@ fn output_of(what: &str, mut c: Command) -> Result<std::process::Output, String>
 
 /// `initdb` as the add-on's uid, with `/etc/passwd` naming it (initdb looks its uid up).
 fn initdb(addon: &Addon, program: &Path, into: &Path) -> Result<(), String> {
-    let mut c = as_addon(addon, tool(program, "initdb"));
+    // Not `as_addon`: std drops the uid before `pre_exec` runs, and the mount needs root.
+    let mut c = Command::new(tool(program, "initdb"));
+    c.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("LC_ALL", "C")
+        .current_dir(&addon.dir)
+        .stdin(Stdio::null());
     c.arg("-D")
         .arg(into)
         .args(["-U", ADMIN, "-E", "UTF8", "--no-locale", "-A", "trust"]);
     if let Some(uid) = addon.uid {
         let passwd = addon.dir.join("passwd");
-        let line = format!("{ADMIN}:x:{uid}:{uid}:roboku add-on:{}:/bin/false\n", addon.dir.display());
-        super::provider::write_private(&passwd, line.as_bytes(), 0o644).map_err(|e| e.to_string())?;
+        let line = format!(
+            "{ADMIN}:x:{uid}:{uid}:roboku add-on:{}:/bin/false\n",
+            addon.dir.display()
+        );
+        super::provider::write_private(&passwd, line.as_bytes(), 0o644)
+            .map_err(|e| e.to_string())?;
         let src = std::ffi::CString::new(passwd.as_os_str().as_encoded_bytes())
             .map_err(|e| e.to_string())?;
         let dst = c"/etc/passwd";
         let root = c"/";
-        // SAFETY: between fork and exec only async-signal-safe syscalls run (unshare, mount),
-        // on CStrings made before the fork. The private mount namespace dies with initdb.
+        // SAFETY: between fork and exec only async-signal-safe syscalls run (unshare, mount,
+        // setgroups, setgid, setuid), on CStrings made before the fork. The private mount
+        // namespace dies with initdb.
         unsafe {
             use std::os::unix::process::CommandExt;
             c.pre_exec(move || {
@@ -212,6 +224,9 @@ fn initdb(addon: &Addon, program: &Path, into: &Path) -> Result<(), String> {
                         libc::MS_BIND,
                         std::ptr::null(),
                     ) != 0
+                    || libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(uid) != 0
+                    || libc::setuid(uid) != 0
                 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -220,6 +235,44 @@ fn initdb(addon: &Addon, program: &Path, into: &Path) -> Result<(), String> {
         }
     }
     output_of("initdb", c).map(drop)
+}
+
+/// Waits for the server to accept connections, then runs `roles.sql` through psql over the
+/// socket; `roles.applied` is what it ran.
+fn apply_roles(addon: &Addon, program: &Path) -> Result<(), String> {
+    let port = addon.port.unwrap_or(5432).to_string();
+    let deadline = Instant::now() + READY_WAIT;
+    loop {
+        let mut c = as_addon(addon, tool(program, "pg_isready"));
+        c.arg("-q")
+            .arg("-h")
+            .arg(&addon.dir)
+            .args(["-p", &port, "-U", ADMIN]);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        if c.status().is_ok_and(|s| s.success()) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} did not accept connections within {}s",
+                addon.name,
+                READY_WAIT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let roles = addon.dir.join("roles.sql");
+    let text = std::fs::read(&roles)
+        .at("read", &roles)
+        .map_err(|e| e.to_string())?;
+    let mut c = as_addon(addon, tool(program, "psql"));
+    c.args(["-X", "-q", "-h"])
+        .arg(&addon.dir)
+        .args(["-p", &port, "-U", ADMIN, "-d", "postgres", "-f"])
+        .arg(&roles);
+    output_of("psql (roles)", c)?;
+    let done = addon.dir.join("roles.applied");
+    super::provider::write_private(&done, &text, 0o600).map_err(|e| e.to_string())
 }
 
 impl Provider for Postgres {
@@ -275,6 +328,14 @@ impl Provider for Postgres {
         crate::build::remove_tree(&addon.dir)
     }
     fn prepare(&self, addon: &Addon, program: &Path) -> Result<(), String> {
+        // Not ready until this start's roles are applied (`after_start`).
+        let applied = addon.dir.join("roles.applied");
+        match std::fs::remove_file(&applied) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("remove {}: {e}", applied.display()))
+            }
+            _ => {}
+        }
         let data = addon.dir.join("data");
         if data.join("PG_VERSION").is_file() {
             return Ok(());
@@ -295,44 +356,29 @@ impl Provider for Postgres {
     }
     fn after_start(&self, addon: &Addon, program: &Path) -> Result<(), String> {
         let _one = ROLES.lock().unwrap_or_else(|e| e.into_inner());
-        let port = addon.port.unwrap_or(5432).to_string();
-        let deadline = Instant::now() + READY_WAIT;
-        loop {
-            let mut c = as_addon(addon, tool(program, "pg_isready"));
-            c.arg("-q").arg("-h").arg(&addon.dir).args(["-p", &port, "-U", ADMIN]);
-            c.stdout(Stdio::null()).stderr(Stdio::null());
-            if c.status().is_ok_and(|s| s.success()) {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "{} did not accept connections within {}s",
-                    addon.name,
-                    READY_WAIT.as_secs()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        let failed = addon.dir.join("roles.error");
+        let result = apply_roles(addon, program);
+        match &result {
+            Ok(()) => drop(std::fs::remove_file(&failed)),
+            Err(e) => drop(super::provider::write_private(&failed, e.as_bytes(), 0o600)),
         }
-        let roles = addon.dir.join("roles.sql");
-        let text = std::fs::read(&roles)
-            .at("read", &roles)
-            .map_err(|e| e.to_string())?;
-        let mut c = as_addon(addon, tool(program, "psql"));
-        c.args(["-X", "-q", "-h"])
-            .arg(&addon.dir)
-            .args(["-p", &port, "-U", ADMIN, "-d", "postgres", "-f"])
-            .arg(&roles);
-        output_of("psql (roles)", c)?;
-        let done = addon.dir.join("roles.applied");
-        super::provider::write_private(&done, &text, 0o600).map_err(|e| e.to_string())
+        result
     }
     fn ready(&self, addon: &Addon) -> Result<(), String> {
         if !addon.dir.join("data").join("PG_VERSION").is_file() {
             return Err("initialising the database (initdb)".into());
         }
         let read = |n: &str| std::fs::read(addon.dir.join(n)).ok();
-        match (read("roles.sql"), read("roles.applied")) {
-            (Some(want), Some(done)) if want == done => Ok(()),
+        match (
+            read("roles.sql"),
+            read("roles.applied"),
+            read("roles.error"),
+        ) {
+            (Some(want), Some(done), _) if want == done => Ok(()),
+            (_, _, Some(e)) => Err(format!(
+                "setting up the apps' roles failed, tried again at the next start: {}",
+                String::from_utf8_lossy(&e)
+            )),
             _ => Err("setting up the apps' roles".into()),
         }
     }

@@ -90,7 +90,10 @@ pub trait Provider: Send + Sync {
     fn backup_ext(&self, addon: &Addon) -> Result<&'static str, String>;
     /// Writes one consistent copy of the add-on's data to the new file `to` (in a dir only
     /// root can enter), blocking; never called on the engine.
-    fn backup(&self, addon: &Addon, program: Option<&Path>,
+    fn backup(
+        &self,
+        addon: &Addon,
+        program: Option<&Path>,
         creds: &[Credential],
         to: &Path,
     ) -> Result<(), String>;

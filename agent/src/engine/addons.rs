@@ -108,9 +108,14 @@ impl Engine {
         let Some(server) = provider.server(&addon, &program) else {
             return Ok(());
         };
-        let hook = |f: fn(&dyn addons::Provider, &Addon, &std::path::Path) -> std::result::Result<(), String>| {
+        let hook = |f: fn(
+            &dyn addons::Provider,
+            &Addon,
+            &std::path::Path,
+        ) -> std::result::Result<(), String>| {
             let (addon, program) = (addon.clone(), program.clone());
-            let h: addons::service::Hook = std::sync::Arc::new(move || f(provider, &addon, &program));
+            let h: addons::service::Hook =
+                std::sync::Arc::new(move || f(provider, &addon, &program));
             Some(h)
         };
         let prepare = hook(|p, a, prog| p.prepare(a, prog));
@@ -262,9 +267,9 @@ impl Engine {
         self.ensure_no_rollout(app)?;
         let kind = Kind::parse(&req.kind).map_err(EngineError::BadRequest)?;
         let provider = addons::provider(kind);
-        provider.locate().map_err(|e| {
-            EngineError::BadRequest(format!("cannot create a {kind} add-on: {e}"))
-        })?;
+        provider
+            .locate()
+            .map_err(|e| EngineError::BadRequest(format!("cannot create a {kind} add-on: {e}")))?;
         let name = {
             let existing = self.store.addons()?;
             addons::default_name(app, kind, &|n| existing.iter().any(|a| a.name == n))
@@ -640,7 +645,12 @@ impl Engine {
                     addons::provider(addon.kind)
                         .ready(&addon)
                         .err()
-                        .filter(|_| matches!(s.phase, addons::state::Phase::Up { .. } | addons::state::Phase::Starting))
+                        .filter(|_| {
+                            matches!(
+                                s.phase,
+                                addons::state::Phase::Up { .. } | addons::state::Phase::Starting
+                            )
+                        })
                         .or_else(|| s.last_exit.clone().map(|e| format!("last exit: {e}"))),
                 ),
             };

@@ -160,8 +160,18 @@ async fn wait_ready(ctx: &Ctx, app: &str) -> anyhow::Result<()> {
 pub async fn detach(ctx: &Ctx, args: DetachArgs) -> anyhow::Result<()> {
     let app = &args.app.app;
     let path = app_path(app, &format!("/addons/{}/detach", args.name));
+    let before: Vec<AddonInfo> = ctx.client.get(&app_path(app, "/addons")).await?;
+    let owner = before
+        .into_iter()
+        .find(|a| a.name == args.name)
+        .map(|a| a.owner);
     let v: Value = ctx.client.post(&path, &serde_json::json!({})).await?;
-    changed(ctx, v, &format!("Detaching {} from {app}", args.name))
+    changed(ctx, v, &format!("Detaching {} from {app}", args.name))?;
+    // The owner's list shows the add-on "starting" until the detached app's role is gone.
+    match owner {
+        Some(owner) => wait_ready(ctx, &owner).await,
+        None => Ok(()),
+    }
 }
 
 pub async fn destroy(ctx: &Ctx, args: DestroyArgs) -> anyhow::Result<()> {
