@@ -161,7 +161,23 @@ fn as_addon(addon: &Addon, program: PathBuf) -> Command {
         use std::os::unix::process::CommandExt;
         c.uid(uid).gid(uid);
     }
+    die_with_parent(&mut c);
     c
+}
+
+/// The child is SIGKILLed if robokud dies (its thread waits on it): no initdb or pg_dump of a
+/// dead agent goes on writing under the next one.
+fn die_with_parent(c: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; it runs between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        c.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 fn output_of(what: &str, mut c: Command) -> Result<std::process::Output, String> {
@@ -234,6 +250,7 @@ fn initdb(addon: &Addon, program: &Path, into: &Path) -> Result<(), String> {
             });
         }
     }
+    die_with_parent(&mut c);
     output_of("initdb", c).map(drop)
 }
 

@@ -93,6 +93,20 @@ impl Engine {
             Vec::new()
         });
         for row in rows {
+            // Files as the store says (a robokud killed between recording an attach or detach
+            // and rewriting them left them behind).
+            let provisioned = self.addon_of(&row).and_then(|addon| {
+                if addon.kind == Kind::Sqlite {
+                    return Ok(());
+                }
+                let creds = self.credentials(&row.name)?;
+                addons::provider(addon.kind)
+                    .provision(&addon, &creds)
+                    .map_err(|e| EngineError::Internal(e.to_string()))
+            });
+            if let Err(e) = provisioned {
+                tracing::error!(addon = %row.name, error = %e, "cannot rewrite the add-on's files");
+            }
             if let Err(e) = self.start_service(&row) {
                 tracing::error!(addon = %row.name, error = %e, "cannot start add-on server");
             }

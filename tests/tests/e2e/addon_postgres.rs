@@ -220,3 +220,41 @@ db.commit()
     );
     assert!(!data.join("backups/ui").exists());
 }
+
+/// robokud SIGKILLed with its postgres running: at the next start the dead agent's server (and
+/// its backends) is killed, a fresh one serves the same data.
+#[test]
+fn a_postgres_left_by_a_killed_robokud_is_replaced_with_its_data() {
+    if !postgres_installed() {
+        // Checked for what it says by the test above; here there is nothing more to check.
+        let agent = Agent::start(AgentOpts::default());
+        agent.create_and_deploy("nav", app_dir(&[("Procfile", SLEEPER)]).path());
+        let out = agent.roboku(&["addons:create", "postgres", "-a", "nav"]);
+        assert!(!out.status.success(), "created without postgres");
+        return;
+    }
+    let mut agent = Agent::start(AgentOpts::default());
+    agent.create_and_deploy("nav", app_dir(&[("Procfile", SLEEPER)]).path());
+    agent.ok(&["addons:create", "postgres", "-a", "nav"]);
+    run_ok(&agent, "nav", WRITE);
+    let web = agent.wait_up("nav", "web.1", None, Duration::from_secs(20));
+    let pid = wait_ready(&agent, "nav", "nav-postgres", None);
+    // The server and its backends, all of the dead agent's.
+    let left: Vec<i64> = roboku_tests::tagged(agent.data_dir())
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| *p != web)
+        .collect();
+    assert!(left.contains(&pid), "{left:?} has the server {pid}");
+    agent.kill9_and_restart("stop");
+    let pid2 = wait_ready(&agent, "nav", "nav-postgres", Some(pid));
+    for p in &left {
+        wait_for(
+            &format!("the dead agent's postgres process {p} to be gone"),
+            Duration::from_secs(30),
+            || !alive(*p),
+        );
+    }
+    assert!(alive(pid2));
+    assert_eq!(run_ok(&agent, "nav", READ).trim(), "kept-row");
+}
