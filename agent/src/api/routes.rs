@@ -238,6 +238,9 @@ async fn route(
                 .await
                 .map_err(|e| EngineError::Internal(format!("backup task: {e}")))?
                 .map_err(EngineError::Internal)?;
+            if query.contains_key("download") {
+                return super::backup::download(&path, bytes).await;
+            }
             let backup = wire::addons::Backup {
                 addon,
                 path: path.display().to_string(),

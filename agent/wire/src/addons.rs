@@ -8,6 +8,7 @@
 //! | POST   | /v1/apps/{app}/addons/{name}/detach       |                 | [`crate::ConfigChanged`] |
 //! | POST   | /v1/apps/{app}/addons/{name}/destroy      | [`DestroyAddon`]| [`crate::ConfigChanged`] |
 //! | POST   | /v1/apps/{app}/addons/{name}/backup       |                 | [`Backup`]        |
+//! | POST   | /v1/apps/{app}/addons/{name}/backup?download=1 |            | the file's bytes  |
 
 use serde::{Deserialize, Serialize};
 

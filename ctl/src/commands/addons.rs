@@ -54,6 +54,9 @@ pub struct BackupArgs {
     pub name: String,
     #[command(flatten)]
     pub app: AppArg,
+    /// Also copy the backup here (written 0600 by the user running roboku)
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
 }
 
 /// How long create and attach wait for a starting server (initdb on a slow SD card).
@@ -116,6 +119,9 @@ pub async fn attach(ctx: &Ctx, args: AttachArgs) -> anyhow::Result<()> {
 pub async fn backup(ctx: &Ctx, args: BackupArgs) -> anyhow::Result<()> {
     let app = &args.app.app;
     let path = app_path(app, &format!("/addons/{}/backup", args.name));
+    if let Some(out) = &args.output {
+        return backup_to(ctx, &format!("{path}?download=1"), &args.name, out).await;
+    }
     let v: Value = ctx.client.post(&path, &serde_json::json!({})).await?;
     let Some(b) = ctx.typed::<Backup>(v)? else {
         return Ok(());
@@ -126,6 +132,36 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> anyhow::Result<()> {
         b.path,
         b.bytes
     )?)
+}
+
+/// The backup's bytes into `out` (through `.FILE.part`, renamed when whole).
+async fn backup_to(ctx: &Ctx, path: &str, name: &str, out: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let file_name = out.file_name().unwrap_or_default().to_string_lossy();
+    let part = out.with_file_name(format!(".{file_name}.part"));
+    let mut f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&part)
+        .await
+        .with_context(|| format!("cannot create {}", part.display()))?;
+    let written = ctx.client.post_to_file(path, &mut f).await;
+    let n = match written {
+        Ok(n) => n,
+        Err(e) => {
+            drop(f);
+            let _ = std::fs::remove_file(&part);
+            return Err(e.into());
+        }
+    };
+    f.sync_all()
+        .await
+        .with_context(|| format!("cannot sync {}", part.display()))?;
+    drop(f);
+    std::fs::rename(&part, out).with_context(|| format!("cannot rename to {}", out.display()))?;
+    Ok(outln!("Backed up {name} to {} ({n} bytes)", out.display())?)
 }
 
 /// Waits while one of `app`'s add-ons is `starting`, saying what it waits for.

@@ -151,6 +151,28 @@ fn postgres_serves_an_app_survives_a_kill_shares_with_roles_backs_up_and_goes() 
     );
     let disk = agent.ok(&["disk"]);
     assert!(disk.contains("add-on backups"), "{disk}");
+    // -o: a copy on the CLI's side too, whole.
+    let here = tempfile::tempdir().expect("tempdir");
+    let out = here.path().join("nav.sql");
+    let said = agent.ok(&[
+        "addons:backup",
+        "nav-postgres",
+        "-a",
+        "nav",
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(said.contains("nav.sql"), "{said}");
+    assert_eq!(mode_uid(&out).0, 0o600);
+    let copy = std::fs::read_to_string(&out).expect("the copy");
+    assert!(
+        copy.contains("kept-row") && copy.contains("ui-row"),
+        "{copy}"
+    );
+    assert!(
+        copy.contains("PostgreSQL database dump complete"),
+        "whole: {copy}"
+    );
 
     // Destroyed: the server and its dir are gone.
     agent.ok(&[
