@@ -23,6 +23,8 @@ pub struct Job {
     /// `<data_dir>/backups/<app>`.
     pub dir: PathBuf,
     pub now_ms: u64,
+    /// The disk reserve a backup must not cross (`disk_reserve`).
+    pub reserve: crate::disk::Reserve,
 }
 
 /// The backup's file name: `nav-postgres-20261203T142210Z.sql`.
@@ -63,6 +65,20 @@ impl Job {
                 .map_err(|e| e.to_string())?;
         }
         clear_partial(&self.dir);
+        // About what it will take: the data as it is on disk (a dump is rarely bigger).
+        let need = match self.addon.kind {
+            super::Kind::Sqlite => std::fs::metadata(super::provider::sqlite_path(&self.addon))
+                .map(|m| m.len())
+                .unwrap_or(0),
+            _ => crate::deploy::tree_size(&self.addon.dir.join("data")),
+        };
+        crate::disk::check(
+            &self.dir,
+            self.reserve,
+            need,
+            &format!("a backup of {}", self.addon.name),
+        )
+        .map_err(|e| e.to_string())?;
         let name = file_name(&self.addon.name, self.now_ms, ext);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!(".{name}.part"));
@@ -232,6 +248,7 @@ mod tests {
             creds: Vec::new(),
             dir: tmp.path().join("backups").join("nav"),
             now_ms: 0,
+            reserve: crate::disk::Reserve::default(),
         };
         // A half backup a killed robokud left goes.
         std::fs::create_dir_all(&job.dir).unwrap();

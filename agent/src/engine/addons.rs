@@ -609,6 +609,7 @@ impl Engine {
             creds,
             dir: self.settings.backups_dir().join(app),
             now_ms: now_ms(),
+            reserve: self.settings.disk_reserve,
         })
     }
 
