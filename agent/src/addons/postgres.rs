@@ -49,6 +49,18 @@ pub fn bin_dir_in(root: &Path) -> Option<PathBuf> {
         .map(|(_, bin)| bin)
 }
 
+/// The newest `postgres` under `root`, or the sentence naming the package to install.
+pub fn locate_in(root: &Path) -> Result<PathBuf, String> {
+    bin_dir_in(root).map(|b| b.join("postgres")).ok_or_else(|| {
+        format!(
+            "PostgreSQL is not installed on this robot (no {}/<version>/bin/postgres): install \
+             the Debian package postgresql (apt-get install postgresql); roboku runs a server of \
+             its own, the system cluster can stay disabled",
+            root.display()
+        )
+    })
+}
+
 /// The database's name: the add-on's, `-` made `_` (`nav-postgres` -> `nav_postgres`).
 pub fn database(addon: &Addon) -> String {
     addon.name.replace('-', "_")
@@ -300,14 +312,7 @@ impl Provider for Postgres {
         Some(("postgres", "postgresql"))
     }
     fn locate(&self) -> Result<Option<PathBuf>, String> {
-        bin_dir_in(Path::new("/usr/lib/postgresql"))
-            .map(|b| Some(b.join("postgres")))
-            .ok_or_else(|| {
-                "PostgreSQL is not installed on this robot (no /usr/lib/postgresql/<version>/bin/postgres): \
-                 install the Debian package postgresql (apt-get install postgresql); roboku runs a server \
-                 of its own, the system cluster can stay disabled"
-                    .to_string()
-            })
+        locate_in(Path::new("/usr/lib/postgresql")).map(Some)
     }
     fn can_share(&self, _addon: &Addon) -> Result<(), String> {
         Ok(())
@@ -467,6 +472,13 @@ mod tests {
         }
         // 16 has no server (a client-only install): not it.
         assert_eq!(bin_dir_in(tmp.path()), Some(tmp.path().join("15/bin")));
+        assert_eq!(
+            locate_in(tmp.path()),
+            Ok(tmp.path().join("15/bin/postgres"))
+        );
+        let none = tempfile::tempdir().unwrap();
+        let e = locate_in(none.path()).unwrap_err();
+        assert!(e.contains("apt-get install postgresql"), "{e}");
     }
 
     #[test]
