@@ -10,7 +10,8 @@
 //!   add-on's uid, into `data.init`, renamed to `data` when whole: a robokud killed mid-way
 //!   leaves no half cluster (the next start runs it again). initdb insists on a passwd entry for
 //!   its uid, which add-on uids have not: it runs in a mount namespace of its own where
-//!   `/etc/passwd` is a one-line file naming that uid.
+//!   `/etc/passwd` is a one-line file naming that uid (`addons/.<name>.passwd`, root's, beside
+//!   the add-on's dir so its uid cannot swap it).
 //! - Roles are reconciled by `psql` as the add-on's uid over the socket (`local ... trust` for
 //!   the admin role `roboku` only: the socket's dir is the add-on's, 0700) after each start and
 //!   each attach or detach ([`Provider::after_start`]); done once `roles.applied` matches
@@ -220,7 +221,8 @@ fn initdb(addon: &Addon, program: &Path, into: &Path) -> Result<(), String> {
         .arg(into)
         .args(["-U", ADMIN, "-E", "UTF8", "--no-locale", "-A", "trust"]);
     if let Some(uid) = addon.uid {
-        let passwd = addon.dir.join("passwd");
+        // Beside the add-on's dir, not in it: a file its uid cannot swap for a link.
+        let passwd = addon.dir.with_file_name(format!(".{}.passwd", addon.name));
         let line = format!(
             "{ADMIN}:x:{uid}:{uid}:roboku add-on:{}:/bin/false\n",
             addon.dir.display()
@@ -263,7 +265,11 @@ fn initdb(addon: &Addon, program: &Path, into: &Path) -> Result<(), String> {
         }
     }
     die_with_parent(&mut c);
-    output_of("initdb", c).map(drop)
+    let done = output_of("initdb", c).map(drop);
+    if addon.uid.is_some() {
+        let _ = std::fs::remove_file(addon.dir.with_file_name(format!(".{}.passwd", addon.name)));
+    }
+    done
 }
 
 /// Waits for the server to accept connections, then runs `roles.sql` through psql over the
@@ -347,6 +353,8 @@ impl Provider for Postgres {
         super::provider::file_present(&addon.dir.join("pg_hba.conf"))
     }
     fn destroy(&self, addon: &Addon) -> Result<(), PathError> {
+        // initdb's passwd file, if a robokud was killed during it.
+        let _ = std::fs::remove_file(addon.dir.with_file_name(format!(".{}.passwd", addon.name)));
         crate::build::remove_tree(&addon.dir)
     }
     fn prepare(&self, addon: &Addon, program: &Path) -> Result<(), String> {
