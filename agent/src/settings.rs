@@ -238,6 +238,10 @@ impl Settings {
     pub fn addons_dir(&self) -> PathBuf {
         self.data_dir.join("addons")
     }
+    /// `roboku addons:backup`'s files, by app (root's, 0700).
+    pub fn backups_dir(&self) -> PathBuf {
+        self.data_dir.join("backups")
+    }
     /// Parent of the per-app caches: searchable by the build users, listable by root only.
     pub fn cache_root(&self) -> PathBuf {
         self.data_dir.join("cache")

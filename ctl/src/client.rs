@@ -130,6 +130,35 @@ impl Client {
         self.call(Method::DELETE, path, None).await
     }
 
+    /// A POST whose answer's body is written to `out` as it arrives (`addons:backup -o`);
+    /// the bytes written.
+    pub async fn post_to_file(
+        &self,
+        path: &str,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<u64, ClientError> {
+        use tokio::io::AsyncWriteExt;
+        let what = format!("POST {path}");
+        let (_sender, resp) = self.send(Method::POST, path, Some(b"{}".to_vec())).await?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let body = collect(resp, &what).await?;
+            return Err(api_error(status, &body));
+        }
+        let mut body = resp.into_body();
+        let mut n = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| self.broken(&what, e))?;
+            if let Ok(data) = frame.into_data() {
+                out.write_all(&data)
+                    .await
+                    .map_err(|e| ClientError::Protocol(format!("writing {what}'s answer: {e}")))?;
+                n += data.len() as u64;
+            }
+        }
+        Ok(n)
+    }
+
     /// A GET whose body is read line by line as it arrives (`logs --tail`).
     pub async fn stream(&self, path: &str) -> Result<Lines, ClientError> {
         let (sender, resp) = self.send(Method::GET, path, None).await?;

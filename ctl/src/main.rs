@@ -86,6 +86,9 @@ enum Command {
     /// Destroy an add-on and its data (makes a new release)
     #[command(name = "addons:destroy")]
     AddonsDestroy(addons::DestroyArgs),
+    /// Back an add-on's data up to a file on the robot (root's, 0600)
+    #[command(name = "addons:backup")]
+    AddonsBackup(addons::BackupArgs),
     /// Show config vars
     Config(config::ShowArgs),
     /// Print one config var's value
@@ -235,6 +238,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::AddonsAttach(a) => addons::attach(ctx, a).await?,
         Command::AddonsDetach(a) => addons::detach(ctx, a).await?,
         Command::AddonsDestroy(a) => addons::destroy(ctx, a).await?,
+        Command::AddonsBackup(a) => addons::backup(ctx, a).await?,
         Command::Config(a) => config::show(ctx, a).await?,
         Command::ConfigGet(a) => config::get(ctx, a).await?,
         Command::ConfigSet(a) => config::set(ctx, a).await?,

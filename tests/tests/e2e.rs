@@ -3,6 +3,7 @@
 //! The modules live in `tests/e2e/`.
 
 mod e2e {
+    mod addon_postgres;
     mod addons;
     mod bad_input;
     mod browser;

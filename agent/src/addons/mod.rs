@@ -6,8 +6,10 @@
 //! and the supervised server processes (`service.rs`). The engine (`engine/addons.rs`) owns the
 //! records and the releases; nothing here touches the store.
 
+pub mod backup;
 pub mod data;
 pub mod mqtt;
+pub mod postgres;
 pub mod provider;
 pub mod redis;
 pub mod service;
@@ -24,10 +26,11 @@ pub enum Kind {
     Sqlite,
     Mqtt,
     Redis,
+    Postgres,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Sqlite, Kind::Mqtt, Kind::Redis];
+    pub const ALL: [Kind; 4] = [Kind::Sqlite, Kind::Mqtt, Kind::Redis, Kind::Postgres];
 
     pub fn parse(s: &str) -> Result<Kind, String> {
         Kind::ALL
@@ -46,6 +49,7 @@ impl Kind {
             Kind::Sqlite => "sqlite",
             Kind::Mqtt => "mqtt",
             Kind::Redis => "redis",
+            Kind::Postgres => "postgres",
         }
     }
 
@@ -55,6 +59,7 @@ impl Kind {
             Kind::Sqlite => "DATABASE",
             Kind::Mqtt => "MQTT",
             Kind::Redis => "REDIS",
+            Kind::Postgres => "DATABASE",
         }
     }
 }
@@ -160,9 +165,10 @@ mod tests {
     #[test]
     fn kinds_parse_and_name_the_choices() {
         assert_eq!(Kind::parse("mqtt"), Ok(Kind::Mqtt));
-        let e = Kind::parse("postgres").unwrap_err();
+        assert_eq!(Kind::parse("postgres"), Ok(Kind::Postgres));
+        let e = Kind::parse("mysql").unwrap_err();
         assert!(
-            e.contains("postgres") && e.contains("sqlite, mqtt, redis"),
+            e.contains("mysql") && e.contains("sqlite, mqtt, redis, postgres"),
             "{e}"
         );
     }

@@ -106,24 +106,31 @@ impl Provider for Mqtt {
     fn health(&self, addon: &Addon) -> Result<(), String> {
         super::provider::file_present(&addon.dir.join("mosquitto.conf"))
     }
-    fn backup(&self, addon: &Addon, dest: &Path) -> Result<(), PathError> {
-        copy_dir_files(&addon.dir.join("data"), dest)
+    fn backup_ext(&self, addon: &Addon) -> Result<&'static str, String> {
+        let db = addon.dir.join("data").join("mosquitto.db");
+        if db.is_file() {
+            Ok("db")
+        } else {
+            Err(format!(
+                "{} has nothing to back up: an mqtt add-on is a bus, and its broker has saved no \
+                 retained messages or sessions yet ({} does not exist)",
+                addon.name,
+                db.display()
+            ))
+        }
+    }
+    fn backup(
+        &self,
+        addon: &Addon,
+        _program: Option<&Path>,
+        _creds: &[Credential],
+        to: &Path,
+    ) -> Result<(), String> {
+        super::backup::copy_file(&addon.dir.join("data").join("mosquitto.db"), to)
     }
     fn destroy(&self, addon: &Addon) -> Result<(), PathError> {
         crate::build::remove_tree(&addon.dir)
     }
-}
-
-/// Copies the regular files directly in `src` into `dest` (a server's data dir is flat).
-pub fn copy_dir_files(src: &Path, dest: &Path) -> Result<(), PathError> {
-    use crate::util::IoContext;
-    for entry in std::fs::read_dir(src).at("read dir", src)? {
-        let entry = entry.at("read dir", src)?;
-        if entry.file_type().at("stat", &entry.path())?.is_file() {
-            std::fs::copy(entry.path(), dest.join(entry.file_name())).at("copy", &entry.path())?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

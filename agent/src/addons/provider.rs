@@ -59,10 +59,44 @@ pub trait Provider: Send + Sync {
     fn server(&self, addon: &Addon, program: &Path) -> Option<ServerCommand>;
     /// What is wrong with the add-on's files, if anything (a server's liveness is its service's).
     fn health(&self, addon: &Addon) -> Result<(), String>;
-    /// Copies the add-on's data into `dest` (a fresh dir).
-    fn backup(&self, addon: &Addon, dest: &Path) -> Result<(), PathError>;
     /// Removes what `provision` made.
     fn destroy(&self, addon: &Addon) -> Result<(), PathError>;
+
+    /// Where its server program is, or the sentence naming the package to install.
+    fn locate(&self) -> Result<Option<PathBuf>, String> {
+        self.needs()
+            .map(|(program, package)| find_program(program, package))
+            .transpose()
+    }
+    /// Blocking work before each start of the server (off the engine, in the server's task):
+    /// postgres's `initdb` the first time.
+    fn prepare(&self, _addon: &Addon, _program: &Path) -> Result<(), String> {
+        Ok(())
+    }
+    /// Blocking work once the server runs (off the engine): postgres's roles, after each start
+    /// and each attach or detach. Idempotent.
+    fn after_start(&self, _addon: &Addon, _program: &Path) -> Result<(), String> {
+        Ok(())
+    }
+    /// Why the running server is not ready for its apps yet, if it is not.
+    fn ready(&self, _addon: &Addon) -> Result<(), String> {
+        Ok(())
+    }
+    /// The signal that stops the server cleanly (SIGKILL follows after a grace).
+    fn stop_signal(&self) -> i32 {
+        libc::SIGTERM
+    }
+    /// The backup file's extension, or why this kind has nothing to back up.
+    fn backup_ext(&self, addon: &Addon) -> Result<&'static str, String>;
+    /// Writes one consistent copy of the add-on's data to the new file `to` (in a dir only
+    /// root can enter), blocking; never called on the engine.
+    fn backup(
+        &self,
+        addon: &Addon,
+        program: Option<&Path>,
+        creds: &[Credential],
+        to: &Path,
+    ) -> Result<(), String>;
 }
 
 /// The provider of `kind`.
@@ -71,6 +105,7 @@ pub fn provider(kind: Kind) -> &'static dyn Provider {
         Kind::Sqlite => &Sqlite,
         Kind::Mqtt => &super::mqtt::Mqtt,
         Kind::Redis => &super::redis::Redis,
+        Kind::Postgres => &super::postgres::Postgres,
     }
 }
 
@@ -151,10 +186,17 @@ impl Provider for Sqlite {
             )),
         }
     }
-    fn backup(&self, addon: &Addon, dest: &Path) -> Result<(), PathError> {
-        let path = sqlite_path(addon);
-        let to = dest.join(path.file_name().unwrap_or_default());
-        std::fs::copy(&path, &to).at("copy", &path).map(drop)
+    fn backup_ext(&self, _addon: &Addon) -> Result<&'static str, String> {
+        Ok("sqlite3")
+    }
+    fn backup(
+        &self,
+        addon: &Addon,
+        _program: Option<&Path>,
+        _creds: &[Credential],
+        to: &Path,
+    ) -> Result<(), String> {
+        super::backup::sqlite(&sqlite_path(addon), to)
     }
     fn destroy(&self, addon: &Addon) -> Result<(), PathError> {
         let path = sqlite_path(addon);
@@ -186,22 +228,35 @@ pub fn write_server_files(
     }
     for (name, text) in files {
         let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .at("create", &tmp)?;
-        std::io::Write::write_all(&mut f, text.as_bytes()).at("write", &tmp)?;
-        drop(f);
+        write_private(&path, text.as_bytes(), 0o600)?;
         if let Some(uid) = uid {
-            std::os::unix::fs::chown(&tmp, Some(uid), Some(uid)).at("chown", &tmp)?;
+            std::os::unix::fs::lchown(&path, Some(uid), Some(uid)).at("chown", &path)?;
         }
-        std::fs::rename(&tmp, &path).at("rename to", &path)?;
     }
     Ok(())
+}
+
+/// Writes `path` whole (a temp file renamed over it) with `mode`, root's. The dir is the
+/// server's uid's: the temp file is made new (`O_EXCL`, so a link planted there is never
+/// followed) and a stale one removed first.
+pub fn write_private(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PathError> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at("remove", &tmp),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .at("create", &tmp)?;
+    std::io::Write::write_all(&mut f, bytes).at("write", &tmp)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .at("chmod", &tmp)?;
+    drop(f);
+    std::fs::rename(&tmp, path).at("rename to", path)
 }
 
 use std::os::unix::fs::OpenOptionsExt;

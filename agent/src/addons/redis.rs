@@ -2,7 +2,6 @@
 //! of its own on 127.0.0.1 and an allocated port, its data in its own dir, the default user off
 //! and one ACL user per attached app.
 
-use super::mqtt::copy_dir_files;
 use super::provider::{write_server_files, Addon, Credential, Provider, ServerCommand};
 use super::Kind;
 use crate::util::PathError;
@@ -70,8 +69,17 @@ impl Provider for Redis {
     fn health(&self, addon: &Addon) -> Result<(), String> {
         super::provider::file_present(&addon.dir.join("redis.conf"))
     }
-    fn backup(&self, addon: &Addon, dest: &Path) -> Result<(), PathError> {
-        copy_dir_files(&addon.dir.join("data"), dest)
+    fn backup_ext(&self, _addon: &Addon) -> Result<&'static str, String> {
+        Ok("rdb")
+    }
+    fn backup(
+        &self,
+        addon: &Addon,
+        _program: Option<&Path>,
+        creds: &[Credential],
+        to: &Path,
+    ) -> Result<(), String> {
+        super::backup::redis(addon, creds, to)
     }
     fn destroy(&self, addon: &Addon) -> Result<(), PathError> {
         crate::build::remove_tree(&addon.dir)

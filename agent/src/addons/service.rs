@@ -35,6 +35,28 @@ pub struct Spec {
     pub log: PathBuf,
     pub policy: BackoffPolicy,
     pub cgroup: Option<Cgroup>,
+    /// Blocking work before each start (postgres's initdb); a failure counts as a failed start.
+    pub prepare: Option<Hook>,
+    /// Blocking work once it runs (postgres's roles), on a thread of its own: never in the way
+    /// of the supervision.
+    pub after_start: Option<Hook>,
+    /// The signal of a clean stop (SIGKILL follows after [`STOP_GRACE`]).
+    pub stop_signal: i32,
+}
+
+/// A provider's blocking step, run off the engine.
+pub type Hook = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Runs `hook` on a blocking thread; its failure is logged (the next start runs it again).
+pub fn run_hook(name: &str, what: &'static str, hook: Hook) -> tokio::task::JoinHandle<bool> {
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || match hook() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(addon = %name, error = %e, "add-on server's {what} step failed");
+            false
+        }
+    })
 }
 
 /// The server's own cgroup.
@@ -107,11 +129,30 @@ async fn run(
 ) {
     loop {
         let started = Instant::now();
-        match start_once(&spec) {
+        let prepared = match &spec.prepare {
+            None => Ok(()),
+            // Waited for even when told to stop meanwhile: a destroy removes the files only
+            // once this task ends, never under a running initdb.
+            Some(hook) => {
+                let hook = hook.clone();
+                tokio::task::spawn_blocking(move || hook())
+                    .await
+                    .unwrap_or_else(|e| Err(format!("prepare task: {e}")))
+            }
+        };
+        if !matches!(stop.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
+            m.stop();
+            let _ = status.send(m.status.clone());
+            return;
+        }
+        match prepared.and_then(|()| start_once(&spec)) {
             Ok(proc) => {
                 m.spawned(proc.pid);
                 let _ = status.send(m.status.clone());
                 tracing::info!(addon = %spec.name, pid = proc.pid, "add-on server started");
+                if let Some(hook) = &spec.after_start {
+                    drop(run_hook(&spec.name, "after start", hook.clone()));
+                }
                 let pid = proc.pid;
                 let exit = async {
                     let e = watch::wait_exit(proc.pid, proc.pidfd).await;
@@ -138,7 +179,7 @@ async fn run(
                     _ = &mut stop => {
                         m.stop();
                         let _ = status.send(m.status.clone());
-                        spawn::signal_group(pid, libc::SIGTERM);
+                        spawn::signal_group(pid, spec.stop_signal);
                         let e = match tokio::time::timeout(STOP_GRACE, &mut exit).await {
                             Ok(e) => e,
                             Err(_) => {

@@ -465,9 +465,15 @@ fn copy_file(src: &Path, dst: &Path, owner: Option<u32>) -> Result<(), PathError
     Ok(())
 }
 
-/// A database through SQLite: one consistent state, whatever the app is writing.
-fn copy_database(src: &Path, dst: &Path, m: &fs::Metadata) -> Result<(), String> {
+/// `src` copied through SQLite's `VACUUM INTO` to the new file `dst`: one consistent state,
+/// whatever the app is writing. The `-wal`/`-shm` files root's open may have made are given
+/// back to the database's owner (the app must still open them).
+pub fn vacuum_into(src: &Path, dst: &Path) -> Result<(), String> {
     use rusqlite::OpenFlags;
+    let m = fs::symlink_metadata(src).map_err(|e| e.to_string())?;
+    if !m.is_file() {
+        return Err("not a regular file".into());
+    }
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NOFOLLOW
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -482,14 +488,18 @@ fn copy_database(src: &Path, dst: &Path, m: &fs::Metadata) -> Result<(), String>
             .map_err(|e| e.to_string())?;
         db.close().map_err(|(_, e)| e.to_string())
     })();
-    // Opening as root may have made -wal/-shm files root's: the app must still open them.
     for x in ["-wal", "-shm"] {
         let p = PathBuf::from(format!("{}{x}", src.display()));
         if fs::symlink_metadata(&p).is_ok_and(|s| s.is_file() && s.uid() != m.uid()) {
             let _ = std::os::unix::fs::lchown(&p, Some(m.uid()), Some(m.gid()));
         }
     }
-    if let Err(e) = result {
+    result
+}
+
+/// A database through SQLite: one consistent state, whatever the app is writing.
+fn copy_database(src: &Path, dst: &Path, m: &fs::Metadata) -> Result<(), String> {
+    if let Err(e) = vacuum_into(src, dst) {
         let _ = fs::remove_file(dst);
         tracing::warn!(path = %src.display(), error = %e, "copying a database through SQLite failed; copying the file");
         return Err(e);

@@ -4,6 +4,7 @@
 //! many there are and how long one may sit idle.
 
 mod attach;
+mod backup;
 pub(crate) mod body;
 mod bundles;
 pub(crate) mod conns;

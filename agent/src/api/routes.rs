@@ -223,6 +223,31 @@ async fn route(
             let result = ctx.engine.call_waiting(door, cmd, gate_wait(query)?).await;
             with_log_tail(ctx, app, result).await?
         }
+        (&Method::POST, ["apps", app, "addons", name, "backup"]) => {
+            let cmd = Command::AddonBackup {
+                app: app.to_string(),
+                name: name.to_string(),
+            };
+            let Reply::BackupJob(job) = call(cmd).await? else {
+                return Err(EngineError::Internal(
+                    "unexpected reply to AddonBackup".into(),
+                ));
+            };
+            let addon = job.addon.name.clone();
+            let (path, bytes) = tokio::task::spawn_blocking(move || job.run())
+                .await
+                .map_err(|e| EngineError::Internal(format!("backup task: {e}")))?
+                .map_err(EngineError::Internal)?;
+            if query.contains_key("download") {
+                return super::backup::download(&path, bytes).await;
+            }
+            let backup = wire::addons::Backup {
+                addon,
+                path: path.display().to_string(),
+                bytes,
+            };
+            return json_response(StatusCode::OK, &backup);
+        }
         (&Method::POST, ["apps", app, "addons", name, verb]) => {
             let (app, name) = (app.to_string(), name.to_string());
             let cmd = match *verb {
@@ -245,7 +270,7 @@ async fn route(
                 }
                 other => {
                     return Err(EngineError::NotFound(format!(
-                        "no add-on action {other:?} (attach, detach or destroy)"
+                        "no add-on action {other:?} (attach, detach, destroy or backup)"
                     )))
                 }
             };

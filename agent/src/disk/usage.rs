@@ -45,6 +45,11 @@ pub fn report(settings: &Settings, kept: &Kept) -> DiskReport {
             Some(app),
             tree_size(&settings.data_snapshots_dir(app)),
         );
+        counted += row(
+            "add-on backups",
+            Some(app),
+            tree_size(&settings.backups_dir().join(app)),
+        );
     }
     let (mut gc_slugs, mut gc_bytes, mut other_slugs) = (0u32, 0u64, 0u64);
     for e in std::fs::read_dir(&slugs).into_iter().flatten().flatten() {

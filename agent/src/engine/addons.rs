@@ -5,7 +5,7 @@
 
 use super::command::{Door, EngineError, Result};
 use super::{Engine, Reply};
-use crate::addons::provider::{find_program, Addon, Credential};
+use crate::addons::provider::{Addon, Credential};
 use crate::addons::service::{Service, Spec};
 use crate::addons::{self, Kind};
 use crate::store::{AddonRow, AttachmentRow};
@@ -93,6 +93,20 @@ impl Engine {
             Vec::new()
         });
         for row in rows {
+            // Files as the store says (a robokud killed between recording an attach or detach
+            // and rewriting them left them behind).
+            let provisioned = self.addon_of(&row).and_then(|addon| {
+                if addon.kind == Kind::Sqlite {
+                    return Ok(());
+                }
+                let creds = self.credentials(&row.name)?;
+                addons::provider(addon.kind)
+                    .provision(&addon, &creds)
+                    .map_err(|e| EngineError::Internal(e.to_string()))
+            });
+            if let Err(e) = provisioned {
+                tracing::error!(addon = %row.name, error = %e, "cannot rewrite the add-on's files");
+            }
             if let Err(e) = self.start_service(&row) {
                 tracing::error!(addon = %row.name, error = %e, "cannot start add-on server");
             }
@@ -102,13 +116,24 @@ impl Engine {
     fn start_service(&mut self, row: &AddonRow) -> Result<()> {
         let addon = self.addon_of(row)?;
         let provider = addons::provider(addon.kind);
-        let Some((program, package)) = provider.needs() else {
+        let Some(program) = provider.locate().map_err(EngineError::BadRequest)? else {
             return Ok(());
         };
-        let program = find_program(program, package).map_err(EngineError::BadRequest)?;
         let Some(server) = provider.server(&addon, &program) else {
             return Ok(());
         };
+        let hook = |f: fn(
+            &dyn addons::Provider,
+            &Addon,
+            &std::path::Path,
+        ) -> std::result::Result<(), String>| {
+            let (addon, program) = (addon.clone(), program.clone());
+            let h: addons::service::Hook =
+                std::sync::Arc::new(move || f(provider, &addon, &program));
+            Some(h)
+        };
+        let prepare = hook(|p, a, prog| p.prepare(a, prog));
+        let after_start = hook(|p, a, prog| p.after_start(a, prog));
         let mut env = BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]);
         crate::supervisor::orphans::tag(
             &mut env,
@@ -137,6 +162,9 @@ impl Engine {
                     rel: addons::service::cgroup_rel(&addon.name),
                     limits: addons::service::limits(),
                 }),
+            prepare,
+            after_start,
+            stop_signal: provider.stop_signal(),
         });
         self.addon_services.insert(addon.name.clone(), service);
         Ok(())
@@ -163,6 +191,22 @@ impl Engine {
                     drop(s.stop());
                 }
                 self.start_service(row)?;
+            }
+            // Roles are SQL: applied over the socket while it runs (off the engine).
+            Kind::Postgres => {
+                let up = self
+                    .addon_services
+                    .get(&row.name)
+                    .is_some_and(|s| matches!(s.status().phase, addons::state::Phase::Up { .. }));
+                if up {
+                    if let Ok(Some(program)) = addons::provider(addon.kind).locate() {
+                        let a = addon.clone();
+                        let hook: addons::service::Hook = std::sync::Arc::new(move || {
+                            addons::provider(a.kind).after_start(&a, &program)
+                        });
+                        drop(addons::service::run_hook(&row.name, "roles", hook));
+                    }
+                }
             }
             Kind::Sqlite => {}
         }
@@ -237,11 +281,9 @@ impl Engine {
         self.ensure_no_rollout(app)?;
         let kind = Kind::parse(&req.kind).map_err(EngineError::BadRequest)?;
         let provider = addons::provider(kind);
-        if let Some((program, package)) = provider.needs() {
-            find_program(program, package).map_err(|e| {
-                EngineError::BadRequest(format!("cannot create a {kind} add-on: {e}"))
-            })?;
-        }
+        provider
+            .locate()
+            .map_err(|e| EngineError::BadRequest(format!("cannot create a {kind} add-on: {e}")))?;
         let name = {
             let existing = self.store.addons()?;
             addons::default_name(app, kind, &|n| existing.iter().any(|a| a.name == n))
@@ -531,6 +573,46 @@ impl Engine {
         Ok(())
     }
 
+    /// What a backup of `name` needs, checked: `app` must be attached to it (an attached app
+    /// reads the data anyway); the door runs it off the engine.
+    pub(super) fn addon_backup(&self, app: &str, name: &str) -> Result<addons::backup::Job> {
+        self.cache(app)?;
+        let row = self.find_addon(name)?;
+        let creds = self.credentials(name)?;
+        if !creds.iter().any(|c| c.app == app) {
+            return Err(EngineError::NotFound(format!(
+                "{name} is not attached to {app} (see `roboku addons -a {app}`)"
+            )));
+        }
+        let addon = self.addon_of(&row)?;
+        let provider = addons::provider(addon.kind);
+        provider
+            .backup_ext(&addon)
+            .map_err(|e| EngineError::Conflict(format!("cannot back up {name}: {e}")))?;
+        let program = provider
+            .locate()
+            .map_err(|e| EngineError::Conflict(format!("cannot back up {name}: {e}")))?;
+        if addon.kind != Kind::Sqlite {
+            let up = self
+                .addon_services
+                .get(name)
+                .is_some_and(|s| matches!(s.status().phase, addons::state::Phase::Up { .. }));
+            if !up {
+                return Err(EngineError::Conflict(format!(
+                    "cannot back up {name}: its server is not up (see `roboku addons -a {app}`)"
+                )));
+            }
+        }
+        Ok(addons::backup::Job {
+            addon,
+            program,
+            creds,
+            dir: self.settings.backups_dir().join(app),
+            now_ms: now_ms(),
+            reserve: self.settings.disk_reserve,
+        })
+    }
+
     /// Every add-on once, as its owner's `roboku addons` shows it.
     pub(super) fn all_addons(&self) -> Result<Vec<wire::addons::AddonInfo>> {
         let owners: std::collections::BTreeSet<String> =
@@ -565,13 +647,26 @@ impl Engine {
                     Some("no server running".into()),
                 ),
                 (Ok(()), Some(s)) => (
-                    s.phase.name().to_string(),
+                    match (&s.phase, addons::provider(addon.kind).ready(&addon)) {
+                        (addons::state::Phase::Up { .. }, Err(_)) => "starting".to_string(),
+                        (addons::state::Phase::Starting, _) => "starting".to_string(),
+                        _ => s.phase.name().to_string(),
+                    },
                     match s.phase {
                         addons::state::Phase::Up { pid } => Some(pid),
                         _ => None,
                     },
                     s.restarts,
-                    s.last_exit.clone().map(|e| format!("last exit: {e}")),
+                    addons::provider(addon.kind)
+                        .ready(&addon)
+                        .err()
+                        .filter(|_| {
+                            matches!(
+                                s.phase,
+                                addons::state::Phase::Up { .. } | addons::state::Phase::Starting
+                            )
+                        })
+                        .or_else(|| s.last_exit.clone().map(|e| format!("last exit: {e}"))),
                 ),
             };
             out.push(wire::addons::AddonInfo {

@@ -207,6 +207,11 @@ pub enum Command {
         name: String,
         confirm: String,
     },
+    /// What a backup of the add-on needs; the door runs it off the engine.
+    AddonBackup {
+        app: String,
+        name: String,
+    },
     Drains {
         app: String,
     },
@@ -265,6 +270,7 @@ impl Command {
             | Command::Gates { .. }
             | Command::Addons { .. }
             | Command::AllAddons
+            | Command::AddonBackup { .. }
             | Command::Drains { .. }
             | Command::Shutdown
             | Command::Ping => None,
@@ -305,6 +311,9 @@ pub enum Reply {
     Addons(Vec<wire::addons::AddonInfo>),
     Drains(Vec<wire::drains::DrainInfo>),
     Drain(wire::drains::DrainInfo),
+    /// Internal: a backup to run off the engine (the API door runs it).
+    #[serde(skip)]
+    BackupJob(Box<crate::addons::backup::Job>),
     /// Internal: the answer comes when the rename of `from` ends (never sent to a door).
     #[serde(skip)]
     Renaming {
@@ -475,6 +484,9 @@ impl super::Engine {
             Command::AddonDestroy { app, name, confirm } => {
                 self.addon_destroy(door, &app, &name, &confirm)
             }
+            Command::AddonBackup { app, name } => self
+                .addon_backup(&app, &name)
+                .map(|j| Reply::BackupJob(Box::new(j))),
             Command::Drains { app } => self.list_drains(&app).map(Reply::Drains),
             Command::AddDrain { app, url } => self.add_drain(door, &app, &url).map(Reply::Drain),
             Command::RemoveDrain { app, which } => {

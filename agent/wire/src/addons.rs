@@ -7,12 +7,14 @@
 //! | POST   | /v1/apps/{app}/addons/{name}/attach       | [`AttachAddon`] | [`crate::ConfigChanged`] |
 //! | POST   | /v1/apps/{app}/addons/{name}/detach       |                 | [`crate::ConfigChanged`] |
 //! | POST   | /v1/apps/{app}/addons/{name}/destroy      | [`DestroyAddon`]| [`crate::ConfigChanged`] |
+//! | POST   | /v1/apps/{app}/addons/{name}/backup       |                 | [`Backup`]        |
+//! | POST   | /v1/apps/{app}/addons/{name}/backup?download=1 |            | the file's bytes  |
 
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CreateAddon {
-    /// `sqlite`, `mqtt` or `redis`.
+    /// `sqlite`, `mqtt`, `redis` or `postgres`.
     pub kind: String,
     /// The attachment name (`--as`): the config var is `NAME_URL`.
     #[serde(default, rename = "as")]
@@ -47,4 +49,12 @@ pub struct AddonInfo {
     pub port: Option<u16>,
     pub pid: Option<i32>,
     pub restarts: u32,
+}
+
+/// A backup made on the robot (`roboku addons:backup`): root's, 0600.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Backup {
+    pub addon: String,
+    pub path: String,
+    pub bytes: u64,
 }

@@ -16,7 +16,7 @@ const SLEEPER: &str = "web: exec sleep 100000\n";
 
 /// `roboku run -a app -- sh -c script` as the app's dyno would run it: (exit code, stdout,
 /// stdout and stderr).
-fn run_out(agent: &Agent, app: &str, script: &str) -> (i32, String, String) {
+pub(crate) fn run_out(agent: &Agent, app: &str, script: &str) -> (i32, String, String) {
     let out = agent.roboku(&["run", "-a", app, "--", "sh", "-c", script]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
@@ -24,19 +24,19 @@ fn run_out(agent: &Agent, app: &str, script: &str) -> (i32, String, String) {
 }
 
 /// (exit code, everything it printed).
-fn run(agent: &Agent, app: &str, script: &str) -> (i32, String) {
+pub(crate) fn run(agent: &Agent, app: &str, script: &str) -> (i32, String) {
     let (code, _, all) = run_out(agent, app, script);
     (code, all)
 }
 
 /// Its stdout, asserting it succeeded.
-fn run_ok(agent: &Agent, app: &str, script: &str) -> String {
+pub(crate) fn run_ok(agent: &Agent, app: &str, script: &str) -> String {
     let (code, stdout, all) = run_out(agent, app, script);
     assert_eq!(code, 0, "{app}: {script}\n{all}");
     stdout
 }
 
-fn addon(agent: &Agent, app: &str, name: &str) -> Option<Value> {
+pub(crate) fn addon(agent: &Agent, app: &str, name: &str) -> Option<Value> {
     match agent.json(&["addons", "-a", app]) {
         Value::Array(v) => v.into_iter().find(|a| a["name"] == name),
         other => panic!("addons --json is not a list: {other}"),
@@ -44,7 +44,7 @@ fn addon(agent: &Agent, app: &str, name: &str) -> Option<Value> {
 }
 
 /// Waits until the add-on's server is up with a pid other than `not`; that pid.
-fn wait_server_up(agent: &Agent, app: &str, name: &str, not: Option<i64>) -> i64 {
+pub(crate) fn wait_server_up(agent: &Agent, app: &str, name: &str, not: Option<i64>) -> i64 {
     let mut pid = None;
     wait_for(
         &format!("{name} up (not {not:?})"),
@@ -60,11 +60,11 @@ fn wait_server_up(agent: &Agent, app: &str, name: &str, not: Option<i64>) -> i64
     pid.expect("set by wait_for")
 }
 
-fn config(agent: &Agent, app: &str) -> Value {
+pub(crate) fn config(agent: &Agent, app: &str) -> Value {
     agent.json(&["config", "-a", app])
 }
 
-fn uid_of(pid: i64) -> u32 {
+pub(crate) fn uid_of(pid: i64) -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     status
         .lines()
@@ -74,7 +74,7 @@ fn uid_of(pid: i64) -> u32 {
         .expect("Uid")
 }
 
-fn mode_uid(path: &Path) -> (u32, u32) {
+pub(crate) fn mode_uid(path: &Path) -> (u32, u32) {
     let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (m.mode() & 0o7777, m.uid())
 }
@@ -114,10 +114,10 @@ fn sqlite_and_mqtt_addons_serve_the_app_keep_its_data_and_keep_other_apps_out() 
     );
 
     // Bad input is refused, naming what was wrong; nothing changes.
-    let bad = agent.roboku(&["addons:create", "postgres", "-a", "nav"]);
+    let bad = agent.roboku(&["addons:create", "mysql", "-a", "nav"]);
     let text = String::from_utf8_lossy(&bad.stderr);
     assert!(
-        !bad.status.success() && text.contains("sqlite, mqtt, redis"),
+        !bad.status.success() && text.contains("sqlite, mqtt, redis, postgres"),
         "{text}"
     );
 
