@@ -145,7 +145,10 @@ mod tests {
         assert_eq!(next_look(50 * gib, R, Normal), LOOK_AT_LEAST_EVERY);
         // 64 MiB with a 16 MiB reserve (the fault tests' disk): every second.
         assert_eq!(next_look(64 << 20, R, Normal), LOOK_EVERY);
-        assert_eq!(next_look(2 * R + 10 * FILL_BYTES_PER_SEC, R, Normal), Duration::from_secs(10));
+        assert_eq!(
+            next_look(2 * R + 10 * FILL_BYTES_PER_SEC, R, Normal),
+            Duration::from_secs(10)
+        );
         assert_eq!(next_look(50 * gib, R, Low), LOOK_EVERY);
         assert_eq!(next_look(0, R, Full), LOOK_EVERY);
         assert_eq!(next_look(0, 0, Normal), LOOK_EVERY);
