@@ -226,8 +226,11 @@ impl Telemetry {
     }
 }
 
+/// The host is sampled on its own when no round came for this long (or two periods).
+const ALONE: Duration = Duration::from_secs(60);
+
 /// Starts the telemetry task: applies offered rounds and samples the host with each (one
-/// wake-up for both, every `every`), or on its own when no round came for two periods (an
+/// wake-up for both, every `every`), or on its own when no round came for [`ALONE`] (an
 /// engine that stopped sampling still leaves the host chart going), until `stop` turns true.
 pub fn start(
     data_dir: &std::path::Path,
@@ -238,7 +241,9 @@ pub fn start(
     let (t, mut rx) = Telemetry::new(keep, every);
     let handle = t.clone();
     let mut sampler = host::HostSampler::new(data_dir);
-    let alone_after = every.saturating_mul(2);
+    // Long enough that the engine's rounds reset it before tokio's timer wheel ever wakes for
+    // it (see `crate::alarm`).
+    let alone_after = every.saturating_mul(2).max(ALONE);
     let task = tokio::spawn(async move {
         let sample_host = |sampler: &mut host::HostSampler| {
             let h = sampler.sample(crate::util::now_ms());
