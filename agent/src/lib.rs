@@ -5,6 +5,7 @@
 //! [`engine::Command`]s.
 
 pub mod addons;
+pub mod alarm;
 pub mod api;
 pub mod backoff;
 pub mod build;

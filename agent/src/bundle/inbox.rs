@@ -67,7 +67,8 @@ pub fn prepare(settings: &Settings) -> Result<(), PathError> {
     Ok(())
 }
 
-/// Scans the inbox every `bundle_scan_ms` until `shutdown`.
+/// Scans the inbox when it may have changed (see [`super::doorbell`]), every `bundle_scan_ms`
+/// while a file in it is new or changing, until `shutdown`.
 pub async fn run(settings: Settings, door: BundleDoor, mut shutdown: watch::Receiver<bool>) {
     let every = Duration::from_millis(settings.bundle_scan_ms.max(100));
     let inbox = settings.bundle_inbox_dir();
@@ -75,9 +76,14 @@ pub async fn run(settings: Settings, door: BundleDoor, mut shutdown: watch::Rece
     let mut last: BTreeMap<String, Seen> = BTreeMap::new();
     // Files taken in that could not be removed (a read-only stick): skipped while unchanged.
     let mut done: BTreeSet<(String, Seen)> = BTreeSet::new();
+    let mut bell = super::doorbell::Doorbell::new(&inbox);
+    // Busy: a file was seen for the first time or changed, so the next scan comes after
+    // `every` whatever the doorbell says (a file is taken once it stayed the same for a scan).
+    // At start, to find what was dropped while robokud was down.
+    let mut busy = true;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = bell.ring(busy, every) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let dir = inbox.clone();
@@ -90,8 +96,13 @@ pub async fn run(settings: Settings, door: BundleDoor, mut shutdown: watch::Rece
             Err(_) => continue,
         };
         done.retain(|(name, seen)| now.get(name) == Some(seen));
+        busy = false;
         for (name, seen) in &now {
-            if last.get(name) != Some(seen) || done.contains(&(name.clone(), *seen)) {
+            if done.contains(&(name.clone(), *seen)) {
+                continue;
+            }
+            if last.get(name) != Some(seen) {
+                busy = true;
                 continue;
             }
             if !take(&settings, &door, name).await {

@@ -11,6 +11,7 @@
 //!
 //! This module never decides whether a bundle is good: it moves bytes and reports.
 
+pub mod doorbell;
 pub mod inbox;
 pub mod stage;
 

@@ -18,6 +18,7 @@ pub enum FakeOp {
     JoinFiles,
     Stats,
     CpuUsage,
+    MemoryCharge,
     Pids,
     KillAll,
     Remove,
@@ -181,6 +182,14 @@ impl CgroupDriver for FakeCgroups {
             return Err(not_found(rel));
         }
         Ok(st.stats.get(rel).map_or(0, |s| s.cpu_usage_ns))
+    }
+
+    fn memory_charge(&self, rel: &str) -> Result<u64, CgroupError> {
+        let st = self.record(FakeOp::MemoryCharge, rel, None)?;
+        if !st.groups.contains_key(rel) {
+            return Err(not_found(rel));
+        }
+        Ok(st.stats.get(rel).map_or(0, |s| s.charge))
     }
 
     fn pids(&self, rel: &str) -> Result<Vec<i32>, CgroupError> {

@@ -66,6 +66,9 @@ pub struct CgroupStats {
     pub pids: u64,
     /// OOM kills inside this cgroup since it was created.
     pub oom_kills: u64,
+    /// The raw memory charge, page cache included (`memory.usage_in_bytes`, `memory.current`):
+    /// see [`CgroupDriver::memory_charge`].
+    pub charge: u64,
 }
 
 /// A cgroup is named by a relative path under roboku's subtree: `demo/web.1`.
@@ -84,6 +87,12 @@ pub trait CgroupDriver: Send + Sync + 'static {
     /// nothing since its last reading (and skip the rest of [`CgroupDriver::stats`]).
     fn cpu_usage_ns(&self, rel: &str) -> Result<u64, CgroupError> {
         self.stats(rel).map(|s| s.cpu_usage_ns)
+    }
+    /// The raw memory charge ([`CgroupStats::charge`]): one small file, so a sampler can tell
+    /// that an idle dyno's memory did not move (its page cache was not reclaimed) without
+    /// parsing `memory.stat`.
+    fn memory_charge(&self, rel: &str) -> Result<u64, CgroupError> {
+        self.stats(rel).map(|s| s.charge)
     }
     /// Pids of every process in the cgroup.
     fn pids(&self, rel: &str) -> Result<Vec<i32>, CgroupError>;

@@ -387,7 +387,13 @@ impl CgroupDriver for V1 {
             cpu_usage_ns,
             pids: files::read_u64(&self.dir(&self.pids, rel).join("pids.current"))?,
             oom_kills: files::read_keyed(&mem.join("memory.oom_control"), "oom_kill")?,
+            charge: usage,
         })
+    }
+
+    fn memory_charge(&self, rel: &str) -> Result<u64, CgroupError> {
+        check_rel(rel)?;
+        files::read_u64(&self.dir(&self.memory, rel).join("memory.usage_in_bytes"))
     }
 
     fn cpu_usage_ns(&self, rel: &str) -> Result<u64, CgroupError> {

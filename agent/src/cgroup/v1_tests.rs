@@ -238,8 +238,10 @@ fn stats_read_working_set_cpu_pids_and_oom_kills() {
         cpu_usage_ns: 5555,
         pids: 2,
         oom_kills: 3,
+        charge: 1000,
     };
     assert_eq!(d.stats("demo/web.1").unwrap(), want);
+    assert_eq!(d.memory_charge("demo/web.1").unwrap(), 1000);
     assert_eq!(d.pids("demo/web.1").unwrap(), vec![10, 11]);
 
     put(&mem, "memory.usage_in_bytes", "garbage");

@@ -201,7 +201,13 @@ impl CgroupDriver for V2 {
             cpu_usage_ns: usage_usec.saturating_mul(1000),
             pids: files::read_u64(&dir.join("pids.current"))?,
             oom_kills: files::read_keyed(&dir.join("memory.events"), "oom_kill")?,
+            charge: current,
         })
+    }
+
+    fn memory_charge(&self, rel: &str) -> Result<u64, CgroupError> {
+        check_rel(rel)?;
+        files::read_u64(&self.dir(rel).join("memory.current"))
     }
 
     fn cpu_usage_ns(&self, rel: &str) -> Result<u64, CgroupError> {

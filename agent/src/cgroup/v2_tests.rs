@@ -205,8 +205,10 @@ fn stats_read_working_set_cpu_pids_and_oom_kills() {
         cpu_usage_ns: 7000,
         pids: 2,
         oom_kills: 1,
+        charge: 1000,
     };
     assert_eq!(d.stats("demo/web.1").unwrap(), want);
+    assert_eq!(d.memory_charge("demo/web.1").unwrap(), 1000);
     assert_eq!(d.pids("demo/web.1").unwrap(), vec![10, 11]);
     let err = d.stats("demo/web.9").unwrap_err().to_string();
     assert!(err.contains("demo/web.9/memory.current"), "{err}");

@@ -14,10 +14,16 @@
 //! kept release refers to. Supervision goes on throughout (nothing here waits on the engine
 //! for longer than a message; the engine never waits on this).
 //!
+//! The free space is looked at (one `statvfs`) every second while it is below the low-water
+//! mark or could reach it within a second at [`FILL_BYTES_PER_SEC`]; with more room, after
+//! the time that room takes to fill at that rate, at most every 30 s: an idle robot with a
+//! roomy disk is not woken every second for this.
+//!
 //! Telemetry history is in memory only (bounded by `history_secs`), so there is none on disk to
 //! shed.
 
 use serde::Serialize;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -71,8 +77,24 @@ pub fn actions(prev: Level, now: Level) -> Actions {
     a
 }
 
-/// How often the free space is looked at (one `statvfs`).
-const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often the free space is looked at (one `statvfs`) when it is short or could be soon.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// The longest between two looks, however much space is free.
+const LOOK_AT_LEAST_EVERY: Duration = Duration::from_secs(30);
+/// The fastest the data filesystem is assumed to fill: faster than a robot's eMMC or SD card
+/// writes, so space above the low-water mark cannot run out between two looks.
+const FILL_BYTES_PER_SEC: u64 = 256 << 20;
+
+/// When to look again: every second once below the low-water mark (twice the reserve) or
+/// about to be, else after the time the space above the mark takes to fill at
+/// [`FILL_BYTES_PER_SEC`] (at most [`LOOK_AT_LEAST_EVERY`]). Pure.
+pub fn next_look(free: u64, reserved: u64, level: Level) -> Duration {
+    if level != Level::Normal {
+        return LOOK_EVERY;
+    }
+    let headroom = free.saturating_sub(reserved.saturating_mul(2));
+    Duration::from_secs(headroom / FILL_BYTES_PER_SEC).clamp(LOOK_EVERY, LOOK_AT_LEAST_EVERY)
+}
 
 /// Watches the data filesystem until `stop`, acting on every change of level.
 pub async fn watch(
@@ -83,9 +105,11 @@ pub async fn watch(
 ) {
     let mut prev = Level::Normal;
     loop {
+        let mut wait = LOOK_EVERY;
         if let Ok((free, total)) = super::space(&settings.data_dir) {
             let reserved = settings.disk_reserve.bytes(total);
             let now = level(free, reserved, prev);
+            wait = next_look(free, reserved, now);
             if now != prev {
                 tracing::warn!(from = ?prev, to = ?now, free, reserved, dir = %settings.data_dir.display(), "disk pressure");
             }
@@ -102,7 +126,7 @@ pub async fn watch(
             prev = now;
         }
         tokio::select! {
-            _ = tokio::time::sleep(LOOK_EVERY) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }
@@ -114,6 +138,21 @@ mod tests {
     use Level::{Full, Low, Normal};
 
     const R: u64 = 16 << 20;
+
+    #[test]
+    fn looks_often_only_when_space_could_run_short_soon() {
+        let gib = 1u64 << 30;
+        assert_eq!(next_look(50 * gib, R, Normal), LOOK_AT_LEAST_EVERY);
+        // 64 MiB with a 16 MiB reserve (the fault tests' disk): every second.
+        assert_eq!(next_look(64 << 20, R, Normal), LOOK_EVERY);
+        assert_eq!(
+            next_look(2 * R + 10 * FILL_BYTES_PER_SEC, R, Normal),
+            Duration::from_secs(10)
+        );
+        assert_eq!(next_look(50 * gib, R, Low), LOOK_EVERY);
+        assert_eq!(next_look(0, R, Full), LOOK_EVERY);
+        assert_eq!(next_look(0, 0, Normal), LOOK_EVERY);
+    }
 
     #[test]
     fn levels_with_hysteresis() {

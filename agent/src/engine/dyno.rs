@@ -48,6 +48,8 @@ pub struct Sample {
     pub last_cpu: Option<(u64, Instant)>,
     /// Rounds in a row that found the dyno's CPU time unchanged and reused the other readings.
     pub quiet_rounds: u32,
+    /// The raw memory charge at the last full read (see `supervise::FULL_EVERY`).
+    pub charge: Option<u64>,
 }
 
 #[derive(Debug, Clone)]

@@ -376,6 +376,7 @@ impl Engine {
         self.flush();
         self.start_drains();
         let _ = ready.send(());
+        let alarm = crate::alarm::Alarm::new();
         loop {
             let wake = self.next_wake();
             tokio::select! {
@@ -384,7 +385,7 @@ impl Engine {
                     None => break,
                 },
                 Some(ev) = internal.recv() => self.internal(ev),
-                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = alarm.sleep_until(wake) => {}
             }
             // Drain whatever else is ready so a burst (100 exits) costs one store transaction.
             while let Ok(ev) = internal.try_recv() {

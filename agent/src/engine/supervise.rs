@@ -601,9 +601,10 @@ impl Engine {
 
 /// A dyno that used no CPU time since the last reading cannot have allocated memory, forked or
 /// been OOM-killed (all of that runs in its own tasks), so one read of its CPU counter stands for
-/// the whole round and the other readings are reused; every [`FULL_EVERY`]th round reads all of
-/// them anyway (the kernel may reclaim its page cache meanwhile). At N idle dynos that is N
-/// small reads per round instead of 5N, `memory.stat` (the costly one) among the saved.
+/// the whole round and the other readings are reused; every [`FULL_EVERY`]th round looks at its
+/// raw memory charge too (the kernel may reclaim its page cache meanwhile), and reads all only
+/// if that moved. At N idle dynos that is N small reads per round instead of 5N (none when
+/// their app's counter did not move either), `memory.stat` (the costly one) among the saved.
 pub(super) const FULL_EVERY: u32 = 12;
 
 /// Whether this round may reuse the last readings: the CPU time did not move and the last full
@@ -625,19 +626,30 @@ fn read_cgroup(
         Some(ns) if app_quiet => Some(ns),
         _ => cgroups.cpu_usage_ns(rel).ok(),
     };
-    if let (Some(cpu), Some(memory), Some(pids)) = (cpu, sample.memory, sample.pids) {
+    if let (Some(cpu), Some(memory), Some(pids), Some(charge)) =
+        (cpu, sample.memory, sample.pids, sample.charge)
+    {
+        let same = crate::cgroup::CgroupStats {
+            memory_bytes: memory,
+            cpu_usage_ns: cpu,
+            pids,
+            oom_kills: sample.oom_kills,
+            charge,
+        };
         if quiet(last, cpu, sample.quiet_rounds) {
             sample.quiet_rounds += 1;
-            return Some(crate::cgroup::CgroupStats {
-                memory_bytes: memory,
-                cpu_usage_ns: cpu,
-                pids,
-                oom_kills: sample.oom_kills,
-            });
+            return Some(same);
+        }
+        // A full read is due; one small file says whether the memory moved meanwhile.
+        if last == Some(cpu) && cgroups.memory_charge(rel).ok() == Some(charge) {
+            sample.quiet_rounds = 0;
+            return Some(same);
         }
     }
     sample.quiet_rounds = 0;
-    cgroups.stats(rel).ok()
+    let stats = cgroups.stats(rel).ok();
+    sample.charge = stats.as_ref().map(|s| s.charge);
+    stats
 }
 
 #[cfg(test)]
@@ -665,6 +677,7 @@ mod sample_tests {
             cpu_usage_ns: cpu,
             pids: 1,
             oom_kills: 0,
+            charge: 8 << 20,
         };
         cg.set_stats("demo/web.1", stats(1_000));
         let mut sample = crate::engine::dyno::Sample::default();
@@ -691,11 +704,35 @@ mod sample_tests {
             "quiet rounds read the CPU counter only"
         );
         assert_eq!(cg.calls_of(FakeOp::CpuUsage).len(), FULL_EVERY as usize);
-        round(&mut sample);
+        assert_eq!(round(&mut sample), stats(1_000));
+        assert_eq!(
+            cg.calls_of(FakeOp::MemoryCharge).len(),
+            1,
+            "one round in FULL_EVERY looks at the charge"
+        );
+        assert_eq!(
+            cg.calls_of(FakeOp::Stats).len(),
+            1,
+            "and reads no more when it did not move"
+        );
+        // The kernel reclaimed some of its page cache: the next look at the charge reads all.
+        cg.set_stats(
+            "demo/web.1",
+            CgroupStats {
+                memory_bytes: 6 << 20,
+                charge: 6 << 20,
+                ..stats(1_000)
+            },
+        );
+        for _ in 0..FULL_EVERY - 1 {
+            assert_eq!(round(&mut sample).memory_bytes, 7 << 20, "reused");
+        }
+        assert_eq!(round(&mut sample).memory_bytes, 6 << 20);
+        assert_eq!(cg.calls_of(FakeOp::MemoryCharge).len(), 2);
         assert_eq!(
             cg.calls_of(FakeOp::Stats).len(),
             2,
-            "one round in FULL_EVERY reads all"
+            "a moved charge reads all"
         );
         // The dyno runs: its memory is read again at once.
         cg.set_stats(

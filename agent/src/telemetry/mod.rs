@@ -4,7 +4,8 @@
 //! `roboku ps`, the OOM notes and MQTT reports): after each round it *offers* the readings here
 //! with a non-blocking `try_send` on a bounded channel, so a slow reader of the history can
 //! never slow supervision: a round that finds the channel full is dropped and counted. This
-//! module's own task samples the host (`host.rs`) on the same interval and owns the rings.
+//! module's own task samples the host (`host.rs`) when a round arrives (so both cost one
+//! wake-up per interval), on its own only when rounds stop coming, and owns the rings.
 //! Readers (the dashboard, `/metrics`) lock the history only to copy what they show out of it.
 //!
 //! It never touches processes or the store, and never calls the engine.
@@ -225,8 +226,12 @@ impl Telemetry {
     }
 }
 
-/// Starts the telemetry task: applies offered rounds and samples the host every `every`, until
-/// `stop` turns true.
+/// The host is sampled on its own when no round came for this long (or two periods).
+const ALONE: Duration = Duration::from_secs(60);
+
+/// Starts the telemetry task: applies offered rounds and samples the host with each (one
+/// wake-up for both, every `every`), or on its own when no round came for [`ALONE`] (an
+/// engine that stopped sampling still leaves the host chart going), until `stop` turns true.
 pub fn start(
     data_dir: &std::path::Path,
     keep: Duration,
@@ -236,19 +241,26 @@ pub fn start(
     let (t, mut rx) = Telemetry::new(keep, every);
     let handle = t.clone();
     let mut sampler = host::HostSampler::new(data_dir);
+    // Long enough that the engine's rounds reset it before tokio's timer wheel ever wakes for
+    // it (see `crate::alarm`).
+    let alone_after = every.saturating_mul(2).max(ALONE);
     let task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let sample_host = |sampler: &mut host::HostSampler| {
+            let h = sampler.sample(crate::util::now_ms());
+            handle.lock().record_host(h);
+        };
+        sample_host(&mut sampler);
         loop {
+            let alone = tokio::time::Instant::now() + alone_after;
             tokio::select! {
                 round = rx.recv() => match round {
-                    Some(r) => handle.lock().record(&r),
+                    Some(r) => {
+                        handle.lock().record(&r);
+                        sample_host(&mut sampler);
+                    }
                     None => break,
                 },
-                _ = tick.tick() => {
-                    let h = sampler.sample(crate::util::now_ms());
-                    handle.lock().record_host(h);
-                }
+                _ = tokio::time::sleep_until(alone) => sample_host(&mut sampler),
                 _ = stop.changed() => break,
             }
         }

@@ -59,6 +59,14 @@ impl Clock {
         }
     }
 
+    /// The real time in which this clock advances by `ms` (less when it is accelerated).
+    pub fn real_time(&self, ms: u64) -> Duration {
+        match self.fake {
+            None => Duration::from_millis(ms),
+            Some((_, _, scale)) => Duration::from_millis(ms.div_ceil(scale)),
+        }
+    }
+
     /// Said in `roboku usage` when the clock is not the system's.
     pub fn note(&self) -> Option<String> {
         self.fake.map(|(_, _, scale)| {

@@ -72,6 +72,13 @@ impl Counters {
         true
     }
 
+    /// Milliseconds (on the counters' clock) from `now_ms` to the start of the next UTC day, when
+    /// [`Counters::roll`] has something to do; never zero. Pure.
+    pub fn until_next_day(&self, now_ms: u64) -> u64 {
+        let next = now_ms.max(self.day_start) / DAY_MS * DAY_MS + DAY_MS;
+        (next - now_ms.min(next)).max(1)
+    }
+
     /// Counts `n` bytes on `ch` at `now_ms`.
     pub fn add(&mut self, now_ms: u64, ch: Channel, n: u64) {
         self.roll(now_ms);
@@ -152,6 +159,20 @@ mod tests {
         assert_eq!(calendar(DEC3 + 23 * H).0, "2026-12-03");
         assert_eq!(calendar(DEC3 - 1).0, "2026-12-02");
         assert_eq!(calendar(0), ("1970-01-01".into(), "1970-01".into(), 0));
+    }
+
+    #[test]
+    fn the_next_day_is_where_roll_has_work() {
+        let c = Counters::new(DEC3 + 23 * H);
+        assert_eq!(c.until_next_day(DEC3 + 23 * H), H);
+        assert_eq!(c.until_next_day(DEC3 + 24 * H - 1), 1);
+        let mut rolled = c.clone();
+        assert!(rolled.roll(DEC3 + 23 * H + c.until_next_day(DEC3 + 23 * H)));
+        // A clock stepped back (kept in the newest day): the next day after the one counted.
+        assert_eq!(c.until_next_day(DEC3 + 22 * H), 2 * H);
+        assert_eq!(c.until_next_day(DEC3 - H), 25 * H);
+        // Never zero, so an owner waiting for it never spins.
+        assert!(Counters::new(0).until_next_day(0) > 0);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!   non-critical traffic. Counting is one atomic add, asking reads atomics: nothing here ever
 //!   waits, so no sender (and never supervision) is slowed by the accounting itself.
 //! - `task.rs` is the one owner of the counters: it folds the pending bytes into the calendar
-//!   counters every [`TICK`], publishes the totals back to the meter, and saves the file every
+//!   counters (when the doors counted some: at most once per [`TICK`], never on a timer while
+//!   nothing is counted) and at midnight UTC, publishes the totals back to the meter, and saves the file every
 //!   `budget.flush_secs` and at shutdown (write, fsync, rename): a kill -9 loses at most that.
 //! - `counters.rs` (calendar, clock rules) and `budget.rs` (the flow rule) are pure.
 //! - `clock.rs`: the clock the counters read, which a test knob accelerates in debug builds.
@@ -28,7 +29,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How often the owner folds pending bytes and refreshes what the meter answers.
+/// How soon after a count the owner folds pending bytes and refreshes what the meter answers
+/// (the counts that arrive meanwhile are folded with it).
 pub const TICK: Duration = Duration::from_millis(250);
 
 /// Where bytes go.
@@ -144,6 +146,8 @@ struct Inner {
     period: AtomicU64,
     /// The day and month being counted (written by the owner only).
     keys: Mutex<(String, String)>,
+    /// Told on every count: the owner sleeps while nothing is counted.
+    counted: tokio::sync::Notify,
     flush_secs: u64,
     clock: clock::Clock,
 }
@@ -166,6 +170,7 @@ impl Meter {
             held: Default::default(),
             period: AtomicU64::new(0),
             keys: Mutex::new((String::new(), String::new())),
+            counted: tokio::sync::Notify::new(),
             flush_secs: b.flush_secs.max(1),
             clock,
         }))
@@ -178,6 +183,8 @@ impl Meter {
 
     pub fn add(&self, ch: Channel, bytes: u64) {
         self.0.pending[ch as usize].fetch_add(bytes, Ordering::Relaxed);
+        // One atomic when the owner is already told (a stored permit), never a wait.
+        self.0.counted.notify_one();
     }
 
     /// Counts an outgoing MQTT publish on the channel of its topic.

@@ -22,14 +22,30 @@ pub fn start(
     tokio::spawn(async move {
         let every = Duration::from_secs(meter.0.flush_secs);
         let mut saved_at = Instant::now();
+        let mut folded_at = Instant::now();
         let mut dirty = false;
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Set once a count arrived: when the owner folds it (TICK after the last fold, so a
+        // burst of counts costs one wake-up).
+        let mut fold_at: Option<Instant> = None;
         loop {
+            let now = Instant::now();
+            let mut wake = now + next_roll(&meter, &counters);
+            if let Some(t) = fold_at {
+                wake = wake.min(t);
+            }
+            if dirty {
+                wake = wake.min(saved_at + every);
+            }
             let stop = tokio::select! {
-                _ = tick.tick() => false,
+                _ = meter.0.counted.notified(), if fold_at.is_none() => {
+                    fold_at = Some((folded_at + TICK).max(Instant::now()));
+                    continue;
+                }
+                _ = tokio::time::sleep_until(wake.into()) => false,
                 _ = shutdown.changed() => true,
             };
+            fold_at = None;
+            folded_at = Instant::now();
             dirty |= fold(&meter, &mut counters);
             if dirty && (stop || saved_at.elapsed() >= every) {
                 let (c, p) = (counters.saved(), path.clone());
@@ -45,6 +61,19 @@ pub fn start(
             }
         }
     })
+}
+
+/// The longest the owner sleeps while nothing is counted: a wall clock stepped past midnight
+/// is noticed within this.
+const LOOK_AT_THE_CALENDAR: Duration = Duration::from_secs(60);
+
+/// Real time until the counters' next day begins (when `fold` rolls them), at most
+/// [`LOOK_AT_THE_CALENDAR`].
+fn next_roll(meter: &Meter, c: &Counters) -> Duration {
+    let clock = meter.clock();
+    clock
+        .real_time(c.until_next_day(clock.now_ms()))
+        .min(LOOK_AT_THE_CALENDAR)
 }
 
 /// Moves pending bytes into the counters; true if anything changed.
