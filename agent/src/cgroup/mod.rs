@@ -85,6 +85,11 @@ pub trait CgroupDriver: Send + Sync + 'static {
     fn cpu_usage_ns(&self, rel: &str) -> Result<u64, CgroupError> {
         self.stats(rel).map(|s| s.cpu_usage_ns)
     }
+    /// OOM kills counted in the cgroup: one file read, for an exit (the rest of
+    /// [`CgroupDriver::stats`] is not needed then).
+    fn oom_kills(&self, rel: &str) -> Result<u64, CgroupError> {
+        self.stats(rel).map(|s| s.oom_kills)
+    }
     /// Pids of every process in the cgroup.
     fn pids(&self, rel: &str) -> Result<Vec<i32>, CgroupError>;
     /// SIGKILLs every process in the cgroup (v2: `cgroup.kill` where the kernel has it) and

@@ -400,6 +400,12 @@ impl CgroupDriver for V1 {
         }
     }
 
+    fn oom_kills(&self, rel: &str) -> Result<u64, CgroupError> {
+        check_rel(rel)?;
+        let mem = self.dir(&self.memory, rel);
+        files::read_keyed(&mem.join("memory.oom_control"), "oom_kill")
+    }
+
     fn pids(&self, rel: &str) -> Result<Vec<i32>, CgroupError> {
         check_rel(rel)?;
         files::read_pids(&self.dir(&self.memory, rel).join("cgroup.procs"))

@@ -237,7 +237,8 @@ pub struct Engine {
     /// Who waits for an attached one-off dyno's exit.
     one_off_exits: BTreeMap<DynoKey, oneshot::Sender<roboku_wire::ExitInfo>>,
     /// Forks waiting for their dyno rows (with the instance tag) to be saved: `flush` saves,
-    /// then launches them, so no dyno runs before the store knows it.
+    /// then launches them, so no new dyno runs before the store knows it. (A crash
+    /// replacement does not wait: see `supervise::Launch::Now`.)
     spawns: Vec<Box<dyn FnOnce() + Send>>,
     /// Outcomes of rollouts that ended before their caller was attached (see `attach_reply`).
     unclaimed: BTreeMap<String, Result<Reply, EngineError>>,
