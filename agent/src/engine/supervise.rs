@@ -171,9 +171,10 @@ impl Engine {
         };
         d.pending = None;
         let (app, name, want) = (d.app.clone(), d.name.clone(), d.want);
-        self.dirty.insert(key.clone());
         match result {
             Ok(spawned) => {
+                // Its instance (the tag it is found by) is saved: the pid can wait a little.
+                self.lazy.insert(key.clone());
                 d.proc = Some(Proc {
                     pid: spawned.pid,
                     start_time: spawned.start_time,
@@ -202,6 +203,7 @@ impl Engine {
                 }
             }
             Err(reason) => {
+                self.dirty.insert(key.clone());
                 self.logs.system(&app, &name, reason.clone());
                 let reason_copy = reason.clone();
                 if let Some(rel) = cgroup {
