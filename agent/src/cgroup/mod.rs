@@ -94,6 +94,12 @@ pub trait CgroupDriver: Send + Sync + 'static {
     fn memory_charge(&self, rel: &str) -> Result<u64, CgroupError> {
         self.stats(rel).map(|s| s.charge)
     }
+
+    /// OOM kills counted in the cgroup: one file read, for an exit (the rest of
+    /// [`CgroupDriver::stats`] is not needed then).
+    fn oom_kills(&self, rel: &str) -> Result<u64, CgroupError> {
+        self.stats(rel).map(|s| s.oom_kills)
+    }
     /// Pids of every process in the cgroup.
     fn pids(&self, rel: &str) -> Result<Vec<i32>, CgroupError>;
     /// SIGKILLs every process in the cgroup (v2: `cgroup.kill` where the kernel has it) and

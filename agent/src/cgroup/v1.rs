@@ -153,25 +153,30 @@ impl V1 {
     /// Makes the leaf group in `h`: one mkdir when the parents exist (the common case), else
     /// every level from roboku's root down.
     fn make_leaf(&self, h: &Path, rel: &str) -> Result<bool, CgroupError> {
+        // mkdir first (a new instance's leaf never exists): one syscall in the common case.
         let leaf = self.dir(h, rel);
-        if leaf.is_dir() {
-            if self.cpuset.as_deref() == Some(h) {
+        match std::fs::create_dir(&leaf) {
+            Ok(()) => {
+                if self.cpuset.as_deref() == Some(h) {
+                    self.make_level(h, &leaf)?;
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && leaf.is_dir() => {
+                if self.cpuset.as_deref() == Some(h) {
+                    for dir in levels(&h.join(&self.name), rel) {
+                        self.make_level(h, &dir)?;
+                    }
+                }
+                Ok(false)
+            }
+            Err(_) => {
                 for dir in levels(&h.join(&self.name), rel) {
                     self.make_level(h, &dir)?;
                 }
+                Ok(true)
             }
-            return Ok(false);
         }
-        if std::fs::create_dir(&leaf).is_ok() {
-            if self.cpuset.as_deref() == Some(h) {
-                self.make_level(h, &leaf)?;
-            }
-            return Ok(true);
-        }
-        for dir in levels(&h.join(&self.name), rel) {
-            self.make_level(h, &dir)?;
-        }
-        Ok(true)
     }
 
     /// On a fresh group only what is set needs writing: everything starts unlimited.
@@ -404,6 +409,12 @@ impl CgroupDriver for V1 {
                 "no cpuacct hierarchy: CPU time is not counted".into(),
             )),
         }
+    }
+
+    fn oom_kills(&self, rel: &str) -> Result<u64, CgroupError> {
+        check_rel(rel)?;
+        let mem = self.dir(&self.memory, rel);
+        files::read_keyed(&mem.join("memory.oom_control"), "oom_kill")
     }
 
     fn pids(&self, rel: &str) -> Result<Vec<i32>, CgroupError> {

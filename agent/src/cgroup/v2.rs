@@ -216,6 +216,11 @@ impl CgroupDriver for V2 {
         Ok(usage_usec.saturating_mul(1000))
     }
 
+    fn oom_kills(&self, rel: &str) -> Result<u64, CgroupError> {
+        check_rel(rel)?;
+        files::read_keyed(&self.dir(rel).join("memory.events"), "oom_kill")
+    }
+
     fn pids(&self, rel: &str) -> Result<Vec<i32>, CgroupError> {
         check_rel(rel)?;
         files::read_pids(&self.dir(rel).join("cgroup.procs"))

@@ -221,6 +221,10 @@ pub struct Engine {
     internal_tx: mpsc::UnboundedSender<Internal>,
     policy: BackoffPolicy,
     dirty: BTreeSet<DynoKey>,
+    /// Rows whose change may wait a little (a spawned dyno's pid: its instance, the tag it is
+    /// found by, is saved already), saved with the next other change or at `save_due`.
+    lazy: BTreeSet<DynoKey>,
+    save_due: Option<Instant>,
     gone: Vec<DynoKey>,
     rng: SmallRng,
     started_at: u64,
@@ -237,7 +241,8 @@ pub struct Engine {
     /// Who waits for an attached one-off dyno's exit.
     one_off_exits: BTreeMap<DynoKey, oneshot::Sender<roboku_wire::ExitInfo>>,
     /// Forks waiting for their dyno rows (with the instance tag) to be saved: `flush` saves,
-    /// then launches them, so no dyno runs before the store knows it.
+    /// then launches them, so no new dyno runs before the store knows it. (A crash
+    /// replacement does not wait: see `supervise::Launch::Now`.)
     spawns: Vec<Box<dyn FnOnce() + Send>>,
     /// Outcomes of rollouts that ended before their caller was attached (see `attach_reply`).
     unclaimed: BTreeMap<String, Result<Reply, EngineError>>,
@@ -320,6 +325,8 @@ pub fn start(
         internal_tx,
         policy,
         dirty: BTreeSet::new(),
+        lazy: BTreeSet::new(),
+        save_due: None,
         gone: Vec::new(),
         rng: SmallRng::from_entropy(),
         started_at: crate::util::now_ms(),
@@ -403,6 +410,7 @@ impl Engine {
         }
         self.drains.stop_all();
         self.discard_all_spares();
+        self.save_due = Some(Instant::now());
         self.flush();
         for stopped in self.stop_addon_services() {
             let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
@@ -538,7 +546,7 @@ impl Engine {
             // A dyno that changed may no longer want its spare (stopped, scaled away).
             self.prune_spares();
         }
-        self.save_dynos();
+        self.save_dynos_batched();
         self.sync_routers();
         self.sync_dyno_doors();
         for spawn in self.spawns.drain(..) {
@@ -546,20 +554,35 @@ impl Engine {
         }
     }
 
+    /// [`Engine::save_dynos`] now when a change needs it, else once `save_due` is reached: a
+    /// scale to 500 that hears 500 spawn results in 500 loop turns commits (and fsyncs) a few
+    /// times, not 500 times.
+    fn save_dynos_batched(&mut self) {
+        let urgent = !self.dirty.is_empty() || !self.gone.is_empty();
+        match save_when(urgent, !self.lazy.is_empty(), self.save_due, Instant::now()) {
+            Save::Now => self.save_dynos(),
+            Save::At(t) => self.save_due = Some(t),
+            Save::Nothing => {}
+        }
+    }
+
+    /// Persists every changed dyno row (the lazy ones too) in one transaction.
     fn save_dynos(&mut self) {
-        if self.dirty.is_empty() && self.gone.is_empty() {
+        if self.dirty.is_empty() && self.gone.is_empty() && self.lazy.is_empty() {
             return;
         }
         let rows: Vec<_> = self
             .dirty
-            .iter()
+            .union(&self.lazy)
             .filter_map(|k| self.dynos.get(k))
             .map(Dyno::row)
             .collect();
         match self.store.save_dynos(&rows, &self.gone) {
             Ok(()) => {
                 self.dirty.clear();
+                self.lazy.clear();
                 self.gone.clear();
+                self.save_due = None;
             }
             Err(e) => tracing::error!(error = %e, "saving dyno state failed; will retry"),
         }
@@ -567,6 +590,9 @@ impl Engine {
 
     fn next_wake(&self) -> Instant {
         let mut wake = self.next_sample;
+        if let Some(t) = self.save_due {
+            wake = wake.min(t);
+        }
         for d in self.dynos.values() {
             for t in [d.retry_at, d.stop_deadline].into_iter().flatten() {
                 wake = wake.min(t);
@@ -597,5 +623,45 @@ impl Engine {
             wake = wake.min(*deadline);
         }
         wake
+    }
+}
+
+/// How long a lazy row change may wait for its save.
+const LAZY_SAVE: Duration = Duration::from_millis(100);
+
+#[derive(Debug, PartialEq, Eq)]
+enum Save {
+    Now,
+    /// Not yet: at this deadline.
+    At(Instant),
+    Nothing,
+}
+
+/// When to save the dyno rows: at once for an urgent change (a new instance before its fork,
+/// an exit, a removal), within [`LAZY_SAVE`] of the first lazy one otherwise. Pure.
+fn save_when(urgent: bool, lazy: bool, due: Option<Instant>, now: Instant) -> Save {
+    match (urgent, lazy, due) {
+        (true, _, _) => Save::Now,
+        (false, false, _) => Save::Nothing,
+        (false, true, None) => Save::At(now + LAZY_SAVE),
+        (false, true, Some(t)) if now >= t => Save::Now,
+        (false, true, Some(_)) => Save::Nothing,
+    }
+}
+
+#[cfg(test)]
+mod save_tests {
+    use super::*;
+
+    #[test]
+    fn urgent_changes_save_at_once_lazy_ones_within_the_window() {
+        let now = Instant::now();
+        assert_eq!(save_when(true, false, None, now), Save::Now);
+        assert_eq!(save_when(true, true, Some(now + LAZY_SAVE), now), Save::Now);
+        assert_eq!(save_when(false, false, None, now), Save::Nothing);
+        assert_eq!(save_when(false, true, None, now), Save::At(now + LAZY_SAVE));
+        let due = now + LAZY_SAVE;
+        assert_eq!(save_when(false, true, Some(due), now), Save::Nothing);
+        assert_eq!(save_when(false, true, Some(due), due), Save::Now);
     }
 }

@@ -15,16 +15,24 @@ use std::time::{Duration, Instant};
 impl Engine {
     /// Starts the dyno's process now. A failure to start counts as a crash (and is retried).
     pub(super) fn start_dyno(&mut self, key: &DynoKey) {
+        self.start_dyno_with(key, Launch::AfterSave);
+    }
+
+    /// [`Engine::start_dyno`], saying when the fork runs. Returns whether the start took over
+    /// the cleanup of `Launch::Now`'s old cgroup (else the caller still owns it).
+    fn start_dyno_with(&mut self, key: &DynoKey, launch: Launch) -> bool {
         if self.hold_for_order(key) {
-            return;
+            return false;
         }
         let Some(recipe) = self.recipe(key) else {
-            return;
+            return false;
         };
         if self.start_from_spare(key, &recipe) {
-            return;
+            return false;
         }
-        let Some(d) = self.dynos.get(key) else { return };
+        let Some(d) = self.dynos.get(key) else {
+            return false;
+        };
         let (app, name) = (d.app.clone(), d.name.clone());
         let super::spare::Recipe {
             command,
@@ -59,11 +67,11 @@ impl Engine {
                     d.pending = Some(instance);
                 }
                 self.on_spawned(key.clone(), instance, None, command, Err(reason));
-                return;
+                return false;
             }
         };
         let Some(d) = self.dynos.get_mut(key) else {
-            return;
+            return false;
         };
         d.retry_at = None;
         d.retry_at_ms = None;
@@ -75,13 +83,20 @@ impl Engine {
         self.dirty.insert(key.clone());
         // fork+exec (and the cgroup joins between them) run on the blocking pool once `flush` has
         // saved the row naming this instance: a scale to 100 overlaps them, and the loop stays
-        // free for exits and requests meanwhile.
+        // free for exits and requests meanwhile. A crash replacement (`Launch::Now`) goes at
+        // once, before the row is saved (see [`Launch`]).
         let (tx, key, logs_dir) = (
             self.internal_tx.clone(),
             key.clone(),
             self.settings.logs_dir(),
         );
-        self.spawns.push(Box::new(move || {
+        let (now, old_cgroup) = match launch {
+            Launch::AfterSave => (false, None),
+            Launch::Now { old_cgroup } => (true, old_cgroup),
+        };
+        let took_cleanup = old_cgroup.is_some();
+        let driver = self.cgroups.clone();
+        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
             let result = crate::logs::open_spool(&logs_dir, &app, &name)
                 .map_err(|e| e.to_string())
                 .and_then(|spool| {
@@ -115,7 +130,18 @@ impl Engine {
                 command,
                 result,
             });
-        }));
+            // The crashed instance's cgroup goes after the replacement has exec'd: removing it
+            // meanwhile would contend with the joins for the kernel's cgroup locks.
+            if let Some(rel) = old_cgroup {
+                remove_cgroup(driver.as_ref(), &rel);
+            }
+        });
+        if now {
+            tokio::task::spawn_blocking(job);
+        } else {
+            self.spawns.push(job);
+        }
+        took_cleanup
     }
 
     /// A spawn finished on the blocking pool.
@@ -145,9 +171,10 @@ impl Engine {
         };
         d.pending = None;
         let (app, name, want) = (d.app.clone(), d.name.clone(), d.want);
-        self.dirty.insert(key.clone());
         match result {
             Ok(spawned) => {
+                // Its instance (the tag it is found by) is saved: the pid can wait a little.
+                self.lazy.insert(key.clone());
                 d.proc = Some(Proc {
                     pid: spawned.pid,
                     start_time: spawned.start_time,
@@ -176,6 +203,7 @@ impl Engine {
                 }
             }
             Err(reason) => {
+                self.dirty.insert(key.clone());
                 self.logs.system(&app, &name, reason.clone());
                 let reason_copy = reason.clone();
                 if let Some(rel) = cgroup {
@@ -191,7 +219,9 @@ impl Engine {
                 match want {
                     Want::Run => {
                         let release = self.dynos.get(&key).map(|d| d.release).unwrap_or(0);
-                        self.crashed(&key, exit, Duration::ZERO);
+                        if let Some(rel) = self.crashed(&key, exit, Duration::ZERO, None) {
+                            self.cleanup_cgroup(rel);
+                        }
                         // A dyno of a new release that cannot even start fails the release now.
                         self.on_rollout_crash(&key, release, &reason_copy);
                         self.probation_crash(&key, release);
@@ -233,11 +263,7 @@ impl Engine {
     /// Kills whatever is left in an instance's cgroup and removes it, off the engine loop.
     pub(super) fn cleanup_cgroup(&self, rel: String) {
         let driver = self.cgroups.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = driver.kill_all(&rel).and_then(|()| driver.remove(&rel)) {
-                tracing::warn!(cgroup = %rel, error = %e, "cleaning up a dyno cgroup failed");
-            }
-        });
+        tokio::task::spawn_blocking(move || remove_cgroup(driver.as_ref(), &rel));
     }
 
     pub(super) fn on_exit(&mut self, key: DynoKey, instance: u64, exit: Exit) {
@@ -262,11 +288,11 @@ impl Engine {
         let Some(d) = self.dynos.get_mut(&key) else {
             return;
         };
+        // One small file (not the whole `stats`): this is on the way to the replacement's fork.
         let oom_kills = proc
             .cgroup
             .as_ref()
-            .and_then(|rel| self.cgroups.stats(rel).ok())
-            .map(|s| s.oom_kills)
+            .and_then(|rel| self.cgroups.oom_kills(rel).ok())
             .unwrap_or(0);
         d.oom_total += oom_kills.max(d.sample.oom_kills);
         d.sample = Default::default();
@@ -299,17 +325,32 @@ impl Engine {
             reason: reason.clone(),
         };
         let (app, name, want, was) = (d.app.clone(), d.name.clone(), d.want, d.state);
-        if let Some(rel) = proc.cgroup {
-            // At once, not deferred: a cleanup deferred past a crash left an empty instance
-            // cgroup behind when robokud was killed in that window (a flaky kill -9 test).
-            self.cleanup_cgroup(rel);
-        }
+        // Log lines are channel sends (the log task writes them), so they cost nothing here and
+        // keep their order: the exit, then the restart's lines.
         if oom {
             self.logs.system(
                 &app,
                 &name,
                 format!("Error R14 (Memory quota exceeded): {reason}"),
             );
+        }
+        self.logs.system(&app, &name, format!("Process {reason}"));
+        if self.dynos.get(&key).is_some_and(|d| d.one_off) {
+            if let Some(rel) = proc.cgroup {
+                self.cleanup_cgroup(rel);
+            }
+            self.one_off_exited(&key, info);
+        } else {
+            let handled = Handled {
+                want,
+                was,
+                old_cgroup: proc.cgroup,
+            };
+            self.exit_handled(key.clone(), handled, info, ran_for, reason.clone());
+            self.settle_spare(&key);
+        }
+        if oom {
+            // After the restart: a store write (fsync) is not for the crash path.
             let _ = self.store.add_event(
                 now_ms(),
                 Some(&app),
@@ -318,28 +359,29 @@ impl Engine {
                 &reason,
             );
         }
-        self.logs.system(&app, &name, format!("Process {reason}"));
-        if self.dynos.get(&key).is_some_and(|d| d.one_off) {
-            self.one_off_exited(&key, info);
-            return;
-        }
-        self.exit_handled(key.clone(), want, was, info, ran_for, reason);
-        self.settle_spare(&key);
     }
 
     /// The rest of [`Engine::on_exit`] for a formation dyno: record the exit, then restart,
-    /// back off, mark it down or forget it.
+    /// back off, mark it down or forget it. The crashed instance's cgroup is removed at once,
+    /// or, when the restart is at once, by the replacement's job once it has exec'd.
     fn exit_handled(
         &mut self,
         key: DynoKey,
-        want: Want,
-        was: DynoState,
+        handled: Handled,
         info: ExitInfo,
         ran_for: Duration,
         reason: String,
     ) {
+        let Handled {
+            want,
+            was,
+            mut old_cgroup,
+        } = handled;
         let (app, name) = key.clone();
         let Some(d) = self.dynos.get_mut(&key) else {
+            if let Some(rel) = old_cgroup {
+                self.cleanup_cgroup(rel);
+            }
             return;
         };
         d.last_exit = Some(info.clone());
@@ -354,7 +396,7 @@ impl Engine {
             }
             Want::Run => {
                 let release = d.release;
-                self.crashed(&key, info, ran_for);
+                old_cgroup = self.crashed(&key, info, ran_for, old_cgroup);
                 self.on_rollout_crash(&key, release, &reason);
                 self.probation_crash(&key, release);
             }
@@ -370,13 +412,26 @@ impl Engine {
                 self.gone.push(key);
             }
         }
+        if let Some(rel) = old_cgroup {
+            // At once, not deferred: a cleanup deferred past a crash left an empty instance
+            // cgroup behind when robokud was killed in that window (a flaky kill -9 test).
+            self.cleanup_cgroup(rel);
+        }
     }
 
-    /// Records a crash and schedules the restart (at once for a first crash).
-    fn crashed(&mut self, key: &DynoKey, info: ExitInfo, ran_for: Duration) {
+    /// Records a crash and schedules the restart (at once for a first crash: its fork goes
+    /// before the row is saved, see [`Launch::Now`]). Returns `old_cgroup` unless the
+    /// replacement's job took over removing it.
+    fn crashed(
+        &mut self,
+        key: &DynoKey,
+        info: ExitInfo,
+        ran_for: Duration,
+        old_cgroup: Option<String>,
+    ) -> Option<String> {
         let jitter: f64 = self.rng.gen();
         let Some(d) = self.dynos.get_mut(key) else {
-            return;
+            return old_cgroup;
         };
         d.restarts = d.restarts.saturating_add(1);
         d.crashes = self.policy.next_count(d.crashes, ran_for);
@@ -385,7 +440,12 @@ impl Engine {
         self.dirty.insert(key.clone());
         if delay.is_zero() {
             d.state = DynoState::Starting;
-            self.start_dyno(key);
+            let launch = Launch::Now {
+                old_cgroup: old_cgroup.clone(),
+            };
+            if self.start_dyno_with(key, launch) {
+                return None;
+            }
         } else {
             d.state = DynoState::Backoff;
             d.since = now_ms();
@@ -398,6 +458,7 @@ impl Engine {
             let (app, name) = key.clone();
             self.logs.system(&app, &name, msg);
         }
+        old_cgroup
     }
 
     /// Stops a dyno: SIGTERM to its group now, SIGKILL to its cgroup after the app's grace.
@@ -596,6 +657,31 @@ impl Engine {
             .collect();
         self.telemetry
             .offer(crate::telemetry::Round { t: now_ms(), dynos });
+    }
+}
+
+/// When a start's fork runs.
+pub(super) enum Launch {
+    /// After `flush` saved the row naming the new instance (every start but a crash's).
+    AfterSave,
+    /// At once, before the row is saved: a crash replacement, whose old row is in the store.
+    /// A robokud killed before the save finds the new process by its tag at its next start,
+    /// unrecorded, and kills it like any leftover (the dyno starts again then); nothing leaks.
+    /// `old_cgroup` is the crashed instance's, removed once the replacement has exec'd.
+    Now { old_cgroup: Option<String> },
+}
+
+/// What [`Engine::on_exit`] knew of the dyno before it handled the exit.
+struct Handled {
+    want: Want,
+    was: DynoState,
+    /// The crashed instance's cgroup, still to be removed.
+    old_cgroup: Option<String>,
+}
+
+fn remove_cgroup(driver: &dyn crate::cgroup::CgroupDriver, rel: &str) {
+    if let Err(e) = driver.kill_all(rel).and_then(|()| driver.remove(rel)) {
+        tracing::warn!(cgroup = %rel, error = %e, "cleaning up a dyno cgroup failed");
     }
 }
 

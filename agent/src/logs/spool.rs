@@ -193,7 +193,10 @@ impl Spool {
     /// Persists the committed offset if it moved (write-then-rename, so it is never torn).
     pub fn save_offset(&mut self) -> Result<(), LogError> {
         let off = self.committed();
-        if self.saved == Some(off) {
+        // Nothing read from a spool without an offset file: opening it again finds the same
+        // place (its first data), so there is nothing to persist (a scale to 500 would write
+        // and rename 500 files).
+        if self.saved == Some(off) || (self.saved.is_none() && off == 0) {
             return Ok(());
         }
         let tmp = self.offset_path.with_extension("offset.tmp");

@@ -8,6 +8,7 @@
 //! a child of this agent and for a dyno re-adopted after the agent restarted.
 
 pub mod hardware;
+pub mod launch;
 pub mod orphans;
 pub mod procfs;
 pub mod pty;

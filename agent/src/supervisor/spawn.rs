@@ -6,9 +6,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 /// Who a dyno runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,80 +51,43 @@ pub fn spawn(spec: SpawnSpec) -> std::io::Result<Spawned> {
 }
 
 /// [`spawn`] with the script given to `/bin/sh -c` (a spare's waits first, see [`super::spare`]).
+/// The child is started by [`super::launch`] (`clone(CLONE_VM | CLONE_VFORK)`: robokud's memory
+/// is not copied), joins its cgroups, drops to the dyno user and execs `/bin/sh`.
 pub(super) fn spawn_script(spec: SpawnSpec, script: String) -> std::io::Result<Spawned> {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(script)
-        .env_clear()
-        .envs(&spec.env)
-        .current_dir(&spec.cwd)
-        .stdin(spec.stdin.map(Stdio::from).unwrap_or_else(Stdio::null))
-        .stdout(Stdio::from(spec.spool.try_clone()?))
-        .stderr(Stdio::from(spec.spool));
-    let join: Vec<i32> = spec.join.iter().map(|f| f.as_raw_fd()).collect();
-    let nice = spec.nice;
-    let rt = spec.rt;
-    let ctty = spec.controlling_tty;
-    let ids = spec.run_as.as_ref().map(|r| (r.uid, r.gid));
-    let mut groups: Vec<libc::gid_t> = ids.map(|(_, gid)| vec![gid]).unwrap_or_default();
-    for g in &spec.groups {
-        if !groups.contains(g) {
-            groups.push(*g);
+    let stdin: OwnedFd = match spec.stdin {
+        Some(f) => f.into(),
+        None => File::open("/dev/null")
+            .map_err(|e| std::io::Error::new(e.kind(), format!("open /dev/null: {e}")))?
+            .into(),
+    };
+    let stdout: OwnedFd = spec.spool.try_clone()?.into();
+    let stderr: OwnedFd = spec.spool.into();
+    let ids = spec.run_as.as_ref().map(|r| {
+        let mut groups: Vec<libc::gid_t> = vec![r.gid];
+        for g in &spec.groups {
+            if !groups.contains(g) {
+                groups.push(*g);
+            }
         }
-    }
-    let agent = std::process::id() as i32;
-    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls
-    // (setsid, ioctl TIOCSCTTY, umask, write, setpriority, sched_setscheduler, setgroups,
-    // setgid, setuid, getppid) on values prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if ctty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // robokud's own umask (0077) is not the app's: files it makes are as usual.
-            libc::umask(0o022);
-            for fd in &join {
-                if libc::write(*fd, b"0".as_ptr().cast(), 1) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if let Some(n) = nice {
-                if libc::setpriority(libc::PRIO_PROCESS, 0, n) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if let Some((policy, prio)) = rt {
-                let param = libc::sched_param {
-                    sched_priority: prio,
-                };
-                if libc::sched_setscheduler(0, policy, &param) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if let Some((uid, gid)) = ids {
-                if libc::setgroups(groups.len(), groups.as_ptr()) < 0
-                    || libc::setgid(gid) < 0
-                    || libc::setuid(uid) < 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            // An agent killed between our fork and exec cannot record us, and until exec our
-            // environment carries no tag to be found by: do not become a dyno nobody knows.
-            if libc::getppid() != agent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn()?;
+        (r.uid, r.gid, groups)
+    });
+    let prepared = super::launch::Prepared::new(super::launch::Plan {
+        path: "/bin/sh",
+        argv: &["/bin/sh", "-c", &script],
+        env: &spec.env,
+        cwd: &spec.cwd,
+        stdin,
+        stdout,
+        stderr,
+        join: spec.join.iter().map(|f| f.as_raw_fd()).collect(),
+        ctty: spec.controlling_tty,
+        nice: spec.nice,
+        rt: spec.rt,
+        ids,
+    })?;
+    let pid = super::launch::launch(&prepared)?;
+    drop(prepared);
     drop(spec.join);
-    let pid = child.id() as i32;
-    // The child is reaped by the exit watcher through waitpid; std's Child is not needed further.
-    drop(child);
     let pidfd = pidfd_open(pid)?;
     Ok(Spawned {
         pid,

@@ -10,7 +10,9 @@
 //! Env: `ROBOKU_BENCH_TINY=1` (N=3, 1 iteration, 1 s idle window, 1 kill: CI's proof that it
 //! runs), `ROBOKU_BENCH_ITERS` (default 3), `ROBOKU_BENCH_NS` (default `10,100,500`),
 //! `ROBOKU_BENCH_IDLE_SECS` (default 10), `ROBOKU_BENCH_KILLS` (default 3),
-//! `ROBOKU_BENCH_NO_BUILD=1` (use the release binaries as they are). Needs root and cgroup v1.
+//! `ROBOKU_BENCH_NO_BUILD=1` (use the release binaries as they are),
+//! `ROBOKU_BENCH_ONLY=floor,floor+cg,robokud` (only these contenders, by their names in the
+//! table; default all). Needs root and cgroup v1.
 //! Nothing here asserts a time: it fails only when a contender cannot run a workload at all.
 
 #[path = "../core/agent.rs"]
@@ -101,7 +103,15 @@ fn main() {
     );
     let cfg = config();
     let bins = agent::build();
-    let tools = Tools::locate(&bins.target).unwrap_or_else(|e| panic!("peers bench: {e}"));
+    let only = std::env::var("ROBOKU_BENCH_ONLY").unwrap_or_default();
+    let picked = |k: Kind| only.is_empty() || only.split(',').any(|n| n.trim() == k.name());
+    let kinds: Vec<Kind> = ALL.iter().copied().filter(|&k| picked(k)).collect();
+    assert!(
+        !kinds.is_empty(),
+        "ROBOKU_BENCH_ONLY={only:?} names no contender"
+    );
+    let tools = Tools::locate(&bins.target, kinds.contains(&Kind::Honcho))
+        .unwrap_or_else(|e| panic!("peers bench: {e}"));
     let began = Instant::now();
     let load_before = load1();
     let agent = agent::Agent::start_with(&bins, &["--dashboard", "off"]);
@@ -126,9 +136,9 @@ fn main() {
     let mut loads = vec![load_before];
     for it in 0..cfg.iterations {
         for &n in &cfg.ns {
-            for j in 0..ALL.len() {
+            for j in 0..kinds.len() {
                 // The order rotates each iteration: nobody always follows the same contender.
-                let kind = ALL[(j + it) % ALL.len()];
+                let kind = kinds[(j + it) % kinds.len()];
                 eprintln!(
                     "iteration {}/{} N={n} {} (load {:.2})",
                     it + 1,
@@ -145,7 +155,7 @@ fn main() {
         }
     }
     let mut probes = Vec::new();
-    for kind in ALL.iter().copied().filter(|k| !k.respawns()) {
+    for kind in kinds.iter().copied().filter(|k| !k.respawns()) {
         let n = cfg.ns[0];
         match workloads::crash_probe(kind, n, &tools, &agent) {
             Ok(f) => probes.push((kind, n, f)),

@@ -79,7 +79,9 @@ fn which(name: &str) -> Result<PathBuf, String> {
 impl Tools {
     /// Finds the peers (honcho is pip-installed into `<target>/bench-venv` when missing) and
     /// compiles the C floor into `<target>/bench-floor`.
-    pub fn locate(target: &Path) -> Result<Tools, String> {
+    /// `honcho`: install it when missing (it is pip-installed; not needed when the bench runs
+    /// without it, see `ROBOKU_BENCH_ONLY`).
+    pub fn locate(target: &Path, honcho: bool) -> Result<Tools, String> {
         let floor = target.join("bench-floor");
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/floor.c");
         let out = Command::new("cc")
@@ -99,7 +101,11 @@ impl Tools {
             floor,
             supervisord: which("supervisord")?,
             foreman: which("foreman")?,
-            honcho: crate::honcho::install(target)?,
+            honcho: if honcho {
+                crate::honcho::install(target)?
+            } else {
+                PathBuf::new()
+            },
             uwsgi: which("uwsgi").or_else(|_| which("uwsgi-core"))?,
         })
     }
