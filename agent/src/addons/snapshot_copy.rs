@@ -267,22 +267,36 @@ impl Walk<'_> {
     }
 
     /// Copies the dir `src` to `dst` (made here, unless `top`: then it exists). `rel` is `src`'s
-    /// path inside the top (for what is left out).
+    /// path inside the top (for what is left out). The dir is opened once (`O_NOFOLLOW`) and its
+    /// entries reached through that fd, so a dir swapped for a link meanwhile changes nothing.
     fn tree(&mut self, src: &Path, dst: &Path, rel: &Path, top: bool) -> Result<(), Stop> {
-        let meta = fs::symlink_metadata(src).at("stat", src)?;
-        if !meta.is_dir() {
-            let e = std::io::Error::other("not a directory");
-            return Err(Stop::Io(PathError {
-                op: "snapshot",
-                path: src.to_path_buf(),
-                source: e,
-            }));
-        }
+        let opened = File::options()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(src);
+        let dir = match opened {
+            Ok(d) => d,
+            Err(e) if top => {
+                return Err(Stop::Io(PathError {
+                    op: "open",
+                    path: src.to_path_buf(),
+                    source: e,
+                }))
+            }
+            Err(_) => {
+                self.out
+                    .skipped
+                    .push(format!("{} (changed while being copied)", rel.display()));
+                return Ok(());
+            }
+        };
+        let meta = dir.metadata().at("stat", src)?;
+        let here = fd_path(dir.as_raw_fd());
         if !top {
             fs::create_dir(dst).at("create dir", dst)?;
         }
         fs::set_permissions(dst, fs::Permissions::from_mode(0o700)).at("chmod", dst)?;
-        let mut names: Vec<_> = fs::read_dir(src)
+        let mut names: Vec<_> = fs::read_dir(&here)
             .at("list", src)?
             .flatten()
             .map(|e| e.file_name())
@@ -292,13 +306,13 @@ impl Walk<'_> {
         let mut databases = BTreeSet::new();
         if self.job.consistent {
             for n in &names {
-                if is_sqlite(&src.join(n)) {
+                if is_sqlite(&here.join(n)) {
                     databases.insert(n.to_string_lossy().to_string());
                 }
             }
         }
         for n in &names {
-            let (s, d, r) = (src.join(n), dst.join(n), rel.join(n));
+            let (s, d, r) = (here.join(n), dst.join(n), rel.join(n));
             let name = n.to_string_lossy();
             let sidecar = ["-wal", "-shm", "-journal"]
                 .iter()
@@ -319,10 +333,18 @@ impl Walk<'_> {
             if ft.is_dir() {
                 self.tree(&s, &d, &r, false)?;
             } else if ft.is_symlink() {
-                let target = fs::read_link(&s).at("read link", &s)?;
+                let Ok(target) = fs::read_link(&s) else {
+                    continue; // gone meanwhile
+                };
                 std::os::unix::fs::symlink(&target, &d).at("create link", &d)?;
             } else if ft.is_file() {
-                if databases.contains(name.as_ref()) && self.database(&s, &d, &m)? {
+                // SQLite wants a path it can resolve: the app's own, as the app sees it.
+                let logical = self.job.src.as_ref().map(|t| t.join(&r));
+                let through_sqlite = match &logical {
+                    Some(l) if databases.contains(name.as_ref()) => self.database(l, &d, &m)?,
+                    _ => false,
+                };
+                if through_sqlite {
                     self.out.databases += 1;
                 } else if !self.file(&s, &d)? {
                     self.out
