@@ -11,7 +11,8 @@
 //! written, the store not changed), `rename.committed` (the store has the new name, no directory
 //! moved), `rename.moved` (cache and git repository moved, the logs not), `rename.logs_moved`
 //! (everything moved, the journal not removed, no dyno started). Data: `snapshot.copied` (a
-//! snapshot copied, not yet renamed into place), `restore.journaled` (the restore journal
+//! snapshot copied, not yet renamed into place), `snapshot.replacing` (an older snapshot of that
+//! version moved aside to `vN.old`, the new one not yet renamed to `vN`), `restore.journaled` (the restore journal
 //! written, nothing swapped), `restore.swapped` (the data swapped, the old data not yet filed as
 //! a snapshot), `restore.before_release` (swapped and filed, no rollback release made). Add-ons:
 //! `addon.recorded` (an add-on recorded and its server started, its config var not stored).

@@ -362,6 +362,18 @@ fn main() {
         }
         return;
     }
+    if std::env::args().nth(1).as_deref() == Some("snapshot:copy") {
+        // Hidden: a data snapshot's copy, run as the app's uid (see addons/snapshot_copy.rs).
+        let job = std::env::args().nth(2).unwrap_or_default();
+        match robokud::addons::snapshot_copy::child_main(&job) {
+            Ok(outcome) => println!("{outcome}"),
+            Err(e) => {
+                eprintln!("robokud snapshot:copy: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("slug:build") {
         let args = SlugBuild::parse_from(std::env::args().skip(1));
         if let Err(e) = slug_build(args) {

@@ -13,6 +13,7 @@ mod e2e {
     mod crash;
     mod dashboard;
     mod data;
+    mod data_attacks;
     mod degraded;
     mod deploy;
     mod doctor;

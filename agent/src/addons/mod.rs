@@ -14,6 +14,7 @@ pub mod provider;
 pub mod redis;
 pub mod service;
 pub mod snapshot;
+pub mod snapshot_copy;
 pub mod state;
 
 pub use provider::{provider, Provider};

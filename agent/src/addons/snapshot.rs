@@ -3,8 +3,8 @@
 //! back (snapd and Mender do the same).
 //!
 //! Layout: `snapshots/` (root, 0700) / `<app>/` (root, 0700) / `vN/` (the data dir as it was when
-//! vN was replaced: owners and modes kept, so it can be put back as it is). No app can reach a
-//! snapshot, its own included.
+//! vN was replaced: the app's own files, modes kept, so it can be put back as it is). No app can
+//! reach a snapshot, its own included.
 //!
 //! Why copies and not hard links: a hard link shares the file's content, so an app writing a
 //! file in place (a log appended to, a database page rewritten) would change the snapshot too.
@@ -15,10 +15,13 @@
 //! `-wal`, `-shm` and `-journal` files are left out (the copy is whole without them). Other files
 //! are copied as they are at that moment, like a power cut would leave them.
 //!
-//! The walk is root's through a tree the app controls, so: nothing is followed (symlinks are
-//! copied as symlinks, files opened `O_NOFOLLOW`), and only what the app's uid owns is copied
-//! (a file of another owner linked in is left out and named). Sockets, fifos and devices are
-//! left out too.
+//! Root never walks a tree the app controls: the copy is made by a child robokud running as the
+//! app's uid and gid (`snapshot_copy.rs`), into a dir root made in its own 0700 dirs and hands it
+//! as an fd; root then only renames within its own dirs. The walk follows nothing (symlinks are
+//! copied as symlinks, files opened `O_NOFOLLOW`), takes only what the app's uid owns (a file of
+//! another owner linked in is left out and named), leaves sockets, fifos and devices out, and
+//! counts every byte it writes against `data_snapshot_max_bytes`: a file grown past it during
+//! the copy drops the snapshot. A kill at any step leaves a whole `vN` or none ([`recover`]).
 //!
 //! A restore never mixes two states: vN is copied into `<app>/.restore`, then one
 //! `renameat2(RENAME_EXCHANGE)` swaps it with the live dir, and the data swapped out becomes the
@@ -27,11 +30,12 @@
 //! stopped at. Nothing here touches the store or the dynos: the engine does
 //! (`engine/data_restore.rs`).
 
+pub use super::snapshot_copy::Outcome;
+use super::snapshot_copy::{self, Job};
 use crate::util::{sync_parent, IoContext, PathError};
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The restore journal, in `snapshots/<app>/`.
@@ -39,7 +43,6 @@ const JOURNAL: &str = "restore.json";
 /// vN being copied for a restore, then (complete) waiting for the swap.
 const STAGE_TMP: &str = ".restore.tmp";
 const STAGE: &str = ".restore";
-const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 const PRIVATE: u32 = 0o700;
 
 /// A snapshot's dir name.
@@ -48,7 +51,7 @@ pub fn name(version: u32) -> String {
 }
 
 /// What one copy did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Copied {
     pub files: u64,
     pub bytes: u64,
@@ -99,24 +102,66 @@ pub fn versions(snaps: &Path) -> Vec<u32> {
     v
 }
 
-/// Snapshots `data` as release `version`'s into `snaps`: copied into `.vN.tmp`, then renamed to
-/// `vN` (an older snapshot of that version, from before a failed release, is replaced). Only
-/// files of `owner` are taken when it is given.
+/// Snapshots `data` as release `version`'s into `snaps`: copied into `.vN.tmp` by a child
+/// running as `run_as` (uid, gid; only that uid's files are taken), then renamed to `vN` (an
+/// older snapshot of that version, from before a failed release, is replaced). A tree over
+/// `max_bytes`, measured or while being copied, or over `room` leaves nothing behind.
 pub fn take(
     data: &Path,
     snaps: &Path,
     version: u32,
-    owner: Option<u32>,
-) -> Result<Copied, PathError> {
+    run_as: Option<(u32, u32)>,
+    max_bytes: u64,
+    room: u64,
+) -> Result<Outcome, PathError> {
     ensure_private(snaps)?;
     let tmp = snaps.join(format!(".{}.tmp", name(version)));
     remove_if_there(&tmp)?;
-    let mut copied = Copied::default();
-    copy_tree(data, &tmp, Path::new(""), owner, true, &mut copied)?;
-    sync_fs(&tmp)?;
-    crate::fault::point("snapshot.copied");
-    put_in_place(&tmp, &snaps.join(name(version)))?;
-    Ok(copied)
+    let job = Job {
+        src: Some(data.to_path_buf()),
+        max_bytes,
+        room,
+        owner: run_as.map(|(uid, _)| uid),
+        consistent: true,
+    };
+    match copy_into(&tmp, &job, None, run_as) {
+        Ok(Outcome::Copied(c)) => {
+            sync_fs(&tmp)?;
+            crate::fault::point("snapshot.copied");
+            put_in_place(&tmp, &snaps.join(name(version)))?;
+            Ok(Outcome::Copied(c))
+        }
+        other => {
+            remove_if_there(&tmp)?;
+            other
+        }
+    }
+}
+
+/// Makes `dst` (root's 0700 parent, so no app reaches it; given to `run_as`) and has
+/// [`snapshot_copy::spawn`] fill it.
+fn copy_into(
+    dst: &Path,
+    job: &Job,
+    src: Option<&File>,
+    run_as: Option<(u32, u32)>,
+) -> Result<Outcome, PathError> {
+    fs::create_dir(dst).at("create dir", dst)?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(PRIVATE)).at("chmod", dst)?;
+    if let Some((uid, gid)) = run_as {
+        std::os::unix::fs::chown(dst, Some(uid), Some(gid)).at("chown", dst)?;
+    }
+    let dir = open_dir(dst)?;
+    snapshot_copy::spawn(job, src, &dir, dst, run_as)
+}
+
+fn open_dir(dir: &Path) -> Result<File, PathError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .at("open", dir)
 }
 
 /// Removes every snapshot whose version is not in `keep`; the versions removed.
@@ -135,17 +180,34 @@ pub fn prune(snaps: &Path, keep: &BTreeSet<u32>) -> Vec<u32> {
     gone
 }
 
-/// Copies snapshot `version` into `snaps/.restore` (whole, or not there). The live data is not
-/// touched.
-pub fn stage(snaps: &Path, version: u32) -> Result<Copied, PathError> {
+/// Copies snapshot `version` into `snaps/.restore` (whole, or not there), as `run_as` (the
+/// app's uid and gid, who owns what the snapshot holds). The live data is not touched.
+pub fn stage(snaps: &Path, version: u32, run_as: Option<(u32, u32)>) -> Result<Copied, PathError> {
     let src = snaps.join(name(version));
-    fs::symlink_metadata(&src).at("find the data snapshot", &src)?;
+    let from = open_dir(&src)?;
     let (tmp, staged) = (snaps.join(STAGE_TMP), snaps.join(STAGE));
     remove_if_there(&tmp)?;
     remove_if_there(&staged)?;
-    let mut copied = Copied::default();
     // The snapshot is robokud's own copy, consistent already: copied as it is.
-    copy_tree(&src, &tmp, Path::new(""), None, false, &mut copied)?;
+    let job = Job {
+        src: None,
+        max_bytes: u64::MAX,
+        room: u64::MAX,
+        owner: None,
+        consistent: false,
+    };
+    let copied = match copy_into(&tmp, &job, Some(&from), run_as) {
+        Ok(Outcome::Copied(c)) => c,
+        Ok(other) => {
+            remove_if_there(&tmp)?;
+            let e = std::io::Error::other(format!("unexpected {other:?}"));
+            return Err(e).at("copy", &src);
+        }
+        Err(e) => {
+            let _ = remove_if_there(&tmp);
+            return Err(e);
+        }
+    };
     sync_fs(&tmp)?;
     fs::rename(&tmp, &staged).at("rename to", &staged)?;
     sync_parent(&staged)?;
@@ -214,12 +276,7 @@ pub fn recover(
     snaps: &Path,
     committed: &dyn Fn(&Journal) -> bool,
 ) -> Result<Option<String>, PathError> {
-    for e in fs::read_dir(snaps).into_iter().flatten().flatten() {
-        let n = e.file_name().to_string_lossy().to_string();
-        if n.starts_with(".v") && n.ends_with(".tmp") {
-            remove_if_there(&e.path())?;
-        }
-    }
+    settle_replacements(snaps)?;
     remove_if_there(&snaps.join(STAGE_TMP))?;
     let path = snaps.join(JOURNAL);
     let journal: Journal = match fs::read(&path) {
@@ -278,6 +335,44 @@ pub fn recover(
     Ok(Some(what))
 }
 
+/// Settles what a kill inside [`put_in_place`] left: a `.vN.tmp` beside a `vN.old` with no `vN`
+/// was whole (synced before the first rename) and goes in place; any other `.vN.tmp` was being
+/// copied and goes; a `vN.old` goes back to `vN` when there is none, else it goes.
+fn settle_replacements(snaps: &Path) -> Result<(), PathError> {
+    let names: Vec<String> = fs::read_dir(snaps)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    for n in &names {
+        let Some(v) = n.strip_prefix(".v").and_then(|x| x.strip_suffix(".tmp")) else {
+            continue;
+        };
+        let (tmp, dir) = (snaps.join(n), snaps.join(format!("v{v}")));
+        let old = snaps.join(format!("v{v}.old"));
+        if fs::symlink_metadata(&old).is_ok() && fs::symlink_metadata(&dir).is_err() {
+            fs::rename(&tmp, &dir).at("rename to", &dir)?;
+            sync_parent(&dir)?;
+        } else {
+            remove_if_there(&tmp)?;
+        }
+    }
+    for n in &names {
+        let Some(v) = n.strip_suffix(".old").filter(|v| v.starts_with('v')) else {
+            continue;
+        };
+        let (old, dir) = (snaps.join(n), snaps.join(v));
+        if fs::symlink_metadata(&dir).is_ok() {
+            remove_if_there(&old)?;
+        } else {
+            fs::rename(&old, &dir).at("rename to", &dir)?;
+            sync_parent(&dir)?;
+        }
+    }
+    Ok(())
+}
+
 /// Makes a whole copied tree durable with one `syncfs(2)` (one fsync per file costs far more on
 /// a small board's flash), before it is renamed into place.
 fn sync_fs(dir: &Path) -> Result<(), PathError> {
@@ -295,6 +390,7 @@ fn put_in_place(from: &Path, to: &Path) -> Result<(), PathError> {
         let old = PathBuf::from(format!("{}.old", to.display()));
         remove_if_there(&old)?;
         fs::rename(to, &old).at("rename to", &old)?;
+        crate::fault::point("snapshot.replacing");
         fs::rename(from, to).at("rename to", to)?;
         sync_parent(to)?;
         return remove_if_there(&old);
@@ -343,128 +439,6 @@ fn exchange(a: &Path, b: &Path) -> Result<(), PathError> {
     sync_parent(b)
 }
 
-/// Copies the tree at `src` to `dst` (which must not exist). `rel` is `src`'s path inside the
-/// top (for what is skipped); `owner` limits it to one uid's entries; `consistent` copies SQLite
-/// databases through SQLite.
-fn copy_tree(
-    src: &Path,
-    dst: &Path,
-    rel: &Path,
-    owner: Option<u32>,
-    consistent: bool,
-    out: &mut Copied,
-) -> Result<(), PathError> {
-    let meta = fs::symlink_metadata(src).at("stat", src)?;
-    if !meta.is_dir() {
-        let e = std::io::Error::other("not a directory");
-        return Err(e).at("snapshot", src);
-    }
-    fs::create_dir(dst).at("create dir", dst)?;
-    fs::set_permissions(dst, fs::Permissions::from_mode(PRIVATE)).at("chmod", dst)?;
-    let mut names: Vec<_> = fs::read_dir(src)
-        .at("list", src)?
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    names.sort();
-    // SQLite databases first, so their -wal/-shm/-journal files are known to leave out.
-    let mut databases = BTreeSet::new();
-    if consistent {
-        for n in &names {
-            if is_sqlite(&src.join(n)) {
-                databases.insert(n.to_string_lossy().to_string());
-            }
-        }
-    }
-    for n in &names {
-        let (s, d, r) = (src.join(n), dst.join(n), rel.join(n));
-        let name = n.to_string_lossy();
-        let sidecar = ["-wal", "-shm", "-journal"]
-            .iter()
-            .any(|x| name.strip_suffix(x).is_some_and(|b| databases.contains(b)));
-        if sidecar {
-            continue;
-        }
-        let Ok(m) = fs::symlink_metadata(&s) else {
-            continue; // gone meanwhile: the app is running
-        };
-        if owner.is_some_and(|uid| m.uid() != uid) {
-            out.skipped
-                .push(format!("{} (not the app's own)", r.display()));
-            continue;
-        }
-        let ft = m.file_type();
-        if ft.is_dir() {
-            copy_tree(&s, &d, &r, owner, consistent, out)?;
-        } else if ft.is_symlink() {
-            let target = fs::read_link(&s).at("read link", &s)?;
-            std::os::unix::fs::symlink(&target, &d).at("create link", &d)?;
-            std::os::unix::fs::lchown(&d, Some(m.uid()), Some(m.gid())).at("chown", &d)?;
-        } else if ft.is_file() {
-            if databases.contains(name.as_ref()) && copy_database(&s, &d, &m).is_ok() {
-                out.databases += 1;
-            } else {
-                copy_file(&s, &d, owner)?;
-            }
-            out.files += 1;
-            out.bytes += fs::metadata(&d).map(|m| m.len()).unwrap_or(0);
-        } else {
-            out.skipped
-                .push(format!("{} (not a file, dir or link)", r.display()));
-        }
-    }
-    std::os::unix::fs::chown(dst, Some(meta.uid()), Some(meta.gid())).at("chown", dst)?;
-    fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777)).at("chmod", dst)
-}
-
-fn is_sqlite(path: &Path) -> bool {
-    let mut head = [0u8; 16];
-    File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok_and(|()| &head == SQLITE_MAGIC)
-}
-
-/// One file, never through a link, owner and mode kept; a reflink where the filesystem has them.
-fn copy_file(src: &Path, dst: &Path, owner: Option<u32>) -> Result<(), PathError> {
-    let mut from = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(src)
-        .at("open", src)?;
-    let m = from.metadata().at("stat", src)?;
-    if !m.is_file() || owner.is_some_and(|uid| m.uid() != uid) {
-        let e = std::io::Error::other("changed while being copied");
-        return Err(e).at("copy", src);
-    }
-    let mut to = File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(dst)
-        .at("create", dst)?;
-    // SAFETY: FICLONE takes the source fd as its argument; both fds are open for the call.
-    let cloned = unsafe {
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&to),
-            libc::FICLONE,
-            std::os::fd::AsRawFd::as_raw_fd(&from),
-        )
-    } == 0;
-    if !cloned {
-        std::io::copy(&mut from, &mut to).at("copy to", dst)?;
-    }
-    std::os::unix::fs::fchown(&to, Some(m.uid()), Some(m.gid())).at("chown", dst)?;
-    to.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))
-        .at("chmod", dst)?;
-    if let Ok(t) = m.modified() {
-        let _ = to.set_modified(t);
-    }
-    Ok(())
-}
-
 /// `src` copied through SQLite's `VACUUM INTO` to the new file `dst`: one consistent state,
 /// whatever the app is writing. The `-wal`/`-shm` files root's open may have made are given
 /// back to the database's owner (the app must still open them).
@@ -495,19 +469,6 @@ pub fn vacuum_into(src: &Path, dst: &Path) -> Result<(), String> {
         }
     }
     result
-}
-
-/// A database through SQLite: one consistent state, whatever the app is writing.
-fn copy_database(src: &Path, dst: &Path, m: &fs::Metadata) -> Result<(), String> {
-    if let Err(e) = vacuum_into(src, dst) {
-        let _ = fs::remove_file(dst);
-        tracing::warn!(path = %src.display(), error = %e, "copying a database through SQLite failed; copying the file");
-        return Err(e);
-    }
-    std::os::unix::fs::chown(dst, Some(m.uid()), Some(m.gid())).map_err(|e| e.to_string())?;
-    fs::set_permissions(dst, fs::Permissions::from_mode(m.mode() & 0o7777))
-        .map_err(|e| e.to_string())?;
-    Ok(())
 }
 
 #[cfg(test)]

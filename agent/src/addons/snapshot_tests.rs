@@ -4,6 +4,20 @@ fn me() -> u32 {
     nix::unistd::getuid().as_raw()
 }
 
+/// Takes a snapshot with no cap, `owner`'s files only (in this process: unit tests have no
+/// robokud binary to run the copy in).
+fn take(data: &Path, snaps: &Path, version: u32, owner: Option<u32>) -> Result<Copied, PathError> {
+    let run_as = owner.map(|u| (u, nix::unistd::getgid().as_raw()));
+    match super::take(data, snaps, version, run_as, u64::MAX, u64::MAX)? {
+        Outcome::Copied(c) => Ok(c),
+        other => panic!("not copied: {other:?}"),
+    }
+}
+
+fn stage(snaps: &Path, version: u32) -> Result<Copied, PathError> {
+    super::stage(snaps, version, None)
+}
+
 fn write(path: &Path, text: &str) {
     fs::write(path, text).unwrap();
 }
@@ -229,4 +243,104 @@ fn recovery_after_the_swap_undoes_it_unless_the_release_was_made() {
     assert!(what.contains("finished"), "{what}");
     assert_eq!(read(&data.join("counter")), "1");
     assert_eq!(read(&snaps.join("v2/counter")), "2");
+}
+
+#[test]
+fn a_tree_over_the_cap_or_the_room_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_dir(tmp.path());
+    write(&data.join("big"), &"x".repeat(10_000));
+    let snaps = tmp.path().join("snapshots/nav");
+    let out = super::take(&data, &snaps, 1, None, 5_000, u64::MAX).unwrap();
+    assert!(
+        matches!(out, Outcome::TooBig { bytes } if bytes > 10_000),
+        "{out:?}"
+    );
+    let out = super::take(&data, &snaps, 1, None, u64::MAX, 5_000).unwrap();
+    assert!(matches!(out, Outcome::NoRoom { .. }), "{out:?}");
+    assert_eq!(fs::read_dir(&snaps).unwrap().count(), 0, "nothing left");
+}
+
+#[test]
+fn the_cap_counts_bytes_written_not_bytes_measured() {
+    // Measured under the cap, the walk still stops at it: what a file grown after the
+    // measurement would do (the budget is what is counted while copying).
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_dir(tmp.path());
+    write(&data.join("big"), &"x".repeat(10_000));
+    let dst = tmp.path().join("dst");
+    fs::create_dir(&dst).unwrap();
+    let job = snapshot_copy::Job {
+        src: Some(data.clone()),
+        max_bytes: 20_000,
+        room: u64::MAX,
+        owner: None,
+        consistent: true,
+    };
+    let mut walk_job = job.clone();
+    walk_job.max_bytes = 20_000;
+    assert!(matches!(
+        snapshot_copy::run(&walk_job, &data, &dst).unwrap(),
+        Outcome::Copied(_)
+    ));
+    // Grown between the measurement and the copy: the counted bytes go past the cap.
+    let dst2 = tmp.path().join("dst2");
+    fs::create_dir(&dst2).unwrap();
+    let out = snapshot_copy::run_measured(&job, &data, &dst2, 0).unwrap();
+    assert!(matches!(out, Outcome::Copied(_)), "{out:?}");
+    let small = snapshot_copy::Job {
+        max_bytes: 5_000,
+        ..job
+    };
+    let dst3 = tmp.path().join("dst3");
+    fs::create_dir(&dst3).unwrap();
+    let out = snapshot_copy::run_measured(&small, &data, &dst3, 0).unwrap();
+    assert!(matches!(out, Outcome::TooBig { .. }), "{out:?}");
+    let written: u64 = fs::read_dir(&dst3)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    assert!(
+        written <= 5_000,
+        "{written} bytes written past a 5000-byte cap"
+    );
+}
+
+#[test]
+fn a_kill_between_the_renames_of_a_replacement_loses_no_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_dir(tmp.path());
+    let snaps = tmp.path().join("snapshots/nav");
+    take(&data, &snaps, 1, None).unwrap();
+    write(&data.join("counter"), "2");
+    take(&data, &snaps, 2, None).unwrap();
+    // v1 replaced: killed after `v1 -> v1.old`, before `.v1.tmp -> v1` (the copy synced).
+    take(&data, &snaps, 9, None).unwrap();
+    fs::rename(snaps.join("v1"), snaps.join("v1.old")).unwrap();
+    fs::rename(snaps.join("v9"), snaps.join(".v1.tmp")).unwrap();
+    // v2 replaced: killed after both renames, before `v2.old` was removed.
+    fs::create_dir(snaps.join("v2.old")).unwrap();
+    assert_eq!(recover(&data, &snaps, &never).unwrap(), None);
+    assert_eq!(
+        read(&snaps.join("v1/counter")),
+        "2",
+        "the fresh copy is in place"
+    );
+    assert_eq!(read(&snaps.join("v2/counter")), "2");
+    let mut left: Vec<String> = fs::read_dir(&snaps)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["v1", "v2"]);
+
+    // Killed after `v1 -> v1.old` with the copy not finished: the old one comes back.
+    fs::rename(snaps.join("v1"), snaps.join("v1.old")).unwrap();
+    recover(&data, &snaps, &never).unwrap();
+    assert_eq!(read(&snaps.join("v1/counter")), "2");
+    assert!(!snaps.join("v1.old").exists());
 }

@@ -65,35 +65,35 @@ impl Engine {
             self.logs.system(app, "roboku", msg);
             return Ok(());
         }
-        let size = snapshot::size(&data);
         let h = roboku_wire::human_bytes;
-        if size > max {
-            let msg = format!(
-                "Data not snapshotted for v{prev}: {} is over data_snapshot_max_bytes ({}); `rollback v{prev} --with-data` will not be possible",
-                h(size),
-                h(max)
-            );
-            self.logs.system(app, "roboku", msg);
-            return Ok(());
-        }
-        crate::disk::check(
-            &self.settings.data_dir,
-            self.settings.disk_reserve,
-            size,
-            &format!("the data snapshot of {app} v{prev}"),
-        )?;
-        let owner = match &self.cache(app)?.run_as {
-            Ok(Some(r)) if nix::unistd::geteuid().is_root() => Some(r.uid),
-            _ => None,
-        };
+        let (dir, reserve) = (self.settings.data_dir.clone(), self.settings.disk_reserve);
+        let room = crate::disk::room(&dir, reserve)?;
+        let run_as = self.run_as_ids(app)?;
         let snaps = self.settings.data_snapshots_dir(app);
         let started = Instant::now();
-        match snapshot::take(&data, &snaps, prev, owner) {
-            Ok(c) => {
+        match snapshot::take(&data, &snaps, prev, run_as, max, room) {
+            Ok(snapshot::Outcome::Copied(c)) => {
                 let msg = format!(
                     "Data snapshot of v{prev} taken: {} in {} ms",
                     c.describe(),
                     started.elapsed().as_millis()
+                );
+                self.logs.system(app, "roboku", msg);
+            }
+            Ok(snapshot::Outcome::TooBig { bytes }) => {
+                let msg = format!(
+                    "Data not snapshotted for v{prev}: {} is over data_snapshot_max_bytes ({}); `rollback v{prev} --with-data` will not be possible",
+                    h(bytes),
+                    h(max)
+                );
+                self.logs.system(app, "roboku", msg);
+            }
+            Ok(snapshot::Outcome::NoRoom { bytes }) => {
+                let what = format!("the data snapshot of {app} v{prev}");
+                crate::disk::check(&dir, reserve, bytes, &what)?;
+                let msg = format!(
+                    "Data not snapshotted for v{prev}: {} did not fit above the disk reserve",
+                    h(bytes)
                 );
                 self.logs.system(app, "roboku", msg);
             }
@@ -107,6 +107,14 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The uid and gid the app's data is copied as (its dynos'), when robokud is root.
+    fn run_as_ids(&mut self, app: &str) -> Result<Option<(u32, u32)>> {
+        Ok(match &self.cache(app)?.run_as {
+            Ok(Some(r)) if nix::unistd::geteuid().is_root() => Some((r.uid, r.gid)),
+            _ => None,
+        })
     }
 
     /// Keeps the snapshots of the releases kept for rollback (the newest `keep_releases` and the
@@ -223,8 +231,9 @@ impl Engine {
             self.stop_dyno(key, Want::Remove);
         }
         let (tx, rx) = oneshot::channel();
+        let run_as = self.run_as_ids(app)?;
         tokio::task::spawn_blocking(move || {
-            let _ = tx.send(snapshot::stage(&snaps, target).map_err(|e| e.to_string()));
+            let _ = tx.send(snapshot::stage(&snaps, target, run_as).map_err(|e| e.to_string()));
         });
         self.logs.system(
             app,

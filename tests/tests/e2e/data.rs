@@ -299,3 +299,46 @@ fn an_app_that_opts_out_of_snapshots_has_none_and_rollback_with_data_says_why() 
     let bad = agent.roboku(&["rollback", "v1", "-a", "nav", "--with-data"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("data snapshots were off for nav"));
 }
+
+#[test]
+fn a_kill_9_while_a_snapshot_is_replaced_keeps_one_whole_copy() {
+    // v2 fails, so v1 stays current with its snapshot; the next release snapshots v1 again and
+    // robokud is killed between moving the old copy aside and putting the new one in place.
+    let mut agent = Agent::start(AgentOpts::default());
+    agent.create_and_deploy("nav", nav_src("one").path());
+    run_ok(&agent, "nav", "echo 1 > \"$ROBOKU_DATA/counter\"");
+    let bad = app_dir(&[("Procfile", "web: exit 1\n")]);
+    let out = agent.roboku(&["deploy", bad.path().to_str().expect("utf-8"), "-a", "nav"]);
+    assert!(!out.status.success(), "the crashing release deployed");
+    let snaps = agent.data_dir().join("snapshots/nav");
+    let counter = |dir: &str| std::fs::read_to_string(snaps.join(dir).join("counter")).ok();
+    assert_eq!(counter("v1").as_deref(), Some("1\n"));
+    run_ok(&agent, "nav", "echo 2 > \"$ROBOKU_DATA/counter\"");
+    agent.restart_with_fault("snapshot.replacing");
+    let out = agent.roboku(&[
+        "deploy",
+        nav_src("two").path().to_str().expect("utf-8"),
+        "-a",
+        "nav",
+    ]);
+    assert!(!out.status.success(), "the agent died mid-way");
+    agent.wait_killed(Duration::from_secs(30));
+    assert!(
+        snaps.join("v1.old").exists() && !snaps.join("v1").exists(),
+        "killed between the renames"
+    );
+    agent.respawn();
+    agent.wait_up("nav", "web.1", None, Duration::from_secs(20));
+    assert_eq!(
+        counter("v1").as_deref(),
+        Some("2\n"),
+        "the fresh copy is in place"
+    );
+    let left: Vec<String> = std::fs::read_dir(&snaps)
+        .expect("snapshots")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["v1"], "nothing else is left");
+    assert_eq!(agent.deploy("nav", nav_src("two").path())["version"], 3);
+}
