@@ -97,14 +97,25 @@ impl AppStore {
             return;
         }
         let app = self.app.clone();
+        // Every line of the batch shares its JSON up to the text (`line` is the last field):
+        // serialize that once, and per line only the text.
+        let mut head = Vec::new();
+        let empty = LineRef {
+            ts,
+            app: &app,
+            dyno,
+            source,
+            line: "",
+        };
+        let shared =
+            serde_json::to_writer(&mut head, &empty).is_ok() && head.ends_with(br#","line":""}"#);
+        head.truncate(head.len().saturating_sub(3)); // `""}`
         for line in lines.iter() {
-            self.append(&LineRef {
-                ts,
-                app: &app,
-                dyno,
-                source,
-                line,
-            });
+            if shared {
+                self.append_text(&head, line);
+            } else {
+                self.append(&LineRef { line, ..empty });
+            }
         }
         let skip = lines.len().saturating_sub(RING);
         if skip > 0 {
@@ -125,7 +136,24 @@ impl AppStore {
     fn append(&mut self, line: &LineRef<'_>) {
         let mut json = std::mem::take(&mut self.json);
         json.clear();
-        match serde_json::to_writer(&mut json, line) {
+        let done = serde_json::to_writer(&mut json, line);
+        self.commit(json, done);
+    }
+
+    /// [`AppStore::append`] for a line whose JSON is `head` (ending in `"line":`) + its text.
+    fn append_text(&mut self, head: &[u8], text: &str) {
+        let mut json = std::mem::take(&mut self.json);
+        json.clear();
+        json.extend_from_slice(head);
+        let done = serde_json::to_writer(&mut json, text);
+        json.push(b'}');
+        self.commit(json, done);
+    }
+
+    /// Appends the serialized line `json` (if it was) to the write buffer, then keeps `json`'s
+    /// allocation for the next line.
+    fn commit(&mut self, mut json: Vec<u8>, done: serde_json::Result<()>) {
+        match done {
             Ok(()) => {
                 json.push(b'\n');
                 let used = self.size + self.buf.len() as u64;
@@ -318,6 +346,9 @@ mod tests {
         for i in 0..(RING + 500) {
             let mut l = line(i);
             l.ts = 7;
+            if i % 3 == 0 {
+                l.line.push_str(" \"quoted\" \\ \t \u{7} é");
+            }
             lines.push(l.line.as_bytes());
             by_line.push(l);
         }
