@@ -1,8 +1,11 @@
 //! `cargo bench -p roboku-tests --bench logs`: one dyno writes 50 MB of log lines; how fast
-//! robokud captures them (the spool consumed to its end, as the saved offset says), whether the
-//! newest stored line is the last one written, and the dyno's own time against the same writer
-//! run by the bench with stdout on /dev/null. Needs root (as the core bench). Env:
-//! `ROBOKU_BENCH_LOG_MB` (default 50), `ROBOKU_BENCH_NO_BUILD=1`.
+//! robokud stores them (from the writer's first line to its last line in `app.log`), whether
+//! every line is stored (the agent's log quota is raised so that all of them stay on disk:
+//! lines lost and lines stored twice are counted), and the dyno's own write time against the
+//! same writer run by the bench with stdout on /dev/null, in the same run. Needs root (as the
+//! core bench). Env: `ROBOKU_BENCH_LOG_MB` (default 50), `ROBOKU_BENCH_NO_BUILD=1` (then the
+//! binaries are `$CARGO_TARGET_DIR/release/robokud` and `roboku`, so another build can be
+//! measured with the same bench). The last line of output is one `RESULT key=value ...` line.
 
 #[allow(dead_code)]
 #[path = "core/agent.rs"]
@@ -14,20 +17,70 @@ mod cg;
 #[path = "core/http.rs"]
 mod http;
 
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Writes `$LINES` numbered lines of exactly 100 bytes (`line NNNNNNNNN ` + 84 `x` + newline)
-/// and then its own wall time (ns) to `$TIMES`. (They were 96 bytes once, so the spool never
-/// reached the 100-byte total the capture loop waits for: the first figure, 0.26 MB/s, was the
-/// bench waiting, not robokud.)
+/// Writes `$LINES` numbered lines of exactly 100 bytes (`line NNNNNNNNN ` + 84 `x` + newline),
+/// then appends to `$TIMES` its start (unix ns) and its own wall time (ns). (They were 96 bytes
+/// once, so the spool never reached the 100-byte total the capture loop waited for: the first
+/// figure, 0.26 MB/s, was the bench waiting, not robokud.)
 const WRITER: &str = "import os, sys, time\n\
 n = int(os.environ['LINES'])\n\
+start = time.time_ns()\n\
 t = time.monotonic_ns()\n\
 w = sys.stdout.write\n\
 pad = 'x' * 84\n\
 for i in range(n): w('line %09d %s\\n' % (i, pad))\n\
 sys.stdout.flush()\n\
-open(os.environ['TIMES'], 'a').write('%d\\n' % (time.monotonic_ns() - t))\n";
+open(os.environ['TIMES'], 'a').write('%d %d\\n' % (start, time.monotonic_ns() - t))\n";
+
+/// The log quota the bench's agent runs with: room for every line of the run.
+fn quota_for(mb: usize) -> u64 {
+    // A stored line is its JSON, about 170 bytes for a 100-byte line; twice that for margin.
+    (mb as u64 * 4 + 64) << 20
+}
+
+/// `(start unix ns, wall ns)` of the `nth` writer run recorded in `times`.
+fn writer_run(times: &std::path::Path, nth: usize) -> (u128, f64) {
+    let text = std::fs::read_to_string(times).expect("times");
+    let line = text.lines().nth(nth).expect("the writer's times");
+    let mut it = line.split_whitespace();
+    let start = it.next().and_then(|v| v.parse().ok()).expect("start ns");
+    let wall = it.next().and_then(|v| v.parse().ok()).expect("wall ns");
+    (start, wall)
+}
+
+/// Whether one of the last lines of `path` (the last 4 KiB) holds `needle`.
+fn last_line_has(path: &std::path::Path, needle: &str) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let n = 4096.min(len);
+    let mut buf = vec![0u8; n as usize];
+    if f.read_exact_at(&mut buf, len - n).is_err() {
+        return false;
+    }
+    String::from_utf8_lossy(&buf).contains(needle)
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// robokud's user+system CPU time so far, ms.
+fn cpu_ms(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
+    let ticks = f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0);
+    ticks * 1000.0 / 100.0
+}
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -40,12 +93,22 @@ fn main() {
         .unwrap_or(50);
     let lines = mb * 1_000_000 / 100;
     let bins = agent::build();
-    let agent = agent::Agent::start(&bins);
     let dir = tempfile::Builder::new()
         .prefix("roboku-bench-logs-")
         .tempdir_in("/tmp")
         .expect("temp dir");
     agent::chmod(dir.path(), 0o777);
+    let config = dir.path().join("robokud.toml");
+    std::fs::write(&config, format!("log_quota_bytes = {}\n", quota_for(mb))).expect("config");
+    let agent = agent::Agent::start_with(
+        &bins,
+        &[
+            "--sample-secs",
+            "1",
+            "--config",
+            &config.display().to_string(),
+        ],
+    );
     let times = dir.path().join("times");
     std::fs::write(&times, "").expect("times file");
     agent::chmod(&times, 0o666);
@@ -62,11 +125,7 @@ fn main() {
         .status()
         .expect("run the writer");
     assert!(status.success());
-    let floor_ns: f64 = std::fs::read_to_string(&times)
-        .expect("times")
-        .trim()
-        .parse()
-        .expect("ns");
+    let (_, floor_ns) = writer_run(&times, 0);
 
     std::fs::write(
         app_dir.join("Procfile"),
@@ -81,51 +140,83 @@ fn main() {
         &format!("LINES={lines}"),
         &format!("TIMES={}", times.display()),
     ]);
-    let t = Instant::now();
+    let cpu_before = cpu_ms(agent.pid);
     agent.cli(&["deploy", "-a", "logs", &app_dir.display().to_string()]);
-    let total = (lines * 100) as u64;
     let logs = agent.dir.path().join("data/logs/logs");
-    let offset = logs.join("spool/web.1.offset");
+    let app_log = logs.join("app.log");
+    let last = format!("line {:09}", lines - 1);
     let deadline = Instant::now() + Duration::from_secs(600);
-    let mut first_byte = None;
-    loop {
-        let off: u64 = std::fs::read_to_string(&offset)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        if off > 0 && first_byte.is_none() {
-            first_byte = Some(t.elapsed());
-        }
-        if off >= total {
-            break;
+    // robokud's CPU while it captures (from its first stored line of the dyno on), which the
+    // machine's load does not stretch as it does wall time.
+    let first = "line 000000000";
+    let mut cpu_first = None;
+    while !last_line_has(&app_log, &last) {
+        if cpu_first.is_none() && std::fs::read(&app_log).is_ok_and(|b| contains(&b, first)) {
+            cpu_first = Some(cpu_ms(agent.pid));
         }
         assert!(
             Instant::now() < deadline,
-            "spool offset {off} of {total} after 600 s"
+            "the last line is not stored after 600 s; robokud log: {}",
+            agent.log()
         );
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
-    let captured = t.elapsed();
-    let text = std::fs::read_to_string(&times).expect("times");
-    let dyno_ns: f64 = text
-        .lines()
-        .nth(1)
-        .and_then(|l| l.trim().parse().ok())
-        .expect("the dyno's time");
-    let stored = std::fs::read_to_string(logs.join("app.log")).unwrap_or_default();
-    let last = format!("line {:09}", lines - 1);
-    let newest_ok = stored.lines().rev().take(50).any(|l| l.contains(&last));
-    let first = first_byte.unwrap_or_default();
-    let span = captured.saturating_sub(first).as_secs_f64();
+    let stored_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let cpu_end = cpu_ms(agent.pid);
+    let cpu = cpu_end - cpu_before;
+    let cpu_capture = cpu_end - cpu_first.unwrap_or(cpu_before);
+    // The writer appends its times right after its last write: wait for them.
+    while std::fs::read_to_string(&times)
+        .map(|t| t.lines().count() < 2)
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "the dyno wrote no times");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (start_ns, dyno_ns) = writer_run(&times, 1);
+    let span = stored_at.saturating_sub(start_ns) as f64 / 1e9;
+    let lag = (stored_at as f64 - start_ns as f64 - dyno_ns) / 1e6;
+
+    // Every line, exactly once?
+    let mut seen = HashSet::with_capacity(lines);
+    let mut twice = 0usize;
+    for f in ["app.log.1", "app.log"] {
+        let text = std::fs::read_to_string(logs.join(f)).unwrap_or_default();
+        for l in text.lines() {
+            let Some(i) = l.find("\"line ") else { continue };
+            let Some(n) = l.get(i + 6..i + 15).and_then(|n| n.parse::<usize>().ok()) else {
+                continue;
+            };
+            if !seen.insert(n) {
+                twice += 1;
+            }
+        }
+    }
+    let lost = (0..lines).filter(|n| !seen.contains(n)).count();
+    let mbps = mb as f64 / span.max(1e-9);
+    let slowdown = (dyno_ns / floor_ns - 1.0) * 100.0;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load1 = load.split_whitespace().next().unwrap_or("?");
     println!("logs: {mb} MB, {lines} lines of 100 bytes, one dyno");
     println!(
-        "  dyno write time      {:8.1} ms  (to /dev/null: {:.1} ms, slowdown {:+.1} %)",
+        "  dyno write time      {:8.1} ms  (the same writer to /dev/null: {:.1} ms, slowdown {slowdown:+.1} %)",
         dyno_ns / 1e6,
         floor_ns / 1e6,
-        (dyno_ns / floor_ns - 1.0) * 100.0
     );
-    println!("  captured (deploy -> spool consumed) {:8.1} ms; from the first consumed byte {:.1} ms = {:.1} MB/s", captured.as_secs_f64() * 1e3, span * 1e3, mb as f64 / span.max(1e-9));
-    println!("  newest stored line is the last written: {newest_ok}");
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "  stored: first write -> last line in app.log {:.1} ms = {mbps:.1} MB/s ({lag:.1} ms after the writer finished)",
+        span * 1e3
+    );
+    println!("  robokud CPU from the deploy to the last line stored: {cpu:.0} ms, from the first line stored: {cpu_capture:.0} ms");
+    println!("  lines lost {lost}, stored twice {twice}");
     println!("  load average: {}", load.trim());
+    println!(
+        "RESULT mbps={mbps:.1} span_ms={:.1} lag_ms={lag:.1} dyno_ms={:.1} devnull_ms={:.1} slowdown_pct={slowdown:.1} lost={lost} twice={twice} cpu_ms={cpu:.0} capture_cpu_ms={cpu_capture:.0} load1={load1}",
+        span * 1e3,
+        dyno_ns / 1e6,
+        floor_ns / 1e6
+    );
 }

@@ -3,6 +3,51 @@
 /// Longer lines are cut into pieces of this size, so one runaway line cannot grow memory.
 pub(super) const MAX_LINE: usize = 16 * 1024;
 
+/// Lines in one buffer: the text of every line back to back plus where each ends, so a batch
+/// of thousands of lines costs two growing buffers (kept across batches), not a `String` each.
+#[derive(Debug, Default)]
+pub(super) struct Lines {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Lines {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Empties the batch, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
+    /// Appends one line: a trailing `\r` is dropped, invalid UTF-8 replaced.
+    pub fn push(&mut self, raw: &[u8]) {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        match std::str::from_utf8(raw) {
+            Ok(s) => self.text.push_str(s),
+            Err(_) => self.text.push_str(&String::from_utf8_lossy(raw)),
+        }
+        self.ends.push(self.text.len());
+    }
+
+    /// The lines in order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &str> + ExactSizeIterator + '_ {
+        (0..self.ends.len()).map(|i| self.get(i))
+    }
+
+    /// Line `i` (`i < len()`).
+    fn get(&self, i: usize) -> &str {
+        let start = i.checked_sub(1).map_or(0, |j| self.ends[j]);
+        &self.text[start..self.ends[i]]
+    }
+}
+
 /// Splits a byte stream into lines: `\n` ends a line, a trailing `\r` is dropped, invalid UTF-8
 /// is replaced, and a line longer than [`MAX_LINE`] is emitted in pieces.
 #[derive(Debug, Default)]
@@ -16,18 +61,26 @@ impl LineSplitter {
         self.partial.len()
     }
 
-    pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<String>) {
+    pub fn feed(&mut self, mut bytes: &[u8], out: &mut Lines) {
         while !bytes.is_empty() {
             // Invariant: partial.len() <= MAX_LINE, so a newline at index `room` still fits.
             let room = MAX_LINE - self.partial.len();
             let window = &bytes[..bytes.len().min(room + 1)];
             if let Some(i) = window.iter().position(|&b| b == b'\n') {
-                self.partial.extend_from_slice(&bytes[..i]);
-                out.push(self.take(self.partial.len()));
+                if self.partial.is_empty() {
+                    // The common case: a whole line in the chunk, copied once into `out`.
+                    out.push(&bytes[..i]);
+                } else {
+                    self.partial.extend_from_slice(&bytes[..i]);
+                    out.push(&self.partial);
+                    self.partial.clear();
+                }
                 bytes = &bytes[i + 1..];
             } else if bytes.len() > room {
                 self.partial.extend_from_slice(&bytes[..room]);
-                out.push(self.take(char_boundary(&self.partial)));
+                let cut = char_boundary(&self.partial);
+                out.push(&self.partial[..cut]);
+                self.partial.drain(..cut);
                 bytes = &bytes[room..];
             } else {
                 self.partial.extend_from_slice(bytes);
@@ -37,20 +90,11 @@ impl LineSplitter {
     }
 
     /// Emits whatever is held back (the writer is gone, nothing will complete it).
-    pub fn finish(&mut self, out: &mut Vec<String>) {
+    pub fn finish(&mut self, out: &mut Lines) {
         if !self.partial.is_empty() {
-            out.push(self.take(self.partial.len()));
+            out.push(&self.partial);
+            self.partial.clear();
         }
-    }
-
-    /// Takes the first `len` bytes of `partial` as a line.
-    fn take(&mut self, len: usize) -> String {
-        let mut line: Vec<u8> = self.partial.drain(..len).collect();
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        String::from_utf8(line)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 }
 
@@ -84,11 +128,25 @@ mod tests {
 
     fn split(chunks: &[&[u8]]) -> (Vec<String>, usize) {
         let mut s = LineSplitter::default();
-        let mut out = Vec::new();
+        let mut out = Lines::default();
         for c in chunks {
             s.feed(c, &mut out);
         }
-        (out, s.pending())
+        (out.iter().map(str::to_owned).collect(), s.pending())
+    }
+
+    #[test]
+    fn a_batch_keeps_empty_lines_invalid_utf8_and_reuses_its_buffers() {
+        let mut out = Lines::default();
+        let mut s = LineSplitter::default();
+        s.feed(b"a\n\n\xffb\r\ntail", &mut out);
+        assert_eq!(out.iter().collect::<Vec<_>>(), ["a", "", "\u{fffd}b"]);
+        assert_eq!(out.iter().rev().next(), Some("\u{fffd}b"));
+        out.clear();
+        assert!(out.is_empty());
+        s.finish(&mut out);
+        assert_eq!(out.iter().collect::<Vec<_>>(), ["tail"]);
+        assert_eq!((out.len(), s.pending()), (1, 0));
     }
 
     #[test]

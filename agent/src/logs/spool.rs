@@ -8,7 +8,14 @@
 //! the truncate is lost (a window of microseconds, accepted only on such filesystems).
 //!
 //! Ordering that keeps lines safe across an agent crash: lines are stored first, then the offset
-//! is persisted, then the range is punched. A crash in between duplicates lines, never loses them.
+//! is persisted, then the range is punched (never past the persisted offset). A crash in between
+//! duplicates lines, never loses them.
+//!
+//! The offset is persisted in batches ([`save_due`]): once [`SAVE_BYTES`] were stored past it or
+//! [`SAVE_AFTER`] after the first line stored past it, whichever comes first (the task's timer
+//! sees to the second). So a kill -9 re-delivers at most that much output (4 MiB or 100 ms of
+//! it, plus one read budget) when the next agent starts, instead of costing a
+//! write-and-rename per read while a chatty dyno writes in small pieces.
 //!
 //! Times: a line is stamped when it is read, which is within milliseconds of its write while the
 //! agent is tailing. What a spool already holds when it is opened (output written while robokud
@@ -17,7 +24,7 @@
 //! stamped before it was written and never later than the last write before robokud came back
 //! (the dyno writes the spool itself; no write time is kept per line).
 
-use super::lines::LineSplitter;
+use super::lines::{LineSplitter, Lines};
 use super::LogError;
 use crate::util::{IoContext, PathError};
 use nix::errno::Errno;
@@ -27,6 +34,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Consumed space is given back in steps of this size.
 const RECLAIM_STEP: u64 = 1024 * 1024;
@@ -34,6 +42,16 @@ const RECLAIM_STEP: u64 = 1024 * 1024;
 const CHUNK: usize = 64 * 1024;
 /// Filesystem block size punches are aligned to, so no consumed-but-unpunched block holds zeros.
 const BLOCK: u64 = 4096;
+/// The offset is persisted once this much was stored past it...
+pub(super) const SAVE_BYTES: u64 = 4 * 1024 * 1024;
+/// ... or this long after the first line stored past it, whichever comes first.
+pub(super) const SAVE_AFTER: Duration = Duration::from_millis(100);
+
+/// Whether an offset with `unsaved` bytes stored past it, the first of them `dirty_for` ago, is
+/// to be persisted now (see the module docs).
+pub(super) fn save_due(unsaved: u64, dirty_for: Duration) -> bool {
+    unsaved >= SAVE_BYTES || (unsaved > 0 && dirty_for >= SAVE_AFTER)
+}
 
 /// A spool being tailed.
 pub(super) struct Spool {
@@ -49,6 +67,10 @@ pub(super) struct Spool {
     punch_unsupported: bool,
     /// The offset last written to `offset_path`.
     saved: Option<u64>,
+    /// Since when lines past `saved` have been handed out (`None`: the offset is up to date).
+    dirty_since: Option<Instant>,
+    /// Read buffer, kept across reads.
+    buf: Vec<u8>,
     /// What the spool held when it was opened and has not been read yet.
     backlog: Option<Backlog>,
 }
@@ -71,7 +93,6 @@ pub(super) struct Backlog {
 
 /// What one read produced.
 pub(super) struct Batch {
-    pub lines: Vec<String>,
     /// The read stopped at its budget (or at the end of the backlog) before the end of the spool.
     pub more: bool,
     /// The lines are backlog: written no later than this (unix ms), not just now.
@@ -118,6 +139,8 @@ impl Spool {
             punched: 0,
             punch_unsupported: false,
             saved,
+            dirty_since: None,
+            buf: Vec::new(),
             backlog,
         })
     }
@@ -127,21 +150,22 @@ impl Spool {
         self.read_pos - self.splitter.pending() as u64
     }
 
-    /// Reads new data, at most about `budget` bytes, and splits it into lines. The backlog is
-    /// read on its own (its batches carry its time), the rest after it.
-    pub fn read(&mut self, budget: u64) -> Result<Batch, LogError> {
-        let mut lines = Vec::new();
+    /// Reads new data, at most about `budget` bytes, and splits it into lines appended to
+    /// `lines`. The backlog is read on its own (its batches carry its time), the rest after it.
+    pub fn read(&mut self, budget: u64, lines: &mut Lines) -> Result<Batch, LogError> {
+        let before = lines.len();
         let size = self.file.metadata().at("stat spool", &self.path)?.len();
         if size < self.read_pos {
             // Truncated under us: keep what we held, then start over at the new beginning.
-            self.splitter.finish(&mut lines);
+            self.splitter.finish(lines);
             self.read_pos = 0;
             self.punched = 0;
             self.backlog = None;
         }
         let start = self.read_pos;
         let end = self.backlog.as_ref().map(|b| b.end);
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(CHUNK, 0);
         let mut more = true;
         while self.read_pos - start < budget {
             let want = match end {
@@ -151,24 +175,34 @@ impl Spool {
             if want == 0 {
                 break;
             }
-            let n = read_at(&self.file, &mut buf[..want], self.read_pos)
-                .at("read spool", &self.path)?;
+            let n = match read_at(&self.file, &mut buf[..want], self.read_pos) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.buf = buf;
+                    return Err(PathError {
+                        op: "read spool",
+                        path: self.path.clone(),
+                        source: e,
+                    }
+                    .into());
+                }
+            };
             if n == 0 {
                 more = false;
                 break;
             }
-            self.splitter.feed(&buf[..n], &mut lines);
+            self.splitter.feed(&buf[..n], lines);
             self.read_pos += n as u64;
         }
+        self.buf = buf;
         let Some(backlog) = &mut self.backlog else {
             return Ok(Batch {
-                lines,
                 more,
                 written_by: None,
                 backlog_done: None,
             });
         };
-        backlog.lines += lines.len();
+        backlog.lines += lines.len() - before;
         let written_by = Some(backlog.written_by);
         let backlog_done = if self.read_pos >= backlog.end || !more {
             // The rest (if any) is new: read it on the next turn, stamped as it is read.
@@ -178,7 +212,6 @@ impl Spool {
             None
         };
         Ok(Batch {
-            lines,
             more,
             written_by,
             backlog_done,
@@ -186,8 +219,25 @@ impl Spool {
     }
 
     /// The dyno is gone: hand out a final incomplete line too.
-    pub fn finish(&mut self, lines: &mut Vec<String>) {
+    pub fn finish(&mut self, lines: &mut Lines) {
         self.splitter.finish(lines);
+    }
+
+    /// Notes that lines were stored; returns whether the offset is due to be persisted now
+    /// ([`save_due`]). When it is not, it is due at [`Spool::save_deadline`] at the latest.
+    pub fn stored(&mut self, now: Instant) -> bool {
+        let unsaved = self.committed().saturating_sub(self.saved.unwrap_or(0));
+        if self.saved == Some(self.committed()) {
+            self.dirty_since = None;
+            return false;
+        }
+        let since = *self.dirty_since.get_or_insert(now);
+        save_due(unsaved.max(1), now.saturating_duration_since(since))
+    }
+
+    /// When the offset must be persisted at the latest (`None`: it is up to date).
+    pub fn save_deadline(&self) -> Option<Instant> {
+        self.dirty_since.map(|t| t + SAVE_AFTER)
     }
 
     /// Persists the committed offset if it moved (write-then-rename, so it is never torn).
@@ -203,14 +253,19 @@ impl Spool {
         std::fs::write(&tmp, off.to_string()).at("write", &tmp)?;
         std::fs::rename(&tmp, &self.offset_path).at("rename", &self.offset_path)?;
         self.saved = Some(off);
+        self.dirty_since = None;
         Ok(())
     }
 
-    /// Gives back consumed space; call after [`Spool::save_offset`] (see the module docs).
+    /// Gives back consumed space up to the persisted offset (a crash re-reads from there, so
+    /// nothing after it may be punched); call after [`Spool::save_offset`].
     pub fn reclaim(&mut self) -> Result<(), LogError> {
+        let Some(saved) = self.saved else {
+            return Ok(());
+        };
         let committed = self.committed();
         if !self.punch_unsupported {
-            let end = committed / BLOCK * BLOCK;
+            let end = saved / BLOCK * BLOCK;
             if end.saturating_sub(self.punched) < RECLAIM_STEP {
                 return Ok(());
             }
@@ -235,7 +290,7 @@ impl Spool {
             }
         }
         let size = self.file.metadata().at("stat spool", &self.path)?.len();
-        if committed >= RECLAIM_STEP && committed == size {
+        if committed >= RECLAIM_STEP && committed == size && saved == committed {
             self.file.set_len(0).at("truncate spool", &self.path)?;
             self.read_pos = 0;
             self.save_offset()?;
@@ -292,5 +347,88 @@ fn first_data(file: &File, size: u64) -> std::io::Result<u64> {
             None if n == 0 => return Ok(pos),
             None => pos += n as u64,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn an_offset_is_due_after_enough_bytes_or_time() {
+        assert!(!save_due(0, SAVE_AFTER * 10), "nothing to save");
+        assert!(!save_due(SAVE_BYTES - 1, SAVE_AFTER / 2));
+        assert!(save_due(SAVE_BYTES, Duration::ZERO));
+        assert!(save_due(1, SAVE_AFTER));
+    }
+
+    fn read_all(spool: &mut Spool, lines: &mut Lines) {
+        while spool.read(1 << 20, lines).unwrap().more {}
+    }
+
+    fn allocated(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    /// The batching of offset saves, without timers: not due, due by time, due by size; a
+    /// reader dropped with its offset behind (a kill -9) is resumed from the persisted offset,
+    /// and nothing past it was punched, so every line not persisted comes again.
+    #[test]
+    fn offsets_are_saved_in_batches_and_nothing_past_them_is_punched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.1.out");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .unwrap();
+        let line = format!("{}\n", "x".repeat(99));
+        let write = |f: &mut File, n: usize| f.write_all(line.repeat(n).as_bytes()).unwrap();
+        write(&mut f, 30_000); // 3 MB
+        let mut spool = Spool::open(dir.path(), "web.1").unwrap();
+        let mut lines = Lines::default();
+        read_all(&mut spool, &mut lines);
+        assert_eq!(lines.len(), 30_000);
+        let t0 = Instant::now();
+        assert!(!spool.stored(t0), "3 MB stored just now: not due");
+        assert_eq!(spool.save_deadline(), Some(t0 + SAVE_AFTER));
+        let full = allocated(&path);
+        spool.reclaim().unwrap();
+        assert_eq!(allocated(&path), full, "nothing punched before a save");
+        assert!(spool.stored(t0 + SAVE_AFTER), "due 100 ms later");
+        spool.save_offset().unwrap();
+        spool.reclaim().unwrap();
+        assert_eq!(spool.save_deadline(), None);
+        assert!(
+            allocated(&path) < full / 2,
+            "punched up to the saved offset"
+        );
+        let punched = allocated(&path);
+
+        // 2 MB more, stored, not due; reclaim gives nothing back; then the reader dies.
+        write(&mut f, 20_000);
+        lines.clear();
+        read_all(&mut spool, &mut lines);
+        assert_eq!(lines.len(), 20_000);
+        assert!(!spool.stored(Instant::now()));
+        spool.reclaim().unwrap();
+        assert!(allocated(&path) >= punched + 2_000_000 / 4096 * 4096);
+        drop(spool);
+        let mut again = Spool::open(dir.path(), "web.1").unwrap();
+        lines.clear();
+        read_all(&mut again, &mut lines);
+        assert_eq!(
+            lines.len(),
+            20_000,
+            "the lines after the saved offset, again"
+        );
+        assert!(lines.iter().all(|l| l == &line[..99]));
+
+        // More than SAVE_BYTES stored past the offset: due at once.
+        write(&mut f, 30_000);
+        read_all(&mut again, &mut lines);
+        assert!(again.stored(Instant::now()));
     }
 }

@@ -5,8 +5,9 @@
 //! The disk is best effort: when a write fails (disk full) the batch is dropped from disk but
 //! stays in the ring and reaches followers, and a warning is logged at most once a minute.
 
+use super::lines::Lines;
 use super::{history, LogFilter};
-use roboku_wire::LogLine;
+use roboku_wire::{LogLine, LogSource};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -28,6 +29,8 @@ pub(super) struct AppStore {
     size: u64,
     /// Serialized lines not yet written.
     buf: Vec<u8>,
+    /// One serialized line, kept across lines.
+    json: Vec<u8>,
     /// A failed write may have left half a line: start the next write on a fresh line.
     torn: bool,
     ring: VecDeque<LogLine>,
@@ -49,6 +52,7 @@ impl AppStore {
                 .map(|m| m.len())
                 .unwrap_or(0),
             buf: Vec::new(),
+            json: Vec::new(),
             torn: false,
             ring: VecDeque::new(),
             ring_is_all: true,
@@ -75,8 +79,82 @@ impl AppStore {
 
     /// Stores `line` (on disk at the next [`AppStore::flush`]).
     pub fn push(&mut self, line: LogLine) {
-        match serde_json::to_vec(&line) {
-            Ok(mut json) => {
+        self.append(&LineRef {
+            ts: line.ts,
+            app: &line.app,
+            dyno: &line.dyno,
+            source: line.source,
+            line: &line.line,
+        });
+        self.ring_push(line);
+    }
+
+    /// Stores a batch of one dyno's lines, all stamped `ts`, with no allocation per line:
+    /// each is serialized into the write buffer, and only the newest [`RING`] become
+    /// [`LogLine`]s for the ring.
+    pub fn push_lines(&mut self, ts: u64, dyno: &str, source: LogSource, lines: &Lines) {
+        if lines.is_empty() {
+            return;
+        }
+        let app = self.app.clone();
+        // Every line of the batch shares its JSON up to the text (`line` is the last field):
+        // serialize that once, and per line only the text.
+        let mut head = Vec::new();
+        let empty = LineRef {
+            ts,
+            app: &app,
+            dyno,
+            source,
+            line: "",
+        };
+        let shared =
+            serde_json::to_writer(&mut head, &empty).is_ok() && head.ends_with(br#","line":""}"#);
+        head.truncate(head.len().saturating_sub(3)); // `""}`
+        for line in lines.iter() {
+            if shared {
+                self.append_text(&head, line);
+            } else {
+                self.append(&LineRef { line, ..empty });
+            }
+        }
+        let skip = lines.len().saturating_sub(RING);
+        if skip > 0 {
+            self.ring_is_all = false;
+        }
+        for line in lines.iter().skip(skip) {
+            self.ring_push(LogLine {
+                ts,
+                app: self.app.clone(),
+                dyno: dyno.to_owned(),
+                source,
+                line: line.to_owned(),
+            });
+        }
+    }
+
+    /// Serializes one line into the write buffer, rotating first if it would pass the half.
+    fn append(&mut self, line: &LineRef<'_>) {
+        let mut json = std::mem::take(&mut self.json);
+        json.clear();
+        let done = serde_json::to_writer(&mut json, line);
+        self.commit(json, done);
+    }
+
+    /// [`AppStore::append`] for a line whose JSON is `head` (ending in `"line":`) + its text.
+    fn append_text(&mut self, head: &[u8], text: &str) {
+        let mut json = std::mem::take(&mut self.json);
+        json.clear();
+        json.extend_from_slice(head);
+        let done = serde_json::to_writer(&mut json, text);
+        json.push(b'}');
+        self.commit(json, done);
+    }
+
+    /// Appends the serialized line `json` (if it was) to the write buffer, then keeps `json`'s
+    /// allocation for the next line.
+    fn commit(&mut self, mut json: Vec<u8>, done: serde_json::Result<()>) {
+        match done {
+            Ok(()) => {
                 json.push(b'\n');
                 let used = self.size + self.buf.len() as u64;
                 if used > 0 && used + json.len() as u64 > self.half_quota {
@@ -87,6 +165,10 @@ impl AppStore {
             }
             Err(e) => tracing::warn!(app = %self.app, error = %e, "cannot encode log line"),
         }
+        self.json = json;
+    }
+
+    fn ring_push(&mut self, line: LogLine) {
         if self.ring.len() == RING {
             self.ring.pop_front();
             self.ring_is_all = false;
@@ -185,6 +267,16 @@ impl AppStore {
     }
 }
 
+/// [`LogLine`] borrowed: serializes to the same JSON (a test holds them to it).
+#[derive(serde::Serialize)]
+struct LineRef<'a> {
+    ts: u64,
+    app: &'a str,
+    dyno: &'a str,
+    source: LogSource,
+    line: &'a str,
+}
+
 /// Whether a warning that was last given at `last` may be given again (at most once a
 /// minute, so a full disk does not flood the journal); if so, records it as given now.
 pub(super) fn may_warn(last: &mut Option<Instant>) -> bool {
@@ -218,6 +310,64 @@ mod tests {
             source: LogSource::App,
             line: format!("line {i}"),
         }
+    }
+
+    #[test]
+    fn a_borrowed_line_serializes_as_the_wire_type() {
+        for source in [LogSource::App, LogSource::Roboku] {
+            let owned = LogLine {
+                ts: 17,
+                app: "a\"b".into(),
+                dyno: "web.1".into(),
+                source,
+                line: "tab\there \u{1} é".into(),
+            };
+            let borrowed = LineRef {
+                ts: owned.ts,
+                app: &owned.app,
+                dyno: &owned.dyno,
+                source,
+                line: &owned.line,
+            };
+            assert_eq!(
+                serde_json::to_string(&borrowed).unwrap(),
+                serde_json::to_string(&owned).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn a_batch_is_stored_like_the_same_lines_one_by_one() {
+        let (one, batch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let quota = 50_000;
+        let mut by_line = AppStore::open(one.path().to_owned(), "a", quota);
+        let mut by_batch = AppStore::open(batch.path().to_owned(), "a", quota);
+        let mut lines = Lines::default();
+        for i in 0..(RING + 500) {
+            let mut l = line(i);
+            l.ts = 7;
+            if i % 3 == 0 {
+                l.line.push_str(" \"quoted\" \\ \t \u{7} é");
+            }
+            lines.push(l.line.as_bytes());
+            by_line.push(l);
+        }
+        by_batch.push_lines(7, "web.1", LogSource::App, &lines);
+        by_line.flush();
+        by_batch.flush();
+        for f in ["app.log", "app.log.1"] {
+            assert_eq!(
+                std::fs::read(one.path().join(f)).unwrap(),
+                std::fs::read(batch.path().join(f)).unwrap(),
+                "{f}"
+            );
+        }
+        let all = LogFilter::default();
+        assert_eq!(by_line.recent(RING, &all), by_batch.recent(RING, &all));
+        assert_eq!(
+            by_line.recent(RING + 10, &all),
+            by_batch.recent(RING + 10, &all)
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! A spool that grows faster than one read budget is finished on later turns of the loop (after
 //! yielding to the runtime), so one chatty dyno cannot starve the others or the messages.
 
+use super::lines::Lines;
 use super::spool::{Backlog, Spool};
 use super::store::{may_warn, AppStore};
 use super::watcher::{News, Watcher};
@@ -17,6 +18,7 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 use tokio::sync::{broadcast, mpsc};
+use tokio::time::sleep_until;
 
 /// Bytes read from one spool per turn of the loop.
 const READ_BUDGET: u64 = 1024 * 1024;
@@ -37,6 +39,10 @@ pub(super) struct Task {
     lines: broadcast::Sender<LogLine>,
     /// Disk pressure: stores keep lines in memory only.
     paused: bool,
+    /// When the earliest offset not yet persisted is due ([`Spool::save_deadline`]).
+    next_save: Option<Instant>,
+    /// The lines of one read, kept across reads.
+    scratch: Lines,
 }
 
 impl Task {
@@ -49,6 +55,8 @@ impl Task {
             pending: HashSet::new(),
             lines,
             paused: false,
+            next_save: None,
+            scratch: Lines::default(),
         }
     }
 
@@ -69,6 +77,7 @@ impl Task {
                         self.pump(&app, &dyno, false);
                     }
                 }
+                _ = until(self.next_save) => self.save_offsets(),
             }
         }
         self.finish();
@@ -228,7 +237,9 @@ impl Task {
     }
 
     /// Reads what is new in a spool (all of it when `to_end`, a final partial line included),
-    /// stores it, then persists the offset and reclaims space, in that order.
+    /// stores it, then persists the offset and reclaims space, in that order: the offset at
+    /// once when `to_end`, else when [`Spool::stored`] says it is due (the timer of
+    /// `next_save` catches the rest).
     fn pump(&mut self, app: &str, dyno: &str, to_end: bool) {
         let Some(a) = self.apps.get_mut(app) else {
             return;
@@ -236,36 +247,39 @@ impl Task {
         let Some(spool) = a.spools.get_mut(dyno) else {
             return;
         };
+        let mut lines = std::mem::take(&mut self.scratch);
         let mut more;
         loop {
+            lines.clear();
             let now = now_ms();
-            let (mut texts, ts, done) = match spool.read(READ_BUDGET) {
+            let (ts, done) = match spool.read(READ_BUDGET, &mut lines) {
                 Ok(batch) => {
                     more = batch.more;
                     let ts = batch.written_by.map_or(now, |w| w.min(now));
-                    (batch.lines, ts, batch.backlog_done)
+                    (ts, batch.backlog_done)
                 }
                 Err(e) => {
                     if may_warn(&mut a.last_warn) {
                         tracing::warn!(app, dyno, error = %e, "cannot read spool");
                     }
                     more = false;
-                    (Vec::new(), now, None)
+                    (now, None)
                 }
             };
             if to_end && !more {
-                spool.finish(&mut texts);
+                spool.finish(&mut lines);
             }
-            for line in texts {
-                let line = LogLine {
-                    ts,
-                    app: app.to_owned(),
-                    dyno: dyno.to_owned(),
-                    source: LogSource::App,
-                    line,
-                };
-                a.store.push(line.clone());
-                let _ = self.lines.send(line);
+            a.store.push_lines(ts, dyno, LogSource::App, &lines);
+            if self.lines.receiver_count() > 0 {
+                for line in lines.iter() {
+                    let _ = self.lines.send(LogLine {
+                        ts,
+                        app: app.to_owned(),
+                        dyno: dyno.to_owned(),
+                        source: LogSource::App,
+                        line: line.to_owned(),
+                    });
+                }
             }
             if let Some(note) = done.and_then(|b| backlog_note(&b, now)) {
                 let line = LogLine {
@@ -282,14 +296,38 @@ impl Task {
                 break;
             }
         }
+        self.scratch = lines;
         a.store.flush();
-        if let Err(e) = spool.save_offset().and_then(|()| spool.reclaim()) {
-            if may_warn(&mut a.last_warn) {
-                tracing::warn!(app, dyno, error = %e, "cannot persist spool offset or reclaim space");
+        if to_end || spool.stored(Instant::now()) {
+            if let Err(e) = spool.save_offset().and_then(|()| spool.reclaim()) {
+                if may_warn(&mut a.last_warn) {
+                    tracing::warn!(app, dyno, error = %e, "cannot persist spool offset or reclaim space");
+                }
             }
+        }
+        if let Some(due) = spool.save_deadline() {
+            self.next_save = Some(self.next_save.map_or(due, |t| t.min(due)));
         }
         if more {
             self.pending.insert((app.to_owned(), dyno.to_owned()));
+        }
+    }
+
+    /// Persists every offset that is behind (their lines are stored already) and reclaims the
+    /// space up to it: the timer's half of the batching in [`Task::pump`].
+    fn save_offsets(&mut self) {
+        self.next_save = None;
+        for (app, a) in &mut self.apps {
+            for (dyno, spool) in &mut a.spools {
+                if spool.save_deadline().is_none() {
+                    continue;
+                }
+                if let Err(e) = spool.save_offset().and_then(|()| spool.reclaim()) {
+                    if may_warn(&mut a.last_warn) {
+                        tracing::warn!(app, dyno, error = %e, "cannot persist spool offset or reclaim space");
+                    }
+                }
+            }
         }
     }
 
@@ -399,6 +437,14 @@ fn backlog_note(b: &Backlog, now: u64) -> Option<String> {
         if b.lines == 1 { "carries" } else { "carry" },
         secs(age)
     ))
+}
+
+/// Waits until `deadline`; never completes without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// App and dyno names become path components: refuse anything that could leave `logs_dir`.
