@@ -65,7 +65,7 @@ pub async fn run(
     if let Err(e) = reserve::ensure(&settings.data_dir) {
         tracing::warn!(error = %e, "no room for the disk reserve");
     }
-    let store = match store::Store::open(&settings.db_path()) {
+    let mut store = match store::Store::open(&settings.db_path()) {
         Ok(s) => s,
         // A full disk: free the reserve and try once more.
         Err(e) if reserve::release(&settings.data_dir) => {
@@ -77,7 +77,7 @@ pub async fn run(
     // Before the log task and the engine: a rename an agent crash interrupted is finished (or
     // dropped, if it never committed) before anything reads the directories it moves.
     engine::rename::journal::recover(&settings, &store);
-    engine::data_restore::recover_all(&settings, &store);
+    engine::data_restore::recover_all(&settings, &mut store);
     // Never fatal: on a full disk the copies from the last start are still there (and dynos
     // must be supervised whether or not a build could run).
     if let Err(e) = build::builtin::install(&settings.buildpacks_dir()) {

@@ -9,7 +9,11 @@
 //!   snapshot is copied aside off the engine; once none runs, the copy is swapped in (one
 //!   rename, behind a journal), the data it replaced becomes the current release's snapshot (so
 //!   the restore can be undone), and the rollback release is cut as a plain rollback would.
-//!   Killed anywhere, the next start leaves whole data: the old (no release made) or vN's.
+//!   The journal stays until that release passed its rollout: if it fails, its dynos are stopped
+//!   and the data that was current is swapped back in before the release before it starts again
+//!   (its code never runs on vN's data). Killed anywhere, the next start leaves whole data: vN's
+//!   if the rollback release succeeded, else the old (a rollback release left `deploying` is
+//!   marked failed, so the release before comes back with its own data).
 
 use super::command::{Command, Door, EngineError, Reply};
 use super::dyno::{DynoKey, Want};
@@ -22,7 +26,8 @@ use tokio::sync::oneshot;
 
 type Result<T> = std::result::Result<T, EngineError>;
 
-/// How long past the app's grace its dynos may take to stop before the restore is given up.
+/// How long past the app's grace its dynos may take to stop (counted once vN's copy is staged:
+/// the copy takes what it takes) before the restore is given up.
 const STOP_MARGIN: Duration = Duration::from_secs(30);
 /// How often the loop looks at a copy still being staged.
 const STAGE_POLL: Duration = Duration::from_millis(50);
@@ -32,11 +37,24 @@ pub struct Restoring {
     target: u32,
     current: u32,
     door: Door,
-    deadline: Instant,
+    grace: Duration,
+    /// Set once the copy is staged: the dynos still running by then are given up on.
+    deadline: Option<Instant>,
     staged: Option<oneshot::Receiver<std::result::Result<snapshot::Copied, String>>>,
+    /// Fires when the staging task has ended, its copy removed if the restore was given up.
+    ended: Option<oneshot::Receiver<()>>,
+    /// Given up while its copy was still being made: the entry stays (refusing only another
+    /// `--with-data` rollback, whose copy would use the same staging names) until `ended`.
+    given_up: bool,
     staged_result: Option<snapshot::Copied>,
-    /// The data is swapped: the release being cut must not snapshot it again.
+    /// The data is swapped: the release being cut must not snapshot it again. From then on the
+    /// rollback release's rollout decides (the restore is never given up by its deadline).
     swapped: bool,
+    /// The rollback release (once cut).
+    release: Option<u32>,
+    /// The rollback release failed: its dynos are being stopped so the data of `current` can be
+    /// swapped back in.
+    undoing: bool,
     reply: Option<oneshot::Sender<Result<Reply>>>,
 }
 
@@ -171,6 +189,11 @@ impl Engine {
             EngineError::Conflict(format!("app {app:?} has no releases to roll back"))
         })?;
         self.ensure_no_rollout(app)?;
+        if self.data_restores.contains_key(app) {
+            return Err(EngineError::Conflict(format!(
+                "{app}'s data is being restored, or the copy of a restore given up is still being removed; try again shortly"
+            )));
+        }
         let target = self.rollback_version(app, current.version, version)?;
         let row = self.store.release(app, target)?.ok_or_else(|| {
             EngineError::NotFound(format!(
@@ -232,8 +255,16 @@ impl Engine {
         }
         let (tx, rx) = oneshot::channel();
         let run_as = self.run_as_ids(app)?;
+        let (ended_tx, ended_rx) = oneshot::channel();
         tokio::task::spawn_blocking(move || {
-            let _ = tx.send(snapshot::stage(&snaps, target, run_as).map_err(|e| e.to_string()));
+            let staged = snapshot::stage(&snaps, target, run_as).map_err(|e| e.to_string());
+            if tx.send(staged).is_err() {
+                // Given up meanwhile: the copy goes here, after it really stopped.
+                if let Err(e) = snapshot::unstage(&snaps) {
+                    tracing::warn!(error = %e, "cannot remove a given-up restore copy");
+                }
+            }
+            let _ = ended_tx.send(());
         });
         self.logs.system(
             app,
@@ -249,10 +280,15 @@ impl Engine {
                 target,
                 current: current.version,
                 door,
-                deadline: Instant::now() + grace + STOP_MARGIN,
+                grace,
+                deadline: None,
                 staged: Some(rx),
+                ended: Some(ended_rx),
+                given_up: false,
                 staged_result: None,
                 swapped: false,
+                release: None,
+                undoing: false,
                 reply: None,
             },
         );
@@ -269,7 +305,7 @@ impl Engine {
         reply: oneshot::Sender<Result<Reply>>,
     ) -> Option<oneshot::Sender<Result<Reply>>> {
         match self.data_restores.get_mut(app) {
-            Some(r) if !r.swapped => {
+            Some(r) if !r.swapped && !r.given_up => {
                 r.reply = Some(reply);
                 None
             }
@@ -280,7 +316,7 @@ impl Engine {
     /// Refuses a release of an app whose data is being restored (other than the restore's own).
     pub(super) fn ensure_no_restore(&self, app: &str) -> Result<()> {
         match self.data_restores.get(app) {
-            Some(r) if !r.swapped => Err(EngineError::Conflict(format!(
+            Some(r) if (!r.swapped || r.undoing) && !r.given_up => Err(EngineError::Conflict(format!(
                 "{app}'s data is being restored to v{}'s; try again when the rollback is done",
                 r.target
             ))),
@@ -291,7 +327,12 @@ impl Engine {
     /// Refuses a command that would change an app whose data is being restored.
     pub(super) fn refuse_while_restoring(&self, cmd: &Command) -> Result<()> {
         match cmd.changes_app() {
-            Some(app) if self.data_restores.get(app).is_some_and(|r| !r.swapped) => {
+            Some(app)
+                if self
+                    .data_restores
+                    .get(app)
+                    .is_some_and(|r| (!r.swapped || r.undoing) && !r.given_up) =>
+            {
                 Err(EngineError::Conflict(format!(
                     "{app}'s data is being restored; try again when the rollback is done"
                 )))
@@ -302,13 +343,16 @@ impl Engine {
 
     /// The loop's wake-ups for restores (a copy being staged is looked at often).
     pub(super) fn restore_deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
-        self.data_restores.values().map(|r| {
-            if r.staged.is_some() {
-                r.deadline.min(Instant::now() + STAGE_POLL)
-            } else {
-                r.deadline
-            }
-        })
+        self.data_restores
+            .values()
+            .filter(|r| !r.swapped)
+            .filter_map(|r| {
+                if r.given_up || r.staged.is_some() {
+                    Some(Instant::now() + STAGE_POLL)
+                } else {
+                    r.deadline
+                }
+            })
     }
 
     /// Every turn of the loop: swaps in each restore whose copy is staged and whose dynos are
@@ -322,11 +366,31 @@ impl Engine {
             let Some(r) = self.data_restores.get_mut(&app) else {
                 continue;
             };
+            if r.undoing {
+                if self.running(&app).is_empty() {
+                    self.finish_undo(&app);
+                }
+                continue;
+            }
+            if r.given_up {
+                let ended = match r.ended.as_mut().map(|rx| rx.try_recv()) {
+                    Some(Err(oneshot::error::TryRecvError::Empty)) => false,
+                    _ => true,
+                };
+                if ended {
+                    self.data_restores.remove(&app);
+                }
+                continue;
+            }
+            if r.swapped {
+                continue; // the rollback release's rollout decides
+            }
             if let Some(rx) = &mut r.staged {
                 match rx.try_recv() {
                     Ok(Ok(c)) => {
                         r.staged = None;
                         r.staged_result = Some(c);
+                        r.deadline = Some(now + r.grace + STOP_MARGIN);
                     }
                     Ok(Err(e)) => {
                         self.abort_restore(&app, format!("copying the snapshot failed: {e}"));
@@ -341,20 +405,11 @@ impl Engine {
             }
             let deadline = r.deadline;
             let staged = r.staged_result.is_some();
-            let running: Vec<String> = self
-                .dynos
-                .values()
-                .filter(|d| d.app == app && !stopped(d))
-                .map(|d| d.name.clone())
-                .collect();
+            let running = self.running(&app);
             if running.is_empty() && staged {
                 self.commit_restore(&app);
-            } else if now >= deadline {
-                let why = if running.is_empty() {
-                    "copying the snapshot took too long".to_string()
-                } else {
-                    format!("{} did not stop in time", running.join(", "))
-                };
+            } else if deadline.is_some_and(|d| now >= d) {
+                let why = format!("{} did not stop in time", running.join(", "));
                 self.abort_restore(&app, why);
             }
         }
@@ -362,10 +417,10 @@ impl Engine {
 
     /// Nothing of the app runs and vN's copy is staged: swap, then cut the rollback release.
     fn commit_restore(&mut self, app: &str) {
-        let Some((target, current, door)) = self
+        let Some((target, current, door, reply)) = self
             .data_restores
-            .get(app)
-            .map(|r| (r.target, r.current, r.door))
+            .get_mut(app)
+            .map(|r| (r.target, r.current, r.door, r.reply.take()))
         else {
             return;
         };
@@ -384,32 +439,125 @@ impl Engine {
         }
         crate::fault::point("restore.before_release");
         let result = self.rollback_to(door, app, Some(target), Some("with its data"));
-        let Some(mut r) = self.data_restores.remove(app) else {
-            return;
-        };
         match result {
             Ok(_) => {
-                if let Err(e) = snapshot::finish(&snaps) {
-                    tracing::error!(app, error = %e, "cannot remove the restore journal");
+                // The journal stays until the release's rollout ends ([`Engine::restore_rollout_ended`],
+                // which may have run already: a rollout with nothing to check ends at once).
+                let version = self.apps.get(app).and_then(|c| c.release.as_ref()).map(|r| r.version);
+                if let Some(r) = self.data_restores.get_mut(app) {
+                    r.release = version;
                 }
-                self.logs.system(
-                    app,
-                    "roboku",
-                    format!(
-                        "v{target}'s data is back; the data of v{current} is kept as its snapshot (`roboku rollback v{current} --with-data` undoes this)"
-                    ),
-                );
-                if let Some(reply) = r.reply.take() {
+                if let Some(reply) = reply {
                     self.attach_reply(app, reply);
                 }
             }
             Err(e) => {
                 let undone = snapshot::recover(&data, &snaps, &|_| false);
                 let msg = format!("the rollback release could not be made ({e}); {undone:?}");
-                self.data_restores.insert(app.to_string(), r);
+                if let Some(r) = self.data_restores.get_mut(app) {
+                    r.swapped = false;
+                    r.reply = reply;
+                }
                 self.abort_restore(app, msg);
             }
         }
+    }
+
+    /// The rollout of `version` of `app` ended (`ok`: healthy and committed). If it was a
+    /// with-data rollback's: on success the restore is done (the journal goes); on failure its
+    /// dynos are stopped and the data that was current is swapped back in before `previous` is
+    /// made current and started again. Returns what the failure path did (then the caller
+    /// restarts nothing), or `None` when this was no restore's rollout.
+    pub(super) fn restore_rollout_ended(
+        &mut self,
+        app: &str,
+        version: u32,
+        ok: bool,
+        previous: Option<u32>,
+    ) -> Option<String> {
+        let r = self.data_restores.get_mut(app)?;
+        if !r.swapped || r.undoing || r.release.is_some_and(|v| v != version) {
+            return None;
+        }
+        let (target, current) = (r.target, r.current);
+        let snaps = self.settings.data_snapshots_dir(app);
+        if ok {
+            self.data_restores.remove(app);
+            if let Err(e) = snapshot::finish(&snaps) {
+                tracing::error!(app, error = %e, "cannot remove the restore journal");
+            }
+            self.logs.system(
+                app,
+                "roboku",
+                format!(
+                    "v{target}'s data is back; the data of v{current} is kept as its snapshot (`roboku rollback v{current} --with-data` undoes this)"
+                ),
+            );
+            return None;
+        }
+        r.undoing = true;
+        let back = match self.set_back(app, previous) {
+            Ok(prev) => format!("v{prev} comes back with its own data"),
+            Err(e) => e,
+        };
+        let keys: Vec<DynoKey> = self
+            .dynos
+            .iter()
+            .filter(|(k, d)| k.0 == app && !stopped(d))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &keys {
+            self.stop_dyno(key, Want::Remove);
+        }
+        let msg = format!(
+            "{back} once the {} dynos of v{version} (on v{target}'s data) are stopped",
+            keys.len()
+        );
+        self.advance_data_restores(Instant::now());
+        Some(msg)
+    }
+
+    /// The failed rollback release's dynos are all down: the data of the release before is
+    /// swapped back in (what they wrote to vN's copy goes; vN's snapshot stays), then it starts.
+    fn finish_undo(&mut self, app: &str) {
+        let Some(r) = self.data_restores.remove(app) else {
+            return;
+        };
+        self.save_dynos();
+        let (data, snaps) = (
+            self.settings.app_data_dir(app),
+            self.settings.data_snapshots_dir(app),
+        );
+        crate::fault::point("restore.undoing");
+        match snapshot::recover(&data, &snaps, &|_| false) {
+            Ok(_) => {
+                let msg = format!(
+                    "The rollback to v{} failed: the data of v{} is back (v{}'s snapshot is kept)",
+                    r.target, r.current, r.target
+                );
+                self.logs.system(app, "roboku", msg);
+                self.reconcile(app);
+            }
+            Err(e) => {
+                // The journal stays: the next start settles it. Nothing runs on vN's data meanwhile.
+                let msg = format!(
+                    "The rollback to v{} failed and swapping the data of v{} back failed too ({e}); {app} stays stopped until robokud restarts",
+                    r.target, r.current
+                );
+                tracing::error!(app, "{msg}");
+                self.logs.system(app, "roboku", msg.clone());
+                self.event(r.door, Some(app), "rollback with data", &msg);
+            }
+        }
+    }
+
+    /// The app's dynos that run or are still meant to (everything but the `ps:stop`ped).
+    fn running(&self, app: &str) -> Vec<String> {
+        self.dynos
+            .values()
+            .filter(|d| d.app == app && !stopped(d))
+            .map(|d| d.name.clone())
+            .collect()
     }
 
     /// Gives a restore up before its release: the dynos start again on the current release.
@@ -417,8 +565,28 @@ impl Engine {
         let Some(mut r) = self.data_restores.remove(app) else {
             return;
         };
-        let snaps = self.settings.data_snapshots_dir(app);
-        tokio::task::spawn_blocking(move || snapshot::unstage(&snaps));
+        // The copy goes once the staging task has ended (it removes it itself when it finds
+        // the restore given up); until then the entry stays, so a retry cannot stage over it.
+        let staging = match r.staged.take() {
+            Some(mut rx) => {
+                // Closed first: either the copy's result came in before (then it is ours to
+                // remove), or the staging task's send fails and it removes the copy itself.
+                rx.close();
+                rx.try_recv().is_err()
+            }
+            None => false,
+        };
+        if !staging {
+            let snaps = self.settings.data_snapshots_dir(app);
+            let (ended_tx, ended_rx) = oneshot::channel();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = snapshot::unstage(&snaps) {
+                    tracing::warn!(error = %e, "cannot remove a given-up restore copy");
+                }
+                let _ = ended_tx.send(());
+            });
+            r.ended = Some(ended_rx);
+        }
         for d in self.dynos.values_mut().filter(|d| d.app == app) {
             if d.want == Want::Remove {
                 d.want = Want::Run;
@@ -435,13 +603,19 @@ impl Engine {
         if let Some(reply) = r.reply.take() {
             let _ = reply.send(Err(EngineError::Conflict(msg)));
         }
+        r.given_up = true;
+        r.swapped = false;
+        r.undoing = false;
+        self.data_restores.insert(app.to_string(), r);
     }
 }
 
 /// At start, before the engine: settles every restore an agent killed mid-way left (see
 /// [`snapshot::recover`]); the restore counts as made if the app's current release is newer
-/// than the one the journal names.
-pub fn recover_all(settings: &Settings, store: &Store) {
+/// than the one the journal names and succeeded (passed its rollout). A newer one that did not
+/// (the rollback release, killed while rolling out or undoing) is marked failed, so the
+/// release before comes back with the data swapped back.
+pub fn recover_all(settings: &Settings, store: &mut Store) {
     let root = settings.data_snapshots_root();
     for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
         let app = e.file_name().to_string_lossy().to_string();
@@ -450,8 +624,31 @@ pub fn recover_all(settings: &Settings, store: &Store) {
             .ok()
             .flatten()
             .and_then(|a| a.current_release);
-        let made = |j: &snapshot::Journal| current.is_some_and(|c| c > j.current);
-        match snapshot::recover(&settings.app_data_dir(&app), &e.path(), &made) {
+        let status = |v: u32| {
+            store
+                .release(&app, v)
+                .ok()
+                .flatten()
+                .map(|r| r.status)
+                .unwrap_or_default()
+        };
+        let cut = std::cell::Cell::new(None);
+        let made = |j: &snapshot::Journal| match current {
+            Some(c) if c > j.current => {
+                cut.set(Some(c));
+                status(c) == "succeeded"
+            }
+            _ => false,
+        };
+        let result = snapshot::recover(&settings.app_data_dir(&app), &e.path(), &made);
+        if let (Ok(Some(_)), Some(c)) = (&result, cut.get()) {
+            if status(c) != "succeeded" {
+                if let Err(e) = store.set_release_status(&app, c, "failed") {
+                    tracing::error!(app, error = %e, "cannot mark the interrupted rollback release failed");
+                }
+            }
+        }
+        match result {
             Ok(Some(what)) => tracing::warn!(app, "{what}"),
             Ok(None) => {}
             Err(e) => tracing::error!(app, error = %e, "cannot settle an interrupted data restore"),

@@ -118,6 +118,13 @@ impl Probation {
         None
     }
 
+    /// `dyno`'s instance ended (it crashed, was stopped, scaled away or removed): what it reported
+    /// goes with it. Its next instance starts with no health; only its own reports count, and a
+    /// crash is counted once (as a crash), not again as a report stuck past its window.
+    pub fn dyno_gone(&mut self, dyno: &str) {
+        self.stuck.remove(dyno);
+    }
+
     /// When a `blocked`/`waiting` report next turns into a failure.
     pub fn next_stuck(&self) -> Option<Instant> {
         self.stuck.values().map(|s| s.at).min()
@@ -178,6 +185,13 @@ impl Engine {
         if let Some(p) = self.probations.remove(app) {
             let note = format!("superseded by v{by}");
             let _ = self.store.set_release_probation(app, p.version, &note);
+        }
+    }
+
+    /// An instance of the dyno `key` ended, however: its reports no longer count.
+    pub(super) fn probation_dyno_gone(&mut self, key: &DynoKey) {
+        if let Some(p) = self.probations.get_mut(&key.0) {
+            p.dyno_gone(&key.1);
         }
     }
 
@@ -410,6 +424,31 @@ mod tests {
             )
         );
         assert_eq!(p.next_stuck(), None);
+    }
+
+    #[test]
+    fn a_dyno_gone_while_blocked_does_not_fail_the_release_nor_count_twice() {
+        let t0 = Instant::now();
+        let w = Some(Duration::from_secs(30));
+        let past = t0 + Duration::from_secs(31);
+        let waiting = health(HealthStatus::Waiting, "no fix");
+        // Stopped or scaled away while waiting: nothing is counted at the window's end.
+        let mut p = Probation::new(2, t0 + Duration::from_secs(600));
+        assert_eq!(p.on_report(&report(&waiting, 2, w), 0, t0), None);
+        p.dyno_gone("worker.1");
+        assert_eq!(p.next_stuck(), None);
+        assert_eq!(p.on_tick(past, |_| 0), None);
+        // Crashed while waiting: one failure (the crash), not two.
+        let mut p = Probation::new(2, t0 + Duration::from_secs(600));
+        assert_eq!(p.on_report(&report(&waiting, 2, w), 1, t0), None);
+        p.dyno_gone("worker.1");
+        assert_eq!(p.on_crash("worker", 2, 1, t0), None, "1 of a budget of 1");
+        assert_eq!(p.on_tick(past, |_| 1), None, "the report went with it");
+        // Another dyno's report is kept.
+        let mut p = Probation::new(2, t0 + Duration::from_secs(600));
+        assert_eq!(p.on_report(&report(&waiting, 2, w), 0, t0), None);
+        p.dyno_gone("worker.2");
+        assert!(p.on_tick(past, |_| 0).is_some());
     }
 
     #[test]

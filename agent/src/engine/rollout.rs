@@ -404,6 +404,7 @@ impl Engine {
                 let _ = self
                     .store
                     .set_release_status(app, r.gate.version, "succeeded");
+                self.restore_rollout_ended(app, r.gate.version, true, r.gate.previous);
                 self.retire_replaced(app);
                 self.start_probation(app, r.gate.version);
                 self.gc_slugs();
@@ -443,7 +444,15 @@ impl Engine {
                 if let (Answer::Config(_), Some(prev)) = (&r.answer, r.gate.previous) {
                     self.reload_in_place(app, prev);
                 }
-                let restored = self.restore(app, r.gate.previous);
+                let restored = match self.restore_rollout_ended(
+                    app,
+                    r.gate.version,
+                    false,
+                    r.gate.previous,
+                ) {
+                    Some(undoing) => undoing,
+                    None => self.restore(app, r.gate.previous),
+                };
                 let msg = format!("release v{} failed: {reason}; {restored}", r.gate.version);
                 self.logs.system(app, "roboku", msg.clone());
                 self.event(
@@ -469,26 +478,35 @@ impl Engine {
 
     /// Makes `previous` current again (code and config) and restarts the dynos onto it.
     pub(super) fn restore(&mut self, app: &str, previous: Option<u32>) -> String {
+        let prev = match self.set_back(app, previous) {
+            Ok(prev) => prev,
+            Err(e) => return e,
+        };
+        for d in self.dynos.values_mut().filter(|d| d.app == app) {
+            d.crashes = 0;
+        }
+        self.reconcile(app);
+        format!("v{prev} is running again")
+    }
+
+    /// Makes `previous` current again (code and config), starting nothing; says why not.
+    pub(super) fn set_back(&mut self, app: &str, previous: Option<u32>) -> Result<u32, String> {
         let Some(prev) = previous else {
-            return "there is no earlier release to go back to".into();
+            return Err("there is no earlier release to go back to".into());
         };
         let row = match self.store.release(app, prev) {
             Ok(Some(row)) => row,
-            _ => return format!("v{prev} could not be read back"),
+            _ => return Err(format!("v{prev} could not be read back")),
         };
         if let Err(e) = self
             .store
             .set_current_release(app, prev)
             .and_then(|()| self.store.replace_config(app, &row.config))
         {
-            return format!("restoring v{prev} failed: {e}");
+            return Err(format!("restoring v{prev} failed: {e}"));
         }
         self.refresh_app(app);
-        for d in self.dynos.values_mut().filter(|d| d.app == app) {
-            d.crashes = 0;
-        }
-        self.reconcile(app);
-        format!("v{prev} is running again")
+        Ok(prev)
     }
 
     /// Attaches the waiting caller to the app's rollout (or answers at once if it already ended).

@@ -281,6 +281,8 @@ impl Engine {
         // Whatever the dyno forked dies with it (Heroku kills the whole dyno).
         spawn::signal_group(proc.pid, libc::SIGKILL);
         let crash = d.want == Want::Run && d.state != DynoState::Stopping && !d.one_off;
+        // Before the crash is counted: what this instance reported ends with it.
+        self.probation_dyno_gone(&key);
         if crash && self.restarts_at_once(&key, ran_for) {
             // The replacement runs before anything else about this exit is done.
             self.release_early(&key);

@@ -188,6 +188,87 @@ fn a_kill_9_mid_restore_leaves_whole_data() {
     }
 }
 
+/// nav's first code: refuses to start on data holding a `poison` file.
+const PICKY: &str = "web: test ! -e \"$ROBOKU_DATA/poison\" && exec sleep 100000\n";
+
+/// nav at v3 (code that ignores `poison`) with v2's data snapshotted (`notes=one counter=1` and
+/// a `poison` file, written while v2's dyno ran) and live data `notes=one,two counter=2`:
+/// `rollback v2 --with-data` makes a release (v4) whose dyno exits at once.
+fn nav_with_a_poisoned_v2(agent: &Agent) {
+    agent.create_and_deploy("nav", app_dir(&[("Procfile", PICKY)]).path());
+    let out = agent.ok(&["addons:create", "sqlite", "-a", "nav"]);
+    assert!(out.contains("v2"), "{out}");
+    write(agent, "one", 1);
+    run_ok(agent, "nav", "touch \"$ROBOKU_DATA/poison\"");
+    assert_eq!(agent.deploy("nav", nav_src("two").path())["version"], 3);
+    write(agent, "two", 2);
+    assert_eq!(read(agent), "notes=one,two counter=2");
+}
+
+fn status_of(agent: &Agent, version: u64) -> String {
+    match agent.json(&["releases", "-a", "nav"]) {
+        Value::Array(v) => v
+            .iter()
+            .find(|r| r["version"] == version)
+            .and_then(|r| r["status"].as_str())
+            .unwrap_or_else(|| panic!("no v{version} in {v:?}"))
+            .to_string(),
+        other => panic!("releases --json is not a list: {other}"),
+    }
+}
+
+/// After a failed with-data rollback to v2: v3 runs again on its own data, v4 failed, the
+/// restore is settled and v2's snapshot is still there to try again.
+fn v3_is_back_with_its_data(agent: &Agent, why: &str) {
+    let snaps = agent.data_dir().join("snapshots/nav");
+    agent.wait_up("nav", "web.1", None, Duration::from_secs(20));
+    assert_eq!(current(agent, "nav")["version"], 3, "{why}");
+    assert_eq!(agent.dyno("nav", "web.1").expect("web.1")["release"], 3, "{why}");
+    assert_eq!(read(agent), "notes=one,two counter=2", "{why}: v3's own data");
+    assert_eq!(status_of(agent, 4), "failed", "{why}");
+    assert!(
+        !snaps.join("restore.json").exists() && !snaps.join(".restore").exists(),
+        "{why}: the restore is settled"
+    );
+    assert!(
+        snaps.join("v2/poison").exists(),
+        "{why}: v2's snapshot is kept"
+    );
+}
+
+#[test]
+fn a_failed_rollback_with_data_puts_the_data_of_the_release_before_back() {
+    let agent = Agent::start(AgentOpts::default());
+    nav_with_a_poisoned_v2(&agent);
+    let out = agent.roboku(&["rollback", "v2", "-a", "nav", "--with-data"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("release v4 failed") && text.contains("v3"),
+        "{text}"
+    );
+    v3_is_back_with_its_data(&agent, "rolled back");
+    // The restore is not stuck: a release goes through.
+    agent.ok(&["config:set", "A=1", "-a", "nav"]);
+    assert_eq!(read(&agent), "notes=one,two counter=2");
+}
+
+#[test]
+fn a_kill_9_while_a_with_data_rollback_rolls_out_or_fails_never_leaves_old_code_on_vns_data() {
+    // While its dynos start (not yet judged), once it was marked failed, and once its dynos are
+    // down with vN's data not yet swapped out: every time the release before comes back with
+    // its own data.
+    for point in ["rollout.switched", "rollout.failed", "restore.undoing"] {
+        let mut agent = Agent::start(AgentOpts::default());
+        nav_with_a_poisoned_v2(&agent);
+        agent.restart_with_fault(point);
+        let out = agent.roboku(&["rollback", "v2", "-a", "nav", "--with-data"]);
+        assert!(!out.status.success(), "{point}: the agent died mid-way");
+        agent.wait_killed(Duration::from_secs(30));
+        agent.respawn();
+        v3_is_back_with_its_data(&agent, point);
+    }
+}
+
 #[test]
 fn rename_moves_database_url_and_snapshots_with_the_app() {
     let agent = Agent::start(AgentOpts::default());
