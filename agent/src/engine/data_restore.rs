@@ -316,10 +316,12 @@ impl Engine {
     /// Refuses a release of an app whose data is being restored (other than the restore's own).
     pub(super) fn ensure_no_restore(&self, app: &str) -> Result<()> {
         match self.data_restores.get(app) {
-            Some(r) if (!r.swapped || r.undoing) && !r.given_up => Err(EngineError::Conflict(format!(
-                "{app}'s data is being restored to v{}'s; try again when the rollback is done",
-                r.target
-            ))),
+            Some(r) if (!r.swapped || r.undoing) && !r.given_up => {
+                Err(EngineError::Conflict(format!(
+                    "{app}'s data is being restored to v{}'s; try again when the rollback is done",
+                    r.target
+                )))
+            }
             _ => Ok(()),
         }
     }
@@ -373,10 +375,10 @@ impl Engine {
                 continue;
             }
             if r.given_up {
-                let ended = match r.ended.as_mut().map(|rx| rx.try_recv()) {
-                    Some(Err(oneshot::error::TryRecvError::Empty)) => false,
-                    _ => true,
-                };
+                let ended = !matches!(
+                    r.ended.as_mut().map(|rx| rx.try_recv()),
+                    Some(Err(oneshot::error::TryRecvError::Empty))
+                );
                 if ended {
                     self.data_restores.remove(&app);
                 }
@@ -443,7 +445,11 @@ impl Engine {
             Ok(_) => {
                 // The journal stays until the release's rollout ends ([`Engine::restore_rollout_ended`],
                 // which may have run already: a rollout with nothing to check ends at once).
-                let version = self.apps.get(app).and_then(|c| c.release.as_ref()).map(|r| r.version);
+                let version = self
+                    .apps
+                    .get(app)
+                    .and_then(|c| c.release.as_ref())
+                    .map(|r| r.version);
                 if let Some(r) = self.data_restores.get_mut(app) {
                     r.release = version;
                 }

@@ -444,15 +444,11 @@ impl Engine {
                 if let (Answer::Config(_), Some(prev)) = (&r.answer, r.gate.previous) {
                     self.reload_in_place(app, prev);
                 }
-                let restored = match self.restore_rollout_ended(
-                    app,
-                    r.gate.version,
-                    false,
-                    r.gate.previous,
-                ) {
-                    Some(undoing) => undoing,
-                    None => self.restore(app, r.gate.previous),
-                };
+                let restored =
+                    match self.restore_rollout_ended(app, r.gate.version, false, r.gate.previous) {
+                        Some(undoing) => undoing,
+                        None => self.restore(app, r.gate.previous),
+                    };
                 let msg = format!("release v{} failed: {reason}; {restored}", r.gate.version);
                 self.logs.system(app, "roboku", msg.clone());
                 self.event(

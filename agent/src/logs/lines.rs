@@ -141,7 +141,7 @@ mod tests {
         let mut s = LineSplitter::default();
         s.feed(b"a\n\n\xffb\r\ntail", &mut out);
         assert_eq!(out.iter().collect::<Vec<_>>(), ["a", "", "\u{fffd}b"]);
-        assert_eq!(out.iter().rev().next(), Some("\u{fffd}b"));
+        assert_eq!(out.iter().next_back(), Some("\u{fffd}b"));
         out.clear();
         assert!(out.is_empty());
         s.finish(&mut out);

@@ -223,8 +223,16 @@ fn v3_is_back_with_its_data(agent: &Agent, why: &str) {
     let snaps = agent.data_dir().join("snapshots/nav");
     agent.wait_up("nav", "web.1", None, Duration::from_secs(20));
     assert_eq!(current(agent, "nav")["version"], 3, "{why}");
-    assert_eq!(agent.dyno("nav", "web.1").expect("web.1")["release"], 3, "{why}");
-    assert_eq!(read(agent), "notes=one,two counter=2", "{why}: v3's own data");
+    assert_eq!(
+        agent.dyno("nav", "web.1").expect("web.1")["release"],
+        3,
+        "{why}"
+    );
+    assert_eq!(
+        read(agent),
+        "notes=one,two counter=2",
+        "{why}: v3's own data"
+    );
     assert_eq!(status_of(agent, 4), "failed", "{why}");
     assert!(
         !snaps.join("restore.json").exists() && !snaps.join(".restore").exists(),
