@@ -113,6 +113,46 @@ pub fn chunks(lines: Vec<LogLine>, chunk_bytes: usize) -> Vec<Vec<LogLine>> {
     out
 }
 
+/// Queues a read's parts (`fleet logs`, `fleet support`) on the device's logs topic at QoS 1,
+/// within the byte budget of fleet logs replies: refused whole, naming the counters, when they
+/// would take the channel past it. `what` names the reply and `less` the flags that ask for
+/// less, in the refusal.
+pub(super) fn publish_parts(
+    shared: &Shared,
+    to: String,
+    payloads: Vec<Vec<u8>>,
+    what: &str,
+    less: &str,
+) -> Result<(), String> {
+    let size: u64 = payloads
+        .iter()
+        .map(|p| crate::usage::publish_size(to.len(), true, p.len()))
+        .sum();
+    if shared.usage.flow(Channel::Logs, size) == Flow::Paused {
+        let (day, month) = shared.usage.used(Channel::Logs);
+        let b = shared.usage.budget(Channel::Logs);
+        return Err(format!(
+            "over budget: this {what} ({size} bytes) would take fleet logs replies past their \
+             budget {} ({day} bytes used today, {month} this month); ask for less ({less}) or \
+             wait for the next period; `roboku usage` on the robot shows the counters",
+            b.map_or("-".into(), |b| b.to_string())
+        ));
+    }
+    let count = payloads.len();
+    for (i, payload) in payloads.into_iter().enumerate() {
+        if !shared
+            .out
+            .publish(to.clone(), QoS::AtLeastOnce, false, payload)
+        {
+            return Err(format!(
+                "could not queue part {} of {count} for the broker",
+                i + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Answers one verified, recorded `logs` command (spawned by the intake).
 pub(super) async fn serve(
     shared: Arc<Shared>,
@@ -182,30 +222,8 @@ pub(super) async fn serve(
             serde_json::to_vec(&chunk).unwrap_or_default()
         })
         .collect();
-    let size: u64 = payloads
-        .iter()
-        .map(|p| crate::usage::publish_size(to.len(), true, p.len()))
-        .sum();
-    if shared.usage.flow(Channel::Logs, size) == Flow::Paused {
-        let (day, month) = shared.usage.used(Channel::Logs);
-        let b = shared.usage.budget(Channel::Logs);
-        return fail(format!(
-            "over budget: this reply ({size} bytes) would take fleet logs replies past their \
-             budget {} ({day} bytes used today, {month} this month); ask for less (--max-bytes, \
-             --tail) or wait for the next period; `roboku usage` on the robot shows the counters",
-            b.map_or("-".into(), |b| b.to_string())
-        ));
-    }
-    for (i, payload) in payloads.into_iter().enumerate() {
-        if !shared
-            .out
-            .publish(to.clone(), QoS::AtLeastOnce, false, payload)
-        {
-            return fail(format!(
-                "could not queue part {} of {count} for the broker",
-                i + 1
-            ));
-        }
+    if let Err(reason) = publish_parts(&shared, to, payloads, "reply", "--max-bytes, --tail") {
+        return fail(reason);
     }
     tracing::info!(
         app,

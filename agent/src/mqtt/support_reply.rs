@@ -16,7 +16,6 @@ use crate::usage::{Channel, Flow};
 use base64::Engine as _;
 use roboku_wire::doctor::FleetLink;
 use roboku_wire::fleet::{topic, AckDetails, AckStatus, SupportChunk, SupportQuery};
-use rumqttc::QoS;
 use std::sync::Arc;
 
 /// Releases per app in the bundle (the newest).
@@ -115,28 +114,10 @@ pub(super) async fn serve(shared: Arc<Shared>, id: String, reference: String, qu
             serde_json::to_vec(&chunk).unwrap_or_default()
         })
         .collect();
-    let size: u64 = payloads
-        .iter()
-        .map(|p| crate::usage::publish_size(to.len(), true, p.len()))
-        .sum();
-    if shared.usage.flow(Channel::Logs, size) == Flow::Paused {
-        let (day, month) = shared.usage.used(Channel::Logs);
-        return fail(format!(
-            "over budget: this bundle ({size} bytes) would take fleet logs replies past their \
-             budget ({day} bytes used today, {month} this month); ask for a smaller one \
-             (--max-bytes, --lines) or wait for the next period"
-        ));
-    }
-    for (i, payload) in payloads.into_iter().enumerate() {
-        if !shared
-            .out
-            .publish(to.clone(), QoS::AtLeastOnce, false, payload)
-        {
-            return fail(format!(
-                "could not queue part {} of {count} for the broker",
-                i + 1
-            ));
-        }
+    if let Err(reason) =
+        super::logs_reply::publish_parts(&shared, to, payloads, "bundle", "--max-bytes, --lines")
+    {
+        return fail(reason);
     }
     tracing::info!(
         id,

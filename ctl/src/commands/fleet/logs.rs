@@ -3,15 +3,11 @@
 //! carries the filters; the robot answers with [`LogsChunk`]s on its `logs` topic and a final
 //! ack. Lines print in the format of `roboku logs`.
 
-use super::session::Session;
-use super::{new_id, seal_bytes, BrokerArgs, KeyArgs};
+use super::{BrokerArgs, KeyArgs};
 use crate::output::{self, now_ms, outln};
-use roboku_wire::fleet::topic::{self, Address, Topic};
-use roboku_wire::fleet::{payload_ref, Ack, AckStatus, Action, Envelope, LogsChunk, LogsQuery};
+use roboku_wire::fleet::{Ack, AckStatus, Action, LogsChunk, LogsQuery};
 use roboku_wire::LogLine;
 use std::collections::BTreeMap;
-use std::time::Duration;
-use tokio::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct LogsArgs {
@@ -97,6 +93,22 @@ impl Answer {
     }
 }
 
+impl super::read::Answer for Answer {
+    type Part = LogsChunk;
+    fn id_of(part: &LogsChunk) -> &str {
+        &part.id
+    }
+    fn part(&mut self, part: LogsChunk) {
+        self.chunk(part)
+    }
+    fn ack(&mut self, ack: Ack) {
+        self.ack = Some(ack)
+    }
+    fn done(&self) -> bool {
+        Answer::done(self)
+    }
+}
+
 pub async fn run(json: bool, a: LogsArgs) -> anyhow::Result<i32> {
     roboku_wire::fleet::check_name("device", &a.device)
         .map_err(|e| anyhow::anyhow!(crate::commands::UsageError(e)))?;
@@ -108,46 +120,16 @@ pub async fn run(json: bool, a: LogsArgs) -> anyhow::Result<i32> {
         max_bytes: a.max_bytes,
         dyno: a.dyno.clone(),
     };
-    let to = Address::Device(a.device.clone());
-    let id = new_id();
-    let env = Envelope::new(
-        id.clone(),
-        now_ms(),
-        a.ttl * 1000,
-        to.as_path(),
-        &a.app,
-        &Action::Logs(query),
-    );
-    let payload = seal_bytes(&serde_json::to_vec(&env)?, key.as_ref());
-    let reference = payload_ref(&payload);
-    let mut s = Session::connect(&a.broker.broker, &a.broker.tls()).await?;
-    s.subscribe(&[topic::ack(&a.device), topic::logs(&a.device)])
-        .await?;
-    s.publish(&to.cmd(), false, payload).await?;
-    let mut answer = Answer::default();
-    let deadline = Instant::now() + Duration::from_secs(a.wait);
-    while !answer.done() {
-        let Some(m) = s.next(deadline).await else {
-            break;
-        };
-        match topic::parse(&m.topic) {
-            Some(Topic::Logs(_)) => match serde_json::from_slice::<LogsChunk>(&m.payload) {
-                Ok(c) if c.id == id => answer.chunk(c),
-                _ => {}
-            },
-            Some(Topic::Ack(_)) => match serde_json::from_slice::<Ack>(&m.payload) {
-                Ok(ack)
-                    if (ack.id.as_deref() == Some(&id) || ack.reference == reference)
-                        && ack.status.is_final() =>
-                {
-                    answer.ack = Some(ack)
-                }
-                _ => {}
-            },
-            _ => {}
-        }
-    }
-    s.close().await;
+    let answer: Answer = super::read::ask(super::read::Read {
+        broker: &a.broker,
+        key: key.as_ref(),
+        device: &a.device,
+        app: &a.app,
+        action: Action::Logs(query),
+        ttl_secs: a.ttl,
+        wait_secs: a.wait,
+    })
+    .await?;
     let (lines, missing) = answer.lines();
     for l in &lines {
         if json {

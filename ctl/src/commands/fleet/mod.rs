@@ -13,6 +13,7 @@ mod desired;
 mod keygen;
 mod logs;
 mod plan;
+mod read;
 mod roster;
 mod send;
 mod session;

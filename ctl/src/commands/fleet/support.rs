@@ -3,19 +3,13 @@
 //! cap; the robot answers with [`SupportChunk`]s on its `logs` topic and a final ack. The parts
 //! are joined, checked against the sha256 the robot sent, and written (0600) to a `.tar.gz`.
 
-use super::session::Session;
-use super::{new_id, seal_bytes, BrokerArgs, KeyArgs};
+use super::{BrokerArgs, KeyArgs};
 use crate::output::{now_ms, outln};
 use base64::Engine as _;
-use roboku_wire::fleet::topic::{self, Address, Topic};
-use roboku_wire::fleet::{
-    payload_ref, Ack, AckStatus, Action, Envelope, SupportChunk, SupportQuery,
-};
+use roboku_wire::fleet::{Ack, AckStatus, Action, SupportChunk, SupportQuery};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
-use tokio::time::Instant;
 
 /// The envelope's `app` for `support` (the robot ignores it; the protocol wants a name).
 pub const APP: &str = "robot";
@@ -121,6 +115,22 @@ impl Answer {
     }
 }
 
+impl super::read::Answer for Answer {
+    type Part = SupportChunk;
+    fn id_of(part: &SupportChunk) -> &str {
+        &part.id
+    }
+    fn part(&mut self, part: SupportChunk) {
+        self.chunk(part)
+    }
+    fn ack(&mut self, ack: Ack) {
+        self.ack = Some(ack)
+    }
+    fn done(&self) -> bool {
+        Answer::done(self)
+    }
+}
+
 pub async fn run(json: bool, a: SupportArgs) -> anyhow::Result<i32> {
     roboku_wire::fleet::check_name("device", &a.device)
         .map_err(|e| anyhow::anyhow!(crate::commands::UsageError(e)))?;
@@ -129,46 +139,16 @@ pub async fn run(json: bool, a: SupportArgs) -> anyhow::Result<i32> {
         max_bytes: a.max_bytes,
         lines: a.lines,
     };
-    let to = Address::Device(a.device.clone());
-    let id = new_id();
-    let env = Envelope::new(
-        id.clone(),
-        now_ms(),
-        a.ttl * 1000,
-        to.as_path(),
-        APP,
-        &Action::Support(query),
-    );
-    let payload = seal_bytes(&serde_json::to_vec(&env)?, key.as_ref());
-    let reference = payload_ref(&payload);
-    let mut s = Session::connect(&a.broker.broker, &a.broker.tls()).await?;
-    s.subscribe(&[topic::ack(&a.device), topic::logs(&a.device)])
-        .await?;
-    s.publish(&to.cmd(), false, payload).await?;
-    let mut answer = Answer::default();
-    let deadline = Instant::now() + Duration::from_secs(a.wait);
-    while !answer.done() {
-        let Some(m) = s.next(deadline).await else {
-            break;
-        };
-        match topic::parse(&m.topic) {
-            Some(Topic::Logs(_)) => match serde_json::from_slice::<SupportChunk>(&m.payload) {
-                Ok(c) if c.id == id => answer.chunk(c),
-                _ => {}
-            },
-            Some(Topic::Ack(_)) => match serde_json::from_slice::<Ack>(&m.payload) {
-                Ok(ack)
-                    if (ack.id.as_deref() == Some(&id) || ack.reference == reference)
-                        && ack.status.is_final() =>
-                {
-                    answer.ack = Some(ack)
-                }
-                _ => {}
-            },
-            _ => {}
-        }
-    }
-    s.close().await;
+    let answer: Answer = super::read::ask(super::read::Read {
+        broker: &a.broker,
+        key: key.as_ref(),
+        device: &a.device,
+        app: APP,
+        action: Action::Support(query),
+        ttl_secs: a.ttl,
+        wait_secs: a.wait,
+    })
+    .await?;
     match &answer.ack {
         Some(ack) if ack.status == AckStatus::Succeeded => {}
         Some(ack) => {
