@@ -16,7 +16,7 @@
 //!   marked failed, so the release before comes back with its own data).
 
 use super::command::{Command, Door, EngineError, Reply};
-use super::dyno::{DynoKey, Want};
+use super::dyno::Want;
 use super::Engine;
 use crate::addons::snapshot;
 use crate::settings::Settings;
@@ -244,15 +244,7 @@ impl Engine {
             snapshot::size(&src),
             &format!("restoring {app}'s data of v{target}"),
         )?;
-        let keys: Vec<DynoKey> = self
-            .dynos
-            .iter()
-            .filter(|(k, d)| k.0 == app && !stopped(d))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in &keys {
-            self.stop_dyno(key, Want::Remove);
-        }
+        let keys = self.stop_app_dynos(app);
         let (tx, rx) = oneshot::channel();
         let run_as = self.run_as_ids(app)?;
         let (ended_tx, ended_rx) = oneshot::channel();
@@ -506,15 +498,7 @@ impl Engine {
             Ok(prev) => format!("v{prev} comes back with its own data"),
             Err(e) => e,
         };
-        let keys: Vec<DynoKey> = self
-            .dynos
-            .iter()
-            .filter(|(k, d)| k.0 == app && !stopped(d))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in &keys {
-            self.stop_dyno(key, Want::Remove);
-        }
+        let keys = self.stop_app_dynos(app);
         let msg = format!(
             "{back} once the {} dynos of v{version} (on v{target}'s data) are stopped",
             keys.len()
@@ -561,7 +545,7 @@ impl Engine {
     fn running(&self, app: &str) -> Vec<String> {
         self.dynos
             .values()
-            .filter(|d| d.app == app && !stopped(d))
+            .filter(|d| d.app == app && !d.stays_down())
             .map(|d| d.name.clone())
             .collect()
     }
@@ -660,9 +644,4 @@ pub fn recover_all(settings: &Settings, store: &mut Store) {
             Err(e) => tracing::error!(app, error = %e, "cannot settle an interrupted data restore"),
         }
     }
-}
-
-/// A dyno that is down and meant to stay down (`ps:stop`).
-fn stopped(d: &super::dyno::Dyno) -> bool {
-    d.want == Want::Stop && d.proc.is_none() && d.pending.is_none()
 }

@@ -87,6 +87,11 @@ pub struct Dyno {
 }
 
 impl Dyno {
+    /// Down and meant to stay down (`ps:stop`): nothing of it runs or is about to.
+    pub fn stays_down(&self) -> bool {
+        self.want == Want::Stop && self.proc.is_none() && self.pending.is_none()
+    }
+
     pub fn new(app: &str, ptype: &str, index: u32, port: u16, release: u32, now: u64) -> Dyno {
         Dyno {
             app: app.to_string(),

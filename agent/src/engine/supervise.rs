@@ -464,6 +464,20 @@ impl Engine {
     }
 
     /// Stops a dyno: SIGTERM to its group now, SIGKILL to its cgroup after the app's grace.
+    /// Stops (for removal) every dyno of `app` that runs or is meant to; the dynos stopped.
+    pub(super) fn stop_app_dynos(&mut self, app: &str) -> Vec<DynoKey> {
+        let keys: Vec<DynoKey> = self
+            .dynos
+            .iter()
+            .filter(|(k, d)| k.0 == app && !d.stays_down())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &keys {
+            self.stop_dyno(key, Want::Remove);
+        }
+        keys
+    }
+
     pub(super) fn stop_dyno(&mut self, key: &DynoKey, want: Want) {
         let grace = self
             .apps

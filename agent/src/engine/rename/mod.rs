@@ -90,15 +90,7 @@ impl Engine {
                 repo.display()
             )));
         }
-        let keys: Vec<DynoKey> = self
-            .dynos
-            .iter()
-            .filter(|(k, d)| k.0 == from && !stopped(d))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in &keys {
-            self.stop_dyno(key, Want::Remove);
-        }
+        let keys = self.stop_app_dynos(from);
         crate::fault::point("rename.stopping");
         self.logs.system(
             from,
@@ -169,7 +161,7 @@ impl Engine {
             let running: Vec<String> = self
                 .dynos
                 .values()
-                .filter(|d| d.app == from && !stopped(d))
+                .filter(|d| d.app == from && !d.stays_down())
                 .map(|d| d.name.clone())
                 .collect();
             if running.is_empty() {
@@ -334,9 +326,4 @@ impl Engine {
             let _ = reply.send(Err(err));
         }
     }
-}
-
-/// A dyno that is down and meant to stay down (`ps:stop`): nothing of it runs.
-fn stopped(d: &super::dyno::Dyno) -> bool {
-    d.want == Want::Stop && d.proc.is_none() && d.pending.is_none()
 }
