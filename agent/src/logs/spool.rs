@@ -69,8 +69,6 @@ pub(super) struct Spool {
     saved: Option<u64>,
     /// Since when lines past `saved` have been handed out (`None`: the offset is up to date).
     dirty_since: Option<Instant>,
-    /// Read buffer, kept across reads.
-    buf: Vec<u8>,
     /// What the spool held when it was opened and has not been read yet.
     backlog: Option<Backlog>,
 }
@@ -140,7 +138,6 @@ impl Spool {
             punch_unsupported: false,
             saved,
             dirty_since: None,
-            buf: Vec::new(),
             backlog,
         })
     }
@@ -152,7 +149,14 @@ impl Spool {
 
     /// Reads new data, at most about `budget` bytes, and splits it into lines appended to
     /// `lines`. The backlog is read on its own (its batches carry its time), the rest after it.
-    pub fn read(&mut self, budget: u64, lines: &mut Lines) -> Result<Batch, LogError> {
+    /// `buf` is the caller's read buffer, shared by every spool (one per task, not one per
+    /// dyno: 500 dynos would keep 32 MiB of buffers otherwise); it is grown to [`CHUNK`].
+    pub fn read(
+        &mut self,
+        budget: u64,
+        lines: &mut Lines,
+        buf: &mut Vec<u8>,
+    ) -> Result<Batch, LogError> {
         let before = lines.len();
         let size = self.file.metadata().at("stat spool", &self.path)?.len();
         if size < self.read_pos {
@@ -164,8 +168,9 @@ impl Spool {
         }
         let start = self.read_pos;
         let end = self.backlog.as_ref().map(|b| b.end);
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.resize(CHUNK, 0);
+        if buf.len() < CHUNK {
+            buf.resize(CHUNK, 0);
+        }
         let mut more = true;
         while self.read_pos - start < budget {
             let want = match end {
@@ -178,7 +183,6 @@ impl Spool {
             let n = match read_at(&self.file, &mut buf[..want], self.read_pos) {
                 Ok(n) => n,
                 Err(e) => {
-                    self.buf = buf;
                     return Err(PathError {
                         op: "read spool",
                         path: self.path.clone(),
@@ -194,7 +198,6 @@ impl Spool {
             self.splitter.feed(&buf[..n], lines);
             self.read_pos += n as u64;
         }
-        self.buf = buf;
         let Some(backlog) = &mut self.backlog else {
             return Ok(Batch {
                 more,
@@ -365,7 +368,8 @@ mod tests {
     }
 
     fn read_all(spool: &mut Spool, lines: &mut Lines) {
-        while spool.read(1 << 20, lines).unwrap().more {}
+        let mut buf = Vec::new();
+        while spool.read(1 << 20, lines, &mut buf).unwrap().more {}
     }
 
     fn allocated(path: &Path) -> u64 {

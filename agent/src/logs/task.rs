@@ -43,6 +43,8 @@ pub(super) struct Task {
     next_save: Option<Instant>,
     /// The lines of one read, kept across reads.
     scratch: Lines,
+    /// The bytes of one read, shared by every spool ([`Spool::read`]).
+    read_buf: Vec<u8>,
 }
 
 impl Task {
@@ -57,6 +59,7 @@ impl Task {
             paused: false,
             next_save: None,
             scratch: Lines::default(),
+            read_buf: Vec::new(),
         }
     }
 
@@ -252,7 +255,7 @@ impl Task {
         loop {
             lines.clear();
             let now = now_ms();
-            let (ts, done) = match spool.read(READ_BUDGET, &mut lines) {
+            let (ts, done) = match spool.read(READ_BUDGET, &mut lines, &mut self.read_buf) {
                 Ok(batch) => {
                     more = batch.more;
                     let ts = batch.written_by.map_or(now, |w| w.min(now));
