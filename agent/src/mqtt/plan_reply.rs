@@ -8,7 +8,8 @@
 //! garbage collection meanwhile cannot pull it away), else it is downloaded as a deploy would,
 //! within the disk reserve. Either way it lands in a directory of its own under `tmp/`
 //! (`plan-<id>`), never the name a deploy of the same artifact downloads to, and that directory
-//! is removed when the answer is sent, whatever the outcome.
+//! is removed once the plan's work has ended, whatever the outcome (after a TIMED_OUT answer too:
+//! the build or download it waited for may still be reading it).
 //!
 //! Runs as its own task, never in the app's worker: a plan does not wait behind a deploy nor
 //! holds one up. At most [`MAX_PLANS`] run at once; more are FAILED (busy).
@@ -19,6 +20,7 @@ use crate::engine::{Command, Door, EngineError};
 use roboku_wire::fleet::{AckDetails, AckStatus, Artifact};
 use roboku_wire::DeployRequest;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +28,11 @@ use std::time::Duration;
 pub const MAX_PLANS: usize = 1;
 
 /// Answers one verified, recorded `plan` command (spawned by the intake).
+///
+/// The work runs in a task of its own that holds the permit and removes the download only once
+/// the build has really ended: a plan over `command_timeout_secs` is answered TIMED_OUT at once,
+/// but its build (a blocking thread that cannot be cut short) keeps the permit, so no second plan
+/// starts beside it, and its files stay until it no longer reads them.
 pub(super) async fn serve(
     shared: Arc<Shared>,
     id: String,
@@ -34,12 +41,15 @@ pub(super) async fn serve(
     a: Artifact,
 ) {
     let base = super::apply::details(&app, "plan", None);
-    let send = |status: AckStatus, f: &dyn Fn(&mut AckDetails)| {
-        let mut d = base.clone();
-        f(&mut d);
-        shared.out.ack(Some(&id), &reference, status, d);
+    let send = {
+        let (shared, id, reference) = (shared.clone(), id.clone(), reference.clone());
+        move |status: AckStatus, f: &dyn Fn(&mut AckDetails)| {
+            let mut d = base.clone();
+            f(&mut d);
+            shared.out.ack(Some(&id), &reference, status, d);
+        }
     };
-    let Ok(_permit) = shared.planners.clone().try_acquire_owned() else {
+    let Ok(permit) = shared.planners.clone().try_acquire_owned() else {
         return send(AckStatus::Failed, &|d| {
             d.reason = Some(format!(
                 "busy: {MAX_PLANS} deploy plan is running on this robot; try again"
@@ -51,29 +61,57 @@ pub(super) async fn serve(
         .tmp_dir()
         .join(format!("plan-{}", safe_id(&id)));
     let limit = Duration::from_secs(shared.settings.mqtt.command_timeout_secs.max(1));
-    let step = |step: &str| send(AckStatus::InProgress, &|d| d.step = Some(step.to_string()));
-    let work = answer(&shared, &app, &a, &scratch, &step);
-    let result = tokio::time::timeout(limit, work).await;
-    let dir = scratch.clone();
-    let removed = tokio::task::spawn_blocking(move || crate::build::remove_tree(&dir)).await;
-    if let Ok(Err(e)) = removed {
-        tracing::warn!(app, error = %e, dir = %scratch.display(), "cannot remove a plan's download");
-    }
+    // Set once the final ack is out: no IN_PROGRESS may follow it.
+    let answered = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let work = {
+        let (shared, app, send, answered) =
+            (shared.clone(), app.clone(), send.clone(), answered.clone());
+        async move {
+            let step = |step: &str| {
+                if !answered.load(Ordering::SeqCst) {
+                    send(AckStatus::InProgress, &|d| d.step = Some(step.to_string()))
+                }
+            };
+            let result = answer(&shared, &app, &a, &scratch, &step).await;
+            let dir = scratch.clone();
+            let removed =
+                tokio::task::spawn_blocking(move || crate::build::remove_tree(&dir)).await;
+            if let Ok(Err(e)) = removed {
+                tracing::warn!(app, error = %e, dir = %scratch.display(), "cannot remove a plan's download");
+            }
+            drop(permit);
+            let _ = tx.send(result);
+        }
+    };
+    tokio::spawn(work);
+    let result = tokio::time::timeout(limit, rx).await;
+    answered.store(true, Ordering::SeqCst);
     match result {
-        Ok(Ok(plan)) => {
+        Ok(Ok(Ok(plan))) => {
             tracing::info!(app, id, dynos = plan.dynos.len(), "fleet deploy plan sent");
             send(AckStatus::Succeeded, &|d| {
                 d.release = plan.current;
                 d.plan = Some(Box::new(plan.clone()));
             })
         }
-        Ok(Err(reason)) => send(AckStatus::Failed, &|d| d.reason = Some(reason.clone())),
-        Err(_) => send(AckStatus::TimedOut, &|d| {
-            d.reason = Some(format!(
-                "no plan within {} s (command_timeout_secs); nothing was applied",
-                limit.as_secs()
-            ))
+        Ok(Ok(Err(reason))) => send(AckStatus::Failed, &|d| d.reason = Some(reason.clone())),
+        Ok(Err(_)) => send(AckStatus::Failed, &|d| {
+            d.reason = Some("the plan's task ended without an answer (see robokud's log)".into())
         }),
+        Err(_) => {
+            tracing::warn!(
+                app,
+                id,
+                "fleet deploy plan timed out; its build finishes in the background"
+            );
+            send(AckStatus::TimedOut, &|d| {
+                d.reason = Some(format!(
+                    "no plan within {} s (command_timeout_secs); nothing was applied",
+                    limit.as_secs()
+                ))
+            })
+        }
     }
 }
 

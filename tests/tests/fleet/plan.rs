@@ -297,3 +297,107 @@ fn fleet_deploy_plan_is_refused_unsigned_foreign_or_aimed_elsewhere() {
     assert!(replay.details.reason.unwrap().contains("duplicate"));
     assert_eq!(snapshot(&r1), before);
 }
+
+/// Serves `body` slowly: the headers and half the bytes, then nothing until `release` is dropped.
+fn serve_stalled(body: Vec<u8>, release: std::sync::mpsc::Receiver<()>) -> String {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = std::io::BufReader::new(s.try_clone().expect("clone"));
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+        }
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = s.write_all(&body[..body.len() / 2]);
+        let _ = s.flush();
+        // Blocks until the test lets go (drops the sender), then closes mid-body.
+        let _ = release.recv();
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn a_plan_over_the_command_timeout_is_timed_out_at_once_and_holds_its_permit_until_it_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, public) = keygen(dir.path(), "fleet.key");
+    let key = key.display().to_string();
+    let one = artifact_with(dir.path(), "one.tar.gz", "one", WEB, &[]);
+    let two = artifact_with(dir.path(), "two.tar.gz", "two", WEB_WORKER, &[]);
+    let url = serve_dir(dir.path());
+    let conf = dir.path().join("robokud.toml");
+    std::fs::write(&conf, "[mqtt]\ncommand_timeout_secs = 2\n").unwrap();
+    let broker = Broker::start();
+    let conf_arg = conf.display().to_string();
+    let r1 = Agent::start_with(&broker, "r1", &[], &public, &["--config", &conf_arg]);
+    deploy(&broker, &key, "r1", &url, &one);
+    r1.wait_up("nav", 1, 30);
+    let before = snapshot(&r1);
+
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let slow = serve_stalled(std::fs::read(&two).unwrap(), held);
+    let slug = two.display().to_string();
+    let ask = |art: &str| {
+        fleet(
+            &broker,
+            &[
+                "deploy",
+                "--plan",
+                "--device",
+                "r1",
+                "-a",
+                "nav",
+                "--key",
+                &key,
+                "--artifact-url",
+                art,
+                "--slug",
+                &slug,
+                "--wait",
+                "20",
+                "--json",
+            ],
+        )
+    };
+    let t0 = std::time::Instant::now();
+    let (_, out) = ask(&format!("{slow}/two.tar.gz"));
+    let took = t0.elapsed();
+    let got = plans(&out);
+    assert_eq!(got["r1"].0, "TIMED_OUT", "{out}");
+    assert!(got["r1"].1.is_none(), "{out}");
+    // Answered at the command timeout, not when the download gives up (30 s stall limit).
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}: {out}");
+
+    // Its download still runs and keeps the permit: a second plan is refused as busy, and the
+    // first one's files stay where it still writes them.
+    let (_, out) = ask(&format!("{url}/two.tar.gz"));
+    let got = plans(&out);
+    assert_eq!(got["r1"].0, "FAILED", "{out}");
+    assert!(out.contains("busy"), "{out}");
+    assert!(
+        !leftovers(&r1).is_empty(),
+        "the running plan's download dir"
+    );
+
+    // Let the stalled download end: its dir goes, the permit is back, a plan is answered.
+    drop(release);
+    wait_for(40, "the timed-out plan's files removed", || {
+        leftovers(&r1).is_empty().then_some(())
+    });
+    let (rc, out) = ask(&format!("{url}/two.tar.gz"));
+    assert_eq!(rc, 0, "{out}");
+    let got = plans(&out);
+    assert_eq!(got["r1"].0, "SUCCEEDED", "{out}");
+    assert_eq!(got["r1"].1.as_ref().expect("plan").types_added, ["worker"]);
+    assert_eq!(snapshot(&r1), before, "a plan applies nothing");
+}
