@@ -14,7 +14,9 @@
 //! snapshot copied, not yet renamed into place), `snapshot.replacing` (an older snapshot of that
 //! version moved aside to `vN.old`, the new one not yet renamed to `vN`), `restore.journaled` (the restore journal
 //! written, nothing swapped), `restore.swapped` (the data swapped, the old data not yet filed as
-//! a snapshot), `restore.before_release` (swapped and filed, no rollback release made). Add-ons:
+//! a snapshot), `restore.before_release` (swapped and filed, no rollback release made),
+//! `restore.undoing` (the with-data rollback release failed and its dynos are down, the data of
+//! the release before not yet swapped back). Add-ons:
 //! `addon.recorded` (an add-on recorded and its server started, its config var not stored).
 //! cgroups (v1): `cgroup.removing` (an instance's dir removed from the first hierarchy,
 //! `memory`, not yet from the others).
