@@ -216,8 +216,8 @@ pub fn append(x: &Extra, out: &mut Out) {
         p(
             "The bench starts its own Mosquitto and one robokud process (the fleet tests' kit), \
            trusting a key from `roboku fleet keygen`; every round times, from the bench's own \
-           MQTT client, three things in turn. Each command scales an app with no release to \
-           zero (accepted, then nothing to do).",
+           MQTT client, three things in turn. Each command scales an app (one release of \
+           `sleep`) to zero: accepted, then nothing to do.",
         );
         p("");
         p("| path | ms | what is timed |");

@@ -8,7 +8,7 @@
 //! - CLI: `roboku fleet scale --device` (process start, key, connect, seal, publish) until the
 //!   same ack, as an operator sees it.
 //!
-//! Each command scales an app with no release to zero: accepted, then a no-op.
+//! Each command scales an app (one release, `sleep`) to zero: accepted, then a no-op.
 
 use crate::kit::{self, Broker, Probe};
 use roboku_wire::fleet::seal;
@@ -59,10 +59,20 @@ impl Mqtt {
         let secret = seal::parse_secret(text.trim())
             .map_err(|e| format!("parse the key {}: {e}", key.display()))?;
         let robot = kit::Agent::start(&broker, DEVICE, &["bench"], &public);
+        // A scale needs a release: each app gets one of `sleep`, scaled to zero by every
+        // command (the first stops its dyno, the others change nothing).
+        let src = dir.path().join("app");
+        std::fs::create_dir(&src).map_err(|e| format!("mkdir {}: {e}", src.display()))?;
+        let procfile = src.join("Procfile");
+        std::fs::write(&procfile, kit::PROCFILE_SLEEP)
+            .map_err(|e| format!("write {}: {e}", procfile.display()))?;
+        let src = src.display().to_string();
         for app in [PROBE_APP, CLI_APP] {
-            robot
-                .roboku_json(&["apps:create", app])
-                .ok_or_else(|| format!("roboku apps:create {app} on the MQTT robot failed"))?;
+            for args in [vec!["apps:create", app], vec!["deploy", "-a", app, &src]] {
+                robot.roboku_json(&args).ok_or_else(|| {
+                    format!("roboku {} on the MQTT robot failed", args.join(" "))
+                })?;
+            }
         }
         let mut probe = Probe::connect(
             &broker,
