@@ -69,9 +69,9 @@ impl Mqtt {
         let src = src.display().to_string();
         for app in [PROBE_APP, CLI_APP] {
             for args in [vec!["apps:create", app], vec!["deploy", "-a", app, &src]] {
-                robot.roboku_json(&args).ok_or_else(|| {
-                    format!("roboku {} on the MQTT robot failed", args.join(" "))
-                })?;
+                robot
+                    .roboku_json(&args)
+                    .ok_or_else(|| format!("roboku {} on the MQTT robot failed", args.join(" ")))?;
             }
         }
         let mut probe = Probe::connect(
@@ -122,7 +122,8 @@ impl Mqtt {
             PROBE_APP,
             &action,
         );
-        env.version = Some(now_ms() * 1000 + self.sent);
+        // Strictly growing: the clock never goes back within a run and `sent` grows.
+        env.version = Some(now_ms() + self.sent);
         let json = serde_json::to_vec(&env).map_err(|e| format!("envelope json: {e}"))?;
         let payload = seal::seal(&json, &self.secret);
         let r = payload_ref(&payload);
