@@ -164,7 +164,8 @@ pub fn append(x: &Extra, out: &mut Out) {
            foreman's and honcho's stdout, sent to a file. Throughput: the lines kept over the \
            time from the writer's first line to its last line found in the capture; lines \
            lost: numbers missing once the capture stayed unchanged for 3 s. Slowed: the \
-           writer's own time against the same writer with stdout on /dev/null.",
+           writer's own time against the same writer with stdout on /dev/null, run by the bench next to \
+           every contender's run (the medians of both).",
         );
         p("");
         p("| contender | capture (MB/s) | lines lost | stored twice | dyno's write time (ms) | dyno slowed (%) |");
@@ -243,7 +244,11 @@ pub fn append(x: &Extra, out: &mut Out) {
             p(&format!("| {name} | {} | {what} |", cell(&mqtt(x, get))));
         }
     }
-    out.markdown.push_str(&md);
+    // Before the page's findings (which list these workloads' failures too), else at the end.
+    match out.markdown.find("\n## Findings") {
+        Some(at) => out.markdown.insert_str(at, &md),
+        None => out.markdown.push_str(&md),
+    }
 
     let bars = |kinds: &[Kind], get: &dyn Fn(Kind) -> f64| -> Vec<(String, f64)> {
         kinds
