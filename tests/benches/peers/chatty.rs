@@ -14,8 +14,10 @@ use crate::loglines;
 use crate::managers::{Kind, Running, Tools};
 use crate::procs;
 use std::os::unix::process::CommandExt;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The contenders that capture a dyno's output (uwsgi's attach-daemon output is not a log of
@@ -198,11 +200,28 @@ impl<'a> Chatty<'a> {
         )
         .map_err(|e| format!("write {}: {e}", procfile.display()))?;
         self.agent.cli(&["apps:create", &app]);
-        self.agent
-            .cli(&["deploy", "-a", &app, &dir.path().display().to_string()]);
         let logs = self.agent.dir.path().join("data/logs").join(&app);
         let files = [logs.join("app.log.1"), logs.join("app.log")];
-        let sample = self.measure(&times, &files, || true);
+        let src = dir.path().display().to_string();
+        // `roboku deploy` answers once the dyno is up and healthy, about a second after the
+        // writer started (and often after it finished): the capture is watched meanwhile, or
+        // that second would be counted as capture time.
+        let failed = AtomicBool::new(false);
+        let sample = std::thread::scope(|s| {
+            let deploy = s.spawn(|| {
+                let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    self.agent.cli(&["deploy", "-a", &app, &src])
+                }));
+                failed.store(r.is_err(), Ordering::SeqCst);
+                r.err()
+            });
+            let sample = self.measure(&times, &files, || !failed.load(Ordering::SeqCst));
+            // A failed deploy panicked in its thread: on with that panic (the message is in it).
+            match deploy.join() {
+                Ok(None) => sample,
+                Ok(Some(p)) | Err(p) => std::panic::resume_unwind(p),
+            }
+        });
         self.agent.scale_to_zero(&app);
         sample
     }
