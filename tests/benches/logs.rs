@@ -98,33 +98,54 @@ fn main() {
         &format!("TIMES={}", times.display()),
     ]);
     let cpu_before = cpu_ms(agent.pid);
-    agent.cli(&["deploy", "-a", "logs", &app_dir.display().to_string()]);
+    // `roboku deploy` answers once the dyno is up and healthy, about a second in (often after
+    // the writer finished): the store is watched meanwhile, or that second would be counted as
+    // capture time (it was: every figure before this was capped near 50 MB / 1.1 s).
     let logs = agent.dir.path().join("data/logs/logs");
     let app_log = logs.join("app.log");
     let last = loglines::tag(lines - 1);
     let deadline = Instant::now() + Duration::from_secs(600);
-    // robokud's CPU while it captures (from its first stored line of the dyno on), which the
-    // machine's load does not stretch as it does wall time.
-    let first = loglines::tag(0);
-    let mut cpu_first = None;
-    while !loglines::tail_has(&app_log, &last, 4096) {
-        if cpu_first.is_none()
-            && std::fs::read(&app_log).is_ok_and(|b| loglines::contains(&b, &first))
-        {
-            cpu_first = Some(cpu_ms(agent.pid));
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let app_src = app_dir.display().to_string();
+    let (stored_at, cpu_first, cpu_end) = std::thread::scope(|s| {
+        let deploy = s.spawn(|| {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                agent.cli(&["deploy", "-a", "logs", &app_src])
+            }));
+            failed.store(r.is_err(), std::sync::atomic::Ordering::SeqCst);
+            r.err()
+        });
+        // robokud's CPU while it captures (from its first stored line of the dyno on), which the
+        // machine's load does not stretch as it does wall time.
+        let first = loglines::tag(0);
+        let mut cpu_first = None;
+        while !loglines::tail_has(&app_log, &last, 4096) {
+            if cpu_first.is_none()
+                && std::fs::read(&app_log).is_ok_and(|b| loglines::contains(&b, &first))
+            {
+                cpu_first = Some(cpu_ms(agent.pid));
+            }
+            assert!(
+                !failed.load(std::sync::atomic::Ordering::SeqCst),
+                "roboku deploy failed (see its panic above)"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the last line is not stored after 600 s; robokud log: {}",
+                agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(2));
         }
-        assert!(
-            Instant::now() < deadline,
-            "the last line is not stored after 600 s; robokud log: {}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let stored_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos();
-    let cpu_end = cpu_ms(agent.pid);
+        let stored_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos();
+        let cpu_end = cpu_ms(agent.pid);
+        if let Ok(Some(p)) | Err(p) = deploy.join() {
+            std::panic::resume_unwind(p);
+        }
+        (stored_at, cpu_first, cpu_end)
+    });
     let cpu = cpu_end - cpu_before;
     let cpu_capture = cpu_end - cpu_first.unwrap_or(cpu_before);
     // The writer appends its times right after its last write: wait for them.
