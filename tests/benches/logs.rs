@@ -78,6 +78,9 @@ fn main() {
         .arg(app_dir.join("writer.py"))
         .env("LINES", lines.to_string())
         .env("TIMES", &times)
+        // Buffered, as in the dyno (robokud gives dynos a clean environment); a shell or CI
+        // that exports it made this floor several times slower than the dyno.
+        .env_remove("PYTHONUNBUFFERED")
         .stdout(std::process::Stdio::null())
         .status()
         .expect("run the writer");

@@ -84,8 +84,8 @@ impl<'a> Chatty<'a> {
     }
 
     /// The dyno's command line (run by a shell): the writer, then a sleep, so no manager
-    /// restarts it. `PYTHONUNBUFFERED=` keeps the writer buffered even under honcho, which runs
-    /// with it set.
+    /// restarts it. `PYTHONUNBUFFERED=` keeps the writer buffered whatever the manager passes
+    /// on (honcho runs with it set; robokud gives dynos an environment of its own).
     fn dyno(&self, dir: &Path, times: &Path) -> String {
         format!(
             "PYTHONUNBUFFERED= LINES={} TIMES={} python3 {}/writer.py; exec sleep 100000",
@@ -102,6 +102,9 @@ impl<'a> Chatty<'a> {
             .arg(dir.path().join("writer.py"))
             .env("LINES", self.lines.to_string())
             .env("TIMES", &times)
+            // Buffered, as in every dyno (a shell or CI may export it; set, every line is a
+            // write of its own and the floor is several times slower than a dyno).
+            .env_remove("PYTHONUNBUFFERED")
             .stdout(Stdio::null())
             .status()
             .map_err(|e| format!("run python3 {}/writer.py: {e}", dir.path().display()))?;
@@ -166,6 +169,9 @@ impl<'a> Chatty<'a> {
                 c.arg("-d").arg(dir.path());
             }
             other => return Err(format!("{} does not capture logs", other.name())),
+        }
+        if kind != Kind::Honcho {
+            c.env_remove("PYTHONUNBUFFERED");
         }
         c.current_dir(dir.path())
             .stdin(Stdio::null())
