@@ -52,7 +52,8 @@ fn deploy_step(kind: Kind) -> &'static str {
     match kind {
         Kind::Robokud => {
             "`roboku deploy --slug` (upload over the socket, unpack, release, new dyno, health \
-             checks) until it answered and `ps` shows the new dyno up"
+             checks: with no `app.json` checks, the default \"process stays up\" for 1 s) until \
+             it answered and `ps` shows the new dyno up"
         }
         Kind::Uwsgi => {
             "piku's step after its build: `tar xzf` the slug into a new release dir, restart \
@@ -109,7 +110,8 @@ fn targets(x: &Extra) -> Vec<Target> {
             text: "deploy of a prebuilt slug -> new dyno up (no target in the issue: the ratio)"
                 .into(),
             figure: format!(
-                "robokud {} ms, piku's unpack + restart {} ms: {}x",
+                "robokud {} ms (1 s of it its default \"stays up\" check), piku's unpack + \
+                 restart {} ms (no check): {}x",
                 num(r),
                 num(p),
                 num(r / p)
