@@ -182,7 +182,7 @@ impl<'a> Chatty<'a> {
             .spawn()
             .map_err(|e| format!("start {} for the chatty dyno: {e}", kind.name()))?;
         let mut run = Running::adopt(kind, child, dir);
-        let sample = self.measure(&times, &[capture.clone()], || {
+        let sample = self.measure(&times, std::slice::from_ref(&capture), || {
             let t = procs::tree(run.root);
             run.seen.extend(t.dynos);
             run.manager_alive()

@@ -39,7 +39,10 @@ fn deploys(x: &Extra, kind: Kind) -> Series {
     series_of(&x.deploys, kind, "ms", |v| *v)
 }
 
-fn mqtt(x: &Extra, get: fn(&crate::mqtt::Round) -> f64) -> Series {
+/// One of a round's figures.
+type RoundMs = fn(&crate::mqtt::Round) -> f64;
+
+fn mqtt(x: &Extra, get: RoundMs) -> Series {
     let mut s = Series::new("ms");
     for r in &x.mqtt {
         s.push(get(r));
@@ -225,7 +228,7 @@ pub fn append(x: &Extra, out: &mut Out) {
         p("");
         p("| path | ms | what is timed |");
         p("|---|---|---|");
-        let rows: [(&str, fn(&crate::mqtt::Round) -> f64, &str); 3] = [
+        let rows: [(&str, RoundMs, &str); 3] = [
             (
                 "broker round trip (floor)",
                 |r| r.floor_ms,
