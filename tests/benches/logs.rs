@@ -16,58 +16,11 @@ mod cg;
 #[allow(dead_code)]
 #[path = "core/http.rs"]
 mod http;
+#[allow(dead_code)]
+#[path = "core/loglines.rs"]
+mod loglines;
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// Writes `$LINES` numbered lines of exactly 100 bytes (`line NNNNNNNNN ` + 84 `x` + newline),
-/// then appends to `$TIMES` its start (unix ns) and its own wall time (ns). (They were 96 bytes
-/// once, so the spool never reached the 100-byte total the capture loop waited for: the first
-/// figure, 0.26 MB/s, was the bench waiting, not robokud.)
-const WRITER: &str = "import os, sys, time\n\
-n = int(os.environ['LINES'])\n\
-start = time.time_ns()\n\
-t = time.monotonic_ns()\n\
-w = sys.stdout.write\n\
-pad = 'x' * 84\n\
-for i in range(n): w('line %09d %s\\n' % (i, pad))\n\
-sys.stdout.flush()\n\
-open(os.environ['TIMES'], 'a').write('%d %d\\n' % (start, time.monotonic_ns() - t))\n";
-
-/// The log quota the bench's agent runs with: room for every line of the run.
-fn quota_for(mb: usize) -> u64 {
-    // A stored line is its JSON, about 170 bytes for a 100-byte line; twice that for margin.
-    (mb as u64 * 4 + 64) << 20
-}
-
-/// `(start unix ns, wall ns)` of the `nth` writer run recorded in `times`.
-fn writer_run(times: &std::path::Path, nth: usize) -> (u128, f64) {
-    let text = std::fs::read_to_string(times).expect("times");
-    let line = text.lines().nth(nth).expect("the writer's times");
-    let mut it = line.split_whitespace();
-    let start = it.next().and_then(|v| v.parse().ok()).expect("start ns");
-    let wall = it.next().and_then(|v| v.parse().ok()).expect("wall ns");
-    (start, wall)
-}
-
-/// Whether one of the last lines of `path` (the last 4 KiB) holds `needle`.
-fn last_line_has(path: &std::path::Path, needle: &str) -> bool {
-    use std::os::unix::fs::FileExt;
-    let Ok(f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let n = 4096.min(len);
-    let mut buf = vec![0u8; n as usize];
-    if f.read_exact_at(&mut buf, len - n).is_err() {
-        return false;
-    }
-    String::from_utf8_lossy(&buf).contains(needle)
-}
-
-fn contains(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
 
 /// robokud's user+system CPU time so far, ms.
 fn cpu_ms(pid: i32) -> f64 {
@@ -99,7 +52,11 @@ fn main() {
         .expect("temp dir");
     agent::chmod(dir.path(), 0o777);
     let config = dir.path().join("robokud.toml");
-    std::fs::write(&config, format!("log_quota_bytes = {}\n", quota_for(mb))).expect("config");
+    std::fs::write(
+        &config,
+        format!("log_quota_bytes = {}\n", loglines::quota_for(mb)),
+    )
+    .expect("config");
     let agent = agent::Agent::start_with(
         &bins,
         &[
@@ -116,16 +73,19 @@ fn main() {
     // The floor: the same writer, stdout on /dev/null.
     let app_dir = agent.dir.path().join("app-logs");
     std::fs::create_dir(&app_dir).expect("mkdir app");
-    std::fs::write(app_dir.join("writer.py"), WRITER).expect("writer");
+    std::fs::write(app_dir.join("writer.py"), loglines::WRITER).expect("writer");
     let status = std::process::Command::new("python3")
         .arg(app_dir.join("writer.py"))
         .env("LINES", lines.to_string())
         .env("TIMES", &times)
+        // Buffered, as in the dyno (robokud gives dynos a clean environment); a shell or CI
+        // that exports it made this floor several times slower than the dyno.
+        .env_remove("PYTHONUNBUFFERED")
         .stdout(std::process::Stdio::null())
         .status()
         .expect("run the writer");
     assert!(status.success());
-    let (_, floor_ns) = writer_run(&times, 0);
+    let (_, floor_ns) = loglines::writer_run(&times, 0).expect("the /dev/null run's times");
 
     std::fs::write(
         app_dir.join("Procfile"),
@@ -141,31 +101,54 @@ fn main() {
         &format!("TIMES={}", times.display()),
     ]);
     let cpu_before = cpu_ms(agent.pid);
-    agent.cli(&["deploy", "-a", "logs", &app_dir.display().to_string()]);
+    // `roboku deploy` answers once the dyno is up and healthy, about a second in (often after
+    // the writer finished): the store is watched meanwhile, or that second would be counted as
+    // capture time (it was: every figure before this was capped near 50 MB / 1.1 s).
     let logs = agent.dir.path().join("data/logs/logs");
     let app_log = logs.join("app.log");
-    let last = format!("line {:09}", lines - 1);
+    let last = loglines::tag(lines - 1);
     let deadline = Instant::now() + Duration::from_secs(600);
-    // robokud's CPU while it captures (from its first stored line of the dyno on), which the
-    // machine's load does not stretch as it does wall time.
-    let first = "line 000000000";
-    let mut cpu_first = None;
-    while !last_line_has(&app_log, &last) {
-        if cpu_first.is_none() && std::fs::read(&app_log).is_ok_and(|b| contains(&b, first)) {
-            cpu_first = Some(cpu_ms(agent.pid));
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let app_src = app_dir.display().to_string();
+    let (stored_at, cpu_first, cpu_end) = std::thread::scope(|s| {
+        let deploy = s.spawn(|| {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                agent.cli(&["deploy", "-a", "logs", &app_src])
+            }));
+            failed.store(r.is_err(), std::sync::atomic::Ordering::SeqCst);
+            r.err()
+        });
+        // robokud's CPU while it captures (from its first stored line of the dyno on), which the
+        // machine's load does not stretch as it does wall time.
+        let first = loglines::tag(0);
+        let mut cpu_first = None;
+        while !loglines::tail_has(&app_log, &last, 4096) {
+            if cpu_first.is_none()
+                && std::fs::read(&app_log).is_ok_and(|b| loglines::contains(&b, &first))
+            {
+                cpu_first = Some(cpu_ms(agent.pid));
+            }
+            assert!(
+                !failed.load(std::sync::atomic::Ordering::SeqCst),
+                "roboku deploy failed (see its panic above)"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the last line is not stored after 600 s; robokud log: {}",
+                agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(2));
         }
-        assert!(
-            Instant::now() < deadline,
-            "the last line is not stored after 600 s; robokud log: {}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let stored_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos();
-    let cpu_end = cpu_ms(agent.pid);
+        let stored_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos();
+        let cpu_end = cpu_ms(agent.pid);
+        if let Ok(Some(p)) | Err(p) = deploy.join() {
+            std::panic::resume_unwind(p);
+        }
+        (stored_at, cpu_first, cpu_end)
+    });
     let cpu = cpu_end - cpu_before;
     let cpu_capture = cpu_end - cpu_first.unwrap_or(cpu_before);
     // The writer appends its times right after its last write: wait for them.
@@ -176,26 +159,17 @@ fn main() {
         assert!(Instant::now() < deadline, "the dyno wrote no times");
         std::thread::sleep(Duration::from_millis(2));
     }
-    let (start_ns, dyno_ns) = writer_run(&times, 1);
+    let (start_ns, dyno_ns) = loglines::writer_run(&times, 1).expect("the dyno's times");
     let span = stored_at.saturating_sub(start_ns) as f64 / 1e9;
     let lag = (stored_at as f64 - start_ns as f64 - dyno_ns) / 1e6;
 
     // Every line, exactly once?
-    let mut seen = HashSet::with_capacity(lines);
-    let mut twice = 0usize;
-    for f in ["app.log.1", "app.log"] {
-        let text = std::fs::read_to_string(logs.join(f)).unwrap_or_default();
-        for l in text.lines() {
-            let Some(i) = l.find("\"line ") else { continue };
-            let Some(n) = l.get(i + 6..i + 15).and_then(|n| n.parse::<usize>().ok()) else {
-                continue;
-            };
-            if !seen.insert(n) {
-                twice += 1;
-            }
-        }
-    }
-    let lost = (0..lines).filter(|n| !seen.contains(n)).count();
+    let texts: Vec<Vec<u8>> = ["app.log.1", "app.log"]
+        .iter()
+        .map(|f| std::fs::read(logs.join(f)).unwrap_or_default())
+        .collect();
+    let refs: Vec<&[u8]> = texts.iter().map(Vec::as_slice).collect();
+    let loglines::Count { lost, twice } = loglines::count(&refs, lines);
     let mbps = mb as f64 / span.max(1e-9);
     let slowdown = (dyno_ns / floor_ns - 1.0) * 100.0;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

@@ -2,9 +2,10 @@
  * (fork + exec, no shell), reaps and respawns each one at once when it exits, and on SIGTERM
  * stops them all (SIGTERM, then waits) and exits. With --cg NAME each child gets fresh memory,
  * pids and cpuacct cgroups (<mount>/<ctrl>/NAME/c<slot>-<gen>), joined between fork and exec as
- * robokud does, and removed once the child is reaped.
+ * robokud does, and removed once the child is reaped. With --log FILE every child's stdout and
+ * stderr are FILE opened O_APPEND (a plain write to a file: the floor of log capture).
  *
- * Usage: floor [--cg NAME] N CMD [ARG...]
+ * Usage: floor [--cg NAME] [--log FILE] N CMD [ARG...]
  * Sleeps in sigwaitinfo: no timers, no polling, so idle costs nothing. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -21,6 +22,7 @@ static const char *CTRL[] = {"memory", "pids", "cpuacct"};
 #define NCTRL 3
 
 static char *cg_name;
+static int log_fd = -1;
 static char **argv_cmd;
 static pid_t *pids;
 static unsigned *gens;
@@ -59,6 +61,8 @@ static void spawn(long slot) {
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         setsid();
+        if (log_fd >= 0 && (dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0))
+            _exit(126);
         if (cg_name)
             for (int c = 0; c < NCTRL; c++)
                 if (write(fds[c], "0", 1) < 0)
@@ -109,8 +113,16 @@ int main(int argc, char **argv) {
         cg_name = argv[a + 1];
         a += 2;
     }
+    if (a + 1 < argc && strcmp(argv[a], "--log") == 0) {
+        log_fd = open(argv[a + 1], O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (log_fd < 0) {
+            fprintf(stderr, "floor: open %s: %s\n", argv[a + 1], strerror(errno));
+            return 1;
+        }
+        a += 2;
+    }
     if (a + 1 >= argc) {
-        fprintf(stderr, "usage: floor [--cg NAME] N CMD [ARG...]\n");
+        fprintf(stderr, "usage: floor [--cg NAME] [--log FILE] N CMD [ARG...]\n");
         return 2;
     }
     n = strtol(argv[a], NULL, 10);

@@ -12,7 +12,8 @@
 //! `ROBOKU_BENCH_IDLE_SECS` (default 10), `ROBOKU_BENCH_KILLS` (default 3),
 //! `ROBOKU_BENCH_NO_BUILD=1` (use the release binaries as they are),
 //! `ROBOKU_BENCH_ONLY=floor,floor+cg,robokud` (only these contenders, by their names in the
-//! table; default all). Needs root and cgroup v1.
+//! table; default all). Needs root and cgroup v1. The chatty dyno, slug deploy and MQTT
+//! workloads run after the cycles (see extra.rs: `ROBOKU_BENCH_WORKLOADS`, `_LOG_MB`).
 //! Nothing here asserts a time: it fails only when a contender cannot run a workload at all.
 
 #[path = "../core/agent.rs"]
@@ -21,12 +22,21 @@ mod agent;
 #[path = "../core/cg.rs"]
 #[allow(dead_code)]
 mod cg;
+mod chatty;
+mod extra;
+mod extra_page;
 #[path = "../core/honcho.rs"]
 #[allow(dead_code)]
 mod honcho;
 #[path = "../core/http.rs"]
 mod http;
+#[path = "../../tests/fleet/kit.rs"]
+mod kit;
+#[path = "../core/loglines.rs"]
+#[allow(dead_code)]
+mod loglines;
 mod managers;
+mod mqtt;
 mod page;
 #[path = "../core/procfs.rs"]
 #[allow(dead_code)]
@@ -35,6 +45,7 @@ mod procs;
 #[path = "../core/series.rs"]
 #[allow(dead_code)]
 mod series;
+mod slug;
 mod svg;
 mod workloads;
 
@@ -102,6 +113,7 @@ fn main() {
         "the peers bench needs cgroup v1 hierarchies under /sys/fs/cgroup"
     );
     let cfg = config();
+    extra::check_workloads().unwrap_or_else(|e| panic!("peers bench: {e}"));
     let bins = agent::build();
     let only = std::env::var("ROBOKU_BENCH_ONLY").unwrap_or_default();
     let picked = |k: Kind| only.is_empty() || only.split(',').any(|n| n.trim() == k.name());
@@ -134,7 +146,12 @@ fn main() {
     let mut cycles: HashMap<(Kind, usize), Vec<Cycle>> = HashMap::new();
     let mut failures: Vec<String> = Vec::new();
     let mut loads = vec![load_before];
-    for it in 0..cfg.iterations {
+    let cycle_iterations = if extra::wants("cycle") {
+        cfg.iterations
+    } else {
+        0
+    };
+    for it in 0..cycle_iterations {
         for &n in &cfg.ns {
             for j in 0..kinds.len() {
                 // The order rotates each iteration: nobody always follows the same contender.
@@ -155,7 +172,11 @@ fn main() {
         }
     }
     let mut probes = Vec::new();
-    for kind in kinds.iter().copied().filter(|k| !k.respawns()) {
+    for kind in kinds
+        .iter()
+        .copied()
+        .filter(|k| !k.respawns() && cycle_iterations > 0)
+    {
         let n = cfg.ns[0];
         match workloads::crash_probe(kind, n, &tools, &agent) {
             Ok(f) => probes.push((kind, n, f)),
@@ -164,6 +185,9 @@ fn main() {
     }
     loads.push(load1());
     drop(agent);
+    let more = extra::run(&bins, &tools, &kinds, &cfg);
+    failures.extend(more.failures.iter().cloned());
+    loads.push(load1());
 
     let meta = page::Meta {
         cfg: &cfg,
@@ -177,7 +201,8 @@ fn main() {
             .map(|n| n.get())
             .unwrap_or(0),
     };
-    let out = page::render(&meta, &cycles, &probes, &failures);
+    let mut out = page::render(&meta, &cycles, &probes, &failures);
+    extra_page::append(&more, &mut out);
     write(
         &bins.target.join("bench-peers.json"),
         &(serde_json::to_string_pretty(&out.json).expect("json") + "\n"),

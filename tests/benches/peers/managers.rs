@@ -231,6 +231,18 @@ pub fn start(kind: Kind, n: usize, tools: &Tools, agent: &Agent) -> Result<Runni
 }
 
 impl Running {
+    /// A peer another workload started with a command and dir of its own (e.g. the chatty
+    /// dyno's), stopped and cleaned up as the ones [`start`] makes.
+    pub fn adopt(kind: Kind, child: Child, dir: tempfile::TempDir) -> Running {
+        Running {
+            kind,
+            root: child.id() as i32,
+            child: Some(child),
+            _dir: Some(dir),
+            seen: HashSet::new(),
+        }
+    }
+
     /// Whether the manager process itself is still there.
     pub fn manager_alive(&mut self) -> bool {
         match &mut self.child {
