@@ -276,6 +276,7 @@ fn the_cap_counts_bytes_written_not_bytes_measured() {
         room: u64::MAX,
         owner: None,
         consistent: true,
+        only: None,
     };
     let mut walk_job = job.clone();
     walk_job.max_bytes = 20_000;
