@@ -1,0 +1,211 @@
+//! `addons:backup` of a sqlite add-on against a hostile app: beside its database (in its own
+//! data dir) the app plants `-wal`, `-shm` and `-journal` links to a root-only file and to paths
+//! in a root-only dir where a new file would appear. SQLite opens those by path and follows
+//! links, so a backup made as root would read, truncate or create them; made as the app's uid
+//! (robokud's `snapshot:copy` child) it reaches only what the app could. The backup must leave
+//! the root-only file as it was and create nothing, and either hold the database's rows or fail
+//! naming the database. A normal backup, copied out with `-o` and put back by hand, still
+//! brings the rows back.
+
+use super::addons::{mode_uid, run_ok};
+use roboku_tests::{app_dir, Agent, AgentOpts};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+const SLEEPER: &str = "web: exec sleep 100000\n";
+
+const WRITE_WAL: &str = r#"python3 -c "
+import os, sqlite3
+db = sqlite3.connect(os.environ['DATABASE_URL'][len('sqlite:///'):])
+db.execute('PRAGMA journal_mode=WAL')
+db.execute('CREATE TABLE notes (text TEXT)')
+db.execute(\"INSERT INTO notes VALUES ('first')\")
+db.execute(\"INSERT INTO notes VALUES ('second')\")
+db.commit()
+db.close()
+""#;
+
+const READ: &str = r#"python3 -c "
+import os, sqlite3
+db = sqlite3.connect(os.environ['DATABASE_URL'][len('sqlite:///'):])
+print(','.join(r[0] for r in db.execute('SELECT text FROM notes ORDER BY text')))
+""#;
+
+/// Contents, size and mtime (to the nanosecond) of a file.
+fn fingerprint(path: &Path) -> (Vec<u8>, u64, i64, i64) {
+    let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    (bytes, m.len(), m.mtime(), m.mtime_nsec())
+}
+
+/// What `addons:backup` did: Ok(the path it printed) or Err(what it said).
+fn backup(agent: &Agent, extra: &[&str]) -> Result<PathBuf, String> {
+    let mut args = vec!["addons:backup", "nav-sqlite", "-a", "nav"];
+    args.extend_from_slice(extra);
+    let out = agent.roboku(&args);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        return Err(said);
+    }
+    said.split_whitespace()
+        .find(|w| w.starts_with('/'))
+        .map(PathBuf::from)
+        .ok_or_else(|| format!("no path in: {said}"))
+}
+
+/// The rows of `notes` in a backup, opened read-only as root.
+fn rows(path: &Path) -> String {
+    let db =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut q = db
+        .prepare("SELECT text FROM notes ORDER BY text")
+        .expect("prepare");
+    let got: Vec<String> = q
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect();
+    got.join(",")
+}
+
+/// Replaces the app's `db.sqlite3<suffix>` with a link to `target`, owned by the app (as the app
+/// would plant it).
+fn plant(data: &Path, suffix: &str, target: &Path, uid: u32, gid: u32) {
+    let link = data.join(format!("db.sqlite3{suffix}"));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(target, &link)
+        .unwrap_or_else(|e| panic!("symlink {}: {e}", link.display()));
+    std::os::unix::fs::lchown(&link, Some(uid), Some(gid))
+        .unwrap_or_else(|e| panic!("lchown {}: {e}", link.display()));
+}
+
+/// Entries of `dir` (empty when it does not exist).
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn planted_sqlite_sidecar_links_are_never_followed_as_root_by_a_backup() {
+    let agent = Agent::start(AgentOpts::default());
+    agent.create_and_deploy("nav", app_dir(&[("Procfile", SLEEPER)]).path());
+    agent.ok(&["addons:create", "sqlite", "-a", "nav"]);
+    run_ok(&agent, "nav", WRITE_WAL);
+    let data = agent.data_dir().join("data/nav");
+    let db_meta = std::fs::metadata(data.join("db.sqlite3")).expect("the database");
+    let (uid, gid) = (db_meta.uid(), db_meta.gid());
+    assert_ne!(uid, 0, "the database is the app's own uid's");
+
+    // Root's: a 0700 dir the app cannot enter, a 0600 file in it with known contents.
+    let outside = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(outside.path(), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod outside");
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, "root's own, not a WAL\n".repeat(64)).expect("write victim");
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod victim");
+    let before = fingerprint(&victim);
+    let backups = agent.data_dir().join("backups/nav");
+
+    // Each sidecar once at the victim, the others where a new file would appear.
+    let rounds: [[(&str, PathBuf); 3]; 3] = [
+        [
+            ("-wal", victim.clone()),
+            ("-shm", outside.path().join("new-shm")),
+            ("-journal", outside.path().join("new-journal")),
+        ],
+        [
+            ("-wal", outside.path().join("new-wal")),
+            ("-shm", victim.clone()),
+            ("-journal", outside.path().join("new-journal")),
+        ],
+        [
+            ("-wal", outside.path().join("new-wal")),
+            ("-shm", outside.path().join("new-shm")),
+            ("-journal", victim.clone()),
+        ],
+    ];
+    for round in &rounds {
+        for (suffix, target) in round {
+            plant(&data, suffix, target, uid, gid);
+        }
+        let kept = names(&backups);
+        match backup(&agent, &[]) {
+            Ok(path) => {
+                assert_eq!(mode_uid(&path), (0o600, 0), "{}", path.display());
+                assert_eq!(rows(&path), "first,second", "the backup has the db's rows");
+            }
+            Err(said) => {
+                assert!(said.contains("db.sqlite3"), "names the file: {said}");
+                assert_eq!(names(&backups), kept, "a failed backup leaves nothing");
+            }
+        }
+        assert_eq!(fingerprint(&victim), before, "the root-only file changed");
+        assert_eq!(
+            names(outside.path()),
+            ["victim"],
+            "a file appeared where a planted link points"
+        );
+        for (suffix, target) in round {
+            let link = data.join(format!("db.sqlite3{suffix}"));
+            let m = std::fs::symlink_metadata(&link).expect("the planted link");
+            assert!(m.file_type().is_symlink(), "{} replaced", link.display());
+            assert_eq!(std::fs::read_link(&link).ok().as_ref(), Some(target));
+        }
+    }
+    let m = std::fs::symlink_metadata(&victim).expect("victim");
+    assert_eq!(
+        (m.uid(), m.mode() & 0o7777),
+        (0, 0o600),
+        "victim's owner and mode"
+    );
+
+    // The links gone, a normal backup has the rows; copied out, it puts them back by hand.
+    for suffix in ["-wal", "-shm", "-journal"] {
+        std::fs::remove_file(data.join(format!("db.sqlite3{suffix}"))).expect("remove link");
+    }
+    let copy = outside.path().join("copy.sqlite3");
+    let path = backup(&agent, &["-o", &copy.display().to_string()]).expect("a normal backup");
+    assert_eq!(mode_uid(&path), (0o600, 0));
+    assert_eq!(rows(&path), "first,second");
+    assert_eq!(rows(&copy), "first,second", "the -o copy");
+    assert_eq!(
+        names(&backups)
+            .iter()
+            .filter(|n| n.starts_with('.'))
+            .count(),
+        0,
+        "no work dir or part file left: {:?}",
+        names(&backups)
+    );
+    run_ok(
+        &agent,
+        "nav",
+        r#"python3 -c "
+import os, sqlite3
+db = sqlite3.connect(os.environ['DATABASE_URL'][len('sqlite:///'):])
+db.execute('DELETE FROM notes')
+db.commit()
+""#,
+    );
+    assert_eq!(run_ok(&agent, "nav", READ).trim(), "");
+    // Restore: the backup put in place of the database, the app's again.
+    let db = data.join("db.sqlite3");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(data.join(format!("db.sqlite3{suffix}")));
+    }
+    std::fs::copy(&copy, &db).expect("restore the copy");
+    std::os::unix::fs::chown(&db, Some(uid), Some(gid)).expect("chown the restored db");
+    assert_eq!(run_ok(&agent, "nav", READ).trim(), "first,second");
+}
