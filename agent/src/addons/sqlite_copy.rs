@@ -80,7 +80,11 @@ pub fn one(job: &Job, name: &str, dst: &Path) -> Result<Outcome, PathError> {
     }
     let to = dst.join(name);
     vacuum(&src, top, &to, BACKUP_BUSY)
-        .map_err(std::io::Error::other)
+        .map_err(|e| {
+            std::io::Error::other(format!(
+                "{e} (read as the app's uid: a -wal, -shm or -journal beside it that the app                  cannot open itself stops it; remove those)"
+            ))
+        })
         .at("copy through SQLite", &src)?;
     let bytes = fs::symlink_metadata(&to).at("stat", &to)?.len();
     if bytes > budget {

@@ -31,11 +31,15 @@ db = sqlite3.connect(os.environ['DATABASE_URL'][len('sqlite:///'):])
 print(','.join(r[0] for r in db.execute('SELECT text FROM notes ORDER BY text')))
 ""#;
 
-/// Contents, size and mtime (to the nanosecond) of a file.
-fn fingerprint(path: &Path) -> (Vec<u8>, u64, i64, i64) {
+/// Size, mtime (to the nanosecond) and a digest of the contents of a file (printed on a
+/// mismatch instead of the bytes).
+fn fingerprint(path: &Path) -> (u64, i64, i64, u64) {
+    use std::hash::{Hash, Hasher};
     let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    (bytes, m.len(), m.mtime(), m.mtime_nsec())
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    (m.len(), m.mtime(), m.mtime_nsec(), h.finish())
 }
 
 /// What `addons:backup` did: Ok(the path it printed) or Err(what it said).
@@ -47,6 +51,12 @@ fn backup(agent: &Agent, extra: &[&str]) -> Result<PathBuf, String> {
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "roboku {}: {:?}: {}",
+        args.join(" "),
+        out.status,
+        said.trim()
     );
     if !out.status.success() {
         return Err(said);
@@ -108,7 +118,12 @@ fn planted_sqlite_sidecar_links_are_never_followed_as_root_by_a_backup() {
     assert_ne!(uid, 0, "the database is the app's own uid's");
 
     // Root's: a 0700 dir the app cannot enter, a 0600 file in it with known contents.
-    let outside = tempfile::tempdir().expect("tempdir");
+    // Beside the agent's data dir: one filesystem, for the hard links below.
+    let beside = agent
+        .data_dir()
+        .parent()
+        .expect("the data dir has a parent");
+    let outside = tempfile::tempdir_in(beside).expect("tempdir");
     std::fs::set_permissions(outside.path(), std::fs::Permissions::from_mode(0o700))
         .expect("chmod outside");
     let victim = outside.path().join("victim");
@@ -164,6 +179,31 @@ fn planted_sqlite_sidecar_links_are_never_followed_as_root_by_a_backup() {
             assert_eq!(std::fs::read_link(&link).ok().as_ref(), Some(target));
         }
     }
+    // Hard links to the victim as `-wal` and `-shm`: what an app can plant where
+    // fs.protected_hardlinks is 0 (the kernel's default; the test plants them as root, on the
+    // same filesystem). SQLite opens them for writing and truncates a `-shm` it is the first
+    // to map: as root, that would be the victim.
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let _ = std::fs::remove_file(data.join(format!("db.sqlite3{suffix}")));
+    }
+    for suffix in ["-wal", "-shm"] {
+        let link = data.join(format!("db.sqlite3{suffix}"));
+        std::fs::hard_link(&victim, &link)
+            .unwrap_or_else(|e| panic!("hard link {}: {e}", link.display()));
+    }
+    let kept = names(&backups);
+    match backup(&agent, &[]) {
+        Ok(path) => assert_eq!(rows(&path), "first,second", "the backup has the db's rows"),
+        Err(said) => {
+            assert!(said.contains("db.sqlite3"), "names the file: {said}");
+            assert_eq!(names(&backups), kept, "a failed backup leaves nothing");
+        }
+    }
+    assert_eq!(
+        fingerprint(&victim),
+        before,
+        "the hard-linked root-only file changed"
+    );
     let m = std::fs::symlink_metadata(&victim).expect("victim");
     assert_eq!(
         (m.uid(), m.mode() & 0o7777),
@@ -173,7 +213,7 @@ fn planted_sqlite_sidecar_links_are_never_followed_as_root_by_a_backup() {
 
     // The links gone, a normal backup has the rows; copied out, it puts them back by hand.
     for suffix in ["-wal", "-shm", "-journal"] {
-        std::fs::remove_file(data.join(format!("db.sqlite3{suffix}"))).expect("remove link");
+        let _ = std::fs::remove_file(data.join(format!("db.sqlite3{suffix}")));
     }
     let copy = outside.path().join("copy.sqlite3");
     let path = backup(&agent, &["-o", &copy.display().to_string()]).expect("a normal backup");
