@@ -216,16 +216,21 @@ pub fn provision_sqlite(path: &Path, uid: Option<u32>) -> Result<(), PathError> 
         other => other.at("create", path)?,
     };
     let m = f.metadata().at("stat", path)?;
-    if !m.is_file() || m.nlink() != 1 {
-        let e = std::io::Error::other("not one regular file (something else was put there)");
-        return Err(e).at("use as a database", path);
+    let refuse =
+        |why: &str| Err(std::io::Error::other(why.to_string())).at("use as a database", path);
+    if !m.is_file() {
+        return refuse("not a regular file (something else was put there)");
     }
-    if let Some(uid) = uid {
-        if (m.uid(), m.gid()) != (uid, uid) {
-            std::os::unix::fs::fchown(&f, Some(uid), Some(uid)).at("chown", path)?;
+    match uid {
+        Some(uid) if (m.uid(), m.gid()) != (uid, uid) => {
+            // Given away only when it has no other name: a hard link to another file is not.
+            if m.nlink() != 1 {
+                return refuse("not one regular file (a hard link to another file was put there)");
+            }
+            std::os::unix::fs::fchown(&f, Some(uid), Some(uid)).at("chown", path)
         }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Makes a server add-on's dir `uid:uid 0700` and writes `files` in it `0600`, theirs.
@@ -329,10 +334,16 @@ mod tests {
         assert_eq!(m.permissions().mode() & 0o777, 0o640);
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "secret");
         std::fs::remove_file(sqlite_path(&a)).unwrap();
-        // A hard link to another file too.
+        // A hard link to another file is not given away (to a uid that is not its owner).
         std::fs::hard_link(&target, sqlite_path(&a)).unwrap();
-        let e = Sqlite.provision(&a, &[]).unwrap_err().to_string();
-        assert!(e.contains("not one regular file"), "{e}");
+        let other = Addon {
+            uid: Some(nix::unistd::getuid().as_raw() + 1),
+            ..a.clone()
+        };
+        let e = Sqlite.provision(&other, &[]).unwrap_err().to_string();
+        assert!(e.contains("hard link"), "{e}");
+        let m = std::fs::metadata(&target).unwrap();
+        assert_eq!(m.uid(), nix::unistd::getuid().as_raw(), "not chowned");
         std::fs::remove_file(sqlite_path(&a)).unwrap();
         Sqlite.provision(&a, &[]).unwrap();
         Sqlite.destroy(&a).unwrap();
