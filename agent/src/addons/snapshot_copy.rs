@@ -185,6 +185,10 @@ pub fn child_main(arg: &str) -> Result<String, String> {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let job: Job = serde_json::from_str(arg).map_err(|e| format!("bad job: {e}"))?;
+    if job.only.is_some() {
+        // SAFETY: alarm takes a plain value; SIGALRM's default action ends this process.
+        unsafe { libc::alarm(super::sqlite_copy::BACKUP_DEADLINE_SECS) };
+    }
     let limit = libc::rlimit {
         rlim_cur: job.max_bytes.saturating_add(1),
         rlim_max: job.max_bytes.saturating_add(1),

@@ -18,6 +18,9 @@ use std::time::Duration;
 pub const SCRATCH: &str = ".roboku-snapshot-";
 /// How long a backup waits for a database the app keeps locked (a snapshot waits less).
 const BACKUP_BUSY: Duration = Duration::from_secs(5);
+/// A backup's child is killed (`SIGALRM`) after this long: SQLite blocks for good opening a
+/// fifo the app swapped in for a `-journal` after [`one`] looked.
+pub const BACKUP_DEADLINE_SECS: u32 = 600;
 
 /// Copies the database `src` (the app's own path, as the app sees it) into the new file `dst`
 /// through SQLite: one consistent state, whatever the app is writing. SQLite needs a path to
@@ -70,6 +73,17 @@ pub fn one(job: &Job, name: &str, dst: &Path) -> Result<Outcome, PathError> {
     }
     if job.owner.is_some_and(|uid| m.uid() != uid) {
         return refuse("not the app's own file");
+    }
+    // SQLite opens these by name: a link it would refuse anyway (O_NOFOLLOW), a fifo would
+    // hang it. Said here, naming the file to remove.
+    for x in ["-wal", "-shm", "-journal"] {
+        let side = top.join(format!("{name}{x}"));
+        if fs::symlink_metadata(&side).is_ok_and(|m| !m.file_type().is_file()) {
+            let e = std::io::Error::other(format!(
+                "not a regular file (a link, fifo or other put beside {name}): remove it"
+            ));
+            return Err(e).at("back up", &side);
+        }
     }
     let budget = job.max_bytes.min(job.room);
     if m.len() > job.max_bytes {

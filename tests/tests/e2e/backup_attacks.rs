@@ -211,6 +211,27 @@ fn planted_sqlite_sidecar_links_are_never_followed_as_root_by_a_backup() {
         "victim's owner and mode"
     );
 
+    // A fifo as `-journal`: SQLite would block opening it, for good. Refused at once, named.
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let _ = std::fs::remove_file(data.join(format!("db.sqlite3{suffix}")));
+    }
+    let fifo = data.join("db.sqlite3-journal");
+    let c = std::ffi::CString::new(fifo.display().to_string()).expect("no NUL in the path");
+    // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    std::os::unix::fs::lchown(&fifo, Some(uid), Some(gid)).expect("chown the fifo");
+    let started = std::time::Instant::now();
+    let said = backup(&agent, &[]).expect_err("a fifo beside the database is refused");
+    assert!(
+        said.contains("db.sqlite3-journal"),
+        "names the fifo: {said}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "refused, not hung: {:?}",
+        started.elapsed()
+    );
+
     // The links gone, a normal backup has the rows; copied out, it puts them back by hand.
     for suffix in ["-wal", "-shm", "-journal"] {
         let _ = std::fs::remove_file(data.join(format!("db.sqlite3{suffix}")));
