@@ -429,6 +429,14 @@ impl Walk<'_> {
         let Some(top) = &self.job.src else {
             return Ok(false);
         };
+        if let Some(side) = super::sqlite_copy::odd_sidecar(src) {
+            eprintln!(
+                "{} is not a regular file (SQLite could hang on it); copying {} as a file",
+                side.display(),
+                src.display()
+            );
+            return Ok(false);
+        }
         let result = super::sqlite_copy::vacuum(src, top, dst, BUSY);
         if let Err(e) = result {
             eprintln!(

@@ -58,6 +58,15 @@ pub fn vacuum(src: &Path, top: &Path, dst: &Path, busy: Duration) -> Result<(), 
     result.map(drop)
 }
 
+/// A `-wal`, `-shm` or `-journal` beside `db` that is there and not a regular file. SQLite opens
+/// them by name: a link it refuses (`O_NOFOLLOW`), but opening a fifo blocks it for good.
+pub fn odd_sidecar(db: &Path) -> Option<std::path::PathBuf> {
+    ["-wal", "-shm", "-journal"]
+        .iter()
+        .map(|x| std::path::PathBuf::from(format!("{}{x}", db.display())))
+        .find(|p| fs::symlink_metadata(p).is_ok_and(|m| !m.file_type().is_file()))
+}
+
 /// A backup's copy: the database `name` in the top of `job.src` alone, into `dst/name`, through
 /// SQLite (a database SQLite cannot read, a link, a file not the app's own: an error naming it).
 pub fn one(job: &Job, name: &str, dst: &Path) -> Result<Outcome, PathError> {
@@ -74,16 +83,11 @@ pub fn one(job: &Job, name: &str, dst: &Path) -> Result<Outcome, PathError> {
     if job.owner.is_some_and(|uid| m.uid() != uid) {
         return refuse("not the app's own file");
     }
-    // SQLite opens these by name: a link it would refuse anyway (O_NOFOLLOW), a fifo would
-    // hang it. Said here, naming the file to remove.
-    for x in ["-wal", "-shm", "-journal"] {
-        let side = top.join(format!("{name}{x}"));
-        if fs::symlink_metadata(&side).is_ok_and(|m| !m.file_type().is_file()) {
-            let e = std::io::Error::other(format!(
-                "not a regular file (a link, fifo or other put beside {name}): remove it"
-            ));
-            return Err(e).at("back up", &side);
-        }
+    if let Some(side) = odd_sidecar(&src) {
+        let e = std::io::Error::other(format!(
+            "not a regular file (a link, fifo or other put beside {name}): remove it"
+        ));
+        return Err(e).at("back up", &side);
     }
     let budget = job.max_bytes.min(job.room);
     if m.len() > job.max_bytes {
