@@ -142,8 +142,9 @@ pub fn create(to: &Path) -> Result<std::fs::File, String> {
 }
 
 /// A SQLite database through SQLite's `VACUUM INTO` (one consistent state while the app writes),
-/// never opened by root: SQLite opens the `-wal`, `-shm` and `-journal` files beside it by path
-/// and follows links, and the app owns that dir. The copy is made by the `robokud snapshot:copy`
+/// never opened by root: SQLite opens the `-wal`, `-shm` and `-journal` files beside it by name
+/// in a dir the app owns (a hard link there to a root-only file is truncated and rewritten as
+/// the `-shm`; the app rewrites a wal-index while it is mapped), so only the app's uid may. The copy is made by the `robokud snapshot:copy`
 /// child as `run_as` (the app's uid and gid) into a fresh dir root makes beside `to` (in root's
 /// 0700 dirs) and hands over as an fd; root then takes the one file it asked for from there
 /// ([`take_database`]) and moves it to `to`. The work dir goes either way.
@@ -154,15 +155,14 @@ pub fn sqlite(
     to: &Path,
 ) -> Result<(), String> {
     let src = super::provider::sqlite_path(addon);
-    let name = match src.file_name().and_then(|n| n.to_str()) {
-        Some(n) if Path::new(n).parent() == Some(Path::new("")) && n != ".." => n.to_string(),
-        _ => {
-            return Err(format!(
-                "{}: not a file name in the data dir",
-                src.display()
-            ))
-        }
-    };
+    // The child copies a name in the top of the data dir: nothing with a path in it.
+    let name = addon.file.as_deref().unwrap_or("db.sqlite3").to_string();
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(format!(
+            "{}: not a file name in the data dir",
+            src.display()
+        ));
+    }
     let work = PathBuf::from(format!("{}.dir.part", to.display()));
     remove_work(&work)?;
     let job = snapshot_copy::Job {

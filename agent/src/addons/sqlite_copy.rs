@@ -1,7 +1,8 @@
 //! Copying a SQLite database through SQLite (`VACUUM INTO`), in the `robokud snapshot:copy`
 //! child only (it runs as the app's uid and gid, see `snapshot_copy.rs`): SQLite opens the
-//! database's `-wal`, `-shm` and `-journal` files by path, following links, so it must never do
-//! that as root in a dir the app controls. Two users: the snapshot walk (one database among the
+//! database's `-wal`, `-shm` and `-journal` files by name (`O_NOFOLLOW`, but a hard link, a
+//! fifo or a shared-memory file the app rewrites is still whatever the app made it), so it must
+//! never do that as root in a dir the app controls. Two users: the snapshot walk (one database among the
 //! app's files, copied as a file if SQLite cannot) and `addons:backup` ([`one`]: the add-on's
 //! database alone, through SQLite or not at all).
 
