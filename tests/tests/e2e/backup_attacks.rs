@@ -1,11 +1,12 @@
 //! `addons:backup` of a sqlite add-on against a hostile app: beside its database (in its own
-//! data dir) the app plants `-wal`, `-shm` and `-journal` links to a root-only file and to paths
-//! in a root-only dir where a new file would appear. SQLite opens those by path and follows
-//! links, so a backup made as root would read, truncate or create them; made as the app's uid
-//! (robokud's `snapshot:copy` child) it reaches only what the app could. The backup must leave
-//! the root-only file as it was and create nothing, and either hold the database's rows or fail
-//! naming the database. A normal backup, copied out with `-o` and put back by hand, still
-//! brings the rows back.
+//! data dir) the app plants `-wal`, `-shm` and `-journal` symlinks to a root-only file and to
+//! paths in a root-only dir where a new file would appear, hard links to the root-only file (what
+//! an app can do where fs.protected_hardlinks is 0; planted by the test here) and a fifo as
+//! `-journal`. SQLite opens those by name: as root (robokud before the backup went through its
+//! `snapshot:copy` child) the hard-linked `-shm` was truncated and rewritten as a wal-index, and
+//! a fifo blocks it for good. The backup must leave the root-only file as it was (contents, size,
+//! mtime), create nothing, and either hold the database's rows or fail at once naming the file.
+//! A normal backup, copied out with `-o` and put back by hand, still brings the rows back.
 
 use super::addons::{mode_uid, run_ok};
 use roboku_tests::{app_dir, Agent, AgentOpts};
