@@ -5,6 +5,7 @@
 mod e2e {
     mod addon_postgres;
     mod addons;
+    mod backup_attacks;
     mod bad_input;
     mod browser;
     mod builds;

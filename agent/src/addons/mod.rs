@@ -15,6 +15,7 @@ pub mod redis;
 pub mod service;
 pub mod snapshot;
 pub mod snapshot_copy;
+pub mod sqlite_copy;
 pub mod state;
 
 pub use provider::{provider, Provider};

@@ -3,7 +3,7 @@
 //! `mosquitto_passwd` run is needed) and an ACL naming each of them. Attached apps share the
 //! topic space (it is their bus); a client with no user, or another app's password, gets nowhere.
 
-use super::provider::{write_server_files, Addon, Credential, Provider, ServerCommand};
+use super::provider::{write_server_files, Addon, BackupFrom, Credential, Provider, ServerCommand};
 use super::Kind;
 use crate::util::PathError;
 use base64::Engine as _;
@@ -119,13 +119,7 @@ impl Provider for Mqtt {
             ))
         }
     }
-    fn backup(
-        &self,
-        addon: &Addon,
-        _program: Option<&Path>,
-        _creds: &[Credential],
-        to: &Path,
-    ) -> Result<(), String> {
+    fn backup(&self, addon: &Addon, _from: &BackupFrom, to: &Path) -> Result<(), String> {
         super::backup::copy_file(&addon.dir.join("data").join("mosquitto.db"), to)
     }
     fn destroy(&self, addon: &Addon) -> Result<(), PathError> {

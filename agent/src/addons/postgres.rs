@@ -19,7 +19,7 @@
 //! - Small for a robot, and inside the add-on cgroup's 512 MiB: 32 MB shared buffers, 20
 //!   connections.
 
-use super::provider::{write_server_files, Addon, Credential, Provider, ServerCommand};
+use super::provider::{write_server_files, Addon, BackupFrom, Credential, Provider, ServerCommand};
 use super::Kind;
 use crate::util::{IoContext, PathError};
 use std::path::{Path, PathBuf};
@@ -419,14 +419,10 @@ impl Provider for Postgres {
     fn backup_ext(&self, _addon: &Addon) -> Result<&'static str, String> {
         Ok("sql")
     }
-    fn backup(
-        &self,
-        addon: &Addon,
-        program: Option<&Path>,
-        _creds: &[Credential],
-        to: &Path,
-    ) -> Result<(), String> {
-        let program = program.ok_or("PostgreSQL is not installed (apt-get install postgresql)")?;
+    fn backup(&self, addon: &Addon, from: &BackupFrom, to: &Path) -> Result<(), String> {
+        let program = from
+            .program
+            .ok_or("PostgreSQL is not installed (apt-get install postgresql)")?;
         let out = super::backup::create(to)?;
         let mut c = as_addon(addon, tool(program, "pg_dump"));
         c.args(["-h"])

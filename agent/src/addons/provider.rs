@@ -4,7 +4,7 @@
 
 use super::Kind;
 use crate::util::{IoContext, PathError};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// One add-on as the store keeps it, with the paths the engine resolved for it.
@@ -90,13 +90,17 @@ pub trait Provider: Send + Sync {
     fn backup_ext(&self, addon: &Addon) -> Result<&'static str, String>;
     /// Writes one consistent copy of the add-on's data to the new file `to` (in a dir only
     /// root can enter), blocking; never called on the engine.
-    fn backup(
-        &self,
-        addon: &Addon,
-        program: Option<&Path>,
-        creds: &[Credential],
-        to: &Path,
-    ) -> Result<(), String>;
+    fn backup(&self, addon: &Addon, from: &BackupFrom, to: &Path) -> Result<(), String>;
+}
+
+/// What a backup has besides the add-on: its program, credentials, who the data is read as.
+pub struct BackupFrom<'a> {
+    pub program: Option<&'a Path>,
+    pub creds: &'a [Credential],
+    /// The uid and gid the owner app's data is read as (sqlite; None: not root).
+    pub run_as: Option<(u32, u32)>,
+    /// Bytes the copy may take above the disk reserve.
+    pub room: u64,
 }
 
 /// The provider of `kind`.
@@ -152,21 +156,7 @@ impl Provider for Sqlite {
         ))
     }
     fn provision(&self, addon: &Addon, _creds: &[Credential]) -> Result<(), PathError> {
-        let path = sqlite_path(addon);
-        if !path.exists() {
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .at("create", &path)?;
-            drop(f);
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .at("chmod", &path)?;
-        }
-        if let Some(uid) = addon.uid {
-            std::os::unix::fs::chown(&path, Some(uid), Some(uid)).at("chown", &path)?;
-        }
-        Ok(())
+        provision_sqlite(&sqlite_path(addon), addon.uid)
     }
     fn url(&self, addon: &Addon, _cred: &Credential) -> String {
         sqlite_url(&sqlite_path(addon))
@@ -189,14 +179,8 @@ impl Provider for Sqlite {
     fn backup_ext(&self, _addon: &Addon) -> Result<&'static str, String> {
         Ok("sqlite3")
     }
-    fn backup(
-        &self,
-        addon: &Addon,
-        _program: Option<&Path>,
-        _creds: &[Credential],
-        to: &Path,
-    ) -> Result<(), String> {
-        super::backup::sqlite(&sqlite_path(addon), to)
+    fn backup(&self, addon: &Addon, from: &BackupFrom, to: &Path) -> Result<(), String> {
+        super::backup::sqlite(addon, from.run_as, from.room, to)
     }
     fn destroy(&self, addon: &Addon) -> Result<(), PathError> {
         let path = sqlite_path(addon);
@@ -210,6 +194,42 @@ impl Provider for Sqlite {
             }
         }
         Ok(())
+    }
+}
+
+/// Makes the database file `path` (in the owner app's data dir, which the app controls) exist,
+/// `uid`'s: created new (`O_EXCL`, 0600) or opened as it is, never through a link
+/// (`O_NOFOLLOW`), and given to `uid` by its fd, so a link or a hard link the app planted
+/// there gets root to neither create, chmod nor chown anything else.
+pub fn provision_sqlite(path: &Path, uid: Option<u32>) -> Result<(), PathError> {
+    let open = |create: bool| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(create)
+            .create_new(create)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+    };
+    let f = match open(true) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => open(false).at("open", path)?,
+        other => other.at("create", path)?,
+    };
+    let m = f.metadata().at("stat", path)?;
+    let refuse =
+        |why: &str| Err(std::io::Error::other(why.to_string())).at("use as a database", path);
+    if !m.is_file() {
+        return refuse("not a regular file (something else was put there)");
+    }
+    match uid {
+        Some(uid) if (m.uid(), m.gid()) != (uid, uid) => {
+            // Given away only when it has no other name: a hard link to another file is not.
+            if m.nlink() != 1 {
+                return refuse("not one regular file (a hard link to another file was put there)");
+            }
+            std::os::unix::fs::fchown(&f, Some(uid), Some(uid)).at("chown", path)
+        }
+        _ => Ok(()),
     }
 }
 
@@ -301,6 +321,31 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(Sqlite.can_share(&a).unwrap_err().contains("nav's data dir"));
+        Sqlite.provision(&a, &[]).unwrap(); // again: idempotent
+        Sqlite.destroy(&a).unwrap();
+        // A link the app planted is neither followed nor chmodded through.
+        let target = tmp.path().join("root-only");
+        std::fs::write(&target, "secret").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::symlink(&target, sqlite_path(&a)).unwrap();
+        let e = Sqlite.provision(&a, &[]).unwrap_err().to_string();
+        assert!(e.contains("db.sqlite3"), "{e}");
+        let m = std::fs::metadata(&target).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o640);
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "secret");
+        std::fs::remove_file(sqlite_path(&a)).unwrap();
+        // A hard link to another file is not given away (to a uid that is not its owner).
+        std::fs::hard_link(&target, sqlite_path(&a)).unwrap();
+        let other = Addon {
+            uid: Some(nix::unistd::getuid().as_raw() + 1),
+            ..a.clone()
+        };
+        let e = Sqlite.provision(&other, &[]).unwrap_err().to_string();
+        assert!(e.contains("hard link"), "{e}");
+        let m = std::fs::metadata(&target).unwrap();
+        assert_eq!(m.uid(), nix::unistd::getuid().as_raw(), "not chowned");
+        std::fs::remove_file(sqlite_path(&a)).unwrap();
+        Sqlite.provision(&a, &[]).unwrap();
         Sqlite.destroy(&a).unwrap();
         assert!(!sqlite_path(&a).exists());
     }

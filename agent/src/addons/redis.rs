@@ -2,7 +2,7 @@
 //! of its own on 127.0.0.1 and an allocated port, its data in its own dir, the default user off
 //! and one ACL user per attached app.
 
-use super::provider::{write_server_files, Addon, Credential, Provider, ServerCommand};
+use super::provider::{write_server_files, Addon, BackupFrom, Credential, Provider, ServerCommand};
 use super::Kind;
 use crate::util::PathError;
 use std::path::Path;
@@ -72,14 +72,8 @@ impl Provider for Redis {
     fn backup_ext(&self, _addon: &Addon) -> Result<&'static str, String> {
         Ok("rdb")
     }
-    fn backup(
-        &self,
-        addon: &Addon,
-        _program: Option<&Path>,
-        creds: &[Credential],
-        to: &Path,
-    ) -> Result<(), String> {
-        super::backup::redis(addon, creds, to)
+    fn backup(&self, addon: &Addon, from: &BackupFrom, to: &Path) -> Result<(), String> {
+        super::backup::redis(addon, from.creds, to)
     }
     fn destroy(&self, addon: &Addon) -> Result<(), PathError> {
         crate::build::remove_tree(&addon.dir)

@@ -123,6 +123,7 @@ pub fn take(
         room,
         owner: run_as.map(|(uid, _)| uid),
         consistent: true,
+        only: None,
     };
     match copy_into(&tmp, &job, None, run_as) {
         Ok(Outcome::Copied(c)) => {
@@ -140,7 +141,7 @@ pub fn take(
 
 /// Makes `dst` (root's 0700 parent, so no app reaches it; given to `run_as`) and has
 /// [`snapshot_copy::spawn`] fill it.
-fn copy_into(
+pub(super) fn copy_into(
     dst: &Path,
     job: &Job,
     src: Option<&File>,
@@ -195,6 +196,7 @@ pub fn stage(snaps: &Path, version: u32, run_as: Option<(u32, u32)>) -> Result<C
         room: u64::MAX,
         owner: None,
         consistent: false,
+        only: None,
     };
     let copied = match copy_into(&tmp, &job, Some(&from), run_as) {
         Ok(Outcome::Copied(c)) => c,
@@ -437,38 +439,6 @@ fn exchange(a: &Path, b: &Path) -> Result<(), PathError> {
     }
     sync_parent(a)?;
     sync_parent(b)
-}
-
-/// `src` copied through SQLite's `VACUUM INTO` to the new file `dst`: one consistent state,
-/// whatever the app is writing. The `-wal`/`-shm` files root's open may have made are given
-/// back to the database's owner (the app must still open them).
-pub fn vacuum_into(src: &Path, dst: &Path) -> Result<(), String> {
-    use rusqlite::OpenFlags;
-    let m = fs::symlink_metadata(src).map_err(|e| e.to_string())?;
-    if !m.is_file() {
-        return Err("not a regular file".into());
-    }
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_NOFOLLOW
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let result = (|| {
-        let db = rusqlite::Connection::open_with_flags(src, flags).map_err(|e| e.to_string())?;
-        db.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| e.to_string())?;
-        // A database is the app's input: no schema tricks against the root reading it.
-        db.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
-            .map_err(|e| e.to_string())?;
-        db.execute("VACUUM INTO ?1", [dst.to_string_lossy().as_ref()])
-            .map_err(|e| e.to_string())?;
-        db.close().map_err(|(_, e)| e.to_string())
-    })();
-    for x in ["-wal", "-shm"] {
-        let p = PathBuf::from(format!("{}{x}", src.display()));
-        if fs::symlink_metadata(&p).is_ok_and(|s| s.is_file() && s.uid() != m.uid()) {
-            let _ = std::os::unix::fs::lchown(&p, Some(m.uid()), Some(m.gid()));
-        }
-    }
-    result
 }
 
 #[cfg(test)]

@@ -22,13 +22,11 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// The fds the child finds its source (a restore's snapshot) and destination dirs at.
 const SRC_FD: i32 = 3;
 const DST_FD: i32 = 4;
-/// Where a database is copied through SQLite first, in the top of the app's data dir (left out
-/// of the walk).
-const SCRATCH: &str = ".roboku-snapshot-";
+use super::sqlite_copy::SCRATCH;
 /// A database the app keeps locked is copied as a file after this long, not waited for.
 const BUSY: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -45,6 +43,10 @@ pub struct Job {
     pub owner: Option<u32>,
     /// SQLite databases are copied through SQLite (`VACUUM INTO`).
     pub consistent: bool,
+    /// Only this file in the top of `src`, a SQLite database copied through SQLite or not at
+    /// all (`addons:backup`, [`sqlite_copy::one`](super::sqlite_copy::one)).
+    #[serde(default)]
+    pub only: Option<String>,
 }
 
 /// How a copy ended (the child's stdout, JSON).
@@ -183,6 +185,10 @@ pub fn child_main(arg: &str) -> Result<String, String> {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let job: Job = serde_json::from_str(arg).map_err(|e| format!("bad job: {e}"))?;
+    if job.only.is_some() {
+        // SAFETY: alarm takes a plain value; SIGALRM's default action ends this process.
+        unsafe { libc::alarm(super::sqlite_copy::BACKUP_DEADLINE_SECS) };
+    }
     let limit = libc::rlimit {
         rlim_cur: job.max_bytes.saturating_add(1),
         rlim_max: job.max_bytes.saturating_add(1),
@@ -206,6 +212,9 @@ fn fd_path(fd: i32) -> PathBuf {
 
 /// Measures `src`, then copies it into the (empty) dir `dst` within the budget.
 pub fn run(job: &Job, src: &Path, dst: &Path) -> Result<Outcome, PathError> {
+    if let Some(name) = &job.only {
+        return super::sqlite_copy::one(job, name, dst);
+    }
     run_measured(job, src, dst, crate::deploy::tree_size(src))
 }
 
@@ -417,40 +426,19 @@ impl Walk<'_> {
     /// A database through SQLite: one consistent state, whatever the app is writing. False: it
     /// could not be (locked past [`BUSY`], not a database after all): copied as a file instead.
     fn database(&mut self, src: &Path, dst: &Path, m: &fs::Metadata) -> Result<bool, Stop> {
-        use rusqlite::OpenFlags;
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_NOFOLLOW
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        // SQLite needs a path to write to, and resolves `/proc/self/fd/N` to root's dirs: the
-        // copy is made in the app's own data dir first (the app can touch only its own data
-        // there), then copied in like a file.
         let Some(top) = &self.job.src else {
             return Ok(false);
         };
-        let scratch = top.join(format!("{SCRATCH}{}", std::process::id()));
-        let _ = fs::remove_file(&scratch);
-        let result = (|| {
-            let db =
-                rusqlite::Connection::open_with_flags(src, flags).map_err(|e| e.to_string())?;
-            db.busy_timeout(BUSY).map_err(|e| e.to_string())?;
-            // A database is the app's input: no schema tricks against the process reading it.
-            db.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
-                .map_err(|e| e.to_string())?;
-            db.execute("VACUUM INTO ?1", [scratch.to_string_lossy().as_ref()])
-                .map_err(|e| e.to_string())?;
-            db.close().map_err(|(_, e)| e.to_string())?;
-            let mut from = File::open(&scratch).map_err(|e| e.to_string())?;
-            let mut to = File::options()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(dst)
-                .map_err(|e| e.to_string())?;
-            std::io::copy(&mut from, &mut to).map_err(|e| e.to_string())
-        })();
-        let _ = fs::remove_file(&scratch);
+        if let Some(side) = super::sqlite_copy::odd_sidecar(src) {
+            eprintln!(
+                "{} is not a regular file (SQLite could hang on it); copying {} as a file",
+                side.display(),
+                src.display()
+            );
+            return Ok(false);
+        }
+        let result = super::sqlite_copy::vacuum(src, top, dst, BUSY);
         if let Err(e) = result {
-            let _ = fs::remove_file(dst);
             eprintln!(
                 "copying the database {} through SQLite failed ({e}); copying the file",
                 src.display()

@@ -276,6 +276,7 @@ fn the_cap_counts_bytes_written_not_bytes_measured() {
         room: u64::MAX,
         owner: None,
         consistent: true,
+        only: None,
     };
     let mut walk_job = job.clone();
     walk_job.max_bytes = 20_000;
@@ -343,4 +344,21 @@ fn a_kill_between_the_renames_of_a_replacement_loses_no_snapshot() {
     recover(&data, &snaps, &never).unwrap();
     assert_eq!(read(&snaps.join("v1/counter")), "2");
     assert!(!snaps.join("v1.old").exists());
+}
+
+#[test]
+fn a_fifo_beside_a_database_does_not_hang_the_snapshot() {
+    // SQLite blocks for good opening a fifo `-journal`: the database is copied as a file.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_dir(tmp.path());
+    let c = rusqlite::Connection::open(data.join("app.db")).unwrap();
+    c.execute_batch("CREATE TABLE notes (t TEXT); INSERT INTO notes VALUES ('kept');")
+        .unwrap();
+    drop(c);
+    nix::unistd::mkfifo(&data.join("app.db-journal"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let snaps = tmp.path().join("snapshots/nav");
+    let copied = take(&data, &snaps, 1, None).unwrap();
+    assert_eq!(copied.databases, 0, "not through SQLite: {copied:?}");
+    assert_eq!(rows(&snaps.join("v1/app.db")), ["kept"]);
+    assert!(!snaps.join("v1/app.db-journal").exists(), "{copied:?}");
 }

@@ -51,8 +51,17 @@ impl Delivery {
             read_to: committed,
             unconfirmed: VecDeque::new(),
             failures: 0,
-            counters,
+            // Nothing is in flight before the first write.
+            counters: DrainCounters {
+                in_flight: 0,
+                ..counters
+            },
         }
+    }
+
+    /// `counters.in_flight`: the lines of the batches written and not yet confirmed.
+    fn recount(&mut self) {
+        self.counters.in_flight = self.unconfirmed.iter().map(|w| w.lines).sum();
     }
 
     pub fn committed(&self) -> Cursor {
@@ -105,6 +114,7 @@ impl Delivery {
         if confirmed {
             self.confirm_through(self.unconfirmed.len(), now_ms);
         }
+        self.recount();
     }
 
     /// The connection is still up at `now_ms`: batches written long enough ago are delivered.
@@ -126,6 +136,7 @@ impl Delivery {
             self.counters.sent += w.lines;
             self.committed = w.end;
         }
+        self.recount();
         self.counters.last_success_at = Some(now_ms);
         true
     }
@@ -137,6 +148,7 @@ impl Delivery {
             self.read_to = first.start;
         }
         self.unconfirmed.clear();
+        self.recount();
         self.failures = self.failures.saturating_add(1);
         self.counters.last_error = Some(error);
         self.counters.last_error_at = Some(now_ms);
@@ -166,6 +178,35 @@ mod tests {
         assert!(d.alive(4_500));
         assert_eq!((d.committed(), d.counters.sent), (at(150), 5));
         assert!(!d.has_unconfirmed());
+    }
+
+    #[test]
+    fn lines_written_and_not_yet_confirmed_are_in_flight() {
+        let saved = DrainCounters {
+            sent: 7,
+            in_flight: 99, // from a state file of an agent that was mid-write: nothing now
+            ..DrainCounters::default()
+        };
+        let mut d = Delivery::new(at(0), saved);
+        assert_eq!((d.counters.sent, d.counters.in_flight), (7, 0));
+        d.written(at(0), at(100), 3, 1_000, false);
+        d.written(at(100), at(150), 2, 2_500, false);
+        assert_eq!((d.counters.sent, d.counters.in_flight), (7, 5));
+        d.alive(3_000);
+        assert_eq!((d.counters.sent, d.counters.in_flight), (10, 2));
+        d.written(at(150), at(200), 4, 3_100, false);
+        d.failed("reset".into(), 3_200, 0.0);
+        assert_eq!(
+            (d.counters.sent, d.counters.in_flight),
+            (10, 0),
+            "a break sends them again: none in flight"
+        );
+        d.written(at(100), at(200), 6, 4_000, true);
+        assert_eq!(
+            (d.counters.sent, d.counters.in_flight),
+            (16, 0),
+            "acknowledged at once"
+        );
     }
 
     #[test]

@@ -251,9 +251,13 @@ impl Drain {
         if !now && last.at.is_some_and(|t| t.elapsed() < PERSIST_EVERY) {
             return;
         }
+        // In flight is the moment's, not state: left out so a write in flight changes no file.
         let saved = Saved {
             cursor: d.committed(),
-            counters: d.counters.clone(),
+            counters: DrainCounters {
+                in_flight: 0,
+                ..d.counters.clone()
+            },
         };
         let Ok(bytes) = serde_json::to_vec(&saved) else {
             return;

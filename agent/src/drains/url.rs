@@ -245,19 +245,57 @@ fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
     Ok((host.to_string(), port))
 }
 
-/// `url` with a password replaced by `***`, for listings and messages.
+/// `url` with its secrets replaced by `***`, for listings and messages: the password, every
+/// query parameter's value (tokens often ride there: `?api_key=...`; the names stay), a bare
+/// query word and a fragment.
 pub fn shown(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+        return without_query_values(url);
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rsplit_once('@') {
-        Some((user, host)) => {
-            let user = user.split_once(':').map_or(user, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{}", &rest[end..])
+    // The authority ends at the first '/': a '?', '#' or '@' a password holds raw (it should be
+    // %-escaped, people paste it as it is) then hides more, never less.
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            (format!("{user}:***@"), host)
         }
-        None => url.to_string(),
+        None => (String::new(), authority),
+    };
+    format!(
+        "{scheme}://{user}{}",
+        without_query_values(&format!("{host}{path}"))
+    )
+}
+
+/// `s` with every query value and a fragment replaced by `***`.
+fn without_query_values(s: &str) -> String {
+    let (rest, fragment) = match s.split_once('#') {
+        Some((r, f)) => (r, !f.is_empty()),
+        None => (s, false),
+    };
+    let mut out = match rest.split_once('?') {
+        Some((base, q)) => format!("{base}?{}", without_values(q)),
+        None => rest.to_string(),
+    };
+    if fragment {
+        out.push_str("#***");
     }
+    out
+}
+
+/// `a=1&b=&c` -> `a=***&b=&***`.
+fn without_values(query: &str) -> String {
+    query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, "")) => format!("{k}="),
+            Some((k, _)) => format!("{k}=***"),
+            None if p.is_empty() => String::new(),
+            None => "***".to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 #[cfg(test)]
@@ -388,5 +426,27 @@ mod tests {
         assert_eq!(shown("https://u:secret@h/p@x"), "https://u:***@h/p@x");
         assert_eq!(shown("https://h/p"), "https://h/p");
         assert_eq!(shown("syslog://h:1"), "syslog://h:1");
+    }
+
+    #[test]
+    fn query_values_and_fragments_are_not_shown() {
+        assert_eq!(
+            shown("https://logs.example/in?api_key=s3cret&app=nav"),
+            "https://logs.example/in?api_key=***&app=***"
+        );
+        assert_eq!(
+            shown("https://u:pw@h:8443/p?token=abc&empty=&bare"),
+            "https://u:***@h:8443/p?token=***&empty=&***"
+        );
+        assert_eq!(shown("https://h/p?"), "https://h/p?");
+        assert_eq!(shown("https://h/p?a=1&&b=2"), "https://h/p?a=***&&b=***");
+        assert_eq!(shown("https://h/p#s3cret"), "https://h/p#***");
+        assert_eq!(shown("https://h/p?k=v=w#"), "https://h/p?k=***");
+        // A '?' or '#' inside a password no longer hides where the host starts.
+        assert_eq!(shown("https://u:p?ss=x@h/"), "https://u:***@h/");
+        let s = shown("mqtts://u:secret@broker/t?x=secret");
+        assert!(!s.contains("secret"), "{s}");
+        // A refusal message shows the URL the same way.
+        assert!(!refused("https://h/x?token=s3cret#frag").contains("s3cret"));
     }
 }

@@ -603,10 +603,22 @@ impl Engine {
                 )));
             }
         }
+        // A sqlite add-on is a file in its owner's data dir: read as that app, never as root.
+        let run_as = match addon.kind {
+            Kind::Sqlite => self.run_as_ids(&addon.app)?,
+            _ => None,
+        };
+        if addon.kind == Kind::Sqlite && run_as.is_none() && nix::unistd::geteuid().is_root() {
+            return Err(EngineError::Conflict(format!(
+                "cannot back up {name}: {} has no uid of its own to read its data dir as (see                  `roboku doctor`), and robokud never reads an app's files as root",
+                addon.app
+            )));
+        }
         Ok(addons::backup::Job {
             addon,
             program,
             creds,
+            run_as,
             dir: self.settings.backups_dir().join(app),
             now_ms: now_ms(),
             reserve: self.settings.disk_reserve,

@@ -128,7 +128,7 @@ impl Engine {
     }
 
     /// The uid and gid the app's data is copied as (its dynos'), when robokud is root.
-    fn run_as_ids(&mut self, app: &str) -> Result<Option<(u32, u32)>> {
+    pub(super) fn run_as_ids(&self, app: &str) -> Result<Option<(u32, u32)>> {
         Ok(match &self.cache(app)?.run_as {
             Ok(Some(r)) if nix::unistd::geteuid().is_root() => Some((r.uid, r.gid)),
             _ => None,

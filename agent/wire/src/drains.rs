@@ -40,6 +40,11 @@ pub struct DrainInfo {
 pub struct DrainCounters {
     /// Lines delivered (a line sent again after a broken connection counts again).
     pub sent: u64,
+    /// Lines written on a stream and not yet confirmed (it must stay up 2 s after a write):
+    /// counted in `sent` once confirmed, sent again if the connection breaks first. Never
+    /// saved (0 after a restart); 0 when an older robokud's answer lacks it.
+    #[serde(default)]
+    pub in_flight: u64,
     /// Lines the log quota rotated away before they could be delivered.
     pub dropped: u64,
     /// Lines stored and not yet delivered (refreshed every few seconds).

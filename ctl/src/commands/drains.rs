@@ -70,7 +70,7 @@ fn render(drains: &[DrainInfo], now: u64) -> String {
             } else {
                 format!("{} (not running)", d.url)
             },
-            c.sent.to_string(),
+            sent(c),
             c.dropped.to_string(),
             c.pending.to_string(),
             ago(c.last_success_at),
@@ -78,6 +78,15 @@ fn render(drains: &[DrainInfo], now: u64) -> String {
         ]);
     }
     output::table(&rows)
+}
+
+/// `12`, or `12 (+3 in flight)` while lines wait for their confirmation (a stream's 2 s), so a
+/// drain that just started sending does not look as if it sent nothing.
+fn sent(c: &roboku_wire::drains::DrainCounters) -> String {
+    match c.in_flight {
+        0 => c.sent.to_string(),
+        n => format!("{} (+{n} in flight)", c.sent),
+    }
 }
 
 pub async fn add(ctx: &Ctx, args: AddArgs) -> anyhow::Result<()> {
@@ -125,6 +134,7 @@ mod tests {
             running: true,
             counters: DrainCounters {
                 sent: 5,
+                in_flight: 0,
                 dropped: 1,
                 pending: 2,
                 last_error: Some("connection refused".into()),
@@ -138,5 +148,27 @@ mod tests {
         d.counters.last_success_at = Some(55_000);
         let text = render(&[d], 60_000);
         assert!(!text.contains("refused"), "{text}");
+    }
+
+    #[test]
+    fn sent_shows_what_is_in_flight_while_there_is_some() {
+        let mut c = DrainCounters {
+            sent: 12,
+            ..DrainCounters::default()
+        };
+        assert_eq!(sent(&c), "12");
+        c.in_flight = 3;
+        assert_eq!(sent(&c), "12 (+3 in flight)");
+        c.sent = 0;
+        assert_eq!(sent(&c), "0 (+3 in flight)", "a fresh drain");
+    }
+
+    #[test]
+    fn an_older_agents_counters_have_nothing_in_flight() {
+        // What a robokud from before `in_flight` answers.
+        let old = r#"{"sent":4,"dropped":0,"pending":1,"last_error":null,"last_error_at":null,"last_success_at":10}"#;
+        let c: DrainCounters = serde_json::from_str(old).unwrap();
+        assert_eq!((c.sent, c.in_flight, c.pending), (4, 0, 1));
+        assert_eq!(sent(&c), "4");
     }
 }
