@@ -4,7 +4,8 @@
 //! without fresh memory/pids/cpuacct cgroups per child (and with them while favordynmods is
 //! mounted, `floor+cg+fdm`: the bench owns that switch, see `fdm.rs`), supervisord, foreman,
 //! honcho, uwsgi laid out as piku does (`attach-daemon` per worker) and robokud (scaling an app
-//! on one running agent with the default sampling, `--no-favordynmods`). Each iteration runs every contender at every N in turn.
+//! on one running agent with the default sampling, `--no-favordynmods`). Each iteration runs
+//! every contender at every N in turn.
 //!
 //! Writes `<target>/bench-peers.json`, `<target>/bench-peers.md` and `<target>/bench-*.svg`;
 //! with `ROBOKU_BENCH_DOCS=DIR` also `DIR/BENCHMARKS.md` and `DIR/bench-*.svg`.
@@ -22,12 +23,12 @@ mod agent;
 #[path = "../core/cg.rs"]
 #[allow(dead_code)]
 mod cg;
+mod fdm;
 #[path = "../core/honcho.rs"]
 #[allow(dead_code)]
 mod honcho;
 #[path = "../core/http.rs"]
 mod http;
-mod fdm;
 mod managers;
 mod page;
 #[path = "../core/procfs.rs"]
