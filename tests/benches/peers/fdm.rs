@@ -5,6 +5,12 @@
 //! `--no-favordynmods`, and floor+cg+fdm) and unmounts it for the others, so floor+cg measures
 //! the slow path. A favordynmods mount the bench did not make (a robokud's
 //! `/run/roboku-favordynmods`, say) skews everyone: it is reported, never touched.
+//!
+//! Linux 6.18 and later: the first favordynmods mount since boot switches `cgroup.procs` writes
+//! to a per-threadgroup rwsem for good (`cgroup_enable_per_threadgroup_rwsem` is one-way), so
+//! unmounting no longer brings the grace period back: floor+cg then measures the fast path too,
+//! and only a fresh boot on which nothing mounted favordynmods shows the slow one. The page says
+//! so ([`latches`]).
 
 use std::ffi::CString;
 use std::path::Path;
@@ -98,4 +104,12 @@ impl Drop for Switch {
             unsafe { libc::umount(dir.as_ptr()) };
         }
     }
+}
+
+/// Whether this kernel keeps joins fast after favordynmods is unmounted (6.18+, see above).
+pub fn latches(kernel: &str) -> bool {
+    let mut parts = kernel.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= (6, 18)
 }

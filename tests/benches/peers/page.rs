@@ -318,6 +318,16 @@ pub fn render(
             meta.foreign_fdm.join(", ")
         )
     });
+    if crate::fdm::latches(&meta.kernel) {
+        p(&format!(
+            "- **kernel {}: favordynmods latches** (Linux 6.18+: its first mount since boot moves \
+             `cgroup.procs` writes to a per-threadgroup rwsem for good, unmounting does not undo \
+             it), so `floor+cg` measured the slow path only if nothing had mounted favordynmods \
+             since boot and only before this bench's first mount; otherwise it is the fast path \
+             as well",
+            meta.kernel
+        ));
+    }
     p(
         "- contenders: `floor` is a C supervisor (`tests/benches/peers/floor.c`: fork, exec, \
        reap, respawn at once, no shell); `floor+cg` the same giving each child fresh memory, pids \
@@ -459,6 +469,7 @@ pub fn render(
                 "bench_mount": crate::fdm::DIR,
                 "on_for": ALL.iter().filter(|k| k.wants_fdm()).map(|k| k.name()).collect::<Vec<_>>(),
                 "foreign_mounts": meta.foreign_fdm,
+                "latches": crate::fdm::latches(&meta.kernel),
             },
         },
         "results": results,
