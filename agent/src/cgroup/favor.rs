@@ -19,6 +19,9 @@
 //! remounted with its own options plus `favordynmods` (its per-mount flags and superblock options
 //! kept as they are: a bare `remount,favordynmods` would drop systemd's `nsdelegate`).
 //! This module never unmounts anything and never touches a mount that has the option already.
+//!
+//! Linux 6.18+ latches it: the first favordynmods mount since boot moves `cgroup.procs` writes to
+//! a per-threadgroup rwsem until reboot, whatever is unmounted later (docs/supervision.md).
 
 use crate::util::{IoContext, PathError};
 use std::ffi::CString;
