@@ -102,6 +102,10 @@ pub async fn run(
             }
         }
     }
+    if settings.cgroups {
+        // Before the first dyno joins a cgroup; never fatal (joins are then only slower).
+        cgroup::favor::ensure(settings.favordynmods);
+    }
     let cgroups: Arc<dyn cgroup::CgroupDriver> = Arc::from(cgroup::detect(
         settings.cgroup_mount.clone(),
         &settings.cgroup_name,

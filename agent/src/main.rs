@@ -31,6 +31,10 @@ struct Flags {
     /// Do not use cgroups (limits are stored and flagged, not enforced).
     #[arg(long, env = "ROBOKU_NO_CGROUPS")]
     no_cgroups: bool,
+    /// Do not mount a cgroup hierarchy with favordynmods (cgroup joins then wait an RCU grace
+    /// period after an idle spell; a favordynmods mount made by someone else is still used).
+    #[arg(long, env = "ROBOKU_NO_FAVORDYNMODS")]
+    no_favordynmods: bool,
     /// Name of roboku's cgroup subtree.
     #[arg(long, env = "ROBOKU_CGROUP_NAME")]
     cgroup_name: Option<String>,
@@ -181,6 +185,9 @@ fn settings(flags: &Flags) -> anyhow::Result<Settings> {
     }
     if flags.no_cgroups {
         s.cgroups = false;
+    }
+    if flags.no_favordynmods {
+        s.favordynmods = false;
     }
     if flags.spare_dynos {
         s.spare_dynos = true;

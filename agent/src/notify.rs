@@ -330,6 +330,7 @@ mod tests {
                 root: String::new(),
                 enforced: false,
                 reason: None,
+                joins: None,
             },
             dyno_user: "roboku-dyno".into(),
             dyno_user_note: None,

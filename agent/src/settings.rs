@@ -50,6 +50,10 @@ pub struct Settings {
     pub cgroup_parent: String,
     /// Turn cgroups off entirely (limits are then stored and flagged, not enforced).
     pub cgroups: bool,
+    /// Make sure the cgroup mount option `favordynmods` is on (Linux 6.1+; an empty named v1
+    /// hierarchy is mounted with it at `/run/roboku-favordynmods`), so a dyno's cgroup join
+    /// never waits an RCU grace period. See `cgroup::favor`.
+    pub favordynmods: bool,
     /// Log storage quota per app, bytes (app.log + one rotated file).
     pub log_quota_bytes: u64,
     /// Seconds between resource samples for `ps` (memory, CPU).
@@ -120,6 +124,7 @@ impl Default for Settings {
             cgroup_mount: PathBuf::from("/sys/fs/cgroup"),
             cgroup_parent: "/system.slice/roboku-dynos.service".into(),
             cgroups: true,
+            favordynmods: true,
             log_quota_bytes: 16 * 1024 * 1024,
             sample_secs: 5,
             spare_dynos: false,

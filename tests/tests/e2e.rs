@@ -20,6 +20,7 @@ mod e2e {
     mod doctor;
     mod drain_isolation;
     mod drains;
+    mod favordynmods;
     mod gate_timeouts;
     mod gates;
     mod git_buildpacks;

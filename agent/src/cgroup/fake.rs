@@ -128,6 +128,7 @@ impl CgroupDriver for FakeCgroups {
             root: "fake-cgroup".into(),
             enforced: true,
             reason: None,
+            joins: None,
         }
     }
 

@@ -14,6 +14,7 @@
 //! `kill_all` blocks for up to [`KILL_TIMEOUT`]; call it from a blocking context.
 
 pub mod delegate;
+pub mod favor;
 mod files;
 pub mod holder;
 pub mod host;

@@ -26,6 +26,7 @@ impl CgroupDriver for NoCgroups {
             root: String::new(),
             enforced: false,
             reason: Some(self.reason.clone()),
+            joins: None,
         }
     }
 

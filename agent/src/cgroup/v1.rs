@@ -329,6 +329,7 @@ impl CgroupDriver for V1 {
             ),
             enforced: true,
             reason: None,
+            joins: None,
         }
     }
 

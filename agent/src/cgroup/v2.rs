@@ -156,6 +156,7 @@ impl CgroupDriver for V2 {
             root: self.root.display().to_string(),
             enforced: true,
             reason: None,
+            joins: None,
         }
     }
 

@@ -197,7 +197,14 @@ impl Engine {
             data_dir: self.settings.data_dir.display().to_string(),
             socket: self.settings.socket_path().display().to_string(),
             started_at: self.started_at,
-            cgroup: self.cgroups.status(),
+            cgroup: {
+                let mut c = self.cgroups.status();
+                // Joins only matter where dynos join cgroups.
+                if c.enforced {
+                    c.joins = crate::cgroup::favor::current().map(|j| j.line());
+                }
+                c
+            },
             dyno_user,
             dyno_user_note,
             apps: self.apps.len(),

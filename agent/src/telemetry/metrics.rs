@@ -329,6 +329,7 @@ mod tests {
                 root: "roboku".into(),
                 enforced: true,
                 reason: None,
+                joins: None,
             },
             dyno_user: "dynamic".into(),
             dyno_user_note: None,

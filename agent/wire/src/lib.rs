@@ -164,6 +164,10 @@ pub struct CgroupStatus {
     pub enforced: bool,
     /// When not enforced: why, and what to do about it.
     pub reason: Option<String>,
+    /// How dynos join their cgroups: `fast (favordynmods, <mount>)` or `slow: <why>` (a join
+    /// after an idle spell waits an RCU grace period). None from agents that do not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joins: Option<String>,
 }
 
 /// `POST /v1/apps`.

@@ -19,6 +19,10 @@ fn render(s: &Status, now: u64) -> String {
         (false, Some(reason)) => format!("{}, limits NOT enforced: {reason}", s.cgroup.mode),
         (false, None) => format!("{}, limits NOT enforced", s.cgroup.mode),
     };
+    let cgroup = match &s.cgroup.joins {
+        Some(j) => format!("{cgroup}; joins {j}"),
+        None => cgroup,
+    };
     let user = match &s.dyno_user_note {
         Some(note) => format!("{} ({note})", s.dyno_user),
         None => s.dyno_user.clone(),
@@ -88,6 +92,7 @@ mod tests {
                 root: String::new(),
                 enforced: false,
                 reason: Some("no writable cgroup".into()),
+                joins: None,
             },
             dyno_user: "root".into(),
             dyno_user_note: Some("no user dyno".into()),
@@ -109,6 +114,22 @@ mod tests {
         assert!(text.contains("Dyno user:  root (no user dyno)\n"), "{text}");
         assert!(text.contains("Dynos:      3/4 running\n"), "{text}");
         assert!(text.contains("Agent RSS:  12M\n"), "{text}");
+        let mut fast = s.clone();
+        fast.cgroup = CgroupStatus {
+            mode: "v1".into(),
+            root: "roboku".into(),
+            enforced: true,
+            reason: None,
+            joins: Some("fast (favordynmods, /run/roboku-favordynmods)".into()),
+        };
+        let text = render(&fast, 0);
+        assert!(
+            text.contains(
+                "Cgroups:    v1, limits enforced (roboku); joins fast (favordynmods, \
+                 /run/roboku-favordynmods)\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! `cargo bench -p roboku-tests --bench peers` (or `tests/benches/peers/run.sh`, which installs
 //! the peers first): robokud against the process managers a team would pick instead, on the same
 //! machine in one interleaved pass. Contenders: a C floor (fork, exec, reap, respawn) with and
-//! without fresh memory/pids/cpuacct cgroups per child, supervisord, foreman, honcho, uwsgi
-//! laid out as piku does (`attach-daemon` per worker) and robokud (scaling an app on one running
-//! agent with the default sampling). Each iteration runs every contender at every N in turn.
+//! without fresh memory/pids/cpuacct cgroups per child (and with them while favordynmods is
+//! mounted, `floor+cg+fdm`: the bench owns that switch, see `fdm.rs`), supervisord, foreman,
+//! honcho, uwsgi laid out as piku does (`attach-daemon` per worker) and robokud (scaling an app
+//! on one running agent with the default sampling, `--no-favordynmods`). Each iteration runs
+//! every contender at every N in turn.
 //!
 //! Writes `<target>/bench-peers.json`, `<target>/bench-peers.md` and `<target>/bench-*.svg`;
 //! with `ROBOKU_BENCH_DOCS=DIR` also `DIR/BENCHMARKS.md` and `DIR/bench-*.svg`.
@@ -25,6 +27,7 @@ mod cg;
 mod chatty;
 mod extra;
 mod extra_page;
+mod fdm;
 #[path = "../core/honcho.rs"]
 #[allow(dead_code)]
 mod honcho;
@@ -126,7 +129,18 @@ fn main() {
         .unwrap_or_else(|e| panic!("peers bench: {e}"));
     let began = Instant::now();
     let load_before = load1();
-    let agent = agent::Agent::start_with(&bins, &["--dashboard", "off"]);
+    let mut fdm = fdm::Switch::new();
+    let mut foreign: Vec<String> = Vec::new();
+    let mut note_foreign = |seen: Vec<String>| {
+        for m in seen {
+            if !foreign.contains(&m) {
+                foreign.push(m);
+            }
+        }
+    };
+    note_foreign(fdm::foreign());
+    // robokud must not mount favordynmods itself: the bench turns it on for robokud's cycles.
+    let agent = agent::Agent::start_with(&bins, &["--dashboard", "off", "--no-favordynmods"]);
     let app_dir = agent.dir.path().join("app-peers");
     std::fs::create_dir(&app_dir).expect("mkdir app");
     std::fs::write(
@@ -164,6 +178,8 @@ fn main() {
                     load1()
                 );
                 loads.push(load1());
+                fdm.set(kind.wants_fdm());
+                note_foreign(fdm::foreign());
                 match workloads::cycle(kind, n, &cfg, &tools, &agent) {
                     Ok(c) => cycles.entry((kind, n)).or_default().push(c),
                     Err(e) => failures.push(format!("{} at N={n}: {e}", kind.name())),
@@ -171,6 +187,7 @@ fn main() {
             }
         }
     }
+    fdm.set(false);
     let mut probes = Vec::new();
     for kind in kinds
         .iter()
@@ -185,6 +202,8 @@ fn main() {
     }
     loads.push(load1());
     drop(agent);
+    note_foreign(fdm::foreign());
+    drop(fdm);
     let more = extra::run(&bins, &tools, &kinds, &cfg);
     failures.extend(more.failures.iter().cloned());
     loads.push(load1());
@@ -197,6 +216,7 @@ fn main() {
             .unwrap_or_default()
             .trim()
             .to_string(),
+        foreign_fdm: foreign,
         cpus: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),

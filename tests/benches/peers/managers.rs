@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub enum Kind {
     Floor,
     FloorCg,
+    /// floor+cg while favordynmods is mounted (see `fdm.rs`): the join without a grace period.
+    FloorCgFdm,
     Supervisord,
     Foreman,
     Honcho,
@@ -22,9 +24,10 @@ pub enum Kind {
     Robokud,
 }
 
-pub const ALL: [Kind; 7] = [
+pub const ALL: [Kind; 8] = [
     Kind::Floor,
     Kind::FloorCg,
+    Kind::FloorCgFdm,
     Kind::Supervisord,
     Kind::Foreman,
     Kind::Honcho,
@@ -40,12 +43,24 @@ impl Kind {
         match self {
             Kind::Floor => "floor",
             Kind::FloorCg => "floor+cg",
+            Kind::FloorCgFdm => "floor+cg+fdm",
             Kind::Supervisord => "supervisord",
             Kind::Foreman => "foreman",
             Kind::Honcho => "honcho",
             Kind::Uwsgi => "uwsgi (piku)",
             Kind::Robokud => "robokud",
         }
+    }
+
+    /// Whether the bench's favordynmods mount is up while this contender runs: only for robokud
+    /// (started with `--no-favordynmods`, so the bench owns the switch) and floor+cg+fdm.
+    pub fn wants_fdm(self) -> bool {
+        matches!(self, Kind::Robokud | Kind::FloorCgFdm)
+    }
+
+    /// The floors that give each child fresh cgroups.
+    pub fn floor_cg(self) -> bool {
+        matches!(self, Kind::FloorCg | Kind::FloorCgFdm)
     }
 
     /// foreman and honcho stop every process when one exits: nothing to time on a kill.
@@ -135,9 +150,9 @@ fn command(kind: Kind, n: usize, tools: &Tools, dir: &Path) -> Result<Command, S
     write(&procfile, &format!("web: {DYNO}\n"))?;
     let mut c;
     match kind {
-        Kind::Floor | Kind::FloorCg => {
+        Kind::Floor | Kind::FloorCg | Kind::FloorCgFdm => {
             c = Command::new(&tools.floor);
-            if kind == Kind::FloorCg {
+            if kind.floor_cg() {
                 let name = format!("roboku-bench-floor-{}", std::process::id());
                 c.args(["--cg", &name]);
             }
@@ -334,7 +349,7 @@ impl Drop for Running {
                 }
             }
         }
-        if self.kind == Kind::FloorCg {
+        if self.kind.floor_cg() {
             crate::cg::remove_tree(&format!("roboku-bench-floor-{}", std::process::id()));
         }
     }

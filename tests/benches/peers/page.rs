@@ -15,6 +15,8 @@ pub struct Meta<'a> {
     pub secs: f64,
     pub kernel: String,
     pub cpus: usize,
+    /// favordynmods mounts the bench did not make, seen at any point of the run.
+    pub foreign_fdm: Vec<String>,
 }
 
 pub struct Out {
@@ -299,10 +301,34 @@ pub fn render(
         num(loads.min()),
         num(loads.max())
     ));
+    p(&if meta.foreign_fdm.is_empty() {
+        format!(
+            "- favordynmods (docs/supervision.md): mounted by the bench at {} only while \
+             robokud (`--no-favordynmods`) and `floor+cg+fdm` ran, unmounted for everyone else",
+            crate::fdm::DIR
+        )
+    } else {
+        format!(
+            "- **favordynmods: a mount the bench did not make was there ({}): every contender's \
+             cgroup joins skipped the grace period, so `floor+cg` did not measure the slow path**",
+            meta.foreign_fdm.join(", ")
+        )
+    });
+    if crate::fdm::latches(&meta.kernel) {
+        p(&format!(
+            "- **kernel {}: favordynmods latches** (Linux 6.18+: its first mount since boot moves \
+             `cgroup.procs` writes to a per-threadgroup rwsem for good, unmounting does not undo \
+             it), so `floor+cg` measured the slow path only if nothing had mounted favordynmods \
+             since boot and only before this bench's first mount; otherwise it is the fast path \
+             as well",
+            meta.kernel
+        ));
+    }
     p(
         "- contenders: `floor` is a C supervisor (`tests/benches/peers/floor.c`: fork, exec, \
        reap, respawn at once, no shell); `floor+cg` the same giving each child fresh memory, pids \
-       and cpuacct cgroups joined before exec, as robokud does; supervisord, foreman, honcho \
+       and cpuacct cgroups joined before exec, as robokud does; `floor+cg+fdm` that again while favordynmods \
+       is mounted (joins without an RCU grace period); supervisord, foreman, honcho \
        (Procfile `web: sleep 100000`, `-m`/`-c web=N`); uwsgi laid out as piku does \
        (`master`, one `attach-daemon` per worker, no socket); robokud scaling one app 0 -> N -> 0 \
        on a running agent (default 5 s sampling, `--backoff-reset-secs 1`)",
@@ -435,6 +461,12 @@ pub fn render(
             "secs": round(meta.secs),
             "kernel": meta.kernel,
             "cpus": meta.cpus,
+            "favordynmods": {
+                "bench_mount": crate::fdm::DIR,
+                "on_for": ALL.iter().filter(|k| k.wants_fdm()).map(|k| k.name()).collect::<Vec<_>>(),
+                "foreign_mounts": meta.foreign_fdm,
+                "latches": crate::fdm::latches(&meta.kernel),
+            },
         },
         "results": results,
         "targets": targets.iter().map(|t| json!({

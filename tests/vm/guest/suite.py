@@ -267,6 +267,88 @@ def t_doctor_on_a_robot():
         raise Fail("doctor exited %d for: %s" % (rc, out.strip()))
 
 
+FAVOR_DIR = "/run/roboku-favordynmods"
+
+
+def favoring_mounts(pid):
+    """Mount points in /proc/PID/mountinfo whose superblock options carry favordynmods."""
+    out = []
+    for line in read("/proc/%d/mountinfo" % pid).splitlines():
+        f = line.split(" ")
+        if "-" not in f[6:]:
+            continue
+        sep = f.index("-", 6)
+        if f[sep + 1].startswith("cgroup") and "favordynmods" in f[sep + 3].split(","):
+            out.append(f[4])
+    return out
+
+
+def joins_ms(rounds):
+    """fork -> the child has joined a fresh cgroup v2 (as a dyno does between fork and exec),
+    one round every 0.2 s (an idle spell, as between crashes): median and max, ms."""
+    root = CG + "/roboku-bench-joins"
+    os.makedirs(root, exist_ok=True)
+    times = []
+    try:
+        for i in range(rounds):
+            d = "%s/j%d" % (root, i)
+            os.mkdir(d)
+            procs = os.open(d + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+            r, w = os.pipe()
+            time.sleep(0.2)
+            t = time.perf_counter_ns()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.write(procs, b"0")
+                    os.write(w, b"j")
+                finally:
+                    os._exit(0)
+            os.read(r, 1)
+            times.append((time.perf_counter_ns() - t) / 1e6)
+            os.waitpid(pid, 0)
+            for fd in (procs, r, w):
+                os.close(fd)
+            os.rmdir(d)
+    finally:
+        os.rmdir(root)
+    return median(times), max(times)
+
+
+def t_joins_are_fast_without_a_grace_period():
+    """robokud turns favordynmods on under systemd with cgroup v2 only (docs/supervision.md): a
+    named v1 hierarchy at /run/roboku-favordynmods, else the cgroup2 mount remounted. Records
+    which, and fork + join times with it and without it (the mount taken away, then robokud
+    restarted to put it back)."""
+    cg = roboku_json("status")["cgroup"]
+    joins = cg.get("joins") or ""
+    if not joins.startswith("fast (favordynmods, "):
+        raise Fail("status says joins %r: %s" % (joins, cg))
+    mount = joins[len("fast (favordynmods, "):-1]
+    pid = main_pid()
+    mounts = favoring_mounts(pid)
+    if mount not in mounts:
+        raise Fail("status names %s; robokud's mountinfo has favordynmods on %s" % (mount, mounts))
+    how = "named v1 hierarchy" if mount == FAVOR_DIR else "cgroup2 remount"
+    on = joins_ms(15)
+    off = None
+    if mount == FAVOR_DIR:
+        sh("umount %s" % FAVOR_DIR)
+        off = joins_ms(15)
+        old = main_pid()
+        sh("systemctl restart robokud")
+        service_back(old)
+        again = roboku_json("status")["cgroup"].get("joins") or ""
+        if again != joins:
+            raise Fail("after a restart robokud says joins %r, before %r" % (again, joins))
+    summary = ("favordynmods in the guest: %s (%s); fork + join a fresh v2 cgroup after 0.2 s "
+               "idle, median/max of 15 (TCG): on %.2f/%.2f ms, off %s\n"
+               % (mount, how, on[0], on[1], "%.2f/%.2f ms" % off if off else "not measured"))
+    log(summary)
+    with open(V + "/logs/favordynmods", "w") as f:
+        f.write(summary)
+
+
 def t_dynos_live_outside_robokud_service():
     deploy("lim", {"Procfile": "sleeper: exec sleep 100000\n"})
     sh("roboku ps:scale sleeper=1 -a lim")
@@ -800,6 +882,7 @@ PHASE1 = [
     ("deb_installs_and_service_is_active", t_deb_installs_and_service_is_active, 240),
     ("status_works_for_a_roboku_group_user", t_status_works_for_a_roboku_group_user, 120),
     ("doctor_on_a_robot", t_doctor_on_a_robot, 60),
+    ("joins_are_fast_without_a_grace_period", t_joins_are_fast_without_a_grace_period, 300),
     ("dynos_live_outside_robokud_service", t_dynos_live_outside_robokud_service, 300),
     ("limits_land_in_v2_files", t_limits_land_in_v2_files, 300),
     ("web_dyno_answers_over_http", t_web_dyno_answers_over_http, 300),

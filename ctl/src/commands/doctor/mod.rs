@@ -13,6 +13,10 @@ use roboku_wire::{DiskReport, Status, API_PREFIX};
 use serde::Serialize;
 use std::os::unix::fs::MetadataExt;
 
+/// What to do when cgroup joins wait a grace period (docs/supervision.md, favordynmods).
+const JOINS_FIX: &str = "a crashed dyno's replacement waits an RCU grace period to join its \
+    cgroup: on Linux 6.1+ with robokud as root, leave favordynmods on (`favordynmods = true` in \
+    /etc/roboku/robokud.toml, no --no-favordynmods or ROBOKU_NO_FAVORDYNMODS) and restart robokud";
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
@@ -98,11 +102,28 @@ pub fn judge(f: &Facts) -> Vec<Check> {
     };
     if let Some(s) = status {
         let c = &s.cgroup;
-        out.push(if c.enforced {
+        let slow = c.joins.as_deref().and_then(|j| j.strip_prefix("slow: "));
+        out.push(if let (true, Some(why)) = (c.enforced, slow) {
+            Check::new(
+                "cgroups",
+                Warn,
+                format!(
+                    "{}, limits enforced ({}); joins slow: {why}",
+                    c.mode, c.root
+                ),
+                Some(JOINS_FIX),
+            )
+        } else if c.enforced {
+            let joins = c.joins.as_deref().map(|j| format!("; joins {j}"));
             Check::new(
                 "cgroups",
                 Ok,
-                format!("{}, limits enforced ({})", c.mode, c.root),
+                format!(
+                    "{}, limits enforced ({}){}",
+                    c.mode,
+                    c.root,
+                    joins.unwrap_or_default()
+                ),
                 None,
             )
         } else {
@@ -305,6 +326,7 @@ mod tests {
                 root: "/sys/fs/cgroup/roboku".into(),
                 enforced,
                 reason: (!enforced).then(|| "not root".into()),
+                joins: None,
             },
             dyno_user: "nobody".into(),
             dyno_user_note: None,
@@ -431,5 +453,35 @@ mod tests {
         let clock = c.iter().find(|c| c.name == "clock").unwrap();
         assert_eq!(clock.level, Level::Warn);
         assert!(clock.detail.contains("test knob"), "{}", clock.detail);
+    }
+
+    #[test]
+    fn slow_joins_warn_with_the_fix_and_fast_ones_are_shown() {
+        let mut s = status(true);
+        s.cgroup.joins = Some("slow: robokud is not root".into());
+        let facts = |s: &Status| Facts {
+            status: Some(Ok(s.clone())),
+            ..Facts::default()
+        };
+        let c = judge(&facts(&s));
+        let cg = c.iter().find(|c| c.name == "cgroups").unwrap();
+        assert_eq!(cg.level, Level::Warn, "{cg:?}");
+        assert!(
+            cg.detail.ends_with("; joins slow: robokud is not root"),
+            "{cg:?}"
+        );
+        assert!(
+            cg.fix
+                .as_deref()
+                .is_some_and(|f| f.contains("favordynmods")),
+            "{cg:?}"
+        );
+        s.cgroup.joins = Some("fast (favordynmods, /run/roboku-favordynmods)".into());
+        let c = judge(&facts(&s));
+        let cg = c.iter().find(|c| c.name == "cgroups").unwrap();
+        assert_eq!(cg.level, Level::Ok, "{cg:?}");
+        assert!(cg
+            .detail
+            .ends_with("; joins fast (favordynmods, /run/roboku-favordynmods)"));
     }
 }
