@@ -5,17 +5,11 @@
 use crate::chatty::{Sample, CAPTURERS};
 use crate::extra::{series_of, Extra};
 use crate::managers::Kind;
-use crate::page::{cell, num, Out};
+use crate::page::{cell, num, verdict, Out, Target};
 use crate::series::Series;
 use crate::slug::DEPLOYERS;
 use crate::svg;
 use serde_json::{json, Value};
-
-struct Target {
-    text: String,
-    figure: String,
-    met: Option<bool>,
-}
 
 fn chatty(x: &Extra, kind: Kind, unit: &'static str, get: impl Fn(&Sample) -> f64) -> Series {
     series_of(&x.chatty, kind, unit, get)
@@ -125,14 +119,6 @@ fn targets(x: &Extra) -> Vec<Target> {
     out
 }
 
-fn verdict(t: &Target) -> &'static str {
-    match t.met {
-        Some(true) => "met",
-        Some(false) => "not met",
-        None => "no target",
-    }
-}
-
 pub fn append(x: &Extra, out: &mut Out) {
     let targets = targets(x);
     let mut md = String::new();
@@ -152,7 +138,12 @@ pub fn append(x: &Extra, out: &mut Out) {
     p("| target | figure | verdict |");
     p("|---|---|---|");
     for t in &targets {
-        p(&format!("| {} | {} | {} |", t.text, t.figure, verdict(t)));
+        p(&format!(
+            "| {} | {} | {} |",
+            t.text,
+            t.figure,
+            verdict(t, "no target")
+        ));
     }
     if x.ran.contains(&"chatty") {
         p("");
@@ -321,7 +312,11 @@ pub fn append(x: &Extra, out: &mut Out) {
         all.extend(target_json);
     }
     for t in &targets {
-        out.summary
-            .push_str(&format!("  [{}] {}: {}\n", verdict(t), t.text, t.figure));
+        out.summary.push_str(&format!(
+            "  [{}] {}: {}\n",
+            verdict(t, "no target"),
+            t.text,
+            t.figure
+        ));
     }
 }

@@ -140,10 +140,11 @@ fn metric(key: &str) -> &'static Metric {
         .unwrap_or_else(|| panic!("no metric {key}"))
 }
 
-struct Target {
-    text: &'static str,
-    figure: String,
-    met: Option<bool>,
+/// One row of a page's targets table (the cycles' here, the extra workloads' in extra_page.rs).
+pub struct Target {
+    pub text: String,
+    pub figure: String,
+    pub met: Option<bool>,
 }
 
 fn targets(cycles: &Cycles, ns: &[usize]) -> Vec<Target> {
@@ -153,7 +154,8 @@ fn targets(cycles: &Cycles, ns: &[usize]) -> Vec<Target> {
     let kill = series(cycles, metric("kill_ms"), Kind::Robokud, big);
     let piku = series(cycles, metric("kill_ms"), Kind::Uwsgi, big);
     out.push(Target {
-        text: "kill -> replacement under 5 ms median and under 15 ms max, ahead of piku's median",
+        text: "kill -> replacement under 5 ms median and under 15 ms max, ahead of piku's median"
+            .into(),
         figure: format!(
             "N={big}: robokud {} / {} ms (median / max), piku {} / {} ms",
             num(kill.median()),
@@ -170,7 +172,7 @@ fn targets(cycles: &Cycles, ns: &[usize]) -> Vec<Target> {
     let foreman = med("pss_mib", Kind::Foreman, big);
     let helpers = med("helpers", Kind::Robokud, big);
     out.push(Target {
-        text: "no helper process per dyno; total PSS under 15 MiB and under foreman's",
+        text: "no helper process per dyno; total PSS under 15 MiB and under foreman's".into(),
         figure: format!(
             "N={big}: robokud {} helpers, {} MiB; foreman {} MiB",
             num(helpers),
@@ -184,7 +186,7 @@ fn targets(cycles: &Cycles, ns: &[usize]) -> Vec<Target> {
     let cpu = med("idle_cpu_pct", Kind::Robokud, big);
     let wake = med("wakeups_per_s", Kind::Robokud, big);
     out.push(Target {
-        text: "idle CPU under 0.05 % with the default sampling, at most 1 wake-up/s",
+        text: "idle CPU under 0.05 % with the default sampling, at most 1 wake-up/s".into(),
         figure: format!("N={big}: robokud {} %, {} wake-ups/s", num(cpu), num(wake)),
         met: cpu.is_finite().then_some(cpu < 0.05 && wake <= 1.0),
     });
@@ -198,7 +200,7 @@ fn targets(cycles: &Cycles, ns: &[usize]) -> Vec<Target> {
         any |= r.is_finite();
     }
     out.push(Target {
-        text: "launch to N running within 1.5x floor+cg at N = 100 and 500",
+        text: "launch to N running within 1.5x floor+cg at N = 100 and 500".into(),
         figure: if parts.is_empty() {
             "not run (no N >= 100)".into()
         } else {
@@ -208,18 +210,18 @@ fn targets(cycles: &Cycles, ns: &[usize]) -> Vec<Target> {
     });
     let per = med("startup_cpu_ms", Kind::Robokud, big) / big.max(1) as f64;
     out.push(Target {
-        text: "start-up CPU under 0.5 ms per dyno",
+        text: "start-up CPU under 0.5 ms per dyno".into(),
         figure: format!("N={big}: {} ms per dyno", num(per)),
         met: per.is_finite().then_some(per < 0.5),
     });
     let r = med("stop_ms", Kind::Robokud, big) / med("stop_ms", Kind::FloorCg, big);
     out.push(Target {
-        text: "stop all within 1.5x floor+cg",
+        text: "stop all within 1.5x floor+cg".into(),
         figure: format!("N={big}: {}x", num(r)),
         met: r.is_finite().then_some(r <= 1.5),
     });
     out.push(Target {
-        text: "1,000 agents converge on a group deploy in waves in under 10 s",
+        text: "1,000 agents converge on a group deploy in waves in under 10 s".into(),
         figure: "measured by `cargo bench --bench fleet` (docs/fleet-protocol.md: 5.05 s to the \
                  last SUCCEEDED, 1,000 in-process agents + 10 robokud on one Mosquitto)"
             .into(),
@@ -229,11 +231,12 @@ fn targets(cycles: &Cycles, ns: &[usize]) -> Vec<Target> {
     out
 }
 
-fn verdict(t: &Target) -> &'static str {
+/// A target's verdict; `none`: what a row without one says.
+pub fn verdict(t: &Target, none: &'static str) -> &'static str {
     match t.met {
         Some(true) => "met",
         Some(false) => "not met",
-        None => "not in this bench",
+        None => none,
     }
 }
 
@@ -346,7 +349,12 @@ pub fn render(
     p("| target | figure | verdict |");
     p("|---|---|---|");
     for t in &targets {
-        p(&format!("| {} | {} | {} |", t.text, t.figure, verdict(t)));
+        p(&format!(
+            "| {} | {} | {} |",
+            t.text,
+            t.figure,
+            verdict(t, "not in this bench")
+        ));
     }
     p("");
     p("## Figures");
@@ -477,7 +485,12 @@ pub fn render(
     });
     let mut summary = String::from("peers bench targets:\n");
     for t in &targets {
-        summary.push_str(&format!("  [{}] {}: {}\n", verdict(t), t.text, t.figure));
+        summary.push_str(&format!(
+            "  [{}] {}: {}\n",
+            verdict(t, "not in this bench"),
+            t.text,
+            t.figure
+        ));
     }
     Out {
         json,
