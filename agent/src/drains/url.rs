@@ -125,7 +125,10 @@ pub fn parse(url: &str) -> Result<Target, UrlError> {
                 );
             }
             if !(path.is_empty() || path == "/") {
-                return err(format!("syslog drains have no path (got {path:?})"));
+                // Not echoed: a query may hold a token (shown() has hidden its values above).
+                return err(
+                    "syslog drains have no path or query; remove what follows the port".into(),
+                );
             }
             let Some(port) = port else {
                 return err(
@@ -448,5 +451,12 @@ mod tests {
         assert!(!s.contains("secret"), "{s}");
         // A refusal message shows the URL the same way.
         assert!(!refused("https://h/x?token=s3cret#frag").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_refused_syslog_url_does_not_echo_its_query() {
+        let why = refused("syslog+tcp://127.0.0.1:1514/?token=SECRET123");
+        assert!(!why.contains("SECRET123"), "{why}");
+        assert!(why.contains("no path or query"), "{why}");
     }
 }
