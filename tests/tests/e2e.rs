@@ -21,6 +21,7 @@ mod e2e {
     mod drain_isolation;
     mod drains;
     mod favordynmods;
+    mod first_reads;
     mod gate_timeouts;
     mod gates;
     mod git_buildpacks;

@@ -50,6 +50,8 @@ pub struct Sample {
     pub quiet_rounds: u32,
     /// The raw memory charge at the last full read (see `supervise::FULL_EVERY`).
     pub charge: Option<u64>,
+    /// Whether this instance was read at all yet (see `supervise::FIRST_READS_PER_ROUND`).
+    pub tried: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 const MAX_COUNT: u32 = 500;
 
 impl Engine {
-    pub(super) fn ps(&self, app: &str) -> Result<Vec<wire::DynoInfo>> {
+    pub(super) fn ps(&mut self, app: &str) -> Result<Vec<wire::DynoInfo>> {
         self.cache(app)?;
+        self.read_unread(app);
         let mut list: Vec<_> = self
             .dynos
             .values()

@@ -600,52 +600,25 @@ impl Engine {
             }
             self.app_cpu = seen;
         }
+        // New dynos' first readings are rationed (FIRST_READS_PER_ROUND), in key order; the
+        // others keep theirs for a later round, or for `ps` (read_unread).
+        let mut firsts = 0usize;
         for d in self.dynos.values_mut() {
-            let Some(p) = &d.proc else { continue };
-            let cgroups = &self.cgroups;
-            let sample = &mut d.sample;
+            if d.proc.is_none() {
+                continue;
+            }
+            if !rationed(d.sample.tried, &mut firsts) {
+                continue;
+            }
             let app_quiet = quiet_apps.contains(&d.app);
-            let stats = p
-                .cgroup
-                .as_ref()
-                .filter(|_| enforced)
-                .and_then(|rel| read_cgroup(cgroups.as_ref(), rel, sample, app_quiet));
-            let (mem, cpu_ns, pids, ooms) = match stats {
-                Some(s) => (
-                    Some(s.memory_bytes),
-                    Some(s.cpu_usage_ns),
-                    Some(s.pids),
-                    s.oom_kills,
-                ),
-                None => (procfs::rss_bytes(p.pid), procfs::cpu_ns(p.pid), None, 0),
-            };
-            if ooms > d.sample.oom_kills {
-                let msg =
-                    "Error R14 (Memory quota exceeded): a process of this dyno was OOM-killed"
-                        .into();
-                self.logs.system(&d.app, &d.name, msg);
-            }
-            d.sample.memory = mem;
-            d.sample.pids = pids;
-            d.sample.oom_kills = ooms;
-            if let Some(ns) = cpu_ns {
-                // A process this agent spawned started its counter at zero when it started, so
-                // the first sample is already a rate (`ps` shows CPU at once, not after two
-                // intervals); an adopted one needs a previous reading.
-                let since = match d.sample.last_cpu {
-                    Some(prev) => Some(prev),
-                    None if !p.adopted => Some((0, p.started)),
-                    None => None,
-                };
-                if let Some((prev, at)) = since {
-                    let wall = now.duration_since(at).as_nanos();
-                    if wall > 0 {
-                        let pct = ns.saturating_sub(prev) as f64 * 100.0 / wall as f64;
-                        d.sample.cpu_percent = Some(pct);
-                    }
-                }
-                d.sample.last_cpu = Some((ns, now));
-            }
+            read_dyno(
+                self.cgroups.as_ref(),
+                &self.logs,
+                enforced,
+                app_quiet,
+                d,
+                now,
+            );
         }
         self.offer_round();
     }
@@ -673,6 +646,96 @@ impl Engine {
             .collect();
         self.telemetry
             .offer(crate::telemetry::Round { t: now_ms(), dynos });
+    }
+}
+
+impl Engine {
+    /// Gives `app`'s dynos that were never read their first reading now (`ps` shows every
+    /// dyno's memory and CPU at once, whatever the rationing of the rounds left for later).
+    pub(super) fn read_unread(&mut self, app: &str) {
+        let enforced = self.cgroups.status().enforced;
+        let now = Instant::now();
+        for d in self
+            .dynos
+            .values_mut()
+            .filter(|d| d.app == app && d.proc.is_some() && !d.sample.tried)
+        {
+            read_dyno(self.cgroups.as_ref(), &self.logs, enforced, false, d, now);
+        }
+    }
+}
+
+/// First readings taken per sampling round. A dyno's first reading is a full one (five cgroup
+/// files, `memory.stat` among them; ~90 us each here), so a scale to 500 would read 2,500 files
+/// in one engine turn (~45 ms at N = 500, a crash arriving meanwhile waiting for it, and half a
+/// percent of a core over the first 10 s after the launch). Rationed, a round does at most 16
+/// first reads (500 new dynos all have theirs within 32 rounds); `ps` reads its app's at once.
+pub(super) const FIRST_READS_PER_ROUND: usize = 16;
+
+/// Whether a dyno is read this round: always once it was read before, else while this round's
+/// first reads (`firsts`, counted here) are under [`FIRST_READS_PER_ROUND`]. Pure.
+fn rationed(tried: bool, firsts: &mut usize) -> bool {
+    if tried {
+        return true;
+    }
+    if *firsts >= FIRST_READS_PER_ROUND {
+        return false;
+    }
+    *firsts += 1;
+    true
+}
+
+/// One dyno's reading of this round: memory, CPU, pids and OOM kills from its cgroup (or /proc),
+/// an R14 line when it saw a new OOM kill.
+fn read_dyno(
+    cgroups: &dyn crate::cgroup::CgroupDriver,
+    logs: &crate::logs::LogHandle,
+    enforced: bool,
+    app_quiet: bool,
+    d: &mut super::dyno::Dyno,
+    now: Instant,
+) {
+    let Some(p) = &d.proc else { return };
+    d.sample.tried = true;
+    let sample = &mut d.sample;
+    let stats = p
+        .cgroup
+        .as_ref()
+        .filter(|_| enforced)
+        .and_then(|rel| read_cgroup(cgroups, rel, sample, app_quiet));
+    let (mem, cpu_ns, pids, ooms) = match stats {
+        Some(s) => (
+            Some(s.memory_bytes),
+            Some(s.cpu_usage_ns),
+            Some(s.pids),
+            s.oom_kills,
+        ),
+        None => (procfs::rss_bytes(p.pid), procfs::cpu_ns(p.pid), None, 0),
+    };
+    if ooms > d.sample.oom_kills {
+        let msg = "Error R14 (Memory quota exceeded): a process of this dyno was OOM-killed".into();
+        logs.system(&d.app, &d.name, msg);
+    }
+    d.sample.memory = mem;
+    d.sample.pids = pids;
+    d.sample.oom_kills = ooms;
+    if let Some(ns) = cpu_ns {
+        // A process this agent spawned started its counter at zero when it started, so the
+        // first sample is already a rate (`ps` shows CPU at once, not after two intervals); an
+        // adopted one needs a previous reading.
+        let since = match d.sample.last_cpu {
+            Some(prev) => Some(prev),
+            None if !p.adopted => Some((0, p.started)),
+            None => None,
+        };
+        if let Some((prev, at)) = since {
+            let wall = now.duration_since(at).as_nanos();
+            if wall > 0 {
+                let pct = ns.saturating_sub(prev) as f64 * 100.0 / wall as f64;
+                d.sample.cpu_percent = Some(pct);
+            }
+        }
+        d.sample.last_cpu = Some((ns, now));
     }
 }
 
@@ -757,6 +820,30 @@ fn read_cgroup(
 #[cfg(test)]
 mod sample_tests {
     use super::*;
+
+    #[test]
+    fn first_reads_are_rationed_per_round_and_read_dynos_never_wait() {
+        let mut firsts = 0;
+        let mut tried = vec![false; 40];
+        tried[3] = true;
+        let mut rounds = 0;
+        while tried.iter().any(|t| !t) {
+            firsts = 0;
+            rounds += 1;
+            let read: Vec<bool> = tried.iter().map(|&t| rationed(t, &mut firsts)).collect();
+            let new = read.iter().zip(&tried).filter(|(r, t)| **r && !**t).count();
+            assert!(
+                new <= FIRST_READS_PER_ROUND,
+                "round {rounds}: {new} first reads"
+            );
+            assert!(read[3], "a dyno read before is read every round");
+            for (t, r) in tried.iter_mut().zip(read) {
+                *t |= r;
+            }
+        }
+        assert_eq!(rounds, 3, "39 new dynos at 16 a round");
+        assert_eq!(firsts, 7);
+    }
     use crate::cgroup::fake::{FakeCgroups, FakeOp};
     use crate::cgroup::{CgroupDriver, CgroupStats};
     use roboku_wire::Limits;
