@@ -668,9 +668,10 @@ impl Engine {
 /// First readings taken per sampling round. A dyno's first reading is a full one (five cgroup
 /// files, `memory.stat` among them; ~90 us each here), so a scale to 500 would read 2,500 files
 /// in one engine turn (~45 ms at N = 500, a crash arriving meanwhile waiting for it, and half a
-/// percent of a core over the first 10 s after the launch). Rationed, a round does at most 16
-/// first reads (500 new dynos all have theirs within 32 rounds); `ps` reads its app's at once.
-pub(super) const FIRST_READS_PER_ROUND: usize = 16;
+/// percent of a core over the first 10 s after the launch). Rationed, a round does at most 8
+/// first reads (~1.3 ms; 500 new dynos all have theirs within 63 rounds, 5 min at the default
+/// 5 s); `ps` reads its app's at once.
+pub(super) const FIRST_READS_PER_ROUND: usize = 8;
 
 /// Whether a dyno is read this round: always once it was read before, else while this round's
 /// first reads (`firsts`, counted here) are under [`FIRST_READS_PER_ROUND`]. Pure.
@@ -841,7 +842,7 @@ mod sample_tests {
                 *t |= r;
             }
         }
-        assert_eq!(rounds, 3, "39 new dynos at 16 a round");
+        assert_eq!(rounds, 5, "39 new dynos at 8 a round");
         assert_eq!(firsts, 7);
     }
     use crate::cgroup::fake::{FakeCgroups, FakeOp};

@@ -1,4 +1,4 @@
-//! New dynos' first resource readings are rationed per sampling round (16), so a big scale-up
+//! New dynos' first resource readings are rationed per sampling round (8), so a big scale-up
 //! does not read thousands of cgroup files in one engine turn; `roboku ps` still shows every
 //! dyno's memory at once, because it reads its app's unread dynos itself.
 
