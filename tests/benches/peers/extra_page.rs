@@ -5,7 +5,7 @@
 use crate::chatty::{Sample, CAPTURERS};
 use crate::extra::{series_of, Extra};
 use crate::managers::Kind;
-use crate::page::{cell, num, verdict, Out, Target};
+use crate::page::{cell, num, targets_table, verdict, Out, Target};
 use crate::series::Series;
 use crate::slug::DEPLOYERS;
 use crate::svg;
@@ -135,15 +135,8 @@ pub fn append(x: &Extra, out: &mut Out) {
        stays in its store). Cells are `median (min–max)` over the runs.",
     );
     p("");
-    p("| target | figure | verdict |");
-    p("|---|---|---|");
-    for t in &targets {
-        p(&format!(
-            "| {} | {} | {} |",
-            t.text,
-            t.figure,
-            verdict(t, "no target")
-        ));
+    for line in targets_table(&targets, "no target") {
+        p(&line);
     }
     if x.ran.contains(&"chatty") {
         p("");

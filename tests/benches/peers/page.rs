@@ -231,6 +231,20 @@ fn targets(cycles: &Cycles, ns: &[usize]) -> Vec<Target> {
     out
 }
 
+/// The Markdown table of `targets` (header included); `none`: the verdict of a row without one.
+pub fn targets_table(targets: &[Target], none: &'static str) -> Vec<String> {
+    let mut out = vec![
+        "| target | figure | verdict |".to_string(),
+        "|---|---|---|".to_string(),
+    ];
+    out.extend(
+        targets
+            .iter()
+            .map(|t| format!("| {} | {} | {} |", t.text, t.figure, verdict(t, none))),
+    );
+    out
+}
+
 /// A target's verdict; `none`: what a row without one says.
 pub fn verdict(t: &Target, none: &'static str) -> &'static str {
     match t.met {
@@ -346,15 +360,8 @@ pub fn render(
     p("");
     p("## Targets (issue 15), in this run");
     p("");
-    p("| target | figure | verdict |");
-    p("|---|---|---|");
-    for t in &targets {
-        p(&format!(
-            "| {} | {} | {} |",
-            t.text,
-            t.figure,
-            verdict(t, "not in this bench")
-        ));
+    for line in targets_table(&targets, "not in this bench") {
+        p(&line);
     }
     p("");
     p("## Figures");
