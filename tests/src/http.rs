@@ -53,27 +53,45 @@ fn parse(raw: &[u8]) -> std::io::Result<Response> {
         l.to_ascii_lowercase()
             .starts_with("transfer-encoding: chunked")
     });
+    // A response cut short (the server died mid-answer: headers out, body not) is an error, as
+    // curl calls it one, not an answer with an empty body.
     let body = if chunked {
-        dechunk(body)
+        dechunk(body).ok_or_else(|| bad("chunked body cut before its last chunk"))?
     } else {
-        body.to_string()
+        let length = head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        });
+        match length {
+            Some(n) if body.len() < n => {
+                return Err(bad(&format!(
+                    "body cut short ({} of {n} bytes)",
+                    body.len()
+                )))
+            }
+            _ => body.to_string(),
+        }
     };
     Ok(Response { status, body })
 }
 
-fn dechunk(mut s: &str) -> String {
+/// The de-chunked body, or None when the stream ended before the last (zero-size) chunk.
+fn dechunk(mut s: &str) -> Option<String> {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
+        let n = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if n == 0 {
+            return Some(out);
+        }
+        if rest.len() < n {
+            return None;
         }
         out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
+        s = rest[n..].strip_prefix("\r\n")?;
     }
-    out
+    None
 }
 
 /// One request to the agent's unix socket.
@@ -181,5 +199,18 @@ mod tests {
             (200, "abc0123456789")
         );
         assert!(parse(b"garbage").is_err());
+    }
+
+    #[test]
+    fn a_response_cut_short_is_an_error_not_an_empty_answer() {
+        // Headers out, then the server died: what a dyno SIGTERMed mid-answer leaves.
+        let cut = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n").expect_err("cut");
+        assert!(cut.to_string().contains("0 of 4 bytes"), "{cut}");
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab").is_err());
+        let chunk_cut = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+        assert!(parse(chunk_cut).is_err());
+        // No length: the body is whatever came before the close.
+        let open = parse(b"HTTP/1.1 200 OK\r\n\r\nab").expect("no length");
+        assert_eq!(open.body, "ab");
     }
 }
