@@ -100,18 +100,24 @@ impl Doorbell {
         self.watch.is_some()
     }
 
-    /// Watches the directory now at the inbox path (after a mount it is another one).
+    /// Watches the directory now at the inbox path (after a mount it is another one). The new
+    /// watch is added before the old one goes: the same directory keeps its descriptor (no
+    /// event at all), another one gets a new descriptor and the old one's `IN_IGNORED`, which
+    /// [`Doorbell::drain`] knows for stale. Removing first made every rewatch queue an
+    /// `IN_IGNORED` that drain took for a dropped watch and answered with another rewatch: after
+    /// one mount anywhere on the robot the inbox task woke every `bundle_scan_ms` for ever.
     fn rewatch(&mut self) {
         let Some(fd) = &self.inotify else { return };
-        if let Some(wd) = self.watch.take() {
-            let _ = fd.get_ref().0.rm_watch(wd);
-        }
+        let old = self.watch.take();
         match fd.get_ref().0.add_watch(&self.dir, interesting()) {
             Ok(wd) => self.watch = Some(wd),
             // Absent for now (a mount point not there yet): polled until a mount change.
             Err(e) => {
                 tracing::debug!(dir = %self.dir.display(), error = %e, "cannot watch the bundle inbox; scanning it every bundle_scan_ms")
             }
+        }
+        if let Some(old) = old.filter(|o| Some(*o) != self.watch) {
+            let _ = fd.get_ref().0.rm_watch(old);
         }
     }
 
@@ -167,7 +173,8 @@ impl Doorbell {
     }
 
     /// Reads and forgets the queued events (the scan that follows sees what they said). A
-    /// watch the kernel dropped (the directory removed or unmounted) is set up anew.
+    /// watch the kernel dropped (the directory removed or unmounted) is set up anew; what is
+    /// said of an earlier watch (its `IN_IGNORED` after a rewatch) is stale.
     fn drain(&mut self) {
         let Some(fd) = &self.inotify else { return };
         let mut gone = false;
@@ -176,12 +183,13 @@ impl Doorbell {
                 break;
             }
             gone |= events.iter().any(|e| {
-                e.mask.intersects(
-                    AddWatchFlags::IN_IGNORED
-                        | AddWatchFlags::IN_DELETE_SELF
-                        | AddWatchFlags::IN_MOVE_SELF
-                        | AddWatchFlags::IN_UNMOUNT,
-                )
+                Some(e.wd) == self.watch
+                    && e.mask.intersects(
+                        AddWatchFlags::IN_IGNORED
+                            | AddWatchFlags::IN_DELETE_SELF
+                            | AddWatchFlags::IN_MOVE_SELF
+                            | AddWatchFlags::IN_UNMOUNT,
+                    )
             });
         }
         if gone {
@@ -235,6 +243,44 @@ mod tests {
         assert!(bell.watching());
         std::fs::write(dir.join("b.rkb"), b"x").unwrap();
         rings_within(&mut bell, "file in the new dir").await;
+    }
+
+    #[tokio::test]
+    async fn a_rewatch_of_the_same_inbox_queues_nothing_that_asks_for_another() {
+        // What a mount anywhere on the robot does: the inbox is watched anew. It used to queue
+        // an IN_IGNORED that drain answered with another rewatch, and so on every ring.
+        let dir = tempfile::tempdir().unwrap();
+        let mut bell = Doorbell::new(dir.path());
+        let first = bell.watch.expect("watched");
+        bell.rewatch();
+        assert_eq!(
+            bell.watch,
+            Some(first),
+            "the same directory keeps its watch"
+        );
+        let fd = bell.inotify.as_ref().expect("inotify").get_ref();
+        let queued = fd.0.read_events().unwrap_or_default();
+        assert!(queued.is_empty(), "a rewatch queued {queued:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stale_ignored_event_of_an_earlier_watch_does_not_rewatch() {
+        // Another directory at the path (a stick mounted there, here a rename): a new watch,
+        // the old one's IN_IGNORED stays in the queue and must not start a rewatch loop.
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("inbox");
+        std::fs::create_dir(&dir).unwrap();
+        let mut bell = Doorbell::new(&dir);
+        let first = bell.watch.expect("watched");
+        std::fs::rename(&dir, parent.path().join("old")).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        bell.drain(); // the rename's IN_MOVE_SELF: the path now holds another directory
+        let second = bell.watch.expect("watched again");
+        assert_ne!(second, first);
+        bell.drain(); // the first watch's IN_IGNORED: stale
+        assert_eq!(bell.watch, Some(second), "a stale event rewatched");
+        std::fs::write(dir.join("c.rkb"), b"x").unwrap();
+        rings_within(&mut bell, "file in the renamed-in dir").await;
     }
 
     #[tokio::test]
