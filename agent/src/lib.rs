@@ -22,6 +22,7 @@ pub mod engine;
 pub mod example;
 pub mod fault;
 pub mod gateway;
+pub mod heap;
 pub mod logs;
 pub mod mqtt;
 pub mod notify;

@@ -392,6 +392,7 @@ fn main() {
         }
         return;
     }
+    robokud::heap::limit_arenas();
     let flags = Flags::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

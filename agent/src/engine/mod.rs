@@ -224,6 +224,8 @@ pub struct Engine {
     /// Rows whose change may wait a little (a spawned dyno's pid: its instance, the tag it is
     /// found by, is saved already), saved with the next other change or at `save_due`.
     lazy: BTreeSet<DynoKey>,
+    /// When the freed heap goes back to the kernel (after a burst of saved dyno changes).
+    heap: crate::heap::Trimmer,
     save_due: Option<Instant>,
     gone: Vec<DynoKey>,
     rng: SmallRng,
@@ -326,6 +328,7 @@ pub fn start(
         policy,
         dirty: BTreeSet::new(),
         lazy: BTreeSet::new(),
+        heap: crate::heap::Trimmer::default(),
         save_due: None,
         gone: Vec::new(),
         rng: SmallRng::from_entropy(),
@@ -579,6 +582,10 @@ impl Engine {
             .collect();
         match self.store.save_dynos(&rows, &self.gone) {
             Ok(()) => {
+                let settled = self.dynos.values().all(|d| d.pending.is_none());
+                if self.heap.saved(rows.len() + self.gone.len(), settled) {
+                    crate::heap::trim();
+                }
                 self.dirty.clear();
                 self.lazy.clear();
                 self.gone.clear();
