@@ -582,7 +582,8 @@ impl Engine {
             .collect();
         match self.store.save_dynos(&rows, &self.gone) {
             Ok(()) => {
-                let settled = self.dynos.values().all(|d| d.pending.is_none());
+                let dynos = &self.dynos;
+                let settled = || dynos.values().all(|d| d.pending.is_none());
                 if self.heap.saved(rows.len() + self.gone.len(), settled) {
                     crate::heap::trim();
                 }
