@@ -58,13 +58,7 @@ fn parse(raw: &[u8]) -> std::io::Result<Response> {
     let body = if chunked {
         dechunk(body).ok_or_else(|| bad("chunked body cut before its last chunk"))?
     } else {
-        let length = head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())?
-        });
-        match length {
+        match content_length(head) {
             Some(n) if body.len() < n => {
                 return Err(bad(&format!(
                     "body cut short ({} of {n} bytes)",
@@ -75,6 +69,16 @@ fn parse(raw: &[u8]) -> std::io::Result<Response> {
         }
     };
     Ok(Response { status, body })
+}
+
+/// The `Content-Length` a response head declares, if any (header names in any case).
+fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })
 }
 
 /// The de-chunked body, or None when the stream ended before the last (zero-size) chunk.
@@ -156,12 +160,7 @@ fn read_response(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut buf = [0u8; 8192];
     loop {
         if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            if let Some(len) = len {
+            if let Some(len) = content_length(&String::from_utf8_lossy(&raw[..end])) {
                 while raw.len() < end + 4 + len {
                     let n = s.read(&mut buf)?;
                     if n == 0 {
