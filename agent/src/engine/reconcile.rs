@@ -94,29 +94,10 @@ impl Engine {
         };
         let existing = self.existing_dynos(app);
         let mut removed = Vec::new();
+        let mut starts = Vec::new();
         for action in plan(&want, release, &existing) {
             match action {
-                Action::Start { ptype, index } => {
-                    let name = format!("{ptype}.{index}");
-                    let port = match self.store.port_for(
-                        app,
-                        &name,
-                        self.settings.port_min,
-                        self.settings.port_max,
-                    ) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            self.logs.system(app, &name, format!("cannot start: {e}"));
-                            continue;
-                        }
-                    };
-                    let key: DynoKey = (app.to_string(), name);
-                    self.dynos.insert(
-                        key.clone(),
-                        Dyno::new(app, &ptype, index, port, release, crate::util::now_ms()),
-                    );
-                    self.start_dyno(&key);
-                }
+                Action::Start { ptype, index } => starts.push((ptype, index)),
                 Action::Restart(name) => {
                     let key = (app.to_string(), name);
                     if self.prebootable(&key) {
@@ -128,8 +109,45 @@ impl Engine {
                 Action::Remove(name) => removed.push((app.to_string(), name)),
             }
         }
+        self.start_new_dynos(app, release, &starts);
         // Scaled away together: dependents first, the start order reversed.
         self.stop_in_order(&removed, Want::Remove);
+    }
+}
+
+impl Engine {
+    /// Starts the formation's new dynos `(type, index)`: their ports come from one store
+    /// transaction (a scale to 500 commits once, not once per dyno), then each one starts.
+    /// A dyno without a port is not started; its log says why.
+    fn start_new_dynos(&mut self, app: &str, release: u32, starts: &[(String, u32)]) {
+        if starts.is_empty() {
+            return;
+        }
+        let names: Vec<String> = starts.iter().map(|(t, i)| format!("{t}.{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (min, max) = (self.settings.port_min, self.settings.port_max);
+        let ports: Vec<Result<u16, String>> = match self.store.ports_for(app, &refs, min, max) {
+            Ok(ports) => ports
+                .into_iter()
+                .map(|p| p.map_err(|e| e.to_string()))
+                .collect(),
+            Err(e) => vec![Err(e.to_string()); names.len()],
+        };
+        for (((ptype, index), name), port) in starts.iter().zip(names).zip(ports) {
+            let port = match port {
+                Ok(p) => p,
+                Err(e) => {
+                    self.logs.system(app, &name, format!("cannot start: {e}"));
+                    continue;
+                }
+            };
+            let key: DynoKey = (app.to_string(), name);
+            self.dynos.insert(
+                key.clone(),
+                Dyno::new(app, ptype, *index, port, release, crate::util::now_ms()),
+            );
+            self.start_dyno(&key);
+        }
     }
 }
 

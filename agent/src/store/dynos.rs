@@ -18,39 +18,65 @@ impl Store {
         min: u16,
         max: u16,
     ) -> Result<u16, StoreError> {
+        let mut ports = self.ports_for(app, &[dyno], min, max)?;
+        ports.pop().unwrap_or(Err(StoreError::NoPort { min, max }))
+    }
+
+    /// [`Store::port_for`] for several dynos of one app in one transaction: a scale to 500 new
+    /// names reads the taken ports once and commits (and fsyncs) once, not 500 times. Each name
+    /// gets its answer in order; once the range is full, the names left get `NoPort` and nothing
+    /// is recorded for them. `Err` (no such app, a database error) records nothing at all.
+    pub fn ports_for(
+        &mut self,
+        app: &str,
+        dynos: &[&str],
+        min: u16,
+        max: u16,
+    ) -> Result<Vec<Result<u16, StoreError>>, StoreError> {
         let path = &self.path;
         let tx = self.conn.transaction().at("begin port", path)?;
         Store::require_app(&tx, path, app)?;
-        let recorded: Option<u16> = tx
-            .prepare_cached("SELECT port FROM ports WHERE app = ?1 AND dyno = ?2")
-            .and_then(|mut st| optional(st.query_row([app, dyno], |r| r.get(0))))
-            .at("select port", path)?;
-        if let Some(port) = recorded {
-            return Ok(port);
+        let mut recorded = Vec::with_capacity(dynos.len());
+        {
+            let mut st = tx
+                .prepare_cached("SELECT port FROM ports WHERE app = ?1 AND dyno = ?2")
+                .at("select port", path)?;
+            for dyno in dynos {
+                let port: Option<u16> =
+                    optional(st.query_row([app, dyno], |r| r.get(0))).at("select port", path)?;
+                recorded.push(port);
+            }
         }
-        // Walk the taken ports in order; the first gap is the lowest free one.
-        let taken: Vec<u16> = tx
-            .prepare_cached("SELECT port FROM ports WHERE port BETWEEN ?1 AND ?2 ORDER BY port")
+        if recorded.iter().all(Option::is_some) {
+            return Ok(recorded.into_iter().flatten().map(Ok).collect());
+        }
+        let taken: std::collections::BTreeSet<u16> = tx
+            .prepare_cached("SELECT port FROM ports WHERE port BETWEEN ?1 AND ?2")
             .and_then(|mut st| st.query_map([min, max], |r| r.get(0))?.collect())
             .at("select taken ports", path)?;
-        let mut candidate = min;
-        for port in taken {
-            if port != candidate {
-                break;
+        let wanted = recorded.iter().filter(|p| p.is_none()).count();
+        let mut fresh = lowest_free(&taken, min, max, wanted).into_iter();
+        let mut answers = Vec::with_capacity(dynos.len());
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT INTO ports (app, dyno, port) VALUES (?1, ?2, ?3)")
+                .at("insert port", path)?;
+            for (dyno, port) in dynos.iter().zip(recorded) {
+                let answer = match port.or_else(|| fresh.next().flatten()) {
+                    Some(p) if port.is_some() => Ok(p),
+                    Some(p) => {
+                        insert
+                            .execute(params![app, dyno, p])
+                            .at("insert port", path)?;
+                        Ok(p)
+                    }
+                    None => Err(StoreError::NoPort { min, max }),
+                };
+                answers.push(answer);
             }
-            candidate = match candidate.checked_add(1) {
-                Some(next) => next,
-                None => return Err(StoreError::NoPort { min, max }), // 65535 itself is taken
-            };
         }
-        if min > max || candidate > max {
-            return Err(StoreError::NoPort { min, max });
-        }
-        tx.prepare_cached("INSERT INTO ports (app, dyno, port) VALUES (?1, ?2, ?3)")
-            .and_then(|mut st| st.execute(params![app, dyno, candidate]))
-            .at("insert port", path)?;
         tx.commit().at("commit port", path)?;
-        Ok(candidate)
+        Ok(answers)
     }
 
     /// Makes `dyno`'s stable port `port`, swapping with the name of the same app that holds it
@@ -173,6 +199,18 @@ impl Store {
     }
 }
 
+/// The `count` lowest ports in `min..=max` not in `taken`, in order; `None` for each one the
+/// range has no room for (also when `min > max`). Stops at 65535 without overflowing.
+fn lowest_free(
+    taken: &std::collections::BTreeSet<u16>,
+    min: u16,
+    max: u16,
+    count: usize,
+) -> Vec<Option<u16>> {
+    let mut free = (min..=max).filter(|p| !taken.contains(p));
+    (0..count).map(|_| free.next()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use crate::store::test_util::store;
@@ -282,6 +320,68 @@ mod tests {
         ));
         // A failed allocation records nothing.
         assert_eq!(s.port_for("a", "web.3", 7000, 7002).unwrap(), 7002);
+    }
+
+    #[test]
+    fn ports_for_many_names_answers_as_one_name_at_a_time_would() {
+        let (_dir, mut s) = store();
+        s.create_app("a", 1).unwrap();
+        s.create_app("b", 1).unwrap();
+        assert_eq!(s.port_for("b", "web.1", 5000, 5010).unwrap(), 5000);
+        assert_eq!(s.port_for("a", "web.2", 5000, 5010).unwrap(), 5001);
+        let got = s
+            .ports_for("a", &["web.1", "web.2", "web.3"], 5000, 5010)
+            .unwrap();
+        let got: Vec<u16> = got.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            got,
+            [5002, 5001, 5003],
+            "recorded kept, gaps filled in order"
+        );
+        // Recorded: the same answers again, and the next name goes above them.
+        assert_eq!(s.port_for("a", "web.3", 5000, 5010).unwrap(), 5003);
+        assert_eq!(s.port_for("a", "web.4", 5000, 5010).unwrap(), 5004);
+    }
+
+    #[test]
+    fn ports_for_records_what_fits_and_says_no_port_for_the_rest() {
+        let (_dir, mut s) = store();
+        s.create_app("a", 1).unwrap();
+        let got = s
+            .ports_for("a", &["web.1", "web.2", "web.3"], 7000, 7001)
+            .unwrap();
+        assert!(matches!(
+            got[..],
+            [
+                Ok(7000),
+                Ok(7001),
+                Err(StoreError::NoPort {
+                    min: 7000,
+                    max: 7001
+                })
+            ]
+        ));
+        // Nothing recorded for web.3: a wider range gives it the next port.
+        assert_eq!(s.port_for("a", "web.3", 7000, 7002).unwrap(), 7002);
+        assert!(matches!(
+            s.ports_for("nope", &["web.1"], 7000, 7010),
+            Err(StoreError::NoApp(_))
+        ));
+    }
+
+    #[test]
+    fn lowest_free_skips_taken_ports_and_never_overflows() {
+        let taken: std::collections::BTreeSet<u16> = [5000, 5002].into();
+        assert_eq!(
+            super::lowest_free(&taken, 5000, 5004, 4),
+            [Some(5001), Some(5003), Some(5004), None]
+        );
+        assert_eq!(
+            super::lowest_free(&taken, 65534, 65535, 3),
+            [Some(65534), Some(65535), None]
+        );
+        assert_eq!(super::lowest_free(&taken, 6000, 5999, 1), [None]);
+        assert!(super::lowest_free(&taken, 5000, 5004, 0).is_empty());
     }
 
     #[test]
