@@ -7,6 +7,7 @@
 //! output to a spool file it holds itself, and is watched through a pidfd, which works the same for
 //! a child of this agent and for a dyno re-adopted after the agent restarted.
 
+pub mod direct;
 pub mod hardware;
 pub mod launch;
 pub mod orphans;

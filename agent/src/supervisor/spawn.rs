@@ -1,5 +1,6 @@
 //! Starting one dyno process: `/bin/sh -c` after sourcing `.profile.d/*.sh` (`script.rs`: a
-//! simple command is `exec`ed, so no shell stays behind), in its own session
+//! simple command is `exec`ed, so no shell stays behind; `direct.rs`: plain words with nothing to
+//! source skip the shell altogether), in its own session
 //! and process group, inside its cgroup from its very first instruction (it joins between fork and
 //! exec, so nothing it forks can escape), as the dyno user, with stdout and stderr on its spool.
 
@@ -45,15 +46,34 @@ pub struct Spawned {
     pub start_time: Option<u64>,
 }
 
-pub fn spawn(spec: SpawnSpec) -> std::io::Result<Spawned> {
+/// Starts the dyno: its program itself when the shell would only `exec` it ([`super::direct`]),
+/// else `/bin/sh -c` with the prelude.
+pub fn spawn(mut spec: SpawnSpec) -> std::io::Result<Spawned> {
+    let groups: Vec<u32> = spec
+        .run_as
+        .iter()
+        .map(|r| r.gid)
+        .chain(spec.groups.iter().copied())
+        .collect();
+    let who = spec.run_as.as_ref().map(|r| (r.uid, groups.as_slice()));
+    if let Some(d) = super::direct::direct(&spec.command, &spec.cwd, &spec.env, who) {
+        let argv: Vec<&str> = d.argv.iter().map(String::as_str).collect();
+        spec.env = d.env;
+        return spawn_program(spec, &d.path, &argv);
+    }
     let script = super::script::shell_script(&spec.command);
     spawn_script(spec, script)
 }
 
 /// [`spawn`] with the script given to `/bin/sh -c` (a spare's waits first, see [`super::spare`]).
-/// The child is started by [`super::launch`] (`clone(CLONE_VM | CLONE_VFORK)`: robokud's memory
-/// is not copied), joins its cgroups, drops to the dyno user and execs `/bin/sh`.
 pub(super) fn spawn_script(spec: SpawnSpec, script: String) -> std::io::Result<Spawned> {
+    spawn_program(spec, "/bin/sh", &["/bin/sh", "-c", &script])
+}
+
+/// Starts `path` with `argv`: the child is started by [`super::launch`] (`clone(CLONE_VM |
+/// CLONE_VFORK)`: robokud's memory is not copied), joins its cgroups, drops to the dyno user and
+/// execs.
+fn spawn_program(spec: SpawnSpec, path: &str, argv: &[&str]) -> std::io::Result<Spawned> {
     let stdin: OwnedFd = match spec.stdin {
         Some(f) => f.into(),
         None => File::open("/dev/null")
@@ -72,8 +92,8 @@ pub(super) fn spawn_script(spec: SpawnSpec, script: String) -> std::io::Result<S
         (r.uid, r.gid, groups)
     });
     let prepared = super::launch::Prepared::new(super::launch::Plan {
-        path: "/bin/sh",
-        argv: &["/bin/sh", "-c", &script],
+        path,
+        argv,
         env: &spec.env,
         cwd: &spec.cwd,
         stdin,

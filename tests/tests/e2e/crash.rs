@@ -223,6 +223,91 @@ fn a_simple_command_is_the_dyno_itself_and_a_compound_one_keeps_its_shell() {
     assert_eq!(d["last_exit"]["signal"], 9, "{d}");
 }
 
+/// `/proc/<pid>/environ` as sorted `NAME=value` strings.
+fn environ(pid: i64) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let mut vars: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    vars.sort();
+    vars
+}
+
+#[test]
+fn a_plain_command_without_profile_scripts_gets_what_the_shell_would_have_given_it() {
+    let agent = Agent::start(AgentOpts::default());
+    // `web` and `script` are plain words (robokud execs the program itself); the `$UNSET` of
+    // `worker` and `script2` expands to nothing, so the shell runs them: the same programs with
+    // the same argv, and the same environment.
+    let app = app_dir(&[
+        (
+            "Procfile",
+            "web: sleep 1000 1m\nworker: sleep 1000 1m $UNSET\n\
+             script: ./bin/stay 1m\nscript2: ./bin/stay 1m $UNSET\n",
+        ),
+        ("bin/stay", "#!/bin/sh\nsleep 1000\n"),
+    ]);
+    let stay = app.path().join("bin/stay");
+    std::fs::set_permissions(&stay, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod bin/stay");
+    agent.create_and_deploy("plain", app.path());
+    agent.ok(&["config:set", "GREETING=hello world", "-a", "plain"]);
+    agent.ok(&[
+        "ps:scale",
+        "worker=1",
+        "script=1",
+        "script2=1",
+        "-a",
+        "plain",
+    ]);
+    let pid = |name| agent.wait_up("plain", name, None, Duration::from_secs(10));
+    let (web, worker, script, script2) = (
+        pid("web.1"),
+        pid("worker.1"),
+        pid("script.1"),
+        pid("script2.1"),
+    );
+    let cmdline = |pid| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    for pid in [web, worker] {
+        assert_eq!(comm(pid), "sleep");
+        assert_eq!(cmdline(pid), b"sleep\x001000\x001m\x00");
+    }
+    for pid in [script, script2] {
+        assert_eq!(comm(pid), "stay");
+        assert_eq!(
+            cmdline(pid),
+            b"/bin/sh\x00./bin/stay\x001m\x00",
+            "ps shows it as the shell would"
+        );
+    }
+    // Names that differ per dyno by design (its name, port, instance tag) aside.
+    let per_dyno = ["DYNO=", "PORT=", "ROBOKU_INSTANCE="];
+    let shared = |pid| -> Vec<String> {
+        environ(pid)
+            .into_iter()
+            .filter(|v| !per_dyno.iter().any(|p| v.starts_with(p)))
+            .collect()
+    };
+    let direct = shared(web);
+    assert!(
+        direct.iter().any(|v| v == "GREETING=hello world"),
+        "{direct:?}"
+    );
+    assert!(
+        direct.iter().any(|v| v.starts_with("PWD=/")),
+        "dash exports PWD: {direct:?}"
+    );
+    for (a, b) in [(web, worker), (script, script2), (web, script)] {
+        assert_eq!(
+            shared(a),
+            shared(b),
+            "direct exec and shell disagree on the environment"
+        );
+    }
+}
+
 /// The spares of `dyno` of `app` (pid, instance), waiting to be released.
 fn spares_of(agent: &Agent, app: &str, dyno: &str) -> Vec<(i64, String)> {
     let prefix = format!("{app}/{dyno}@");
