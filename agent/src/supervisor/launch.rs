@@ -20,7 +20,8 @@
 //! Order in the child (each step's failure ends it with exit status 127 and the step and errno
 //! in the outcome): setsid, umask 022, the cgroup joins (so it is confined before anything else
 //! it does), stdin/stdout/stderr, the controlling terminal, chdir, nice, real-time policy,
-//! groups/gid/uid, the check that robokud is still its parent, signals, execve.
+//! groups/gid/uid, the check that robokud is still its parent, signals, execve (of the programs to
+//! try first, in order, then of the program itself: a failed execve changes nothing).
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -84,12 +85,42 @@ impl Step {
     }
 }
 
-/// Everything the child needs, made before the clone (so the child allocates nothing).
-pub struct Prepared {
+/// A program and its argv as `execve` takes them.
+struct Exec {
     path: CString,
     /// Kept alive for the pointers in `argv_ptrs`.
     _argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
+}
+
+impl Exec {
+    fn new(path: &str, argv: &[&str]) -> std::io::Result<Exec> {
+        let path = cstring("the program path", path)?;
+        let argv = argv
+            .iter()
+            .map(|a| cstring("an argument", a))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Exec {
+            argv_ptrs: ptrs(&argv),
+            path,
+            _argv: argv,
+        })
+    }
+}
+
+/// The pointers of `v`'s strings, NULL-terminated.
+fn ptrs(v: &[CString]) -> Vec<*const libc::c_char> {
+    v.iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// Everything the child needs, made before the clone (so the child allocates nothing).
+pub struct Prepared {
+    /// Tried in order before `exec`; the first that execs is the child.
+    try_first: Vec<Exec>,
+    exec: Exec,
     _envp: Vec<CString>,
     envp_ptrs: Vec<*const libc::c_char>,
     cwd: CString,
@@ -108,6 +139,9 @@ pub struct Prepared {
 pub struct Plan<'a> {
     pub path: &'a str,
     pub argv: &'a [&'a str],
+    /// Programs `(path, argv)` exec'd in order before `path`: the first that execs is the child;
+    /// `path` runs only when every one of them failed (and its failure is the one reported).
+    pub try_first: &'a [(&'a str, &'a [&'a str])],
     pub env: &'a std::collections::BTreeMap<String, String>,
     pub cwd: &'a std::path::Path,
     pub stdin: OwnedFd,
@@ -147,11 +181,11 @@ fn above_stdio(fd: OwnedFd) -> std::io::Result<OwnedFd> {
 impl Prepared {
     /// Turns a plan into C strings and pointer arrays. Pure but for moving fds above 2.
     pub fn new(plan: Plan<'_>) -> std::io::Result<Prepared> {
-        let path = cstring("the program path", plan.path)?;
-        let argv = plan
-            .argv
+        let exec = Exec::new(plan.path, plan.argv)?;
+        let try_first = plan
+            .try_first
             .iter()
-            .map(|a| cstring("an argument", a))
+            .map(|(path, argv)| Exec::new(path, argv))
             .collect::<std::io::Result<Vec<_>>>()?;
         let envp = plan
             .env
@@ -167,17 +201,10 @@ impl Prepared {
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         let cwd = cstring("the directory", &plan.cwd.display().to_string())?;
-        let ptrs = |v: &[CString]| {
-            v.iter()
-                .map(|c| c.as_ptr())
-                .chain(std::iter::once(std::ptr::null()))
-                .collect::<Vec<_>>()
-        };
         Ok(Prepared {
-            argv_ptrs: ptrs(&argv),
+            try_first,
+            exec,
             envp_ptrs: ptrs(&envp),
-            path,
-            _argv: argv,
             _envp: envp,
             cwd,
             stdio: [
@@ -360,7 +387,9 @@ unsafe fn child_steps(p: &Prepared) -> Result<(), Step> {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+        for e in p.try_first.iter().chain(std::iter::once(&p.exec)) {
+            libc::execve(e.path.as_ptr(), e.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+        }
         Ok(())
     }
 }

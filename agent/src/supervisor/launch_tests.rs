@@ -39,6 +39,7 @@ fn run(
         nice: None,
         rt: None,
         ids: None,
+        try_first: &[],
     })
     .unwrap();
     let pid = launch(&p).expect("launch");
@@ -135,6 +136,7 @@ fn a_failed_step_is_named_and_the_child_reaped() {
         nice: None,
         rt: None,
         ids: None,
+        try_first: &[],
     })
     .unwrap();
     let e = launch(&p).expect_err("no such directory");
@@ -157,6 +159,7 @@ fn a_failed_step_is_named_and_the_child_reaped() {
         nice: None,
         rt: None,
         ids: None,
+        try_first: &[],
     })
     .unwrap();
     let e = launch(&p).expect_err("bad join fd");
@@ -179,6 +182,7 @@ fn a_missing_program_fails_at_exec() {
         nice: None,
         rt: None,
         ids: None,
+        try_first: &[],
     })
     .unwrap();
     let e = launch(&p).expect_err("no program");
@@ -204,6 +208,7 @@ fn nul_bytes_and_bad_names_are_refused_before_any_clone() {
             nice: None,
             rt: None,
             ids: None,
+            try_first: &[],
         });
         let e = r.err().expect("refused");
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
@@ -216,4 +221,48 @@ fn pipe() -> (OwnedFd, OwnedFd) {
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
     // SAFETY: fresh fds nothing else owns.
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+#[test]
+fn the_programs_to_try_first_run_in_order_and_the_program_itself_when_all_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out");
+    let env = BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]);
+    let start = |try_first: &[(&str, &[&str])]| {
+        let out = std::fs::File::create(&out_path).unwrap();
+        let p = Prepared::new(Plan {
+            path: "/bin/sh",
+            argv: &["/bin/sh", "-c", "echo fallback"],
+            env: &env,
+            cwd: dir.path(),
+            stdin: null(),
+            stdout: out.try_clone().unwrap().into(),
+            stderr: out.into(),
+            join: vec![],
+            ctty: false,
+            nice: None,
+            rt: None,
+            ids: None,
+            try_first,
+        })
+        .unwrap();
+        let code = wait(launch(&p).expect("launch"));
+        (code, std::fs::read_to_string(&out_path).unwrap())
+    };
+    let missing: &[&str] = &["missing"];
+    let echo: &[&str] = &["echo", "first"];
+    let echo2: &[&str] = &["echo", "second"];
+    assert_eq!(
+        start(&[
+            ("/nonexistent/echo", missing),
+            ("/bin/echo", echo),
+            ("/bin/echo", echo2)
+        ]),
+        (0, "first\n".to_string())
+    );
+    // Not executable (a directory): skipped like a missing one.
+    assert_eq!(
+        start(&[("/tmp", missing), ("/nonexistent/x", missing)]),
+        (0, "fallback\n".to_string())
+    );
 }

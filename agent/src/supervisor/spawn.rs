@@ -47,33 +47,33 @@ pub struct Spawned {
 }
 
 /// Starts the dyno: its program itself when the shell would only `exec` it ([`super::direct`]),
-/// else `/bin/sh -c` with the prelude.
+/// else (or when no path of it execs) `/bin/sh -c` with the prelude.
 pub fn spawn(mut spec: SpawnSpec) -> std::io::Result<Spawned> {
-    let groups: Vec<u32> = spec
-        .run_as
-        .iter()
-        .map(|r| r.gid)
-        .chain(spec.groups.iter().copied())
-        .collect();
-    let who = spec.run_as.as_ref().map(|r| (r.uid, groups.as_slice()));
-    if let Some(d) = super::direct::direct(&spec.command, &spec.cwd, &spec.env, who) {
-        let argv: Vec<&str> = d.argv.iter().map(String::as_str).collect();
-        spec.env = d.env;
-        return spawn_program(spec, &d.path, &argv);
-    }
     let script = super::script::shell_script(&spec.command);
-    spawn_script(spec, script)
+    let shell: &[&str] = &["/bin/sh", "-c", &script];
+    let Some(d) = super::direct::direct(&spec.command, &spec.cwd, &spec.env) else {
+        return spawn_program(spec, shell, &[]);
+    };
+    let argv: Vec<&str> = d.argv.iter().map(String::as_str).collect();
+    let first: Vec<(&str, &[&str])> = d.paths.iter().map(|p| (p.as_str(), &argv[..])).collect();
+    spec.env = d.env;
+    spawn_program(spec, shell, &first)
 }
 
 /// [`spawn`] with the script given to `/bin/sh -c` (a spare's waits first, see [`super::spare`]).
 pub(super) fn spawn_script(spec: SpawnSpec, script: String) -> std::io::Result<Spawned> {
-    spawn_program(spec, "/bin/sh", &["/bin/sh", "-c", &script])
+    spawn_program(spec, &["/bin/sh", "-c", &script], &[])
 }
 
-/// Starts `path` with `argv`: the child is started by [`super::launch`] (`clone(CLONE_VM |
+/// Starts `argv` (its first word is the program's path), after trying the programs of
+/// `try_first` in order: the child is started by [`super::launch`] (`clone(CLONE_VM |
 /// CLONE_VFORK)`: robokud's memory is not copied), joins its cgroups, drops to the dyno user and
 /// execs.
-fn spawn_program(spec: SpawnSpec, path: &str, argv: &[&str]) -> std::io::Result<Spawned> {
+fn spawn_program(
+    spec: SpawnSpec,
+    argv: &[&str],
+    try_first: &[(&str, &[&str])],
+) -> std::io::Result<Spawned> {
     let stdin: OwnedFd = match spec.stdin {
         Some(f) => f.into(),
         None => File::open("/dev/null")
@@ -92,8 +92,9 @@ fn spawn_program(spec: SpawnSpec, path: &str, argv: &[&str]) -> std::io::Result<
         (r.uid, r.gid, groups)
     });
     let prepared = super::launch::Prepared::new(super::launch::Plan {
-        path,
+        path: argv[0],
         argv,
+        try_first,
         env: &spec.env,
         cwd: &spec.cwd,
         stdin,

@@ -308,6 +308,39 @@ fn a_plain_command_without_profile_scripts_gets_what_the_shell_would_have_given_
     }
 }
 
+#[test]
+fn a_plain_command_that_cannot_be_execed_gets_the_shells_own_error() {
+    let agent = Agent::start(AgentOpts::default());
+    let app = app_dir(&[
+        (
+            "Procfile",
+            "web: sleep 1000\nmissing: no-such-program-here 1\nnoexec: ./bin/noexec\n",
+        ),
+        ("bin/noexec", "#!/bin/sh\nsleep 1000\n"),
+    ]);
+    agent.create_and_deploy("broken", app.path());
+    agent.ok(&["ps:scale", "missing=1", "noexec=1", "-a", "broken"]);
+    // Neither path execs for the dyno's user: the child goes on to the shell, whose search
+    // fails with the messages users know (and the dyno crashes, as it did under the shell).
+    let wants = [
+        "no-such-program-here: not found",
+        "./bin/noexec: Permission denied",
+    ];
+    let mut logs = String::new();
+    wait_for(
+        "the shell's errors in the logs",
+        Duration::from_secs(15),
+        || {
+            logs = agent.ok(&["logs", "-a", "broken", "-n", "200"]);
+            wants.iter().all(|w| logs.contains(w))
+        },
+    );
+    assert!(
+        !logs.contains("cannot start"),
+        "a start failure, not the shell's: {logs}"
+    );
+}
+
 /// The spares of `dyno` of `app` (pid, instance), waiting to be released.
 fn spares_of(agent: &Agent, app: &str, dyno: &str) -> Vec<(i64, String)> {
     let prefix = format!("{app}/{dyno}@");
