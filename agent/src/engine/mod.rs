@@ -36,6 +36,7 @@ mod rollout;
 mod spare;
 mod stop_order;
 mod supervise;
+mod sweep;
 
 pub use command::{Command, Door, EngineError, Reply};
 
@@ -226,6 +227,8 @@ pub struct Engine {
     lazy: BTreeSet<DynoKey>,
     /// When the freed heap goes back to the kernel (after a burst of saved dyno changes).
     heap: crate::heap::Trimmer,
+    /// Removes gone instances' cgroups, one at a time off the engine (see `sweep`).
+    sweeper: sweep::Sweeper,
     save_due: Option<Instant>,
     gone: Vec<DynoKey>,
     rng: SmallRng,
@@ -320,6 +323,7 @@ pub fn start(
     let engine = Engine {
         settings,
         store,
+        sweeper: sweep::Sweeper::new(cgroups.clone()),
         cgroups,
         logs,
         dynos: BTreeMap::new(),

@@ -262,8 +262,7 @@ impl Engine {
 
     /// Kills whatever is left in an instance's cgroup and removes it, off the engine loop.
     pub(super) fn cleanup_cgroup(&self, rel: String) {
-        let driver = self.cgroups.clone();
-        tokio::task::spawn_blocking(move || remove_cgroup(driver.as_ref(), &rel));
+        self.sweeper.remove(rel);
     }
 
     pub(super) fn on_exit(&mut self, key: DynoKey, instance: u64, exit: Exit) {
@@ -759,7 +758,7 @@ struct Handled {
     old_cgroup: Option<String>,
 }
 
-fn remove_cgroup(driver: &dyn crate::cgroup::CgroupDriver, rel: &str) {
+pub(super) fn remove_cgroup(driver: &dyn crate::cgroup::CgroupDriver, rel: &str) {
     if let Err(e) = driver.kill_all(rel).and_then(|()| driver.remove(rel)) {
         tracing::warn!(cgroup = %rel, error = %e, "cleaning up a dyno cgroup failed");
     }
