@@ -36,41 +36,40 @@ impl Store {
         let path = &self.path;
         let tx = self.conn.transaction().at("begin port", path)?;
         Store::require_app(&tx, path, app)?;
-        let mut recorded = Vec::with_capacity(dynos.len());
-        {
-            let mut st = tx
-                .prepare_cached("SELECT port FROM ports WHERE app = ?1 AND dyno = ?2")
-                .at("select port", path)?;
-            for dyno in dynos {
-                let port: Option<u16> =
-                    optional(st.query_row([app, dyno], |r| r.get(0))).at("select port", path)?;
-                recorded.push(port);
-            }
-        }
-        if recorded.iter().all(Option::is_some) {
-            return Ok(recorded.into_iter().flatten().map(Ok).collect());
+        let recorded: std::collections::BTreeMap<String, u16> = tx
+            .prepare_cached("SELECT dyno, port FROM ports WHERE app = ?1")
+            .and_then(|mut st| {
+                st.query_map([app], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .at("select ports", path)?;
+        let wanted = dynos.iter().filter(|d| !recorded.contains_key(**d)).count();
+        if wanted == 0 {
+            let ports = dynos.iter().filter_map(|d| recorded.get(*d).copied());
+            return Ok(ports.map(Ok).collect());
         }
         let taken: std::collections::BTreeSet<u16> = tx
             .prepare_cached("SELECT port FROM ports WHERE port BETWEEN ?1 AND ?2")
             .and_then(|mut st| st.query_map([min, max], |r| r.get(0))?.collect())
             .at("select taken ports", path)?;
-        let wanted = recorded.iter().filter(|p| p.is_none()).count();
-        let mut fresh = lowest_free(&taken, min, max, wanted).into_iter();
+        let mut fresh = lowest_free(&taken, min, max, wanted).into_iter().flatten();
         let mut answers = Vec::with_capacity(dynos.len());
         {
             let mut insert = tx
                 .prepare_cached("INSERT INTO ports (app, dyno, port) VALUES (?1, ?2, ?3)")
                 .at("insert port", path)?;
-            for (dyno, port) in dynos.iter().zip(recorded) {
-                let answer = match port.or_else(|| fresh.next().flatten()) {
-                    Some(p) if port.is_some() => Ok(p),
-                    Some(p) => {
-                        insert
-                            .execute(params![app, dyno, p])
-                            .at("insert port", path)?;
-                        Ok(p)
-                    }
-                    None => Err(StoreError::NoPort { min, max }),
+            for dyno in dynos {
+                let answer = match recorded.get(*dyno) {
+                    Some(&p) => Ok(p),
+                    None => match fresh.next() {
+                        Some(p) => {
+                            insert
+                                .execute(params![app, dyno, p])
+                                .at("insert port", path)?;
+                            Ok(p)
+                        }
+                        None => Err(StoreError::NoPort { min, max }),
+                    },
                 };
                 answers.push(answer);
             }
