@@ -12,13 +12,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// What to try before `/bin/sh -c`: the program's paths in the shell's order, its argv and the
-/// environment (for the shell too, should it come to that).
+/// What to try before `/bin/sh -c`: the program's paths in the shell's order, its argv, and the
+/// `PWD` to add to its environment (for the shell too, should it come to that).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Direct {
     pub paths: Vec<String>,
     pub argv: Vec<String>,
-    pub env: BTreeMap<String, String>,
+    pub pwd: String,
 }
 
 /// `Some` when `command`, run in `cwd` with `env`, may skip the shell (see the module doc).
@@ -27,16 +27,10 @@ pub fn direct(command: &str, cwd: &Path, env: &BTreeMap<String, String>) -> Opti
     if env.contains_key("PWD") || has_profile_scripts(cwd) {
         return None;
     }
-    let paths = search_paths(words[0], env.get("PATH")?);
-    let mut env = env.clone();
-    env.insert(
-        "PWD".into(),
-        std::fs::canonicalize(cwd).ok()?.to_str()?.into(),
-    );
     Some(Direct {
-        paths,
+        paths: search_paths(words[0], env.get("PATH")?),
         argv: words.iter().map(|w| w.to_string()).collect(),
-        env,
+        pwd: std::fs::canonicalize(cwd).ok()?.to_str()?.into(),
     })
 }
 
@@ -56,21 +50,21 @@ pub fn plain_words(command: &str) -> Option<Vec<&str>> {
         words.remove(0);
     }
     let first = *words.first()?;
-    if first.contains('=') || BUILTINS.contains(&first) {
+    if first.contains('=') || BUILTINS.contains(&first) || super::script::KEYWORDS.contains(&first)
+    {
         return None;
     }
     Some(words)
 }
 
-/// dash's builtins (and the keywords of other shells): run by the shell, not from `PATH`, even
-/// where a program of the same name exists (`echo`, `kill`, `test`, `true`, `printf`, `pwd`).
+/// dash's builtins: run by the shell, not from `PATH`, even where a program of the same name
+/// exists (`echo`, `kill`, `test`, `true`, `printf`, `pwd`). Reserved words are
+/// [`super::script::KEYWORDS`].
 const BUILTINS: &[&str] = &[
     ".", ":", "alias", "bg", "break", "cd", "chdir", "command", "continue", "echo", "eval", "exec",
     "exit", "export", "false", "fc", "fg", "getopts", "hash", "jobs", "kill", "local", "printf",
-    "pwd", "read", "readonly", "return", "set", "shift", "test", "times", "trap", "true", "type",
-    "ulimit", "umask", "unalias", "unset", "wait", "if", "then", "else", "elif", "fi", "do",
-    "done", "case", "esac", "while", "until", "for", "in", "function", "select", "time", "coproc",
-    "source",
+    "pwd", "read", "readonly", "return", "set", "shift", "source", "test", "times", "trap", "true",
+    "type", "ulimit", "umask", "unalias", "unset", "wait",
 ];
 
 /// Whether the slug has a `.profile.d/*.sh` the prelude would source (or one it cannot tell).
@@ -145,6 +139,8 @@ mod tests {
             "exec exec sleep 1",
             "exec cd src",
             "cd src",
+            "time sleep 1",
+            "while true",
             "echo hi",
             "kill 1",
             "true",
@@ -180,8 +176,7 @@ mod tests {
         );
         assert_eq!(d.argv, ["sleep", "5"]);
         let real = std::fs::canonicalize(dir.path()).unwrap();
-        assert_eq!(d.env.get("PWD").map(std::path::PathBuf::from), Some(real));
-        assert_eq!(d.env.get("PATH").unwrap(), "/usr/local/bin:/usr/bin/::/bin");
+        assert_eq!(std::path::PathBuf::from(&d.pwd), real);
         // With a `/`, as written (relative to the slug, where the child is).
         let d = direct("./bin/nav --x", dir.path(), &env("/usr/bin")).unwrap();
         assert_eq!(d.paths, ["./bin/nav"]);

@@ -27,7 +27,7 @@ pub fn exec_form(command: &str) -> Option<String> {
 }
 
 /// Reserved words (and `[[`, `time`, `function` of other shells) that begin compound commands.
-const KEYWORDS: &[&str] = &[
+pub(super) const KEYWORDS: &[&str] = &[
     "if", "then", "else", "elif", "fi", "do", "done", "case", "esac", "while", "until", "for",
     "in", "{", "}", "!", "[[", "]]", "function", "select", "time", "coproc",
 ];

@@ -56,7 +56,7 @@ pub fn spawn(mut spec: SpawnSpec) -> std::io::Result<Spawned> {
     };
     let argv: Vec<&str> = d.argv.iter().map(String::as_str).collect();
     let first: Vec<(&str, &[&str])> = d.paths.iter().map(|p| (p.as_str(), &argv[..])).collect();
-    spec.env = d.env;
+    spec.env.insert("PWD".into(), d.pwd);
     spawn_program(spec, shell, &first)
 }
 
